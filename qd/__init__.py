@@ -1,0 +1,1 @@
+"""qd: quality-diversity search over the design space of compound AI systems."""

@@ -1,0 +1,360 @@
+"""Command line: ``qd run | status | plot | elites | domains | llm serve``."""
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import json
+import math
+import operator as op
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from qd.config import ConfigError
+
+__all__ = ["main", "compile_where"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``qd`` console script; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"qd: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nqd: interrupted; finished evaluations are saved (resume with --resume RUN_DIR)", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qd", description="Quality-diversity search over compound AI systems.")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a search (the demo when no CONFIG is given)")
+    run.add_argument("config", nargs="?", help="run config (TOML); omitted: the built-in demo")
+    run.add_argument("--out", help="run directory (default: runs/NAME-TIMESTAMP)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue the run stored in RUN_DIR")
+    run.add_argument("--evals", type=int, help="evaluation budget (run.evaluations)")
+    run.add_argument("--seed", type=int, help="random seed (run.seed)")
+    run.add_argument("--backend", choices=["serial", "ray"], help="evaluator.backend")
+    run.add_argument("--workers", type=int, help="evaluator.workers")
+    run.add_argument("--ray-address", help="evaluator.ray_address: 'auto' or HOST:PORT to join a cluster")
+    run.add_argument("--llm-base-url", help="llm.base_url (OpenAI-compatible endpoint)")
+    run.add_argument("--llm-model", help="llm.model")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=_cmd_run)
+
+    status = sub.add_parser("status", help="summary of a run directory")
+    status.add_argument("run_dir")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.set_defaults(func=_cmd_status)
+
+    plot = sub.add_parser("plot", help="heatmap of a run's archive")
+    plot.add_argument("run_dir")
+    plot.add_argument("-o", "--output", help="image file (default: RUN_DIR/heatmap.png)")
+    plot.add_argument("--measures", help="two or more stored measures to plot, comma-separated: a,b")
+    plot.add_argument("--curve", help="also write the QD-score curve to this file")
+    plot.set_defaults(func=_cmd_plot)
+
+    elites = sub.add_parser("elites", help="export elite configurations")
+    elites.add_argument("run_dir")
+    which = elites.add_mutually_exclusive_group()
+    which.add_argument("--top", type=int, metavar="K", help="the K best elites")
+    which.add_argument("--diverse", type=int, metavar="K", help="K elites spread over measure space")
+    elites.add_argument("--where", metavar="EXPR",
+                        help="filter, e.g. 'llm_calls <= 4 and objective > 0.5' (names: objective, id, measures)")
+    elites.add_argument("--format", choices=["json", "csv"], default="json")
+    elites.set_defaults(func=_cmd_elites)
+
+    domains = sub.add_parser("domains", help="list the built-in domains")
+    domains.set_defaults(func=_cmd_domains)
+
+    llm = sub.add_parser("llm", help="LLM utilities")
+    llm_sub = llm.add_subparsers(metavar="ACTION")
+    serve = llm_sub.add_parser("serve", help="serve the embedded model as an OpenAI-compatible endpoint")
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to serve other nodes)")
+    serve.set_defaults(func=_cmd_llm_serve)
+    return parser
+
+
+# -- run ---------------------------------------------------------------------------------------
+def _cmd_run(args: argparse.Namespace) -> int:
+    from qd.runner import resolve_run_config, run_search
+
+    overrides: dict[str, dict[str, Any]] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+
+    put("run", "evaluations", args.evals)
+    put("run", "seed", args.seed)
+    put("evaluator", "backend", args.backend)
+    put("evaluator", "workers", args.workers)
+    put("evaluator", "ray_address", args.ray_address)
+    put("llm", "base_url", args.llm_base_url)
+    put("llm", "model", args.llm_model)
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        raise ValueError("--resume names the run directory; do not also pass a different --out")
+    run_dir = Path(args.resume or args.out or f"runs/{_default_name(args.config)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    config = resolve_run_config(args.config, run_dir, bool(args.resume), overrides)
+    print(f"qd: {'resuming' if args.resume else 'running'} {config['run']['name']!r} "
+          f"({config['domain']['name']}, {config['run']['evaluations']} evaluations) in {run_dir}", file=sys.stderr)
+    run = run_search(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    _print_summary(run)
+    return 0
+
+
+def _default_name(config_path: str | None) -> str:
+    return Path(config_path).stem if config_path else "demo"
+
+
+def _print_summary(run: Any) -> None:
+    s = run.archive.stats
+    print(f"\nevaluations: {run.store.count()}  elites: {s.num_elites}  coverage: {s.coverage:.1%}  "
+          f"qd_score: {s.qd_score:.4g}  best: {s.obj_max:.4g}")
+    names = run.archive.measure_names
+    picks = _spanning_elites(run.archive)
+    if picks:
+        print("elites spanning the map:")
+        for label, elite in picks:
+            measures = ", ".join(f"{n}={v:.3g}" for n, v in zip(names, elite["measures"]))
+            print(f"  {label:<18} {run.domain.objective_name}={elite['objective']:.4g}  {measures}  (id {elite['id']})")
+    if (run.path / "heatmap.png").exists():
+        print(f"heatmap: {run.path / 'heatmap.png'}")
+    print(f"inspect: qd status {run.path}   qd elites {run.path} --diverse 5")
+
+
+def _spanning_elites(archive: Any) -> list[tuple[str, dict]]:
+    """The best elite, plus the lowest-measure elites that reach 90% of the best objective."""
+    elites = archive.top(len(archive)) if len(archive) else []
+    if not elites:
+        return []
+    best = elites[0]
+    picks = [("best", best)]
+    cutoff = best["objective"] - 0.1 * abs(best["objective"])
+    good = [e for e in elites if e["objective"] >= cutoff]
+    for i, name in enumerate(archive.measure_names):
+        cheapest = min(good, key=lambda e: e["measures"][i])
+        picks.append((f"lowest {name}", cheapest))
+    return picks
+
+
+# -- status ------------------------------------------------------------------------------------
+def run_status(run_dir: str | Path) -> dict[str, Any]:
+    """The ``qd status --json`` object of a run directory."""
+    from qd.result import STATUSES
+    from qd.runner import open_run
+
+    run = open_run(run_dir)
+    s = run.archive.stats
+    statuses = {k: 0 for k in STATUSES}
+    statuses.update(run.store.status_counts())
+    counters = run.store.counters("operators")
+    operators = {}
+    for name, c in counters.items():
+        offspring = int(c.get("offspring", 0))
+        operators[name] = {
+            "offspring": offspring, "valid": int(c.get("valid", 0)), "duplicates": int(c.get("duplicates", 0)),
+            "evaluated": int(c.get("evaluated", 0)), "gains": int(c.get("gains", 0)),
+            "tokens": int(c.get("tokens", 0)), "time_s": round(c.get("time_s", 0.0), 3),
+            "validity_rate": round(c.get("valid", 0) / offspring, 4) if offspring else None,
+            "gain_rate": round(c.get("gains", 0) / c["evaluated"], 4) if c.get("evaluated") else None,
+        }
+    llm_total = run.store.counters("llm").get("total", {})
+    llm = {k: llm_total.get(k, 0) for k in ("calls", "tokens_in", "tokens_out", "cache_hits", "failures", "cost_usd")}
+    return {
+        "run_dir": str(run.path), "name": run.config["run"]["name"], "domain": run.config["domain"]["name"],
+        "evaluations": run.store.count(), "budget": run.config["run"]["evaluations"],
+        "num_elites": s.num_elites, "coverage": s.coverage, "qd_score": s.qd_score,
+        "obj_max": s.obj_max if s.num_elites else None,
+        "invalid": statuses["invalid"], "errors": statuses["error"] + statuses["crash"] + statuses["timeout"],
+        "statuses": statuses, "operators": operators, "llm": llm,
+    }
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    status = run_status(args.run_dir)
+    if args.json:
+        print(json.dumps(status, default=_json_default))
+        return 0
+    print(f"{status['name']} ({status['domain']}): {status['evaluations']}/{status['budget']} evaluations")
+    print(f"elites {status['num_elites']}  coverage {status['coverage']:.1%}  qd_score {status['qd_score']:.4g}  "
+          f"best {status['obj_max']}")
+    print("statuses: " + ", ".join(f"{k} {v}" for k, v in status["statuses"].items()))
+    for name, o in status["operators"].items():
+        print(f"  {name:<18} offspring {o['offspring']:>6}  valid {o['validity_rate']}  dup {o['duplicates']:>5}  "
+              f"evaluated {o['evaluated']:>6}  gains {o['gains']:>5}  tokens {o['tokens']}")
+    if status["llm"]["calls"]:
+        print("llm: " + ", ".join(f"{k} {v}" for k, v in status["llm"].items()))
+    return 0
+
+
+# -- plot --------------------------------------------------------------------------------------
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from qd.runner import open_run, save_heatmap
+
+    run = open_run(args.run_dir)
+    archive = run.archive
+    if args.measures:
+        archive = _archive_over(run, [m.strip() for m in args.measures.split(",") if m.strip()])
+    out = Path(args.output or run.path / "heatmap.png")
+    save_heatmap(archive, out, title=run.config["run"]["name"])
+    print(out)
+    if args.curve:
+        _save_curve(run, Path(args.curve))
+        print(args.curve)
+    return 0
+
+
+def _archive_over(run: Any, names: list[str]) -> Any:
+    """A grid archive of the run's usable evaluations over other stored measures."""
+    import numpy as np
+
+    from archives import GridArchive
+
+    rows = [r for r in run.store.evaluations(status="ok") if math.isfinite(r.fitness)]
+    missing = sorted({n for n in names for r in rows[:1] if n not in r.measures})
+    if missing or len(names) < 2:
+        available = sorted(rows[0].measures) if rows else []
+        raise ValueError(f"--measures needs at least two stored measures; unknown {missing}; stored: {available}")
+    values = np.array([[r.measures[n] for n in names] for r in rows], dtype=float)
+    low, high = values.min(axis=0), values.max(axis=0)
+    high = np.where(high > low, high, low + 1.0)
+    archive = GridArchive(dims=[min(50, max(2, len(np.unique(values[:, i])))) for i in range(len(names))],
+                          ranges=list(zip(low, high)), measure_names=names,
+                          objective_name=run.archive.objective_name, qd_score_offset=run.archive.qd_score_offset)
+    archive.add([r.config for r in rows], [r.fitness for r in rows], values, id=[r.id for r in rows])
+    return archive
+
+
+def _save_curve(run: Any, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from archives.plot import qd_curve
+
+    history = run.store.history()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    qd_curve([h["evaluations"] for h in history], [h["qd_score"] for h in history], ax=ax,
+             label=run.config["run"]["name"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- elites ------------------------------------------------------------------------------------
+_BINOPS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: op.add, ast.Sub: op.sub, ast.Mult: op.mul, ast.Div: op.truediv, ast.Mod: op.mod, ast.Pow: op.pow,
+    ast.Lt: op.lt, ast.LtE: op.le, ast.Gt: op.gt, ast.GtE: op.ge, ast.Eq: op.eq, ast.NotEq: op.ne,
+}
+
+
+def compile_where(expr: str) -> Callable[[dict[str, Any]], bool]:
+    """Compile a filter such as ``"llm_calls <= 4 and objective > 0.5"`` into a predicate.
+
+    Only names, numbers, strings, arithmetic, comparisons and ``and``/``or``/``not``
+    are allowed; nothing is passed to ``eval``.
+    """
+    try:
+        tree = ast.parse(expr, mode="eval").body
+    except SyntaxError as exc:
+        raise ValueError(f"--where {expr!r}: {exc.msg}") from None
+
+    def ev(node: ast.AST, env: dict[str, Any]) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id not in env:
+                raise ValueError(f"--where: unknown name {node.id!r}; available: {', '.join(sorted(env))}")
+            return env[node.id]
+        if isinstance(node, ast.BoolOp):
+            values = (ev(v, env) for v in node.values)
+            return all(values) if isinstance(node.op, ast.And) else any(values)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
+            value = ev(node.operand, env)
+            return (not value) if isinstance(node.op, ast.Not) else -value
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            return _BINOPS[type(node.op)](ev(node.left, env), ev(node.right, env))
+        if isinstance(node, ast.Compare) and all(type(o) in _BINOPS for o in node.ops):
+            left = ev(node.left, env)
+            for cmp, right_node in zip(node.ops, node.comparators):
+                right = ev(right_node, env)
+                if not _BINOPS[type(cmp)](left, right):
+                    return False
+                left = right
+            return True
+        raise ValueError(f"--where: {ast.unparse(node)!r} is not allowed (names, numbers, comparisons, and/or/not)")
+
+    return lambda env: bool(ev(tree, env))
+
+
+def select_elites(archive: Any, *, top: int | None = None, diverse: int | None = None,
+                  where: str | None = None) -> list[dict]:
+    """Elites of ``archive`` as flat records, filtered by ``where`` then cut by ``top`` or ``diverse``."""
+    names = archive.measure_names
+    if not len(archive):
+        return []
+    # diverse() is greedy farthest-point sampling, so the first K of the full ordering are its K picks
+    pool = archive.diverse(len(archive)) if diverse is not None else archive.top(len(archive))
+    if where:
+        predicate = compile_where(where)
+        pool = [e for e in pool if predicate({"objective": e["objective"], "fitness": e["objective"], "id": e["id"],
+                                              **dict(zip(names, map(float, e["measures"])))})]
+    limit = diverse if diverse is not None else top
+    elites = pool if limit is None else pool[:limit]
+    return [{"id": int(e["id"]), "objective": float(e["objective"]),
+             **{n: float(v) for n, v in zip(names, e["measures"])}, "config": e["solution"]} for e in elites]
+
+
+def _cmd_elites(args: argparse.Namespace) -> int:
+    from qd.runner import open_run
+
+    run = open_run(args.run_dir)
+    records = select_elites(run.archive, top=args.top, diverse=args.diverse, where=args.where)
+    if args.format == "json":
+        print(json.dumps(records, indent=1, default=_json_default))
+        return 0
+    fields = ["id", "objective", *run.archive.measure_names, "config"]
+    writer = csv.DictWriter(sys.stdout, fieldnames=fields)
+    writer.writeheader()
+    for r in records:
+        writer.writerow({**r, "config": json.dumps(r["config"], sort_keys=True, separators=(",", ":"))})
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+# -- domains, llm --------------------------------------------------------------------------------
+def _cmd_domains(args: argparse.Namespace) -> int:
+    from domains import available_domains
+
+    for name, doc in available_domains().items():
+        print(f"{name:<16} {doc}")
+    return 0
+
+
+def _cmd_llm_serve(args: argparse.Namespace) -> int:
+    from qd.llm.local import serve
+
+    serve(port=args.port, host=args.host)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Build a search from a resolved run config, run it in a run directory, and reopen finished runs.
+
+The run directory holds ``config.toml`` (the resolved config), ``run.sqlite`` (the
+:class:`~qd.store.RunStore`) and, on request, ``heatmap.png``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qd.config import ConfigError, dump_config, load_config
+from qd.domain import Domain
+from qd.search import Search, replay
+from qd.store import RunStore
+
+__all__ = ["Run", "build_domain", "build_archive", "build_operators", "run_search", "open_run", "resolve_measures_config"]
+
+
+@dataclass
+class Run:
+    """A run directory opened for reading: its config, store, domain and replayed archive."""
+
+    path: Path
+    config: dict
+    store: RunStore
+    domain: Domain
+    archive: Any
+
+
+def build_domain(config: dict) -> Domain:
+    """The domain named by ``[domain]``."""
+    from domains import get_domain
+
+    try:
+        return get_domain(config["domain"]["name"], **config["domain"]["options"])
+    except TypeError as exc:  # a misspelt option reaches the constructor as an unexpected keyword
+        raise ConfigError(f"[domain.options] for {config['domain']['name']!r}: {exc}") from None
+
+
+def resolve_measures_config(config: dict, domain: Domain) -> tuple[list[str], list[list[float]], list[int]]:
+    """Measure names, ranges and bins from ``[archive]``, defaulting to the domain's."""
+    archive = config["archive"]
+    names = list(archive["measures"] or domain.default_measures)
+    if not names:
+        raise ConfigError(f"archive.measures is empty and domain {domain.name!r} declares no default measures")
+    defaults = dict(zip(domain.default_measures, domain.default_ranges))
+    ranges = archive["ranges"] or [defaults.get(n) for n in names]
+    missing = [n for n, r in zip(names, ranges) if r is None]
+    if missing:
+        raise ConfigError(f"archive.ranges is required for measures without a default range: {', '.join(missing)}")
+    default_bins = dict(zip(domain.default_measures, domain.default_bins))
+    bins = archive["bins"] or [default_bins.get(n, 50) for n in names]
+    return names, [list(map(float, r)) for r in ranges], list(bins)
+
+
+def build_archive(config: dict, domain: Domain) -> Any:
+    """A Grid or CVT archive over the configured measures."""
+    from archives import CVTArchive, GridArchive
+
+    names, ranges, bins = resolve_measures_config(config, domain)
+    cfg = config["archive"]
+    offset = cfg["qd_score_offset"] if cfg["qd_score_offset"] is not None else domain.qd_score_offset
+    common: dict[str, Any] = dict(ranges=ranges, qd_score_offset=offset, measure_names=names,
+                                  objective_name=domain.objective_name)
+    if cfg["learning_rate"] is not None:
+        common["learning_rate"] = cfg["learning_rate"]
+        if cfg["threshold_min"] is not None:
+            common["threshold_min"] = cfg["threshold_min"]
+    if cfg["type"] == "grid":
+        return GridArchive(dims=bins, **common)
+    return CVTArchive(cells=cfg["cells"] or 1000, seed=config["run"]["seed"], **common)
+
+
+def build_llm_client(config: dict) -> Any:
+    """The LLM client of ``[llm]`` (the embedded model when ``base_url`` is empty)."""
+    from qd.llm import LLMClient
+
+    llm = config["llm"]
+    cache = llm["cache"]
+    if cache is True:
+        cache = Path(os.environ.get("QD_CACHE_DIR", Path.home() / ".cache" / "qd")) / "llm-cache.sqlite"
+    return LLMClient(base_url=llm["base_url"] or None, model=llm["model"], api=llm["api"],
+                     api_key_env=llm["api_key_env"], temperature=llm["temperature"],
+                     max_tokens=llm["max_tokens"], timeout_s=llm["timeout_s"], retries=llm["retries"],
+                     concurrency=llm["concurrency"], cache=cache or None, prices=llm["prices"] or None)
+
+
+def build_operators(config: dict, domain: Domain, client: Any = None) -> dict[str, tuple[Any, float]]:
+    """Operator instances and weights from ``[operators]``; builds the LLM client only when needed."""
+    from operators import CLASSIC
+
+    llm_ops: dict[str, type] = {}
+    weights = {k: float(v) for k, v in config["operators"].items() if k != "adaptive" and v > 0}
+    if not weights:
+        raise ConfigError("[operators] gives no operator a positive weight")
+    if set(weights) - set(CLASSIC):
+        from operators.llm import LLM_OPERATORS
+
+        llm_ops = LLM_OPERATORS
+    allowed = sorted(CLASSIC) + sorted(llm_ops or ("lmx", "llm_mutation"))
+    unknown = sorted(set(weights) - set(CLASSIC) - set(llm_ops))
+    if unknown:
+        raise ConfigError(f"unknown operator(s) {', '.join(unknown)}; allowed: adaptive, {', '.join(allowed)}")
+    built = {}
+    for name, weight in weights.items():
+        if name in CLASSIC:
+            built[name] = (CLASSIC[name](domain.space), weight)
+        else:
+            built[name] = (llm_ops[name](domain.space, client), weight)
+    return built
+
+
+def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> Run:
+    """Run (or resume) the search described by ``config`` in ``run_dir``.
+
+    Returns the finished :class:`Run`. With ``resume=True`` the config stored in
+    ``run_dir`` is used (``config`` may raise the budget) and the archive is
+    rebuilt from the store before the search continues.
+    """
+    from qd.analysis.descriptors import resolve_measures
+    from qd.evaluators import make_evaluator
+
+    run_dir = Path(run_dir)
+    store_path = run_dir / "run.sqlite"
+    if store_path.exists() and not resume:
+        raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it or another --out")
+    if resume and not store_path.exists():
+        raise FileNotFoundError(f"nothing to resume: {store_path} does not exist")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(dump_config(config))
+    domain = build_domain(config)
+    archive = build_archive(config, domain)
+    uses_llm = any(k in ("lmx", "llm_mutation") and v for k, v in config["operators"].items())
+    client = build_llm_client(config) if uses_llm else None
+    operators = build_operators(config, domain, client)
+    store = RunStore(store_path)
+    store.set_meta("config", config)
+    store.set_meta("budget", config["run"]["evaluations"])
+    ev = config["evaluator"]
+    options: dict[str, Any] = {"timeout_s": ev["timeout_s"]}
+    if ev["backend"] == "ray":
+        options.update(workers=ev["workers"], address=ev["ray_address"] or None, mode=ev["mode"],
+                       actor_concurrency=ev["actor_concurrency"])
+    evaluator = make_evaluator(ev["backend"], domain, **options)
+    search = Search(domain, archive, evaluator, operators=operators,
+                    measures=resolve_measures(archive.measure_names, domain), budget=config["run"]["evaluations"],
+                    store=store, init_random=config["run"]["init_random"], seed=config["run"]["seed"],
+                    adaptive=config["operators"].get("adaptive", False), llm_threads=config["llm"]["concurrency"],
+                    progress=progress and config["run"]["progress"], llm_client=client)
+    try:
+        search.run()
+    finally:
+        search.close()
+    if config["run"]["plot"]:
+        save_heatmap(archive, run_dir / "heatmap.png", title=config["run"]["name"])
+    return Run(run_dir, config, store, domain, archive)
+
+
+def save_heatmap(archive: Any, path: Path, title: str = "") -> Path:
+    """Write the archive's heatmap to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from archives.plot import heatmap
+
+    fig, ax = plt.subplots(figsize=(7, 6))
+    heatmap(archive, ax=ax)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def open_run(run_dir: str | Path) -> Run:
+    """Open a run directory and rebuild its archive by replaying the store."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.sqlite").exists():
+        raise FileNotFoundError(f"{run_dir} is not a qd run directory (no run.sqlite)")
+    config = load_config(run_dir / "config.toml")
+    domain = build_domain(config)
+    archive = build_archive(config, domain)
+    store = RunStore(run_dir / "run.sqlite")
+    replay(store, archive)
+    return Run(run_dir, config, store, domain, archive)
+
+
+def resolve_run_config(config_path: str | Path | None, run_dir: Path, resume: bool,
+                       overrides: dict[str, dict[str, Any]]) -> dict:
+    """The config a ``qd run`` invocation uses: the stored one on resume, else file/demo plus overrides."""
+    from qd.config import DEMO_CONFIG, resolve_config
+
+    run_dir = Path(run_dir)
+    if resume:
+        return load_config(run_dir / "config.toml", overrides)
+    if config_path is None:
+        return resolve_config(DEMO_CONFIG, overrides)
+    return load_config(config_path, overrides)

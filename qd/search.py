@@ -1,0 +1,394 @@
+"""The steady-state MAP-Elites loop (DESIGN.md, The loop).
+
+The search keeps ``2 × evaluator.slots`` evaluations in flight, inserts each
+result into the archive as it lands, commits it to the run store, and keeps
+generating offspring meanwhile. LLM operators run in a thread pool so that
+waiting on a model never leaves evaluation workers idle.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from qd.domain import Domain
+from qd.result import EvalResult
+from qd.store import RunStore
+
+__all__ = ["Search", "OperatorStats", "replay"]
+
+RANDOM = "random"      # initial population, and the last resort when operators keep repeating configs
+FALLBACK = "fallback"  # classic offspring that replaces an invalid or duplicate LLM offspring
+_MAX_DUPLICATE_TRIES = 8
+
+
+@dataclass
+class OperatorStats:
+    """Counters of one operator (shown by ``qd status``)."""
+
+    offspring: int = 0    # candidates the operator wrote
+    valid: int = 0        # ... that passed Space.validate
+    duplicates: int = 0   # ... that repeated a config already seen
+    evaluated: int = 0    # offspring evaluated under this operator's name
+    gains: int = 0        # evaluations that added a new cell or improved one
+    tokens: int = 0       # LLM tokens spent (in + out)
+    time_s: float = 0.0   # wall time spent generating
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Child:
+    config: dict
+    canonical: str
+    hash: str
+    operator: str
+    parent_ids: list[int]
+    submitted_at: float = 0.0
+
+
+@dataclass
+class _LLMJob:
+    operator: str
+    parents: list
+    started: float = field(default_factory=time.perf_counter)
+
+
+def replay(store: RunStore, archive: Any) -> set[str]:
+    """Insert every stored usable evaluation into ``archive`` in id order; returns all config hashes.
+
+    Replaying in the original order rebuilds exactly the archive the run had, because
+    insertion is deterministic.
+    """
+    seen: set[str] = set()
+    names = archive.measure_names
+    for row in store.evaluations():
+        seen.add(row.hash)
+        if row.status == "ok" and math.isfinite(row.fitness):
+            values = [row.measures[name] for name in names]
+            archive.add_single(row.config, row.fitness, values, id=row.id, feedback=row.feedback)
+    return seen
+
+
+class Search:
+    """Steady-state MAP-Elites over a domain's configuration space.
+
+    Parameters
+    ----------
+    domain : Domain
+        Supplies the space and (through the evaluator) the evaluations.
+    archive : GridArchive or CVTArchive
+        Receives every usable result; its ``measure_names`` must match ``measures``.
+    evaluator : Evaluator
+        Serial or Ray evaluator (``qd.evaluators``).
+    operators : mapping of str to (Operator, float)
+        Operator instances with their selection weights.
+    measures : sequence of callable
+        Descriptor functions ``f(config, result) -> float`` in archive order
+        (``qd.analysis.resolve_measures``).
+    budget : int
+        Number of finished evaluations to reach.
+    store : RunStore, optional
+        Where every evaluation is committed as it lands.
+    init_random : int
+        Random configurations evaluated before operators start.
+    seed : int
+        Seeds the search's random generator.
+    adaptive : bool
+        Shift operator weights toward the best archive gain per evaluation and per 1k tokens.
+    llm_threads : int
+        LLM operator calls generated concurrently.
+    progress : bool
+        Show a tqdm progress bar.
+    llm_client : LLMClient, optional
+        Its usage is saved in the store's ``llm`` counters.
+    history_every : int, optional
+        Record archive stats every this many evaluations (default: budget / 200).
+    window : int, optional
+        Evaluations kept in flight (default ``2 × evaluator.slots``).
+    ordered : bool
+        Insert results in submission order rather than as they land. With a fixed
+        ``window`` this makes the archive independent of evaluation timing, so serial
+        and Ray runs with the same seed give the same archive (at some cost in idle time).
+    """
+
+    def __init__(self, domain: Domain, archive: Any, evaluator: Any, *,
+                 operators: Mapping[str, tuple[Any, float]], measures: Sequence[Callable[[dict, EvalResult], float]],
+                 budget: int, store: RunStore | None = None, init_random: int = 100, seed: int = 0,
+                 adaptive: bool = False, llm_threads: int = 4, progress: bool = False,
+                 llm_client: Any = None, history_every: int | None = None, window: int | None = None,
+                 ordered: bool = False):
+        from operators.classic import Mutation
+
+        if not operators:
+            raise ValueError("at least one operator with a positive weight is needed")
+        if any(w < 0 for _, w in operators.values()) or sum(w for _, w in operators.values()) <= 0:
+            raise ValueError("operator weights must be non-negative with a positive sum")
+        self.domain, self.space, self.archive, self.evaluator = domain, domain.space, archive, evaluator
+        self.store, self.budget, self.init_random = store, int(budget), int(init_random)
+        self.measure_fns = list(measures)
+        self.measure_names = list(archive.measure_names)
+        self.rng = np.random.default_rng(seed)
+        self.adaptive, self.llm_client, self.progress = adaptive, llm_client, progress
+        self.operators = {name: op for name, (op, _) in operators.items()}
+        self.base_weights = {name: float(w) for name, (_, w) in operators.items()}
+        self.weights = dict(self.base_weights)
+        self._fallback = next((op for op in self.operators.values() if not getattr(op, "uses_llm", False)),
+                              None) or Mutation(self.space)
+        self.stats: dict[str, OperatorStats] = collections.defaultdict(OperatorStats)
+        self.finished = 0
+        self._next_id = 0
+        self._seen: set[str] = set()
+        self._inflight: dict[int, _Child] = {}
+        self._ready: collections.deque[_Child] = collections.deque()
+        self._llm_pool = cf.ThreadPoolExecutor(max_workers=llm_threads, thread_name_prefix="qd-llm")
+        self._llm_jobs: dict[cf.Future, _LLMJob] = {}
+        self._llm_threads = llm_threads
+        self._history_every = history_every or max(1, self.budget // 200)
+        self._started = time.perf_counter()
+        self._bar = None
+        self.window = window or 2 * evaluator.slots
+        self.ordered = ordered
+        self._landed: dict[int, EvalResult] = {}
+        if store is not None:
+            self._restore(store)
+
+    # -- public --------------------------------------------------------------------------------
+    def run(self) -> Any:
+        """Run until ``budget`` evaluations have finished; returns the archive.
+
+        Interrupting (Ctrl-C) or killing the process loses at most the evaluations in
+        flight: everything finished is already committed to the store.
+        """
+        self._open_progress()
+        try:
+            while self.finished < self.budget:
+                self._harvest_llm()
+                self._fill()
+                waiting_on_llm = bool(self._llm_jobs)
+                if not self._inflight:
+                    if not waiting_on_llm:
+                        raise RuntimeError("search stalled: nothing in flight and no offspring could be made")
+                    cf.wait(self._llm_jobs, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+                    continue
+                for key, result in self.evaluator.collect(0.02 if waiting_on_llm else 1.0):
+                    if not self.ordered:
+                        self._tell(key, result)
+                        continue
+                    self._landed[key] = result
+                    while self._inflight and min(self._inflight) in self._landed:
+                        first = min(self._inflight)
+                        self._tell(first, self._landed.pop(first))
+        finally:
+            self._save_counters()
+            if self._bar is not None:
+                self._bar.close()
+        return self.archive
+
+    def close(self) -> None:
+        """Stop LLM generation threads and the evaluator."""
+        for future in self._llm_jobs:
+            future.cancel()
+        self._llm_pool.shutdown(wait=False, cancel_futures=True)
+        self.evaluator.close()
+
+    # -- restore -------------------------------------------------------------------------------
+    def _restore(self, store: RunStore) -> None:
+        """Rebuild the archive, dedup set and counters by replaying the store in id order."""
+        self._seen = replay(store, self.archive)
+        self.finished = len(self._seen)
+        self._next_id = store.max_id() + 1
+        for name, fields in store.counters("operators").items():
+            self.stats[name] = OperatorStats(**{k: type(getattr(OperatorStats(), k))(v) for k, v in fields.items()
+                                                if hasattr(OperatorStats, k)})
+
+    # -- offspring -----------------------------------------------------------------------------
+    def _fill(self) -> None:
+        while len(self._inflight) < self.window and self.finished + len(self._inflight) < self.budget:
+            child = self._ready.popleft() if self._ready else self._make_offspring()
+            if child is None:
+                return
+            child.submitted_at = time.time()
+            key = self._next_id
+            self._next_id += 1
+            self._inflight[key] = child
+            self.evaluator.submit(key, child.config)
+
+    def _make_offspring(self) -> _Child | None:
+        """One child ready to evaluate, or None while LLM operators are busy."""
+        if self.finished + len(self._inflight) < self.init_random or len(self.archive) == 0:
+            return self._random_child()
+        while True:
+            name = self._choose_operator()
+            op = self.operators[name]
+            parents = self._select_parents(op.num_parents)
+            if getattr(op, "uses_llm", False):
+                if len(self._llm_jobs) >= self._llm_threads:
+                    return None
+                child_rng = np.random.default_rng(self.rng.integers(2**63))
+                self._llm_jobs[self._llm_pool.submit(op.vary, parents, child_rng)] = _LLMJob(name, parents)
+                continue
+            return self._classic_child(name, op, parents)
+
+    def _classic_child(self, name: str, op: Any, parents: list) -> _Child:
+        start = time.perf_counter()
+        stats = self.stats[name]
+        for _ in range(_MAX_DUPLICATE_TRIES):
+            configs = op.vary(parents, self.rng)
+            stats.offspring += len(configs)
+            for config in configs:
+                child = self._admit(name, config, parents)
+                if child is not None:
+                    stats.time_s += time.perf_counter() - start
+                    return child
+        stats.time_s += time.perf_counter() - start
+        return self._random_child()
+
+    def _admit(self, name: str, config: dict, parents: list) -> _Child | None:
+        """Validate and dedup one candidate; count what happened to it."""
+        stats = self.stats[name]
+        if self.space.validate(config):
+            return None
+        stats.valid += 1
+        canonical = self.space.canonical(config)
+        digest = self.space.hash(config)
+        if digest in self._seen:
+            stats.duplicates += 1
+            return None
+        self._seen.add(digest)
+        return _Child(config, canonical, digest, name, [p.id for p in parents if p.id is not None])
+
+    def _random_child(self) -> _Child:
+        stats = self.stats[RANDOM]
+        for _ in range(10 * _MAX_DUPLICATE_TRIES):
+            stats.offspring += 1
+            child = self._admit(RANDOM, self.space.sample(self.rng), [])
+            if child is not None:
+                return child
+        raise RuntimeError("could not sample a configuration that has not been evaluated yet: "
+                           "the space looks exhausted")
+
+    def _harvest_llm(self) -> None:
+        """Move finished LLM generations to the ready queue; replace failures by classic offspring."""
+        done = [f for f in self._llm_jobs if f.done()]
+        for future in done:
+            job = self._llm_jobs.pop(future)
+            stats = self.stats[job.operator]
+            stats.time_s += time.perf_counter() - job.started
+            try:
+                configs = future.result()
+            except Exception:  # an operator failure (LLM down, ...) costs one offspring, not the run
+                configs = []
+            stats.offspring += max(1, len(configs))
+            child = next((c for c in (self._admit(job.operator, cfg, job.parents) for cfg in configs)
+                          if c is not None), None)
+            if child is None:
+                child = self._classic_child(FALLBACK, self._fallback, job.parents)
+            self._ready.append(child)
+
+    def _sync_tokens(self) -> None:
+        for name, op in self.operators.items():
+            if hasattr(op, "stats"):
+                usage = op.stats()
+                self.stats[name].tokens = int(usage.get("tokens_in", 0) + usage.get("tokens_out", 0))
+
+    def _choose_operator(self) -> str:
+        names = list(self.weights)
+        weights = np.fromiter(self.weights.values(), dtype=float)
+        return names[int(self.rng.choice(len(names), p=weights / weights.sum()))] if len(names) > 1 else names[0]
+
+    def _select_parents(self, k: int) -> list:
+        from operators.base import Parent
+
+        elites = self.archive.sample_elites(k, rng=self.rng)
+        parents = []
+        for i in range(k):
+            measures = dict(zip(self.measure_names, map(float, elites["measures"][i])))
+            parents.append(Parent(config=elites["solution"][i], fitness=float(elites["objective"][i]),
+                                  measures=measures, feedback=str(elites["feedback"][i]),
+                                  id=int(elites["id"][i])))
+        return parents
+
+    # -- results -------------------------------------------------------------------------------
+    def _tell(self, key: int, result: EvalResult) -> None:
+        child = self._inflight.pop(key)
+        self.finished += 1
+        measures: dict[str, float] = dict(result.measures)
+        archive_status = 0
+        if result.usable:
+            try:
+                values = [float(f(child.config, result)) for f in self.measure_fns]
+            except Exception as exc:
+                result.status, result.error = "error", f"descriptor failed: {type(exc).__name__}: {exc}"
+            else:
+                measures.update(zip(self.measure_names, values))
+                bad = [n for n, v in zip(self.measure_names, values) if not math.isfinite(v)]
+                if bad:
+                    result.status, result.error = "invalid", f"non-finite measures: {', '.join(bad)}"
+                else:
+                    out = self.archive.add_single(child.config, result.fitness, values, id=key,
+                                                  feedback=result.feedback)
+                    archive_status = int(out["status"])
+        stats = self.stats[child.operator]
+        stats.evaluated += 1
+        stats.gains += archive_status > 0
+        if self.store is not None:
+            from qd.analysis.descriptors import summarize
+
+            self.store.add_evaluation(
+                id=key, hash=child.hash, config_json=child.canonical, status=result.status,
+                fitness=result.fitness, measures=measures, error=result.error, feedback=result.feedback,
+                operator=child.operator, parent_ids=child.parent_ids, trace_summary=summarize(result.trace),
+                metrics={k: v for k, v in result.metrics.items() if k != "traceback"},
+                archive_status=archive_status, submitted_at=child.submitted_at)
+        if self.finished % self._history_every == 0 or self.finished == self.budget:
+            self._record_history()
+        if self.adaptive and self.finished % 50 == 0:
+            self._adapt_weights()
+        if self._bar is not None:
+            self._bar.update(1)
+            if self.finished % 25 == 0 or self.finished == self.budget:
+                s = self.archive.stats
+                self._bar.set_postfix(elites=s.num_elites, coverage=f"{s.coverage:.1%}",
+                                      best=f"{s.obj_max:.4g}" if s.num_elites else "-", refresh=False)
+
+    def _adapt_weights(self) -> None:
+        """Weight ∝ base weight × archive gains per evaluation, discounted by kilo-tokens per offspring."""
+        self._sync_tokens()
+        for name, base in self.base_weights.items():
+            s = self.stats[name]
+            gain_rate = (s.gains + 1) / (s.evaluated + 2)
+            kilo_tokens = s.tokens / max(s.offspring, 1) / 1000.0
+            self.weights[name] = base * max(gain_rate / (1.0 + kilo_tokens), 0.02)
+
+    def _record_history(self) -> None:
+        if self.store is None:
+            return
+        s = self.archive.stats
+        self.store.add_history(self.finished, s.num_elites, s.coverage, s.qd_score,
+                               s.obj_max if s.num_elites else math.nan, time.perf_counter() - self._started)
+        self._save_counters()
+
+    def _save_counters(self) -> None:
+        if self.store is None:
+            return
+        self._sync_tokens()
+        self.store.set_counters("operators", {n: s.as_dict() for n, s in self.stats.items()})
+        if self.llm_client is not None:
+            usage = {"total": dict(self.llm_client.usage)}
+            usage.update({tag: dict(u) for tag, u in getattr(self.llm_client, "usage_by_tag", {}).items()})
+            self.store.set_counters("llm", usage)
+
+    def _open_progress(self) -> None:
+        if not self.progress:
+            return
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=self.budget, initial=self.finished, unit="eval", dynamic_ncols=True,
+                         mininterval=0.5)

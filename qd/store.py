@@ -1,0 +1,199 @@
+"""SQLite run store: every evaluation, its lineage and trace summary, committed as it lands.
+
+The store is the run's source of truth: ``qd run --resume`` rebuilds the archive by
+replaying it, ``qd status`` and ``qd elites`` read it. WAL mode with
+``synchronous=NORMAL`` keeps a commit to a write into the WAL (no fsync), so one
+commit per evaluation is cheap, and a process killed with SIGKILL loses nothing
+it committed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = ["RunStore", "EvaluationRow"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS evaluations (
+    id INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL,
+    fitness REAL,
+    measures TEXT NOT NULL,
+    error TEXT NOT NULL DEFAULT '',
+    feedback TEXT NOT NULL DEFAULT '',
+    operator TEXT NOT NULL,
+    parent_ids TEXT NOT NULL,
+    trace_summary TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    archive_status INTEGER NOT NULL DEFAULT 0,
+    submitted_at REAL NOT NULL,
+    finished_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS evaluations_hash ON evaluations(hash);
+CREATE TABLE IF NOT EXISTS counters (scope TEXT NOT NULL, name TEXT NOT NULL, field TEXT NOT NULL,
+    value REAL NOT NULL, PRIMARY KEY (scope, name, field));
+CREATE TABLE IF NOT EXISTS history (evaluations INTEGER PRIMARY KEY, num_elites INTEGER, coverage REAL,
+    qd_score REAL, obj_max REAL, wall_s REAL);
+"""
+
+
+@dataclass
+class EvaluationRow:
+    """One stored evaluation (see DESIGN.md, Run directory)."""
+
+    id: int
+    hash: str
+    config: dict
+    status: str
+    fitness: float
+    measures: dict[str, float]
+    error: str
+    feedback: str
+    operator: str
+    parent_ids: list[int]
+    trace_summary: dict
+    metrics: dict
+    archive_status: int
+    submitted_at: float
+    finished_at: float
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_jsonable)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    return repr(value)
+
+
+class RunStore:
+    """The run's SQLite file (``RUN_DIR/run.sqlite``).
+
+    Parameters
+    ----------
+    path : str or Path
+        Database file; created with its schema when missing.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the connection (a no-op when already closed)."""
+        self._db.close()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- meta ---------------------------------------------------------------------------------
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a JSON-able value under ``key``."""
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, _json(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """The value stored under ``key``, or ``default``."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    # -- evaluations --------------------------------------------------------------------------
+    def add_evaluation(self, *, id: int, hash: str, config_json: str, status: str, fitness: float,
+                       measures: dict[str, float], error: str, feedback: str, operator: str,
+                       parent_ids: list[int], trace_summary: dict, metrics: dict, archive_status: int,
+                       submitted_at: float, finished_at: float | None = None) -> None:
+        """Insert and commit one finished evaluation."""
+        self._db.execute(
+            "INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (id, hash, config_json, status, fitness if math.isfinite(fitness) else None, _json(measures),
+             error, feedback, operator, _json(parent_ids), _json(trace_summary), _json(metrics),
+             archive_status, submitted_at, time.time() if finished_at is None else finished_at))
+
+    def count(self) -> int:
+        """Number of finished evaluations."""
+        return self._db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+
+    def max_id(self) -> int:
+        """Largest evaluation id so far (-1 for an empty store)."""
+        value = self._db.execute("SELECT MAX(id) FROM evaluations").fetchone()[0]
+        return -1 if value is None else value
+
+    def hashes(self) -> set[str]:
+        """Dedup keys of every finished evaluation."""
+        return {row[0] for row in self._db.execute("SELECT hash FROM evaluations")}
+
+    def status_counts(self) -> dict[str, int]:
+        """Count of evaluations per status."""
+        return dict(self._db.execute("SELECT status, COUNT(*) FROM evaluations GROUP BY status").fetchall())
+
+    def evaluations(self, status: str | None = None) -> Iterator[EvaluationRow]:
+        """Every stored evaluation in id order (the order the archive saw them)."""
+        if status is None:
+            return self._rows("", ())
+        return self._rows("WHERE status = ?", (status,))
+
+    def get(self, eval_id: int) -> EvaluationRow | None:
+        """One evaluation by id, or None."""
+        return next(self._rows("WHERE id = ?", (eval_id,)), None)
+
+    def _rows(self, where: str, args: tuple) -> Iterator[EvaluationRow]:
+        for row in self._db.execute(f"SELECT * FROM evaluations {where} ORDER BY id", args):
+            yield EvaluationRow(
+                id=row[0], hash=row[1], config=json.loads(row[2]), status=row[3],
+                fitness=math.nan if row[4] is None else row[4], measures=json.loads(row[5]), error=row[6],
+                feedback=row[7], operator=row[8], parent_ids=json.loads(row[9]),
+                trace_summary=json.loads(row[10]), metrics=json.loads(row[11]), archive_status=row[12],
+                submitted_at=row[13], finished_at=row[14])
+
+    def operator_summary(self) -> dict[str, dict[str, int]]:
+        """Per operator: evaluated offspring and archive gains (new cells + improvements)."""
+        rows = self._db.execute(
+            "SELECT operator, COUNT(*), SUM(archive_status > 0), SUM(status = 'ok') FROM evaluations GROUP BY operator")
+        return {op: {"evaluated": n, "gains": int(g or 0), "ok": int(ok or 0)} for op, n, g, ok in rows}
+
+    # -- counters (operator and LLM accounting that is not one row per evaluation) ------------
+    def set_counters(self, scope: str, counters: dict[str, dict[str, float]]) -> None:
+        """Replace the counters of ``scope`` (e.g. "operators", "llm") with ``{name: {field: value}}``."""
+        rows = [(scope, name, field, float(value)) for name, fields in counters.items()
+                for field, value in fields.items()]
+        self._db.execute("BEGIN")
+        self._db.execute("DELETE FROM counters WHERE scope = ?", (scope,))
+        self._db.executemany("INSERT INTO counters VALUES (?,?,?,?)", rows)
+        self._db.execute("COMMIT")
+
+    def counters(self, scope: str) -> dict[str, dict[str, float]]:
+        """The counters of ``scope`` as ``{name: {field: value}}``."""
+        out: dict[str, dict[str, float]] = {}
+        for name, field, value in self._db.execute(
+                "SELECT name, field, value FROM counters WHERE scope = ?", (scope,)):
+            out.setdefault(name, {})[field] = value
+        return out
+
+    # -- history (QD curve) -------------------------------------------------------------------
+    def add_history(self, evaluations: int, num_elites: int, coverage: float, qd_score: float,
+                    obj_max: float, wall_s: float) -> None:
+        """Record archive stats after ``evaluations`` finished evaluations."""
+        self._db.execute("INSERT OR REPLACE INTO history VALUES (?,?,?,?,?,?)",
+                         (evaluations, num_elites, coverage, qd_score,
+                          obj_max if math.isfinite(obj_max) else None, wall_s))
+
+    def history(self) -> list[dict[str, float]]:
+        """Archive stats over the run, in evaluation order."""
+        cols = ("evaluations", "num_elites", "coverage", "qd_score", "obj_max", "wall_s")
+        return [dict(zip(cols, row)) for row in self._db.execute("SELECT * FROM history ORDER BY evaluations")]

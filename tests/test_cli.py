@@ -1,0 +1,99 @@
+"""The qd command line on a real (small) arm run."""
+import csv
+import io
+import json
+
+import pytest
+
+from qd.cli import compile_where, main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    config = out.parent / "arm.toml"
+    config.write_text("""
+[run]
+name = "cli-arm"
+evaluations = 400
+init_random = 40
+[domain]
+name = "arm"
+[domain.options]
+joints = 6
+[archive]
+measures = ["x", "y"]
+bins = [15, 15]
+[operators]
+iso_line_dd = 1.0
+mutation = 0.5
+""")
+    assert main(["run", str(config), "--out", str(out), "--no-progress", "--seed", "7"]) == 0
+    return out
+
+
+def test_run_writes_config_store_and_heatmap(run_dir):
+    assert (run_dir / "config.toml").exists() and (run_dir / "run.sqlite").exists()
+    assert (run_dir / "heatmap.png").stat().st_size > 5000
+    assert "seed = 7" in (run_dir / "config.toml").read_text()
+
+
+def test_status_json_has_the_documented_keys(run_dir, capsys):
+    assert main(["status", str(run_dir), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    for key in ("evaluations", "budget", "num_elites", "coverage", "qd_score", "obj_max", "invalid", "errors",
+                "statuses", "operators", "llm"):
+        assert key in status
+    assert status["evaluations"] == 400 == status["budget"]
+    assert 0 < status["coverage"] <= 1
+    assert set(status["operators"]) >= {"random", "iso_line_dd", "mutation"}
+    assert status["operators"]["random"]["evaluated"] == 40
+
+
+def test_elites_top_diverse_where_and_csv(run_dir, capsys):
+    assert main(["elites", str(run_dir), "--top", "3"]) == 0
+    top = json.loads(capsys.readouterr().out)
+    assert len(top) == 3 and top[0]["objective"] >= top[1]["objective"] >= top[2]["objective"]
+    assert len(top[0]["config"]["angles"]) == 6
+    assert main(["elites", str(run_dir), "--diverse", "4"]) == 0
+    diverse = json.loads(capsys.readouterr().out)
+    assert len({(round(e["x"], 3), round(e["y"], 3)) for e in diverse}) == 4
+    assert main(["elites", str(run_dir), "--where", "x > 0 and y < 0", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows and all(float(r["x"]) > 0 and float(r["y"]) < 0 for r in rows)
+    assert json.loads(rows[0]["config"])["angles"]
+
+
+def test_plot_other_file_and_curve(run_dir, tmp_path, capsys):
+    out, curve = tmp_path / "map.png", tmp_path / "curve.png"
+    assert main(["plot", str(run_dir), "-o", str(out), "--curve", str(curve)]) == 0
+    assert out.stat().st_size > 5000 and curve.stat().st_size > 5000
+
+
+def test_errors_are_clear_and_exit_2(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == 2
+    assert "not a qd run directory" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[archive]\ntype = 'hex'\n")
+    assert main(["run", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "allowed values: grid, cvt" in capsys.readouterr().err
+
+
+def test_existing_run_dir_is_not_overwritten(run_dir, capsys):
+    assert main(["run", "--out", str(run_dir), "--evals", "10"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_domains_lists_builtins(capsys):
+    assert main(["domains"]) == 0
+    out = capsys.readouterr().out
+    assert "arm" in out and "retrieval" in out
+
+
+def test_where_expressions_are_safe():
+    assert compile_where("a <= 2 and not b > 3 or c == 'x'")({"a": 1, "b": 5, "c": "x"})
+    assert not compile_where("1 < a < 3")({"a": 3})
+    with pytest.raises(ValueError, match="not allowed"):
+        compile_where("__import__('os')")({})
+    with pytest.raises(ValueError, match="unknown name 'z'"):
+        compile_where("z > 1")({"a": 1})

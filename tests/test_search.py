@@ -1,0 +1,153 @@
+"""The steady-state loop end to end on the arm domain with real archives, store and evaluators."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from archives import GridArchive
+from domains.arm import ArmDomain
+from operators.classic import IsoLineDD, Mutation
+from qd.analysis.descriptors import resolve_measures
+from qd.evaluators import SerialEvaluator
+from qd.search import Search
+from qd.store import RunStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _search(domain, budget, seed=0, store=None, evaluator=None, **kwargs):
+    archive = GridArchive(dims=[20, 20], ranges=domain.default_ranges, measure_names=["x", "y"],
+                          qd_score_offset=domain.qd_score_offset)
+    ops = {"iso_line_dd": (IsoLineDD(domain.space), 1.0), "mutation": (Mutation(domain.space), 0.2)}
+    search = Search(domain, archive, evaluator or SerialEvaluator(domain), operators=ops,
+                    measures=resolve_measures(["x", "y"], domain), budget=budget, store=store,
+                    init_random=50, seed=seed, **kwargs)
+    search.run()
+    search.close()
+    return search, archive
+
+
+def _snapshot(archive):
+    data = archive.data()
+    order = np.argsort(data["index"])
+    return (data["index"][order].tolist(), data["objective"][order].tolist(),
+            [json.dumps(data["solution"][i], sort_keys=True) for i in order])
+
+
+def test_search_fills_the_archive_and_beats_random():
+    domain = ArmDomain(joints=8)
+    search, archive = _search(domain, budget=600)
+    assert search.finished == 600
+    assert archive.stats.num_elites > 50
+    gains = search.stats["iso_line_dd"].gains
+    assert gains > 0 and search.stats["random"].evaluated == 50
+
+
+def test_same_seed_gives_identical_archive_and_other_seed_differs():
+    domain = ArmDomain(joints=6)
+    a = _snapshot(_search(domain, budget=300, seed=3)[1])
+    b = _snapshot(_search(domain, budget=300, seed=3)[1])
+    c = _snapshot(_search(domain, budget=300, seed=4)[1])
+    assert a == b
+    assert a != c
+
+
+def test_store_holds_every_evaluation_once_with_lineage(tmp_path):
+    domain = ArmDomain(joints=5)
+    with RunStore(tmp_path / "run.sqlite") as store:
+        search, archive = _search(domain, budget=200, store=store)
+        rows = list(store.evaluations())
+        assert len(rows) == 200 == len({r.hash for r in rows}) == len({r.id for r in rows})
+        ids = {r.id for r in rows}
+        assert all(set(r.parent_ids) <= ids for r in rows)
+        assert all(r.parent_ids for r in rows if r.operator == "iso_line_dd")
+        added = sum(r.archive_status > 0 for r in rows)
+        assert added >= archive.stats.num_elites
+        best = max(r.fitness for r in rows)
+        assert math.isclose(best, archive.stats.obj_max)
+        assert store.history()[-1]["evaluations"] == 200
+
+
+def test_failures_are_recorded_and_never_stop_the_search(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from sample_domains import FaultyArm
+
+    domain = FaultyArm()
+    with RunStore(tmp_path / "run.sqlite") as store:
+        search, archive = _search(domain, budget=300, store=store)
+        counts = store.status_counts()
+        assert sum(counts.values()) == 300
+        assert counts.get("error", 0) > 0 and counts.get("invalid", 0) > 0
+        err = next(store.evaluations(status="error"))
+        assert "boom" in err.error and err.archive_status == 0
+    assert all(s[0] <= 2.5 for s in (e["angles"] for e in archive.data()["solution"]))
+
+
+def test_ordered_search_is_independent_of_the_window_filling_order():
+    domain = ArmDomain(joints=6)
+    a = _snapshot(_search(domain, budget=200, seed=1, window=4, ordered=True)[1])
+    b = _snapshot(_search(domain, budget=200, seed=1, window=4, ordered=True)[1])
+    assert a == b
+
+
+def _run_cli(*args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    return subprocess.run([sys.executable, "-m", "qd.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, **kw)
+
+
+def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
+    config = tmp_path / "slow.toml"
+    config.write_text("""
+[run]
+name = "kill-test"
+evaluations = 1500
+init_random = 50
+plot = false
+[domain]
+name = "sample_domains:SlowArm"
+[domain.options]
+joints = 6
+delay_s = 0.004
+[archive]
+measures = ["x", "y"]
+bins = [20, 20]
+[operators]
+iso_line_dd = 1.0
+""")
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    proc = subprocess.Popen([sys.executable, "-m", "qd.cli", "run", str(config), "--out", str(run_dir),
+                             "--no-progress"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    db = run_dir / "run.sqlite"
+    deadline = time.time() + 60
+    count = 0
+    while time.time() < deadline and count < 300:
+        time.sleep(0.2)
+        if db.exists():
+            with RunStore(db) as store:
+                count = store.count()
+    assert proc.poll() is None, proc.stderr.read().decode()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with RunStore(db) as store:
+        before = {r.id: r.hash for r in store.evaluations()}
+    assert 300 <= len(before) < 1500
+
+    done = _run_cli("run", "--resume", str(run_dir), "--no-progress", timeout=120)
+    assert done.returncode == 0, done.stderr
+    with RunStore(db) as store:
+        rows = list(store.evaluations())
+    assert len(rows) == 1500
+    assert len({r.hash for r in rows}) == 1500
+    assert all(before[r.id] == r.hash for r in rows if r.id in before)
+    status = json.loads(_run_cli("status", str(run_dir), "--json").stdout)
+    assert status["evaluations"] == 1500 == status["budget"]

@@ -1,0 +1,37 @@
+import math
+
+from qd.store import RunStore
+
+
+def _add(store, i, status="ok", fitness=1.0):
+    store.add_evaluation(id=i, hash=f"h{i}", config_json='{"a":%d}' % i, status=status, fitness=fitness,
+                         measures={"x": float(i)}, error="", feedback="fine", operator="mutation",
+                         parent_ids=[i - 1] if i else [], trace_summary={"llm_calls": i}, metrics={},
+                         archive_status=2, submitted_at=0.0)
+
+
+def test_rows_survive_reopening_in_id_order(tmp_path):
+    path = tmp_path / "run.sqlite"
+    with RunStore(path) as store:
+        for i in (2, 0, 1):
+            _add(store, i)
+        _add(store, 3, status="error", fitness=math.nan)
+        store.set_meta("budget", 10)
+        store.set_counters("operators", {"mutation": {"offspring": 4, "valid": 3}})
+    with RunStore(path) as store:
+        rows = list(store.evaluations())
+        assert [r.id for r in rows] == [0, 1, 2, 3]
+        assert rows[1].config == {"a": 1} and rows[1].parent_ids == [0]
+        assert math.isnan(rows[3].fitness) and rows[3].status == "error"
+        assert store.count() == 4 and store.max_id() == 3
+        assert store.status_counts() == {"ok": 3, "error": 1}
+        assert store.get_meta("budget") == 10
+        assert store.counters("operators") == {"mutation": {"offspring": 4.0, "valid": 3.0}}
+        assert store.get(2).trace_summary == {"llm_calls": 2}
+        assert store.get(99) is None
+        assert store.hashes() == {"h0", "h1", "h2", "h3"}
+
+
+def test_store_uses_wal(tmp_path):
+    with RunStore(tmp_path / "run.sqlite") as store:
+        assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
