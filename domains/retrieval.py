@@ -1,0 +1,309 @@
+"""Compound-AI retrieval domain: answer "what is the code of key K?" over N records by decomposition.
+
+One LLM call over a long record list fails (gemma-3-270m, greedy, one call over the whole list:
+accuracy falls from ~0.7 at 4 records to ~0 at 64; see ``domains/retrieval_fit.json``), so the
+pipeline splits the list into chunks, asks each chunk (``samples`` votes each, in parallel),
+aggregates the chunk answers, and may verify the result:
+
+``chunk``  (LLM, ``n_chunks * samples`` calls, independent)
+    forward question over one chunk, optional few-shot examples, the (evolvable) instruction.
+``aggregate``
+    ``first_hit``: first chunk whose voted answer is a code; ``majority``: most votes over all
+    chunk answers (a tool span depending on the chunk calls); ``llm_fusion``: one LLM call that
+    re-asks the question over the *candidate records* (the lines whose codes the chunks proposed;
+    the first chunk if none), depending on every chunk call.
+``verify`` (Bool, one LLM call depending on the aggregate)
+    reverse lookup "which key has code C?" over the candidate records; if it names another key,
+    the runner-up candidate is used instead. With no answer to check, it re-asks the forward
+    question over the candidate records.
+
+So an instance costs ``samples * ceil(N / chunk_size) + fusion + verify`` LLM calls with a critical
+path of 1 + fusion + verify (:func:`predict_calls`, checked against traces in the tests).
+
+``backend="simulated"`` swaps the model for :class:`domains.retrieval_sim.SimulatedLLM` (fitted to
+the real curve; domain name ``retrieval-sim``, spans ``model="simulated"``, feedback says so).
+"""
+from __future__ import annotations
+
+import contextvars
+import math
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from domains.retrieval_task import (
+    DEFAULT_INSTRUCTION, Instance, chunks, forward_prompt, make_instances, n_chunks, parse_code, parse_key,
+    reverse_prompt_with_example,
+)
+from qd.analysis.tracer import span
+from qd.domain import Domain
+from qd.result import EvalResult
+from qd.space import Bool, Categorical, Float, Int, Space, Text
+
+__all__ = ["RetrievalDomain", "predict_calls", "make_space", "AGGREGATIONS"]
+
+AGGREGATIONS = ("first_hit", "majority", "llm_fusion")
+MAX_SAMPLES = 5
+MAX_FEW_SHOT = 3
+INSTRUCTION_MAX = 300
+
+
+def make_space(n_pairs: int) -> Space:
+    """The configuration space for ``n_pairs`` records."""
+    return Space({
+        "chunk_size": Int(1, max(1, n_pairs)),
+        "samples": Int(1, MAX_SAMPLES),
+        "few_shot": Int(0, MAX_FEW_SHOT),
+        "instruction": Text(INSTRUCTION_MAX, default=DEFAULT_INSTRUCTION),
+        "aggregation": Categorical(list(AGGREGATIONS)),
+        "verify": Bool(),
+        "temperature": Float(0.0, 1.5),
+    })
+
+
+def predict_calls(config: dict, n_pairs: int) -> dict[str, int]:
+    """Static analysis: LLM calls and critical path of one instance, without running anything.
+
+    Returns
+    -------
+    dict
+        ``llm_calls = samples * ceil(n_pairs / chunk_size) + [aggregation == "llm_fusion"] + [verify]``
+        and ``critical_path = 1 + [llm_fusion] + [verify]``.
+    """
+    fusion = int(config["aggregation"] == "llm_fusion")
+    verify = int(bool(config["verify"]))
+    calls = int(config["samples"]) * n_chunks(n_pairs, int(config["chunk_size"])) + fusion + verify
+    return {"llm_calls": calls, "critical_path": 1 + fusion + verify}
+
+
+def _vote(answers: list[str | None]) -> str | None:
+    """Most common answer, ties to the earliest; ``None`` ("none") may win."""
+    if not answers:
+        return None
+    counts = Counter(answers)
+    return max(answers, key=lambda a: (counts[a], -answers.index(a)))
+
+
+def _ranked(answers: list[str | None]) -> list[str]:
+    """Distinct codes by votes (desc), ties to the earliest."""
+    codes = [a for a in answers if a is not None]
+    counts = Counter(codes)
+    return sorted(dict.fromkeys(codes), key=lambda a: (-counts[a], codes.index(a)))
+
+
+class RetrievalDomain(Domain):
+    """Key-value retrieval by chunking, voting, fusion and verification on an LLM.
+
+    Parameters
+    ----------
+    n_pairs : int
+        Records per instance.
+    n_instances : int
+        Instances in the fixed evaluation set (fitness = accuracy over them).
+    seed : int
+        Seed of the evaluation set.
+    backend : {"real", "simulated"}
+        ``"real"`` calls an LLM through :class:`qd.llm.LLMClient`; ``"simulated"`` uses the fitted
+        :class:`~domains.retrieval_sim.SimulatedLLM` (fast, deterministic, labelled simulated).
+    base_url, model, api, api_key_env, cache, timeout_s :
+        Passed to :class:`qd.llm.LLMClient` (real backend; ``base_url=None`` is the embedded model).
+    concurrency : int
+        Chunk calls in flight at once (real backend).
+    max_tokens : int
+        Completion limit of every call (answers are one short line).
+    """
+
+    objective_name = "accuracy"
+    qd_score_offset = 0.0
+
+    def __init__(self, n_pairs: int = 32, n_instances: int = 8, seed: int = 0, backend: str = "real",
+                 base_url: str | None = None, model: str = "gemma-3-270m", api: str = "completions",
+                 api_key_env: str = "OPENAI_API_KEY", cache: str | None = None, timeout_s: float = 60.0,
+                 concurrency: int = 4, max_tokens: int = 8, fit_path: str | None = None) -> None:
+        if backend not in ("real", "simulated"):
+            raise ValueError(f"backend must be 'real' or 'simulated', got {backend!r}")
+        if not isinstance(n_pairs, int) or not 1 <= n_pairs <= 1600:
+            raise ValueError(f"n_pairs must be an integer in [1, 1600], got {n_pairs!r}")
+        if not isinstance(n_instances, int) or n_instances < 1:
+            raise ValueError(f"n_instances must be a positive integer, got {n_instances!r}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.n_pairs, self.n_instances, self.seed, self.backend = n_pairs, n_instances, int(seed), backend
+        self.name = "retrieval-sim" if backend == "simulated" else "retrieval"
+        self.concurrency, self.max_tokens = int(concurrency), int(max_tokens)
+        self.space = make_space(n_pairs)
+        self.instances: list[Instance] = make_instances(n_pairs, n_instances, self.seed)
+        if backend == "simulated":
+            from domains.retrieval_sim import SimulatedLLM
+
+            self.llm: Any = SimulatedLLM(fit_path)
+        else:
+            from qd.llm.client import LLMClient
+
+            self.llm = LLMClient(base_url=base_url, model=model, api=api, api_key_env=api_key_env, cache=cache,
+                                 timeout_s=timeout_s, concurrency=concurrency, max_tokens=max_tokens)
+        # Default map: log2(LLM calls per instance) x largest prompt: the calls-vs-context trade-off.
+        self.default_measures = ("log2_calls", "max_prompt_tokens")
+        max_calls = MAX_SAMPLES * n_pairs + 2
+        self.default_ranges = ((0.0, math.ceil(math.log2(max_calls) * 2) / 2), (0.0, float(self._max_prompt_tokens())))
+        self.default_bins = (16, 16)
+
+    # -- static analysis ------------------------------------------------------------------------
+    def _max_prompt_tokens(self) -> int:
+        inst = self.instances[0]
+        prompt = forward_prompt(inst.records, inst.key, instruction="x" * INSTRUCTION_MAX, few_shot=MAX_FEW_SHOT)
+        from domains.retrieval_sim import SimulatedLLM
+
+        return int(math.ceil(SimulatedLLM().count_tokens(prompt) * 1.1 / 50.0) * 50)
+
+    def predict(self, config: dict) -> dict[str, int]:
+        """:func:`predict_calls` for one instance of this domain."""
+        return predict_calls(config, self.n_pairs)
+
+    def descriptors(self) -> dict[str, Callable[[dict, EvalResult], float]]:
+        """Domain descriptors: ``log2_calls``, ``calls_per_instance`` (from the trace),
+        ``predicted_calls`` (static, per instance), ``chunk_size`` (effective), ``n_chunks``, ``samples``."""
+        n = self.n_instances
+
+        def calls_per_instance(config: dict, result: EvalResult) -> float:
+            return sum(s.get("kind") == "llm" for s in result.trace) / n
+
+        return {
+            "calls_per_instance": calls_per_instance,
+            "log2_calls": lambda c, r: math.log2(max(1.0, calls_per_instance(c, r))),
+            "predicted_calls": lambda c, r: float(predict_calls(c, self.n_pairs)["llm_calls"]),
+            "chunk_size": lambda c, r: float(min(int(c["chunk_size"]), self.n_pairs)),
+            "n_chunks": lambda c, r: float(n_chunks(self.n_pairs, int(c["chunk_size"]))),
+            "samples": lambda c, r: float(c["samples"]),
+        }
+
+    # -- running --------------------------------------------------------------------------------
+    def _call(self, prompt: str, *, name: str, temperature: float, deps: list, seed: int,
+              errors: list) -> tuple[str, int | None]:
+        try:
+            r = self.llm.complete(prompt, stop=["\n"], temperature=temperature, max_tokens=self.max_tokens,
+                                  name=name, deps=deps, seed=seed)
+            return r.text, r.span_id
+        except Exception as exc:  # one failed call is a wrong answer, not a failed evaluation
+            errors.append(f"{name}: {type(exc).__name__}: {exc}"[:200])
+            return "", None
+
+    def _run_instance(self, config: dict, idx: int, inst: Instance, pool: ThreadPoolExecutor | None,
+                      errors: list) -> dict:
+        instr, shots, temp = config["instruction"], int(config["few_shot"]), float(config["temperature"])
+        samples, agg = int(config["samples"]), config["aggregation"]
+        parts = chunks(inst.records, max(1, int(config["chunk_size"])))
+        jobs = [(c, s) for c in range(len(parts)) for s in range(samples)]
+        prompts = [forward_prompt(parts[c], inst.key, instruction=instr, few_shot=shots) for c, _ in jobs]
+
+        def ask(j: int) -> tuple[str, int | None]:
+            c, s = jobs[j]
+            return self._call(prompts[j], name="chunk", temperature=temp, deps=[],
+                              seed=inst.seed * 1009 + c * MAX_SAMPLES + s, errors=errors)
+
+        if pool is None:
+            outs = [ask(j) for j in range(len(jobs))]
+        else:  # each call runs in a copy of this context so its span lands in this tracer, under this step
+            futures = [pool.submit(contextvars.copy_context().run, ask, j) for j in range(len(jobs))]
+            outs = [f.result() for f in futures]
+        chunk_ids = [sid for _, sid in outs if sid is not None]
+        answers = [parse_code(text) for text, _ in outs]
+        per_chunk = [answers[c * samples:(c + 1) * samples] for c in range(len(parts))]
+        voted = [_vote(a) for a in per_chunk]
+        # candidate records: lines whose codes the chunks proposed, by votes (the fusion/verify context)
+        ranked_all = _ranked(answers)
+        lines = {c_code: (k, c_code) for part in parts for k, c_code in part}
+        candidates = [lines[c] for c in ranked_all if c in lines] or list(parts[0])
+        agg_deps = chunk_ids
+        if agg == "llm_fusion":
+            text, fid = self._call(forward_prompt(candidates, inst.key, instruction=instr, few_shot=shots),
+                                   name="fuse", temperature=0.0, deps=chunk_ids, seed=inst.seed, errors=errors)
+            answer = parse_code(text)
+            ranking = ([answer] if answer else []) + [c for c in ranked_all if c != answer]
+            agg_deps = [fid] if fid is not None else []
+        else:
+            with span("tool", f"aggregate:{agg}", deps=chunk_ids) as tid:
+                if agg == "first_hit":
+                    ranking = list(dict.fromkeys(v for v in voted if v is not None))
+                else:
+                    ranking = ranked_all
+                answer = ranking[0] if ranking else None
+            agg_deps = [tid] if tid is not None else []
+        verdict = ""
+        if config["verify"]:
+            if answer is not None:
+                text, _ = self._call(reverse_prompt_with_example(candidates, answer, instruction=instr),
+                                     name="verify", temperature=0.0, deps=agg_deps, seed=inst.seed, errors=errors)
+                named = parse_key(text)
+                if named != inst.key.lower():
+                    runner_up = next((c for c in ranking if c != answer), None)
+                    verdict = f"verification named {named or 'nothing'} for {answer}"
+                    if runner_up is not None:
+                        verdict += f", switched to {runner_up}"
+                        answer = runner_up
+            else:
+                text, _ = self._call(forward_prompt(candidates, inst.key, instruction=instr, few_shot=shots),
+                                     name="verify", temperature=0.0, deps=agg_deps, seed=inst.seed, errors=errors)
+                answer = parse_code(text)
+                verdict = f"no answer to verify; re-asked and got {answer or 'none'}"
+        holder = next(c for c, part in enumerate(parts) if any(k == inst.key for k, _ in part))
+        return {"answer": answer, "correct": answer == inst.code, "expected": inst.code, "holder": holder,
+                "n_chunks": len(parts), "holder_answers": per_chunk[holder], "verdict": verdict}
+
+    def evaluate(self, config: dict) -> EvalResult:
+        """Run ``config`` on every instance; fitness = accuracy."""
+        problems = self.space.validate(config)
+        if problems:
+            return EvalResult.failure("invalid", "; ".join(problems[:5]))
+        errors: list[str] = []
+
+        def run(i: int, inst: Instance, pool: ThreadPoolExecutor | None) -> dict:
+            with span("step", f"instance{i}"):
+                return self._run_instance(config, i, inst, pool, errors)
+
+        if self.backend == "simulated":
+            rows = [run(i, inst, None) for i, inst in enumerate(self.instances)]
+        else:
+            # Instances run concurrently too (the fusion/verify calls of one overlap the chunk calls of
+            # another); the client's semaphore keeps at most `concurrency` requests in flight.
+            outer = ThreadPoolExecutor(min(self.concurrency, self.n_instances))
+            inner = ThreadPoolExecutor(self.concurrency)
+            try:
+                futures = [outer.submit(contextvars.copy_context().run, run, i, inst, inner)
+                           for i, inst in enumerate(self.instances)]
+                rows = [f.result() for f in futures]
+            finally:
+                outer.shutdown(wait=True)
+                inner.shutdown(wait=True)
+        predicted = predict_calls(config, self.n_pairs)
+        if errors and len(errors) >= predicted["llm_calls"] * self.n_instances:
+            raise RuntimeError(f"every LLM call failed, e.g. {errors[0]}")
+        correct = sum(r["correct"] for r in rows)
+        accuracy = correct / self.n_instances
+        return EvalResult(
+            fitness=accuracy,
+            metrics={"accuracy": accuracy, "correct": correct, "instances": self.n_instances,
+                     "backend": self.backend, "simulated": self.backend == "simulated",
+                     "answers": [r["answer"] for r in rows], "call_errors": len(errors),
+                     "predicted_calls_per_instance": predicted["llm_calls"]},
+            feedback=self._feedback(config, rows, accuracy, errors),
+        )
+
+    def _feedback(self, config: dict, rows: list[dict], accuracy: float, errors: list[str]) -> str:
+        label = " (SIMULATED LLM)" if self.backend == "simulated" else ""
+        pred = predict_calls(config, self.n_pairs)
+        lines = [f"accuracy {accuracy:.2f} ({sum(r['correct'] for r in rows)}/{len(rows)}){label}; "
+                 f"{pred['llm_calls']} LLM calls per instance over {rows[0]['n_chunks']} chunk(s), "
+                 f"critical path {pred['critical_path']}"]
+        for i, r in enumerate(rows):
+            if r["correct"] or len(lines) > 5:
+                continue
+            held = ", ".join(a or "none" for a in r["holder_answers"])
+            line = (f"instance {i}: answered {r['answer'] or 'none'}, expected {r['expected']}; "
+                    f"chunk {r['holder'] + 1}/{r['n_chunks']} holding the key answered {held}")
+            if r["verdict"]:
+                line += f"; {r['verdict']}"
+            lines.append(line)
+        if errors:
+            lines.append(f"{len(errors)} LLM call(s) failed, e.g. {errors[0]}")
+        return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""A SIMULATED LLM for the retrieval task, fitted to the real model's accuracy-vs-context curve.
+
+:class:`SimulatedLLM` has the ``complete`` signature of :class:`qd.llm.LLMClient` and answers from
+the prompt alone, like a real model: it reads the prompt's last record block and question
+(:func:`domains.retrieval_task.parse_prompt`), then answers correctly with probability
+
+    p(n) = p_max / (1 + (n / n50) ** slope) * exp(-beta * temperature)
+
+where ``n`` is the number of records in its context; otherwise it answers what the real model
+answers when wrong (a code from the records, an invented code, or "none", in the measured
+proportions). Reverse lookups ("which key has code C?") use their own fitted curve. Parameters
+come from ``domains/retrieval_fit.json`` (written by ``scripts/fit_retrieval_sim.py``).
+
+Calls are deterministic given (prompt, seed, temperature); at temperature below
+:data:`GREEDY_T` the seed is ignored, as greedy decoding ignores it. Token counts use the fitted
+``tokens = per_char * chars + offset`` estimate; latency is a nominal model (no sleeping).
+Every call is recorded through the active tracer with ``model="simulated"``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from domains.retrieval_task import NONE, parse_prompt
+from qd.analysis.tracer import record_llm_call
+from qd.llm.client import LLMResponse
+
+__all__ = ["SimulatedLLM", "load_fit", "FIT_PATH", "GREEDY_T", "SIM_MODEL"]
+
+FIT_PATH = Path(__file__).with_name("retrieval_fit.json")
+GREEDY_T = 0.05
+SIM_MODEL = "simulated"
+# Nominal throughput of the embedded model on 2 cores, for simulated latencies only.
+_PROMPT_TOK_PER_S, _GEN_TOK_PER_S = 600.0, 50.0
+
+_FALLBACK_FIT = {  # used only if the JSON is missing; scripts/fit_retrieval_sim.py writes the real one
+    "forward": {"p_max": 0.9, "n50": 12.0, "slope": 1.5, "temperature_beta": 0.2},
+    "reverse": {"p_max": 0.5, "n50": 8.0, "slope": 1.0},
+    "wrong": {"none": 0.0, "distractor": 0.8},
+    "tokens": {"per_char": 0.55, "offset": -35.0},
+}
+
+
+@lru_cache(maxsize=4)
+def load_fit(path: str | None = None) -> dict:
+    """The fitted parameters (cached per path)."""
+    p = Path(path) if path else FIT_PATH
+    return json.loads(p.read_text()) if p.exists() else dict(_FALLBACK_FIT)
+
+
+def _curve(n: int, params: dict) -> float:
+    return params["p_max"] / (1.0 + (max(n, 1) / params["n50"]) ** params["slope"])
+
+
+class SimulatedLLM:
+    """Stand-in for :class:`qd.llm.LLMClient` on retrieval prompts (see the module docstring).
+
+    Parameters
+    ----------
+    fit_path : str, optional
+        Parameter file; defaults to ``domains/retrieval_fit.json``.
+    """
+
+    model = SIM_MODEL
+
+    def __init__(self, fit_path: str | None = None) -> None:
+        self.fit_path = fit_path
+        fit = load_fit(fit_path)
+        self.forward, self.reverse = fit["forward"], fit["reverse"]
+        self.wrong, self.tokens = fit["wrong"], fit["tokens"]
+
+    def count_tokens(self, text: str) -> int:
+        """Token estimate consistent with the real model's counts on these prompts."""
+        return max(1, int(round(self.tokens["per_char"] * len(text) + self.tokens["offset"])))
+
+    def p_correct(self, n_records: int, temperature: float = 0.0, kind: str = "forward") -> float:
+        """Probability that one call answers correctly with ``n_records`` in its context."""
+        if kind == "reverse":
+            return _curve(n_records, self.reverse)
+        return _curve(n_records, self.forward) * math.exp(-self.forward.get("temperature_beta", 0.0) * temperature)
+
+    def _answer(self, prompt: str, temperature: float, seed: int | None) -> str:
+        records, kind, target = parse_prompt(prompt)
+        greedy = temperature < GREEDY_T
+        digest = hashlib.sha256(f"{prompt}\x00{'greedy' if greedy else seed}\x00{temperature:.4f}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        table = dict(records)
+        if kind == "reverse":
+            owner = next((k for k, c in records if c == target), None)
+            if owner is not None and rng.random() < self.p_correct(len(records), kind="reverse"):
+                return owner
+            others = [k for k, _ in records if k != owner] or [k for k, _ in records]
+            return others[int(rng.integers(len(others)))] if others else NONE
+        if target in table and rng.random() < self.p_correct(len(records), temperature):
+            return table[target]
+        u = rng.random()  # wrong (or absent key): answer like the real model does when wrong
+        if u < self.wrong["none"] or not records:
+            return NONE
+        if u < self.wrong["none"] + self.wrong["distractor"]:
+            wrong = [c for k, c in records if k != target] or [c for _, c in records]
+            return wrong[int(rng.integers(len(wrong)))]
+        return str(int(rng.integers(1000, 10000)))
+
+    def complete(self, prompt: str, *, stop: Any = None, temperature: float | None = None,
+                 max_tokens: int | None = None, name: str = "llm", deps: Sequence[int | None] | None = None,
+                 seed: int | None = None, **_: Any) -> LLMResponse:
+        """Answer ``prompt`` (a retrieval prompt) and record the call in the active tracer."""
+        t = 0.0 if temperature is None else float(temperature)
+        start = time.time()
+        text = " " + self._answer(prompt, t, seed)
+        t_in, t_out = self.count_tokens(prompt), self.count_tokens(text) + 1  # +1: the stop token
+        latency = t_in / _PROMPT_TOK_PER_S + t_out / _GEN_TOK_PER_S
+        span_id = record_llm_call(name=name, model=SIM_MODEL, tokens_in=t_in, tokens_out=t_out, cached=False,
+                                  latency_s=latency, start_s=start, ok=True, cost_usd=0.0, deps=deps)
+        return LLMResponse(text, t_in, t_out, latency, False, 0.0, span_id, "stop", SIM_MODEL)

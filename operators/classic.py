@@ -1,0 +1,432 @@
+"""Classic (non-LLM) variation operators over a :class:`~qd.space.Space`.
+
+Every operator here returns offspring that pass ``Space.validate`` when its parents do, and
+draws all randomness from the ``rng`` it is given (same rng state, same offspring).
+
+- :class:`Gaussian`: Gaussian noise on the Float/Int leaves in unit space.
+- :class:`IsoLineDD`: Iso+LineDD (Vassiliades & Mouret, GECCO 2018) on the Float/Int leaves.
+- :class:`Mutation`: type-aware mutation of every kind of leaf and of Seq lengths.
+- :class:`UniformCrossover`: each leaf (and Seq item) from either parent.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from operators.base import Parent
+from qd.space import Bool, Categorical, Int, Param, Seq, Space, Text, _json_copy, _Numeric
+
+__all__ = ["Gaussian", "IsoLineDD", "Mutation", "UniformCrossover", "CLASSIC", "mutate_leaf"]
+
+_TOKEN = re.compile(r"(\S+)(\s*)")
+_LEAF_TYPES = (_Numeric, Categorical, Bool, Text)
+
+
+def _config(parent: Any) -> dict:
+    """A parent's configuration (operators accept :class:`Parent` objects or bare configs)."""
+    return parent.config if hasattr(parent, "config") else parent
+
+
+def _check_children(children: int) -> int:
+    if not isinstance(children, int) or isinstance(children, bool) or children < 1:
+        raise ValueError(f"children must be a positive integer, got {children!r}")
+    return children
+
+
+def _has_non_numeric(param: Param) -> bool:
+    """Whether the schema holds any leaf other than Float/Int (or a variable-length Seq)."""
+    if isinstance(param, Space):
+        return any(_has_non_numeric(p) for _, p in param._items)
+    if isinstance(param, Seq):
+        return _has_non_numeric(param.item)
+    return not isinstance(param, _Numeric)
+
+
+# -- leaf mutations ---------------------------------------------------------------------------------
+def _mutate_numeric(param: _Numeric, value: Any, rng: np.random.Generator, sigma: float, int_step: float) -> Any:
+    if isinstance(param, Int):
+        k = max(1, int(round(int_step * param._span)))
+        step = int(rng.integers(1, k + 1)) * (1 if rng.random() < 0.5 else -1)
+        child = min(max(int(value) + step, param.low), param.high)
+        if child == value:  # pinned at a bound: step the other way
+            child = min(max(int(value) - step, param.low), param.high)
+        return child
+    u = param._to_unit(value)
+    delta = sigma * float(rng.standard_normal())
+    child = param._from_unit(min(max(u + delta, 0.0), 1.0))
+    if child == value:
+        child = param._from_unit(min(max(u - delta, 0.0), 1.0))
+    return child
+
+
+def _edit_text(param: Text, text: str, rng: np.random.Generator) -> str:
+    """Delete, duplicate or swap words, keeping the whitespace layout and the length bounds."""
+    lead = text[: len(text) - len(text.lstrip())]
+    tokens = [list(m) for m in _TOKEN.findall(text)]
+    if not tokens:
+        return text
+    for op in rng.permutation(3).tolist():
+        new = [t[:] for t in tokens]
+        i = int(rng.integers(len(new)))
+        if op == 0 and len(new) > 1:  # delete a word, keeping line breaks and the text's ending
+            if i > 0 and (i == len(new) - 1 or "\n" in new[i][1]):
+                new[i - 1][1] = new[i][1]
+            del new[i]
+        elif op == 1:  # duplicate a word in place
+            if not new[i][1]:
+                new[i][1] = " "
+            new.insert(i + 1, [new[i][0], " " if i + 1 < len(new) else tokens[i][1]])
+        elif op == 2 and len(new) > 1:  # swap two adjacent words, whitespace stays put
+            j = i + 1 if i + 1 < len(new) else i - 1
+            new[i][0], new[j][0] = new[j][0], new[i][0]
+        else:
+            continue
+        child = lead + "".join(w + s for w, s in new)
+        if child != text and param.min_len <= len(child) <= param.max_len:
+            return child
+    return text
+
+
+def mutate_leaf(param: Param, value: Any, rng: np.random.Generator, sigma: float = 0.1,
+                int_step: float = 0.1) -> Any:
+    """A different valid value for one leaf where there is one (type-aware).
+
+    Float: Gaussian in unit space (``sigma``); Int: a step of 1..``int_step`` × range;
+    Categorical: another choice; Bool: flipped; Text: a word deleted, duplicated or swapped.
+    """
+    if isinstance(param, _Numeric):
+        if not param._ok(value):
+            return param.sample(rng)
+        return _mutate_numeric(param, value, rng, sigma, int_step)
+    if isinstance(param, Categorical):
+        i = param._find(value)
+        n = len(param.choices)
+        if i is None:
+            return param.sample(rng)
+        if n == 1:
+            return param.choices[0]
+        j = int(rng.integers(n - 1))
+        return param.choices[j + 1 if j >= i else j]
+    if isinstance(param, Bool):
+        return not bool(value)
+    if isinstance(param, Text):
+        return _edit_text(param, value, rng) if param._ok(value) else param.default()
+    return param.sample(rng)  # a whole Space or Seq (not reached by the walkers below)
+
+
+class _Walker:
+    """Type-aware mutation of a whole configuration; ``pick()`` says whether each site mutates.
+
+    Sites are the leaves (Float/Int only when ``numeric``) and, when ``structure``, the
+    variable-length Seqs (insert or delete an item), visited in a fixed order.
+    """
+
+    def __init__(self, sigma: float, int_step: float):
+        self.sigma, self.int_step = sigma, int_step
+
+    def count(self, param: Param, value: Any, numeric: bool, structure: bool) -> int:
+        if isinstance(param, Space):
+            if not isinstance(value, dict):
+                return 0
+            return sum(self.count(p, value[k], numeric, structure) for k, p in param._items if k in value)
+        if isinstance(param, Seq):
+            if not isinstance(value, list):
+                return 0
+            if isinstance(param.item, _Numeric):
+                n = len(value) if numeric else 0
+            else:
+                n = sum(self.count(param.item, x, numeric, structure) for x in value)
+            return n + (1 if structure and not param._fixed else 0)
+        return 1 if numeric or not isinstance(param, _Numeric) else 0
+
+    def walk(self, param: Param, value: Any, rng: np.random.Generator, pick: Callable[[], bool],
+             numeric: bool, structure: bool) -> Any:
+        if isinstance(param, Space):
+            if not isinstance(value, dict):
+                return _json_copy(value)
+            return {k: self.walk(p, value[k], rng, pick, numeric, structure) for k, p in param._items if k in value}
+        if isinstance(param, Seq):
+            if not isinstance(value, list):
+                return _json_copy(value)
+            restructure = structure and not param._fixed and pick()
+            items = [self.walk(param.item, x, rng, pick, numeric, structure) for x in value]
+            if restructure:
+                self._restructure(param, items, rng)
+            return items
+        if isinstance(param, _Numeric) and not numeric:
+            return value
+        if pick():
+            return mutate_leaf(param, value, rng, self.sigma, self.int_step)
+        return value
+
+    @staticmethod
+    def _restructure(param: Seq, items: list, rng: np.random.Generator) -> None:
+        ops = ([0] if len(items) < param.max_len else []) + ([1] if len(items) > param.min_len else [])
+        if not ops:
+            return
+        if ops[int(rng.integers(len(ops)))] == 0:
+            # insert a copy of an existing item half the time: stacking "another layer like this" is a
+            # common useful move, and a fresh sample explores
+            position = int(rng.integers(len(items) + 1))
+            if items and rng.random() < 0.5:
+                new = _json_copy(items[int(rng.integers(len(items)))])
+            else:
+                new = param.item.sample(rng)
+            items.insert(position, new)
+        else:
+            del items[int(rng.integers(len(items)))]
+
+    def mutate_all(self, space: Space, config: dict, rng: np.random.Generator, rate: float | None) -> dict:
+        """Each site mutates with probability ``rate`` (default 1/sites); at least one always does."""
+        n = self.count(space, config, True, True)
+        if n == 0:
+            return _json_copy(config)
+        mask = rng.random(n) < (1.0 / n if rate is None else rate)
+        if not mask.any():
+            mask[int(rng.integers(n))] = True
+        pick = iter(mask.tolist()).__next__
+        return self.walk(space, config, rng, pick, True, True)
+
+    def mutate_non_numeric(self, space: Space, config: dict, rng: np.random.Generator, rate: float | None) -> dict:
+        """Categorical/Bool/Text leaves mutate with probability ``rate`` (default 1/leaves); none forced."""
+        if rate is None:
+            rate = 1.0 / max(1, self.count(space, config, True, False))
+        if rate <= 0:
+            return config
+        n = self.count(space, config, False, False)
+        if n == 0:
+            return config
+        mask = rng.random(n) < rate
+        if not mask.any():
+            return config
+        return self.walk(space, config, rng, iter(mask.tolist()).__next__, False, False)
+
+
+def _check_space(space: Any) -> Space:
+    if not isinstance(space, Space):
+        raise ValueError(f"expected a qd.space.Space, got {type(space).__name__}")
+    return space
+
+
+def _check_rate(rate: float | None) -> float | None:
+    if rate is not None and not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must be in [0, 1] or None, got {rate!r}")
+    return rate
+
+
+class Mutation:
+    """Type-aware mutation.
+
+    Each site mutates with probability ``rate`` (default: one site on average), and at least one
+    site always does: Float leaves get Gaussian noise in unit space (``sigma``), Int leaves step by
+    ±1..k (k = ``int_step`` × range, at least 1), Categoricals take another choice, Bools flip,
+    Text gets a word deleted, duplicated or swapped (within its length bounds), and
+    variable-length Seqs gain (a sampled item or a copy of one) or lose an item.
+
+    Parameters
+    ----------
+    space : Space
+    rate : float or None
+        Per-site mutation probability; None means 1 / number of sites.
+    sigma : float
+        Standard deviation of Float noise in unit space.
+    int_step : float
+        Largest Int step as a fraction of the range.
+    children : int
+        Offspring per :meth:`vary` call.
+    """
+
+    name = "mutation"
+    num_parents = 1
+    uses_llm = False
+
+    def __init__(self, space: Space, rate: float | None = None, sigma: float = 0.1, int_step: float = 0.1,
+                 children: int = 1):
+        self.space = _check_space(space)
+        self.rate = _check_rate(rate)
+        if not sigma > 0:
+            raise ValueError(f"sigma must be positive, got {sigma!r}")
+        self.sigma, self.int_step = float(sigma), float(int_step)
+        self.children = _check_children(children)
+        self._walker = _Walker(self.sigma, self.int_step)
+
+    def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:
+        """Mutants of the first parent."""
+        config = _config(parents[0])
+        return [self._walker.mutate_all(self.space, config, rng, self.rate) for _ in range(self.children)]
+
+
+class Gaussian:
+    """Gaussian noise on every Float/Int leaf in unit space, clamped to the bounds (ints rounded).
+
+    Other leaves (Categorical, Bool, Text) mutate like :class:`Mutation` with probability
+    ``rate`` each (default: 1 / number of leaves). A configuration without numeric leaves gets a
+    :class:`Mutation` instead.
+
+    Parameters
+    ----------
+    space : Space
+    sigma : float
+        Standard deviation in unit space (a fraction of each parameter's range).
+    rate : float or None
+        Per-leaf mutation probability of the non-numeric leaves.
+    children : int
+        Offspring per :meth:`vary` call.
+    """
+
+    name = "gaussian"
+    num_parents = 1
+    uses_llm = False
+
+    def __init__(self, space: Space, sigma: float = 0.1, rate: float | None = None, children: int = 1):
+        self.space = _check_space(space)
+        if not sigma > 0:
+            raise ValueError(f"sigma must be positive, got {sigma!r}")
+        self.sigma = float(sigma)
+        self.rate = _check_rate(rate)
+        self.children = _check_children(children)
+        self._walker = _Walker(self.sigma, 0.1)
+        self._mixed = _has_non_numeric(space)
+
+    def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:
+        """Noisy copies of the first parent."""
+        config = _config(parents[0])
+        out = []
+        for _ in range(self.children):
+            units, key = self.space.unit_view(config)
+            if not units.size:
+                out.append(self._walker.mutate_all(self.space, config, rng, None))
+                continue
+            x = units + self.sigma * rng.standard_normal(units.size)
+            child = self.space.with_units(config, x, key)  # clamps to the bounds
+            if self._mixed:
+                child = self._walker.mutate_non_numeric(self.space, child, rng, self.rate)
+            out.append(child)
+        return out
+
+
+class IsoLineDD:
+    """Iso+LineDD (Vassiliades & Mouret, "Discovering the elite hypervolume by leveraging
+    interspecies correlation", GECCO 2018) on the Float/Int leaves in unit space.
+
+    ``child = x1 + iso_sigma * N(0, I) + line_sigma * N(0, 1) * (x2 - x1)``, clamped to the bounds
+    (ints rounded). When the parents' structures differ (Seq lengths), the child keeps the first
+    parent's structure and gets the isotropic term only. Non-numeric leaves come from the first
+    parent and mutate like :class:`Mutation` with probability ``rate`` each (default: 1 / number
+    of leaves). A configuration without numeric leaves gets a :class:`Mutation` instead.
+
+    Parameters
+    ----------
+    space : Space
+    iso_sigma : float
+        Isotropic standard deviation in unit space (pyribs's ``iso_sigma`` divided by the range).
+    line_sigma : float
+        Standard deviation along the line between the parents.
+    rate : float or None
+        Per-leaf mutation probability of the non-numeric leaves.
+    children : int
+        Offspring per :meth:`vary` call.
+    """
+
+    name = "iso_line_dd"
+    num_parents = 2
+    uses_llm = False
+
+    def __init__(self, space: Space, iso_sigma: float = 0.01, line_sigma: float = 0.2, rate: float | None = None,
+                 children: int = 1):
+        self.space = _check_space(space)
+        if iso_sigma < 0 or line_sigma < 0 or iso_sigma + line_sigma <= 0:
+            raise ValueError(f"iso_sigma and line_sigma must be >= 0, one positive; got {iso_sigma!r}, {line_sigma!r}")
+        self.iso_sigma, self.line_sigma = float(iso_sigma), float(line_sigma)
+        self.rate = _check_rate(rate)
+        self.children = _check_children(children)
+        self._walker = _Walker(0.1, 0.1)
+        self._mixed = _has_non_numeric(space)
+
+    def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:
+        """Children of the first two parents (one parent: isotropic noise only)."""
+        c1 = _config(parents[0])
+        x1, key1 = self.space.unit_view(c1)
+        if not x1.size:
+            return [self._walker.mutate_all(self.space, c1, rng, None) for _ in range(self.children)]
+        direction = None
+        if len(parents) > 1:
+            x2, key2 = self.space.unit_view(_config(parents[1]))
+            if key2 == key1 and x2.size == x1.size:
+                direction = x2 - x1
+        out = []
+        for _ in range(self.children):
+            child = x1 + self.iso_sigma * rng.standard_normal(x1.size)
+            if direction is not None:
+                child += (self.line_sigma * rng.standard_normal()) * direction
+            config = self.space.with_units(c1, child, key1)  # clamps to the bounds
+            if self._mixed:
+                config = self._walker.mutate_non_numeric(self.space, config, rng, self.rate)
+            out.append(config)
+        return out
+
+
+class UniformCrossover:
+    """Each leaf from either parent with equal probability.
+
+    Nested Spaces cross key by key; a Seq takes its length from a random parent and crosses
+    item by item where both parents have an item (the rest comes from that parent). With a
+    single parent it falls back to :class:`Mutation`.
+    """
+
+    name = "uniform_crossover"
+    num_parents = 2
+    uses_llm = False
+
+    def __init__(self, space: Space, children: int = 1):
+        self.space = _check_space(space)
+        self.children = _check_children(children)
+        self._walker = _Walker(0.1, 0.1)
+
+    def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:
+        """Crosses of the first two parents."""
+        a = _config(parents[0])
+        if len(parents) < 2:
+            return [self._walker.mutate_all(self.space, a, rng, None) for _ in range(self.children)]
+        b = _config(parents[1])
+        return [self._cross(self.space, a, b, rng) for _ in range(self.children)]
+
+    def _cross(self, param: Param, a: Any, b: Any, rng: np.random.Generator) -> Any:
+        if isinstance(param, Space):
+            if not (isinstance(a, dict) and isinstance(b, dict)):
+                return _json_copy(a)
+            # one draw for the whole dict: a per-leaf rng call costs more than the rest of the work
+            coins = (rng.random(len(param._items)) < 0.5).tolist()
+            out = {}
+            for (k, p), take_a in zip(param._items, coins):
+                if k not in a:
+                    continue
+                if k not in b:
+                    out[k] = _json_copy(a[k])
+                elif isinstance(p, _LEAF_TYPES):
+                    out[k] = _json_copy(a[k] if take_a else b[k])
+                else:
+                    out[k] = self._cross(p, a[k], b[k], rng)
+            return out
+        if isinstance(param, Seq):
+            if not (isinstance(a, list) and isinstance(b, list)):
+                return _json_copy(a)
+            base = a if rng.random() < 0.5 else b
+            common = min(len(a), len(b))
+            if isinstance(param.item, _LEAF_TYPES):
+                take_a = (rng.random(common) < 0.5).tolist()
+                head = [x if t else y for x, y, t in zip(a, b, take_a)]
+            else:
+                head = [self._cross(param.item, a[i], b[i], rng) for i in range(common)]
+            return head + _json_copy(base[common:])
+        return _json_copy(a if rng.random() < 0.5 else b)
+
+
+CLASSIC: dict[str, type] = {
+    "gaussian": Gaussian,
+    "iso_line_dd": IsoLineDD,
+    "mutation": Mutation,
+    "uniform_crossover": UniformCrossover,
+}

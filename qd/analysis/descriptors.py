@@ -1,0 +1,376 @@
+"""Descriptors: numbers that place an evaluated configuration in the map.
+
+Every descriptor is a function ``f(config, result) -> float``.
+
+Dynamic descriptors read ``result.trace`` (dynamic program analysis):
+
+``llm_calls``
+    Logical LLM calls (cache hits count: the configuration asked for them).
+``tool_calls``
+    Spans of kind ``"tool"``.
+``tokens_in``, ``tokens_out``, ``tokens_total``
+    Tokens of all LLM calls (cache hits carry their original tokens).
+``critical_path``
+    Longest chain of dependent LLM calls through the ``deps`` data-flow DAG. Non-LLM spans
+    pass dependencies through without adding length, and a tool/step span's output is taken to
+    depend on the LLM calls made inside it (its children) as well as on its ``deps``: an LLM call
+    that consumes a tool whose result came from an LLM call is a chain of 2.
+``max_fanout``
+    The widest single fan-out of LLM calls: the larger of (a) the most LLM calls that list one
+    span in their ``deps`` and (b) the most LLM calls launched under the same parent span with the
+    same ``deps`` (siblings that could run in parallel, e.g. the map step of map/reduce or
+    ``k`` votes). A sequential chain has fan-out 1; no LLM calls gives 0.
+``latency_s``
+    Wall time covered by the trace: latest span end minus earliest span start.
+``max_prompt_tokens``
+    Largest single prompt (the long-context error regime).
+``cost_usd``
+    Sum of the LLM calls' nominal cost.
+
+Static descriptors read the configuration alone (static program analysis); when the domain's
+:class:`~qd.space.Space` is known (always, through :func:`resolve_measures`) they use it:
+
+``n_components``
+    Items in ``Seq`` parameters (list items when no space is known); 1 when there are none.
+``prompt_chars``
+    Total characters of ``Text`` leaves (all string leaves when no space is known).
+``max_depth``
+    Nesting depth of the configuration: a flat dict is 1, each nested dict or list adds 1.
+"""
+from __future__ import annotations
+
+import importlib
+from collections import Counter, defaultdict
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from qd.result import EvalResult, Span
+
+__all__ = [
+    "DYNAMIC", "STATIC", "BUILTINS", "Descriptor", "resolve_measures", "available_measures", "summarize",
+    "llm_calls", "tool_calls", "tokens_in", "tokens_out", "tokens_total", "critical_path", "max_fanout",
+    "latency_s", "max_prompt_tokens", "cost_usd", "n_components", "prompt_chars", "max_depth",
+    "trace_critical_path", "trace_max_fanout",
+]
+
+Descriptor = Callable[[dict, EvalResult], float]
+
+
+# -- trace analysis ------------------------------------------------------------------------------
+def _llm(trace: Iterable[Span]) -> list[Span]:
+    return [s for s in trace if s.get("kind") == "llm"]
+
+
+def trace_critical_path(trace: Sequence[Span]) -> int:
+    """Longest chain of dependent LLM calls in ``trace`` (see the module docstring).
+
+    Dependencies on ids absent from the trace are ignored; a cycle (which well-formed traces
+    cannot have) is cut where it closes.
+    """
+    by_id = {s["id"]: s for s in trace if "id" in s}
+    children: dict[int, list[int]] = defaultdict(list)
+    for s in trace:
+        parent = s.get("parent_id")
+        if parent is not None and parent in by_id and s.get("id") is not None:
+            children[parent].append(s["id"])
+    depth: dict[int, int] = {}
+    on_stack: set[int] = set()
+
+    def inputs(sid: int) -> list[int]:
+        s = by_id[sid]
+        ins = [d for d in s.get("deps") or () if d in by_id]
+        if s.get("kind") != "llm":  # a tool/step result may derive from the calls made inside it
+            ins += children.get(sid, [])
+        return ins
+
+    # Iterative DFS: traces of big fan-in systems can be deeper than Python's recursion limit.
+    for root in by_id:
+        if root in depth:
+            continue
+        stack = [(root, iter(inputs(root)))]
+        on_stack.add(root)
+        while stack:
+            sid, it = stack[-1]
+            nxt = next((d for d in it if d not in depth and d not in on_stack), None)
+            if nxt is not None:
+                on_stack.add(nxt)
+                stack.append((nxt, iter(inputs(nxt))))
+                continue
+            stack.pop()
+            on_stack.discard(sid)
+            best = max((depth.get(d, 0) for d in inputs(sid)), default=0)
+            depth[sid] = best + (1 if by_id[sid].get("kind") == "llm" else 0)
+    return max(depth.values(), default=0)
+
+
+def trace_max_fanout(trace: Sequence[Span]) -> int:
+    """Widest fan-out of LLM calls in ``trace`` (see the module docstring)."""
+    calls = _llm(trace)
+    if not calls:
+        return 0
+    consumers: Counter = Counter()
+    siblings: Counter = Counter()
+    for s in calls:
+        deps = sorted(set(s.get("deps") or ()))
+        consumers.update(deps)
+        siblings[(s.get("parent_id"), tuple(deps))] += 1
+    return max(max(consumers.values(), default=0), max(siblings.values()))
+
+
+def _latency(trace: Sequence[Span]) -> float:
+    if not trace:
+        return 0.0
+    start = min(float(s.get("start_s", 0.0)) for s in trace)
+    end = max(float(s.get("start_s", 0.0)) + float(s.get("latency_s", 0.0)) for s in trace)
+    return max(0.0, end - start)
+
+
+def summarize(trace: Sequence[Span]) -> dict[str, Any]:
+    """Per-evaluation trace summary (stored in the run store): counts, tokens, depth, latency.
+
+    Returns
+    -------
+    dict
+        ``spans, llm_calls, tool_calls, steps, cached_calls, failed_calls, tokens_in, tokens_out,
+        tokens_total, max_prompt_tokens, critical_path, max_fanout, latency_s, llm_latency_s,
+        cost_usd, models`` (JSON-ready).
+    """
+    trace = list(trace or ())
+    calls = _llm(trace)
+    t_in = sum(int(s.get("tokens_in", 0)) for s in calls)
+    t_out = sum(int(s.get("tokens_out", 0)) for s in calls)
+    return {
+        "spans": len(trace),
+        "llm_calls": len(calls),
+        "tool_calls": sum(s.get("kind") == "tool" for s in trace),
+        "steps": sum(s.get("kind") == "step" for s in trace),
+        "cached_calls": sum(bool(s.get("cached")) for s in calls),
+        "failed_calls": sum(not s.get("ok", True) for s in calls),
+        "tokens_in": t_in,
+        "tokens_out": t_out,
+        "tokens_total": t_in + t_out,
+        "max_prompt_tokens": max((int(s.get("tokens_in", 0)) for s in calls), default=0),
+        "critical_path": trace_critical_path(trace),
+        "max_fanout": trace_max_fanout(trace),
+        "latency_s": round(_latency(trace), 6),
+        "llm_latency_s": round(sum(float(s.get("latency_s", 0.0)) for s in calls), 6),
+        "cost_usd": sum(float(s.get("cost_usd", 0.0)) for s in calls),
+        "models": sorted({str(s.get("model", "")) for s in calls}),
+    }
+
+
+# -- dynamic descriptors -------------------------------------------------------------------------
+def llm_calls(config: dict, result: EvalResult) -> float:
+    """Logical LLM calls, cache hits included."""
+    return float(len(_llm(result.trace)))
+
+
+def tool_calls(config: dict, result: EvalResult) -> float:
+    """Tool spans in the trace."""
+    return float(sum(s.get("kind") == "tool" for s in result.trace))
+
+
+def tokens_in(config: dict, result: EvalResult) -> float:
+    """Prompt tokens over all LLM calls."""
+    return float(sum(int(s.get("tokens_in", 0)) for s in _llm(result.trace)))
+
+
+def tokens_out(config: dict, result: EvalResult) -> float:
+    """Completion tokens over all LLM calls."""
+    return float(sum(int(s.get("tokens_out", 0)) for s in _llm(result.trace)))
+
+
+def tokens_total(config: dict, result: EvalResult) -> float:
+    """Prompt plus completion tokens over all LLM calls."""
+    return tokens_in(config, result) + tokens_out(config, result)
+
+
+def critical_path(config: dict, result: EvalResult) -> float:
+    """Longest chain of dependent LLM calls (sequential LLM depth)."""
+    return float(trace_critical_path(result.trace))
+
+
+def max_fanout(config: dict, result: EvalResult) -> float:
+    """Widest fan-out of LLM calls."""
+    return float(trace_max_fanout(result.trace))
+
+
+def latency_s(config: dict, result: EvalResult) -> float:
+    """Wall time covered by the trace."""
+    return _latency(result.trace)
+
+
+def max_prompt_tokens(config: dict, result: EvalResult) -> float:
+    """Largest single prompt in tokens."""
+    return float(max((int(s.get("tokens_in", 0)) for s in _llm(result.trace)), default=0))
+
+
+def cost_usd(config: dict, result: EvalResult) -> float:
+    """Nominal cost of all LLM calls."""
+    return float(sum(float(s.get("cost_usd", 0.0)) for s in _llm(result.trace)))
+
+
+# -- static descriptors --------------------------------------------------------------------------
+def _walk(param: Any, value: Any, visit: Callable[[Any, Any], None]) -> None:
+    """Call ``visit(param, value)`` for every (parameter, value) pair of a configuration."""
+    from qd.space import Seq, Space
+
+    visit(param, value)
+    if isinstance(param, Space) and isinstance(value, Mapping):
+        for key, sub in param.params.items():
+            if key in value:
+                _walk(sub, value[key], visit)
+    elif isinstance(param, Seq) and isinstance(value, list):
+        for item in value:
+            _walk(param.item, item, visit)
+
+
+def _values(value: Any) -> Iterable[Any]:
+    yield value
+    if isinstance(value, Mapping):
+        for v in value.values():
+            yield from _values(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _values(v)
+
+
+def n_components(config: dict, result: EvalResult | None = None, *, space: Any = None) -> float:
+    """Items in ``Seq`` parameters (list items without a space); 1 when there are none."""
+    if space is None:
+        count = sum(len(v) for v in _values(config) if isinstance(v, (list, tuple)))
+    else:
+        from qd.space import Seq
+
+        found: list[int] = []
+        _walk(space, config, lambda p, v: found.append(len(v)) if isinstance(p, Seq) and isinstance(v, list) else None)
+        count = sum(found)
+    return float(max(1, count))
+
+
+def prompt_chars(config: dict, result: EvalResult | None = None, *, space: Any = None) -> float:
+    """Total characters of ``Text`` leaves (of all string leaves without a space)."""
+    if space is None:
+        return float(sum(len(v) for v in _values(config) if isinstance(v, str)))
+    from qd.space import Text
+
+    found: list[int] = []
+    _walk(space, config, lambda p, v: found.append(len(v)) if isinstance(p, Text) and isinstance(v, str) else None)
+    return float(sum(found))
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, Mapping):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, (list, tuple)):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def max_depth(config: dict, result: EvalResult | None = None, *, space: Any = None) -> float:
+    """Nesting depth of the configuration (flat dict: 1)."""
+    return float(_depth(config))
+
+
+DYNAMIC: dict[str, Descriptor] = {
+    "llm_calls": llm_calls, "tool_calls": tool_calls, "tokens_in": tokens_in, "tokens_out": tokens_out,
+    "tokens_total": tokens_total, "critical_path": critical_path, "max_fanout": max_fanout,
+    "latency_s": latency_s, "max_prompt_tokens": max_prompt_tokens, "cost_usd": cost_usd,
+}
+STATIC: dict[str, Callable[..., float]] = {
+    "n_components": n_components, "prompt_chars": prompt_chars, "max_depth": max_depth,
+}
+BUILTINS: dict[str, Callable[..., float]] = {**DYNAMIC, **STATIC}
+
+
+# -- resolution ----------------------------------------------------------------------------------
+def _named(name: str, fn: Callable[[dict, EvalResult], float]) -> Descriptor:
+    def descriptor(config: dict, result: EvalResult) -> float:
+        return fn(config, result)
+
+    descriptor.__name__ = descriptor.__qualname__ = name
+    descriptor.__doc__ = getattr(fn, "__doc__", None)
+    descriptor.measure_name = name  # type: ignore[attr-defined]
+    return descriptor
+
+
+def _passthrough(name: str, domain_name: str) -> Descriptor:
+    def descriptor(config: dict, result: EvalResult) -> float:
+        try:
+            return float(result.measures[name])
+        except KeyError:
+            raise KeyError(f"domain {domain_name!r} declared measure {name!r} but its result has only "
+                           f"{sorted(result.measures)}") from None
+
+    return _named(name, descriptor)
+
+
+def available_measures(domain: Any = None) -> list[str]:
+    """Descriptor names usable with ``domain``: built-ins, domain-defined and domain pass-through."""
+    names = list(BUILTINS)
+    if domain is not None:
+        names += [n for n in domain.descriptors() if n not in names]
+        names += [n for n in getattr(domain, "default_measures", ()) if n not in names]
+    return names
+
+
+def _import(path: str) -> Callable[..., float]:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"descriptor {path!r}: expected 'package.module:function'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"descriptor {path!r}: cannot import module {module_name!r} ({exc})") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"descriptor {path!r}: module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise ValueError(f"descriptor {path!r} is not callable")
+    return obj
+
+
+def resolve_measures(names: Sequence[str], domain: Any = None) -> list[Descriptor]:
+    """Turn descriptor names into functions ``f(config, result) -> float``.
+
+    Each name is looked up, in order, among the built-ins (static ones bound to the domain's
+    space), ``domain.descriptors()``, the domain's ``default_measures`` (read from
+    ``result.measures``), and finally as ``"package.module:function"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, listing the available names.
+    """
+    if isinstance(names, str):
+        raise ValueError(f"measures must be a list of names, got the string {names!r}")
+    space = getattr(domain, "space", None)
+    domain_fns = domain.descriptors() if domain is not None else {}
+    declared = tuple(getattr(domain, "default_measures", ())) if domain is not None else ()
+    domain_name = getattr(domain, "name", type(domain).__name__)
+    out: list[Descriptor] = []
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"descriptor names must be non-empty strings, got {name!r}")
+        if name in DYNAMIC:
+            out.append(_named(name, DYNAMIC[name]))
+        elif name in STATIC:
+            fn = STATIC[name]
+            out.append(_named(name, lambda c, r, fn=fn: fn(c, r, space=space)))
+        elif name in domain_fns:
+            out.append(_named(name, domain_fns[name]))
+        elif name in declared:
+            out.append(_passthrough(name, domain_name))
+        elif ":" in name:
+            out.append(_named(name, _import(name)))
+        else:
+            import difflib
+
+            available = available_measures(domain)
+            close = difflib.get_close_matches(name, available, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown descriptor {name!r}{hint}; available: {', '.join(available)}, "
+                             f"or 'package.module:function'")
+    return out
+

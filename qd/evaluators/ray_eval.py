@@ -1,0 +1,505 @@
+"""Ray evaluator: configurations run as Ray tasks, or as calls on async Ray actors.
+
+Two modes, one driver-side bookkeeping:
+
+``mode="task"`` (CPU-bound domains)
+    Each evaluation is a task with ``num_cpus=1`` and ``max_retries=0`` (in Ray 2.60
+    any retry turns an out-of-memory kill into an endless retry loop). The domain is
+    put in the object store once; each worker process deserializes it on first use
+    and keeps it, so a domain's clients and caches live as long as the worker.
+
+``mode="actor"`` (I/O-bound domains: LLM pipelines)
+    ``num_actors`` async actors (``num_cpus=0``, ``max_concurrency=actor_concurrency``)
+    each hold the domain (and so its HTTP clients). A call runs the evaluation in a
+    thread of its own and waits for it with :func:`asyncio.wait_for`; one actor at
+    concurrency 64 keeps 64 slow requests in flight where fractional-CPU tasks would
+    need 64 worker processes.
+
+Deadlines
+---------
+Ray does not tell the driver when a task starts running, so the driver *estimates*
+the start: it knows how many evaluations can run at once (a "lane" per actor, or one
+lane for the cluster's CPUs in task mode) and runs its own FIFO model of the lanes
+(Ray dispatches one driver's tasks of one shape in submission order). An evaluation
+is deemed started when it is submitted to a lane with a free slot, or when the
+driver sees an earlier one finish and free its slot. The estimate is never earlier
+than the real start as long as the lane capacity is right, so a queued evaluation
+is never timed out for time spent waiting. It can be late (the driver notices a
+free slot at its next :meth:`collect`), which only makes the deadline lenient. The
+task-mode capacity is re-read from ``ray.cluster_resources()`` every few seconds, so
+it follows nodes joining and leaving; on a cluster shared with other jobs it is an
+over-estimate and queued evaluations may be timed out early.
+
+Past the deadline a task is cancelled with ``ray.cancel(ref, force=True)`` (a soft
+cancel does not interrupt blocking calls; ``force`` kills the worker process) and
+recorded as ``"timeout"``. Actor calls cannot be force-cancelled: the actor itself
+stops waiting at the deadline (measured from the real start of the call) and returns
+``"timeout"``, but the evaluation's thread keeps running until it returns on its own
+(Python cannot stop a thread). Those lingering threads are counted in
+``result.metrics["lingering_threads"]``; a domain that hangs for ever leaks one
+thread per timeout in its actor. The driver also keeps a backstop deadline (estimated
+start + timeout + grace) for an actor that stops answering.
+
+Failures
+--------
+``WorkerCrashedError`` (the domain called ``os._exit``, segfaulted), a dead actor,
+a dead node, and ``OutOfMemoryError`` come back as ``"crash"``; a task we cancelled
+as ``"timeout"``; any other ``RayTaskError`` as ``"error"`` with the exception
+message. :meth:`RayEvaluator.collect` never raises for a failed evaluation.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import importlib
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import ray
+from ray import exceptions as rex
+
+from qd.domain import Domain
+from qd.evaluation import evaluate_config
+from qd.result import EvalResult
+
+__all__ = ["RayEvaluator"]
+
+log = logging.getLogger(__name__)
+
+_CAPACITY_REFRESH_S = 5.0  # how often task mode re-reads the cluster's CPU count
+_GET_TIMEOUT_S = 30.0
+_MAX_ERROR_CHARS = 2000
+
+# -- worker side ---------------------------------------------------------------------------------
+
+_DOMAINS: dict[bytes, Domain] = {}  # per worker process: object id -> deserialized domain
+
+
+def _domain_of(holder: list) -> Domain:
+    """The domain behind ``holder[0]`` (an ObjectRef), deserialized once per worker process.
+
+    The ref travels inside a list so Ray does not resolve (and deserialize) it on every call.
+    """
+    ref = holder[0]
+    key = ref.binary()
+    domain = _DOMAINS.get(key)
+    if domain is None:
+        if len(_DOMAINS) >= 4:  # a worker serving many short-lived evaluators
+            _DOMAINS.clear()
+        domain = _DOMAINS[key] = ray.get(ref)
+    return domain
+
+
+def _run_task(holder: list, config: dict) -> EvalResult:
+    try:
+        return evaluate_config(_domain_of(holder), config)
+    except SystemExit as exc:  # as in the serial evaluator; Ray would otherwise retire the worker
+        return EvalResult.failure("error", f"SystemExit: {exc}")
+
+
+class _EvalActor:
+    """Holds a domain and runs its evaluations concurrently, each in its own thread."""
+
+    def __init__(self, domain: Domain):
+        self.domain = domain
+        self._lingering: list[threading.Thread] = []
+
+    def ready(self) -> bool:
+        return True
+
+    async def evaluate(self, config: dict, timeout_s: float | None) -> EvalResult:
+        # A thread per call rather than asyncio.to_thread: the default executor holds
+        # min(32, cpus + 4) threads, which would cap an actor's concurrency at 6 on a
+        # 2-core node, and a hung evaluation would hold a pool thread for ever.
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[EvalResult] = loop.create_future()
+
+        def deliver(result: EvalResult) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        def run() -> None:
+            try:
+                result = evaluate_config(self.domain, config)
+            except BaseException as exc:  # evaluate_config catches Exception; this is SystemExit & co.
+                result = EvalResult.failure("error", f"{type(exc).__name__}: {exc}")
+            try:
+                loop.call_soon_threadsafe(deliver, result)
+            except RuntimeError:  # the loop closed while we ran (actor shutting down)
+                pass
+
+        thread = threading.Thread(target=run, name="qd-actor-eval", daemon=True)
+        thread.start()
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except asyncio.TimeoutError:
+            self._lingering = [t for t in self._lingering if t.is_alive()] + [thread]
+            result = EvalResult.failure("timeout", f"evaluation exceeded timeout_s={timeout_s:g}")
+            result.metrics["lingering_threads"] = len(self._lingering)
+            return result
+
+
+def _can_import(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+        return True
+    except Exception:
+        return False
+
+
+_REMOTE: dict[str, Any] = {}
+
+
+def _remote(name: str) -> Any:
+    """The Ray-decorated task / actor class (decorated once, on first use)."""
+    if not _REMOTE:
+        _REMOTE["task"] = ray.remote(max_retries=0)(_run_task)
+        _REMOTE["actor"] = ray.remote(_EvalActor)
+        _REMOTE["probe"] = ray.remote(num_cpus=0, max_retries=0)(_can_import)
+    return _REMOTE[name]
+
+
+_SHIPPED: set[str] = set()  # modules already checked in this driver process
+
+
+def _ship_domain_code(domain: Domain) -> None:
+    """Make sure workers can unpickle ``domain``: send its module's code along if they cannot import it.
+
+    Classes pickle by reference (module + name), so a domain defined in a module that
+    only the driver can import (a test file, a script's sibling module, a notebook
+    helper) would fail on every worker. One probe task checks; if the import fails
+    there, the module is pickled by value instead. Modules workers can import (an
+    installed package, ``pip install -e .`` on every node, ``ray job submit
+    --working-dir``) keep the cheaper by-reference pickling.
+    """
+    module = type(domain).__module__
+    if module == "__main__" or module in _SHIPPED or module not in sys.modules:
+        return  # __main__ is pickled by value already
+    _SHIPPED.add(module)
+    try:
+        importable = ray.get(_remote("probe").remote(module), timeout=120)
+    except Exception:
+        importable = False
+    if not importable:
+        log.info("workers cannot import %s; shipping its code with the domain", module)
+        ray.cloudpickle.register_pickle_by_value(sys.modules[module])
+
+
+# -- driver side ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass(eq=False)
+class _Job:
+    key: int
+    ref: Any
+    lane: int
+    started: float | None = None  # estimated start (time.monotonic), None while deemed queued
+
+
+class _Lane:
+    """Driver-side FIFO model of a set of slots (the cluster's CPUs, or one actor)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.running = 0
+        self.waiting: collections.deque[_Job] = collections.deque()
+
+    def admit(self, job: _Job, now: float) -> None:
+        self.waiting.append(job)
+        self.promote(now)
+
+    def release(self, job: _Job, now: float) -> None:
+        if job.started is not None:
+            self.running -= 1
+        else:  # finished before the model thought it started: the model was pessimistic
+            self.waiting.remove(job)
+        self.promote(now)
+
+    def promote(self, now: float) -> None:
+        while self.waiting and self.running < self.capacity:
+            self.waiting.popleft().started = now
+            self.running += 1
+
+    @property
+    def load(self) -> int:
+        return self.running + len(self.waiting)
+
+
+def _failure(exc: BaseException) -> EvalResult:
+    """Map a Ray exception for one evaluation to a failed EvalResult.
+
+    Evaluations the driver cancels at their deadline are recorded as ``"timeout"``
+    when cancelled (see ``_expire``) and never reach this function, so a
+    ``TaskCancelledError`` here came from outside qd (``ray.cancel`` by hand, ``ray stop``).
+    """
+    name = type(exc).__name__
+    if isinstance(exc, rex.TaskCancelledError):
+        return EvalResult.failure("crash", f"evaluation cancelled outside qd: {exc}")
+    if isinstance(exc, rex.OutOfMemoryError):
+        return EvalResult.failure("crash", f"out of memory: {_short(str(exc))}")
+    if isinstance(exc, rex.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, BaseException):
+            return EvalResult.failure("error", _short(f"{type(cause).__name__}: {cause}"))
+        return EvalResult.failure("error", _short(str(exc)))
+    if isinstance(exc, rex.WorkerCrashedError):
+        return EvalResult.failure("crash", "worker process died during the evaluation (os._exit, segfault, "
+                                           "or killed)")
+    if isinstance(exc, rex.RayError):  # dead actor or node, lost object, ...
+        return EvalResult.failure("crash", _short(f"{name}: {exc}"))
+    return EvalResult.failure("error", _short(f"{name}: {exc}"))
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + " ..."
+
+
+class RayEvaluator:
+    """Evaluate configurations on Ray: a local runtime or a cluster.
+
+    Parameters
+    ----------
+    domain : Domain
+        The domain to evaluate; it must pickle (it is shipped to workers once).
+    workers : int or None
+        Task mode: evaluations run at once (``slots``); default the cluster's CPU
+        count. In both modes, the CPU count of the local runtime this evaluator starts
+        when Ray is not initialized (default: all cores).
+    timeout_s : float or None
+        Per-evaluation deadline in seconds, from the (estimated) start of the
+        evaluation; ``None`` waits for ever. See the module docstring.
+    address : str or None
+        ``None`` (or ``""``): ``RAY_ADDRESS`` if set, else a new local runtime.
+        ``"auto"`` joins the cluster running on this machine; ``"host:port"`` a remote
+        one. Ignored when Ray is already initialized in this process (it is reused).
+    mode : {"task", "actor"}
+        Ray tasks (CPU-bound domains) or async actors (I/O-bound domains).
+    actor_concurrency : int
+        Actor mode: evaluations one actor runs at once.
+    num_actors : int or None
+        Actor mode: number of actors (default: one per alive node, spread over nodes).
+    num_cpus : float
+        Task mode: CPUs reserved per evaluation task.
+
+    Attributes
+    ----------
+    slots : int
+        Evaluations that run at once: ``workers`` / cluster CPUs (tasks), or
+        ``num_actors * actor_concurrency`` (actors).
+    """
+
+    def __init__(self, domain: Domain, *, workers: int | None = None, timeout_s: float | None = 60.0,
+                 address: str | None = None, mode: str = "task", actor_concurrency: int = 64,
+                 num_actors: int | None = None, num_cpus: float = 1.0):
+        if mode not in ("task", "actor"):
+            raise ValueError(f"mode must be 'task' or 'actor', got {mode!r}")
+        for name, value in (("workers", workers), ("num_actors", num_actors)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if not isinstance(actor_concurrency, int) or actor_concurrency < 1:
+            raise ValueError(f"actor_concurrency must be a positive integer, got {actor_concurrency!r}")
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout_s must be a positive number of seconds or None, got {timeout_s!r}")
+        if not num_cpus > 0:
+            raise ValueError(f"num_cpus must be positive, got {num_cpus!r}")
+        self.domain = domain
+        self.mode = mode
+        self.timeout_s = timeout_s
+        self.num_cpus = float(num_cpus)
+        self._owns_runtime = False
+        self._closed = False
+        self._jobs: dict[Any, _Job] = {}  # ObjectRef -> job
+        self._keys: set[int] = set()
+        self._connect(workers, address)
+        try:
+            _ship_domain_code(domain)
+            self._domain_ref = ray.put(domain)
+        except Exception as exc:
+            self._shutdown_if_owned()
+            raise ValueError(f"domain {type(domain).__name__} cannot be sent to Ray workers "
+                             f"({type(exc).__name__}: {exc}); use the serial backend or make it picklable") from exc
+        self._holder = [self._domain_ref]
+        self._capacity_checked = time.monotonic()
+        if mode == "task":
+            self._task = _remote("task").options(num_cpus=self.num_cpus)
+            self._actors: list[Any] = []
+            self._lanes = [_Lane(self._cluster_capacity())]
+            self.slots = workers or self._lanes[0].capacity
+            self._grace_s = 0.0
+        else:
+            alive = sum(1 for node in ray.nodes() if node.get("Alive"))
+            count = num_actors or max(1, alive)
+            actor_cls = _remote("actor").options(
+                num_cpus=0, max_concurrency=actor_concurrency, max_restarts=-1, max_task_retries=0,
+                scheduling_strategy="SPREAD")
+            # The domain travels by value in the creation task (inlined when small): an
+            # object-store argument would make Ray warn that restarts depend on it.
+            self._actors = [actor_cls.remote(domain) for _ in range(count)]
+            try:
+                ray.get([actor.ready.remote() for actor in self._actors], timeout=300)
+            except Exception as exc:
+                self.close()
+                raise RuntimeError(f"Ray evaluation actors did not start: {type(exc).__name__}: {exc}") from exc
+            self._lanes = [_Lane(actor_concurrency) for _ in self._actors]
+            self.slots = count * actor_concurrency
+            # The actor enforces the deadline itself; the driver's backstop only catches a stuck actor.
+            self._grace_s = 0.0 if timeout_s is None else max(5.0, 0.25 * timeout_s)
+
+    # -- runtime -------------------------------------------------------------------------------
+    def _connect(self, workers: int | None, address: str | None) -> None:
+        if ray.is_initialized():
+            return  # one runtime per process: reuse it (tests, notebooks, a caller's own ray.init)
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if address is None or address == "local":
+            # "local" forces a fresh runtime even when a `ray start` cluster runs on this machine.
+            ray.init(address="local", num_cpus=workers, include_dashboard=False)
+        else:
+            ray.init(address=address)
+        self._owns_runtime = True
+
+    def _shutdown_if_owned(self) -> None:
+        if self._owns_runtime and ray.is_initialized():
+            ray.shutdown()
+        self._owns_runtime = False
+
+    def _cluster_capacity(self) -> int:
+        cpus = ray.cluster_resources().get("CPU", 0.0)
+        return max(1, int(cpus // self.num_cpus))
+
+    def _refresh_capacity(self, now: float) -> None:
+        if self.mode != "task" or now - self._capacity_checked < _CAPACITY_REFRESH_S:
+            return
+        self._capacity_checked = now
+        lane = self._lanes[0]
+        lane.capacity = self._cluster_capacity()
+        lane.promote(now)
+
+    # -- protocol ------------------------------------------------------------------------------
+    def submit(self, key: int, config: dict) -> None:
+        """Start evaluating ``config`` under ``key``."""
+        if self._closed:
+            raise RuntimeError("RayEvaluator is closed")
+        if key in self._keys:
+            raise ValueError(f"key {key!r} is already pending")
+        if self.mode == "task":
+            lane = 0
+            ref = self._task.remote(self._holder, config)
+        else:
+            lane = min(range(len(self._lanes)), key=lambda i: self._lanes[i].load)
+            ref = self._actors[lane].evaluate.remote(config, self.timeout_s)
+        job = _Job(key, ref, lane)
+        self._jobs[ref] = job
+        self._keys.add(key)
+        self._lanes[lane].admit(job, time.monotonic())
+
+    def collect(self, timeout: float) -> list[tuple[int, EvalResult]]:
+        """Wait up to ``timeout`` seconds for evaluations; return those that finished or timed out."""
+        if not self._jobs:
+            return []
+        now = time.monotonic()
+        self._refresh_capacity(now)
+        wait_s = max(0.0, min(timeout, self._next_deadline() - now))
+        refs = list(self._jobs)
+        ready, rest = ray.wait(refs, num_returns=1, timeout=wait_s)
+        if ready and rest:
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        done = self._finish(ready)
+        done += self._expire(time.monotonic())
+        return done
+
+    def pending(self) -> int:
+        """Evaluations submitted and not yet collected."""
+        return len(self._jobs)
+
+    def close(self) -> None:
+        """Cancel in-flight evaluations; shut Ray down if this evaluator started it."""
+        if self._closed:
+            return
+        self._closed = True
+        if ray.is_initialized():
+            if self.mode == "task":
+                for ref in self._jobs:
+                    self._cancel(ref, force=True)
+            for actor in self._actors:  # also ends the threads of hung evaluations
+                try:
+                    ray.kill(actor)
+                except Exception:  # already dead
+                    pass
+        self._jobs.clear()
+        self._keys.clear()
+        self._actors = []
+        self._holder = []
+        self._domain_ref = None
+        self._shutdown_if_owned()
+
+    def __enter__(self) -> "RayEvaluator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------------
+    def _deadline(self, job: _Job) -> float:
+        if self.timeout_s is None or job.started is None:
+            return float("inf")
+        return job.started + self.timeout_s + self._grace_s
+
+    def _next_deadline(self) -> float:
+        if self.timeout_s is None:
+            return float("inf")
+        return min((self._deadline(job) for job in self._jobs.values()), default=float("inf"))
+
+    def _pop(self, ref: Any, now: float) -> _Job:
+        job = self._jobs.pop(ref)
+        self._keys.discard(job.key)
+        self._lanes[job.lane].release(job, now)
+        return job
+
+    def _finish(self, refs: list) -> list[tuple[int, EvalResult]]:
+        if not refs:
+            return []
+        # The refs are ready and fetched (ray.wait's fetch_local), so the timeout only guards
+        # against an object lost between wait and get; that becomes a crash, not a hang.
+        try:
+            values = ray.get(refs, timeout=_GET_TIMEOUT_S)
+        except Exception:  # at least one failed: resolve them one by one
+            values = []
+            for ref in refs:
+                try:
+                    values.append(ray.get(ref, timeout=_GET_TIMEOUT_S))
+                except Exception as exc:
+                    values.append(_failure(exc))
+        now = time.monotonic()
+        done = []
+        for ref, value in zip(refs, values):
+            job = self._pop(ref, now)
+            if not isinstance(value, EvalResult):  # cannot happen through evaluate_config; be safe
+                value = EvalResult.failure("error", f"evaluation returned {type(value).__name__}, not EvalResult")
+            done.append((job.key, value))
+        return done
+
+    def _expire(self, now: float) -> list[tuple[int, EvalResult]]:
+        overdue = [ref for ref, job in self._jobs.items() if now >= self._deadline(job)]
+        if not overdue:
+            return []
+        # Some may have finished since the last wait: those keep their real result.
+        landed, late = ray.wait(overdue, num_returns=len(overdue), timeout=0)
+        done = self._finish(landed)
+        for ref in late:
+            self._cancel(ref, force=self.mode == "task")
+            job = self._pop(ref, now)
+            result = EvalResult.failure("timeout", f"evaluation exceeded timeout_s={self.timeout_s:g}"
+                                        + (" (actor did not answer)" if self.mode == "actor" else ""))
+            done.append((job.key, result))
+        return done
+
+    def _cancel(self, ref: Any, force: bool) -> None:
+        try:
+            ray.cancel(ref, force=force)
+        except Exception:  # already finished, or its worker is gone
+            pass

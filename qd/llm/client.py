@@ -1,0 +1,627 @@
+"""``LLMClient``: every LLM call qd makes goes through here.
+
+One client wraps an OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp, or the embedded
+model when ``base_url`` is empty) with what a long search needs: retries with exponential backoff
+that honour ``Retry-After``, a concurrency limit, a persistent request cache, token/cost/latency
+accounting overall and per tag, and a trace span per call (``qd.analysis.tracer.record_llm_call``)
+so descriptors such as ``llm_calls`` and ``critical_path`` see every logical call, cache hits too.
+
+Accounting conventions
+----------------------
+``usage.calls`` counts logical calls that returned text (cache hits included), ``usage.errors``
+logical calls that raised :class:`LLMError`, ``usage.requests`` HTTP requests sent and
+``usage.failures`` failed HTTP attempts (each retried attempt counts). ``tokens_in``/``tokens_out``,
+``cost_usd`` and ``latency_s`` count work the endpoint actually did, so cache hits add nothing there;
+the trace span of a cache hit carries the original tokens and nominal cost with ``cached=True`` so
+per-configuration descriptors do not depend on the cache's state.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import email.utils
+import json
+import os
+import random
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from qd.llm.cache import RequestCache, request_key
+from qd.llm.prices import lookup_price, normalize_prices
+
+__all__ = ["LLMClient", "LLMError", "LLMResponse", "Usage"]
+
+APIS = ("completions", "chat")
+_LOCAL_KEY = "sk-local-no-key"  # servers without auth ignore the key; openai insists on one
+
+
+class LLMError(RuntimeError):
+    """An LLM call failed after all retries (or with an error that retrying cannot fix).
+
+    Attributes
+    ----------
+    attempts : int
+        HTTP attempts made.
+    last_error : str
+        The final attempt's error.
+    retryable : bool
+        Whether the last error was of a transient kind (timeouts, 429, 5xx, garbage).
+    """
+
+    def __init__(self, message: str, *, attempts: int = 0, last_error: str = "", retryable: bool = True) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_error = last_error
+        self.retryable = retryable
+
+
+class _Garbage(Exception):
+    """A 200 response whose body is not a usable completion (non-JSON, no choices, no text)."""
+
+
+@dataclass(frozen=True)
+class LLMResponse:
+    """Result of one logical call.
+
+    Attributes
+    ----------
+    text : str
+        Completion text (chat: the assistant message content).
+    tokens_in, tokens_out : int
+        Prompt and completion tokens reported by the endpoint (cached responses keep the original).
+    latency_s : float
+        Wall time of this call (a cache hit's lookup time when ``cached``).
+    cached : bool
+        Served from the request cache without an HTTP call.
+    cost_usd : float
+        Nominal cost of the request from the price table (0 for the local model).
+    span_id : int or None
+        Trace span id, when a tracer was active; pass it in ``deps`` of calls that consume this output.
+    finish_reason : str
+        ``"stop"``, ``"length"`` (hit max_tokens), ...
+    model : str
+        Model that answered.
+    """
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+    latency_s: float
+    cached: bool
+    cost_usd: float
+    span_id: int | None = None
+    finish_reason: str = ""
+    model: str = ""
+
+
+@dataclass
+class Usage:
+    """Counters of one client, overall or for one tag (see the module docstring for conventions)."""
+
+    calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+    errors: int = 0
+    requests: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+
+    # keys()/__getitem__ make ``dict(usage)`` work, like a read-only mapping.
+    def keys(self) -> list[str]:
+        """Counter names."""
+        return [f.name for f in dataclasses.fields(self)]
+
+    def __getitem__(self, key: str) -> float:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def as_dict(self) -> dict[str, float]:
+        """Plain dict (for JSON, run stores and ``qd status``)."""
+        return dataclasses.asdict(self)
+
+    def add(self, other: "Usage") -> None:
+        """Add another usage's counters into this one (e.g. merging Ray workers' clients)."""
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+def _record_span(**kwargs: Any) -> int | None:
+    """Record an LLM span with the active tracer; a no-op when ``qd.analysis`` is unavailable."""
+    try:
+        from qd.analysis.tracer import record_llm_call
+    except ImportError:  # qd.analysis missing or incomplete: accounting still works
+        return None
+    return record_llm_call(**kwargs)
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms`` or ``Retry-After``), if any."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+
+
+def _is_loopback(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    host = (urlparse(url).hostname or "").lower()
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+class LLMClient:
+    """OpenAI-compatible client with retries, cache, concurrency limit, accounting and tracing.
+
+    Parameters
+    ----------
+    base_url : str, optional
+        Endpoint such as ``"https://api.openai.com/v1"`` or ``"http://127.0.0.1:8080/v1"``;
+        ``None`` or ``""`` uses the embedded gemma-3-270m server (started on first use).
+    model : str
+        Model name sent with each request.
+    api : {"completions", "chat"}
+        Endpoint :meth:`complete` uses: ``"completions"`` for base models, ``"chat"`` for instruct
+        models (the prompt becomes one user message).
+    api_key_env : str
+        Name of the environment variable holding the API key. The key is read when the HTTP
+        client is created and is never stored on this object, so it cannot leak through ``repr``,
+        pickling or logs. Without it a dummy key is sent (local servers need none).
+    temperature : float
+        Default sampling temperature.
+    max_tokens : int
+        Default completion length limit.
+    timeout_s : float
+        Per-request timeout.
+    retries : int
+        Retries after the first attempt for transient errors (timeouts, connection errors,
+        429, 5xx, garbage bodies). Client errors (400, 401, 404, ...) are not retried.
+    concurrency : int
+        Most requests in flight at once from this client (per process; per event loop for async).
+    cache : str, Path, RequestCache or None
+        SQLite file of the request cache; ``None`` disables caching.
+    prices : dict, optional
+        ``{model: (usd_per_1M_in, usd_per_1M_out)}`` merged over :data:`qd.llm.prices.DEFAULT_PRICES`.
+    backoff_s : float
+        First retry delay; doubles each retry (with jitter), capped at ``max_backoff_s``.
+    max_backoff_s : float
+        Cap on any single wait, ``Retry-After`` included.
+
+    Examples
+    --------
+    >>> client = LLMClient()                                  # doctest: +SKIP
+    >>> client.complete("A haiku about maps:\\n", max_tokens=30).text  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        model: str = "gemma-3-270m",
+        api: str = "completions",
+        api_key_env: str = "OPENAI_API_KEY",
+        temperature: float = 0.8,
+        max_tokens: int = 256,
+        timeout_s: float = 30.0,
+        retries: int = 3,
+        concurrency: int = 4,
+        cache: str | Path | RequestCache | None = None,
+        prices: dict[str, Any] | None = None,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 60.0,
+    ) -> None:
+        if api not in APIS:
+            raise ValueError(f"api must be one of {APIS}, got {api!r}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        self.base_url = base_url or None
+        self.model = model
+        self.api = api
+        self.api_key_env = api_key_env
+        self.temperature = float(temperature)
+        self.max_tokens = int(max_tokens)
+        self.timeout_s = float(timeout_s)
+        self.retries = int(retries)
+        self.concurrency = int(concurrency)
+        self.backoff_s = float(backoff_s)
+        self.max_backoff_s = float(max_backoff_s)
+        self.prices = normalize_prices(prices)
+        if cache is None or isinstance(cache, RequestCache):
+            self.cache = cache
+        else:
+            self.cache = RequestCache(cache)
+        self.usage = Usage()
+        self.usage_by_tag: dict[str, Usage] = {}
+        self._resolved_url: str | None = self.base_url
+        self._init_runtime()
+
+    # -- runtime state: never pickled, rebuilt lazily ------------------------------------------
+    def _init_runtime(self) -> None:
+        self._lock = threading.Lock()
+        self._sem = threading.BoundedSemaphore(self.concurrency)
+        self._client: Any = None
+        self._async: weakref.WeakKeyDictionary[Any, tuple[Any, asyncio.Semaphore]] = weakref.WeakKeyDictionary()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_sem", "_client", "_async")}
+        state["usage"] = dataclasses.replace(self.usage)
+        state["usage_by_tag"] = {k: dataclasses.replace(v) for k, v in self.usage_by_tag.items()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    def __repr__(self) -> str:
+        where = self.base_url or "embedded"
+        cache = "off" if self.cache is None else str(self.cache.path)
+        return f"LLMClient({where}, model={self.model!r}, api={self.api!r}, cache={cache})"
+
+    @property
+    def is_local(self) -> bool:
+        """True when requests go to the embedded model (which costs nothing)."""
+        return self.base_url is None
+
+    def resolved_base_url(self) -> str:
+        """The endpoint actually used, starting the embedded server if needed."""
+        if self._resolved_url is None:
+            from qd.llm.local import ensure_local_server
+
+            self._resolved_url = ensure_local_server()
+        return self._resolved_url
+
+    def _api_key(self) -> str:
+        return os.environ.get(self.api_key_env, "") or _LOCAL_KEY
+
+    def _sync_client(self) -> Any:
+        if self._client is None:
+            import openai
+
+            with self._lock:
+                if self._client is None:
+                    self._client = openai.OpenAI(
+                        base_url=self.resolved_base_url(),
+                        api_key=self._api_key(),
+                        timeout=self.timeout_s,
+                        max_retries=0,  # retries are ours: they must be counted and honour Retry-After
+                    )
+        return self._client
+
+    def _async_state(self) -> tuple[Any, asyncio.Semaphore]:
+        # httpx async pools and asyncio semaphores are bound to one event loop.
+        loop = asyncio.get_running_loop()
+        state = self._async.get(loop)
+        if state is None:
+            import openai
+
+            client = openai.AsyncOpenAI(
+                base_url=self.resolved_base_url(), api_key=self._api_key(), timeout=self.timeout_s, max_retries=0
+            )
+            state = (client, asyncio.Semaphore(self.concurrency))
+            self._async[loop] = state
+        return state
+
+    def close(self) -> None:
+        """Close the HTTP connection pool (the client stays usable; it reconnects lazily)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # -- request building -----------------------------------------------------------------------
+    def _request(
+        self,
+        kind: str,
+        content: str | Sequence[dict[str, Any]],
+        stop: str | Sequence[str] | None,
+        temperature: float | None,
+        max_tokens: int | None,
+        seed: int | None,
+    ) -> dict[str, Any]:
+        req: dict[str, Any] = {
+            "model": self.model,
+            "temperature": self.temperature if temperature is None else float(temperature),
+            "max_tokens": self.max_tokens if max_tokens is None else int(max_tokens),
+        }
+        if kind == "chat":
+            req["messages"] = [dict(m) for m in content] if not isinstance(content, str) else [
+                {"role": "user", "content": content}
+            ]
+        else:
+            req["prompt"] = content
+        if stop is not None:
+            req["stop"] = [stop] if isinstance(stop, str) else list(stop)
+        if seed is not None:
+            req["seed"] = int(seed)
+        return req
+
+    def _cache_key(self, kind: str, req: dict[str, Any], sample: int) -> str:
+        return request_key({"api": kind, "sample": int(sample), **req})
+
+    @staticmethod
+    def _parse(kind: str, resp: Any) -> tuple[str, int, int, str, str]:
+        """(text, tokens_in, tokens_out, finish_reason, model) or :class:`_Garbage`."""
+        choices = getattr(resp, "choices", None)
+        if not isinstance(choices, list):
+            raise _Garbage(f"response is not a completion object: {str(resp)[:120]!r}")
+        if not choices:
+            raise _Garbage("response has no choices")
+        choice = choices[0]
+        text = choice.message.content if kind == "chat" else getattr(choice, "text", None)
+        if not isinstance(text, str):
+            raise _Garbage("response choice has no text")
+        usage = getattr(resp, "usage", None)
+        tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
+        tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
+        return text, tokens_in, tokens_out, str(choice.finish_reason or ""), str(getattr(resp, "model", "") or "")
+
+    def _classify(self, exc: BaseException) -> tuple[bool, float | None, str]:
+        """(retryable, server-requested wait, message) for an exception from one attempt."""
+        import openai
+
+        if isinstance(exc, _Garbage):
+            return True, None, f"garbage response: {exc}"
+        if isinstance(exc, ValueError):  # JSONDecodeError from a truncated or non-JSON body
+            return True, None, f"garbage response: {type(exc).__name__}: {exc}"
+        if isinstance(exc, openai.APITimeoutError):
+            return True, None, f"timeout after {self.timeout_s:g} s"
+        if isinstance(exc, openai.APIConnectionError):
+            return True, None, f"connection error: {exc}"
+        if isinstance(exc, openai.APIResponseValidationError):
+            return True, None, f"garbage response: {exc}"
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            message = f"HTTP {status}: {exc.message}"
+            if status == 401 or status == 403:
+                message += f" (check the API key in ${self.api_key_env})"
+            retryable = status in (408, 409, 425, 429) or status >= 500
+            return retryable, _retry_after(exc) if retryable else None, message
+        return False, None, f"{type(exc).__name__}: {exc}"
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_backoff_s)
+        base = min(self.backoff_s * (2**attempt), self.max_backoff_s)
+        return base * (0.5 + 0.5 * random.random())  # jitter de-synchronizes concurrent retries
+
+    def _cost(self, model: str, tokens_in: int, tokens_out: int) -> float:
+        if self.is_local:
+            return 0.0
+        p_in, p_out = lookup_price(self.prices, model or self.model)
+        return (tokens_in * p_in + tokens_out * p_out) / 1e6
+
+    # -- accounting -----------------------------------------------------------------------------
+    def _count(self, tag: str, **deltas: float) -> None:
+        with self._lock:
+            tagged = self.usage_by_tag.setdefault(tag, Usage())
+            for key, value in deltas.items():
+                setattr(self.usage, key, getattr(self.usage, key) + value)
+                setattr(tagged, key, getattr(tagged, key) + value)
+
+    def _finish_cached(self, hit: dict[str, Any], start: float, start_wall: float, name: str, tag: str, deps: Any) -> LLMResponse:
+        latency = time.perf_counter() - start
+        self._count(tag, calls=1, cache_hits=1)
+        cost = self._cost(hit.get("model", ""), hit["tokens_in"], hit["tokens_out"])
+        span = _record_span(
+            name=name, model=hit.get("model") or self.model, tokens_in=hit["tokens_in"], tokens_out=hit["tokens_out"],
+            cached=True, latency_s=latency, start_s=start_wall, ok=True, cost_usd=cost, deps=deps,
+        )
+        return LLMResponse(hit["text"], hit["tokens_in"], hit["tokens_out"], latency, True, cost, span,
+                           hit.get("finish_reason", ""), hit.get("model", ""))
+
+    def _finish_ok(self, parsed: tuple[str, int, int, str, str], key: str | None, start: float, start_wall: float,
+                   name: str, tag: str, deps: Any) -> LLMResponse:
+        text, t_in, t_out, finish, model = parsed
+        latency = time.perf_counter() - start
+        cost = self._cost(model, t_in, t_out)
+        if self.cache is not None and key is not None:
+            self.cache.put(key, {"text": text, "tokens_in": t_in, "tokens_out": t_out,
+                                 "finish_reason": finish, "model": model, "latency_s": latency})
+        self._count(tag, calls=1, tokens_in=t_in, tokens_out=t_out, cost_usd=cost, latency_s=latency)
+        span = _record_span(name=name, model=model or self.model, tokens_in=t_in, tokens_out=t_out, cached=False,
+                            latency_s=latency, start_s=start_wall, ok=True, cost_usd=cost, deps=deps)
+        return LLMResponse(text, t_in, t_out, latency, False, cost, span, finish, model)
+
+    def _fail(self, kind: str, attempts: int, message: str, retryable: bool, start: float, start_wall: float,
+              name: str, tag: str, deps: Any) -> LLMError:
+        latency = time.perf_counter() - start
+        self._count(tag, errors=1, latency_s=latency)
+        _record_span(name=name, model=self.model, tokens_in=0, tokens_out=0, cached=False, latency_s=latency,
+                     start_s=start_wall, ok=False, error=message, cost_usd=0.0, deps=deps)
+        where = self.base_url or "the embedded model"
+        verb = "failed after" if retryable else "failed (not retryable) after"
+        return LLMError(
+            f"{kind} request to {where} (model {self.model!r}) {verb} {attempts} attempt(s): {message}",
+            attempts=attempts, last_error=message, retryable=retryable,
+        )
+
+    # -- sync API ---------------------------------------------------------------------------------
+    def _call(self, kind: str, content: Any, stop: Any, temperature: float | None, max_tokens: int | None,
+              name: str, deps: Sequence[int] | None, seed: int | None, sample: int, tag: str | None) -> LLMResponse:
+        tag = tag or name
+        start, start_wall = time.perf_counter(), time.time()
+        req = self._request(kind, content, stop, temperature, max_tokens, seed)
+        key = self._cache_key(kind, req, sample) if self.cache is not None else None
+        if key is not None:
+            hit = self.cache.get(key)  # type: ignore[union-attr]
+            if hit is not None:
+                return self._finish_cached(hit, start, start_wall, name, tag, deps)
+        client = self._sync_client()
+        endpoint = client.chat.completions if kind == "chat" else client.completions
+        attempt = 0
+        while True:
+            try:
+                with self._sem:
+                    self._count(tag, requests=1)
+                    resp = endpoint.create(**req)
+                parsed = self._parse(kind, resp)
+            except Exception as exc:  # noqa: BLE001 - classified below; unknown kinds are not retried
+                retryable, wait, message = self._classify(exc)
+                self._count(tag, failures=1)
+                if not retryable or attempt >= self.retries:
+                    raise self._fail(kind, attempt + 1, message, retryable, start, start_wall, name, tag, deps) from exc
+                time.sleep(self._delay(attempt, wait))
+                attempt += 1
+                continue
+            return self._finish_ok(parsed, key, start, start_wall, name, tag, deps)
+
+    def complete(
+        self,
+        prompt: str,
+        *,
+        stop: str | Sequence[str] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        name: str = "llm",
+        deps: Sequence[int] | None = None,
+        seed: int | None = None,
+        sample: int = 0,
+        tag: str | None = None,
+    ) -> LLMResponse:
+        """Complete ``prompt`` (completions API, or one user message when ``api="chat"``).
+
+        Parameters
+        ----------
+        prompt : str
+            Prompt text.
+        stop : str or list of str, optional
+            Stop sequences.
+        temperature, max_tokens : optional
+            Override the client's defaults.
+        name : str
+            Span name in the trace (e.g. ``"generate"``, ``"lmx"``).
+        deps : list of int, optional
+            Span ids whose outputs this call consumes (defines the critical path).
+        seed : int, optional
+            Sampling seed sent to the endpoint; part of the cache key.
+        sample : int
+            Index of a repeated draw of the same request: different indices are cached separately.
+        tag : str, optional
+            Usage bucket in :attr:`usage_by_tag`; defaults to ``name``.
+
+        Returns
+        -------
+        LLMResponse
+
+        Raises
+        ------
+        LLMError
+            When every attempt failed or the error cannot be fixed by retrying.
+        """
+        kind = "chat" if self.api == "chat" else "completions"
+        return self._call(kind, prompt, stop, temperature, max_tokens, name, deps, seed, sample, tag)
+
+    def chat(
+        self,
+        messages: Sequence[dict[str, Any]],
+        *,
+        stop: str | Sequence[str] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        name: str = "llm",
+        deps: Sequence[int] | None = None,
+        seed: int | None = None,
+        sample: int = 0,
+        tag: str | None = None,
+    ) -> LLMResponse:
+        """Chat completion of ``messages`` (``[{"role": ..., "content": ...}, ...]``).
+
+        Parameters and errors as for :meth:`complete`.
+        """
+        return self._call("chat", messages, stop, temperature, max_tokens, name, deps, seed, sample, tag)
+
+    # -- async API --------------------------------------------------------------------------------
+    async def _acall(self, kind: str, content: Any, stop: Any, temperature: float | None, max_tokens: int | None,
+                     name: str, deps: Sequence[int] | None, seed: int | None, sample: int,
+                     tag: str | None) -> LLMResponse:
+        tag = tag or name
+        start, start_wall = time.perf_counter(), time.time()
+        req = self._request(kind, content, stop, temperature, max_tokens, seed)
+        key = self._cache_key(kind, req, sample) if self.cache is not None else None
+        if key is not None:
+            hit = self.cache.get(key)  # type: ignore[union-attr]
+            if hit is not None:
+                return self._finish_cached(hit, start, start_wall, name, tag, deps)
+        if self._resolved_url is None:
+            # Starting the embedded model blocks for ~2 s: keep the event loop responsive.
+            await asyncio.to_thread(self.resolved_base_url)
+        client, sem = self._async_state()
+        endpoint = client.chat.completions if kind == "chat" else client.completions
+        attempt = 0
+        while True:
+            try:
+                async with sem:
+                    self._count(tag, requests=1)
+                    resp = await endpoint.create(**req)
+                parsed = self._parse(kind, resp)
+            except Exception as exc:  # noqa: BLE001
+                retryable, wait, message = self._classify(exc)
+                self._count(tag, failures=1)
+                if not retryable or attempt >= self.retries:
+                    raise self._fail(kind, attempt + 1, message, retryable, start, start_wall, name, tag, deps) from exc
+                await asyncio.sleep(self._delay(attempt, wait))
+                attempt += 1
+                continue
+            return self._finish_ok(parsed, key, start, start_wall, name, tag, deps)
+
+    async def acomplete(
+        self,
+        prompt: str,
+        *,
+        stop: str | Sequence[str] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        name: str = "llm",
+        deps: Sequence[int] | None = None,
+        seed: int | None = None,
+        sample: int = 0,
+        tag: str | None = None,
+    ) -> LLMResponse:
+        """Async :meth:`complete`."""
+        kind = "chat" if self.api == "chat" else "completions"
+        return await self._acall(kind, prompt, stop, temperature, max_tokens, name, deps, seed, sample, tag)
+
+    async def achat(
+        self,
+        messages: Sequence[dict[str, Any]],
+        *,
+        stop: str | Sequence[str] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        name: str = "llm",
+        deps: Sequence[int] | None = None,
+        seed: int | None = None,
+        sample: int = 0,
+        tag: str | None = None,
+    ) -> LLMResponse:
+        """Async :meth:`chat`."""
+        return await self._acall("chat", messages, stop, temperature, max_tokens, name, deps, seed, sample, tag)
+
+    def usage_dict(self) -> dict[str, Any]:
+        """``{"total": {...}, "by_tag": {tag: {...}}}`` snapshot for reports and run stores."""
+        with self._lock:
+            return {"total": self.usage.as_dict(), "by_tag": {k: v.as_dict() for k, v in self.usage_by_tag.items()}}

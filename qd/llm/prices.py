@@ -1,0 +1,74 @@
+"""Price table for cost accounting: USD per 1M input and output tokens, keyed by model name.
+
+The defaults are list prices at the time of writing and only a convenience; pass
+``LLMClient(prices={...})`` (or ``[llm] prices`` in a run config) to use your own. Unknown models and
+the embedded local model cost 0.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["DEFAULT_PRICES", "Price", "lookup_price", "normalize_prices"]
+
+Price = tuple[float, float]  # (USD per 1M input tokens, USD per 1M output tokens)
+
+DEFAULT_PRICES: dict[str, Price] = {
+    "gemma-3-270m": (0.0, 0.0),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-3.5-turbo-instruct": (1.50, 2.00),
+}
+
+
+def normalize_prices(prices: Mapping[str, Any] | None) -> dict[str, Price]:
+    """Validate a user price table and merge it over the defaults.
+
+    Parameters
+    ----------
+    prices : mapping, optional
+        ``{model: (input_per_1M, output_per_1M)}``, or ``{model: {"input": x, "output": y}}``.
+
+    Returns
+    -------
+    dict
+        ``{model: (input_per_1M, output_per_1M)}`` as floats.
+
+    Raises
+    ------
+    ValueError
+        If an entry is not a pair of non-negative numbers.
+    """
+    table = dict(DEFAULT_PRICES)
+    for model, value in (prices or {}).items():
+        if isinstance(value, Mapping):
+            pair = (value.get("input"), value.get("output"))
+        else:
+            pair = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        if len(pair) != 2:
+            raise ValueError(f"price for model {model!r} must be (input_per_1M, output_per_1M), got {value!r}")
+        try:
+            p_in, p_out = float(pair[0]), float(pair[1])  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(f"price for model {model!r} must be two numbers, got {value!r}") from None
+        if p_in < 0 or p_out < 0:
+            raise ValueError(f"price for model {model!r} must be non-negative, got {value!r}")
+        table[str(model)] = (p_in, p_out)
+    return table
+
+
+def lookup_price(table: Mapping[str, Price], model: str) -> Price:
+    """Price of ``model``: exact match, else the longest table key that prefixes it, else free.
+
+    Prefix matching lets dated snapshots (``gpt-4o-mini-2024-07-18``) use their family's price.
+    """
+    if model in table:
+        return table[model]
+    best = ""
+    for key in table:
+        if model.startswith(key) and len(key) > len(best):
+            best = key
+    return table[best] if best else (0.0, 0.0)

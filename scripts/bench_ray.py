@@ -1,0 +1,156 @@
+"""Throughput of the evaluators against the ideal ``slots / duration``.
+
+Runs evaluations that sleep (I/O-like), burn CPU, or do nothing, through the
+serial evaluator (baseline, same run), Ray tasks and Ray async actors, driving
+them the way the search does (``2 * slots`` in flight, ``collect`` in a loop).
+Prints a markdown table:
+
+- ``evals/s`` and ``% ideal``: achieved throughput over ``slots / duration``
+  (targets: >= 90 % for tasks on 2 CPUs, >= 80 % for actors at concurrency 64);
+- ``x serial``: speed-up over the serial evaluator on the same load;
+- ``submit us``: driver wall time per evaluation inside ``submit``;
+- ``collect us``: driver wall time per evaluation inside ``collect``, mostly blocked
+  waiting for results, so not an overhead;
+- ``driver CPU us``: the driver's process CPU time per evaluation (submit, collect and
+  Ray's client threads): the overhead figure to read. Its inverse bounds how many
+  evaluations per second one driver can feed (see the ``noop`` rows).
+
+Usage: ``python scripts/bench_ray.py [--workers 2] [--concurrency 64] [--duration 0.1] [--seconds 6]``
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from qd.domain import Domain
+from qd.evaluators import SerialEvaluator
+from qd.result import EvalResult
+from qd.space import Float, Space
+
+
+class BenchDomain(Domain):
+    """Each evaluation sleeps, burns CPU, or returns at once, for ``duration`` seconds."""
+
+    name = "bench"
+    space = Space({"x": Float(0.0, 1.0)})
+
+    def __init__(self, load: str, duration: float):
+        self.load, self.duration = load, duration
+
+    def evaluate(self, config: dict) -> EvalResult:
+        if self.load == "sleep":
+            time.sleep(self.duration)
+        elif self.load == "cpu":
+            # Count this thread's CPU time so every evaluation does the same work, contended or not.
+            end = time.thread_time() + self.duration
+            acc = 0.0
+            while time.thread_time() < end:
+                for i in range(2000):
+                    acc += i * 1e-9
+        return EvalResult(fitness=config["x"], measures={"x": config["x"]})
+
+
+def drive(evaluator, count: int, warmup: int) -> dict:
+    """Run ``warmup`` then ``count`` evaluations with ``2 * slots`` in flight; time the second part."""
+    window = 2 * evaluator.slots
+
+    def run(n: int) -> dict:
+        submitted = finished = 0
+        submit_s = collect_s = 0.0
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        statuses: dict[str, int] = {}
+        while finished < n:
+            while submitted < n and evaluator.pending() < window:
+                t = time.perf_counter()
+                evaluator.submit(submitted, {"x": (submitted % 100) / 100})
+                submit_s += time.perf_counter() - t
+                submitted += 1
+            t = time.perf_counter()
+            done = evaluator.collect(1.0)
+            collect_s += time.perf_counter() - t
+            for _, result in done:
+                statuses[result.status] = statuses.get(result.status, 0) + 1
+            finished += len(done)
+        return {"wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0,
+                "submit_s": submit_s, "collect_s": collect_s, "statuses": statuses}
+
+    if warmup:
+        run(warmup)
+    return run(count)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2, help="CPUs of the local Ray runtime (task slots)")
+    parser.add_argument("--concurrency", type=int, default=64, help="actor_concurrency for actor mode")
+    parser.add_argument("--duration", type=float, default=0.1, help="seconds per sleep / CPU evaluation")
+    parser.add_argument("--seconds", type=float, default=6.0, help="target wall time per measured row")
+    args = parser.parse_args()
+
+    import ray
+
+    from qd.evaluators import RayEvaluator
+
+    ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+    rows = []
+    serial_rate: dict[str, float] = {}
+
+    def measure(label: str, mode: str, load: str, make, ideal_slots: int | None) -> None:
+        evaluator = make(BenchDomain(load, args.duration))
+        try:
+            slots = evaluator.slots
+            busy = ideal_slots or slots  # evaluations that can truly progress at once
+            ideal = busy / args.duration if load != "noop" else float("nan")
+            expected = ideal if load != "noop" else 500.0
+            count = max(4 * busy, int(expected * args.seconds))
+            # Warm-up: workers import qd and unpickle the domain on their first evaluation.
+            stats = drive(evaluator, count, warmup=0 if label == "serial" else 2 * busy)
+        finally:
+            evaluator.close()
+        rate = count / stats["wall_s"]
+        if label == "serial":
+            serial_rate[load] = rate
+        rows.append({
+            "evaluator": label, "mode": mode, "load": load, "slots": slots, "evals": count,
+            "wall_s": stats["wall_s"], "rate": rate, "ideal": ideal, "pct": 100 * rate / ideal,
+            "x_serial": rate / serial_rate[load] if load in serial_rate else float("nan"),
+            "submit_us": 1e6 * stats["submit_s"] / count, "collect_us": 1e6 * stats["collect_s"] / count,
+            "cpu_us": 1e6 * stats["cpu_s"] / count, "statuses": stats["statuses"],
+        })
+        print(f"  done: {label} {mode} {load}: {rate:.1f} evals/s", flush=True)
+
+    serial = lambda domain: SerialEvaluator(domain)  # noqa: E731
+    tasks = lambda domain: RayEvaluator(domain, workers=args.workers, timeout_s=60.0)  # noqa: E731
+    actors = lambda domain: RayEvaluator(domain, mode="actor", num_actors=1,  # noqa: E731
+                                         actor_concurrency=args.concurrency, timeout_s=60.0)
+    seconds = args.seconds
+    args.seconds = min(seconds, 2.0)  # the serial baseline is slow by design; a short run suffices
+    for load in ("sleep", "cpu", "noop"):
+        measure("serial", "-", load, serial, None)
+    args.seconds = seconds
+    for load in ("sleep", "cpu", "noop"):
+        measure("ray", "task", load, tasks, None)
+    for load in ("sleep", "noop"):
+        measure("ray", "actor", load, actors, None)
+    # One actor is one process: CPU-bound evaluations share its GIL, so its ideal is 1 slot.
+    measure("ray", "actor", "cpu", actors, 1)
+    ray.shutdown()
+
+    print()
+    print(f"Evaluations of {args.duration:g} s; tasks on {args.workers} CPUs; actor concurrency {args.concurrency}; "
+          "window 2 x slots.")
+    print()
+    print("| evaluator | mode | load | slots | evals | wall s | evals/s | ideal/s | % ideal | x serial "
+          "| submit us/eval | collect us/eval | driver CPU us/eval |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['evaluator']} | {r['mode']} | {r['load']} | {r['slots']} | {r['evals']} | {r['wall_s']:.2f} "
+              f"| {r['rate']:.1f} | {r['ideal']:.0f} | {r['pct']:.0f} | {r['x_serial']:.3g} "
+              f"| {r['submit_us']:.0f} | {r['collect_us']:.0f} | {r['cpu_us']:.0f} |")
+    bad = [r for r in rows if set(r["statuses"]) != {"ok"}]
+    for r in bad:
+        print(f"WARNING: {r['evaluator']} {r['mode']} {r['load']} statuses {r['statuses']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""Evaluators: serial and Ray (tasks and actors) record every failure type and agree on results."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from qd.domain import Domain
+from qd.evaluators import Evaluator, SerialEvaluator, make_evaluator
+from qd.result import EvalResult
+from qd.space import Categorical, Float, Space
+
+ACTIONS = ["ok", "sleep", "raise", "exit", "sys_exit", "hang", "unpicklable"]
+
+
+class ToyDomain(Domain):
+    """Deterministic fitness from ``x``; ``action`` makes an evaluation misbehave on purpose."""
+
+    name = "toy"
+    space = Space({"x": Float(0.0, 1.0), "action": Categorical(ACTIONS), "delay": Float(0.0, 60.0)})
+    default_measures = ("x",)
+
+    def evaluate(self, config: dict) -> EvalResult:
+        action, x = config["action"], config["x"]
+        if action == "sleep":
+            time.sleep(config["delay"])
+        elif action == "raise":
+            raise RuntimeError(f"bad x {x:.3f}")
+        elif action == "exit":
+            os._exit(1)
+        elif action == "sys_exit":
+            raise SystemExit(3)
+        elif action == "hang":
+            time.sleep(config["delay"])  # blocks: only a force-cancel or the actor's deadline ends it
+        elif action == "unpicklable":
+            return EvalResult(fitness=x, metrics={"lock": threading.Lock()})
+        return EvalResult(fitness=-(x - 0.3) ** 2, measures={"x": x, "y": x * x},
+                          feedback=f"x={x:.4f}", metrics={"action": action})
+
+
+def cfg(x: float = 0.5, action: str = "ok", delay: float = 0.0) -> dict:
+    return {"x": x, "action": action, "delay": delay}
+
+
+def drain(evaluator: Evaluator, limit_s: float = 60.0) -> dict[int, EvalResult]:
+    """Collect until nothing is pending (fails the test instead of hanging for ever)."""
+    results: dict[int, EvalResult] = {}
+    end = time.monotonic() + limit_s
+    while evaluator.pending():
+        assert time.monotonic() < end, f"evaluations still pending after {limit_s} s"
+        for key, result in evaluator.collect(0.5):
+            assert key not in results, f"key {key} collected twice"
+            results[key] = result
+    return results
+
+
+def comparable(result: EvalResult) -> tuple:
+    """The parts of a result that must not depend on where it ran."""
+    return (result.status, repr(result.fitness), result.measures, result.feedback, result.error, result.trace,
+            result.metrics.get("action"))
+
+
+# -- make_evaluator and argument checks ----------------------------------------------------------
+
+def test_make_evaluator_rejects_unknown_backend_and_options():
+    with pytest.raises(ValueError, match="unknown evaluator backend 'dask'"):
+        make_evaluator("dask", ToyDomain())
+    with pytest.raises(ValueError, match=r"does not take option\(s\) \['workers'\]"):
+        make_evaluator("serial", ToyDomain(), workers=2)
+    with pytest.raises(ValueError, match="timeout_s"):
+        make_evaluator("serial", ToyDomain(), timeout_s=0)
+    assert isinstance(make_evaluator("serial", ToyDomain(), timeout_s=5), SerialEvaluator)
+
+
+def test_ray_evaluator_argument_errors(ray_session):
+    from qd.evaluators import RayEvaluator
+
+    with pytest.raises(ValueError, match="mode must be 'task' or 'actor'"):
+        RayEvaluator(ToyDomain(), mode="thread")
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        RayEvaluator(ToyDomain(), workers=0)
+    with pytest.raises(ValueError, match="actor_concurrency"):
+        RayEvaluator(ToyDomain(), mode="actor", actor_concurrency=0)
+
+
+# -- serial -------------------------------------------------------------------------------------
+
+def test_serial_evaluates_in_submission_order_and_records_errors():
+    ev = SerialEvaluator(ToyDomain())
+    assert isinstance(ev, Evaluator) and ev.slots == 1
+    for key, config in enumerate([cfg(0.1), cfg(0.2, "raise"), cfg(0.3), cfg(0.4, "sys_exit")]):
+        ev.submit(key, config)
+    with pytest.raises(ValueError, match="already pending"):
+        ev.submit(0, cfg())
+    assert ev.pending() == 4
+    got = ev.collect(10.0)
+    assert [key for key, _ in got] == [0, 1, 2, 3] and ev.pending() == 0
+    assert got[0][1].status == "ok" and got[0][1].fitness == pytest.approx(-0.04)
+    assert got[1][1].status == "error" and "bad x 0.200" in got[1][1].error
+    assert got[2][1].fitness == 0.0
+    assert got[3][1].status == "error" and got[3][1].error == "SystemExit: 3"
+    assert ev.collect(0.1) == []
+
+
+def test_serial_collect_returns_after_its_timeout_with_the_rest_still_queued():
+    ev = SerialEvaluator(ToyDomain())
+    for key in range(3):
+        ev.submit(key, cfg(action="sleep", delay=0.05))
+    first = ev.collect(0.0)  # at least one, then stop: the timeout has passed
+    assert [key for key, _ in first] == [0] and ev.pending() == 2
+    assert sorted(drain(ev)) == [1, 2]
+
+
+def test_serial_timeout_abandons_a_hung_evaluation_and_goes_on():
+    ev = SerialEvaluator(ToyDomain(), timeout_s=0.3)
+    ev.submit(0, cfg(action="hang", delay=3.0))
+    ev.submit(1, cfg(0.3))
+    got = dict(ev.collect(10.0))
+    assert got[0].status == "timeout" and "timeout_s=0.3" in got[0].error
+    assert got[0].metrics["abandoned_threads"] >= 1
+    assert got[1].status == "ok" and got[1].fitness == 0.0
+    ev.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        ev.submit(2, cfg())
+
+
+# -- Ray tasks ----------------------------------------------------------------------------------
+
+def test_ray_task_mode_records_each_failure_and_finishes_the_rest(ray_session):
+    from qd.evaluators import RayEvaluator
+
+    configs = {
+        0: cfg(0.1), 1: cfg(0.2, "raise"), 2: cfg(0.3, "exit"), 3: cfg(0.4, "hang", delay=60.0),
+        4: cfg(0.5, "unpicklable"), 5: cfg(0.6, "sleep", delay=0.2), 6: cfg(0.7), 7: cfg(0.8), 8: cfg(0.9),
+        9: cfg(0.1, "sys_exit"),
+    }
+    ev = RayEvaluator(ToyDomain(), timeout_s=3.0)
+    try:
+        assert isinstance(ev, Evaluator) and ev.slots == 2  # the session runtime's CPUs
+        for key, config in configs.items():
+            ev.submit(key, config)
+        assert ev.pending() == len(configs)
+        results = drain(ev)
+    finally:
+        ev.close()
+    assert sorted(results) == sorted(configs)
+    assert results[1].status == "error" and "RuntimeError: bad x 0.200" in results[1].error
+    assert results[2].status == "crash" and "worker process died" in results[2].error
+    assert results[3].status == "timeout" and "timeout_s=3" in results[3].error
+    assert results[4].status == "error" and "pickle" in results[4].error.lower()  # a RayTaskError
+    assert results[9].status == "error" and results[9].error == "SystemExit: 3"  # as in the serial evaluator
+    for key in (0, 5, 6, 7, 8):
+        x = configs[key]["x"]
+        assert results[key].status == "ok" and results[key].fitness == pytest.approx(-(x - 0.3) ** 2)
+        assert results[key].measures == {"x": x, "y": x * x}
+    assert ray_session.is_initialized()  # the shared runtime outlives the evaluator
+
+
+def test_ray_queued_evaluations_are_not_timed_out_for_waiting(ray_session):
+    """Six 0.5 s evaluations on 2 slots take 1.5 s; a 1.2 s deadline applies to each one's run, not its wait."""
+    from qd.evaluators import RayEvaluator
+
+    ev = RayEvaluator(ToyDomain(), timeout_s=1.2)
+    try:
+        for key in range(6):
+            ev.submit(key, cfg(0.1 * key, "sleep", delay=0.5))
+        results = drain(ev)
+    finally:
+        ev.close()
+    assert [results[key].status for key in range(6)] == ["ok"] * 6
+
+
+def test_ray_close_cancels_in_flight_work(ray_session):
+    from qd.evaluators import RayEvaluator
+
+    ev = RayEvaluator(ToyDomain(), timeout_s=None)
+    for key in range(4):
+        ev.submit(key, cfg(action="hang", delay=60.0))
+    assert ev.collect(0.2) == [] and ev.pending() == 4
+    ev.close()
+    assert ev.pending() == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        ev.submit(9, cfg())
+    # The force-cancelled workers are gone: a new evaluator gets both CPUs straight away.
+    ev2 = RayEvaluator(ToyDomain(), timeout_s=30.0)
+    try:
+        ev2.submit(0, cfg(0.3))
+        ev2.submit(1, cfg(0.4))
+        results = drain(ev2, limit_s=30.0)
+    finally:
+        ev2.close()
+    assert results[0].fitness == 0.0 and results[1].status == "ok"
+
+
+@pytest.mark.parametrize("mode", ["task", "actor"])
+def test_serial_and_ray_give_the_same_results(ray_session, mode):
+    from qd.evaluators import RayEvaluator
+
+    domain = ToyDomain()
+    rng = np.random.default_rng(7)
+    configs = [cfg(float(x), action) for x, action in zip(rng.random(12), ["ok", "raise", "sys_exit"] * 4)]
+    serial = SerialEvaluator(domain)
+    ray_ev = RayEvaluator(domain, mode=mode, actor_concurrency=4, timeout_s=30.0)
+    try:
+        for key, config in enumerate(configs):
+            serial.submit(key, config)
+            ray_ev.submit(key, config)
+        want, got = drain(serial), drain(ray_ev)
+    finally:
+        ray_ev.close()
+    assert sorted(got) == list(range(len(configs)))
+    for key in want:
+        assert comparable(got[key]) == comparable(want[key]), key
+
+
+# -- Ray actors ---------------------------------------------------------------------------------
+
+def test_ray_actor_mode_overlaps_io_and_records_failures(ray_session):
+    from qd.evaluators import RayEvaluator
+
+    ev = RayEvaluator(ToyDomain(), mode="actor", num_actors=1, actor_concurrency=16, timeout_s=1.5)
+    try:
+        assert ev.slots == 16
+        ev.submit(100, cfg(0.2, "raise"))
+        ev.submit(101, cfg(0.3, "hang", delay=30.0))
+        for key in range(12):  # 12 x 0.4 s of "I/O" at concurrency 16: all overlap
+            ev.submit(key, cfg(0.05 * key, "sleep", delay=0.4))
+        results = drain(ev)
+        assert results[100].status == "error" and "bad x 0.200" in results[100].error
+        assert results[101].status == "timeout" and results[101].metrics["lingering_threads"] >= 1
+        assert all(results[key].status == "ok" for key in range(12))
+
+        # A domain that kills its process kills the actor: in-flight calls there crash, the actor
+        # restarts, and later evaluations run normally.
+        ev.submit(200, cfg(0.5, "exit"))
+        crashed = drain(ev)
+        assert crashed[200].status == "crash"
+        for key in range(300, 304):
+            ev.submit(key, cfg(0.3))
+        after = drain(ev)
+        assert [after[key].status for key in range(300, 304)] == ["ok"] * 4
+    finally:
+        ev.close()
+
+
+# -- failure mapping (real Ray exception types) -------------------------------------------------
+
+def test_ray_exceptions_map_to_statuses():
+    from ray import exceptions as rex
+
+    from qd.evaluators.ray_eval import _failure
+
+    oom = _failure(rex.OutOfMemoryError("Task was killed due to the node running low on memory."))
+    assert oom.status == "crash" and oom.error.startswith("out of memory: Task was killed")
+    assert _failure(rex.WorkerCrashedError()).status == "crash"
+    assert _failure(rex.NodeDiedError("node gone")).status == "crash"
+    assert _failure(rex.TaskCancelledError()).status == "crash"  # ours are recorded as timeouts earlier
+    task_error = rex.RayTaskError("evaluate", "Traceback ...", ValueError("no good")).as_instanceof_cause()
+    mapped = _failure(task_error)
+    assert mapped.status == "error" and mapped.error == "ValueError: no good"
+    assert _failure(KeyError("x")).status == "error"
+
+
+# -- the driver's model of running slots (deadline start estimates) -----------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(capacity=st.integers(1, 4), ops=st.lists(st.tuples(st.booleans(), st.integers(0, 50)), max_size=60))
+def test_lane_model_starts_jobs_in_order_within_capacity(capacity, ops):
+    """Jobs start FIFO, never before submission, never more than ``capacity`` at once."""
+    from qd.evaluators.ray_eval import _Job, _Lane
+
+    lane, jobs, now = _Lane(capacity), [], 0.0
+    for submit, pick in ops:
+        now += 1.0
+        if submit or not jobs:
+            job = _Job(key=len(jobs), ref=None, lane=0)
+            job.submitted = now
+            jobs.append(job)
+            lane.admit(job, now)
+        else:
+            live = [j for j in jobs if not getattr(j, "done", False)]
+            if not live:
+                continue
+            job = live[pick % len(live)]  # jobs may finish in any order, even while deemed queued
+            job.done = True
+            lane.release(job, now)
+        live = [j for j in jobs if not getattr(j, "done", False)]
+        started = [j for j in live if j.started is not None]
+        assert lane.running == len(started) <= capacity
+        assert len(started) == min(capacity, len(live))  # a free slot is never left idle
+        assert all(j.started >= j.submitted for j in started)
+        queued = [j.key for j in live if j.started is None]
+        assert queued == [j.key for j in lane.waiting]  # FIFO: the queue keeps submission order
+        if queued and started:
+            assert max(j.key for j in started) < min(queued)  # nothing overtakes a queued job

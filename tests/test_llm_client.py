@@ -1,0 +1,211 @@
+"""LLMClient against a fake OpenAI server with scripted faults: retries, Retry-After, accounting,
+cache, concurrency limits and secret hygiene."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import pickle
+
+import pytest
+
+from fake_openai import FakeOpenAI
+from qd.llm import LLMClient, LLMError, RequestCache
+
+SECRET = "sk-test-very-secret-0123456789"
+
+
+@pytest.fixture
+def fake():
+    with FakeOpenAI(reply=lambda req: f"echo seed={req.get('seed')}") as server:
+        yield server
+
+
+def make(fake: FakeOpenAI, **kw) -> LLMClient:
+    opts = dict(base_url=fake.base_url, model="m", timeout_s=2.0, retries=3, backoff_s=0.001, max_backoff_s=2.0)
+    opts.update(kw)
+    return LLMClient(**opts)
+
+
+def test_success_accounting_and_cost(fake):
+    client = make(fake, prices={"m": (1.0, 2.0)})
+    resp = client.complete("one two three", seed=7, name="gen")
+    assert resp.text == "echo seed=7" and not resp.cached
+    assert (resp.tokens_in, resp.tokens_out) == (3, 2)
+    assert resp.cost_usd == pytest.approx((3 * 1.0 + 2 * 2.0) / 1e6)
+    u = client.usage
+    assert (u.calls, u.requests, u.failures, u.errors, u.tokens_in, u.tokens_out) == (1, 1, 0, 0, 3, 2)
+    assert u.cost_usd == pytest.approx(resp.cost_usd)
+    assert set(client.usage_by_tag) == {"gen"}
+    assert dict(client.usage)["calls"] == 1  # usable as a mapping by the run store
+    body = fake.requests[0]["body"]
+    assert body["seed"] == 7 and body["model"] == "m" and body["prompt"] == "one two three"
+
+
+def test_transient_errors_are_retried_and_each_counted(fake):
+    client = make(fake, retries=6, timeout_s=0.3)
+    for kind in ("500", "503", "nonjson", "truncated", "empty_choices", "timeout"):
+        fake.push(kind, delay=0.8)
+    resp = client.complete("hi")
+    assert resp.text == "echo seed=None"
+    assert len(fake.requests) == 7
+    assert [r["kind"] for r in fake.requests] == ["500", "503", "nonjson", "truncated", "empty_choices", "timeout", "ok"]
+    assert client.usage.failures == 6 and client.usage.requests == 7
+    assert client.usage.calls == 1 and client.usage.errors == 0
+
+
+def test_chat_garbage_without_content_is_retried(fake):
+    client = make(fake, api="chat")
+    fake.push("no_content")
+    resp = client.complete("hello")  # api="chat": the prompt becomes one user message
+    assert resp.text.startswith("echo")
+    assert [r["path"] for r in fake.requests] == ["/v1/chat/completions"] * 2
+    assert fake.requests[0]["body"]["messages"] == [{"role": "user", "content": "hello"}]
+    assert client.usage.failures == 1
+
+
+def test_retry_after_is_honoured(fake):
+    client = make(fake, backoff_s=0.0001)
+    fake.push("429", retry_after=0.4)
+    fake.push("429", retry_after=0.2)
+    client.complete("hi")
+    t = [r["time"] for r in fake.requests]
+    assert len(t) == 3
+    # Exponential backoff alone would wait well under a millisecond here.
+    assert t[1] - t[0] >= 0.4 * 0.98
+    assert t[2] - t[1] >= 0.2 * 0.98
+    assert client.usage.failures == 2
+
+
+def test_llm_error_after_exhausting_retries(fake):
+    client = make(fake, retries=2)
+    fake.push("500", times=5)
+    with pytest.raises(LLMError, match=r"after 3 attempt\(s\): HTTP 500") as info:
+        client.complete("hi", tag="op")
+    assert info.value.attempts == 3 and info.value.retryable
+    assert len(fake.requests) == 3
+    u = client.usage
+    assert (u.failures, u.errors, u.calls, u.requests) == (3, 1, 0, 3)
+    assert client.usage_by_tag["op"].errors == 1
+
+
+def test_client_errors_are_not_retried(fake):
+    client = make(fake, retries=5)
+    fake.push("400")
+    with pytest.raises(LLMError, match="not retryable") as info:
+        client.complete("hi")
+    assert not info.value.retryable
+    assert len(fake.requests) == 1 and client.usage.failures == 1
+
+
+def test_cache_hit_makes_no_http_call(fake, tmp_path):
+    path = tmp_path / "cache.sqlite"
+    client = make(fake, cache=path)
+    first = client.complete("same prompt", seed=1, max_tokens=20)
+    again = client.complete("same prompt", seed=1, max_tokens=20)
+    assert len(fake.requests) == 1
+    assert again.cached and not first.cached and again.text == first.text
+    assert (again.tokens_in, again.tokens_out) == (first.tokens_in, first.tokens_out)
+    # Anything that can change the answer is part of the key.
+    client.complete("same prompt", seed=2, max_tokens=20)
+    client.complete("same prompt", seed=1, max_tokens=21)
+    client.complete("same prompt", seed=1, max_tokens=20, sample=1)
+    client.complete("same prompt", seed=1, max_tokens=20, temperature=0.1)
+    client.complete("same prompt", seed=1, max_tokens=20, stop=["\n"])
+    assert len(fake.requests) == 6
+    u = client.usage
+    assert (u.calls, u.cache_hits, u.requests) == (7, 1, 6)
+    assert u.tokens_in == 6 * first.tokens_in  # cache hits cost no endpoint work
+    # The cache persists: a new client (or process) reuses it.
+    other = make(fake, cache=RequestCache(path))
+    assert other.complete("same prompt", seed=1, max_tokens=20).cached
+    assert len(fake.requests) == 6
+
+
+def test_failures_are_not_cached(fake, tmp_path):
+    client = make(fake, retries=0, cache=tmp_path / "c.sqlite")
+    fake.push("500")
+    with pytest.raises(LLMError):
+        client.complete("p")
+    assert not client.complete("p").cached
+    assert len(fake.requests) == 2
+
+
+def test_api_key_never_in_repr_or_pickle(fake, monkeypatch):
+    monkeypatch.setenv("QD_TEST_KEY", SECRET)
+    client = make(fake, api_key_env="QD_TEST_KEY")
+    client.complete("hi")  # the openai client now exists and holds the key
+    assert SECRET not in repr(client) and SECRET not in str(vars(client).keys())
+    blob = pickle.dumps(client)
+    assert SECRET.encode() not in blob
+    assert SECRET not in str(client.__getstate__())
+    # An unpickled client (a Ray worker) rebuilds its HTTP client lazily and works.
+    clone = pickle.loads(blob)
+    assert clone.complete("again").text.startswith("echo")
+    assert clone.usage.calls == 2  # counters travel with the copy
+
+
+def test_key_is_read_from_env_at_use(fake, monkeypatch):
+    monkeypatch.delenv("QD_TEST_KEY", raising=False)
+    make(fake, api_key_env="QD_TEST_KEY").complete("x")
+    assert fake.requests[-1]["auth"] == "Bearer sk-local-no-key"  # local servers need no key
+    monkeypatch.setenv("QD_TEST_KEY", SECRET)
+    make(fake, api_key_env="QD_TEST_KEY").complete("x")
+    assert fake.requests[-1]["auth"] == f"Bearer {SECRET}"
+    assert SECRET not in str(fake.requests[-1]["body"])
+
+
+def test_sync_concurrency_limit(fake):
+    client = make(fake, concurrency=2)
+    for _ in range(6):
+        fake.push("slow", delay=0.15)
+    with cf.ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda i: client.complete(f"p{i}"), range(6)))
+    assert fake.max_inflight == 2
+    assert client.usage.calls == 6
+
+
+def test_async_calls_limit_retry_and_account(fake):
+    client = make(fake, concurrency=3)
+    for _ in range(8):
+        fake.push("slow", delay=0.1)
+    fake.push("429", retry_after=0.05)
+
+    async def main():
+        out = await asyncio.gather(*(client.acomplete(f"p{i}", seed=i, tag="async") for i in range(8)))
+        chat = await client.achat([{"role": "user", "content": "hi"}])
+        return out, chat
+
+    out, chat = asyncio.run(main())
+    assert [r.text for r in out] == [f"echo seed={i}" for i in range(8)]
+    assert chat.text.startswith("echo")
+    assert fake.max_inflight == 3
+    assert client.usage_by_tag["async"].calls == 8
+    assert client.usage.failures == 1 and client.usage.calls == 9
+    # A second event loop gets its own async HTTP client and semaphore.
+    assert asyncio.run(client.acomplete("later")).text.startswith("echo")
+
+
+def test_constructor_validation():
+    with pytest.raises(ValueError, match="api must be"):
+        LLMClient(base_url="http://x/v1", api="responses")
+    with pytest.raises(ValueError, match="retries"):
+        LLMClient(base_url="http://x/v1", retries=-1)
+    with pytest.raises(ValueError, match="price for model 'm'"):
+        LLMClient(base_url="http://x/v1", prices={"m": (1.0,)})
+
+
+def test_calls_are_traced_when_a_tracer_is_active(fake, tmp_path):
+    tracer_mod = pytest.importorskip("qd.analysis.tracer")
+    client = make(fake, cache=tmp_path / "c.sqlite")
+    with tracer_mod.Tracer() as tracer:
+        first = client.complete("a", name="plan")
+        second = client.complete("a", name="plan", deps=[first.span_id])
+        fake.push("500", times=9)
+        with pytest.raises(LLMError):
+            client.complete("b", name="broken")
+    spans = [s for s in tracer.spans if s["kind"] == "llm"]
+    assert [s["name"] for s in spans] == ["plan", "plan", "broken"]
+    assert [s["cached"] for s in spans] == [False, True, False]
+    assert [s["ok"] for s in spans] == [True, True, False]
+    assert spans[1]["deps"] == [first.span_id] and second.span_id == spans[1]["id"]
+    assert spans[1]["tokens_in"] == spans[0]["tokens_in"]  # a cache hit still counts as a logical call
