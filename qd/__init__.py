@@ -1,1 +1,39 @@
-"""qd: quality-diversity search over the design space of compound AI systems."""
+"""qd: quality-diversity search over the design space of compound AI systems.
+
+The public API, re-exported here::
+
+    import qd
+    archive = qd.GridArchive(dims=[20, 20], ranges=[(0, 40), (0, 4000)], measure_names=["llm_calls", "tokens_total"])
+    search = qd.Search(domain, archive, qd.SerialEvaluator(domain), operators=..., measures=..., budget=1000)
+"""
+from archives import ArchiveStats, CVTArchive, GridArchive, cvt_centroids
+from archives import load as load_archive
+from qd.domain import Domain
+from qd.evaluators import SerialEvaluator, make_evaluator
+from qd.result import EvalResult, Span, Trace
+from qd.search import Search
+from qd.space import Bool, Categorical, Float, Int, Seq, Space, Text
+
+__all__ = [
+    "GridArchive", "CVTArchive", "ArchiveStats", "cvt_centroids", "load_archive",
+    "Space", "Float", "Int", "Categorical", "Bool", "Text", "Seq",
+    "Domain", "EvalResult", "Span", "Trace", "Search", "SerialEvaluator", "RayEvaluator", "make_evaluator",
+    "LLMClient", "run_search", "open_run",
+]
+
+
+def __getattr__(name: str):
+    # Heavy imports (ray, openai) only when asked for.
+    if name == "RayEvaluator":
+        from qd.evaluators.ray_eval import RayEvaluator
+
+        return RayEvaluator
+    if name == "LLMClient":
+        from qd.llm import LLMClient
+
+        return LLMClient
+    if name in ("run_search", "open_run"):
+        from qd import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'qd' has no attribute {name!r}")

@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 import json
 import math
-import operator as op
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from qd.config import ConfigError
 
-__all__ = ["main", "compile_where"]
+__all__ = ["main", "run_status", "select_elites"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,8 +118,9 @@ def _default_name(config_path: str | None) -> str:
 
 def _print_summary(run: Any) -> None:
     s = run.archive.stats
+    best = f"{s.obj_max:.4g}" if s.num_elites else "-"
     print(f"\nevaluations: {run.store.count()}  elites: {s.num_elites}  coverage: {s.coverage:.1%}  "
-          f"qd_score: {s.qd_score:.4g}  best: {s.obj_max:.4g}")
+          f"qd_score: {s.qd_score:.4g}  best: {best}")
     names = run.archive.measure_names
     picks = _spanning_elites(run.archive)
     if picks:
@@ -136,7 +135,7 @@ def _print_summary(run: Any) -> None:
 
 def _spanning_elites(archive: Any) -> list[tuple[str, dict]]:
     """The best elite, plus the lowest-measure elites that reach 90% of the best objective."""
-    elites = archive.top(len(archive)) if len(archive) else []
+    elites = archive.top()
     if not elites:
         return []
     best = elites[0]
@@ -238,82 +237,27 @@ def _archive_over(run: Any, names: list[str]) -> Any:
 
 
 def _save_curve(run: Any, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from archives.plot import qd_curve
 
     history = run.store.history()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    qd_curve([h["evaluations"] for h in history], [h["qd_score"] for h in history], ax=ax,
-             label=run.config["run"]["name"])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    ax = qd_curve([h["evaluations"] for h in history], [h["qd_score"] for h in history],
+                  label=run.config["run"]["name"])
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=110)
+    plt.close(ax.figure)
 
 
 # -- elites ------------------------------------------------------------------------------------
-_BINOPS: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: op.add, ast.Sub: op.sub, ast.Mult: op.mul, ast.Div: op.truediv, ast.Mod: op.mod, ast.Pow: op.pow,
-    ast.Lt: op.lt, ast.LtE: op.le, ast.Gt: op.gt, ast.GtE: op.ge, ast.Eq: op.eq, ast.NotEq: op.ne,
-}
-
-
-def compile_where(expr: str) -> Callable[[dict[str, Any]], bool]:
-    """Compile a filter such as ``"llm_calls <= 4 and objective > 0.5"`` into a predicate.
-
-    Only names, numbers, strings, arithmetic, comparisons and ``and``/``or``/``not``
-    are allowed; nothing is passed to ``eval``.
-    """
-    try:
-        tree = ast.parse(expr, mode="eval").body
-    except SyntaxError as exc:
-        raise ValueError(f"--where {expr!r}: {exc.msg}") from None
-
-    def ev(node: ast.AST, env: dict[str, Any]) -> Any:
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
-            return node.value
-        if isinstance(node, ast.Name):
-            if node.id not in env:
-                raise ValueError(f"--where: unknown name {node.id!r}; available: {', '.join(sorted(env))}")
-            return env[node.id]
-        if isinstance(node, ast.BoolOp):
-            values = (ev(v, env) for v in node.values)
-            return all(values) if isinstance(node.op, ast.And) else any(values)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
-            value = ev(node.operand, env)
-            return (not value) if isinstance(node.op, ast.Not) else -value
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return _BINOPS[type(node.op)](ev(node.left, env), ev(node.right, env))
-        if isinstance(node, ast.Compare) and all(type(o) in _BINOPS for o in node.ops):
-            left = ev(node.left, env)
-            for cmp, right_node in zip(node.ops, node.comparators):
-                right = ev(right_node, env)
-                if not _BINOPS[type(cmp)](left, right):
-                    return False
-                left = right
-            return True
-        raise ValueError(f"--where: {ast.unparse(node)!r} is not allowed (names, numbers, comparisons, and/or/not)")
-
-    return lambda env: bool(ev(tree, env))
-
-
 def select_elites(archive: Any, *, top: int | None = None, diverse: int | None = None,
                   where: str | None = None) -> list[dict]:
     """Elites of ``archive`` as flat records, filtered by ``where`` then cut by ``top`` or ``diverse``."""
     names = archive.measure_names
-    if not len(archive):
-        return []
-    # diverse() is greedy farthest-point sampling, so the first K of the full ordering are its K picks
-    pool = archive.diverse(len(archive)) if diverse is not None else archive.top(len(archive))
-    if where:
-        predicate = compile_where(where)
-        pool = [e for e in pool if predicate({"objective": e["objective"], "fitness": e["objective"], "id": e["id"],
-                                              **dict(zip(names, map(float, e["measures"])))})]
-    limit = diverse if diverse is not None else top
-    elites = pool if limit is None else pool[:limit]
+    if diverse is not None:
+        elites = archive.diverse(diverse, where=where)
+    else:
+        elites = archive.top(top, where=where)
     return [{"id": int(e["id"]), "objective": float(e["objective"]),
              **{n: float(v) for n, v in zip(names, e["measures"])}, "config": e["solution"]} for e in elites]
 

@@ -159,22 +159,11 @@ def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progr
 
 
 def save_heatmap(archive: Any, path: Path, title: str = "") -> Path:
-    """Write the archive's heatmap to ``path``."""
-    import matplotlib
+    """Write the archive's illumination plot to ``path``."""
+    from archives.plot import plot_archive
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from archives.plot import heatmap
-
-    fig, ax = plt.subplots(figsize=(7, 6))
-    heatmap(archive, ax=ax)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    plot_archive(archive, path, title=title)
+    return Path(path)
 
 
 def open_run(run_dir: str | Path) -> Run:

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from qd.cli import compile_where, main
+from archives import compile_where
+from qd.cli import main
 
 
 @pytest.fixture(scope="module")

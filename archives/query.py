@@ -1,0 +1,127 @@
+"""Elite queries for users: the best, a diverse subset, and filters.
+
+Every query returns elites as dicts (``index``, ``objective``, ``measures``,
+``solution``, ``threshold``, ``id`` and any extra field), best first unless said
+otherwise. Filters are a callable on such a dict or a safe expression string over
+``objective``, ``id``, ``index``, the measure names and scalar extra fields, e.g.
+``"llm_calls <= 4 and objective > 0.5"``.
+"""
+from __future__ import annotations
+
+import ast
+import operator as op
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from archives.base import ArchiveBase
+
+__all__ = ["top", "diverse", "where", "compile_where", "elite_env"]
+
+Predicate = Callable[[dict[str, Any]], bool]
+
+_OPS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: op.add, ast.Sub: op.sub, ast.Mult: op.mul, ast.Div: op.truediv, ast.Mod: op.mod, ast.Pow: op.pow,
+    ast.Lt: op.lt, ast.LtE: op.le, ast.Gt: op.gt, ast.GtE: op.ge, ast.Eq: op.eq, ast.NotEq: op.ne,
+}
+
+
+def compile_where(expr: str) -> Callable[[dict[str, Any]], bool]:
+    """Compile a filter such as ``"llm_calls <= 4 and objective > 0.5"`` into a predicate on names.
+
+    Only names, numbers, strings, arithmetic, comparisons and ``and``/``or``/``not``
+    are allowed; nothing is passed to ``eval``. The predicate takes a dict of names to
+    values and raises ``ValueError`` naming the available names for an unknown one.
+    """
+    try:
+        tree = ast.parse(expr, mode="eval").body
+    except SyntaxError as exc:
+        raise ValueError(f"where {expr!r}: {exc.msg}") from None
+
+    def ev(node: ast.AST, env: dict[str, Any]) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id not in env:
+                raise ValueError(f"where: unknown name {node.id!r}; available: {', '.join(sorted(env))}")
+            return env[node.id]
+        if isinstance(node, ast.BoolOp):
+            values = (ev(v, env) for v in node.values)
+            return all(values) if isinstance(node.op, ast.And) else any(values)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
+            value = ev(node.operand, env)
+            return (not value) if isinstance(node.op, ast.Not) else -value
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](ev(node.left, env), ev(node.right, env))
+        if isinstance(node, ast.Compare) and all(type(o) in _OPS for o in node.ops):
+            left = ev(node.left, env)
+            for cmp, right_node in zip(node.ops, node.comparators):
+                right = ev(right_node, env)
+                if not _OPS[type(cmp)](left, right):
+                    return False
+                left = right
+            return True
+        raise ValueError(f"where: {ast.unparse(node)!r} is not allowed (names, numbers, comparisons, and/or/not)")
+
+    return lambda env: bool(ev(tree, env))
+
+
+def elite_env(archive: "ArchiveBase", elite: dict[str, Any]) -> dict[str, Any]:
+    """The names a filter expression sees for one elite."""
+    env = {k: v for k, v in elite.items()
+           if isinstance(v, (int, float, str, bool, np.integer, np.floating)) and k != "solution"}
+    env["fitness"] = elite["objective"]
+    env.update(zip(archive.measure_names, map(float, elite["measures"])))
+    return env
+
+
+def _predicate(archive: "ArchiveBase", predicate: str | Predicate) -> Predicate:
+    if callable(predicate):
+        return predicate
+    test = compile_where(predicate)
+    return lambda elite: test(elite_env(archive, elite))
+
+
+def _ranked_cells(archive: "ArchiveBase", where_: str | Predicate | None) -> np.ndarray:
+    """Occupied cells best first (ties: lower cell index first), filtered by ``where_``."""
+    cells = archive.data("index")
+    objective = archive.data("objective")
+    cells = cells[np.lexsort((cells, -objective))]
+    if where_ is None:
+        return cells
+    keep = _predicate(archive, where_)
+    return np.array([c for c in cells.tolist() if keep(archive.elite(c))], dtype=np.int64)
+
+
+def top(archive: "ArchiveBase", k: int | None = None, where_: str | Predicate | None = None) -> list[dict]:
+    """The ``k`` best elites (all when None) that pass ``where_``, best first."""
+    cells = _ranked_cells(archive, where_)
+    return [archive.elite(c) for c in cells[:k].tolist()]
+
+
+def where(archive: "ArchiveBase", predicate: str | Predicate) -> list[dict]:
+    """Every elite that passes ``predicate``, best first."""
+    return top(archive, None, predicate)
+
+
+def diverse(archive: "ArchiveBase", k: int, where_: str | Predicate | None = None) -> list[dict]:
+    """``k`` elites spread over measure space, by greedy farthest-point selection.
+
+    Starts from the best elite, then repeatedly takes the elite farthest (Euclidean,
+    in measure space scaled to the unit box) from all taken so far; ties go to the
+    better objective. The first ``j`` of ``diverse(k)`` are ``diverse(j)``.
+    """
+    cells = _ranked_cells(archive, where_)
+    k = min(int(k), len(cells))
+    if k <= 0:
+        return []
+    span = archive.upper_bounds - archive.lower_bounds
+    points = (archive._measures[cells] - archive.lower_bounds) / span
+    chosen = [0]
+    distance = np.linalg.norm(points - points[0], axis=1)
+    for _ in range(k - 1):
+        nxt = int(np.argmax(distance))  # first maximum = best objective among ties
+        chosen.append(nxt)
+        np.minimum(distance, np.linalg.norm(points - points[nxt], axis=1), out=distance)
+    return [archive.elite(c) for c in cells[chosen].tolist()]
