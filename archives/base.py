@@ -21,6 +21,7 @@ import numpy as np
 __all__ = ["ArchiveBase", "ArchiveStats"]
 
 ADD_NOT_ADDED, ADD_IMPROVE, ADD_NEW = 0, 1, 2
+_BUILTIN_FIELDS = frozenset({"index", "objective", "measures", "solution", "threshold"})
 
 
 @dataclass(frozen=True)
@@ -149,10 +150,14 @@ class ArchiveBase:
     def _field(self, name: str) -> np.ndarray:
         arr = self._fields.get(name)
         if arr is None:
-            if name in ("index", "objective", "measures", "solution", "threshold"):
-                raise ValueError(f"{name!r} is a built-in field and cannot be passed as extra data")
             arr = self._fields[name] = np.empty(self._cells, dtype=object)
         return arr
+
+    @staticmethod
+    def _check_field_names(fields: dict) -> None:
+        clash = _BUILTIN_FIELDS.intersection(fields)
+        if clash:
+            raise ValueError(f"{sorted(clash)} are built-in fields and cannot be passed as extra data")
 
     def clear(self) -> None:
         """Remove every elite (fields and statistics included)."""
@@ -272,6 +277,7 @@ class ArchiveBase:
         batch = len(obj)
         meas = self._check_batch_measures(measures, batch)
         sols = self._check_solutions(solutions, batch)
+        self._check_field_names(fields)
         extra = {}
         for name, values in fields.items():
             values = list(values) if not isinstance(values, np.ndarray) else values
@@ -344,6 +350,8 @@ class ArchiveBase:
         """
         obj = _finite_float(objective, "objective")
         values = self._check_single_measures(measures)
+        if fields:
+            self._check_field_names(fields)
         if self.solution_dim:
             solution = np.asarray(solution, dtype=np.float64)
             if solution.shape != (self.solution_dim,):
