@@ -190,7 +190,14 @@ class ArchiveBase:
         return [(float(lo), float(hi)) for lo, hi in zip(self._lower, self._upper)]
 
     def index_of(self, measures: Any) -> np.ndarray:
-        """Cell index of each row of a ``(batch, measure_dim)`` array of measures."""
+        """Cell index of each row of a ``(batch, measure_dim)`` array of measures.
+
+        Measures outside the ranges are clipped to them first (they land in edge cells).
+        """
+        return self._index_cells(self._check_batch_measures(measures))
+
+    def _index_cells(self, measures: np.ndarray) -> np.ndarray:
+        """Cells of validated ``(batch, measure_dim)`` float64 measures (the array may be modified)."""
         raise NotImplementedError
 
     def index_of_single(self, measures: Sequence[float]) -> int:
@@ -202,6 +209,8 @@ class ArchiveBase:
 
     # -- validation ----------------------------------------------------------------------------
     def _check_single_measures(self, measures: Any) -> list[float]:
+        if isinstance(measures, np.ndarray):
+            measures = measures.tolist()  # one conversion instead of a numpy scalar per value
         try:
             values = [float(v) for v in measures]
         except (TypeError, ValueError):
@@ -287,7 +296,7 @@ class ArchiveBase:
         status = np.zeros(batch, dtype=np.int32)
         if batch == 0:
             return {"status": status, "value": np.zeros(0)}
-        idx = self.index_of(meas)
+        idx = self._index_cells(meas.copy())
         occupied = self._occupied[idx]
         cur = np.where(occupied, self._threshold[idx], self.threshold_min)
         can = obj > cur
@@ -303,13 +312,13 @@ class ArchiveBase:
         order = np.lexsort((cand, -obj[cand], idx[cand]))
         grouped = cand[order]
         cells_sorted = idx[grouped]
-        starts = np.flatnonzero(np.r_[True, cells_sorted[1:] != cells_sorted[:-1]])
+        starts = np.flatnonzero(np.concatenate(([True], cells_sorted[1:] != cells_sorted[:-1])))
         winners = grouped[starts]
         cells = idx[winners]
         if self.learning_rate == 1.0:
             new_threshold = obj[winners]  # sequential insertion would leave the best objective
         else:  # CMA-MAE batch rule (Fontaine & Nikolaidis 2023, appendix), as pyribs
-            counts = np.diff(np.r_[starts, len(grouped)])
+            counts = np.diff(np.append(starts, len(grouped)))
             means = np.add.reduceat(obj[grouped], starts) / counts
             ratio = (1.0 - self.learning_rate) ** counts
             new_threshold = ratio * cur[winners] + means * (1.0 - ratio)
@@ -505,7 +514,7 @@ class ArchiveBase:
             Every field of those cells (meaningless where ``occupied`` is False: the
             objective and threshold are NaN there).
         """
-        cells = self.index_of(self._check_batch_measures(measures))
+        cells = self.index_of(measures)
         occupied = self._occupied[cells]
         data = self._gather(cells)
         data["objective"] = np.where(occupied, data["objective"], np.nan)

@@ -47,6 +47,7 @@ def cvt_centroids(cells: int, ranges: Sequence[Sequence[float]], *, samples: int
     rng = np.random.default_rng(seed)
     points = rng.uniform(low, high, size=(samples, len(low)))
     centroids = points[rng.choice(samples, size=cells, replace=False)].copy()
+    points = points[_spatial_order(points, low, high)]  # neighbours in memory: faster KD-tree queries
     for _ in range(int(iterations)):
         _, nearest = cKDTree(centroids).query(points, workers=-1)
         counts = np.bincount(nearest, minlength=cells)
@@ -58,6 +59,18 @@ def cvt_centroids(cells: int, ranges: Sequence[Sequence[float]], *, samples: int
         if len(empty):  # an empty cluster restarts at a random sample
             centroids[empty] = points[rng.choice(samples, size=len(empty), replace=False)]
     return centroids
+
+
+def _spatial_order(points: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Order of ``points`` along a Z-order (Morton) curve over a 2^10-per-axis lattice."""
+    dims = points.shape[1]
+    bits = max(1, min(10, 60 // dims))
+    lattice = ((points - low) / (high - low) * ((1 << bits) - 1)).astype(np.uint64)
+    key = np.zeros(len(points), dtype=np.uint64)
+    for b in range(bits - 1, -1, -1):  # interleave bits, most significant first
+        for j in range(dims):
+            key = (key << np.uint64(1)) | ((lattice[:, j] >> np.uint64(b)) & np.uint64(1))
+    return np.argsort(key, kind="stable")
 
 
 class CVTArchive(ArchiveBase):
@@ -108,9 +121,8 @@ class CVTArchive(ArchiveBase):
         """``(cells, measure_dim)`` centroid of each cell."""
         return self._centroids.copy()
 
-    def index_of(self, measures: Any) -> np.ndarray:
-        """Index of the nearest centroid of each row of ``measures`` (clipped to the ranges)."""
-        m = np.clip(self._check_batch_measures(measures), self._lower, self._upper)
+    def _index_cells(self, measures: np.ndarray) -> np.ndarray:
+        m = np.clip(measures, self._lower, self._upper, out=measures)
         return self._tree.query(m)[1].astype(np.int64) if len(m) else np.zeros(0, dtype=np.int64)
 
     def _index_single(self, measures: list[float]) -> int:

@@ -47,6 +47,7 @@ class GridArchive(ArchiveBase):
         super().__init__(int(np.prod(self._dims)), ranges, **kwargs)
         self._epsilon = float(epsilon)
         self._interval = self._upper - self._lower
+        self._strides = np.cumprod(np.r_[self._dims[1:], 1][::-1])[::-1].astype(np.int64)
         # Plain-Python copies for the single-item path: scalar numpy arithmetic is slower.
         self._geometry = list(zip(self._lower.tolist(), self._upper.tolist(), self._dims.tolist(),
                                   self._interval.tolist()))
@@ -61,12 +62,12 @@ class GridArchive(ArchiveBase):
         """Cell edges along each measure (``dims[i] + 1`` values each)."""
         return [np.linspace(lo, hi, n + 1) for lo, hi, n, _ in self._geometry]
 
-    def index_of(self, measures: Any) -> np.ndarray:
-        """Flat (row-major) cell index of each row of ``measures``."""
-        m = np.clip(self._check_batch_measures(measures), self._lower, self._upper)
+    def _index_cells(self, measures: np.ndarray) -> np.ndarray:
+        m = np.maximum(measures, self._lower, out=measures)
+        np.minimum(m, self._upper, out=m)
         grid = ((self._dims * (m - self._lower) + self._epsilon) / self._interval).astype(np.int64)
-        grid = np.minimum(grid, self._dims - 1)
-        return np.ravel_multi_index(grid.T, self._dims) if len(grid) else np.zeros(0, dtype=np.int64)
+        np.minimum(grid, self._dims - 1, out=grid)
+        return grid @ self._strides  # row-major flat index, as np.ravel_multi_index
 
     def _index_single(self, measures: list[float]) -> int:
         # Same arithmetic, in the same order, as index_of: both paths agree on every cell.
