@@ -191,6 +191,13 @@ class _Numeric(Param):
     def _from_unit(self, u: float) -> Any:
         raise NotImplementedError
 
+    def _out_of_bounds(self, value: float, path: str) -> list[str]:
+        if value < self.low:
+            return [_at(path, f"{value} below low {self.low}")]
+        if value > self.high:
+            return [_at(path, f"{value} above high {self.high}")]
+        return []
+
     def _encode(self, value: Any, out: list) -> None:
         try:
             u = self._to_unit(value) if _is_number(value) else 0.0
@@ -256,11 +263,7 @@ class Float(_Numeric):
         value = float(value) if isinstance(value, (float, np.floating)) else value
         if isinstance(value, float) and not math.isfinite(value):
             return [_at(path, f"{value} is not finite")]
-        if value < self.low:
-            return [_at(path, f"{value} below low {self.low}")]
-        if value > self.high:
-            return [_at(path, f"{value} above high {self.high}")]
-        return []
+        return self._out_of_bounds(value, path)
 
     def _canon(self, value: Any) -> Any:
         if type(value) is float:
@@ -336,12 +339,7 @@ class Int(_Numeric):
     def validate(self, value: Any, path: str = "") -> list[str]:
         if not _is_int(value):
             return [_at(path, f"expected an integer, got {_describe(value)}")]
-        value = int(value)
-        if value < self.low:
-            return [_at(path, f"{value} below low {self.low}")]
-        if value > self.high:
-            return [_at(path, f"{value} above high {self.high}")]
-        return []
+        return self._out_of_bounds(int(value), path)
 
     def _canon(self, value: Any) -> Any:
         return int(value) if _is_int(value) else value
