@@ -1,4 +1,5 @@
-"""RayEvaluator on a two-node cluster (ray.cluster_utils.Cluster), losing a node mid-run.
+"""RayEvaluator on a two-node cluster (ray.cluster_utils.Cluster), losing a node mid-run:
+once under the evaluator alone, once under a whole Search with a run store.
 
 A process can be connected to one Ray runtime only, and the test session already
 holds one (the ``ray_session`` fixture), so the cluster runs in a subprocess: this
@@ -42,6 +43,115 @@ class NodeDomain(Domain):
         time.sleep(config["delay"])
         return EvalResult(fitness=config["x"], measures={"x": config["x"]},
                           metrics={"node": node})
+
+
+class SearchNodeDomain(Domain):
+    """One float; each evaluation sleeps ``delay`` seconds and drops a ``<x!r>@<node id>`` marker file."""
+
+    name = "node-search"
+    space = Space({"x": Float(0.0, 1.0)})
+    default_measures = ("x",)
+    default_ranges = ((0.0, 1.0),)
+
+    def __init__(self, marker_dir: str, delay: float):
+        self.marker_dir, self.delay = marker_dir, delay
+
+    def evaluate(self, config: dict) -> EvalResult:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        open(os.path.join(self.marker_dir, f"{config['x']!r}@{node}"), "w").close()
+        time.sleep(self.delay)
+        return EvalResult(fitness=-abs(config["x"] - 0.7), measures={"x": config["x"]}, metrics={"node": node})
+
+
+def _committed(store_path: str) -> dict[int, tuple]:
+    """What the run store holds, read through a connection of our own (as `qd status` would)."""
+    import sqlite3
+
+    con = sqlite3.connect(store_path)
+    try:
+        rows = con.execute("SELECT id, hash, status, fitness, config FROM evaluations").fetchall()
+    finally:
+        con.close()
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def run_search_with_node_loss(cluster, worker, budget: int = 60) -> dict:
+    """A whole Search with a run store on the cluster; the worker node is killed mid-run.
+
+    A watcher thread kills the node once a third of the budget is committed and an
+    evaluation is running on that node, and snapshots the store just before.
+    """
+    import threading
+
+    from archives import GridArchive
+    from operators.classic import Mutation
+    from qd.analysis.descriptors import resolve_measures
+    from qd.evaluators import RayEvaluator
+    from qd.search import Search, replay
+    from qd.store import RunStore
+
+    marker_dir = tempfile.mkdtemp(prefix="qd-cluster-search-")
+    store_path = os.path.join(tempfile.mkdtemp(prefix="qd-cluster-store-"), "run.sqlite")
+    domain = SearchNodeDomain(marker_dir, delay=0.25)
+    archive = GridArchive(dims=[20], ranges=domain.default_ranges, measure_names=["x"])
+    store = RunStore(store_path)
+    search = Search(domain, archive, RayEvaluator(domain, timeout_s=30.0),
+                    operators={"mutation": (Mutation(domain.space), 1.0)},
+                    measures=resolve_measures(["x"], domain), budget=budget, store=store, init_random=10, seed=3)
+    seen: dict = {}
+
+    def watch() -> None:
+        end = time.monotonic() + 60.0
+        while time.monotonic() < end:
+            committed = _committed(store_path)
+            done_x = {json.loads(row[3])["x"] for row in committed.values()}
+            running = [name.split("@")[0] for name in os.listdir(marker_dir)
+                       if name.split("@")[1] == worker.node_id and float(name.split("@")[0]) not in done_x]
+            if len(committed) >= budget // 3 and running:
+                seen["before"] = committed
+                seen["running_x"] = [float(x) for x in running]
+                cluster.remove_node(worker, allow_graceful=False)
+                seen["removed_at"] = len(_committed(store_path))
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    error = ""
+    try:
+        search.run()
+    except Exception as exc:  # reported, not raised: the test says what went wrong
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        search.close()
+    watcher.join(timeout=10)
+    after = _committed(store_path)
+    replayed = GridArchive(dims=[20], ranges=domain.default_ranges, measure_names=["x"])
+    replay(store, replayed)
+    store.close()
+    before = seen.get("before", {})
+    crashed_x = sorted(json.loads(row[3])["x"] for row in after.values() if row[1] == "crash")
+    worker_x = sorted(float(name.split("@")[0]) for name in os.listdir(marker_dir)
+                      if name.split("@")[1] == worker.node_id)
+    return {
+        "error": error,
+        "removed": "before" in seen,
+        "committed_before": len(before),
+        "committed_at_removal": seen.get("removed_at"),
+        "before_kept": all(after.get(key) == row for key, row in before.items()),
+        "finished": search.finished,
+        "ids": sorted(after),
+        "hashes_unique": len({row[0] for row in after.values()}) == len(after),
+        "statuses": {status: sum(row[1] == status for row in after.values()) for status in ("ok", "crash", "error",
+                                                                                              "timeout")},
+        "running_x": seen.get("running_x", []),
+        "crashed_x": crashed_x,
+        "worker_x": worker_x,
+        "replay_matches": (replayed.stats.num_elites, replayed.stats.qd_score)
+        == (archive.stats.num_elites, archive.stats.qd_score),
+    }
 
 
 def _drain(evaluator, limit_s: float) -> dict:
@@ -117,15 +227,24 @@ def run_cluster_scenario() -> dict:
         out["phase2"] = _summary(early)
         out["pending_after"] = ev.pending()
         ev.close()
+
+        # Phase 3: a whole search on two nodes again, losing the new worker node mid-run.
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        out["search"] = run_search_with_node_loss(cluster, worker)
     finally:
         ray.shutdown()
         cluster.shutdown()
     return out
 
 
+# The cluster scenario takes 20-40 s (three Ray runtimes start in a subprocess): run with -m slow.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def scenario() -> dict:
-    proc = subprocess.run([sys.executable, __file__], capture_output=True, text=True, timeout=180)
+    proc = subprocess.run([sys.executable, __file__], capture_output=True, text=True, timeout=300)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert proc.returncode == 0 and lines, f"cluster script failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads(lines[-1])
@@ -157,6 +276,21 @@ def test_losing_a_node_loses_no_submitted_evaluation(scenario):
     assert len(crashed) <= 2
     assert scenario["before_removal"] < 7  # the node went while evaluations were still queued
     assert statuses.count("ok") >= 6
+
+
+def test_a_search_that_loses_a_node_mid_run_completes_and_loses_no_committed_evaluation(scenario):
+    search = scenario["search"]
+    assert search["error"] == ""
+    assert search["removed"], "the worker node was never seen running an evaluation"
+    assert search["committed_before"] >= 20  # a third of the budget was committed ...
+    assert search["committed_at_removal"] < 60  # ... and the run was still going when the node went
+    assert search["before_kept"]  # every evaluation committed before the loss is still there, unchanged
+    assert search["finished"] == 60 and search["ids"] == list(range(60)) and search["hashes_unique"]
+    statuses = search["statuses"]
+    assert statuses["error"] == statuses["timeout"] == 0 and statuses["ok"] + statuses["crash"] == 60
+    assert statuses["crash"] <= 2  # at most what ran on the lost node (one CPU: one evaluation, plus a race)
+    assert set(search["crashed_x"]) <= set(search["worker_x"])  # only evaluations that ran on the lost node
+    assert search["replay_matches"]  # the store rebuilds the archive the search had
 
 
 if __name__ == "__main__":

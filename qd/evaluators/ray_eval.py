@@ -22,12 +22,18 @@ the start: it knows how many evaluations can run at once (a "lane" per actor, or
 lane for the cluster's CPUs in task mode) and runs its own FIFO model of the lanes
 (Ray dispatches one driver's tasks of one shape in submission order). An evaluation
 is deemed started when it is submitted to a lane with a free slot, or when the
-driver sees an earlier one finish and free its slot. The estimate is never earlier
-than the real start as long as the lane capacity is right, so a queued evaluation
-is never timed out for time spent waiting. It can be late (the driver notices a
-free slot at its next :meth:`collect`), which only makes the deadline lenient. The
-task-mode capacity is re-read from ``ray.cluster_resources()`` every few seconds, so
-it follows nodes joining and leaving; on a cluster shared with other jobs it is an
+driver sees an earlier one finish and free its slot. As long as the lane capacity
+is right, a queued evaluation is never timed out for time spent waiting in the
+queue. The estimate can be late (the driver notices a free slot at its next
+:meth:`collect`), which only makes the deadline lenient; it is early by Ray's
+dispatch latency and by the start-up of a fresh worker process (importing qd,
+unpickling the domain: a second or two, more on a loaded machine), which follows
+every crash and every force-cancel. Task mode therefore adds an allowance of
+``min(10 s, timeout_s)`` to each deadline: an evaluation is timed out at least
+``timeout_s`` after its real start (unless Ray took longer than the allowance to
+start it) and at most ``timeout_s`` + allowance after it. The task-mode
+capacity is re-read from ``ray.cluster_resources()`` every few seconds, so it follows
+nodes joining and leaving; on a cluster shared with other jobs it is an
 over-estimate and queued evaluations may be timed out early.
 
 Past the deadline a task is cancelled with ``ray.cancel(ref, force=True)`` (a soft
@@ -73,6 +79,7 @@ log = logging.getLogger(__name__)
 
 _CAPACITY_REFRESH_S = 5.0  # how often task mode re-reads the cluster's CPU count
 _GET_TIMEOUT_S = 30.0
+_TASK_START_GRACE_S = 10.0  # task mode: deadline slack for worker start-up, at most timeout_s
 _MAX_ERROR_CHARS = 2000
 
 # -- worker side ---------------------------------------------------------------------------------
@@ -268,7 +275,9 @@ class RayEvaluator:
     workers : int or None
         Task mode: evaluations run at once (``slots``); default the cluster's CPU
         count. In both modes, the CPU count of the local runtime this evaluator starts
-        when Ray is not initialized (default: all cores).
+        when Ray is not initialized (default: all cores). On a runtime it joins (a
+        cluster, or a ``ray.init`` of the caller) ``workers`` does not resize anything:
+        a value below the cluster's CPU count leaves CPUs unused, with a warning.
     timeout_s : float or None
         Per-evaluation deadline in seconds, from the (estimated) start of the
         evaluation; ``None`` waits for ever. See the module docstring.
@@ -329,7 +338,14 @@ class RayEvaluator:
             self._actors: list[Any] = []
             self._lanes = [_Lane(self._cluster_capacity())]
             self.slots = workers or self._lanes[0].capacity
-            self._grace_s = 0.0
+            # Start-up allowance: the estimate cannot see a fresh worker process (after a crash or
+            # a force-cancel) import qd and unpickle the domain inside the deadline.
+            self._grace_s = 0.0 if timeout_s is None else min(_TASK_START_GRACE_S, float(timeout_s))
+            if not self._owns_runtime and self.slots < self._lanes[0].capacity:
+                # `qd run` passes evaluator.workers (2 by default) even when joining a big cluster.
+                log.warning("Ray evaluator: workers = %d leaves %d of the cluster's %d CPUs unused; set "
+                            "evaluator.workers (qd run --workers) to use them all", self.slots,
+                            self._lanes[0].capacity - self.slots, self._lanes[0].capacity)
         else:
             alive = sum(1 for node in ray.nodes() if node.get("Alive"))
             count = num_actors or max(1, alive)
