@@ -35,7 +35,7 @@ from domains.retrieval_task import (
     DEFAULT_INSTRUCTION, Instance, chunks, forward_prompt, make_instances, n_chunks, parse_code, parse_key,
     reverse_prompt_with_example,
 )
-from qd.analysis.tracer import span
+from qd.analysis.tracer import active_tracer, span
 from qd.domain import Domain
 from qd.result import EvalResult
 from qd.space import Bool, Categorical, Float, Int, Space, Text
@@ -48,12 +48,23 @@ MAX_FEW_SHOT = 3
 INSTRUCTION_MAX = 300
 
 
-def make_space(n_pairs: int) -> Space:
-    """The configuration space for ``n_pairs`` records."""
+def make_space(n_pairs: int, max_samples: int = MAX_SAMPLES, max_few_shot: int = MAX_FEW_SHOT) -> Space:
+    """The configuration space for ``n_pairs`` records.
+
+    ``max_samples`` and ``max_few_shot`` narrow the space (the real-backend demo caps them to keep
+    each evaluation affordable on a CPU); they cannot exceed :data:`MAX_SAMPLES`, :data:`MAX_FEW_SHOT`.
+    """
+    # Int ranges need low < high, so at least two choices each.
+    if not 2 <= max_samples <= MAX_SAMPLES:
+        raise ValueError(f"max_samples must be in [2, {MAX_SAMPLES}], got {max_samples!r}")
+    if not 1 <= max_few_shot <= MAX_FEW_SHOT:
+        raise ValueError(f"max_few_shot must be in [1, {MAX_FEW_SHOT}], got {max_few_shot!r}")
+    if not 2 <= n_pairs:
+        raise ValueError(f"n_pairs must be at least 2, got {n_pairs!r}")
     return Space({
-        "chunk_size": Int(1, max(1, n_pairs)),
-        "samples": Int(1, MAX_SAMPLES),
-        "few_shot": Int(0, MAX_FEW_SHOT),
+        "chunk_size": Int(1, n_pairs),
+        "samples": Int(1, max_samples),
+        "few_shot": Int(0, max_few_shot),
         "instruction": Text(INSTRUCTION_MAX, default=DEFAULT_INSTRUCTION),
         "aggregation": Categorical(list(AGGREGATIONS)),
         "verify": Bool(),
@@ -74,6 +85,16 @@ def predict_calls(config: dict, n_pairs: int) -> dict[str, int]:
     verify = int(bool(config["verify"]))
     calls = int(config["samples"]) * n_chunks(n_pairs, int(config["chunk_size"])) + fusion + verify
     return {"llm_calls": calls, "critical_path": 1 + fusion + verify}
+
+
+def _cache_path(cache: str | bool | None) -> str | None:
+    """``cache`` option -> SQLite path (``True``: qd's shared request cache, as ``[llm] cache = true``)."""
+    if cache is True:
+        import os
+        from pathlib import Path
+
+        return str(Path(os.environ.get("QD_CACHE_DIR", Path.home() / ".cache" / "qd")) / "llm-cache.sqlite")
+    return str(cache) if cache else None
 
 
 def _vote(answers: list[str | None]) -> str | None:
@@ -105,12 +126,29 @@ class RetrievalDomain(Domain):
     backend : {"real", "simulated"}
         ``"real"`` calls an LLM through :class:`qd.llm.LLMClient`; ``"simulated"`` uses the fitted
         :class:`~domains.retrieval_sim.SimulatedLLM` (fast, deterministic, labelled simulated).
-    base_url, model, api, api_key_env, cache, timeout_s :
+    base_url, model, api, api_key_env, timeout_s :
         Passed to :class:`qd.llm.LLMClient` (real backend; ``base_url=None`` is the embedded model).
+    cache : str, bool or None
+        Request cache of the real backend: a SQLite path, ``True`` for qd's shared cache
+        (``$QD_CACHE_DIR/llm-cache.sqlite``, default ``~/.cache/qd``), ``None``/``False`` for none.
+        Chunk calls are seeded by (instance, chunk, sample) only, so configurations that differ
+        only in aggregation, verification or sample count reuse each other's chunk answers; the
+        trace still counts every call (``cached=True``), so descriptors are unchanged.
     concurrency : int
         Chunk calls in flight at once (real backend).
     max_tokens : int
         Completion limit of every call (answers are one short line).
+    fit_path : str, optional
+        Parameters of the simulated backend (default ``domains/retrieval_fit.json``).
+    max_samples, max_few_shot : int
+        Upper bounds of ``samples`` (2..5) and ``few_shot`` (1..3) in the space; smaller values make
+        the most expensive configurations cheaper (the default ``qd run`` job uses 3 and 2).
+
+    Notes
+    -----
+    Each result's metrics hold ``predicted_calls_per_instance`` (static analysis),
+    ``traced_calls`` (LLM spans this evaluation recorded) and ``prediction_ok`` (whether the two
+    agree for all instances; ``None`` when no tracer was active).
     """
 
     objective_name = "accuracy"
@@ -118,12 +156,13 @@ class RetrievalDomain(Domain):
 
     def __init__(self, n_pairs: int = 32, n_instances: int = 8, seed: int = 0, backend: str = "real",
                  base_url: str | None = None, model: str = "gemma-3-270m", api: str = "completions",
-                 api_key_env: str = "OPENAI_API_KEY", cache: str | None = None, timeout_s: float = 60.0,
-                 concurrency: int = 4, max_tokens: int = 8, fit_path: str | None = None) -> None:
+                 api_key_env: str = "OPENAI_API_KEY", cache: str | bool | None = None, timeout_s: float = 60.0,
+                 concurrency: int = 4, max_tokens: int = 8, fit_path: str | None = None,
+                 max_samples: int = MAX_SAMPLES, max_few_shot: int = MAX_FEW_SHOT) -> None:
         if backend not in ("real", "simulated"):
             raise ValueError(f"backend must be 'real' or 'simulated', got {backend!r}")
-        if not isinstance(n_pairs, int) or not 1 <= n_pairs <= 1600:
-            raise ValueError(f"n_pairs must be an integer in [1, 1600], got {n_pairs!r}")
+        if not isinstance(n_pairs, int) or not 2 <= n_pairs <= 1600:
+            raise ValueError(f"n_pairs must be an integer in [2, 1600], got {n_pairs!r}")
         if not isinstance(n_instances, int) or n_instances < 1:
             raise ValueError(f"n_instances must be a positive integer, got {n_instances!r}")
         if concurrency < 1:
@@ -131,7 +170,8 @@ class RetrievalDomain(Domain):
         self.n_pairs, self.n_instances, self.seed, self.backend = n_pairs, n_instances, int(seed), backend
         self.name = "retrieval-sim" if backend == "simulated" else "retrieval"
         self.concurrency, self.max_tokens = int(concurrency), int(max_tokens)
-        self.space = make_space(n_pairs)
+        self.max_samples, self.max_few_shot = int(max_samples), int(max_few_shot)
+        self.space = make_space(n_pairs, self.max_samples, self.max_few_shot)
         self.instances: list[Instance] = make_instances(n_pairs, n_instances, self.seed)
         if backend == "simulated":
             from domains.retrieval_sim import SimulatedLLM
@@ -140,21 +180,28 @@ class RetrievalDomain(Domain):
         else:
             from qd.llm.client import LLMClient
 
-            self.llm = LLMClient(base_url=base_url, model=model, api=api, api_key_env=api_key_env, cache=cache,
+            self.llm = LLMClient(base_url=base_url, model=model, api=api, api_key_env=api_key_env,
+                                 cache=_cache_path(cache),
                                  timeout_s=timeout_s, concurrency=concurrency, max_tokens=max_tokens)
         # Default map: log2(LLM calls per instance) x largest prompt: the calls-vs-context trade-off.
         self.default_measures = ("log2_calls", "max_prompt_tokens")
-        max_calls = MAX_SAMPLES * n_pairs + 2
+        max_calls = self.max_samples * n_pairs + 2
         self.default_ranges = ((0.0, math.ceil(math.log2(max_calls) * 2) / 2), (0.0, float(self._max_prompt_tokens())))
         self.default_bins = (16, 16)
 
     # -- static analysis ------------------------------------------------------------------------
     def _max_prompt_tokens(self) -> int:
-        inst = self.instances[0]
-        prompt = forward_prompt(inst.records, inst.key, instruction="x" * INSTRUCTION_MAX, few_shot=MAX_FEW_SHOT)
+        """Upper end of the ``max_prompt_tokens`` range: the longest prompt any configuration can send
+        (all records, the longest instruction, every few-shot example, or the verification prompt),
+        with 10% slack for the real tokenizer, rounded up to 50."""
         from domains.retrieval_sim import SimulatedLLM
 
-        return int(math.ceil(SimulatedLLM().count_tokens(prompt) * 1.1 / 50.0) * 50)
+        longest = "x" * INSTRUCTION_MAX
+        prompts = [p for inst in self.instances for p in (
+            forward_prompt(inst.records, inst.key, instruction=longest, few_shot=self.max_few_shot),
+            reverse_prompt_with_example(inst.records, inst.code, instruction=longest))]
+        tokens = max(SimulatedLLM().count_tokens(p) for p in prompts)
+        return int(math.ceil(tokens * 1.1 / 50.0) * 50)
 
     def predict(self, config: dict) -> dict[str, int]:
         """:func:`predict_calls` for one instance of this domain."""
@@ -256,6 +303,8 @@ class RetrievalDomain(Domain):
         if problems:
             return EvalResult.failure("invalid", "; ".join(problems[:5]))
         errors: list[str] = []
+        tracer = active_tracer()
+        first_span = len(tracer) if tracer is not None else 0
 
         def run(i: int, inst: Instance, pool: ThreadPoolExecutor | None) -> dict:
             with span("step", f"instance{i}"):
@@ -280,12 +329,16 @@ class RetrievalDomain(Domain):
             raise RuntimeError(f"every LLM call failed, e.g. {errors[0]}")
         correct = sum(r["correct"] for r in rows)
         accuracy = correct / self.n_instances
+        # Static analysis checked against the trace on every evaluation (None without a tracer).
+        traced = (sum(s["kind"] == "llm" for s in tracer.spans[first_span:]) if tracer is not None else None)
+        expected = predicted["llm_calls"] * self.n_instances
         return EvalResult(
             fitness=accuracy,
             metrics={"accuracy": accuracy, "correct": correct, "instances": self.n_instances,
                      "backend": self.backend, "simulated": self.backend == "simulated",
                      "answers": [r["answer"] for r in rows], "call_errors": len(errors),
-                     "predicted_calls_per_instance": predicted["llm_calls"]},
+                     "predicted_calls_per_instance": predicted["llm_calls"], "traced_calls": traced,
+                     "prediction_ok": None if traced is None else traced == expected},
             feedback=self._feedback(config, rows, accuracy, errors),
         )
 

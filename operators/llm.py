@@ -4,6 +4,8 @@ Both write a prompt from parents in the archive, ask :class:`qd.llm.LLMClient` f
 (seeded from the search's rng, so a run with a warm request cache replays exactly), and turn the
 text into a configuration with :func:`operators.parse.parse_config` (extract, repair, validate).
 When that fails they return ``[]`` and count it; the search then substitutes a classic offspring.
+:meth:`LLMOperator.generate` returns the same children with what happened on the way (LLM failure,
+invalid output, tokens spent), which the search uses for its per-operator metrics.
 
 LMX (Meyerson et al., "Language Model Crossover") needs no instruction tuning: the parents are
 few-shot lines ``score | measures | config`` ordered worst to best, and the prompt ends with a
@@ -17,15 +19,50 @@ from __future__ import annotations
 import json
 import math
 import threading
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from operators.parse import ParseError, parse_config
 
-__all__ = ["LLM_OPERATORS", "LLMMutation", "LMXCrossover", "LLMOperator"]
+__all__ = ["LLM_OPERATORS", "Generation", "LLMMutation", "LMXCrossover", "LLMOperator"]
 
 _FEEDBACK_CHARS = 400  # feedback beyond this rarely helps a small model and costs prompt tokens
+_PROMPT_DIGITS = 4  # significant digits of floats in prompts: full doubles cost ~18 tokens each
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What one :meth:`LLMOperator.generate` call produced.
+
+    Attributes
+    ----------
+    configs : list of dict
+        Valid children (empty when the call failed or the output was unusable).
+    failed : bool
+        The LLM call raised :class:`qd.llm.LLMError` (after the client's retries): no offspring.
+    invalid : bool
+        The model answered but no valid configuration could be recovered from its text.
+    tokens : int
+        Prompt plus completion tokens the call reported (cache hits report the original counts).
+    """
+
+    configs: list
+    failed: bool = False
+    invalid: bool = False
+    tokens: int = 0
+
+
+def _compact(value: Any) -> Any:
+    """``value`` with floats rounded to a few significant digits, for prompts only."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.{_PROMPT_DIGITS}g}")
+    if isinstance(value, dict):
+        return {k: _compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return value
 
 
 def _fmt_number(value: Any) -> str:
@@ -58,13 +95,15 @@ class LLMOperator:
         Sampling temperature (default: the client's).
     max_tokens : int, optional
         Completion limit; default estimated from the parents' size.
-    target : str, optional
-        Hint for the next child, e.g. ``"fewer llm_calls"``; the search may set it per call.
+    target : str or dict, optional
+        Standing goal for every child, e.g. ``"fewer llm_calls"`` or ``{"llm_calls": 4}``; the
+        search passes per-call goals (empty archive regions) to :meth:`generate` instead.
     """
 
     name = "llm"
     num_parents = 1
     uses_llm = True  # the search runs these in its LLM thread pool
+    accepts_target = False  # whether the search should pass archive target regions to generate()
 
     def __init__(
         self,
@@ -100,8 +139,13 @@ class LLMOperator:
 
     # -- helpers ----------------------------------------------------------------------------------
     def _render(self, config: dict[str, Any]) -> str:
-        """One-line JSON with sorted keys, spaced like ordinary text (easier for small models)."""
-        return json.dumps(json.loads(self.space.canonical(config)), separators=(", ", ": "), ensure_ascii=False)
+        """One-line JSON with sorted keys, spaced like ordinary text (easier for small models).
+
+        Floats are shown with 4 significant digits: the model copies what it sees, and 17-digit
+        doubles would double the prompt and the completion without telling it anything.
+        """
+        canonical = json.loads(self.space.canonical(config))
+        return json.dumps(_compact(canonical), separators=(", ", ": "), ensure_ascii=False)
 
     def _token_budget(self, rendered: Sequence[str]) -> int:
         if self.max_tokens is not None:
@@ -115,8 +159,8 @@ class LLMOperator:
                 self._counts[key] += value
 
     def _ask(self, prompt: Any, *, chat: bool, stop: Sequence[str] | None, max_tokens: int,
-             rng: np.random.Generator) -> str | None:
-        """One LLM call; ``None`` (counted) when the client gives up."""
+             rng: np.random.Generator) -> tuple[str | None, int]:
+        """One LLM call: ``(text, tokens)``; text is ``None`` (counted) when the client gives up."""
         from qd.llm.client import LLMError
 
         seed = int(rng.integers(0, 2**31 - 1))
@@ -126,23 +170,44 @@ class LLMOperator:
             resp = self.client.chat(prompt, **kwargs) if chat else self.client.complete(prompt, **kwargs)
         except LLMError:
             self._count(llm_failures=1)
-            return None
+            return None, 0
         self._count(calls=1, tokens_in=resp.tokens_in, tokens_out=resp.tokens_out)
-        return resp.text
+        return resp.text, resp.tokens_in + resp.tokens_out
 
-    def _accept(self, text: str | None, fallback: dict[str, Any], parents: Sequence[Any]) -> list[dict[str, Any]]:
+    def _accept(self, text: str | None, tokens: int, fallback: dict[str, Any],
+                parents: Sequence[Any]) -> Generation:
         if text is None:
-            return []
+            return Generation([], failed=True)
         try:
             child = parse_config(text, self.space, fallback=fallback)
         except ParseError:
             self._count(invalid=1)
-            return []
+            return Generation([], invalid=True, tokens=tokens)
         self._count(offspring=1)
         digest = self.space.hash(child)
         if any(self.space.hash(p.config) == digest for p in parents):
             self._count(unchanged=1)  # returned anyway; the search counts it as a duplicate
-        return [child]
+        return Generation([child], tokens=tokens)
+
+    def generate(self, parents: Sequence[Any], rng: np.random.Generator,
+                 target: str | dict[str, float] | None = None) -> Generation:
+        """Children of ``parents`` with what happened on the way (see :class:`Generation`).
+
+        Parameters
+        ----------
+        parents : sequence of Parent
+            Elites from the archive.
+        rng : numpy.random.Generator
+            Draws the request's sampling seed (a warm request cache then replays the run).
+        target : str or dict, optional
+            Goal for this call only (thread-safe, unlike setting :attr:`target`): a text hint or
+            measure values of an archive region to reach; ``None`` uses :attr:`target`.
+        """
+        raise NotImplementedError
+
+    def vary(self, parents: Sequence[Any], rng: np.random.Generator) -> list[dict[str, Any]]:
+        """Children of ``parents`` (``[]`` when the model's output is unusable or the call failed)."""
+        return self.generate(parents, rng).configs
 
     def stats(self) -> dict[str, int]:
         """Counters: ``offspring`` (valid children), ``invalid`` (unparseable or invalid output),
@@ -182,8 +247,14 @@ class LMXCrossover(LLMOperator):
         text = _fmt_measures(measures)
         return f"{head} | {text} | config:" if text else f"{head} | config:"
 
-    def prompt(self, parents: Sequence[Any]) -> tuple[str, dict[str, Any], list[str]]:
-        """The few-shot prompt, the fallback config (best parent) and the rendered parent configs."""
+    def prompt(self, parents: Sequence[Any], target: str | dict[str, float] | None = None
+               ) -> tuple[str, dict[str, Any], list[str]]:
+        """The few-shot prompt, the fallback config (best parent) and the rendered parent configs.
+
+        ``target`` (default :attr:`target`): a text goal becomes a ``# goal:`` header line; measure
+        values are written on the line the model completes instead of the best parent's.
+        """
+        target = self.target if target is None else target
         unique: dict[str, Any] = {}
         for p in parents:
             unique.setdefault(self.space.hash(p.config), p)
@@ -191,8 +262,8 @@ class LMXCrossover(LLMOperator):
         ordered = sorted(unique.values(), key=lambda p: -math.inf if math.isnan(float(p.fitness)) else float(p.fitness))
         rendered = [self._render(p.config) for p in ordered]
         lines = []
-        if isinstance(self.target, str) and self.target:
-            lines.append(f"# goal: {_one_line(self.target, 200)}")
+        if isinstance(target, str) and target:
+            lines.append(f"# goal: {_one_line(target, 200)}")
         for p, r in zip(ordered, rendered):
             lines.append(f"{self._line(_fmt_number(p.fitness), p.measures)} {r}")
         best = ordered[-1]
@@ -202,24 +273,26 @@ class LMXCrossover(LLMOperator):
             goal = max(scores) + (0.1 * spread if spread > 0 else 0.05 * abs(max(scores)) + 1e-3)
         else:
             goal = float("nan")
-        measures = self.target if isinstance(self.target, dict) else best.measures
+        measures = target if isinstance(target, dict) else best.measures
         lines.append(self._line(_fmt_number(goal), measures))
         return "\n".join(lines), best.config, rendered
 
-    def vary(self, parents: Sequence[Any], rng: np.random.Generator) -> list[dict[str, Any]]:
-        """One child recombining ``parents`` (``[]`` when the model's output is unusable)."""
+    def generate(self, parents: Sequence[Any], rng: np.random.Generator,
+                 target: str | dict[str, float] | None = None) -> Generation:
+        """One child recombining ``parents`` (see :meth:`LLMOperator.generate`)."""
         if not parents:
-            raise ValueError("LMXCrossover.vary needs at least one parent")
-        prompt, fallback, rendered = self.prompt(parents)
+            raise ValueError("LMXCrossover needs at least one parent")
+        prompt, fallback, rendered = self.prompt(parents, target)
         if self.client.api == "chat":
             # Instruct endpoints may not continue raw text; ask for the continuation explicitly.
             messages = [{"role": "user", "content": "Continue this list with exactly one new line. "
                          "Reply with the JSON config of that line only.\n\n" + prompt}]
-            text = self._ask(messages, chat=True, stop=None, max_tokens=2 * self._token_budget(rendered) + 32,
-                             rng=rng)
+            text, tokens = self._ask(messages, chat=True, stop=None,
+                                     max_tokens=2 * self._token_budget(rendered) + 32, rng=rng)
         else:
-            text = self._ask(prompt, chat=False, stop=["\n"], max_tokens=self._token_budget(rendered), rng=rng)
-        return self._accept(text, fallback, parents)
+            text, tokens = self._ask(prompt, chat=False, stop=["\n"], max_tokens=self._token_budget(rendered),
+                                     rng=rng)
+        return self._accept(text, tokens, fallback, parents)
 
 
 class LLMMutation(LLMOperator):
@@ -239,6 +312,7 @@ class LLMMutation(LLMOperator):
 
     name = "llm_mutation"
     num_parents = 1
+    accepts_target = True
 
     SYSTEM = ("You edit configurations of a compound AI system to improve it. "
               "Answer with one JSON object that follows the schema, and nothing else.")
@@ -255,27 +329,32 @@ class LLMMutation(LLMOperator):
             self._schema = self.space.to_prompt()
         return self._schema
 
-    def _goal(self) -> str:
-        if isinstance(self.target, dict):
-            return "reach " + _fmt_measures(self.target) + f" with a high {self.score_name}"
-        return _one_line(self.target, 200) if self.target else f"a higher {self.score_name}"
+    def _goal(self, target: str | dict[str, float] | None) -> str:
+        target = self.target if target is None else target
+        if isinstance(target, dict):
+            return "reach " + _fmt_measures(target) + f" with a high {self.score_name}"
+        return _one_line(target, 200) if target else f"a higher {self.score_name}"
 
-    def chat_messages(self, parent: Any) -> list[dict[str, str]]:
-        """Chat prompt for instruct models."""
+    def chat_messages(self, parent: Any, target: str | dict[str, float] | None = None) -> list[dict[str, str]]:
+        """Chat prompt for instruct models (``target`` defaults to :attr:`target`)."""
         measures = _fmt_measures(parent.measures) or "none"
         user = (
             f"Schema:\n{self.schema}\n\n"
             f"Current configuration ({self.score_name} {_fmt_number(parent.fitness)}; {measures}):\n"
             f"{self._render(parent.config)}\n\n"
             f"Evaluation feedback: {_one_line(getattr(parent, 'feedback', '') or 'none')}\n"
-            f"Goal: {self._goal()}\n\n"
+            f"Goal: {self._goal(target)}\n\n"
             "Write one modified configuration that changes one to three fields toward the goal. "
             "Reply with the JSON object only."
         )
         return [{"role": "system", "content": self.SYSTEM}, {"role": "user", "content": user}]
 
-    def completion_prompt(self, parent: Any) -> str:
-        """Completion template for base models: ends where the new JSON line starts."""
+    def completion_prompt(self, parent: Any, target: str | dict[str, float] | None = None) -> str:
+        """Completion template for base models: ends with the new line's opening brace.
+
+        Writing the ``{`` ourselves keeps a base model on one line like the example above it;
+        left to itself, gemma-3-270m often opens a multi-line object that the newline stop cuts.
+        """
         return (
             "# Configuration schema\n"
             f"{self.schema}\n\n"
@@ -283,22 +362,27 @@ class LLMMutation(LLMOperator):
             f"{self.score_name}: {_fmt_number(parent.fitness)} | {_fmt_measures(parent.measures) or 'none'}\n"
             f"config: {self._render(parent.config)}\n"
             f"# Feedback: {_one_line(getattr(parent, 'feedback', '') or 'none')}\n"
-            f"# Goal: {self._goal()}\n\n"
+            f"# Goal: {self._goal(target)}\n\n"
             "# Modified configuration (one to three fields changed toward the goal)\n"
-            "config:"
+            "config: {"
         )
 
-    def vary(self, parents: Sequence[Any], rng: np.random.Generator) -> list[dict[str, Any]]:
-        """One mutated child of ``parents[0]`` (``[]`` when the model's output is unusable)."""
+    def generate(self, parents: Sequence[Any], rng: np.random.Generator,
+                 target: str | dict[str, float] | None = None) -> Generation:
+        """One mutated child of ``parents[0]`` (see :meth:`LLMOperator.generate`)."""
         if not parents:
-            raise ValueError("LLMMutation.vary needs a parent")
+            raise ValueError("LLMMutation needs a parent")
         parent = parents[0]
         budget = self._token_budget([self._render(parent.config)])
         if self.client.api == "chat":
-            text = self._ask(self.chat_messages(parent), chat=True, stop=None, max_tokens=2 * budget + 32, rng=rng)
+            text, tokens = self._ask(self.chat_messages(parent, target), chat=True, stop=None,
+                                     max_tokens=2 * budget + 32, rng=rng)
         else:
-            text = self._ask(self.completion_prompt(parent), chat=False, stop=["\n"], max_tokens=budget, rng=rng)
-        return self._accept(text, parent.config, parents[:1])
+            text, tokens = self._ask(self.completion_prompt(parent, target), chat=False, stop=["\n"],
+                                     max_tokens=budget, rng=rng)
+            if text is not None and not text.lstrip().startswith("{"):
+                text = "{" + text  # the brace the prompt ended with
+        return self._accept(text, tokens, parent.config, parents[:1])
 
 
 #: Registry entries for ``operators/__init__.py`` (merged by the lead).

@@ -122,30 +122,98 @@ def _print_summary(run: Any) -> None:
     print(f"\nevaluations: {run.store.count()}  elites: {s.num_elites}  coverage: {s.coverage:.1%}  "
           f"qd_score: {s.qd_score:.4g}  best: {best}")
     names = run.archive.measure_names
-    picks = _spanning_elites(run.archive)
+    obj = run.domain.objective_name
+    picks = _spanning_elites(run.archive, obj)
     if picks:
-        print("elites spanning the map:")
+        print(f"elites spanning the map ({obj} over {', '.join(names)}):")
         for label, elite in picks:
-            measures = ", ".join(f"{n}={v:.3g}" for n, v in zip(names, elite["measures"]))
-            print(f"  {label:<18} {run.domain.objective_name}={elite['objective']:.4g}  {measures}  (id {elite['id']})")
+            measures = "  ".join(f"{n}={v:.3g}" for n, v in zip(names, elite["measures"]))
+            print(f"  {label}\n      {obj}={elite['objective']:.4g}  {measures}  (id {elite['id']})")
+            print(f"      {_config_line(elite['solution'])}")
     if (run.path / "heatmap.png").exists():
         print(f"heatmap: {run.path / 'heatmap.png'}")
     print(f"inspect: qd status {run.path}   qd elites {run.path} --diverse 5")
 
 
-def _spanning_elites(archive: Any) -> list[tuple[str, dict]]:
-    """The best elite, plus the lowest-measure elites that reach 90% of the best objective."""
+def _config_line(config: Any, limit: int = 160) -> str:
+    """A configuration on one line: ``key=value`` pairs, long strings cut (for the run summary)."""
+    if not isinstance(config, dict):
+        text = json.dumps(config, default=str)
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+    parts = []
+    for key, value in config.items():
+        if isinstance(value, float):
+            shown = f"{value:.3g}"
+        elif isinstance(value, str):
+            shown = json.dumps(value if len(value) <= 40 else value[:37] + "...")
+        else:
+            shown = json.dumps(value, default=str)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        parts.append(f"{key}={shown}")
+    line = " ".join(parts)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _spanning_elites(archive: Any, objective_name: str = "objective", near: float = 0.1,
+                     max_front: int = 6) -> list[tuple[str, dict]]:
+    """Elites that span the map's trade-offs, labelled, in print order.
+
+    Parameters
+    ----------
+    archive : archive
+        Any archive with ``top()`` and ``measure_names``.
+    objective_name : str
+        Used in the labels.
+    near : float
+        "Near-best" means an objective within ``near * |best|`` of the best.
+    max_front : int
+        Most front elites listed.
+
+    Returns
+    -------
+    list of (str, dict)
+        ``best <objective>`` (ties go to the lowest measures: the cheapest of the best); for each
+        measure, ``lowest <measure>, <objective> >= cutoff`` (the cheapest near-best elite, e.g.
+        the fewest LLM calls that still answer accurately); then the front of the first measure
+        against the objective (``<measure> vs <objective> front``: each step buys a higher
+        objective with more of the first measure). An elite picked twice is listed once.
+    """
     elites = archive.top()
     if not elites:
         return []
-    best = elites[0]
-    picks = [("best", best)]
-    cutoff = best["objective"] - 0.1 * abs(best["objective"])
+    names = list(archive.measure_names)
+
+    def cheap(e: dict) -> tuple:
+        return tuple(float(v) for v in e["measures"])
+
+    top_value = max(e["objective"] for e in elites)
+    best = min((e for e in elites if e["objective"] == top_value), key=cheap)
+    picks: list[tuple[str, dict]] = [(f"best {objective_name}", best)]
+    cutoff = top_value - near * abs(top_value)
     good = [e for e in elites if e["objective"] >= cutoff]
-    for i, name in enumerate(archive.measure_names):
-        cheapest = min(good, key=lambda e: e["measures"][i])
-        picks.append((f"lowest {name}", cheapest))
-    return picks
+    for i, name in enumerate(names):
+        pick = min(good, key=lambda e: (float(e["measures"][i]), -e["objective"], cheap(e)))
+        picks.append((f"lowest {name}, {objective_name} >= {cutoff:.3g}", pick))
+    # The front starts above the QD-score offset (the objective's floor): a cheap elite that never
+    # succeeds (accuracy 0) is no trade-off.
+    offset = getattr(archive, "qd_score_offset", None)
+    front, level = [], -math.inf if offset is None else float(offset)
+    for e in sorted(elites, key=lambda e: (float(e["measures"][0]), -e["objective"])):
+        if e["objective"] > level:
+            front.append(e)
+            level = e["objective"]
+    if len(front) > max_front:  # keep both ends and an even spread between them
+        keep = sorted({round(j * (len(front) - 1) / (max_front - 1)) for j in range(max_front)})
+        front = [front[j] for j in keep]
+    picks += [(f"{names[0]} vs {objective_name} front", e) for e in front]
+    merged: dict[int, tuple[list[str], dict]] = {}
+    for label, e in picks:
+        merged.setdefault(int(e["id"]), ([], e))[0].append(label)
+    out = []
+    for labels, e in merged.values():
+        front_only = [lab for lab in labels if not lab.endswith(" front")]
+        out.append(("; ".join(front_only or labels), e))
+    return out
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -162,15 +230,26 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     operators = {}
     for name, c in counters.items():
         offspring = int(c.get("offspring", 0))
+        gains, tokens = int(c.get("gains", 0)), int(c.get("tokens", 0))
         operators[name] = {
             "offspring": offspring, "valid": int(c.get("valid", 0)), "duplicates": int(c.get("duplicates", 0)),
-            "evaluated": int(c.get("evaluated", 0)), "gains": int(c.get("gains", 0)),
-            "tokens": int(c.get("tokens", 0)), "time_s": round(c.get("time_s", 0.0), 3),
+            "evaluated": int(c.get("evaluated", 0)), "gains": gains, "spent": int(c.get("spent", 0)),
+            "llm_failures": int(c.get("llm_failures", 0)), "tokens": tokens,
+            "time_s": round(c.get("time_s", 0.0), 3), "share": round(c["share"], 4) if "share" in c else None,
+            # rates over the operator's offspring: valid after repair / repeated a seen config
             "validity_rate": round(c.get("valid", 0) / offspring, 4) if offspring else None,
-            "gain_rate": round(c.get("gains", 0) / c["evaluated"], 4) if c.get("evaluated") else None,
+            "duplicate_rate": round(c.get("duplicates", 0) / offspring, 4) if offspring else None,
+            "gain_rate": round(gains / c["evaluated"], 4) if c.get("evaluated") else None,
+            "tokens_per_gain": round(tokens / gains, 1) if tokens and gains else None,
         }
-    llm_total = run.store.counters("llm").get("total", {})
-    llm = {k: llm_total.get(k, 0) for k in ("calls", "tokens_in", "tokens_out", "cache_hits", "failures", "cost_usd")}
+    llm_counters = run.store.counters("llm")
+    fields = ("calls", "tokens_in", "tokens_out", "cache_hits", "failures", "errors", "cost_usd", "latency_s")
+
+    def usage(u: dict) -> dict:  # counts as ints; cost and latency stay floats
+        return {k: (round(u.get(k, 0.0), 6) if k in ("cost_usd", "latency_s") else int(u.get(k, 0))) for k in fields}
+
+    llm = usage(llm_counters.get("total", {}))
+    llm["by_operator"] = {tag: usage(u) for tag, u in llm_counters.items() if tag != "total"}
     return {
         "run_dir": str(run.path), "name": run.config["run"]["name"], "domain": run.config["domain"]["name"],
         "evaluations": run.store.count(), "budget": run.config["run"]["evaluations"],
@@ -190,12 +269,21 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"elites {status['num_elites']}  coverage {status['coverage']:.1%}  qd_score {status['qd_score']:.4g}  "
           f"best {status['obj_max']}")
     print("statuses: " + ", ".join(f"{k} {v}" for k, v in status["statuses"].items()))
+    print(f"  {'operator':<14} {'offspring':>9} {'valid':>6} {'dup':>6} {'evaluated':>9} {'gains':>6} "
+          f"{'gain/eval':>9} {'tokens':>8} {'tok/gain':>8} {'time_s':>8} {'llm_fail':>8} {'share':>6}")
     for name, o in status["operators"].items():
-        print(f"  {name:<18} offspring {o['offspring']:>6}  valid {o['validity_rate']}  dup {o['duplicates']:>5}  "
-              f"evaluated {o['evaluated']:>6}  gains {o['gains']:>5}  tokens {o['tokens']}")
-    if status["llm"]["calls"]:
-        print("llm: " + ", ".join(f"{k} {v}" for k, v in status["llm"].items()))
+        print(f"  {name:<14} {o['offspring']:>9} {_pct(o['validity_rate']):>6} {_pct(o['duplicate_rate']):>6} "
+              f"{o['evaluated']:>9} {o['gains']:>6} {_pct(o['gain_rate']):>9} {o['tokens']:>8} "
+              f"{o['tokens_per_gain'] if o['tokens_per_gain'] is not None else '-':>8} {o['time_s']:>8.1f} "
+              f"{o['llm_failures']:>8} {_pct(o['share']):>6}")
+    llm = status["llm"]
+    if llm["calls"] or llm["failures"] or llm["errors"]:
+        print("llm: " + ", ".join(f"{k} {v}" for k, v in llm.items() if k != "by_operator"))
     return 0
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.0f}%"
 
 
 # -- plot --------------------------------------------------------------------------------------

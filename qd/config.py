@@ -35,12 +35,21 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                   "actor_concurrency": 64},
 }
 
-# `qd run` with no config file: the arm demo (fast, no LLM needed).
+# `qd run` with no config file: the retrieval pipeline (domains/retrieval.py) on the embedded
+# gemma-3-270m, searched with LLM operators (LMX, LLM mutation) and a classic mutation. The map is
+# log2(LLM calls per question) x largest prompt in tokens, coloured by accuracy: the trade-off of
+# more calls on shorter contexts. Sized to finish in about 5 minutes on 2 CPU cores: 8 records and
+# 3 questions per evaluation, at most 3 votes and 2 few-shot examples, a small map, and the request
+# cache (a mutation that keeps the chunking reuses its parent's chunk answers; calls still count).
 DEMO_CONFIG: dict[str, dict[str, Any]] = {
-    "run": {"name": "arm-demo", "evaluations": 5000, "init_random": 100},
-    "domain": {"name": "arm", "options": {"joints": 20}},
-    "archive": {"type": "grid", "measures": ["x", "y"], "bins": [50, 50], "ranges": [[-20, 20], [-20, 20]]},
-    "operators": {"iso_line_dd": 1.0},
+    "run": {"name": "retrieval-demo", "evaluations": 40, "init_random": 6},
+    "domain": {"name": "retrieval", "options": {"n_pairs": 8, "n_instances": 3, "max_samples": 3,
+                                                "max_few_shot": 2, "cache": True}},
+    "archive": {"type": "grid", "measures": ["log2_calls", "max_prompt_tokens"], "bins": [5, 5],
+                "ranges": [[0.0, 5.0], [50.0, 300.0]]},
+    "operators": {"mutation": 1.0, "lmx": 0.5, "llm_mutation": 0.5},
+    # A many-call configuration on a busy CPU can take minutes; the default 60 s would cut it off.
+    "evaluator": {"timeout_s": 600.0},
 }
 
 _CHOICES = {

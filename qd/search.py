@@ -4,6 +4,12 @@ The search keeps ``2 × evaluator.slots`` evaluations in flight, inserts each
 result into the archive as it lands, commits it to the run store, and keeps
 generating offspring meanwhile. LLM operators run in a thread pool so that
 waiting on a model never leaves evaluation workers idle.
+
+Every selection of an operator costs exactly one evaluation: its own child, or,
+when an LLM operator's call fails or its output is invalid or a duplicate, a
+classic child made in its place (operator ``fallback``). That is the denominator
+of the adaptive operator weights, so an operator pays for the offspring it
+wastes.
 """
 from __future__ import annotations
 
@@ -31,13 +37,15 @@ _MAX_DUPLICATE_TRIES = 8
 class OperatorStats:
     """Counters of one operator (shown by ``qd status``)."""
 
-    offspring: int = 0    # candidates the operator wrote
-    valid: int = 0        # ... that passed Space.validate
-    duplicates: int = 0   # ... that repeated a config already seen
-    evaluated: int = 0    # offspring evaluated under this operator's name
-    gains: int = 0        # evaluations that added a new cell or improved one
-    tokens: int = 0       # LLM tokens spent (in + out)
-    time_s: float = 0.0   # wall time spent generating
+    offspring: int = 0     # candidates the operator wrote (LLM: answers parsed, valid or not)
+    valid: int = 0         # ... that passed Space.validate (after repair)
+    duplicates: int = 0    # ... valid ones that repeated a config already seen (not evaluated)
+    evaluated: int = 0     # offspring evaluated under this operator's name
+    gains: int = 0         # evaluations that added a new cell or improved one
+    spent: int = 0         # evaluations spent because this operator was chosen (own or fallback child)
+    llm_failures: int = 0  # LLM calls that failed after retries (or generations that raised)
+    tokens: int = 0        # LLM tokens spent (in + out)
+    time_s: float = 0.0    # wall time spent generating
 
     def as_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
@@ -51,6 +59,7 @@ class _Child:
     operator: str
     parent_ids: list[int]
     submitted_at: float = 0.0
+    chosen_by: str = ""  # operator whose selection this evaluation is charged to (adaptive weights)
 
 
 @dataclass
@@ -58,6 +67,14 @@ class _LLMJob:
     operator: str
     parents: list
     started: float = field(default_factory=time.perf_counter)
+
+
+def _generate(op: Any, parents: list, rng: np.random.Generator, target: Any) -> Any:
+    """Run one LLM operator call in a pool thread: ``op.generate`` when it has one, else ``vary``."""
+    generate = getattr(op, "generate", None)
+    if generate is None:
+        return op.vary(parents, rng)
+    return generate(parents, rng) if target is None else generate(parents, rng, target)
 
 
 def replay(store: RunStore, archive: Any) -> set[str]:
@@ -101,7 +118,8 @@ class Search:
     seed : int
         Seeds the search's random generator.
     adaptive : bool
-        Shift operator weights toward the best archive gain per evaluation and per 1k tokens.
+        Shift operator weights toward the best archive gain per evaluation and per 1k tokens
+        (see :meth:`_adapt_weights`), every ``adapt_every`` evaluations.
     llm_threads : int
         LLM operator calls generated concurrently.
     progress : bool
@@ -116,6 +134,15 @@ class Search:
         Insert results in submission order rather than as they land. With a fixed
         ``window`` this makes the archive independent of evaluation timing, so serial
         and Ray runs with the same seed give the same archive (at some cost in idle time).
+    target_rate : float
+        Probability that an LLM operator which accepts targets (``accepts_target``, e.g.
+        ``LLMMutation``) is asked to reach an empty region of the archive near its parent
+        instead of only a higher objective.
+    adapt_every : int
+        Evaluations between adaptive weight updates.
+    drain_s : float
+        At the budget, how long to wait for LLM calls still running so that their tokens and
+        failures are counted.
     """
 
     def __init__(self, domain: Domain, archive: Any, evaluator: Any, *,
@@ -123,7 +150,8 @@ class Search:
                  budget: int, store: RunStore | None = None, init_random: int = 100, seed: int = 0,
                  adaptive: bool = False, llm_threads: int = 4, progress: bool = False,
                  llm_client: Any = None, history_every: int | None = None, window: int | None = None,
-                 ordered: bool = False):
+                 ordered: bool = False, target_rate: float = 0.5, adapt_every: int = 20,
+                 drain_s: float = 30.0):
         from operators.classic import Mutation
 
         if not operators:
@@ -155,9 +183,16 @@ class Search:
         self._bar = None
         self.window = window or 2 * evaluator.slots
         self.ordered = ordered
+        self.target_rate = float(target_rate)
+        self.adapt_every = max(1, int(adapt_every))
+        self.drain_s = float(drain_s)
         self._landed: dict[int, EvalResult] = {}
+        self._llm_base: dict[str, dict[str, float]] = {}  # LLM usage of earlier sessions of a resumed run
+        self._pending: str | None = None  # an LLM operator drawn while every LLM thread was busy
         if store is not None:
             self._restore(store)
+            if adaptive:
+                self._adapt_weights()  # resume with the weights the counters imply
 
     # -- public --------------------------------------------------------------------------------
     def run(self) -> Any:
@@ -185,6 +220,7 @@ class Search:
                     while self._inflight and min(self._inflight) in self._landed:
                         first = min(self._inflight)
                         self._tell(first, self._landed.pop(first))
+            self._drain_llm()
         finally:
             self._save_counters()
             if self._bar is not None:
@@ -204,6 +240,7 @@ class Search:
         self._seen = replay(store, self.archive)
         self.finished = len(self._seen)
         self._next_id = store.max_id() + 1
+        self._llm_base = store.counters("llm")
         for name, fields in store.counters("operators").items():
             self.stats[name] = OperatorStats(**{k: type(getattr(OperatorStats(), k))(v) for k, v in fields.items()
                                                 if hasattr(OperatorStats, k)})
@@ -225,16 +262,44 @@ class Search:
         if self.finished + len(self._inflight) < self.init_random or len(self.archive) == 0:
             return self._random_child()
         while True:
-            name = self._choose_operator()
+            name = self._pending or self._choose_operator()
             op = self.operators[name]
+            if getattr(op, "uses_llm", False) and len(self._llm_jobs) >= self._llm_threads:
+                # Keep the draw until an LLM thread is free: drawing again would hand the slot to
+                # a (fast) classic operator, and LLM operators would get far less than their weight.
+                self._pending = name
+                return None
+            self._pending = None
             parents = self._select_parents(op.num_parents)
             if getattr(op, "uses_llm", False):
-                if len(self._llm_jobs) >= self._llm_threads:
-                    return None
                 child_rng = np.random.default_rng(self.rng.integers(2**63))
-                self._llm_jobs[self._llm_pool.submit(op.vary, parents, child_rng)] = _LLMJob(name, parents)
+                target = None
+                if getattr(op, "accepts_target", False) and self.rng.random() < self.target_rate:
+                    target = self._target_region(parents[0])
+                future = self._llm_pool.submit(_generate, op, parents, child_rng, target)
+                self._llm_jobs[future] = _LLMJob(name, parents)
                 continue
-            return self._classic_child(name, op, parents)
+            child = self._classic_child(name, op, parents)
+            child.chosen_by = name
+            return child
+
+    def _target_region(self, parent: Any) -> dict[str, float] | None:
+        """Measures of an empty cell near ``parent``'s: where an LLM mutation should try to land.
+
+        Steps of ~15% of each range keep the goal reachable by editing a few fields; None when
+        the neighbourhood is full (the operator then just aims for a higher objective).
+        """
+        low, high = self.archive.lower_bounds, self.archive.upper_bounds
+        try:
+            center = np.array([float(parent.measures[n]) for n in self.measure_names])
+        except (KeyError, TypeError, ValueError):
+            return None
+        for _ in range(8):
+            point = np.clip(center + self.rng.normal(0.0, 0.15, size=len(center)) * (high - low), low, high)
+            occupied, _ = self.archive.retrieve_single(point)
+            if not occupied:
+                return dict(zip(self.measure_names, map(float, point)))
+        return None
 
     def _classic_child(self, name: str, op: Any, parents: list) -> _Child:
         start = time.perf_counter()
@@ -270,33 +335,64 @@ class Search:
             stats.offspring += 1
             child = self._admit(RANDOM, self.space.sample(self.rng), [])
             if child is not None:
+                child.chosen_by = RANDOM
                 return child
         raise RuntimeError("could not sample a configuration that has not been evaluated yet: "
                            "the space looks exhausted")
+
+    def _drain_llm(self) -> None:
+        """At the budget: wait (up to ``drain_s``) for LLM calls already running and count them.
+
+        LLM generation runs ahead of evaluation, so calls are still in flight when the budget is
+        reached; their tokens and failures are real spend, so they are counted (their children
+        are not evaluated). Calls not yet started are cancelled.
+        """
+        for future in list(self._llm_jobs):
+            if future.cancel():
+                del self._llm_jobs[future]
+        if self._llm_jobs:
+            cf.wait(list(self._llm_jobs), timeout=self.drain_s)
+            for future in [f for f in self._llm_jobs if f.done()]:
+                job = self._llm_jobs.pop(future)
+                for config in self._account_llm(job, future):
+                    self._admit(job.operator, config, job.parents)  # validity and duplicates, counted
+
+    def _account_llm(self, job: _LLMJob, future: cf.Future) -> list[dict]:
+        """Count one finished LLM generation; returns its candidate configs.
+
+        A failed call (``Generation.failed``, or an exception from the operator) is an LLM failure,
+        not an offspring; an answer with no valid configuration is an invalid offspring.
+        """
+        stats = self.stats[job.operator]
+        stats.time_s += time.perf_counter() - job.started
+        try:
+            out = future.result()
+        except Exception:  # an operator failure (LLM down, a bug) costs one evaluation, not the run
+            configs, failed, tokens = [], True, 0
+        else:
+            if isinstance(out, list):  # a plain Operator.vary result
+                configs, failed, tokens = out, False, 0
+            else:
+                configs, failed, tokens = list(out.configs), bool(out.failed), int(out.tokens)
+        stats.tokens += tokens
+        if failed:
+            stats.llm_failures += 1
+        else:
+            stats.offspring += max(1, len(configs))
+        return configs
 
     def _harvest_llm(self) -> None:
         """Move finished LLM generations to the ready queue; replace failures by classic offspring."""
         done = [f for f in self._llm_jobs if f.done()]
         for future in done:
             job = self._llm_jobs.pop(future)
-            stats = self.stats[job.operator]
-            stats.time_s += time.perf_counter() - job.started
-            try:
-                configs = future.result()
-            except Exception:  # an operator failure (LLM down, ...) costs one offspring, not the run
-                configs = []
-            stats.offspring += max(1, len(configs))
+            configs = self._account_llm(job, future)
             child = next((c for c in (self._admit(job.operator, cfg, job.parents) for cfg in configs)
                           if c is not None), None)
             if child is None:
                 child = self._classic_child(FALLBACK, self._fallback, job.parents)
+            child.chosen_by = job.operator
             self._ready.append(child)
-
-    def _sync_tokens(self) -> None:
-        for name, op in self.operators.items():
-            if hasattr(op, "stats"):
-                usage = op.stats()
-                self.stats[name].tokens = int(usage.get("tokens_in", 0) + usage.get("tokens_out", 0))
 
     def _choose_operator(self) -> str:
         names = list(self.weights)
@@ -338,6 +434,7 @@ class Search:
         stats = self.stats[child.operator]
         stats.evaluated += 1
         stats.gains += archive_status > 0
+        self.stats[child.chosen_by or child.operator].spent += 1
         if self.store is not None:
             from qd.analysis.descriptors import summarize
 
@@ -349,7 +446,7 @@ class Search:
                 archive_status=archive_status, submitted_at=child.submitted_at)
         if self.finished % self._history_every == 0 or self.finished == self.budget:
             self._record_history()
-        if self.adaptive and self.finished % 50 == 0:
+        if self.adaptive and self.finished % self.adapt_every == 0:
             self._adapt_weights()
         if self._bar is not None:
             self._bar.update(1)
@@ -359,12 +456,18 @@ class Search:
                                       best=f"{s.obj_max:.4g}" if s.num_elites else "-", refresh=False)
 
     def _adapt_weights(self) -> None:
-        """Weight ∝ base weight × archive gains per evaluation, discounted by kilo-tokens per offspring."""
-        self._sync_tokens()
+        """Weight ∝ base weight × gains per evaluation ÷ (1 + thousands of tokens per evaluation).
+
+        Evaluations are those charged to the operator (``spent``: its own children plus the
+        fallbacks that replaced its invalid, duplicate or failed ones), with a Laplace prior so
+        untried operators keep being tried. For an operator that spends ≫1k tokens per
+        evaluation the score tends to its archive gains per 1k tokens; for classic operators it
+        is the plain gain rate. A floor of 2% of the base weight keeps every operator alive.
+        """
         for name, base in self.base_weights.items():
             s = self.stats[name]
-            gain_rate = (s.gains + 1) / (s.evaluated + 2)
-            kilo_tokens = s.tokens / max(s.offspring, 1) / 1000.0
+            gain_rate = (s.gains + 1) / (s.spent + 2)
+            kilo_tokens = s.tokens / max(s.spent, 1) / 1000.0
             self.weights[name] = base * max(gain_rate / (1.0 + kilo_tokens), 0.02)
 
     def _record_history(self) -> None:
@@ -378,11 +481,18 @@ class Search:
     def _save_counters(self) -> None:
         if self.store is None:
             return
-        self._sync_tokens()
-        self.store.set_counters("operators", {n: s.as_dict() for n, s in self.stats.items()})
+        total = sum(self.weights.values())
+        # "share": the current probability of choosing the operator (moves in adaptive mode).
+        shares = {n: {"share": w / total} for n, w in self.weights.items()}
+        self.store.set_counters("operators", {n: {**s.as_dict(), **shares.get(n, {})} for n, s in self.stats.items()})
         if self.llm_client is not None:
-            usage = {"total": dict(self.llm_client.usage)}
-            usage.update({tag: dict(u) for tag, u in getattr(self.llm_client, "usage_by_tag", {}).items()})
+            usage = {tag: dict(fields) for tag, fields in self._llm_base.items()}
+            current = {"total": dict(self.llm_client.usage)}
+            current.update({tag: dict(u) for tag, u in getattr(self.llm_client, "usage_by_tag", {}).items()})
+            for tag, fields in current.items():  # a resumed run adds to what earlier sessions used
+                merged = usage.setdefault(tag, {})
+                for key, value in fields.items():
+                    merged[key] = merged.get(key, 0) + value
             self.store.set_counters("llm", usage)
 
     def _open_progress(self) -> None:

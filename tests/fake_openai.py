@@ -14,7 +14,9 @@ script is empty)::
 Behaviours: ``ok``, ``slow`` (answer after ``delay`` s), ``timeout`` (sleep ``delay`` s, past the
 client's timeout, then drop the connection), ``429`` (with ``Retry-After: retry_after``), ``500``,
 ``503``, ``400``, ``nonjson`` (200 with an HTML body), ``truncated`` (200 with half a JSON body),
-``empty_choices`` (200 with ``"choices": []``), ``no_content`` (chat message content null).
+``empty_choices`` (200 with ``"choices": []``), ``no_content`` (chat message content null),
+``trickle`` (a slow stream: a valid body sent a few bytes at a time over ``delay`` s, each piece
+well within a per-read timeout, so only a total deadline stops it).
 ``fail_rate`` makes every unscripted request fail with a random fault (seeded), for search-level
 fault injection.
 """
@@ -28,7 +30,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-KINDS = ("ok", "slow", "timeout", "429", "500", "503", "400", "nonjson", "truncated", "empty_choices", "no_content")
+KINDS = ("ok", "slow", "timeout", "429", "500", "503", "400", "nonjson", "truncated", "empty_choices", "no_content",
+         "trickle")
+_TRICKLE_PIECES = 40
 _RANDOM_FAULTS = ("429", "500", "nonjson", "truncated", "empty_choices")
 
 
@@ -143,14 +147,22 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:  # keep test output clean
             pass
 
-        def _send(self, status: int, body: bytes, ctype: str = "application/json", headers: dict | None = None) -> None:
+        def _send(self, status: int, body: bytes, ctype: str = "application/json", headers: dict | None = None,
+                  trickle_s: float = 0.0) -> None:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
             self.end_headers()
-            self.wfile.write(body)
+            if trickle_s <= 0:
+                self.wfile.write(body)
+                return
+            step = max(1, -(-len(body) // _TRICKLE_PIECES))
+            for i in range(0, len(body), step):
+                self.wfile.write(body[i : i + step])
+                self.wfile.flush()
+                time.sleep(trickle_s / _TRICKLE_PIECES)
 
         def do_GET(self) -> None:
             if self.path.rstrip("/").endswith("/models"):
@@ -211,6 +223,6 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             body = json.dumps(_body(req, chat, text, kind)).encode()
             if kind == "truncated":
                 body = body[: len(body) // 2]
-            self._send(200, body)
+            self._send(200, body, trickle_s=behaviour["delay"] if kind == "trickle" else 0.0)
 
     return Handler

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from qd.config import DEFAULTS, DEMO_CONFIG, ConfigError, dump_config, load_config, resolve_config
@@ -37,3 +39,25 @@ def test_invalid_toml_is_a_config_error(tmp_path):
     path.write_text("[run\nevaluations = 3")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_config(path)
+
+
+def test_demo_is_the_retrieval_pipeline_on_the_embedded_model_with_llm_operators():
+    from domains import get_domain
+    from operators import CLASSIC
+    from qd.analysis import resolve_measures
+
+    config = resolve_config(DEMO_CONFIG)
+    assert config["domain"]["name"] == "retrieval" and config["llm"]["base_url"] == ""
+    assert "base_url" not in config["domain"]["options"]  # the domain's calls go to the embedded model too
+    ops = {k for k, v in config["operators"].items() if k != "adaptive" and v > 0}
+    assert {"lmx", "llm_mutation"} <= ops and ops & set(CLASSIC)
+    # every measure name resolves against the domain (a misspelt one would list the available names)
+    options = {k: v for k, v in config["domain"]["options"].items() if k != "cache"}
+    domain = get_domain("retrieval-sim", **options)
+    assert len(resolve_measures(config["archive"]["measures"], domain)) == 2
+    bins, ranges = config["archive"]["bins"], config["archive"]["ranges"]
+    assert len(bins) == len(ranges) == 2 and 10 <= bins[0] * bins[1] <= 100  # a map a short run can fill
+    # LLM calls per question run from 1 to max_samples * n_pairs + fusion + verify; log2 of that fits the x range
+    max_calls = options["max_samples"] * options["n_pairs"] + 2
+    assert ranges[0][0] <= 0.0 and math.log2(max_calls) < ranges[0][1]
+    assert config["evaluator"]["timeout_s"] >= 300  # many-call configurations on a slow CPU are not timeouts

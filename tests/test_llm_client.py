@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import pickle
+import time
 
 import pytest
 
@@ -51,6 +52,21 @@ def test_transient_errors_are_retried_and_each_counted(fake):
     assert [r["kind"] for r in fake.requests] == ["500", "503", "nonjson", "truncated", "empty_choices", "timeout", "ok"]
     assert client.usage.failures == 6 and client.usage.requests == 7
     assert client.usage.calls == 1 and client.usage.errors == 0
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_slow_stream_is_cut_off_by_the_total_deadline(fake, mode):
+    """A body trickled over 20 s never trips a per-read timeout; the total deadline stops it."""
+    client = make(fake, timeout_s=0.5, retries=1)
+    client.complete("warm up")  # connection set-up and imports are not what this test times
+    fake.push("trickle", delay=20.0)
+    start = time.perf_counter()
+    resp = client.complete("hi") if mode == "sync" else asyncio.run(client.acomplete("hi"))
+    elapsed = time.perf_counter() - start
+    assert resp.text.startswith("echo")
+    assert [r["kind"] for r in fake.requests[1:]] == ["trickle", "ok"]
+    assert elapsed < 2 * 0.5 + 0.5  # deadline plus at most one read timeout, not 20 s
+    assert client.usage.failures == 1 and client.usage.calls == 2
 
 
 def test_chat_garbage_without_content_is_retried(fake):

@@ -21,7 +21,7 @@ def test_server_lists_model_and_completes(local_llm):
     with urllib.request.urlopen(local_llm + "/models", timeout=5) as resp:
         ids = [m["id"] for m in json.loads(resp.read())["data"]]
     assert MODEL_ALIAS in ids
-    client = LLMClient(base_url=local_llm, max_tokens=12)
+    client = LLMClient(base_url=local_llm, max_tokens=12, timeout_s=120)
     resp = client.complete("The capital of France is", seed=1, temperature=0.0)
     assert resp.text.strip() and 0 < resp.tokens_out <= 12 and resp.tokens_in > 0
     assert resp.cost_usd == 0.0 and client.usage.calls == 1
@@ -32,7 +32,7 @@ def test_server_lists_model_and_completes(local_llm):
 def test_concurrent_requests_use_parallel_slots(local_llm):
     import concurrent.futures as cf
 
-    client = LLMClient(base_url=local_llm, max_tokens=8, concurrency=4)
+    client = LLMClient(base_url=local_llm, max_tokens=8, concurrency=4, timeout_s=120)
     with cf.ThreadPoolExecutor(4) as pool:
         out = list(pool.map(lambda i: client.complete(f"Count: {i},", seed=i), range(4)))
     assert all(r.tokens_out > 0 for r in out) and client.usage.failures == 0
@@ -49,3 +49,89 @@ def test_singleton_and_stop():
     stop_local_server()
     with pytest.raises((urllib.error.URLError, OSError)):
         urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=2)
+
+
+def test_stopping_with_requests_in_flight_does_not_hang():
+    """Releasing a busy xllamacpp server blocks forever; both ways of running it avoid that."""
+    import threading
+    import time
+
+    from qd.llm import LLMError
+    from qd.llm.local import ServerProcess
+
+    for server in (ServerProcess(n_parallel=2), EmbeddedServer(n_parallel=2)):
+        url = server.start()
+        client = LLMClient(base_url=url, max_tokens=48, retries=0, timeout_s=30)
+        outcomes = []
+
+        def ask(i, client=client, outcomes=outcomes):
+            try:
+                outcomes.append(client.complete(f"Once upon a time, {i}", seed=i).tokens_out)
+            except LLMError as exc:  # ServerProcess: the connection drops at once
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        start = time.perf_counter()
+        server.stop()
+        for t in threads:
+            t.join(timeout=30)
+        assert time.perf_counter() - start < 30 and len(outcomes) == 2, server
+        assert not server.running
+
+
+def test_server_process_exits_when_its_parent_dies():
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    code = "from qd.llm.local import ensure_local_server; import time; print(ensure_local_server(), flush=True); time.sleep(600)"
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    try:
+        url = parent.stdout.readline().strip()
+        with urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        parent.send_signal(signal.SIGKILL)  # no atexit, no cleanup: only the stdin watch can stop the child
+        parent.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=1).close()
+        except (urllib.error.URLError, OSError):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the server at {url} outlived its parent")
+
+
+def test_qd_llm_serve_runs_an_endpoint_for_other_processes(tmp_path):
+    """``qd llm serve --port P`` prints its base URL, answers completions, and stops on SIGINT."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as s:  # a free port to ask for
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "qd.cli", "llm", "serve", "--port", str(port)], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline().strip()  # blocks until the model is loaded and healthy
+        assert line == f"http://127.0.0.1:{port}/v1"
+        resp = LLMClient(base_url=line, max_tokens=4).complete("One, two,", seed=0, temperature=0.0)
+        assert resp.tokens_out > 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    time.sleep(0.2)
+    with pytest.raises((urllib.error.URLError, OSError)):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)

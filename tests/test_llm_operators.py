@@ -65,8 +65,10 @@ def test_lmx_prompt_orders_parents_and_conditions_on_a_better_score(fake):
     assert shown[:4] == sorted(p.fitness for p in ps)  # worst to best
     assert shown[4] > shown[3]  # the line to complete asks for better than the best parent
     assert lines[4].endswith("config:")
-    for p in ps:
-        assert json.dumps(json.loads(SPACE.canonical(p.config)), separators=(", ", ": ")) in body["prompt"]
+    for p in ps:  # every parent, floats shortened to 4 significant digits
+        shown_config = {**json.loads(SPACE.canonical(p.config)), "temperature": float(f"{p.config['temperature']:.4g}")}
+        assert json.dumps(shown_config, separators=(", ", ": ")) in body["prompt"]
+        assert repr(p.config["temperature"]) not in body["prompt"]
     stats = op.stats()
     assert stats["offspring"] == 1 and stats["calls"] == 1 and stats["invalid"] == 0
     assert stats["tokens_in"] > 0 and stats["tokens_out"] > 0
@@ -117,7 +119,7 @@ def test_mutation_completion_template(fake):
     assert op.vary([parent], np.random.default_rng(0)) == [GOOD]
     prompt = fake.requests[0]["body"]["prompt"]
     assert SPACE.to_prompt() in prompt and "parent 0: too slow" in prompt
-    assert "fewer llm_calls" in prompt and prompt.endswith("config:")
+    assert "fewer llm_calls" in prompt and prompt.endswith("config: {")
     assert f"llm_calls: {parent.config['n_samples']}" in prompt
 
 
@@ -149,6 +151,7 @@ def test_operators_need_a_client():
         LMXCrossover(SPACE, LLMClient(base_url="http://127.0.0.1:9/v1"), k=0)
 
 
+@pytest.mark.slow  # 5 sequential calls: ~15 s on an idle 2-core machine, over a minute on a busy one
 def test_lmx_with_the_embedded_model(local_llm):
     """The real base model writes valid children (after repair) for most LMX prompts."""
     client = LLMClient(base_url=local_llm, max_tokens=80, temperature=0.8)
@@ -166,3 +169,29 @@ def test_lmx_with_the_embedded_model(local_llm):
           f"{stats['tokens_out'] / elapsed:.1f} generated tok/s, stats={stats}")
     assert stats["calls"] == 5 and stats["llm_failures"] == 0
     assert valid >= 4
+
+
+def test_generate_reports_failures_invalid_output_and_tokens(fake):
+    op = LLMMutation(SPACE, client_for(fake))
+    ok = op.generate(parents(1), np.random.default_rng(0))
+    assert ok.configs == [GOOD] and not ok.failed and not ok.invalid and ok.tokens > 0
+    fake.reply = lambda req: "no idea"
+    bad = op.generate(parents(1), np.random.default_rng(0))
+    assert bad.configs == [] and bad.invalid and not bad.failed and bad.tokens > 0
+    fake.push("500", times=10)
+    down = op.generate(parents(1), np.random.default_rng(0))
+    assert down.configs == [] and down.failed and not down.invalid and down.tokens == 0
+    assert op.stats()["llm_failures"] == 1 and op.stats()["invalid"] == 1
+
+
+def test_target_per_call_leaves_the_operator_unchanged(fake):
+    mutation = LLMMutation(SPACE, client_for(fake))
+    assert mutation.accepts_target and not LMXCrossover.accepts_target
+    mutation.generate(parents(1), np.random.default_rng(0), target={"llm_calls": 2.5, "latency_s": 0.12345})
+    mutation.generate(parents(1), np.random.default_rng(0))
+    first, second = (r["body"]["prompt"] for r in fake.requests)
+    assert "# Goal: reach llm_calls: 2.5, latency_s: 0.1235 with a high score" in first
+    assert "# Goal: a higher score" in second and mutation.target is None
+    lmx = LMXCrossover(SPACE, client_for(fake), k=2)
+    lmx.generate(parents(2), np.random.default_rng(0), target={"llm_calls": 3})
+    assert fake.requests[-1]["body"]["prompt"].split("\n")[-1].endswith("| llm_calls: 3 | config:")

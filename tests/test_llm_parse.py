@@ -98,3 +98,33 @@ def test_parse_config_never_raises_other_errors_or_returns_invalid(text, with_fa
         return
     assert SPACE.validate(config) == []
     json.dumps(config, allow_nan=False)  # finite, plain JSON
+
+
+# Text made of JSON's structural characters, quotes, literals and numbers: drives the scanner,
+# the truncation salvage and the normalizer through their odd corners far more often than
+# arbitrary unicode does.
+json_ish = st.lists(st.sampled_from(['{', '}', '[', ']', '"', "'", ',', ':', ' ', '\n', '\\', 'True', 'null',
+                                     'NaN', '-1e999', '3.5', '"temperature"', '"n"', '"strategy"', '"vote"',
+                                     '"layers"', '"model"', '"k"', 'x']), max_size=60).map("".join)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(json_ish, st.booleans())
+def test_parse_config_on_json_like_noise(text, with_fallback):
+    try:
+        config = parse_config(text, SPACE, fallback=PARENT if with_fallback else None)
+    except ParseError as exc:
+        assert isinstance(exc.problems, list)
+        return
+    assert SPACE.validate(config) == []
+    json.dumps(config, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_extract_only_raises_parse_error_and_returns_dicts(text):
+    try:
+        obj = extract_json_object(text)
+    except ParseError:
+        return
+    assert isinstance(obj, dict)

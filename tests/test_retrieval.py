@@ -1,6 +1,7 @@
 """Retrieval domain: static call prediction vs. traces, simulated backend, and one real evaluation."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import pickle
@@ -16,8 +17,12 @@ from domains.retrieval_task import (
     DEFAULT_INSTRUCTION, forward_prompt, make_instance, make_instances, parse_code, parse_prompt,
     reverse_prompt_with_example,
 )
-from qd.analysis import resolve_measures, summarize
+from archives import GridArchive
+from qd.analysis import export_elite_traces, resolve_measures, summarize
+from qd.cli import _spanning_elites, main, run_status
+from qd.config import DEMO_CONFIG, dump_config, resolve_config
 from qd.evaluation import evaluate_config
+from qd.runner import open_run
 
 SIM = RetrievalDomain(n_pairs=12, n_instances=3, backend="simulated")
 
@@ -44,6 +49,8 @@ def test_traced_calls_equal_static_prediction(cfg):
     predicted = predict_calls(cfg, SIM.n_pairs)
     assert summary["llm_calls"] == predicted["llm_calls"] * SIM.n_instances
     assert summary["critical_path"] == predicted["critical_path"]
+    # the domain runs the same check on every evaluation and stores it with the result
+    assert result.metrics["traced_calls"] == summary["llm_calls"] and result.metrics["prediction_ok"] is True
     calls = [s for s in result.trace if s["kind"] == "llm"]
     assert {s["model"] for s in calls} == {"simulated"}
     chunk_calls = [s for s in calls if s["name"] == "chunk"]
@@ -139,5 +146,110 @@ def test_real_backend_evaluates_one_config(local_llm):
     assert result.fitness in (0.0, 1.0) and result.metrics["call_errors"] == 0
     summary = summarize(result.trace)
     assert summary["llm_calls"] == predict_calls(cfg, 4)["llm_calls"] == 4
-    assert summary["critical_path"] == 3 and summary["tokens_in"] > 0
+    assert summary["critical_path"] == 3 and summary["tokens_in"] > 0 and result.metrics["prediction_ok"] is True
     assert "simulated" not in summary["models"] and "SIMULATED" not in result.feedback
+
+
+# -- the default job (`qd run` with no config) and its summary ---------------------------------------
+DEMO_OPTIONS = {k: v for k, v in DEMO_CONFIG["domain"]["options"].items() if k != "cache"}
+
+
+def test_demo_space_sampled_configs_trace_what_static_analysis_predicts():
+    dom = RetrievalDomain(backend="simulated", **DEMO_OPTIONS)
+    (x_low, x_high), (y_low, y_high) = DEMO_CONFIG["archive"]["ranges"]
+    fns = resolve_measures(DEMO_CONFIG["archive"]["measures"], dom)
+    rng = np.random.default_rng(3)
+    seen_calls = set()
+    for _ in range(60):
+        cfg = dom.space.sample(rng)
+        assert cfg["samples"] <= 3 and cfg["few_shot"] <= 2
+        result = evaluate_config(dom, cfg)
+        summary = summarize(result.trace)
+        predicted = dom.predict(cfg)
+        assert summary["llm_calls"] == predicted["llm_calls"] * dom.n_instances
+        assert summary["critical_path"] == predicted["critical_path"]
+        log2_calls = fns[0](cfg, result)
+        assert log2_calls == pytest.approx(math.log2(predicted["llm_calls"]))
+        assert x_low <= log2_calls < x_high  # the demo's x range holds every configuration
+        seen_calls.add(predicted["llm_calls"])
+    assert max(seen_calls) <= 3 * 8 + 2 and len(seen_calls) >= 8
+    with pytest.raises(ValueError, match="max_samples"):
+        RetrievalDomain(backend="simulated", max_samples=9)
+    with pytest.raises(ValueError, match="max_few_shot"):
+        RetrievalDomain(backend="simulated", max_few_shot=0)
+
+
+def _grid(elites):
+    archive = GridArchive(dims=[5, 5], ranges=[[0, 5], [0, 100]], measure_names=["calls", "tokens"],
+                          objective_name="accuracy")
+    for i, (acc, calls, tokens) in enumerate(elites):
+        archive.add([{"i": i}], [acc], [[calls, tokens]], id=[i])
+    return archive
+
+
+def test_spanning_elites_pick_best_cheapest_near_best_and_the_front():
+    archive = _grid([(0.25, 0.5, 90),   # 0: cheapest overall, poor
+                     (0.5, 1.5, 70),    # 1: front step
+                     (1.0, 4.5, 10),    # 2: best, expensive, short prompts
+                     (1.0, 3.5, 50),    # 3: best too, fewer calls -> "best" by the tie-break
+                     (0.95, 2.5, 90),   # 4: near-best with the fewest calls
+                     (0.75, 3.5, 30)])  # 5: off the front (4 is cheaper and better)
+    picks = _spanning_elites(archive, "accuracy")
+    by_id = {int(e["id"]): label for label, e in picks}
+    assert by_id[3] == "best accuracy"
+    assert by_id[4] == "lowest calls, accuracy >= 0.9"
+    assert by_id[2] == "lowest tokens, accuracy >= 0.9"
+    assert by_id[0] == by_id[1] == "calls vs accuracy front"
+    assert 5 not in by_id and [int(e["id"]) for _, e in picks] == [3, 4, 2, 0, 1]
+    assert _spanning_elites(_grid([]), "accuracy") == []
+    one = _spanning_elites(_grid([(0.5, 1.0, 10)]), "accuracy")
+    assert len(one) == 1 and one[0][0].startswith("best accuracy; lowest calls")
+
+
+def test_demo_job_on_the_simulated_backend_prints_the_trade_off(tmp_path, capsys):
+    raw = copy.deepcopy(DEMO_CONFIG)
+    raw["domain"] = {"name": "retrieval-sim", "options": DEMO_OPTIONS}
+    raw["operators"] = {"mutation": 1.0}  # the LLM operators are exercised by the slow test below
+    raw["run"].update(evaluations=80, init_random=20)
+    path = tmp_path / "demo-sim.toml"
+    path.write_text(dump_config(resolve_config(raw)))
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "best accuracy" in out and "lowest log2_calls, accuracy >= " in out and "chunk_size=" in out
+    assert (tmp_path / "run" / "heatmap.png").stat().st_size > 5000
+    status = run_status(tmp_path / "run")
+    assert status["evaluations"] == 80 and status["statuses"]["ok"] == 80 and status["num_elites"] >= 4
+    # the printed elites are the archive's: the cheapest near-best one has the fewest calls among them
+    archive = open_run(tmp_path / "run").archive
+    picks = dict(_spanning_elites(archive, "accuracy"))
+    assert all(f"(id {e['id']})" in out for e in picks.values())
+    label = next(k for k in picks if "lowest log2_calls" in k)
+    cutoff = float(label.rsplit(">= ", 1)[1].split(";")[0])
+    near_best = [e["measures"][0] for e in archive.top() if e["objective"] >= cutoff]
+    assert picks[label]["measures"][0] == min(near_best)
+
+
+def test_export_elite_traces_replays_the_configuration(tmp_path):
+    cfgs = [config(aggregation="majority", verify=False), config(samples=1, chunk_size=12)]
+    elites = [{"id": 7 + i, "objective": 0.5, "measures": [0.0], "solution": c} for i, c in enumerate(cfgs)]
+    paths = export_elite_traces(SIM, elites, tmp_path / "traces")
+    assert [p.name for p in paths] == ["elite-7.json", "elite-8.json"]
+    for path, cfg in zip(paths, cfgs):
+        data = json.loads(path.read_text())
+        assert data["meta"]["config"] == cfg and data["meta"]["rerun_status"] == "ok"
+        assert data["summary"]["llm_calls"] == predict_calls(cfg, 12)["llm_calls"] * SIM.n_instances
+        assert len(data["spans"]) == data["summary"]["spans"] and all("rel_start_s" in s for s in data["spans"])
+
+
+@pytest.mark.slow
+def test_default_job_runs_on_the_embedded_model(tmp_path, monkeypatch, capsys):
+    # `qd run` with no config: the real retrieval pipeline on the embedded model, budget cut to its
+    # first 3 (random) configurations: ~30 s on an idle 2-core machine, minutes on a busy one.
+    monkeypatch.setenv("QD_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["run", "--out", str(tmp_path / "demo"), "--evals", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "best accuracy" in out and (tmp_path / "demo" / "heatmap.png").exists()
+    status = run_status(tmp_path / "demo")
+    assert status["domain"] == "retrieval" and status["evaluations"] == 3 and status["statuses"]["ok"] == 3
+    rows = list(open_run(tmp_path / "demo").store.evaluations())
+    assert all(r.metrics["prediction_ok"] is True and r.metrics["simulated"] is False for r in rows)

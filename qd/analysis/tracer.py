@@ -221,11 +221,12 @@ def record_llm_call(*, name: str, model: str, tokens_in: int, tokens_out: int, c
                            start_s=start_s, ok=ok, error=error, cost_usd=cost_usd)
 
 
-def export_trace_json(trace: Sequence[Span] | Tracer, path: str | Path) -> Path:
+def export_trace_json(trace: Sequence[Span] | Tracer, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Write a trace (or a tracer's spans) as JSON: ``{"spans": [...], "summary": {...}}``.
 
     ``start_s`` is also given relative to the earliest span as ``rel_start_s`` to make
-    timelines readable.
+    timelines readable. ``meta`` (e.g. the configuration and its score) is stored under
+    ``"meta"`` when given.
     """
     spans = trace.spans if isinstance(trace, Tracer) else [dict(s) for s in trace]
     t0 = min((s.get("start_s", 0.0) for s in spans), default=0.0)
@@ -235,5 +236,8 @@ def export_trace_json(trace: Sequence[Span] | Tracer, path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"spans": spans, "summary": summarize(spans)}, indent=1, default=str))
+    data: dict[str, Any] = {"spans": spans, "summary": summarize(spans)}
+    if meta is not None:
+        data["meta"] = meta
+    path.write_text(json.dumps(data, indent=1, default=str))
     return path

