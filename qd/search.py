@@ -220,6 +220,7 @@ class Search:
                     while self._inflight and min(self._inflight) in self._landed:
                         first = min(self._inflight)
                         self._tell(first, self._landed.pop(first))
+                        self._fill()  # refill per result: offspring must not depend on how results batch
             self._drain_llm()
         finally:
             self._save_counters()

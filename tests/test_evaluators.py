@@ -314,8 +314,6 @@ def test_search_on_ray_records_raise_exit_and_hang_and_completes_its_budget(ray_
     assert all(FlakyDomain.action(config) == "ok" for config in archive.data()["solution"])
 
 
-@pytest.mark.xfail(strict=True, reason="needs qd/search.py: in ordered mode, _fill() after each in-order _tell() "
-                                       "so offspring never depend on how results are batched")
 @pytest.mark.parametrize("mode", ["task", "actor"])
 def test_serial_and_ray_searches_give_the_same_archive_in_ordered_mode(ray_session, mode):
     from domains.arm import ArmDomain
