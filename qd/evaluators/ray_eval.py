@@ -78,6 +78,7 @@ __all__ = ["RayEvaluator"]
 log = logging.getLogger(__name__)
 
 _CAPACITY_REFRESH_S = 5.0  # how often task mode re-reads the cluster's CPU count
+_RESTART_TIMEOUT_S = 120.0
 _GET_TIMEOUT_S = 30.0
 _TASK_START_GRACE_S = 10.0  # task mode: deadline slack for worker start-up, at most timeout_s
 _MAX_ERROR_CHARS = 2000
@@ -492,12 +493,28 @@ class RayEvaluator:
                     values.append(_failure(exc))
         now = time.monotonic()
         done = []
+        crashed_lanes = set()
         for ref, value in zip(refs, values):
             job = self._pop(ref, now)
             if not isinstance(value, EvalResult):  # cannot happen through evaluate_config; be safe
                 value = EvalResult.failure("error", f"evaluation returned {type(value).__name__}, not EvalResult")
+            if value.status == "crash" and self.mode == "actor":
+                crashed_lanes.add(job.lane)
             done.append((job.key, value))
+        for lane in crashed_lanes:
+            self._await_restart(lane)
         return done
+
+    def _await_restart(self, lane: int) -> None:
+        """Block until a crashed actor is back, so that later submissions reach a live actor.
+
+        Calls submitted while Ray restarts an actor fail as unavailable; on a busy machine the
+        restart (a fresh process that imports qd and the domain) takes seconds.
+        """
+        try:
+            ray.get(self._actors[lane].ready.remote(), timeout=_RESTART_TIMEOUT_S)
+        except Exception as exc:  # still down: later calls on it come back as crashes
+            log.warning("Ray evaluation actor %d did not come back after a crash: %s", lane, _short(str(exc)))
 
     def _expire(self, now: float) -> list[tuple[int, EvalResult]]:
         overdue = [ref for ref, job in self._jobs.items() if now >= self._deadline(job)]
