@@ -30,6 +30,7 @@ __all__ = ["LLM_OPERATORS", "Generation", "LLMMutation", "LMXCrossover", "LLMOpe
 
 _FEEDBACK_CHARS = 400  # feedback beyond this rarely helps a small model and costs prompt tokens
 _PROMPT_DIGITS = 4  # significant digits of floats in prompts: full doubles cost ~18 tokens each
+_PREFILL = '{"'  # LLMMutation's completion template ends with the start of the object
 
 
 @dataclass(frozen=True)
@@ -350,10 +351,12 @@ class LLMMutation(LLMOperator):
         return [{"role": "system", "content": self.SYSTEM}, {"role": "user", "content": user}]
 
     def completion_prompt(self, parent: Any, target: str | dict[str, float] | None = None) -> str:
-        """Completion template for base models: ends with the new line's opening brace.
+        """Completion template for base models: ends with the new line's ``{"``.
 
-        Writing the ``{`` ourselves keeps a base model on one line like the example above it;
-        left to itself, gemma-3-270m often opens a multi-line object that the newline stop cuts.
+        Writing the start of the object keeps a base model on one line like the example above
+        it. Ending at ``config:`` let gemma-3-270m open a multi-line object (``{`` then newline)
+        that the newline stop cut, about one answer in eight; ending at ``{`` made that the
+        usual answer; after ``{"`` it writes a key name.
         """
         return (
             "# Configuration schema\n"
@@ -364,7 +367,7 @@ class LLMMutation(LLMOperator):
             f"# Feedback: {_one_line(getattr(parent, 'feedback', '') or 'none')}\n"
             f"# Goal: {self._goal(target)}\n\n"
             "# Modified configuration (one to three fields changed toward the goal)\n"
-            "config: {"
+            f"config: {_PREFILL}"
         )
 
     def generate(self, parents: Sequence[Any], rng: np.random.Generator,
@@ -381,7 +384,7 @@ class LLMMutation(LLMOperator):
             text, tokens = self._ask(self.completion_prompt(parent, target), chat=False, stop=["\n"],
                                      max_tokens=budget, rng=rng)
             if text is not None and not text.lstrip().startswith("{"):
-                text = "{" + text  # the brace the prompt ended with
+                text = _PREFILL + text  # what the prompt ended with
         return self._accept(text, tokens, parent.config, parents[:1])
 
 

