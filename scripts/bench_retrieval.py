@@ -10,8 +10,8 @@ accuracy over 8 questions on 32 records, filled by
 ``classic``         mutation + uniform crossover: ``--sim-evals`` evaluations, ``--seeds`` seeds
 ``classic+llm``     the same plus LMX and LLM mutation writing ``--llm-share`` of the offspring:
                     ``--sim-evals`` evaluations, ``--llm-seeds`` seeds
-``llm``             (only with ``--variants``) LMX + LLM mutation alone: ``--llm-evals``
-                    evaluations, ``--llm-seeds`` seeds
+``llm``             LMX + LLM mutation alone: ``--llm-evals`` evaluations (the first 100
+                    random), ``--llm-seeds`` seeds
 
 The LLM *operators* run on the REAL embedded gemma-3-270m (they write configurations; only the
 evaluated pipeline is simulated), which is why their share and budget are small: on 2 cores one
@@ -29,12 +29,12 @@ trade-off as JSON into the run directory (``traces/``).
 Prints a markdown table per part. Usage::
 
     python scripts/bench_retrieval.py [--sim-evals 3000] [--seeds 3] [--llm-seeds 1]
-        [--llm-share 0.02] [--variants classic,classic+llm,llm] [--llm-evals 200]
+        [--llm-share 0.02] [--variants classic,classic+llm,llm] [--llm-evals 300]
         [--real-run RUN_DIR | --real-evals N] [--skip-sim] [--skip-real] [--quick]
         [--out docs/img] [--work runs/bench_retrieval]
 
-With the defaults the bench takes 15-20 minutes on an idle 2-core machine (much longer while other
-processes use the CPU), most of it LLM-operator and real-model time; ``--quick`` is a smoke run of
+With the defaults the bench takes about 25 minutes on an idle 2-core machine (much longer while
+other processes use the CPU), most of it LLM-operator and real-model time; ``--quick`` is a smoke run of
 a few minutes. LLM calls go through qd's request cache (``$QD_CACHE_DIR``), so a repeated bench
 replays them.
 """
@@ -60,7 +60,7 @@ SIM_DOMAIN = "retrieval-sim"
 CLASSIC = {"mutation": 1.0, "uniform_crossover": 1.0}
 LLM = {"lmx": 0.5, "llm_mutation": 0.5}
 VARIANTS = ("classic", "classic+llm", "llm")
-DEFAULT_VARIANTS = ("classic", "classic+llm")
+DEFAULT_VARIANTS = VARIANTS
 
 
 def variant_operators(name: str, llm_share: float) -> dict[str, float]:
@@ -189,15 +189,17 @@ def save_sim_curves(runs: dict[str, list[tuple[Run, float]]], path: Path, args: 
 
     from archives.plot import qd_curve
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    zoom = min(int(rs[0][0].config["run"]["evaluations"]) for rs in runs.values() if rs)
+    budgets = [int(rs[0][0].config["run"]["evaluations"]) for rs in runs.values() if rs]
+    zoom = min(budgets) if min(budgets) < max(budgets) else 0  # a third panel only for unequal budgets
+    fig, axes = plt.subplots(1, 3 if zoom else 2, figsize=(16 if zoom else 11, 4.6))
     for name, rs in runs.items():
         if not rs:
             continue
         evals = int(rs[0][0].config["run"]["evaluations"])
         label = f"{name} ({len(rs)} seed{'s' if len(rs) > 1 else ''})"
-        panels = ((axes[0], evals, 1, "QD score (sum of elite accuracies)"), (axes[1], evals, 2, "coverage"),
-                  (axes[2], zoom, 1, f"QD score, first {zoom} evaluations"))
+        panels = [(axes[0], evals, 1, "QD score (sum of elite accuracies)"), (axes[1], evals, 2, "coverage")]
+        if zoom:
+            panels.append((axes[2], zoom, 1, f"QD score, first {zoom} evaluations"))
         for ax, until, column, ylabel in panels:
             grid = np.linspace(0, until, 200)
             values = np.array([np.interp(grid, curve(r)[0], curve(r)[column]) for r, _ in rs])
@@ -254,7 +256,7 @@ def bench_real(args: argparse.Namespace, work: Path, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sim-evals", type=int, default=3000, help="evaluations of classic, classic+llm runs")
-    parser.add_argument("--llm-evals", type=int, default=200, help="evaluations of llm-only runs")
+    parser.add_argument("--llm-evals", type=int, default=300, help="evaluations of llm-only runs")
     parser.add_argument("--llm-share", type=float, default=0.02, help="LLM operators' share in classic+llm")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the classic runs")
     parser.add_argument("--llm-seeds", type=int, default=1, help="seeds of the runs with LLM operators")
