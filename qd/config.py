@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "DEFAULTS", "DEMO_CONFIG", "load_config", "resolve_config", "dump_config"]
+__all__ = ["ConfigError", "DEFAULTS", "DEMO_CONFIG", "OPERATOR_FLAGS", "load_config", "resolve_config", "dump_config"]
 
 
 class ConfigError(ValueError):
@@ -27,13 +27,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "domain": {"name": "arm", "options": {}},
     "archive": {"type": "grid", "measures": [], "bins": [], "ranges": [], "cells": 0,
                 "qd_score_offset": None, "learning_rate": None, "threshold_min": None},
-    "operators": {"adaptive": False},
+    "operators": {"adaptive": False, "wait_for_llm": False},
     "llm": {"base_url": "", "model": "gemma-3-270m", "api": "completions", "api_key_env": "OPENAI_API_KEY",
             "temperature": 0.8, "max_tokens": 256, "timeout_s": 60.0, "retries": 3, "concurrency": 4,
             "cache": True, "prices": {}},
     "evaluator": {"backend": "serial", "workers": 2, "timeout_s": 60.0, "ray_address": "", "mode": "task",
                   "actor_concurrency": 64},
 }
+
+# Keys of [operators] that are switches, not operator weights.
+OPERATOR_FLAGS = ("adaptive", "wait_for_llm")
 
 # `qd run` with no config file: the retrieval pipeline (domains/retrieval.py) on the embedded
 # gemma-3-270m, searched with LLM operators (LMX, LLM mutation) and a classic mutation. The map is
@@ -143,10 +146,11 @@ def _validate(config: dict[str, dict[str, Any]]) -> None:
         raise ConfigError(f"archive.cells must be a positive integer, got {archive['cells']!r}")
 
     ops = config["operators"]
-    if not isinstance(ops.get("adaptive", False), bool):
-        raise ConfigError("operators.adaptive must be true or false")
+    for flag in OPERATOR_FLAGS:
+        if not isinstance(ops.get(flag, False), bool):
+            raise ConfigError(f"operators.{flag} must be true or false")
     for name, weight in ops.items():
-        if name != "adaptive" and (not _is_number(weight) or weight < 0):
+        if name not in OPERATOR_FLAGS and (not _is_number(weight) or weight < 0):
             raise ConfigError(f"operators.{name} must be a non-negative weight, got {weight!r}")
 
     ev = config["evaluator"]

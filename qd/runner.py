@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qd.config import ConfigError, dump_config, load_config
+from qd.config import OPERATOR_FLAGS, ConfigError, dump_config, load_config
 from qd.domain import Domain
 from qd.search import Search, replay
 from qd.store import RunStore
@@ -92,7 +92,7 @@ def build_operators(config: dict, domain: Domain, client: Any = None) -> dict[st
     from operators import CLASSIC
 
     llm_ops: dict[str, type] = {}
-    weights = {k: float(v) for k, v in config["operators"].items() if k != "adaptive" and v > 0}
+    weights = {k: float(v) for k, v in config["operators"].items() if k not in OPERATOR_FLAGS and v > 0}
     if not weights:
         raise ConfigError("[operators] gives no operator a positive weight")
     if set(weights) - set(CLASSIC):
@@ -102,7 +102,8 @@ def build_operators(config: dict, domain: Domain, client: Any = None) -> dict[st
     allowed = sorted(CLASSIC) + sorted(llm_ops or ("lmx", "llm_mutation"))
     unknown = sorted(set(weights) - set(CLASSIC) - set(llm_ops))
     if unknown:
-        raise ConfigError(f"unknown operator(s) {', '.join(unknown)}; allowed: adaptive, {', '.join(allowed)}")
+        raise ConfigError(f"unknown operator(s) {', '.join(unknown)}; allowed: {', '.join(allowed)} "
+                          f"(and the switches {', '.join(OPERATOR_FLAGS)})")
     built = {}
     for name, weight in weights.items():
         if name in CLASSIC:
@@ -147,7 +148,9 @@ def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progr
     search = Search(domain, archive, evaluator, operators=operators,
                     measures=resolve_measures(archive.measure_names, domain), budget=config["run"]["evaluations"],
                     store=store, init_random=config["run"]["init_random"], seed=config["run"]["seed"],
-                    adaptive=config["operators"].get("adaptive", False), llm_threads=config["llm"]["concurrency"],
+                    adaptive=config["operators"].get("adaptive", False),
+                    wait_for_llm=config["operators"].get("wait_for_llm", False),
+                    llm_threads=config["llm"]["concurrency"],
                     progress=progress and config["run"]["progress"], llm_client=client)
     try:
         search.run()

@@ -3,7 +3,10 @@
 The search keeps ``2 × evaluator.slots`` evaluations in flight, inserts each
 result into the archive as it lands, commits it to the run store, and keeps
 generating offspring meanwhile. LLM operators run in a thread pool so that
-waiting on a model never leaves evaluation workers idle.
+waiting on a model never leaves evaluation workers idle: an LLM operator drawn
+while every LLM thread is busy yields its turn to a classic operator (unless
+``wait_for_llm``), so both the evaluators and the LLM threads stay busy and the
+LLM operators write as many offspring as the model can produce, up to their weight.
 
 Every selection of an operator costs exactly one evaluation: its own child, or,
 when an LLM operator's call fails or its output is invalid or a duplicate, a
@@ -29,7 +32,7 @@ from qd.store import RunStore
 __all__ = ["Search", "OperatorStats", "replay"]
 
 RANDOM = "random"      # initial population, and the last resort when operators keep repeating configs
-FALLBACK = "fallback"  # classic offspring that replaces an invalid or duplicate LLM offspring
+FALLBACK = "fallback"  # classic offspring in place of an LLM one (failed, invalid, duplicate, or LLM busy)
 _MAX_DUPLICATE_TRIES = 8
 
 
@@ -143,6 +146,11 @@ class Search:
     drain_s : float
         At the budget, how long to wait for LLM calls still running so that their tokens and
         failures are counted.
+    wait_for_llm : bool
+        When an LLM operator is drawn while all ``llm_threads`` are busy: ``False`` (default)
+        draws a classic operator instead, so evaluation slots never wait on the model; ``True``
+        keeps the draw and leaves the slot empty until a thread frees, so every operator gets
+        exactly its weight's share of evaluations (for comparing operator sets per evaluation).
     """
 
     def __init__(self, domain: Domain, archive: Any, evaluator: Any, *,
@@ -151,7 +159,7 @@ class Search:
                  adaptive: bool = False, llm_threads: int = 4, progress: bool = False,
                  llm_client: Any = None, history_every: int | None = None, window: int | None = None,
                  ordered: bool = False, target_rate: float = 0.5, adapt_every: int = 20,
-                 drain_s: float = 30.0):
+                 drain_s: float = 30.0, wait_for_llm: bool = False):
         from operators.classic import Mutation
 
         if not operators:
@@ -186,6 +194,7 @@ class Search:
         self.target_rate = float(target_rate)
         self.adapt_every = max(1, int(adapt_every))
         self.drain_s = float(drain_s)
+        self.wait_for_llm = bool(wait_for_llm)
         self._landed: dict[int, EvalResult] = {}
         self._llm_base: dict[str, dict[str, float]] = {}  # LLM usage of earlier sessions of a resumed run
         self._pending: str | None = None  # an LLM operator drawn while every LLM thread was busy
@@ -266,10 +275,12 @@ class Search:
             name = self._pending or self._choose_operator()
             op = self.operators[name]
             if getattr(op, "uses_llm", False) and len(self._llm_jobs) >= self._llm_threads:
-                # Keep the draw until an LLM thread is free: drawing again would hand the slot to
-                # a (fast) classic operator, and LLM operators would get far less than their weight.
-                self._pending = name
-                return None
+                if self.wait_for_llm:
+                    # Keep the draw until an LLM thread is free: drawing again would hand the slot to
+                    # a (fast) classic operator, and LLM operators would get less than their weight.
+                    self._pending = name
+                    return None
+                name, op = self._classic_standin()
             self._pending = None
             parents = self._select_parents(op.num_parents)
             if getattr(op, "uses_llm", False):
@@ -283,6 +294,18 @@ class Search:
             child = self._classic_child(name, op, parents)
             child.chosen_by = name
             return child
+
+    def _classic_standin(self) -> tuple[str, Any]:
+        """A classic operator drawn by the classic weights, for a slot no LLM thread can fill now.
+
+        With no classic operator configured, the fallback mutation stands in (as ``fallback``).
+        """
+        names = [n for n, op in self.operators.items()
+                 if not getattr(op, "uses_llm", False) and self.weights[n] > 0]
+        if not names:
+            return FALLBACK, self._fallback
+        name = self._choose_operator(names)
+        return name, self.operators[name]
 
     def _target_region(self, parent: Any) -> dict[str, float] | None:
         """Measures of an empty cell near ``parent``'s: where an LLM mutation should try to land.
@@ -395,9 +418,10 @@ class Search:
             child.chosen_by = job.operator
             self._ready.append(child)
 
-    def _choose_operator(self) -> str:
-        names = list(self.weights)
-        weights = np.fromiter(self.weights.values(), dtype=float)
+    def _choose_operator(self, names: list[str] | None = None) -> str:
+        """An operator name drawn by the current weights (among ``names``, default all)."""
+        names = list(self.weights) if names is None else names
+        weights = np.array([self.weights[n] for n in names])
         return names[int(self.rng.choice(len(names), p=weights / weights.sum()))] if len(names) > 1 else names[0]
 
     def _select_parents(self, k: int) -> list:

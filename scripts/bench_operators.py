@@ -95,7 +95,8 @@ def run_one(name: str, seed: int, evals: int, init_random: int, base_url: str, s
         search = Search(domain, archive, SerialEvaluator(domain), operators=operators,
                         measures=resolve_measures(names, domain), budget=evals, store=store,
                         init_random=init_random, seed=seed, adaptive=adaptive, adapt_every=10,
-                        llm_threads=llm_threads, llm_client=client, history_every=5)
+                        llm_threads=llm_threads, llm_client=client, history_every=5,
+                        wait_for_llm=True)  # operator sets compared per evaluation: weights exact
         start = time.perf_counter()
         try:
             search.run()

@@ -84,8 +84,9 @@ def sim_config(name: str, seed: int, evals: int, init_random: int, llm_share: fl
         "run": {"name": f"sim-{name}-{seed}", "evaluations": evals, "seed": seed, "init_random": init_random,
                 "progress": False, "plot": False},
         "domain": {"name": SIM_DOMAIN},
-        "operators": variant_operators(name, llm_share),
-        "evaluator": {"timeout_s": 60.0},
+        # wait_for_llm: the LLM operators write exactly their share, whatever the model's speed
+        "operators": {**variant_operators(name, llm_share), "wait_for_llm": True},
+        "evaluator": {"backend": "serial", "timeout_s": 60.0},  # ~10 ms evaluations: no need for Ray
     })
 
 
@@ -220,7 +221,7 @@ def save_sim_curves(runs: dict[str, list[tuple[Run, float]]], path: Path, args: 
 def bench_real(args: argparse.Namespace, work: Path, out: Path) -> None:
     from archives.plot import plot_archive
     from qd.analysis import export_elite_traces
-    from qd.cli import _spanning_elites
+    from qd.cli import _config_line, _spanning_elites
 
     if args.real_run:
         run, wall = open_run(args.real_run), None
@@ -240,11 +241,11 @@ def bench_real(args: argparse.Namespace, work: Path, out: Path) -> None:
     print(f"| elite | {obj} | " + " | ".join(names) + " | configuration |")
     print("| --- | --- | " + " | ".join("---" for _ in names) + " | --- |")
     for label, e in picks:
-        cfg = {k: v for k, v in e["solution"].items() if k != "instruction"}
         print(f"| {label} | {e['objective']:.2f} | " + " | ".join(f"{v:.3g}" for v in e["measures"])
-              + f" | {cfg} |")
-    title = (f"retrieval on gemma-3-270m (real model): {run.store.count()} evaluations, "
-             f"{run.config['domain']['options'].get('n_pairs', 32)} records")
+              + f" | {_config_line(e['solution'])} |")
+    opts = run.config["domain"]["options"]
+    title = (f"retrieval on gemma-3-270m (real model): {run.store.count()} evaluations\n"
+             f"accuracy on {opts.get('n_instances', 8)} questions over {opts.get('n_pairs', 32)} records")
     path = out / "retrieval_real_heatmap.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     plot_archive(run.archive, path, title=title)

@@ -42,17 +42,19 @@ def arm_reply(req: dict) -> str:
 
 
 def arm_config(base_url: str, operators: dict, evaluations: int, **llm: object) -> dict:
+    """A 4-joint arm run whose LLM operators get their weight's share (``wait_for_llm``), so counts are exact."""
     return resolve_config({
         "run": {"name": "llm-search", "evaluations": evaluations, "init_random": 10, "seed": 1,
                 "progress": False, "plot": False},
         "domain": {"name": "arm", "options": {"joints": JOINTS}},
         "archive": {"measures": ["x", "y"], "bins": [10, 10], "ranges": [[-JOINTS, JOINTS], [-JOINTS, JOINTS]]},
-        "operators": operators,
+        "operators": {"wait_for_llm": True, **operators},
         "llm": {"base_url": base_url, "model": "fake", "cache": False, **llm},
     })
 
 
 def arm_search(client_ops: dict, budget: int, **kwargs) -> Search:
+    kwargs.setdefault("wait_for_llm", True)
     domain = ArmDomain(joints=JOINTS)
     archive = GridArchive(dims=[10, 10], ranges=domain.default_ranges, measure_names=["x", "y"],
                           qd_score_offset=domain.qd_score_offset)
@@ -143,6 +145,33 @@ def test_invalid_and_duplicate_llm_offspring_are_counted_not_evaluated(tmp_path)
     assert s.offspring == s.spent == 30 and s.valid == 15  # one call per evaluation, half of them prose
     assert s.evaluated == 1 and s.duplicates == 14  # the fixed config is evaluated once
     assert fb.evaluated == 29 and s.llm_failures == 0
+
+
+def test_evaluations_never_wait_on_a_busy_llm_unless_asked():
+    """An LLM operator drawn while its only thread is busy yields the slot to a classic operator.
+
+    Each LLM answer takes 2 s while a 4-joint arm evaluation takes microseconds, so nearly every
+    evaluation is classic: the classic operator when one is configured, else the fallback mutation.
+    The call in flight at the budget is still counted (drained), not evaluated.
+    """
+    def slow(req: dict) -> str:
+        time.sleep(2.0)
+        return arm_reply(req)
+
+    with FakeOpenAI(reply=slow) as fake:
+        client = LLMClient(base_url=fake.base_url, model="fake", retries=0, timeout_s=10.0)
+        space = ArmDomain(joints=JOINTS).space
+        mixed = arm_search({"lmx": (LMXCrossover(space, client), 1.0), "iso_line_dd": (IsoLineDD(space), 1.0)},
+                           budget=200, llm_threads=1, wait_for_llm=False)
+        alone = arm_search({"lmx": (LMXCrossover(space, client), 1.0)}, budget=100, llm_threads=1,
+                           wait_for_llm=False)
+    for search, classic, budget in ((mixed, "iso_line_dd", 200), (alone, "fallback", 100)):
+        lmx = search.stats["lmx"]
+        assert search.finished == budget
+        assert lmx.spent <= 3 and lmx.offspring >= 1 and lmx.tokens > 0  # the drained call counts
+        assert search.stats[classic].spent >= budget - 10 - 3
+        assert sum(s.spent for s in search.stats.values()) == budget
+    assert "fallback" not in mixed.stats  # a configured classic operator stands in, not the fallback
 
 
 def test_adaptive_weights_move_away_from_an_operator_that_never_gains():
