@@ -258,55 +258,6 @@ class Mutation:
         return [self._walker.mutate_all(self.space, config, rng, self.rate) for _ in range(self.children)]
 
 
-class Gaussian:
-    """Gaussian noise on every Float/Int leaf in unit space, clamped to the bounds (ints rounded).
-
-    Other leaves (Categorical, Bool, Text) mutate like :class:`Mutation` with probability
-    ``rate`` each (default: 1 / number of leaves). A configuration without numeric leaves gets a
-    :class:`Mutation` instead.
-
-    Parameters
-    ----------
-    space : Space
-    sigma : float
-        Standard deviation in unit space (a fraction of each parameter's range).
-    rate : float or None
-        Per-leaf mutation probability of the non-numeric leaves.
-    children : int
-        Offspring per :meth:`vary` call.
-    """
-
-    name = "gaussian"
-    num_parents = 1
-    uses_llm = False
-
-    def __init__(self, space: Space, sigma: float = 0.1, rate: float | None = None, children: int = 1):
-        self.space = _check_space(space)
-        if not sigma > 0:
-            raise ValueError(f"sigma must be positive, got {sigma!r}")
-        self.sigma = float(sigma)
-        self.rate = _check_rate(rate)
-        self.children = _check_children(children)
-        self._walker = _Walker(self.sigma, 0.1)
-        self._mixed = _has_non_numeric(space)
-
-    def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:
-        """Noisy copies of the first parent."""
-        config = _config(parents[0])
-        out = []
-        for _ in range(self.children):
-            units, key = self.space.unit_view(config)
-            if not units.size:
-                out.append(self._walker.mutate_all(self.space, config, rng, None))
-                continue
-            x = units + self.sigma * rng.standard_normal(units.size)
-            child = self.space.with_units(config, x, key)  # clamps to the bounds
-            if self._mixed:
-                child = self._walker.mutate_non_numeric(self.space, child, rng, self.rate)
-            out.append(child)
-        return out
-
-
 class IsoLineDD:
     """Iso+LineDD (Vassiliades & Mouret, "Discovering the elite hypervolume by leveraging
     interspecies correlation", GECCO 2018) on the Float/Int leaves in unit space.
@@ -366,6 +317,39 @@ class IsoLineDD:
                 config = self._walker.mutate_non_numeric(self.space, config, rng, self.rate)
             out.append(config)
         return out
+
+
+class Gaussian(IsoLineDD):
+    """Gaussian noise on every Float/Int leaf in unit space, clamped to the bounds (ints rounded).
+
+    Other leaves (Categorical, Bool, Text) mutate like :class:`Mutation` with probability
+    ``rate`` each (default: 1 / number of leaves). A configuration without numeric leaves gets a
+    :class:`Mutation` instead. This is :class:`IsoLineDD` with one parent and no line term.
+
+    Parameters
+    ----------
+    space : Space
+    sigma : float
+        Standard deviation in unit space (a fraction of each parameter's range).
+    rate : float or None
+        Per-leaf mutation probability of the non-numeric leaves.
+    children : int
+        Offspring per :meth:`vary` call.
+    """
+
+    name = "gaussian"
+    num_parents = 1
+
+    def __init__(self, space: Space, sigma: float = 0.1, rate: float | None = None, children: int = 1):
+        if not sigma > 0:
+            raise ValueError(f"sigma must be positive, got {sigma!r}")
+        super().__init__(space, iso_sigma=sigma, line_sigma=0.0, rate=rate, children=children)
+        self.sigma = float(sigma)
+        self._walker = _Walker(self.sigma, 0.1)
+
+    def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:
+        """Noisy copies of the first parent."""
+        return super().vary(parents[:1], rng)
 
 
 class UniformCrossover:

@@ -79,6 +79,25 @@ def _parse_number(text: str) -> float | None:
         return None
 
 
+def _clamped_number(value: Any, low: float, high: float) -> int | float | None:
+    """A number (or numeric text) as a Python int/float clamped to ``[low, high]``; None if it is none.
+
+    Never raises: repairing odd LLM output must not fail.
+    """
+    try:
+        if isinstance(value, str):
+            value = _parse_number(value)
+        if not _is_number(value):
+            return None
+        if isinstance(value, (np.integer, np.floating)):
+            value = value.item()
+        if value != value:  # NaN
+            return None
+        return low if value < low else high if value > high else value
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _maybe_json(value: Any, kind: type) -> Any:
     """LLMs sometimes quote a nested object or list as a JSON string: decode it when it is one."""
     if isinstance(value, str) and value.strip()[:1] in ("{", "["):
@@ -285,22 +304,8 @@ class Float(_Numeric):
         return min(max(value, self.low), self.high)
 
     def _repair(self, value: Any, fallback: Any, rng: np.random.Generator | None) -> Any:
-        try:
-            if isinstance(value, str):
-                value = _parse_number(value)
-            if _is_number(value):
-                if isinstance(value, (np.integer, np.floating)):
-                    value = value.item()
-                if value != value:  # NaN
-                    return self._fallback(fallback, rng)
-                if value < self.low:
-                    return self.low
-                if value > self.high:
-                    return self.high
-                return value
-        except Exception:  # noqa: BLE001 - repair must never raise on odd input
-            pass
-        return self._fallback(fallback, rng)
+        value = _clamped_number(value, self.low, self.high)
+        return self._fallback(fallback, rng) if value is None else value
 
     def to_dict(self) -> dict:
         return {"type": "float", "low": self.low, "high": self.high, "log": self.log}
@@ -351,22 +356,10 @@ class Int(_Numeric):
         return min(max(self.low + round(u * self._span), self.low), self.high)
 
     def _repair(self, value: Any, fallback: Any, rng: np.random.Generator | None) -> Any:
-        try:
-            if isinstance(value, str):
-                value = _parse_number(value)
-            if _is_number(value):
-                if isinstance(value, (np.integer, np.floating)):
-                    value = value.item()
-                if value != value:
-                    return self._fallback(fallback, rng)
-                if value < self.low:
-                    return self.low
-                if value > self.high:
-                    return self.high
-                return value if type(value) is int else min(max(int(round(value)), self.low), self.high)
-        except Exception:  # noqa: BLE001
-            pass
-        return self._fallback(fallback, rng)
+        value = _clamped_number(value, self.low, self.high)
+        if value is None:
+            return self._fallback(fallback, rng)
+        return value if type(value) is int else min(max(int(round(value)), self.low), self.high)
 
     def to_dict(self) -> dict:
         return {"type": "int", "low": self.low, "high": self.high}

@@ -23,6 +23,7 @@ import email.utils
 import json
 import os
 import random
+import socket
 import threading
 import time
 import weakref
@@ -255,6 +256,20 @@ def _is_loopback(url: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
+@dataclass
+class _Call:
+    """One logical request (all its attempts): what it sends and how it is accounted."""
+
+    kind: str
+    req: dict[str, Any]
+    key: str | None
+    name: str
+    tag: str
+    deps: Sequence[int] | None
+    start: float
+    start_wall: float
+
+
 class LLMClient:
     """OpenAI-compatible client with retries, cache, concurrency limit, accounting and tracing.
 
@@ -263,6 +278,10 @@ class LLMClient:
     base_url : str, optional
         Endpoint such as ``"https://api.openai.com/v1"`` or ``"http://127.0.0.1:8080/v1"``;
         ``None`` or ``""`` uses the embedded gemma-3-270m server (started on first use).
+        Pickling such a client starts the embedded server in this process (if it is not
+        running yet) and points the copy at it, so the Ray workers of a local run share the
+        driver's model rather than each loading its own; a copy unpickled on another machine
+        starts its own server there.
     model : str
         Model name sent with each request.
     api : {"completions", "chat"}
@@ -357,9 +376,15 @@ class LLMClient:
         state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_sem", "_client", "_async")}
         state["usage"] = dataclasses.replace(self.usage)
         state["usage_by_tag"] = {k: dataclasses.replace(v) for k, v in self.usage_by_tag.items()}
+        if self.is_local:
+            state["_resolved_url"] = self.resolved_base_url()
+            state["_resolved_on"] = socket.gethostname()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        resolved_on = state.pop("_resolved_on", None)
+        if resolved_on is not None and resolved_on != socket.gethostname():
+            state["_resolved_url"] = None  # 127.0.0.1 of another machine: start a server here
         self.__dict__.update(state)
         self._init_runtime()
 
@@ -512,72 +537,83 @@ class LLMClient:
                 setattr(self.usage, key, getattr(self.usage, key) + value)
                 setattr(tagged, key, getattr(tagged, key) + value)
 
-    def _finish_cached(self, hit: dict[str, Any], start: float, start_wall: float, name: str, tag: str, deps: Any) -> LLMResponse:
-        latency = time.perf_counter() - start
-        self._count(tag, calls=1, cache_hits=1)
+    def _begin(self, kind: str, content: Any, stop: Any, temperature: float | None, max_tokens: int | None,
+               name: str, deps: Sequence[int] | None, seed: int | None, sample: int,
+               tag: str | None) -> tuple[_Call, LLMResponse | None]:
+        """The request of one call, and its cached response when the cache has it."""
+        call = _Call(kind, self._request(kind, content, stop, temperature, max_tokens, seed), None,
+                     name, tag or name, deps, time.perf_counter(), time.time())
+        if self.cache is not None:
+            call.key = self._cache_key(kind, call.req, sample)
+            hit = self.cache.get(call.key)
+            if hit is not None:
+                return call, self._finish_cached(hit, call)
+        return call, None
+
+    def _after_failure(self, call: _Call, exc: Exception, attempt: int) -> float:
+        """Count a failed attempt; the delay before the next one, or raise the call's LLMError."""
+        retryable, wait, message = self._classify(exc)
+        self._count(call.tag, failures=1)
+        if not retryable or attempt >= self.retries:
+            raise self._fail(call, attempt + 1, message, retryable) from exc
+        return self._delay(attempt, wait)
+
+    def _finish_cached(self, hit: dict[str, Any], call: _Call) -> LLMResponse:
+        latency = time.perf_counter() - call.start
+        self._count(call.tag, calls=1, cache_hits=1)
         cost = self._cost(hit.get("model", ""), hit["tokens_in"], hit["tokens_out"])
         span = _record_span(
-            name=name, model=hit.get("model") or self.model, tokens_in=hit["tokens_in"], tokens_out=hit["tokens_out"],
-            cached=True, latency_s=latency, start_s=start_wall, ok=True, cost_usd=cost, deps=deps,
+            name=call.name, model=hit.get("model") or self.model, tokens_in=hit["tokens_in"],
+            tokens_out=hit["tokens_out"], cached=True, latency_s=latency, start_s=call.start_wall, ok=True,
+            cost_usd=cost, deps=call.deps,
         )
         return LLMResponse(hit["text"], hit["tokens_in"], hit["tokens_out"], latency, True, cost, span,
                            hit.get("finish_reason", ""), hit.get("model", ""))
 
-    def _finish_ok(self, parsed: tuple[str, int, int, str, str], key: str | None, start: float, start_wall: float,
-                   name: str, tag: str, deps: Any) -> LLMResponse:
+    def _finish_ok(self, parsed: tuple[str, int, int, str, str], call: _Call) -> LLMResponse:
         text, t_in, t_out, finish, model = parsed
-        latency = time.perf_counter() - start
+        latency = time.perf_counter() - call.start
         cost = self._cost(model, t_in, t_out)
-        if self.cache is not None and key is not None:
-            self.cache.put(key, {"text": text, "tokens_in": t_in, "tokens_out": t_out,
-                                 "finish_reason": finish, "model": model, "latency_s": latency})
-        self._count(tag, calls=1, tokens_in=t_in, tokens_out=t_out, cost_usd=cost, latency_s=latency)
-        span = _record_span(name=name, model=model or self.model, tokens_in=t_in, tokens_out=t_out, cached=False,
-                            latency_s=latency, start_s=start_wall, ok=True, cost_usd=cost, deps=deps)
+        if self.cache is not None and call.key is not None:
+            self.cache.put(call.key, {"text": text, "tokens_in": t_in, "tokens_out": t_out,
+                                      "finish_reason": finish, "model": model, "latency_s": latency})
+        self._count(call.tag, calls=1, tokens_in=t_in, tokens_out=t_out, cost_usd=cost, latency_s=latency)
+        span = _record_span(name=call.name, model=model or self.model, tokens_in=t_in, tokens_out=t_out,
+                            cached=False, latency_s=latency, start_s=call.start_wall, ok=True, cost_usd=cost,
+                            deps=call.deps)
         return LLMResponse(text, t_in, t_out, latency, False, cost, span, finish, model)
 
-    def _fail(self, kind: str, attempts: int, message: str, retryable: bool, start: float, start_wall: float,
-              name: str, tag: str, deps: Any) -> LLMError:
-        latency = time.perf_counter() - start
-        self._count(tag, errors=1, latency_s=latency)
-        _record_span(name=name, model=self.model, tokens_in=0, tokens_out=0, cached=False, latency_s=latency,
-                     start_s=start_wall, ok=False, error=message, cost_usd=0.0, deps=deps)
+    def _fail(self, call: _Call, attempts: int, message: str, retryable: bool) -> LLMError:
+        latency = time.perf_counter() - call.start
+        self._count(call.tag, errors=1, latency_s=latency)
+        _record_span(name=call.name, model=self.model, tokens_in=0, tokens_out=0, cached=False, latency_s=latency,
+                     start_s=call.start_wall, ok=False, error=message, cost_usd=0.0, deps=call.deps)
         where = self.base_url or "the embedded model"
         verb = "failed after" if retryable else "failed (not retryable) after"
         return LLMError(
-            f"{kind} request to {where} (model {self.model!r}) {verb} {attempts} attempt(s): {message}",
+            f"{call.kind} request to {where} (model {self.model!r}) {verb} {attempts} attempt(s): {message}",
             attempts=attempts, last_error=message, retryable=retryable,
         )
 
     # -- sync API ---------------------------------------------------------------------------------
     def _call(self, kind: str, content: Any, stop: Any, temperature: float | None, max_tokens: int | None,
               name: str, deps: Sequence[int] | None, seed: int | None, sample: int, tag: str | None) -> LLMResponse:
-        tag = tag or name
-        start, start_wall = time.perf_counter(), time.time()
-        req = self._request(kind, content, stop, temperature, max_tokens, seed)
-        key = self._cache_key(kind, req, sample) if self.cache is not None else None
-        if key is not None:
-            hit = self.cache.get(key)  # type: ignore[union-attr]
-            if hit is not None:
-                return self._finish_cached(hit, start, start_wall, name, tag, deps)
+        call, cached = self._begin(kind, content, stop, temperature, max_tokens, name, deps, seed, sample, tag)
+        if cached is not None:
+            return cached
         client = self._sync_client()
         endpoint = client.chat.completions if kind == "chat" else client.completions
         attempt = 0
         while True:
             try:
                 with self._sem:
-                    self._count(tag, requests=1)
-                    resp = endpoint.create(**req)
-                parsed = self._parse(kind, resp)
-            except Exception as exc:  # noqa: BLE001 - classified below; unknown kinds are not retried
-                retryable, wait, message = self._classify(exc)
-                self._count(tag, failures=1)
-                if not retryable or attempt >= self.retries:
-                    raise self._fail(kind, attempt + 1, message, retryable, start, start_wall, name, tag, deps) from exc
-                time.sleep(self._delay(attempt, wait))
+                    self._count(call.tag, requests=1)
+                    parsed = self._parse(kind, endpoint.create(**call.req))
+            except Exception as exc:  # noqa: BLE001 - classified; unknown kinds are not retried
+                time.sleep(self._after_failure(call, exc, attempt))
                 attempt += 1
                 continue
-            return self._finish_ok(parsed, key, start, start_wall, name, tag, deps)
+            return self._finish_ok(parsed, call)
 
     def complete(
         self,
@@ -648,14 +684,9 @@ class LLMClient:
     async def _acall(self, kind: str, content: Any, stop: Any, temperature: float | None, max_tokens: int | None,
                      name: str, deps: Sequence[int] | None, seed: int | None, sample: int,
                      tag: str | None) -> LLMResponse:
-        tag = tag or name
-        start, start_wall = time.perf_counter(), time.time()
-        req = self._request(kind, content, stop, temperature, max_tokens, seed)
-        key = self._cache_key(kind, req, sample) if self.cache is not None else None
-        if key is not None:
-            hit = self.cache.get(key)  # type: ignore[union-attr]
-            if hit is not None:
-                return self._finish_cached(hit, start, start_wall, name, tag, deps)
+        call, cached = self._begin(kind, content, stop, temperature, max_tokens, name, deps, seed, sample, tag)
+        if cached is not None:
+            return cached
         if self._resolved_url is None:
             # Starting the embedded model blocks for ~2 s: keep the event loop responsive.
             await asyncio.to_thread(self.resolved_base_url)
@@ -665,18 +696,13 @@ class LLMClient:
         while True:
             try:
                 async with sem:
-                    self._count(tag, requests=1)
-                    resp = await endpoint.create(**req)
-                parsed = self._parse(kind, resp)
+                    self._count(call.tag, requests=1)
+                    parsed = self._parse(kind, await endpoint.create(**call.req))
             except Exception as exc:  # noqa: BLE001
-                retryable, wait, message = self._classify(exc)
-                self._count(tag, failures=1)
-                if not retryable or attempt >= self.retries:
-                    raise self._fail(kind, attempt + 1, message, retryable, start, start_wall, name, tag, deps) from exc
-                await asyncio.sleep(self._delay(attempt, wait))
+                await asyncio.sleep(self._after_failure(call, exc, attempt))
                 attempt += 1
                 continue
-            return self._finish_ok(parsed, key, start, start_wall, name, tag, deps)
+            return self._finish_ok(parsed, call)
 
     async def acomplete(
         self,
