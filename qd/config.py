@@ -31,7 +31,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "llm": {"base_url": "", "model": "gemma-3-270m", "api": "completions", "api_key_env": "OPENAI_API_KEY",
             "temperature": 0.8, "max_tokens": 256, "timeout_s": 60.0, "retries": 3, "concurrency": 4,
             "cache": True, "prices": {}},
-    "evaluator": {"backend": "serial", "workers": 2, "timeout_s": 60.0, "ray_address": "", "mode": "task",
+    # backend "ray": a local runtime (or a cluster with ray_address); workers = 0 uses every CPU.
+    # "serial" evaluates in the driver: for debugging and for domains that take microseconds.
+    "evaluator": {"backend": "ray", "workers": 0, "timeout_s": 60.0, "ray_address": "", "mode": "task",
                   "actor_concurrency": 64},
 }
 
@@ -154,7 +156,7 @@ def _validate(config: dict[str, dict[str, Any]]) -> None:
             raise ConfigError(f"operators.{name} must be a non-negative weight, got {weight!r}")
 
     ev = config["evaluator"]
-    _positive_int(ev, "evaluator", "workers")
+    _positive_int(ev, "evaluator", "workers", allow_zero=True)
     if not _is_number(ev["timeout_s"]) or ev["timeout_s"] <= 0:
         raise ConfigError(f"evaluator.timeout_s must be a positive number, got {ev['timeout_s']!r}")
     llm = config["llm"]

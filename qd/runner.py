@@ -142,7 +142,7 @@ def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progr
     ev = config["evaluator"]
     options: dict[str, Any] = {"timeout_s": ev["timeout_s"]}
     if ev["backend"] == "ray":
-        options.update(workers=ev["workers"], address=ev["ray_address"] or None, mode=ev["mode"],
+        options.update(workers=ev["workers"] or None, address=ev["ray_address"] or None, mode=ev["mode"],
                        actor_concurrency=ev["actor_concurrency"])
     evaluator = make_evaluator(ev["backend"], domain, **options)
     search = Search(domain, archive, evaluator, operators=operators,

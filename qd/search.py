@@ -132,7 +132,8 @@ class Search:
     history_every : int, optional
         Record archive stats every this many evaluations (default: budget / 200).
     window : int, optional
-        Evaluations kept in flight (default ``2 × evaluator.slots``).
+        Evaluations kept in flight (default ``2 × evaluator.slots``, re-read as the slots change:
+        nodes joining or leaving a Ray cluster).
     ordered : bool
         Insert results in submission order rather than as they land. With a fixed
         ``window`` this makes the archive independent of evaluation timing, so serial
@@ -189,7 +190,7 @@ class Search:
         self._history_every = history_every or max(1, self.budget // 200)
         self._started = time.perf_counter()
         self._bar = None
-        self.window = window or 2 * evaluator.slots
+        self._window = window
         self.ordered = ordered
         self.target_rate = float(target_rate)
         self.adapt_every = max(1, int(adapt_every))
@@ -202,6 +203,11 @@ class Search:
             self._restore(store)
             if adaptive:
                 self._adapt_weights()  # resume with the weights the counters imply
+
+    @property
+    def window(self) -> int:
+        """Evaluations kept in flight."""
+        return self._window or 2 * self.evaluator.slots
 
     # -- public --------------------------------------------------------------------------------
     def run(self) -> Any:

@@ -9,7 +9,8 @@ from qd.cli import main
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, ray_session):
+    """A run with the default evaluator (Ray, on the session's runtime)."""
     out = tmp_path_factory.mktemp("cli") / "run"
     config = out.parent / "arm.toml"
     config.write_text("""
@@ -35,7 +36,8 @@ mutation = 0.5
 def test_run_writes_config_store_and_heatmap(run_dir):
     assert (run_dir / "config.toml").exists() and (run_dir / "run.sqlite").exists()
     assert (run_dir / "heatmap.png").stat().st_size > 5000
-    assert "seed = 7" in (run_dir / "config.toml").read_text()
+    config = (run_dir / "config.toml").read_text()
+    assert "seed = 7" in config and 'backend = "ray"' in config  # Ray is the default evaluator
 
 
 def test_status_json_has_the_documented_keys(run_dir, capsys):

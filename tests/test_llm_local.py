@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import urllib.error
 import urllib.request
 
@@ -46,6 +47,13 @@ def test_singleton_and_stop():
     client.complete("Hello", seed=0)
     url = ensure_local_server()
     assert client.resolved_base_url() == url == ensure_local_server()
+    # A pickled copy (a Ray worker on this machine) shares this server; on another host it starts its own.
+    fresh = LLMClient(max_tokens=4)
+    state = fresh.__getstate__()
+    assert pickle.loads(pickle.dumps(fresh)).resolved_base_url() == url
+    elsewhere = LLMClient.__new__(LLMClient)
+    elsewhere.__setstate__({**state, "_resolved_on": "another-host"})
+    assert elsewhere.is_local and elsewhere._resolved_url is None
     stop_local_server()
     with pytest.raises((urllib.error.URLError, OSError)):
         urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=2)

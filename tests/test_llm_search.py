@@ -50,6 +50,7 @@ def arm_config(base_url: str, operators: dict, evaluations: int, **llm: object) 
         "archive": {"measures": ["x", "y"], "bins": [10, 10], "ranges": [[-JOINTS, JOINTS], [-JOINTS, JOINTS]]},
         "operators": {"wait_for_llm": True, **operators},
         "llm": {"base_url": base_url, "model": "fake", "cache": False, **llm},
+        "evaluator": {"backend": "serial"},  # microsecond evaluations; Ray runs are tested elsewhere
     })
 
 

@@ -206,7 +206,7 @@ def test_spanning_elites_pick_best_cheapest_near_best_and_the_front():
     assert len(one) == 1 and one[0][0].startswith("best accuracy; lowest calls")
 
 
-def test_demo_job_on_the_simulated_backend_prints_the_trade_off(tmp_path, capsys):
+def test_demo_job_on_the_simulated_backend_prints_the_trade_off(tmp_path, capsys, ray_session):
     raw = copy.deepcopy(DEMO_CONFIG)
     raw["domain"] = {"name": "retrieval-sim", "options": DEMO_OPTIONS}
     raw["operators"] = {"mutation": 1.0}  # the LLM operators are exercised by the slow test below

@@ -7,9 +7,10 @@ how many are still ``pending``. All of them run a configuration through
 configuration runs; failures (exceptions, crashed workers, deadlines) come back
 as :class:`~qd.result.EvalResult` statuses and never as exceptions.
 
-- :class:`SerialEvaluator`: in the driver process, one at a time (debugging, tiny domains).
-- :class:`RayEvaluator`: Ray tasks (CPU-bound domains) or async Ray actors (I/O-bound
-  domains such as LLM pipelines), locally or on a cluster.
+- :class:`RayEvaluator` (the default of ``qd run``): Ray tasks (CPU-bound domains) or async
+  Ray actors (I/O-bound domains such as LLM pipelines), locally or on a cluster.
+- :class:`SerialEvaluator`: in the driver process, one at a time (debugging, domains whose
+  evaluations take microseconds).
 """
 from __future__ import annotations
 

@@ -298,8 +298,8 @@ class RayEvaluator:
     Attributes
     ----------
     slots : int
-        Evaluations that run at once: ``workers`` / cluster CPUs (tasks), or
-        ``num_actors * actor_concurrency`` (actors).
+        Evaluations that run at once: ``workers``, else the cluster's CPUs now (tasks: it
+        follows nodes that join or leave), or ``num_actors * actor_concurrency`` (actors).
     """
 
     def __init__(self, domain: Domain, *, workers: int | None = None, timeout_s: float | None = 60.0,
@@ -338,7 +338,7 @@ class RayEvaluator:
             self._task = _remote("task").options(num_cpus=self.num_cpus)
             self._actors: list[Any] = []
             self._lanes = [_Lane(self._cluster_capacity())]
-            self.slots = workers or self._lanes[0].capacity
+            self._fixed_slots = workers
             # Start-up allowance: the estimate cannot see a fresh worker process (after a crash or
             # a force-cancel) import qd and unpickle the domain inside the deadline.
             self._grace_s = 0.0 if timeout_s is None else min(_TASK_START_GRACE_S, float(timeout_s))
@@ -362,9 +362,13 @@ class RayEvaluator:
                 self.close()
                 raise RuntimeError(f"Ray evaluation actors did not start: {type(exc).__name__}: {exc}") from exc
             self._lanes = [_Lane(actor_concurrency) for _ in self._actors]
-            self.slots = count * actor_concurrency
+            self._fixed_slots = count * actor_concurrency
             # The actor enforces the deadline itself; the driver's backstop only catches a stuck actor.
             self._grace_s = 0.0 if timeout_s is None else max(5.0, 0.25 * timeout_s)
+
+    @property
+    def slots(self) -> int:
+        return self._fixed_slots or self._lanes[0].capacity
 
     # -- runtime -------------------------------------------------------------------------------
     def _connect(self, workers: int | None, address: str | None) -> None:
