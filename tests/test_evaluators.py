@@ -236,6 +236,41 @@ def test_serial_and_ray_give_the_same_results(ray_session, mode):
         assert comparable(got[key]) == comparable(want[key]), key
 
 
+class EmbeddedModelProbe(Domain):
+    """Reports the endpoint its embedded-model client resolves to (without calling the model)."""
+
+    name = "embedded-probe"
+    space = Space({"x": Float(0.0, 1.0)})
+
+    def __init__(self):
+        from qd.llm import LLMClient
+
+        self.client = LLMClient()  # no base_url: the embedded model
+
+    def evaluate(self, config: dict) -> EvalResult:
+        return EvalResult(fitness=0.0, metrics={"base_url": self.client.resolved_base_url(), "pid": os.getpid()})
+
+
+def test_local_ray_workers_share_the_drivers_embedded_model(ray_session):
+    """Shipping the domain starts the model in the driver; workers call it instead of loading their own."""
+    from qd.evaluators import RayEvaluator
+    from qd.llm.local import ensure_local_server, stop_local_server
+
+    try:
+        ev = RayEvaluator(EmbeddedModelProbe(), timeout_s=60.0)
+        try:
+            for key in range(4):
+                ev.submit(key, {"x": key / 4})
+            results = drain(ev)
+        finally:
+            ev.close()
+        assert {r.status for r in results.values()} == {"ok"}
+        assert {r.metrics["base_url"] for r in results.values()} == {ensure_local_server()}
+        assert all(r.metrics["pid"] != os.getpid() for r in results.values())  # they ran in workers
+    finally:
+        stop_local_server()
+
+
 # -- whole searches through the Ray evaluator -----------------------------------------------------
 
 class FlakyDomain(Domain):

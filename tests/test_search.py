@@ -151,3 +151,33 @@ iso_line_dd = 1.0
     assert all(before[r.id] == r.hash for r in rows if r.id in before)
     status = json.loads(_run_cli("status", str(run_dir), "--json").stdout)
     assert status["evaluations"] == 1500 == status["budget"]
+
+
+class _GrowingEvaluator(SerialEvaluator):
+    """Serial evaluation whose slots grow from 1 to 4 after 100 results, as when Ray nodes join."""
+
+    def __init__(self, domain):
+        super().__init__(domain)
+        self.finished = 0
+        self.queued: list[tuple[int, int]] = []  # (results so far, evaluations queued) after each submit
+
+    def submit(self, key, config):
+        super().submit(key, config)
+        self.queued.append((self.finished, self.pending()))
+
+    def collect(self, timeout):
+        out = super().collect(timeout)
+        self.finished += len(out)
+        if self.finished >= 100:
+            self.slots = 4
+        return out
+
+
+def test_window_follows_the_evaluators_slots_unless_fixed():
+    domain = ArmDomain(joints=4)
+    grown, _ = _search(domain, 300, evaluator=_GrowingEvaluator(domain))
+    ev = grown.evaluator
+    assert max(q for done, q in ev.queued if done < 100) == 2 and max(q for done, q in ev.queued if done >= 100) == 8
+    assert grown.window == 8
+    fixed, _ = _search(domain, 300, evaluator=_GrowingEvaluator(domain), window=3)
+    assert max(q for _, q in fixed.evaluator.queued) == 3
