@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     elites.add_argument("--where", metavar="EXPR",
                         help="filter, e.g. 'llm_calls <= 4 and objective > 0.5' (names: objective, id, measures)")
     elites.add_argument("--format", choices=["json", "csv"], default="json")
+    elites.add_argument("--traces", metavar="DIR",
+                        help="also re-run the selected elites under the tracer and write each full trace "
+                             "as DIR/elite-ID.json (LLM calls replay from the request cache when it is on)")
     elites.set_defaults(func=_cmd_elites)
 
     domains = sub.add_parser("domains", help="list the built-in domains")
@@ -355,6 +358,12 @@ def _cmd_elites(args: argparse.Namespace) -> int:
 
     run = open_run(args.run_dir)
     records = select_elites(run.archive, top=args.top, diverse=args.diverse, where=args.where)
+    if args.traces:
+        from qd.analysis import export_elite_traces
+
+        elites = [{"id": r["id"], "objective": r["objective"], "solution": r["config"]} for r in records]
+        paths = export_elite_traces(run.domain, elites, args.traces)
+        print(f"wrote {len(paths)} trace(s) to {args.traces}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(records, indent=1, default=_json_default))
         return 0

@@ -227,6 +227,15 @@ def test_demo_job_on_the_simulated_backend_prints_the_trade_off(tmp_path, capsys
     cutoff = float(label.rsplit(">= ", 1)[1].split(";")[0])
     near_best = [e["measures"][0] for e in archive.top() if e["objective"] >= cutoff]
     assert picks[label]["measures"][0] == min(near_best)
+    # `qd elites --traces` re-runs the chosen elites under the tracer: the same calls as in the run
+    assert main(["elites", str(tmp_path / "run"), "--top", "2", "--traces", str(tmp_path / "traces")]) == 0
+    rows = {r.id: r for r in open_run(tmp_path / "run").store.evaluations()}
+    records = json.loads(capsys.readouterr().out)
+    assert len(records) == 2
+    for record in records:
+        trace = json.loads((tmp_path / "traces" / f"elite-{record['id']}.json").read_text())
+        assert trace["meta"]["config"] == record["config"] and trace["meta"]["rerun_status"] == "ok"
+        assert trace["summary"]["llm_calls"] == rows[record["id"]].trace_summary["llm_calls"] > 0
 
 
 def test_export_elite_traces_replays_the_configuration(tmp_path):
