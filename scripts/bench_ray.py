@@ -19,8 +19,15 @@ Prints a markdown table:
   Ray's client threads): the overhead figure to read. Its inverse bounds how many
   evaluations per second one driver can feed (see the ``noop`` rows).
 
-Usage: ``python scripts/bench_ray.py [--workers 2] [--concurrency 64] [--duration 0.1] [--seconds 6]``
-(about 1.5 minutes with the defaults; ``--seconds 2`` for a smoke test). Run it on a quiet
+A second table runs whole searches (``qd.Search`` on Ray tasks, sleeping evaluations)
+whose offspring come half from a classic mutation and half from a stand-in LLM operator
+that takes ``--llm-latency`` seconds per child on one LLM thread, with ``wait_for_llm``
+off (the default: an LLM draw while the thread is busy goes to the classic operator) and
+on (the slot waits for the thread): throughput against the ideal, and the LLM operator's
+share of the evaluations.
+
+Usage: ``python scripts/bench_ray.py [--workers 2] [--concurrency 64] [--duration 0.1] [--seconds 6]
+[--llm-latency 1.0]`` (about 2 minutes with the defaults; ``--seconds 2`` for a smoke test). Run it on a quiet
 machine: other processes competing for the CPUs lower every ``% ideal`` figure.
 """
 from __future__ import annotations
@@ -34,11 +41,29 @@ from qd.result import EvalResult
 from qd.space import Float, Space
 
 
+class SlowLLMOperator:
+    """Stand-in for an LLM operator: a Gaussian child of one elite after ``latency`` seconds."""
+
+    name = "slow_llm"
+    num_parents = 1
+    uses_llm = True
+
+    def __init__(self, space: Space, latency: float):
+        from operators.classic import Gaussian
+
+        self._inner, self.latency = Gaussian(space), latency
+
+    def vary(self, parents: list, rng) -> list[dict]:
+        time.sleep(self.latency)
+        return self._inner.vary(parents, rng)
+
+
 class BenchDomain(Domain):
     """Each evaluation sleeps, burns CPU, or returns at once, for ``duration`` seconds."""
 
     name = "bench"
     space = Space({"x": Float(0.0, 1.0)})
+    default_measures = ("x",)
 
     def __init__(self, load: str, duration: float):
         self.load, self.duration = load, duration
@@ -88,12 +113,42 @@ def drive(evaluator, count: int, warmup: int) -> dict:
     return run(count)
 
 
+def bench_search(args: argparse.Namespace, wait_for_llm: bool) -> dict:
+    """A whole search on Ray tasks, half its offspring asked of a slow one-thread LLM operator."""
+    from archives import GridArchive
+    from operators.classic import Gaussian
+    from qd.analysis.descriptors import resolve_measures
+    from qd.evaluators import RayEvaluator
+    from qd.search import Search
+
+    domain = BenchDomain("sleep", args.duration)
+    ideal = args.workers / args.duration
+    budget = max(40, int(ideal * args.seconds))
+    archive = GridArchive(dims=[50], ranges=[(0.0, 1.0)], measure_names=["x"])
+    evaluator = RayEvaluator(domain, workers=args.workers, timeout_s=60.0)
+    operators = {"gaussian": (Gaussian(domain.space), 1.0),
+                 "slow_llm": (SlowLLMOperator(domain.space, args.llm_latency), 1.0)}
+    search = Search(domain, archive, evaluator, operators=operators, measures=resolve_measures(["x"], domain),
+                    budget=budget, init_random=2 * args.workers, llm_threads=1, wait_for_llm=wait_for_llm,
+                    drain_s=0.0)
+    start = time.perf_counter()
+    try:
+        search.run()
+    finally:
+        search.close()
+    wall = time.perf_counter() - start
+    llm = search.stats["slow_llm"]
+    return {"wait": wait_for_llm, "evals": budget, "wall_s": wall, "rate": budget / wall, "ideal": ideal,
+            "llm_share": llm.spent / budget, "llm_children": llm.evaluated}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="CPUs of the local Ray runtime (task slots)")
     parser.add_argument("--concurrency", type=int, default=64, help="actor_concurrency for actor mode")
     parser.add_argument("--duration", type=float, default=0.1, help="seconds per sleep / CPU evaluation")
     parser.add_argument("--seconds", type=float, default=6.0, help="target wall time per measured row")
+    parser.add_argument("--llm-latency", type=float, default=1.0, help="seconds per child of the stand-in LLM")
     args = parser.parse_args()
 
     import ray
@@ -144,6 +199,7 @@ def main() -> None:
         measure("ray", "actor", load, actors, None)
     # One actor is one process: CPU-bound evaluations share its GIL, so its ideal is 1 slot.
     measure("ray", "actor", "cpu", actors, 1)
+    searches = [bench_search(args, wait) for wait in (False, True)]
     ray.shutdown()
 
     print()
@@ -164,6 +220,15 @@ def main() -> None:
             verdict = "meets" if r["pct"] >= target else "MISSES"
             print(f"target: ray {r['mode']} {r['load']}: {r['pct']:.0f} % of ideal {verdict} >= {target} % "
                   f"(slot utilization {r['util']:.0f} %)")
+    print()
+    print(f"Whole searches on Ray tasks ({args.workers} CPUs, {args.duration:g} s sleeps), operators gaussian 1.0 + "
+          f"a stand-in LLM operator 1.0 taking {args.llm_latency:g} s per child on 1 LLM thread:")
+    print()
+    print("| wait_for_llm | evals | wall s | evals/s | ideal/s | % ideal | LLM operator's share of evaluations |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in searches:
+        print(f"| {str(r['wait']).lower()} | {r['evals']} | {r['wall_s']:.2f} | {r['rate']:.1f} | {r['ideal']:.0f} "
+              f"| {100 * r['rate'] / r['ideal']:.0f} | {r['llm_share']:.0%} |")
     bad = [r for r in rows if set(r["statuses"]) != {"ok"}]
     for r in bad:
         print(f"WARNING: {r['evaluator']} {r['mode']} {r['load']} statuses {r['statuses']}")
