@@ -4,7 +4,8 @@ The public API, re-exported here::
 
     import qd
     archive = qd.GridArchive(dims=[20, 20], ranges=[(0, 40), (0, 4000)], measure_names=["llm_calls", "tokens_total"])
-    search = qd.Search(domain, archive, qd.SerialEvaluator(domain), operators=..., measures=..., budget=1000)
+    with qd.Search(domain, archive, qd.RayEvaluator(domain), operators=..., measures=..., budget=1000) as search:
+        search.run()   # leaving the block stops LLM threads and the evaluator
 """
 from archives import ArchiveStats, CVTArchive, GridArchive, cvt_centroids
 from archives import load as load_archive

@@ -152,10 +152,8 @@ def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progr
                     wait_for_llm=config["operators"].get("wait_for_llm", False),
                     llm_threads=config["llm"]["concurrency"],
                     progress=progress and config["run"]["progress"], llm_client=client)
-    try:
+    with search:
         search.run()
-    finally:
-        search.close()
     if config["run"]["plot"]:
         save_heatmap(archive, run_dir / "heatmap.png", title=config["run"]["name"])
     return Run(run_dir, config, store, domain, archive)

@@ -250,6 +250,12 @@ class Search:
         self._llm_pool.shutdown(wait=False, cancel_futures=True)
         self.evaluator.close()
 
+    def __enter__(self) -> "Search":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- restore -------------------------------------------------------------------------------
     def _restore(self, store: RunStore) -> None:
         """Rebuild the archive, dedup set and counters by replaying the store in id order."""

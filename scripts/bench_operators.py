@@ -92,17 +92,14 @@ def run_one(name: str, seed: int, evals: int, init_random: int, base_url: str, s
     client = None if name == "classic" else LLMClient(base_url=base_url, concurrency=llm_threads, timeout_s=120.0)
     operators, adaptive = build_operators(name, domain.space, client, k)
     with RunStore(store_dir / f"{name}-{seed}.sqlite") as store:
-        search = Search(domain, archive, SerialEvaluator(domain), operators=operators,
-                        measures=resolve_measures(names, domain), budget=evals, store=store,
-                        init_random=init_random, seed=seed, adaptive=adaptive, adapt_every=10,
-                        llm_threads=llm_threads, llm_client=client, history_every=5,
-                        wait_for_llm=True)  # operator sets compared per evaluation: weights exact
-        start = time.perf_counter()
-        try:
+        # wait_for_llm: operator sets are compared per evaluation, so each gets exactly its weights
+        with Search(domain, archive, SerialEvaluator(domain), operators=operators,
+                    measures=resolve_measures(names, domain), budget=evals, store=store,
+                    init_random=init_random, seed=seed, adaptive=adaptive, adapt_every=10,
+                    llm_threads=llm_threads, llm_client=client, history_every=5, wait_for_llm=True) as search:
+            start = time.perf_counter()
             search.run()
-        finally:
-            search.close()
-        wall = time.perf_counter() - start
+            wall = time.perf_counter() - start
         curve = [(int(h["evaluations"]), float(h["qd_score"])) for h in store.history()]
     s = archive.stats
     ops = {n: st.as_dict() for n, st in search.stats.items()}

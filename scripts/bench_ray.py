@@ -128,15 +128,12 @@ def bench_search(args: argparse.Namespace, wait_for_llm: bool) -> dict:
     evaluator = RayEvaluator(domain, workers=args.workers, timeout_s=60.0)
     operators = {"gaussian": (Gaussian(domain.space), 1.0),
                  "slow_llm": (SlowLLMOperator(domain.space, args.llm_latency), 1.0)}
-    search = Search(domain, archive, evaluator, operators=operators, measures=resolve_measures(["x"], domain),
-                    budget=budget, init_random=2 * args.workers, llm_threads=1, wait_for_llm=wait_for_llm,
-                    drain_s=0.0)
-    start = time.perf_counter()
-    try:
+    with Search(domain, archive, evaluator, operators=operators, measures=resolve_measures(["x"], domain),
+                budget=budget, init_random=2 * args.workers, llm_threads=1, wait_for_llm=wait_for_llm,
+                drain_s=0.0) as search:
+        start = time.perf_counter()
         search.run()
-    finally:
-        search.close()
-    wall = time.perf_counter() - start
+        wall = time.perf_counter() - start
     llm = search.stats["slow_llm"]
     return {"wait": wait_for_llm, "evals": budget, "wall_s": wall, "rate": budget / wall, "ideal": ideal,
             "llm_share": llm.spent / budget, "llm_children": llm.evaluated}
