@@ -22,8 +22,10 @@ class ConfigError(ValueError):
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
+    # ordered: insert results in submission order, so the same seed and workers give the same
+    # archive run to run on Ray too (classic operators; slots may idle behind a slow evaluation).
     "run": {"name": "qd-run", "evaluations": 1000, "seed": 0, "init_random": 100, "progress": True,
-            "plot": True},
+            "plot": True, "ordered": False},
     "domain": {"name": "arm", "options": {}},
     "archive": {"type": "grid", "measures": [], "bins": [], "ranges": [], "cells": 0,
                 "qd_score_offset": None, "learning_rate": None, "threshold_min": None},
@@ -123,6 +125,9 @@ def _validate(config: dict[str, dict[str, Any]]) -> None:
     _positive_int(run, "run", "init_random", allow_zero=True)
     if not isinstance(run["seed"], int) or isinstance(run["seed"], bool):
         raise ConfigError(f"run.seed must be an integer, got {run['seed']!r}")
+    for flag in ("progress", "plot", "ordered"):
+        if not isinstance(run[flag], bool):
+            raise ConfigError(f"run.{flag} must be true or false, got {run[flag]!r}")
     if not isinstance(config["domain"]["name"], str) or not config["domain"]["name"]:
         raise ConfigError("domain.name must be a non-empty string (see `qd domains`)")
     if not isinstance(config["domain"]["options"], dict):

@@ -150,7 +150,7 @@ def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progr
                     store=store, init_random=config["run"]["init_random"], seed=config["run"]["seed"],
                     adaptive=config["operators"].get("adaptive", False),
                     wait_for_llm=config["operators"].get("wait_for_llm", False),
-                    llm_threads=config["llm"]["concurrency"],
+                    llm_threads=config["llm"]["concurrency"], ordered=config["run"].get("ordered", False),
                     progress=progress and config["run"]["progress"], llm_client=client)
     with search:
         search.run()

@@ -91,3 +91,32 @@ def test_domains_lists_builtins(capsys):
     out = capsys.readouterr().out
     assert "arm" in out and "retrieval" in out
 
+
+
+def test_ordered_runs_on_ray_are_reproducible(tmp_path, ray_session):
+    """`[run] ordered = true`: the same seed gives the same evaluations and archive on the default (Ray) backend."""
+    from qd.runner import open_run
+
+    config = tmp_path / "ordered.toml"
+    config.write_text("""
+[run]
+evaluations = 200
+init_random = 30
+ordered = true
+plot = false
+[domain]
+name = "arm"
+[domain.options]
+joints = 6
+[archive]
+measures = ["x", "y"]
+bins = [12, 12]
+[operators]
+iso_line_dd = 1.0
+""")
+    runs = []
+    for name in ("a", "b"):
+        assert main(["run", str(config), "--out", str(tmp_path / name), "--no-progress", "--seed", "3"]) == 0
+        run = open_run(tmp_path / name)
+        runs.append(([(r.id, r.hash) for r in run.store.evaluations()], run.archive.stats.qd_score))
+    assert runs[0] == runs[1] and len(runs[0][0]) == 200
