@@ -8,27 +8,30 @@ import pytest
 from qd.cli import main
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, ray_session):
-    """A run with the default evaluator (Ray, on the session's runtime)."""
-    out = tmp_path_factory.mktemp("cli") / "run"
-    config = out.parent / "arm.toml"
-    config.write_text("""
+def write_arm_config(path, run: str, bins: int, operators: str = "iso_line_dd = 1.0"):
+    """A 6-joint arm run config as a user writes it: ``run`` and ``operators`` are TOML lines."""
+    path.write_text(f"""
 [run]
-name = "cli-arm"
-evaluations = 400
-init_random = 40
+{run}
 [domain]
 name = "arm"
 [domain.options]
 joints = 6
 [archive]
 measures = ["x", "y"]
-bins = [15, 15]
+bins = [{bins}, {bins}]
 [operators]
-iso_line_dd = 1.0
-mutation = 0.5
+{operators}
 """)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, ray_session):
+    """A run with the default evaluator (Ray, on the session's runtime)."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    config = write_arm_config(out.parent / "arm.toml", 'name = "cli-arm"\nevaluations = 400\ninit_random = 40',
+                              bins=15, operators="iso_line_dd = 1.0\nmutation = 0.5")
     assert main(["run", str(config), "--out", str(out), "--no-progress", "--seed", "7"]) == 0
     return out
 
@@ -97,23 +100,8 @@ def test_ordered_runs_on_ray_are_reproducible(tmp_path, ray_session):
     """`[run] ordered = true`: the same seed gives the same evaluations and archive on the default (Ray) backend."""
     from qd.runner import open_run
 
-    config = tmp_path / "ordered.toml"
-    config.write_text("""
-[run]
-evaluations = 200
-init_random = 30
-ordered = true
-plot = false
-[domain]
-name = "arm"
-[domain.options]
-joints = 6
-[archive]
-measures = ["x", "y"]
-bins = [12, 12]
-[operators]
-iso_line_dd = 1.0
-""")
+    config = write_arm_config(tmp_path / "ordered.toml",
+                              "evaluations = 200\ninit_random = 30\nordered = true\nplot = false", bins=12)
     runs = []
     for name in ("a", "b"):
         assert main(["run", str(config), "--out", str(tmp_path / name), "--no-progress", "--seed", "3"]) == 0
