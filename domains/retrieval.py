@@ -37,6 +37,7 @@ from domains.retrieval_task import (
 )
 from qd.analysis.tracer import active_tracer, span
 from qd.domain import Domain
+from qd.llm.cache import cache_path
 from qd.result import EvalResult
 from qd.space import Bool, Categorical, Float, Int, Space, Text
 
@@ -85,16 +86,6 @@ def predict_calls(config: dict, n_pairs: int) -> dict[str, int]:
     verify = int(bool(config["verify"]))
     calls = int(config["samples"]) * n_chunks(n_pairs, int(config["chunk_size"])) + fusion + verify
     return {"llm_calls": calls, "critical_path": 1 + fusion + verify}
-
-
-def _cache_path(cache: str | bool | None) -> str | None:
-    """``cache`` option -> SQLite path (``True``: qd's shared request cache, as ``[llm] cache = true``)."""
-    if cache is True:
-        import os
-        from pathlib import Path
-
-        return str(Path(os.environ.get("QD_CACHE_DIR", Path.home() / ".cache" / "qd")) / "llm-cache.sqlite")
-    return str(cache) if cache else None
 
 
 def _vote(answers: list[str | None]) -> str | None:
@@ -181,7 +172,7 @@ class RetrievalDomain(Domain):
             from qd.llm.client import LLMClient
 
             self.llm = LLMClient(base_url=base_url, model=model, api=api, api_key_env=api_key_env,
-                                 cache=_cache_path(cache),
+                                 cache=cache_path(cache),
                                  timeout_s=timeout_s, concurrency=concurrency, max_tokens=max_tokens)
         # Default map: log2(LLM calls per instance) x largest prompt: the calls-vs-context trade-off.
         self.default_measures = ("log2_calls", "max_prompt_tokens")

@@ -141,20 +141,21 @@ def _print_summary(run: Any) -> None:
 def _config_line(config: Any, limit: int = 160) -> str:
     """A configuration on one line: ``key=value`` pairs, long strings cut (for the run summary)."""
     if not isinstance(config, dict):
-        text = json.dumps(config, default=str)
-        return text if len(text) <= limit else text[: limit - 3] + "..."
+        return _cut(json.dumps(config, default=str), limit)
     parts = []
     for key, value in config.items():
         if isinstance(value, float):
             shown = f"{value:.3g}"
         elif isinstance(value, str):
-            shown = json.dumps(value if len(value) <= 40 else value[:37] + "...")
+            shown = json.dumps(_cut(value, 40))
         else:
-            shown = json.dumps(value, default=str)
-            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            shown = _cut(json.dumps(value, default=str), 40)
         parts.append(f"{key}={shown}")
-    line = " ".join(parts)
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    return _cut(" ".join(parts), limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _spanning_elites(archive: Any, objective_name: str = "objective", near: float = 0.1,

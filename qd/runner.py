@@ -5,7 +5,6 @@ The run directory holds ``config.toml`` (the resolved config), ``run.sqlite`` (t
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,19 +75,22 @@ def build_archive(config: dict, domain: Domain) -> Any:
 def build_llm_client(config: dict) -> Any:
     """The LLM client of ``[llm]`` (the embedded model when ``base_url`` is empty)."""
     from qd.llm import LLMClient
+    from qd.llm.cache import cache_path
 
     llm = config["llm"]
-    cache = llm["cache"]
-    if cache is True:
-        cache = Path(os.environ.get("QD_CACHE_DIR", Path.home() / ".cache" / "qd")) / "llm-cache.sqlite"
     return LLMClient(base_url=llm["base_url"] or None, model=llm["model"], api=llm["api"],
                      api_key_env=llm["api_key_env"], temperature=llm["temperature"],
                      max_tokens=llm["max_tokens"], timeout_s=llm["timeout_s"], retries=llm["retries"],
-                     concurrency=llm["concurrency"], cache=cache or None, prices=llm["prices"] or None)
+                     concurrency=llm["concurrency"], cache=cache_path(llm["cache"]),
+                     prices=llm["prices"] or None)
 
 
-def build_operators(config: dict, domain: Domain, client: Any = None) -> dict[str, tuple[Any, float]]:
-    """Operator instances and weights from ``[operators]``; builds the LLM client only when needed."""
+def build_operators(config: dict, domain: Domain) -> tuple[dict[str, tuple[Any, float]], Any]:
+    """Operator instances and weights from ``[operators]``, and the LLM client they share.
+
+    The client (:func:`build_llm_client`) is built only when an LLM operator has a positive
+    weight; otherwise it is ``None``.
+    """
     from operators import CLASSIC
 
     llm_ops: dict[str, type] = {}
@@ -99,18 +101,19 @@ def build_operators(config: dict, domain: Domain, client: Any = None) -> dict[st
         from operators.llm import LLM_OPERATORS
 
         llm_ops = LLM_OPERATORS
-    allowed = sorted(CLASSIC) + sorted(llm_ops or ("lmx", "llm_mutation"))
+    allowed = sorted(CLASSIC) + sorted(llm_ops)
     unknown = sorted(set(weights) - set(CLASSIC) - set(llm_ops))
     if unknown:
         raise ConfigError(f"unknown operator(s) {', '.join(unknown)}; allowed: {', '.join(allowed)} "
                           f"(and the switches {', '.join(OPERATOR_FLAGS)})")
+    client = build_llm_client(config) if llm_ops else None
     built = {}
     for name, weight in weights.items():
         if name in CLASSIC:
             built[name] = (CLASSIC[name](domain.space), weight)
         else:
             built[name] = (llm_ops[name](domain.space, client), weight)
-    return built
+    return built, client
 
 
 def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> Run:
@@ -133,9 +136,7 @@ def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progr
     (run_dir / "config.toml").write_text(dump_config(config))
     domain = build_domain(config)
     archive = build_archive(config, domain)
-    uses_llm = any(k in ("lmx", "llm_mutation") and v for k, v in config["operators"].items())
-    client = build_llm_client(config) if uses_llm else None
-    operators = build_operators(config, domain, client)
+    operators, client = build_operators(config, domain)
     store = RunStore(store_path)
     store.set_meta("config", config)
     store.set_meta("budget", config["run"]["evaluations"])

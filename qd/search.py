@@ -176,8 +176,8 @@ class Search:
         self.operators = {name: op for name, (op, _) in operators.items()}
         self.base_weights = {name: float(w) for name, (_, w) in operators.items()}
         self.weights = dict(self.base_weights)
-        self._fallback = next((op for op in self.operators.values() if not getattr(op, "uses_llm", False)),
-                              None) or Mutation(self.space)
+        self._classic_names = [n for n, op in self.operators.items() if not getattr(op, "uses_llm", False)]
+        self._fallback = self.operators[self._classic_names[0]] if self._classic_names else Mutation(self.space)
         self.stats: dict[str, OperatorStats] = collections.defaultdict(OperatorStats)
         self.finished = 0
         self._next_id = 0
@@ -312,8 +312,7 @@ class Search:
 
         With no classic operator configured, the fallback mutation stands in (as ``fallback``).
         """
-        names = [n for n, op in self.operators.items()
-                 if not getattr(op, "uses_llm", False) and self.weights[n] > 0]
+        names = [n for n in self._classic_names if self.weights[n] > 0]
         if not names:
             return FALLBACK, self._fallback
         name = self._choose_operator(names)

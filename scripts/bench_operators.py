@@ -25,7 +25,6 @@ load on the cores. ``--quick`` (1 seed, 60 evaluations) takes a few minutes.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time

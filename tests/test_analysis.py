@@ -96,7 +96,7 @@ def test_tracer_nesting_parent_ids_and_deps():
             a = llm("a")
             with span("tool", "inner", deps=[a]) as inner:
                 b = llm("b", deps=[a, None])
-        c = llm("c", deps=[b])
+        llm("c", deps=[b])
     assert active_tracer() is None
     spans = t.spans
     assert [s["id"] for s in spans] == list(range(5))

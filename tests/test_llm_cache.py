@@ -7,7 +7,7 @@ import sqlite3
 
 from hypothesis import given, strategies as st
 
-from qd.llm.cache import RequestCache, request_key
+from qd.llm.cache import RequestCache, cache_path, request_key
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
@@ -65,3 +65,10 @@ def test_pickle_keeps_only_the_path(tmp_path):
     cache.put("a", {"x": 1})
     clone = pickle.loads(pickle.dumps(cache))
     assert clone.path == cache.path and clone.get("a") == {"x": 1}
+
+
+def test_cache_path_resolves_the_shared_cache_and_turns_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("QD_CACHE_DIR", str(tmp_path / "c"))
+    assert cache_path(True) == tmp_path / "c" / "llm-cache.sqlite"
+    assert cache_path(str(tmp_path / "own.sqlite")) == tmp_path / "own.sqlite"
+    assert cache_path(False) is None and cache_path(None) is None and cache_path("") is None

@@ -343,7 +343,7 @@ class RayEvaluator:
             # a force-cancel) import qd and unpickle the domain inside the deadline.
             self._grace_s = 0.0 if timeout_s is None else min(_TASK_START_GRACE_S, float(timeout_s))
             if not self._owns_runtime and self.slots < self._lanes[0].capacity:
-                # `qd run` passes evaluator.workers (2 by default) even when joining a big cluster.
+                # e.g. `qd run --workers 8` joining a 64-CPU cluster (the default, 0, takes them all).
                 log.warning("Ray evaluator: workers = %d leaves %d of the cluster's %d CPUs unused; set "
                             "evaluator.workers (qd run --workers) to use them all", self.slots,
                             self._lanes[0].capacity - self.slots, self._lanes[0].capacity)

@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RequestCache", "request_key"]
+__all__ = ["RequestCache", "cache_path", "request_key"]
+
+
+def cache_path(cache: str | Path | bool | None) -> Path | None:
+    """A ``cache`` setting as a file: ``True`` is qd's shared cache, ``False``/``None``/``""`` none.
+
+    The shared cache is ``$QD_CACHE_DIR/llm-cache.sqlite`` (default ``~/.cache/qd``).
+    """
+    if cache is True:
+        return Path(os.environ.get("QD_CACHE_DIR", Path.home() / ".cache" / "qd")) / "llm-cache.sqlite"
+    return Path(cache) if cache else None
 
 
 def request_key(request: dict[str, Any]) -> str:

@@ -20,14 +20,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
-import json
 import os
 import random
 import socket
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
