@@ -3,13 +3,13 @@
 ``GridArchive`` and ``CVTArchive`` follow pyribs's names and semantics (``add``,
 ``add_single``, ``sample_elites``, ``retrieve``, ``data``, ``stats``), store
 configurations (or numeric vectors) with their extra fields, and add elite queries
-(``top``, ``diverse``, ``where``), ``save``/``load`` and plots (:mod:`archives.plot`).
+(``top``, ``diverse``, ``where``), ``save``/``load`` and plots (:mod:`qd.archives.plot`).
 """
-from archives.base import ArchiveBase, ArchiveStats
-from archives.cvt import CVTArchive, cvt_centroids
-from archives.grid import GridArchive
-from archives.io import load, save
-from archives.query import compile_where
+from qd.archives.base import ArchiveBase, ArchiveStats
+from qd.archives.cvt import CVTArchive, cvt_centroids
+from qd.archives.grid import GridArchive
+from qd.archives.io import load, save
+from qd.archives.query import compile_where
 
 __all__ = ["ArchiveBase", "ArchiveStats", "GridArchive", "CVTArchive", "cvt_centroids", "load", "save",
            "compile_where"]

@@ -4,7 +4,7 @@ An archive has a fixed number of cells. Subclasses only say which cell a point o
 measure space falls in (:meth:`ArchiveBase.index_of` for a batch, ``_index_single`` for
 one point); everything else lives here: the per-cell arrays, batch and single insertion
 with pyribs semantics (CMA-MAE thresholds included), QD statistics, sampling and
-retrieval, and the elite queries of :mod:`archives.query`.
+retrieval, and the elite queries of :mod:`qd.archives.query`.
 
 Two kinds of solution are stored. By default a solution is a configuration (any
 JSON-able object, kept by reference in an object array). With ``solution_dim > 0`` it
@@ -13,8 +13,9 @@ is a numeric vector of that length, as in pyribs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -528,34 +529,34 @@ class ArchiveBase:
 
     # -- queries (archives.query) --------------------------------------------------------------
     def top(self, k: int | None = None, where: str | Callable[[dict], bool] | None = None) -> list[dict]:
-        """The ``k`` best elites (all when None), best first; see :func:`archives.query.top`."""
-        from archives.query import top
+        """The ``k`` best elites (all when None), best first; see :func:`qd.archives.query.top`."""
+        from qd.archives.query import top
 
         return top(self, k, where)
 
     def diverse(self, k: int, where: str | Callable[[dict], bool] | None = None) -> list[dict]:
-        """``k`` elites spread over measure space; see :func:`archives.query.diverse`."""
-        from archives.query import diverse
+        """``k`` elites spread over measure space; see :func:`qd.archives.query.diverse`."""
+        from qd.archives.query import diverse
 
         return diverse(self, k, where)
 
     def where(self, predicate: str | Callable[[dict], bool]) -> list[dict]:
-        """Elites that satisfy ``predicate``, best first; see :func:`archives.query.where`."""
-        from archives.query import where
+        """Elites that satisfy ``predicate``, best first; see :func:`qd.archives.query.where`."""
+        from qd.archives.query import where
 
         return where(self, predicate)
 
     # -- persistence (archives.io) ---------------------------------------------------------------
     def save(self, path: Any) -> None:
-        """Write the archive to ``path`` (an ``.npz`` file; format in :mod:`archives.io`)."""
-        from archives.io import save
+        """Write the archive to ``path`` (an ``.npz`` file; format in :mod:`qd.archives.io`)."""
+        from qd.archives.io import save
 
         save(self, path)
 
     @classmethod
-    def load(cls, path: Any) -> "ArchiveBase":
+    def load(cls, path: Any) -> ArchiveBase:
         """Read an archive written by :meth:`save`."""
-        from archives.io import load
+        from qd.archives.io import load
 
         archive = load(path)
         if not isinstance(archive, cls):

@@ -6,13 +6,13 @@ O(samples · cells) of a dense k-means), so 10,000 cells build in well under a s
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+from qd.archives.base import ArchiveBase
 from scipy.spatial import cKDTree
-
-from archives.base import ArchiveBase
 
 __all__ = ["CVTArchive", "cvt_centroids"]
 
@@ -90,7 +90,7 @@ class CVTArchive(ArchiveBase):
     seed : int, optional
         Seeds the centroids and :meth:`sample_elites`.
     **kwargs
-        See :class:`archives.base.ArchiveBase`.
+        See :class:`qd.archives.base.ArchiveBase`.
     """
 
     def __init__(self, cells: int | None = None, ranges: Sequence[Sequence[float]] = (), *,

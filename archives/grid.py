@@ -1,11 +1,11 @@
 """GridArchive: a regular grid over measure space (MAP-Elites' original archive)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-
-from archives.base import ArchiveBase
+from qd.archives.base import ArchiveBase
 
 __all__ = ["GridArchive"]
 
@@ -23,7 +23,7 @@ class GridArchive(ArchiveBase):
         Added before flooring so values that land on a boundary through floating-point
         error go to the upper cell (pyribs's rule).
     **kwargs
-        See :class:`archives.base.ArchiveBase` (``solution_dim``, ``measure_names``,
+        See :class:`qd.archives.base.ArchiveBase` (``solution_dim``, ``measure_names``,
         ``objective_name``, ``qd_score_offset``, ``learning_rate``, ``threshold_min``,
         ``seed``).
 

@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from archives.base import ArchiveBase
+from qd.archives.base import ArchiveBase
 
 __all__ = ["save", "load", "FORMAT_VERSION"]
 
@@ -49,7 +48,7 @@ def _dumps(values: list, what: str) -> np.ndarray:
 
 def save(archive: ArchiveBase, path: str | Path) -> None:
     """Write ``archive`` to ``path`` (see the module docstring for the format)."""
-    from archives.cvt import CVTArchive
+    from qd.archives.cvt import CVTArchive
 
     data = archive.data()
     extra = [name for name in archive._fields if name != "id"]
@@ -72,8 +71,8 @@ def save(archive: ArchiveBase, path: str | Path) -> None:
 
 def load(path: str | Path) -> ArchiveBase:
     """Read an archive written by :func:`save`; the result equals the saved archive."""
-    from archives.cvt import CVTArchive
-    from archives.grid import GridArchive
+    from qd.archives.cvt import CVTArchive
+    from qd.archives.grid import GridArchive
 
     with np.load(path, allow_pickle=False) as npz:
         if "header" not in npz.files:

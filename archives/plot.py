@@ -10,12 +10,13 @@ Axes carry the measure names; the colour bar carries the objective name.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from archives.base import ArchiveBase
+    from qd.archives.base import ArchiveBase
 
 __all__ = ["heatmap", "grid_heatmaps", "plot_archive", "qd_curve"]
 
@@ -28,21 +29,21 @@ def _pyplot():
     return plt
 
 
-def _grid_values(archive: "ArchiveBase") -> np.ndarray:
+def _grid_values(archive: ArchiveBase) -> np.ndarray:
     """Objective per cell shaped like the grid (NaN where empty)."""
     values = np.full(archive.cells, np.nan)
     values[archive.data("index")] = archive.data("objective")
     return values.reshape(archive.dims)
 
 
-def _limits(archive: "ArchiveBase", vmin: float | None, vmax: float | None) -> tuple[float, float]:
+def _limits(archive: ArchiveBase, vmin: float | None, vmax: float | None) -> tuple[float, float]:
     obj = archive.data("objective")
     low = float(obj.min()) if vmin is None and len(obj) else (vmin if vmin is not None else 0.0)
     high = float(obj.max()) if vmax is None and len(obj) else (vmax if vmax is not None else 1.0)
     return (low, high) if high > low else (low - 0.5, low + 0.5)
 
 
-def heatmap(archive: "ArchiveBase", ax: Any = None, *, cmap: str = "viridis", vmin: float | None = None,
+def heatmap(archive: ArchiveBase, ax: Any = None, *, cmap: str = "viridis", vmin: float | None = None,
             vmax: float | None = None, colorbar: bool = True) -> Any:
     """Draw ``archive`` on ``ax`` (a new figure when None); returns the mappable drawn.
 
@@ -50,8 +51,8 @@ def heatmap(archive: "ArchiveBase", ax: Any = None, *, cmap: str = "viridis", vm
     CVT archives over 2 or more measures become Voronoi cells (first two measures).
     Empty cells are left blank.
     """
-    from archives.cvt import CVTArchive
-    from archives.grid import GridArchive
+    from qd.archives.cvt import CVTArchive
+    from qd.archives.grid import GridArchive
 
     plt = _pyplot()
     if ax is None:
@@ -105,7 +106,7 @@ def _voronoi(archive: Any, ax: Any, cmap: str, lo: float, hi: float) -> Any:
     return collection
 
 
-def grid_heatmaps(archive: "ArchiveBase", fig: Any = None, *, cmap: str = "viridis") -> Any:
+def grid_heatmaps(archive: ArchiveBase, fig: Any = None, *, cmap: str = "viridis") -> Any:
     """A grid archive over 3 or 4 measures as panels of 2-D heatmaps; returns the figure.
 
     The first two measures are each panel's axes; the third (and fourth) measure index
@@ -149,7 +150,7 @@ def _slice_label(archive: Any, dim: int, bounds: np.ndarray, bins: np.ndarray) -
     return f"{archive.measure_names[dim]} ∈ [{bounds[bins[0]]:.3g}, {bounds[bins[-1] + 1]:.3g})"
 
 
-def plot_archive(archive: "ArchiveBase", path: Any = None, *, title: str = "", cmap: str = "viridis") -> Any:
+def plot_archive(archive: ArchiveBase, path: Any = None, *, title: str = "", cmap: str = "viridis") -> Any:
     """A complete figure of ``archive`` (heatmap, CVT map or panels); saved to ``path`` when given."""
     plt = _pyplot()
     if hasattr(archive, "dims") and archive.measure_dim in (3, 4):

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import ast
 import operator as op
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from archives.base import ArchiveBase
+    from qd.archives.base import ArchiveBase
 
 __all__ = ["top", "diverse", "where", "compile_where", "elite_env"]
 
@@ -67,7 +68,7 @@ def compile_where(expr: str) -> Callable[[dict[str, Any]], bool]:
     return lambda env: bool(ev(tree, env))
 
 
-def elite_env(archive: "ArchiveBase", elite: dict[str, Any]) -> dict[str, Any]:
+def elite_env(archive: ArchiveBase, elite: dict[str, Any]) -> dict[str, Any]:
     """The names a filter expression sees for one elite."""
     env = {k: v for k, v in elite.items()
            if isinstance(v, (int, float, str, bool, np.integer, np.floating)) and k != "solution"}
@@ -76,14 +77,14 @@ def elite_env(archive: "ArchiveBase", elite: dict[str, Any]) -> dict[str, Any]:
     return env
 
 
-def _predicate(archive: "ArchiveBase", predicate: str | Predicate) -> Predicate:
+def _predicate(archive: ArchiveBase, predicate: str | Predicate) -> Predicate:
     if callable(predicate):
         return predicate
     test = compile_where(predicate)
     return lambda elite: test(elite_env(archive, elite))
 
 
-def _ranked_cells(archive: "ArchiveBase", where_: str | Predicate | None) -> np.ndarray:
+def _ranked_cells(archive: ArchiveBase, where_: str | Predicate | None) -> np.ndarray:
     """Occupied cells best first (ties: lower cell index first), filtered by ``where_``."""
     cells = archive.data("index")
     objective = archive.data("objective")
@@ -94,18 +95,18 @@ def _ranked_cells(archive: "ArchiveBase", where_: str | Predicate | None) -> np.
     return np.array([c for c in cells.tolist() if keep(archive.elite(c))], dtype=np.int64)
 
 
-def top(archive: "ArchiveBase", k: int | None = None, where_: str | Predicate | None = None) -> list[dict]:
+def top(archive: ArchiveBase, k: int | None = None, where_: str | Predicate | None = None) -> list[dict]:
     """The ``k`` best elites (all when None) that pass ``where_``, best first."""
     cells = _ranked_cells(archive, where_)
     return [archive.elite(c) for c in cells[:k].tolist()]
 
 
-def where(archive: "ArchiveBase", predicate: str | Predicate) -> list[dict]:
+def where(archive: ArchiveBase, predicate: str | Predicate) -> list[dict]:
     """Every elite that passes ``predicate``, best first."""
     return top(archive, None, predicate)
 
 
-def diverse(archive: "ArchiveBase", k: int, where_: str | Predicate | None = None) -> list[dict]:
+def diverse(archive: ArchiveBase, k: int, where_: str | Predicate | None = None) -> list[dict]:
     """``k`` elites spread over measure space, by greedy farthest-point selection.
 
     Starts from the best elite, then repeatedly takes the elite farthest (Euclidean,

@@ -2,25 +2,26 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from qd.domain import Domain
 
 
 def _arm(**options: Any) -> Domain:
-    from domains.arm import ArmDomain
+    from qd.domains.arm import ArmDomain
 
     return ArmDomain(**options)
 
 
 def _retrieval(**options: Any) -> Domain:
-    from domains.retrieval import RetrievalDomain
+    from qd.domains.retrieval import RetrievalDomain
 
     return RetrievalDomain(**options)
 
 
 def _retrieval_sim(**options: Any) -> Domain:
-    from domains.retrieval import RetrievalDomain
+    from qd.domains.retrieval import RetrievalDomain
 
     return RetrievalDomain(**{"backend": "simulated", **options})
 

@@ -20,7 +20,7 @@ aggregates the chunk answers, and may verify the result:
 So an instance costs ``samples * ceil(N / chunk_size) + fusion + verify`` LLM calls with a critical
 path of 1 + fusion + verify (:func:`predict_calls`, checked against traces in the tests).
 
-``backend="simulated"`` swaps the model for :class:`domains.retrieval_sim.SimulatedLLM` (fitted to
+``backend="simulated"`` swaps the model for :class:`qd.domains.retrieval_sim.SimulatedLLM` (fitted to
 the real curve; domain name ``retrieval-sim``, spans ``model="simulated"``, feedback says so).
 """
 from __future__ import annotations
@@ -28,13 +28,22 @@ from __future__ import annotations
 import contextvars
 import math
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
-from domains.retrieval_task import (
-    DEFAULT_INSTRUCTION, Instance, chunks, forward_prompt, make_instances, n_chunks, parse_code, parse_key,
+from qd.domains.retrieval_task import (
+    DEFAULT_INSTRUCTION,
+    Instance,
+    chunks,
+    forward_prompt,
+    make_instances,
+    n_chunks,
+    parse_code,
+    parse_key,
     reverse_prompt_with_example,
 )
+
 from qd.analysis.tracer import active_tracer, span
 from qd.domain import Domain
 from qd.llm.cache import cache_path
@@ -116,7 +125,7 @@ class RetrievalDomain(Domain):
         Seed of the evaluation set.
     backend : {"real", "simulated"}
         ``"real"`` calls an LLM through :class:`qd.llm.LLMClient`; ``"simulated"`` uses the fitted
-        :class:`~domains.retrieval_sim.SimulatedLLM` (fast, deterministic, labelled simulated).
+        :class:`~qd.domains.retrieval_sim.SimulatedLLM` (fast, deterministic, labelled simulated).
     base_url, model, api, api_key_env, timeout_s :
         Passed to :class:`qd.llm.LLMClient` (real backend; ``base_url=None`` is the embedded model).
     cache : str, bool or None
@@ -165,7 +174,7 @@ class RetrievalDomain(Domain):
         self.space = make_space(n_pairs, self.max_samples, self.max_few_shot)
         self.instances: list[Instance] = make_instances(n_pairs, n_instances, self.seed)
         if backend == "simulated":
-            from domains.retrieval_sim import SimulatedLLM
+            from qd.domains.retrieval_sim import SimulatedLLM
 
             self.llm: Any = SimulatedLLM(fit_path)
         else:
@@ -184,8 +193,9 @@ class RetrievalDomain(Domain):
     def _max_prompt_tokens(self) -> int:
         """Upper end of the ``max_prompt_tokens`` range: the longest prompt any configuration can send
         (all records, the longest instruction, every few-shot example, or the verification prompt),
-        with 10% slack for the real tokenizer, rounded up to 50."""
-        from domains.retrieval_sim import SimulatedLLM
+        with 10% slack for the real tokenizer, rounded up to 50.
+        """
+        from qd.domains.retrieval_sim import SimulatedLLM
 
         longest = "x" * INSTRUCTION_MAX
         prompts = [p for inst in self.instances for p in (
@@ -200,7 +210,8 @@ class RetrievalDomain(Domain):
 
     def descriptors(self) -> dict[str, Callable[[dict, EvalResult], float]]:
         """Domain descriptors: ``log2_calls``, ``calls_per_instance`` (from the trace),
-        ``predicted_calls`` (static, per instance), ``chunk_size`` (effective), ``n_chunks``, ``samples``."""
+        ``predicted_calls`` (static, per instance), ``chunk_size`` (effective), ``n_chunks``, ``samples``.
+        """
         n = self.n_instances
 
         def calls_per_instance(config: dict, result: EvalResult) -> float:

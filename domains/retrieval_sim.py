@@ -2,7 +2,7 @@
 
 :class:`SimulatedLLM` has the ``complete`` signature of :class:`qd.llm.LLMClient` and answers from
 the prompt alone, like a real model: it reads the prompt's last record block and question
-(:func:`domains.retrieval_task.parse_prompt`), then answers correctly with probability
+(:func:`qd.domains.retrieval_task.parse_prompt`), then answers correctly with probability
 
     p(n) = p_max / (1 + (n / n50) ** slope) * exp(-beta * temperature)
 
@@ -22,13 +22,14 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+from qd.domains.retrieval_task import NONE, parse_prompt
 
-from domains.retrieval_task import NONE, parse_prompt
 from qd.analysis.tracer import record_llm_call
 from qd.llm.client import LLMResponse
 

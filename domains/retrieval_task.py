@@ -2,8 +2,8 @@
 
 A record list holds ``n_pairs`` lines ``key: code`` (keys are two-word names such as
 ``amber-otter``, codes distinct 4-digit numbers). The question asks for the code of one key.
-Shared by the real pipeline (:mod:`domains.retrieval`), the simulated model
-(:mod:`domains.retrieval_sim`) and the measurement script (``scripts/fit_retrieval_sim.py``), so the
+Shared by the real pipeline (:mod:`qd.domains.retrieval`), the simulated model
+(:mod:`qd.domains.retrieval_sim`) and the measurement script (``scripts/fit_retrieval_sim.py``), so the
 three agree on what a prompt looks like.
 """
 from __future__ import annotations

@@ -11,11 +11,12 @@ draws all randomness from the ``rng`` it is given (same rng state, same offsprin
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+from qd.operators.base import Parent
 
-from operators.base import Parent
 from qd.space import Bool, Categorical, Int, Param, Seq, Space, Text, _json_copy, _Numeric
 
 __all__ = ["Gaussian", "IsoLineDD", "Mutation", "UniformCrossover", "CLASSIC", "mutate_leaf"]

@@ -2,7 +2,7 @@
 
 Both write a prompt from parents in the archive, ask :class:`qd.llm.LLMClient` for one completion
 (seeded from the search's rng, so a run with a warm request cache replays exactly), and turn the
-text into a configuration with :func:`operators.parse.parse_config` (extract, repair, validate).
+text into a configuration with :func:`qd.operators.parse.parse_config` (extract, repair, validate).
 When that fails they return ``[]`` and count it; the search then substitutes a classic offspring.
 :meth:`LLMOperator.generate` returns the same children with what happened on the way (LLM failure,
 invalid output, tokens spent), which the search uses for its per-operator metrics.
@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-
-from operators.parse import ParseError, parse_config
+from qd.operators.parse import ParseError, parse_config
 
 __all__ = ["LLM_OPERATORS", "Generation", "LLMMutation", "LMXCrossover", "LLMOperator"]
 
@@ -213,7 +213,8 @@ class LLMOperator:
     def stats(self) -> dict[str, int]:
         """Counters: ``offspring`` (valid children), ``invalid`` (unparseable or invalid output),
         ``calls``, ``tokens_in``, ``tokens_out``, ``llm_failures`` (calls that raised LLMError),
-        ``unchanged`` (children identical to a parent)."""
+        ``unchanged`` (children identical to a parent).
+        """
         with self._lock:
             return dict(self._counts)
 

@@ -7,8 +7,8 @@ The public API, re-exported here::
     with qd.Search(domain, archive, qd.RayEvaluator(domain), operators=..., measures=..., budget=1000) as search:
         search.run()   # leaving the block stops LLM threads and the evaluator
 """
-from archives import ArchiveStats, CVTArchive, GridArchive, cvt_centroids
-from archives import load as load_archive
+from qd.archives import ArchiveStats, CVTArchive, GridArchive, cvt_centroids
+from qd.archives import load as load_archive
 from qd.domain import Domain
 from qd.evaluators import SerialEvaluator, make_evaluator
 from qd.result import EvalResult, Span, Trace

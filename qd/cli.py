@@ -7,8 +7,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from qd.config import ConfigError
 
@@ -311,7 +312,7 @@ def _archive_over(run: Any, names: list[str]) -> Any:
     """A grid archive of the run's usable evaluations over other stored measures."""
     import numpy as np
 
-    from archives import GridArchive
+    from qd.archives import GridArchive
 
     rows = [r for r in run.store.evaluations(status="ok") if math.isfinite(r.fitness)]
     missing = sorted({n for n in names for r in rows[:1] if n not in r.measures})
@@ -331,7 +332,7 @@ def _archive_over(run: Any, names: list[str]) -> Any:
 def _save_curve(run: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from archives.plot import qd_curve
+    from qd.archives.plot import qd_curve
 
     history = run.store.history()
     ax = qd_curve([h["evaluations"] for h in history], [h["qd_score"] for h in history],
@@ -384,7 +385,7 @@ def _json_default(value: Any) -> Any:
 
 # -- domains, llm --------------------------------------------------------------------------------
 def _cmd_domains(args: argparse.Namespace) -> int:
-    from domains import available_domains
+    from qd.domains import available_domains
 
     for name, doc in available_domains().items():
         print(f"{name:<16} {doc}")

@@ -1,7 +1,7 @@
 """The interface every domain (built-in or a user's) implements."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from qd.result import EvalResult
 from qd.space import Space

@@ -67,6 +67,6 @@ class EvalResult:
         return self.status == "ok" and math.isfinite(self.fitness)
 
     @classmethod
-    def failure(cls, status: Status, error: str) -> "EvalResult":
+    def failure(cls, status: Status, error: str) -> EvalResult:
         """A result for an evaluation that did not finish normally."""
         return cls(status=status, error=error, feedback=f"{status}: {error}"[:500])

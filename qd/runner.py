@@ -30,7 +30,7 @@ class Run:
 
 def build_domain(config: dict) -> Domain:
     """The domain named by ``[domain]``."""
-    from domains import get_domain
+    from qd.domains import get_domain
 
     try:
         return get_domain(config["domain"]["name"], **config["domain"]["options"])
@@ -56,7 +56,7 @@ def resolve_measures_config(config: dict, domain: Domain) -> tuple[list[str], li
 
 def build_archive(config: dict, domain: Domain) -> Any:
     """A Grid or CVT archive over the configured measures."""
-    from archives import CVTArchive, GridArchive
+    from qd.archives import CVTArchive, GridArchive
 
     names, ranges, bins = resolve_measures_config(config, domain)
     cfg = config["archive"]
@@ -91,14 +91,14 @@ def build_operators(config: dict, domain: Domain) -> tuple[dict[str, tuple[Any, 
     The client (:func:`build_llm_client`) is built only when an LLM operator has a positive
     weight; otherwise it is ``None``.
     """
-    from operators import CLASSIC
+    from qd.operators import CLASSIC
 
     llm_ops: dict[str, type] = {}
     weights = {k: float(v) for k, v in config["operators"].items() if k not in OPERATOR_FLAGS and v > 0}
     if not weights:
         raise ConfigError("[operators] gives no operator a positive weight")
     if set(weights) - set(CLASSIC):
-        from operators.llm import LLM_OPERATORS
+        from qd.operators.llm import LLM_OPERATORS
 
         llm_ops = LLM_OPERATORS
     allowed = sorted(CLASSIC) + sorted(llm_ops)
@@ -162,7 +162,7 @@ def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progr
 
 def save_heatmap(archive: Any, path: Path, title: str = "") -> Path:
     """Write the archive's illumination plot to ``path``."""
-    from archives.plot import plot_archive
+    from qd.archives.plot import plot_archive
 
     plot_archive(archive, path, title=title)
     return Path(path)

@@ -20,8 +20,9 @@ import collections
 import concurrent.futures as cf
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -161,7 +162,7 @@ class Search:
                  llm_client: Any = None, history_every: int | None = None, window: int | None = None,
                  ordered: bool = False, target_rate: float = 0.5, adapt_every: int = 20,
                  drain_s: float = 30.0, wait_for_llm: bool = False):
-        from operators.classic import Mutation
+        from qd.operators.classic import Mutation
 
         if not operators:
             raise ValueError("at least one operator with a positive weight is needed")
@@ -250,7 +251,7 @@ class Search:
         self._llm_pool.shutdown(wait=False, cancel_futures=True)
         self.evaluator.close()
 
-    def __enter__(self) -> "Search":
+    def __enter__(self) -> Search:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -436,7 +437,7 @@ class Search:
         return names[int(self.rng.choice(len(names), p=weights / weights.sum()))] if len(names) > 1 else names[0]
 
     def _select_parents(self, k: int) -> list:
-        from operators.base import Parent
+        from qd.operators.base import Parent
 
         elites = self.archive.sample_elites(k, rng=self.rng)
         parents = []

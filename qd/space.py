@@ -16,7 +16,8 @@ import hashlib
 import json
 import math
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -1004,7 +1005,7 @@ class Space(Param):
                 out[k] = _json_copy(value[k])
         return out, pos
 
-    def _unit_map(self, config: dict, shape: tuple) -> "_UnitMap":
+    def _unit_map(self, config: dict, shape: tuple) -> _UnitMap:
         umap = self._unit_maps.get(shape)
         if umap is None:
             if len(self._unit_maps) >= 4096:  # many Seq-length combinations: keep memory bounded
@@ -1104,7 +1105,7 @@ class Space(Param):
         return {"type": "space", "params": {k: p.to_dict() for k, p in self._items}}
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "Space":
+    def from_dict(cls, d: Mapping) -> Space:
         """Inverse of :meth:`to_dict` (also accepts the bare ``params`` mapping)."""
         if not isinstance(d, Mapping):
             raise ValueError(f"Space.from_dict expects a dict, got {d!r}")

@@ -12,9 +12,10 @@ import json
 import math
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 __all__ = ["RunStore", "EvaluationRow"]
 
@@ -97,7 +98,7 @@ class RunStore:
         """Close the connection (a no-op when already closed)."""
         self._db.close()
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -40,14 +40,14 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from archives import CVTArchive, GridArchive  # noqa: E402
+from qd.archives import CVTArchive, GridArchive  # noqa: E402
 
 SOLUTION_DIM = 10
 RANGES = [(-1.0, 1.0), (-1.0, 1.0)]

@@ -49,7 +49,7 @@ class SlowLLMOperator:
     uses_llm = True
 
     def __init__(self, space: Space, latency: float):
-        from operators.classic import Gaussian
+        from qd.operators.classic import Gaussian
 
         self._inner, self.latency = Gaussian(space), latency
 
@@ -115,8 +115,9 @@ def drive(evaluator, count: int, warmup: int) -> dict:
 
 def bench_search(args: argparse.Namespace, wait_for_llm: bool) -> dict:
     """A whole search on Ray tasks, half its offspring asked of a slow one-thread LLM operator."""
-    from archives import GridArchive
-    from operators.classic import Gaussian
+    from qd.archives import GridArchive
+    from qd.operators.classic import Gaussian
+
     from qd.analysis.descriptors import resolve_measures
     from qd.evaluators import RayEvaluator
     from qd.search import Search

@@ -163,8 +163,7 @@ def _mean_range(values: list[float]) -> str:
 def save_sim_heatmaps(runs: dict[str, list[tuple[Run, float]]], path: Path) -> None:
     """Final maps of seed 0 side by side, one colour scale (accuracy 0..1)."""
     import matplotlib.pyplot as plt
-
-    from archives.plot import heatmap
+    from qd.archives.plot import heatmap
 
     shown = [n for n in ("classic", "classic+llm") if runs.get(n)] or [n for n in runs if runs[n]]
     fig, axes = plt.subplots(1, len(shown), figsize=(6.2 * len(shown), 5.2), squeeze=False)
@@ -184,10 +183,10 @@ def save_sim_heatmaps(runs: dict[str, list[tuple[Run, float]]], path: Path) -> N
 
 def save_sim_curves(runs: dict[str, list[tuple[Run, float]]], path: Path, args: argparse.Namespace) -> None:
     """QD score and coverage against evaluations (mean line, min-max band over seeds), plus the QD
-    score over the first ``--llm-evals`` evaluations, where the LLM-only runs can be compared."""
+    score over the first ``--llm-evals`` evaluations, where the LLM-only runs can be compared.
+    """
     import matplotlib.pyplot as plt
-
-    from archives.plot import qd_curve
+    from qd.archives.plot import qd_curve
 
     budgets = [int(rs[0][0].config["run"]["evaluations"]) for rs in runs.values() if rs]
     zoom = min(budgets) if min(budgets) < max(budgets) else 0  # a third panel only for unequal budgets
@@ -218,7 +217,8 @@ def save_sim_curves(runs: dict[str, list[tuple[Run, float]]], path: Path, args: 
 
 # -- real part ---------------------------------------------------------------------------------------
 def bench_real(args: argparse.Namespace, work: Path, out: Path) -> None:
-    from archives.plot import plot_archive
+    from qd.archives.plot import plot_archive
+
     from qd.analysis import export_elite_traces
     from qd.cli import _config_line, _spanning_elites
 

@@ -1,6 +1,6 @@
 """Measure the real model on the retrieval task and fit the simulated backend's parameters.
 
-Single LLM calls over the whole record list (the prompts of :mod:`domains.retrieval_task`):
+Single LLM calls over the whole record list (the prompts of :mod:`qd.domains.retrieval_task`):
 
 * forward accuracy ("what is the code of K?") vs. records in context, greedy and at temperature 0.8;
 * how wrong answers look (a code from the records, another 4-digit string, or "none");
@@ -8,7 +8,7 @@ Single LLM calls over the whole record list (the prompts of :mod:`domains.retrie
 * prompt tokens vs. prompt characters (the simulated backend's token estimate).
 
 The fit ``p(n) = p_max / (1 + (n / n50) ** slope)`` and the rest go to
-``domains/retrieval_fit.json``, which :mod:`domains.retrieval_sim` loads.
+``domains/retrieval_fit.json``, which :mod:`qd.domains.retrieval_sim` loads.
 
 Usage::
 
@@ -24,11 +24,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from qd.domains.retrieval_task import (
+    forward_prompt,
+    make_instance,
+    parse_code,
+    parse_key,
+    reverse_prompt_with_example,
+)
 from scipy.optimize import curve_fit
 
-from domains.retrieval_task import (
-    forward_prompt, make_instance, parse_code, parse_key, reverse_prompt_with_example,
-)
 from qd.llm.client import LLMClient
 
 FORWARD_N = (4, 8, 16, 32, 64)

@@ -27,8 +27,9 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 KINDS = ("ok", "slow", "timeout", "429", "500", "503", "400", "nonjson", "truncated", "empty_choices", "no_content",
          "trickle")
@@ -90,7 +91,7 @@ class FakeOpenAI:
                 return {"kind": self._rng.choice(_RANDOM_FAULTS), "retry_after": 0.01, "delay": 0.0}
             return {"kind": "ok", "retry_after": None, "delay": 0.0}
 
-    def start(self) -> "FakeOpenAI":
+    def start(self) -> FakeOpenAI:
         """Serve in a daemon thread."""
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -101,7 +102,7 @@ class FakeOpenAI:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> FakeOpenAI:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

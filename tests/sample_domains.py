@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 import time
 
-from domains.arm import ArmDomain
+from qd.domains.arm import ArmDomain
+
 from qd.result import EvalResult
 
 

@@ -12,8 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qd.analysis import (
-    Tracer, active_tracer, available_measures, export_trace_json, record_llm_call, resolve_measures, span,
-    summarize, trace_critical_path, trace_max_fanout, traced,
+    Tracer,
+    active_tracer,
+    available_measures,
+    export_trace_json,
+    record_llm_call,
+    resolve_measures,
+    span,
+    summarize,
+    trace_critical_path,
+    trace_max_fanout,
+    traced,
 )
 from qd.analysis.descriptors import BUILTINS, max_depth, n_components, prompt_chars
 from qd.domain import Domain

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from archives import CVTArchive, GridArchive, compile_where, load
+from qd.archives import CVTArchive, GridArchive, compile_where, load
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RANGES = [(-1.0, 1.0), (0.0, 10.0)]
@@ -320,8 +319,7 @@ def test_load_rejects_other_files(tmp_path):
 ])
 def test_plots_label_measures_and_objective(make, tmp_path):
     import matplotlib.pyplot as plt
-
-    from archives.plot import plot_archive
+    from qd.archives.plot import plot_archive
 
     archive = make()
     rng = np.random.default_rng(0)

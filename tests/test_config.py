@@ -42,8 +42,9 @@ def test_invalid_toml_is_a_config_error(tmp_path):
 
 
 def test_demo_is_the_retrieval_pipeline_on_the_embedded_model_with_llm_operators():
-    from domains import get_domain
-    from operators import CLASSIC
+    from qd.domains import get_domain
+    from qd.operators import CLASSIC
+
     from qd.analysis import resolve_measures
 
     config = resolve_config(DEMO_CONFIG)

@@ -5,7 +5,8 @@ import concurrent.futures as cf
 import pickle
 import sqlite3
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from qd.llm.cache import RequestCache, cache_path, request_key
 

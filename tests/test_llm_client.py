@@ -8,8 +8,8 @@ import pickle
 import time
 
 import pytest
-
 from fake_openai import FakeOpenAI
+
 from qd.llm import LLMClient, LLMError, RequestCache
 
 SECRET = "sk-test-very-secret-0123456789"

@@ -5,9 +5,10 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from qd.operators.parse import ParseError, extract_json_object, parse_config
 
-from operators.parse import ParseError, extract_json_object, parse_config
 from qd.space import Bool, Categorical, Float, Int, Seq, Space, Text
 
 SPACE = Space({

@@ -13,12 +13,12 @@ import time
 
 import numpy as np
 import pytest
-
-from archives import GridArchive
-from domains.arm import ArmDomain
 from fake_openai import FakeOpenAI
-from operators.classic import IsoLineDD
-from operators.llm import LLMMutation, LMXCrossover
+from qd.archives import GridArchive
+from qd.domains.arm import ArmDomain
+from qd.operators.classic import IsoLineDD
+from qd.operators.llm import LLMMutation, LMXCrossover
+
 from qd.analysis.descriptors import resolve_measures
 from qd.cli import main, run_status
 from qd.config import resolve_config
@@ -234,7 +234,7 @@ def test_lmx_validity_on_the_embedded_model_over_many_calls(local_llm):
     for _ in range(6):
         config = arm.space.sample(rng)
         result = arm.evaluate(config)
-        from operators.base import Parent
+        from qd.operators.base import Parent
 
         arm_parents.append(Parent(config, result.fitness, dict(result.measures)))
     ops = [(LMXCrossover(SPACE, client, k=4), lambda s: parents(4, s)),

@@ -5,13 +5,13 @@ import math
 
 import numpy as np
 import pytest
+import qd.operators
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import operators
-from operators import CLASSIC, Gaussian, IsoLineDD, Mutation, Operator, Parent, UniformCrossover
-from qd.space import Bool, Categorical, Float, Int, Seq, Space, Text
+from qd.operators import CLASSIC, Gaussian, IsoLineDD, Mutation, Operator, Parent, UniformCrossover
 from space_strategies import spaces
+
+from qd.space import Bool, Categorical, Float, Int, Seq, Space, Text
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 seeds = st.integers(0, 2**32 - 1)
@@ -71,7 +71,7 @@ def test_registry_and_protocol():
         op = cls(space)
         assert op.name == name and isinstance(op, Operator) and op.uses_llm is False
         assert op.num_parents == (2 if name in ("iso_line_dd", "uniform_crossover") else 1)
-    assert operators.Parent is Parent
+    assert qd.operators.Parent is Parent
     with pytest.raises(ValueError):
         Gaussian(space, sigma=0)
     with pytest.raises(ValueError):

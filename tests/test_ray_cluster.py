@@ -85,8 +85,9 @@ def run_search_with_node_loss(cluster, worker, budget: int = 60) -> dict:
     """
     import threading
 
-    from archives import GridArchive
-    from operators.classic import Mutation
+    from qd.archives import GridArchive
+    from qd.operators.classic import Mutation
+
     from qd.analysis.descriptors import resolve_measures
     from qd.evaluators import RayEvaluator
     from qd.search import Search, replay

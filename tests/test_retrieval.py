@@ -10,14 +10,19 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from domains.retrieval import AGGREGATIONS, RetrievalDomain, predict_calls
-from domains.retrieval_sim import FIT_PATH, SimulatedLLM
-from domains.retrieval_task import (
-    DEFAULT_INSTRUCTION, forward_prompt, make_instance, make_instances, parse_code, parse_prompt,
+from qd.archives import GridArchive
+from qd.domains.retrieval import AGGREGATIONS, RetrievalDomain, predict_calls
+from qd.domains.retrieval_sim import FIT_PATH, SimulatedLLM
+from qd.domains.retrieval_task import (
+    DEFAULT_INSTRUCTION,
+    forward_prompt,
+    make_instance,
+    make_instances,
+    parse_code,
+    parse_prompt,
     reverse_prompt_with_example,
 )
-from archives import GridArchive
+
 from qd.analysis import export_elite_traces, resolve_measures, summarize
 from qd.cli import _spanning_elites, main, run_status
 from qd.config import DEMO_CONFIG, dump_config, resolve_config

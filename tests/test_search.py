@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from qd.archives import GridArchive
+from qd.domains.arm import ArmDomain
+from qd.operators.classic import IsoLineDD, Mutation
 
-from archives import GridArchive
-from domains.arm import ArmDomain
-from operators.classic import IsoLineDD, Mutation
 from qd.analysis.descriptors import resolve_measures
 from qd.evaluators import SerialEvaluator
 from qd.search import Search

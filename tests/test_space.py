@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from space_strategies import is_close_config, json_like, shuffled, spaces
 
 from qd.space import Bool, Categorical, Float, Int, Seq, Space, Text, param_from_dict
-from space_strategies import is_close_config, json_like, shuffled, spaces
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 seeds = st.integers(0, 2**32 - 1)

@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import importlib
 from collections import Counter, defaultdict
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from qd.result import EvalResult, Span
 

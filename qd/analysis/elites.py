@@ -8,8 +8,9 @@ logical calls, marked ``cached=True`` where the cache answered.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from qd.analysis.tracer import export_trace_json
 from qd.result import Span

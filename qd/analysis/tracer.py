@@ -29,8 +29,9 @@ import inspect
 import json
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from qd.result import Span
 
@@ -38,9 +39,9 @@ __all__ = ["Tracer", "active_tracer", "span", "traced", "record_llm_call", "expo
 
 KINDS: tuple[str, ...] = ("llm", "tool", "step")
 
-_TRACER: contextvars.ContextVar["Tracer | None"] = contextvars.ContextVar("qd_tracer", default=None)
+_TRACER: contextvars.ContextVar[Tracer | None] = contextvars.ContextVar("qd_tracer", default=None)
 # Innermost open span id, per context: asyncio tasks and copied contexts each get their own stack.
-_PARENT: contextvars.ContextVar["int | None"] = contextvars.ContextVar("qd_span_parent", default=None)
+_PARENT: contextvars.ContextVar[int | None] = contextvars.ContextVar("qd_span_parent", default=None)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -79,7 +80,7 @@ class Tracer:
         self.start_wall: float = time.time()
 
     # -- context manager ------------------------------------------------------------------------
-    def __enter__(self) -> "Tracer":
+    def __enter__(self) -> Tracer:
         self.start_wall = time.time()
         # Reset the parent: spans of an outer tracer are not valid ids in this one.
         self._tokens.append((_TRACER.set(self), _PARENT.set(None)))

@@ -145,7 +145,7 @@ class _EvalActor:
         thread.start()
         try:
             return await asyncio.wait_for(future, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._lingering = [t for t in self._lingering if t.is_alive()] + [thread]
             result = EvalResult.failure("timeout", f"evaluation exceeded timeout_s={timeout_s:g}")
             result.metrics["lingering_threads"] = len(self._lingering)
@@ -458,7 +458,7 @@ class RayEvaluator:
         self._domain_ref = None
         self._shutdown_if_owned()
 
-    def __enter__(self) -> "RayEvaluator":
+    def __enter__(self) -> RayEvaluator:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -79,7 +79,7 @@ class SerialEvaluator:
         self._keys.clear()
         self._closed = True
 
-    def __enter__(self) -> "SerialEvaluator":
+    def __enter__(self) -> SerialEvaluator:
         return self
 
     def __exit__(self, *exc: object) -> None:

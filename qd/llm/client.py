@@ -26,9 +26,10 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from qd.llm.cache import RequestCache, request_key
 from qd.llm.prices import lookup_price, normalize_prices
@@ -126,7 +127,7 @@ class Usage:
         """Plain dict (for JSON, run stores and ``qd status``)."""
         return dataclasses.asdict(self)
 
-    def add(self, other: "Usage") -> None:
+    def add(self, other: Usage) -> None:
         """Add another usage's counters into this one (e.g. merging Ray workers' clients)."""
         for f in dataclasses.fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
