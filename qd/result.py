@@ -51,6 +51,10 @@ class EvalResult:
         Only ``"ok"`` results with a finite fitness enter the archive.
     error : str
         Error message when ``status`` is not ``"ok"``.
+    scores : list of float, optional
+        One score per instance (example, question, seed) when the objective is an average over
+        instances; stored with the evaluation so means, standard errors and per-instance
+        comparisons are available (see ``qd.noise``).
     """
 
     fitness: float = float("nan")
@@ -60,6 +64,7 @@ class EvalResult:
     feedback: str = ""
     status: Status = "ok"
     error: str = ""
+    scores: list[float] | None = None
 
     @property
     def usable(self) -> bool:
