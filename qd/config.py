@@ -1,53 +1,173 @@
-"""Run configuration: the TOML keys of DESIGN.md, validated, with defaults.
+"""Run configuration: a declared schema of TOML keys, validated at load, with defaults.
 
-A run config is a nested dict of sections (``run``, ``domain``, ``archive``,
-``operators``, ``llm``, ``evaluator``). :func:`load_config` reads a TOML file,
-:func:`resolve_config` merges it over the defaults and checks every key, and
-:func:`dump_config` writes the resolved config back as TOML for the run directory.
+A run config is a nested dict of sections (``run``, ``domain``, ``archive``, ``operators``,
+``llm``, ``evaluator``). Each section is a pydantic model below: every key has a type, a range
+and a default, and a one-line ``allowed`` text that error messages quote. :func:`load_config`
+reads a TOML file, :func:`resolve_config` validates it (and command-line overrides) against the
+schema and returns the plain dict the runner uses, and :func:`dump_config` writes the resolved
+config back as TOML for the run directory.
+
+Adding a key is one line in its section model: ``name: type = key(default, "allowed text", **limits)``.
 """
 from __future__ import annotations
 
 import copy
 import json
-import math
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-__all__ = ["ConfigError", "DEFAULTS", "DEMO_CONFIG", "OPERATOR_FLAGS", "load_config", "resolve_config", "dump_config"]
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from qd.llm.prices import normalize_prices
+
+__all__ = ["ConfigError", "DEFAULTS", "DEMO_CONFIG", "OPERATOR_FLAGS", "SCHEMA", "load_config", "resolve_config",
+           "dump_config"]
 
 
 class ConfigError(ValueError):
     """A run config key is missing, unknown, or has a value that is not allowed."""
 
 
-DEFAULTS: dict[str, dict[str, Any]] = {
+def key(default: Any, allowed: str, **limits: Any) -> Any:
+    """A config key: its default, the text shown when a value is not allowed, and pydantic limits."""
+    return Field(default, json_schema_extra={"allowed": allowed}, **limits)
+
+
+def _low_below_high(pair: list[float]) -> list[float]:
+    if not pair[0] < pair[1]:
+        raise ValueError("low must be below high")
+    return pair
+
+
+def _cache_setting(value: bool | str) -> bool | str:
+    # A bare word such as "yes" would silently become a SQLite file of that name.
+    if isinstance(value, str) and not value.endswith((".sqlite", ".sqlite3", ".db")):
+        raise ValueError("a cache path must end in .sqlite, .sqlite3 or .db")
+    return value
+
+
+def _price_table(value: dict[str, Any]) -> dict[str, Any]:
+    normalize_prices(value)  # raises ValueError naming the model
+    return value
+
+
+Range = Annotated[list[float], Field(min_length=2, max_length=2), AfterValidator(_low_below_high)]
+Weight = Annotated[float, Field(ge=0)]
+SeedEntry = Literal["default"] | dict[str, Any]
+
+
+class _Section(BaseModel):
+    # strict: no "5" -> 5 or true -> 1 coercion; a value of the wrong type is an error naming its key.
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, validate_default=False)
+
+
+class RunSection(_Section):
+    """``[run]``: budget, seed and output switches."""
+
+    name: str = key("qd-run", "a non-empty string", min_length=1)
+    evaluations: int = key(1000, "an integer >= 1", ge=1)
+    seed: int = key(0, "an integer")
+    init_random: int = key(100, "an integer >= 0", ge=0)
+    progress: bool = key(True, "true or false")
+    plot: bool = key(True, "true or false")
     # ordered: insert results in submission order, so the same seed and workers give the same
     # archive run to run on Ray too (classic operators; slots may idle behind a slow evaluation).
-    "run": {"name": "qd-run", "evaluations": 1000, "seed": 0, "init_random": 100, "progress": True,
-            "plot": True, "ordered": False},
-    "domain": {"name": "arm", "options": {}},
-    "archive": {"type": "grid", "measures": [], "bins": [], "ranges": [], "cells": 0,
-                "qd_score_offset": None, "learning_rate": None, "threshold_min": None},
-    "operators": {"adaptive": False, "wait_for_llm": False},
-    "llm": {"base_url": "", "model": "gemma-3-270m", "api": "completions", "api_key_env": "OPENAI_API_KEY",
-            "temperature": 0.8, "max_tokens": 256, "timeout_s": 60.0, "retries": 3, "concurrency": 4,
-            "cache": True, "prices": {}},
-    # backend "ray": a local runtime (or a cluster with ray_address); workers = 0 uses every CPU.
+    ordered: bool = key(False, "true or false")
+    seeds: str | list[SeedEntry] | None = key(
+        None, '"default", a path to a seeds file, or an array of "default" and tables of configurations')
+
+
+class DomainSection(_Section):
+    """``[domain]``: which domain, and the options passed to its constructor."""
+
+    name: str = key("arm", "a non-empty domain name (see `qd domains`)", min_length=1)
+    options: dict[str, Any] = key({}, "a table of the domain's constructor options")
+
+
+class ArchiveSection(_Section):
+    """``[archive]``: the map's measures, ranges and cells."""
+
+    type: Literal["grid", "cvt"] = key("grid", "one of 'grid', 'cvt'")
+    measures: list[Annotated[str, Field(min_length=1)]] = key([], "a list of descriptor names")
+    bins: list[Annotated[int, Field(ge=1)]] = key([], "a list of integers >= 1, one per measure")
+    ranges: list[Range] = key([], "a list of [low, high] pairs with low < high, one per measure")
+    cells: int = key(0, "an integer >= 0 (0: 1000 CVT cells)", ge=0)
+    qd_score_offset: float | None = key(None, "a finite number")
+    learning_rate: float | None = key(None, "a number in [0, 1]", ge=0, le=1)
+    threshold_min: float | None = key(None, "a finite number")
+    noise: str = key("auto", "a string naming the noise handling", min_length=1)
+
+
+class OperatorsSection(_Section):
+    """``[operators]``: switches, then one entry per operator: a weight or a table of its options."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Weight | dict[str, Any]]
+
+    adaptive: bool = key(False, "true or false")
+    wait_for_llm: bool = key(False, "true or false")
+
+
+class LLMSection(_Section):
+    """``[llm]``: the OpenAI-compatible endpoint of the LLM operators (embedded model when empty)."""
+
+    base_url: str = key("", "a URL string ('' for the embedded model)")
+    model: str = key("gemma-3-270m", "a non-empty model name", min_length=1)
+    api: Literal["chat", "completions"] = key("completions", "one of 'chat', 'completions'")
+    api_key_env: str = key("OPENAI_API_KEY", "an environment variable name (letters, digits, _)",
+                           pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")
+    temperature: float = key(0.8, "a number in [0, 2]", ge=0, le=2)
+    max_tokens: int = key(256, "an integer >= 1", ge=1)
+    timeout_s: float = key(60.0, "a number > 0", gt=0)
+    retries: int = key(3, "an integer >= 0", ge=0)
+    concurrency: int = key(4, "an integer >= 1", ge=1)
+    cache: Annotated[bool | str, AfterValidator(_cache_setting)] = key(
+        True, "true, false, or a path ending in .sqlite, .sqlite3 or .db")
+    prices: Annotated[dict[str, Any], AfterValidator(_price_table)] = key(
+        {}, "a table of model = [input, output] USD per 1M tokens (non-negative)")
+    fail_fast: int = key(5, "an integer >= 0 (0: never stop early)", ge=0)
+
+
+class EvaluatorSection(_Section):
+    """``[evaluator]``: where evaluations run."""
+
+    # "ray": a local runtime (or a cluster with ray_address); workers = 0 uses every CPU.
     # "serial" evaluates in the driver: for debugging and for domains that take microseconds.
-    "evaluator": {"backend": "ray", "workers": 0, "timeout_s": 60.0, "ray_address": "", "mode": "task",
-                  "actor_concurrency": 64},
+    backend: Literal["serial", "ray"] = key("ray", "one of 'serial', 'ray'")
+    workers: int = key(0, "an integer >= 0 (0: every CPU)", ge=0)
+    timeout_s: float = key(60.0, "a number > 0", gt=0)
+    ray_address: str = key("", "a string: '', 'auto' or HOST:PORT")
+    mode: Literal["task", "actor"] = key("task", "one of 'task', 'actor'")
+    actor_concurrency: int = key(64, "an integer >= 1", ge=1)
+
+
+class RunConfig(_Section):
+    """A whole run config: one model per TOML section."""
+
+    run: RunSection = Field(default_factory=RunSection)
+    domain: DomainSection = Field(default_factory=DomainSection)
+    archive: ArchiveSection = Field(default_factory=ArchiveSection)
+    operators: OperatorsSection = Field(default_factory=OperatorsSection)
+    llm: LLMSection = Field(default_factory=LLMSection)
+    evaluator: EvaluatorSection = Field(default_factory=EvaluatorSection)
+
+
+SCHEMA: dict[str, type[_Section]] = {
+    name: field.annotation for name, field in RunConfig.model_fields.items()  # type: ignore[misc]
 }
 
-# Keys of [operators] that are switches, not operator weights.
-OPERATOR_FLAGS = ("adaptive", "wait_for_llm")
+DEFAULTS: dict[str, dict[str, Any]] = RunConfig().model_dump()
+
+# Keys of [operators] that are switches, not operators.
+OPERATOR_FLAGS = tuple(OperatorsSection.model_fields)
 
 # `qd run` with no config file: the retrieval pipeline (domains/retrieval.py) on the embedded
 # gemma-3-270m, searched with LLM operators (LMX, LLM mutation) and a classic mutation. The map is
 # log2(LLM calls per question) x largest prompt in tokens, coloured by accuracy: the trade-off of
-# more calls on shorter contexts. Sized to finish in about 7 minutes on 2 CPU cores from an empty
-# request cache (7.3 min measured): 8 records and 3 questions per evaluation, at most 3 votes and
-# 2 few-shot examples, a small map, and the request cache (a mutation that keeps the chunking
+# more calls on shorter contexts. Sized to finish in minutes on 2 CPU cores from an empty request
+# cache (README gives the measured time): 8 records and 3 questions per evaluation, at most 3 votes
+# and 2 few-shot examples, a small map, and the request cache (a mutation that keeps the chunking
 # reuses its parent's chunk answers; calls still count).
 DEMO_CONFIG: dict[str, dict[str, Any]] = {
     "run": {"name": "retrieval-demo", "evaluations": 40, "init_random": 6},
@@ -58,13 +178,6 @@ DEMO_CONFIG: dict[str, dict[str, Any]] = {
     "operators": {"mutation": 1.0, "lmx": 0.5, "llm_mutation": 0.5},
     # A many-call configuration on a busy CPU can take minutes; the default 60 s would cut it off.
     "evaluator": {"timeout_s": 600.0},
-}
-
-_CHOICES = {
-    ("archive", "type"): ("grid", "cvt"),
-    ("llm", "api"): ("chat", "completions"),
-    ("evaluator", "backend"): ("serial", "ray"),
-    ("evaluator", "mode"): ("task", "actor"),
 }
 
 
@@ -81,12 +194,16 @@ def load_config(path: str | Path, overrides: dict[str, dict[str, Any]] | None = 
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return resolve_config(raw, overrides)
+    try:
+        return resolve_config(raw, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
-def resolve_config(raw: dict[str, Any], overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+def resolve_config(raw: dict[str, Any],
+                   overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Merge ``raw`` (and then ``overrides``) over the defaults and validate every key.
 
     Parameters
@@ -100,85 +217,93 @@ def resolve_config(raw: dict[str, Any], overrides: dict[str, dict[str, Any]] | N
     -------
     dict
         A complete config; every section and key present.
+
+    Raises
+    ------
+    ConfigError
+        Naming each key whose value is not allowed, the value, and what is allowed.
     """
-    config = copy.deepcopy(DEFAULTS)
+    merged: dict[str, Any] = {}
     for source in (raw, overrides or {}):
+        if not isinstance(source, dict):
+            raise ConfigError(f"a run config must be a table of sections, got {type(source).__name__}")
         for section, values in source.items():
-            if section not in config:
-                raise ConfigError(f"unknown section [{section}] (allowed: {', '.join(DEFAULTS)})")
+            if section not in SCHEMA:
+                raise ConfigError(f"unknown section [{section}] (allowed: {', '.join(SCHEMA)})")
             if not isinstance(values, dict):
-                raise ConfigError(f"[{section}] must be a table, got {type(values).__name__}")
-            for key, value in values.items():
-                if section != "operators" and key not in DEFAULTS[section]:
-                    allowed = ", ".join(DEFAULTS[section])
-                    raise ConfigError(f"unknown key '{section}.{key}' (allowed: {allowed})")
-                config[section][key] = value
-    _validate(config)
+                raise ConfigError(f"[{section}] must be a table, got {_show(values)}")
+            merged.setdefault(section, {}).update(copy.deepcopy(values))
+    try:
+        config = RunConfig.model_validate(_lists(merged)).model_dump()
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, merged)) from None
+    _check_across_keys(config)
     return config
 
 
-def _validate(config: dict[str, dict[str, Any]]) -> None:
-    for (section, key), allowed in _CHOICES.items():
-        if config[section][key] not in allowed:
-            raise ConfigError(f"{section}.{key} = {config[section][key]!r}; allowed values: {', '.join(allowed)}")
-    run = config["run"]
-    _positive_int(run, "run", "evaluations")
-    _positive_int(run, "run", "init_random", allow_zero=True)
-    if not isinstance(run["seed"], int) or isinstance(run["seed"], bool):
-        raise ConfigError(f"run.seed must be an integer, got {run['seed']!r}")
-    for flag in ("progress", "plot", "ordered"):
-        if not isinstance(run[flag], bool):
-            raise ConfigError(f"run.{flag} must be true or false, got {run[flag]!r}")
-    if not isinstance(config["domain"]["name"], str) or not config["domain"]["name"]:
-        raise ConfigError("domain.name must be a non-empty string (see `qd domains`)")
-    if not isinstance(config["domain"]["options"], dict):
-        raise ConfigError("[domain.options] must be a table")
+def _lists(value: Any) -> Any:
+    """Tuples as lists (Python callers pass pairs as tuples; TOML has only arrays)."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
 
+
+def _explain(exc: ValidationError, merged: dict[str, Any]) -> str:
+    """One line per offending key: the key, what is allowed, the value given."""
+    lines: dict[str, str] = {}
+    for error in exc.errors():
+        loc = error["loc"]
+        section = str(loc[0])
+        if len(loc) == 1:
+            lines.setdefault(section, f"[{section}] must be a table, got {_show(error['input'])}")
+            continue
+        name = str(loc[1])
+        model = SCHEMA[section]
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(model.model_fields)
+            lines.setdefault(f"{section}.{name}", f"unknown key '{section}.{name}' (allowed: {allowed})")
+            continue
+        path, value = f"{section}.{name}", merged.get(section, {}).get(name)
+        element = ""
+        if len(loc) > 2 and isinstance(loc[2], int):  # one element of a list
+            element = f"{path}[{loc[2]}] = {_show(error['input'])}{_detail(error)}: "
+        if name in model.model_fields:
+            allowed = (model.model_fields[name].json_schema_extra or {}).get("allowed", error["msg"])
+        elif section == "operators":
+            allowed = "a non-negative weight or a table of the operator's options"
+        else:
+            allowed = error["msg"]
+        if element:
+            lines.setdefault(path, f"{element}{path} must be {allowed}")
+        else:
+            lines.setdefault(path, f"{path} must be {allowed}, got {_show(value)}{_detail(error)}")
+    return "\n".join(lines.values())
+
+
+def _detail(error: Any) -> str:
+    """The validator's own reason when it adds to the declared ``allowed`` text."""
+    if error["type"] == "value_error":
+        return f" ({str(error['msg']).removeprefix('Value error, ')})"
+    return ""
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_across_keys(config: dict[str, dict[str, Any]]) -> None:
+    """Rules that relate keys to each other (each key alone already passed the schema)."""
     archive = config["archive"]
-    measures = archive["measures"]
-    if not isinstance(measures, list) or not all(isinstance(m, str) and m for m in measures):
-        raise ConfigError(f"archive.measures must be a list of descriptor names, got {measures!r}")
-    if archive["ranges"]:
-        if len(archive["ranges"]) != len(measures):
-            raise ConfigError(f"archive.ranges has {len(archive['ranges'])} entries for {len(measures)} measures")
-        for i, rng in enumerate(archive["ranges"]):
-            if (not isinstance(rng, list) or len(rng) != 2 or not all(_is_number(v) for v in rng)
-                    or not rng[0] < rng[1]):
-                raise ConfigError(f"archive.ranges[{i}] must be [low, high] with low < high, got {rng!r}")
-    if archive["type"] == "grid" and archive["bins"]:
-        if len(archive["bins"]) != len(measures):
-            raise ConfigError(f"archive.bins has {len(archive['bins'])} entries for {len(measures)} measures")
-        if not all(isinstance(b, int) and b > 0 for b in archive["bins"]):
-            raise ConfigError(f"archive.bins must be positive integers, got {archive['bins']!r}")
-    if archive["type"] == "cvt" and archive["cells"] and not (isinstance(archive["cells"], int) and archive["cells"] > 0):
-        raise ConfigError(f"archive.cells must be a positive integer, got {archive['cells']!r}")
-
-    ops = config["operators"]
-    for flag in OPERATOR_FLAGS:
-        if not isinstance(ops.get(flag, False), bool):
-            raise ConfigError(f"operators.{flag} must be true or false")
-    for name, weight in ops.items():
-        if name not in OPERATOR_FLAGS and (not _is_number(weight) or weight < 0):
-            raise ConfigError(f"operators.{name} must be a non-negative weight, got {weight!r}")
-
-    ev = config["evaluator"]
-    _positive_int(ev, "evaluator", "workers", allow_zero=True)
-    if not _is_number(ev["timeout_s"]) or ev["timeout_s"] <= 0:
-        raise ConfigError(f"evaluator.timeout_s must be a positive number, got {ev['timeout_s']!r}")
-    llm = config["llm"]
-    _positive_int(llm, "llm", "max_tokens")
-    _positive_int(llm, "llm", "concurrency")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _positive_int(section: dict, name: str, key: str, allow_zero: bool = False) -> None:
-    value = section[key]
-    low = 0 if allow_zero else 1
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{name}.{key} must be an integer >= {low}, got {value!r}")
+    n = len(archive["measures"])
+    if archive["ranges"] and len(archive["ranges"]) != n:
+        raise ConfigError(f"archive.ranges has {len(archive['ranges'])} entries for {n} measures "
+                          f"(archive.measures = {_show(archive['measures'])})")
+    if archive["type"] == "grid" and archive["bins"] and len(archive["bins"]) != n:
+        raise ConfigError(f"archive.bins has {len(archive['bins'])} entries for {n} measures "
+                          f"(archive.measures = {_show(archive['measures'])})")
 
 
 def dump_config(config: dict[str, dict[str, Any]]) -> str:
@@ -187,14 +312,24 @@ def dump_config(config: dict[str, dict[str, Any]]) -> str:
     for section, values in config.items():
         tables = {k: v for k, v in values.items() if isinstance(v, dict)}
         lines.append(f"[{section}]")
-        for key, value in values.items():
-            if value is not None and key not in tables:
-                lines.append(f"{key} = {_toml_value(value)}")
-        for key, table in tables.items():
-            lines.append(f"\n[{section}.{key}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None)
+        for name, value in values.items():
+            if value is not None and name not in tables:
+                lines.append(f"{name} = {_toml_value(value)}")
+        for name, table in tables.items():
+            lines.append(f"\n[{section}.{_toml_key(name)}]")
+            lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items() if v is not None)
         lines.append("")
     return "\n".join(lines)
+
+
+def _toml_key(name: str) -> str:
+    return name if name and all(c.isascii() and (c.isalnum() or c in "-_") for c in name) else _toml_string(name)
+
+
+def _toml_string(text: str) -> str:
+    # JSON escapes are TOML escapes, except that TOML also requires DEL escaped and has no
+    # surrogate-pair escapes (so non-ASCII stays literal).
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _toml_value(value: Any) -> str:
@@ -203,9 +338,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)
+        return _toml_string(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None) + "}"
     raise ConfigError(f"cannot write {value!r} to TOML")
