@@ -314,7 +314,7 @@ def dump_config(config: dict[str, dict[str, Any]]) -> str:
         lines.append(f"[{section}]")
         for name, value in values.items():
             if value is not None and name not in tables:
-                lines.append(f"{name} = {_toml_value(value)}")
+                lines.append(f"{_toml_key(name)} = {_toml_value(value)}")
         for name, table in tables.items():
             lines.append(f"\n[{section}.{_toml_key(name)}]")
             lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items() if v is not None)
