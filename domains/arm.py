@@ -2,15 +2,19 @@
 
 A configuration holds ``joints`` angles in [-pi, pi]; every link has length 1.
 The objective is the negative variance of the angles (smooth arms are better);
-the measures are the end effector's (x, y) position.
+the measures are the end effector's (x, y) position. With ``noise > 0`` every
+evaluation adds Gaussian noise to the objective, seeded by the configuration, the
+split and the draw, so the true objective is known (:meth:`ArmDomain.true_objective`)
+and re-evaluations on fresh draws differ (a benchmark of uncertain QD, ``qd.noise``).
 """
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
 
-from qd.domain import Domain
+from qd.domain import SEARCH, VALIDATION, Domain
 from qd.result import EvalResult
 from qd.space import Float, Seq, Space
 
@@ -22,15 +26,22 @@ class ArmDomain(Domain):
     ----------
     joints : int
         Number of joints (the configuration's ``angles`` list has this length).
+    noise : float
+        Standard deviation of the Gaussian noise added to the objective of every evaluation
+        (0: deterministic, the classic benchmark).
     """
 
     name = "arm"
     objective_name = "-variance of joint angles"
+    splits = (SEARCH, VALIDATION)
 
-    def __init__(self, joints: int = 20):
+    def __init__(self, joints: int = 20, noise: float = 0.0):
         if not isinstance(joints, int) or joints < 1:
             raise ValueError(f"joints must be a positive integer, got {joints!r}")
+        if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not 0.0 <= noise < math.inf:
+            raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
         self.joints = joints
+        self.noise = float(noise)
         self.space = Space({"angles": Seq(Float(-math.pi, math.pi), joints, joints)})
         self.default_measures = ("x", "y")
         self.default_ranges = ((-joints, joints), (-joints, joints))
@@ -38,11 +49,18 @@ class ArmDomain(Domain):
         # -var(angles) >= -pi**2, so this offset makes every elite count positively in the QD score
         self.qd_score_offset = -math.pi**2
 
-    def evaluate(self, config: dict) -> EvalResult:
-        """Score one arm: objective ``-var(angles)``, measures the end effector ``x``, ``y``."""
+    def true_objective(self, config: dict) -> float:
+        """The noise-free objective ``-var(angles)``."""
+        return -float(np.asarray(config["angles"], dtype=float).var())
+
+    def evaluate(self, config: dict, *, draw: int = 0, split: str = SEARCH) -> EvalResult:
+        """Score one arm: objective ``-var(angles)`` (plus noise), measures the end effector ``x``, ``y``."""
         angles = np.asarray(config["angles"], dtype=float)
         cumulative = np.cumsum(angles)
         x, y = float(np.cos(cumulative).sum()), float(np.sin(cumulative).sum())
         fitness = -float(angles.var())
+        if self.noise > 0:
+            digest = hashlib.blake2b(angles.tobytes() + f"|{split}|{int(draw)}".encode(), digest_size=8).digest()
+            fitness += self.noise * float(np.random.default_rng(int.from_bytes(digest, "little")).normal())
         return EvalResult(fitness=fitness, measures={"x": x, "y": y},
-                          feedback=f"angle variance {-fitness:.3f}; end effector at ({x:.2f}, {y:.2f})")
+                          feedback=f"angle variance {angles.var():.3f}; end effector at ({x:.2f}, {y:.2f})")

@@ -1,10 +1,13 @@
 """The interface every domain (built-in or a user's) implements."""
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 from qd.result import EvalResult
 from qd.space import Space
+
+SEARCH, VALIDATION = "search", "validation"
 
 
 class Domain:
@@ -30,6 +33,17 @@ class Domain:
         Label for the fitness on plots and reports.
     qd_score_offset : float
         Default QD-score offset: a lower bound of the fitness, so every elite counts positively.
+    splits : sequence of str
+        Instance splits :meth:`evaluate` accepts: ``"search"`` always; ``"validation"`` when the
+        domain holds instances the search never sees (``qd validate`` needs it).
+
+    Notes
+    -----
+    Domains whose score depends on instances (questions, examples) or seeds may accept two
+    keyword-only arguments, ``evaluate(config, *, draw=0, split="search")``: ``draw`` 0 of the
+    ``"search"`` split is the ordinary evaluation; every other draw must use fresh instances or
+    seeds (re-evaluations under noise, ``qd.noise``), and ``split="validation"`` instances
+    disjoint from the search's. :func:`evaluate_draw` calls a domain that way.
     """
 
     name: str = "domain"
@@ -39,6 +53,7 @@ class Domain:
     default_bins: Sequence[int] = ()
     objective_name: str = "fitness"
     qd_score_offset: float = 0.0
+    splits: Sequence[str] = (SEARCH,)
 
     def evaluate(self, config: dict) -> EvalResult:
         """Run ``config`` and score it. Must be safe to call from worker processes."""
@@ -47,3 +62,34 @@ class Domain:
     def descriptors(self) -> dict[str, Callable[[dict, EvalResult], float]]:
         """Domain-defined descriptors: name -> f(config, result) -> float."""
         return {}
+
+
+def accepts_draws(domain: Domain) -> bool:
+    """True when ``domain.evaluate`` takes the ``draw`` and ``split`` keywords."""
+    try:
+        params = inspect.signature(domain.evaluate).parameters
+    except (TypeError, ValueError):
+        return False
+    return "draw" in params and "split" in params
+
+
+def evaluate_draw(domain: Domain, config: dict, draw: int = 0, split: str = SEARCH) -> EvalResult:
+    """Evaluate ``config`` on draw ``draw`` of ``split`` (see :class:`Domain`, Notes).
+
+    A domain without the keywords is called plainly for the search split: its re-evaluations
+    differ only as much as the domain is noisy by itself.
+
+    Raises
+    ------
+    ValueError
+        For a split the domain does not declare in :attr:`Domain.splits`.
+    """
+    if split not in domain.splits:
+        raise ValueError(f"domain {domain.name!r} has no {split!r} split (its splits: {', '.join(domain.splits)}); "
+                         f"declare it in the domain's `splits` and accept evaluate(config, *, draw, split)")
+    if not accepts_draws(domain):
+        if split != SEARCH:
+            raise ValueError(f"domain {domain.name!r} declares a {split!r} split but its evaluate() takes no "
+                             f"draw/split keywords")
+        return domain.evaluate(config)
+    return domain.evaluate(config, draw=int(draw), split=split)

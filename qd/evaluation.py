@@ -9,21 +9,37 @@ import time
 import traceback
 
 from qd.analysis.tracer import Tracer
-from qd.domain import Domain
-from qd.result import EvalResult
+from qd.domain import SEARCH, Domain, evaluate_draw
+from qd.result import EvalResult, MalformedResult, check_result
+
+# Reserved key carrying (draw, split) of a re-evaluation through every evaluator's submit(key, config)
+# unchanged; stripped before the domain sees the config (see with_draw).
+DRAW_KEY = "__qd_draw__"
+
+
+def with_draw(config: dict, draw: int, split: str = SEARCH) -> dict:
+    """``config`` marked for evaluation on ``draw`` of ``split`` (``qd.domain.evaluate_draw``)."""
+    return {**config, DRAW_KEY: [int(draw), str(split)]}
 
 
 def evaluate_config(domain: Domain, config: dict) -> EvalResult:
     """Run ``domain.evaluate(config)`` with a :class:`~qd.analysis.Tracer` active.
 
-    Exceptions become ``status="error"`` results carrying the exception text;
-    spans recorded by the tracer fill ``result.trace`` unless the domain set it.
-    ``metrics["eval_s"]`` holds the wall time of the evaluation.
+    Exceptions become ``status="error"`` results carrying the exception text, and so does a
+    malformed result (:func:`qd.result.check_result`: the message names the field); spans
+    recorded by the tracer fill ``result.trace`` unless the domain set it.
+    ``metrics["eval_s"]`` holds the wall time of the evaluation. A config made by
+    :func:`with_draw` is evaluated on that draw and split.
     """
     start = time.perf_counter()
+    draw = config.get(DRAW_KEY) if isinstance(config, dict) else None
     with Tracer() as tracer:
         try:
-            result = domain.evaluate(config)
+            if draw is None:
+                result = domain.evaluate(config)
+            else:
+                plain = {k: v for k, v in config.items() if k != DRAW_KEY}
+                result = evaluate_draw(domain, plain, draw[0], draw[1])
             if not isinstance(result, EvalResult):
                 raise TypeError(f"{type(domain).__name__}.evaluate returned {type(result).__name__}, not EvalResult")
         except Exception as exc:  # a bad candidate must never stop the search
@@ -32,5 +48,9 @@ def evaluate_config(domain: Domain, config: dict) -> EvalResult:
             result.metrics["traceback"] = tb
     if not result.trace:
         result.trace = tracer.spans
+    try:  # user code's result and spans are checked here, where they come back, so nothing later trips on them
+        result = check_result(result)
+    except MalformedResult as exc:
+        result = EvalResult.failure("error", f"malformed result from {type(domain).__name__}.evaluate: {exc}")
     result.metrics.setdefault("eval_s", time.perf_counter() - start)
     return result

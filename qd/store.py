@@ -43,6 +43,13 @@ CREATE TABLE IF NOT EXISTS counters (scope TEXT NOT NULL, name TEXT NOT NULL, fi
     value REAL NOT NULL, PRIMARY KEY (scope, name, field));
 CREATE TABLE IF NOT EXISTS history (evaluations INTEGER PRIMARY KEY, num_elites INTEGER, coverage REAL,
     qd_score REAL, obj_max REAL, wall_s REAL);
+-- qd.noise: the draw (fresh instances/seeds), the order the noise policy saw it (seq) and the
+-- per-instance scores of an evaluation, by its id
+CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY, hash TEXT NOT NULL, draw INTEGER NOT NULL,
+    seq INTEGER NOT NULL, scores TEXT);
+-- qd validate: re-evaluations of elites on held-out draws, accumulated per (config hash, split, draw)
+CREATE TABLE IF NOT EXISTS validations (hash TEXT NOT NULL, split TEXT NOT NULL, draw INTEGER NOT NULL,
+    status TEXT NOT NULL, objective REAL, measures TEXT NOT NULL, scores TEXT, PRIMARY KEY (hash, split, draw));
 """
 
 
@@ -167,6 +174,37 @@ class RunStore:
         rows = self._db.execute(
             "SELECT operator, COUNT(*), SUM(archive_status > 0), SUM(status = 'ok') FROM evaluations GROUP BY operator")
         return {op: {"evaluated": n, "gains": int(g or 0), "ok": int(ok or 0)} for op, n, g, ok in rows}
+
+    # -- samples and validations (qd.noise, qd validate) --------------------------------------
+    def add_sample(self, id: int, hash: str, draw: int, seq: int, scores: list[float] | None) -> None:
+        """Record the draw, the noise policy's order ``seq`` and the per-instance scores of evaluation ``id``."""
+        self._db.execute("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?)",
+                         (id, hash, int(draw), int(seq), None if scores is None else _json(scores)))
+
+    def samples(self) -> dict[int, tuple[str, int, int, list[float] | None]]:
+        """Evaluation id -> (config hash, draw, seq, per-instance scores or None)."""
+        return {i: (h, d, q, None if s is None else json.loads(s))
+                for i, h, d, q, s in self._db.execute("SELECT id, hash, draw, seq, scores FROM samples")}
+
+    def add_validation(self, hash: str, split: str, draw: int, status: str, objective: float,
+                       measures: dict[str, float], scores: list[float] | None) -> None:
+        """Record one held-out re-evaluation of the configuration ``hash``."""
+        self._db.execute("INSERT OR REPLACE INTO validations VALUES (?,?,?,?,?,?,?)",
+                         (hash, split, int(draw), status, objective if math.isfinite(objective) else None,
+                          _json(measures), None if scores is None else _json(scores)))
+
+    def validations(self, split: str | None = None) -> list[dict[str, Any]]:
+        """Stored held-out re-evaluations (``hash, split, draw, status, objective, measures, scores``)."""
+        where, args = ("WHERE split = ?", (split,)) if split is not None else ("", ())
+        cols = ("hash", "split", "draw", "status", "objective", "measures", "scores")
+        out = []
+        for row in self._db.execute(f"SELECT * FROM validations {where} ORDER BY hash, split, draw", args):
+            item = dict(zip(cols, row))
+            item["objective"] = math.nan if item["objective"] is None else item["objective"]
+            item["measures"] = json.loads(item["measures"])
+            item["scores"] = None if item["scores"] is None else json.loads(item["scores"])
+            out.append(item)
+        return out
 
     # -- counters (operator and LLM accounting that is not one row per evaluation) ------------
     def set_counters(self, scope: str, counters: dict[str, dict[str, float]]) -> None:
