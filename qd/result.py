@@ -1,7 +1,9 @@
 """Result of evaluating one configuration, and the span type of its trace."""
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
@@ -75,3 +77,109 @@ class EvalResult:
     def failure(cls, status: Status, error: str) -> EvalResult:
         """A result for an evaluation that did not finish normally."""
         return cls(status=status, error=error, feedback=f"{status}: {error}"[:500])
+
+
+class MalformedResult(ValueError):
+    """A result or span returned by user code has a field of the wrong type; the message names it."""
+
+
+# Span fields with a declared type: name -> (check, what is allowed). Other keys pass through.
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+_SPAN_FIELDS: dict[str, tuple[Any, str]] = {
+    "id": (_is_int, "an integer"),
+    "parent_id": (lambda v: v is None or _is_int(v), "an integer or None"),
+    "deps": (lambda v: isinstance(v, (list, tuple)) and all(_is_int(d) for d in v), "a list of span ids"),
+    "kind": (lambda v: isinstance(v, str), "a string"),
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "model": (lambda v: isinstance(v, str), "a string"),
+    "tokens_in": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "tokens_out": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "cached": (lambda v: isinstance(v, bool), "true or false"),
+    "latency_s": (lambda v: _is_real(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    "start_s": (lambda v: _is_real(v) and math.isfinite(v), "a finite number"),
+    "ok": (lambda v: isinstance(v, bool), "true or false"),
+    "error": (lambda v: isinstance(v, str), "a string"),
+    "cost_usd": (lambda v: _is_real(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
+}
+
+
+def _bad(field_name: str, allowed: str, value: Any) -> MalformedResult:
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return MalformedResult(f"{field_name} must be {allowed}, got {text} ({type(value).__name__})")
+
+
+def check_span(span: Any, index: int = 0) -> Span:
+    """A span from user code with its typed fields checked and numbers made plain Python numbers.
+
+    Raises
+    ------
+    MalformedResult
+        Naming the span (``trace[i]``) and the field.
+    """
+    where = f"trace[{index}]"
+    if not isinstance(span, dict):
+        raise _bad(where, "a dict (a Span)", span)
+    out: dict[str, Any] = dict(span)
+    for name, (ok, allowed) in _SPAN_FIELDS.items():
+        if name in out and not ok(out[name]):
+            raise _bad(f"{where}.{name}", allowed, out[name])
+    for name in ("id", "tokens_in", "tokens_out"):
+        if name in out:
+            out[name] = int(out[name])
+    for name in ("latency_s", "start_s", "cost_usd"):
+        if name in out:
+            out[name] = float(out[name])
+    if "deps" in out:
+        out["deps"] = [int(d) for d in out["deps"]]
+    return out  # type: ignore[return-value]
+
+
+def check_result(result: Any) -> EvalResult:
+    """A result from user code, checked field by field where it comes back from the domain.
+
+    Numbers (numpy scalars included) become plain floats; the result is otherwise unchanged.
+
+    Raises
+    ------
+    MalformedResult
+        Naming the first field that is not of its declared type (``fitness``, ``measures['x']``,
+        ``trace[3].tokens_in``, ...).
+    """
+    if not isinstance(result, EvalResult):
+        raise _bad("the result", "an EvalResult", result)
+    if result.status not in STATUSES:
+        raise _bad("status", f"one of {', '.join(STATUSES)}", result.status)
+    if not _is_real(result.fitness):
+        raise _bad("fitness", "a number (NaN when there is none)", result.fitness)
+    if not isinstance(result.measures, dict):
+        raise _bad("measures", "a dict of name -> number", result.measures)
+    for name, value in result.measures.items():
+        if not isinstance(name, str):
+            raise _bad(f"measures key {name!r}", "a string", name)
+        if not _is_real(value):
+            raise _bad(f"measures[{name!r}]", "a number", value)
+    for name in ("feedback", "error"):
+        if not isinstance(getattr(result, name), str):
+            raise _bad(name, "a string", getattr(result, name))
+    if not isinstance(result.metrics, dict):
+        raise _bad("metrics", "a dict", result.metrics)
+    if result.scores is not None:
+        if not isinstance(result.scores, (list, tuple)):
+            raise _bad("scores", "a list of numbers or None", result.scores)
+        for i, value in enumerate(result.scores):
+            if not _is_real(value):
+                raise _bad(f"scores[{i}]", "a number", value)
+    if not isinstance(result.trace, (list, tuple)):
+        raise _bad("trace", "a list of spans", result.trace)
+    trace = [check_span(s, i) for i, s in enumerate(result.trace)]
+    return dataclasses.replace(
+        result, fitness=float(result.fitness), measures={k: float(v) for k, v in result.measures.items()},
+        trace=trace, scores=None if result.scores is None else [float(v) for v in result.scores])
