@@ -1,25 +1,27 @@
 """Archive files: one ``.npz`` holding arrays and JSON, loadable without pickle.
 
-Format (version 1), every key an array readable with ``np.load(path, allow_pickle=False)``:
+Format (version 2), every key an array readable with ``np.load(path, allow_pickle=False)``:
 
 ``header``
     0-d string: JSON object with ``format`` ("qd-archive"), ``version``, ``type``
-    ("GridArchive" | "CVTArchive"), ``params`` (constructor arguments), ``obj_max``
-    and ``fields`` (names of the extra per-elite fields, ``id`` first).
-``index``, ``objective``, ``threshold``, ``measures``, ``id``
-    Per-elite arrays in the archive's insertion order.
+    ("GridArchive" | "CVTArchive"), ``params`` (constructor arguments), ``fields``
+    (names of the extra per-elite fields), ``objective_sum`` and ``best_elite`` (the
+    statistics state, so a loaded archive reports the same ``stats`` bit for bit).
+``index``, ``objective``, ``threshold``, ``measures``
+    Per-elite arrays in the archive's ``data()`` order.
 ``solution``
-    ``(elites, solution_dim)`` floats for numeric archives; otherwise a 0-d string
-    holding the JSON list of configurations.
+    The numeric solutions; for configuration archives a 0-d string holding the JSON list
+    of configurations.
 ``field_<name>``
-    0-d string: JSON list of that extra field's values.
+    Numeric extra fields as arrays; object fields (``feedback``, ...) as a 0-d JSON string.
 ``centroids``
     CVT archives only.
+
+Version 1 files (written before the pyribs alignment) still load.
 """
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from qd.archives.base import ArchiveBase
 
 __all__ = ["save", "load", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def _json_default(value: Any) -> Any:
@@ -39,7 +41,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serializable")
 
 
-def _dumps(values: list, what: str) -> np.ndarray:
+def _dumps(values: Any, what: str) -> np.ndarray:
     try:
         return np.array(json.dumps(values, default=_json_default, allow_nan=True))
     except TypeError as exc:
@@ -51,18 +53,23 @@ def save(archive: ArchiveBase, path: str | Path) -> None:
     from qd.archives.cvt import CVTArchive
 
     data = archive.data()
-    extra = [name for name in archive._fields if name != "id"]
+    extra = list(archive._fields)
+    best = archive._best_elite
     header = {"format": "qd-archive", "version": FORMAT_VERSION, "type": type(archive).__name__,
-              "params": archive._params(), "fields": ["id", *extra],
-              "obj_max": None if archive._obj_max == -math.inf else archive._obj_max}
+              "params": archive._params(), "fields": extra,
+              "objective_sum": float(archive._osum),
+              "best_elite": None if best is None else {k: _json_default(v) if isinstance(v, (np.generic, np.ndarray))
+                                                       else v for k, v in best.items()}}
     arrays: dict[str, np.ndarray] = {
-        "header": np.array(json.dumps(header)),
         "index": data["index"], "objective": data["objective"], "threshold": data["threshold"],
-        "measures": data["measures"], "id": data["id"],
-        "solution": data["solution"] if archive.solution_dim else _dumps(data["solution"].tolist(), "solutions"),
+        "measures": data["measures"],
+        "solution": data["solution"] if archive.solution_dim is not None else _dumps(data["solution"].tolist(),
+                                                                                     "solutions"),
     }
     for name in extra:
-        arrays[f"field_{name}"] = _dumps(data[name].tolist(), f"field {name!r}")
+        arr = data[name]
+        arrays[f"field_{name}"] = arr if arr.dtype != object else _dumps(arr.tolist(), f"field {name!r}")
+    arrays["header"] = _dumps(header, "the best elite")
     if isinstance(archive, CVTArchive):
         arrays["centroids"] = archive.centroids
     with open(path, "wb") as fh:  # a file handle keeps numpy from appending ".npz" to the name
@@ -78,13 +85,20 @@ def load(path: str | Path) -> ArchiveBase:
         if "header" not in npz.files:
             raise ValueError(f"{path} is not a qd archive file (no header)")
         header = json.loads(str(npz["header"]))
-        if header.get("format") != "qd-archive" or header.get("version") != FORMAT_VERSION:
+        version = header.get("version")
+        if header.get("format") != "qd-archive" or version not in (1, FORMAT_VERSION):
             raise ValueError(f"{path}: unsupported archive format {header.get('format')!r} "
-                             f"version {header.get('version')!r} (this qd reads version {FORMAT_VERSION})")
+                             f"version {version!r} (this qd reads versions 1 and {FORMAT_VERSION})")
         kinds = {"GridArchive": GridArchive, "CVTArchive": CVTArchive}
         if header["type"] not in kinds:
             raise ValueError(f"{path}: unknown archive type {header['type']!r}")
         params = dict(header["params"])
+        if version == 1 and not params.get("solution_dim"):
+            params["solution_dim"] = None  # version 1 wrote 0 for configuration archives
+        if isinstance(params.get("solution_dim"), list):
+            params["solution_dim"] = tuple(params["solution_dim"])
+        if params.get("extra_fields"):
+            params["extra_fields"] = {n: (tuple(s), d) for n, (s, d) in params["extra_fields"].items()}
         if header["type"] == "CVTArchive":
             params["centroids"] = npz["centroids"]
         archive = kinds[header["type"]](**params)
@@ -96,15 +110,34 @@ def load(path: str | Path) -> ArchiveBase:
         archive._objective[cells] = npz["objective"]
         archive._threshold[cells] = npz["threshold"]
         archive._measures[cells] = npz["measures"]
-        archive._fields["id"][cells] = npz["id"]
-        if archive.solution_dim:
+        if archive.solution_dim is not None:
             archive._solution[cells] = npz["solution"]
         else:
             for cell, solution in zip(cells.tolist(), json.loads(str(npz["solution"]))):
                 archive._solution[cell] = solution
-        for name in header["fields"][1:]:
+        if version == 1:
+            archive._field("id")[cells] = npz["id"]
+        for name in header["fields"][1 if version == 1 else 0:]:
             arr = archive._field(name)
-            for cell, value in zip(cells.tolist(), json.loads(str(npz[f"field_{name}"]))):
-                arr[cell] = value
-        archive._obj_max = -math.inf if header["obj_max"] is None else float(header["obj_max"])
+            stored = npz[f"field_{name}"]
+            if stored.ndim == 0 and stored.dtype.kind == "U":
+                for cell, value in zip(cells.tolist(), json.loads(str(stored))):
+                    arr[cell] = value
+            else:
+                arr[cells] = stored
+        t = archive._ocast
+        if version == 1:
+            archive._osum = t(float(np.sum(npz["objective"])))
+            archive._obj_max = None if header["obj_max"] is None else archive._obj_dt.type(header["obj_max"])
+            if n:
+                best = int(cells[np.argmax(npz["objective"])])
+                archive._best_elite = archive._snapshot(best)
+        else:
+            archive._osum = t(header["objective_sum"])
+            best = header["best_elite"]
+            if best is not None:
+                dtypes = archive.dtypes
+                archive._best_elite = {k: (v if dtypes.get(k, np.dtype(object)) == object
+                                           else np.asarray(v, dtype=dtypes[k])[()]) for k, v in best.items()}
+                archive._obj_max = archive._best_elite["objective"]
     return archive

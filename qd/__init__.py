@@ -7,7 +7,7 @@ The public API, re-exported here::
     with qd.Search(domain, archive, qd.RayEvaluator(domain), operators=..., measures=..., budget=1000) as search:
         search.run()   # leaving the block stops LLM threads and the evaluator
 """
-from qd.archives import ArchiveStats, CVTArchive, GridArchive, cvt_centroids
+from qd.archives import AddStatus, ArchiveStats, CVTArchive, GridArchive, cvt_centroids
 from qd.archives import load as load_archive
 from qd.domain import Domain
 from qd.evaluators import SerialEvaluator, make_evaluator
@@ -16,7 +16,7 @@ from qd.search import Search
 from qd.space import Bool, Categorical, Float, Int, Seq, Space, Text
 
 __all__ = [
-    "GridArchive", "CVTArchive", "ArchiveStats", "cvt_centroids", "load_archive",
+    "GridArchive", "CVTArchive", "ArchiveStats", "AddStatus", "cvt_centroids", "load_archive",
     "Space", "Float", "Int", "Categorical", "Bool", "Text", "Seq",
     "Domain", "EvalResult", "Span", "Trace", "Search", "SerialEvaluator", "RayEvaluator", "make_evaluator",
     "LLMClient", "run_search", "open_run",
