@@ -562,6 +562,40 @@ class ArchiveBase:
         self._stats_cache = None
         return {"status": status, "value": obj - cur}
 
+    def remove_single(self, index: int) -> bool:
+        """Empty cell ``index``; returns whether it held an elite.
+
+        For policies that revise an elite after evaluating it again (``qd.noise``: its mean
+        fell, or its mean measures moved it to another cell). The cell's threshold returns to
+        ``threshold_min``; the other elites keep their order. ``obj_max`` and
+        :attr:`best_elite` become those of the best remaining elite when the removed one was it.
+        """
+        i = int(index)
+        if not self._occupied[i]:
+            return False
+        n = self._num_elites
+        pos = int(np.flatnonzero(self._order[:n] == i)[0])
+        self._order[pos:n - 1] = self._order[pos + 1:n]
+        self._num_elites = n - 1
+        self._occupied[i] = False
+        self._threshold[i] = self._tmin
+        removed = self._objective.item(i)
+        self._osum = self._osum - removed
+        if self._solution_dim is None:
+            self._solution[i] = None
+        for name, arr in self._fields.items():
+            arr[i] = None if arr.dtype == object else (-1 if name == "id" else 0)
+        if self._obj_max is not None and not removed < self._obj_max:
+            if self._num_elites:
+                live = self._order[:self._num_elites]
+                best = int(live[int(np.argmax(self._objective[live]))])
+                self._obj_max, self._best_elite = self._objective[best], self._snapshot(best)
+            else:
+                self._obj_max, self._best_elite = None, None
+        self._updates += 1
+        self._stats_cache = None
+        return True
+
     # -- statistics ----------------------------------------------------------------------------
     @property
     def stats(self) -> ArchiveStats:
