@@ -5,7 +5,8 @@ import math
 
 from hypothesis import strategies as st
 
-from qd.space import Bool, Categorical, Float, Int, Seq, Space, Text, _choice_key
+from qd.space import Bool, Categorical, Float, Int, Seq, Space, Text
+from qd.space.values import choice_key
 
 keys = st.text(alphabet="abcxyz_", min_size=1, max_size=4)
 scalars = st.one_of(st.text(max_size=6), st.integers(-5, 5), st.floats(-10, 10, allow_nan=False),
@@ -34,7 +35,7 @@ def texts(draw):
 leaf_params = st.one_of(
     floats(),
     st.builds(lambda low, width: Int(low, low + width), st.integers(-50, 50), st.integers(1, 20)),
-    st.lists(scalars, min_size=1, max_size=5, unique_by=_choice_key).map(Categorical),
+    st.lists(scalars, min_size=1, max_size=5, unique_by=choice_key).map(Categorical),
     st.just(Bool()),
     texts(),
 )
@@ -56,7 +57,8 @@ spaces = st.dictionaries(keys, params, min_size=1, max_size=4).map(Space)
 
 json_like = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8)),
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=4), children, max_size=4)),
+    lambda children: st.one_of(st.lists(children, max_size=4),
+                               st.dictionaries(st.text(max_size=4), children, max_size=4)),
     max_leaves=12,
 )
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from qd.operators import CLASSIC, Gaussian, IsoLineDD, Mutation, Operator, Parent, UniformCrossover
 from space_strategies import spaces
 
-from qd.space import Bool, Categorical, Float, Int, Seq, Space, Text
+from qd.space import Bool, Categorical, Float, Int, Seq, Space, Text, UnitTransform
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 seeds = st.integers(0, 2**32 - 1)
@@ -89,11 +89,12 @@ def test_iso_line_dd_follows_the_line_between_parents():
     p2 = {f"x{i}": 0.2 * (i % 2) for i in range(6)}
     rng = np.random.default_rng(0)
     op = IsoLineDD(space, iso_sigma=0.0, line_sigma=0.2)
-    u1, _ = space.to_unit(p1)
-    u2, _ = space.to_unit(p2)
+    units = UnitTransform(space)
+    u1, _ = units.unit_view(p1)
+    u2, _ = units.unit_view(p2)
     ts = []
     for _ in range(300):
-        child, _ = space.to_unit(op.vary([Parent(p1, 0, {}), Parent(p2, 0, {})], rng)[0])
+        child, _ = units.unit_view(op.vary([Parent(p1, 0, {}), Parent(p2, 0, {})], rng)[0])
         t = (child - u1) / (u2 - u1)
         assert np.allclose(t, t[0])  # on the line through both parents
         ts.append(t[0])
@@ -105,7 +106,7 @@ def test_iso_line_dd_isotropic_noise_and_clamping():
     p = {"angles": [0.0] * 20}
     rng = np.random.default_rng(1)
     op = IsoLineDD(space, iso_sigma=0.05, line_sigma=0.0)
-    deltas = np.array([space.to_unit(op.vary([Parent(p, 0, {}), Parent(p, 0, {})], rng)[0])[0] - 0.5
+    deltas = np.array([UnitTransform(space).unit_view(op.vary([Parent(p, 0, {}), Parent(p, 0, {})], rng)[0])[0] - 0.5
                        for _ in range(200)])
     assert abs(deltas.std() - 0.05) < 0.005
     edge = {"angles": [math.pi] * 20}

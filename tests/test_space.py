@@ -1,4 +1,4 @@
-"""qd.space: sampling, validation, canonical form, encoding, repair, unit maps and serialization."""
+"""qd.space: sampling, validation, canonical form, walk, repair, unit maps and serialization."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from space_strategies import is_close_config, json_like, shuffled, spaces
 
-from qd.space import Bool, Categorical, Float, Int, Seq, Space, Text, param_from_dict
+from qd.space import Bool, Categorical, Float, Int, Numeric, Seq, Space, Text, UnitTransform, param_from_dict
+from qd.space.units import from_unit, to_unit
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 seeds = st.integers(0, 2**32 - 1)
@@ -57,14 +58,41 @@ def test_canonical_is_stable_and_round_trips(space, seed, rnd):
     assert space.hash(config) == hashlib.sha256(text.encode("utf-8")).hexdigest() == Space.digest(text)
 
 
+def _at_path(value, path):
+    for key in path:
+        value = value[key]
+    return value
+
+
 @SETTINGS
 @given(spaces, seeds, json_like)
-def test_encode_has_fixed_length_and_unit_range(space, seed, junk):
-    for config in (space.sample(np.random.default_rng(seed)), {}, {"junk": junk},
-                   {k: junk for k in space.params}):
-        vector = space.encode(config)
-        assert vector.shape == (space.encoded_dim,)
-        assert np.all((vector >= 0) & (vector <= 1))
+def test_walk_visits_every_value_at_its_path(space, seed, junk):
+    config = space.sample(np.random.default_rng(seed))
+    pairs = list(space.walk(config))
+    assert pairs[0] == ((), space, config)
+    for path, param, value in pairs:
+        assert _at_path(config, path) is value
+        assert param.validate(value) == []
+    # every dict key and list item of a valid config is visited exactly once
+    paths = [path for path, _, _ in pairs]
+    assert len(paths) == len(set(paths))
+    children = [(*path, k) for path, _, v in pairs if isinstance(v, dict) for k in v]
+    children += [(*path, i) for path, p, v in pairs if isinstance(p, Seq) for i in range(len(v))]
+    assert sorted(map(repr, children)) == sorted(repr(p) for p in paths if p)
+    # junk is walked without raising, and only what sits under declared keys is visited
+    for bad in (junk, {k: junk for k in space.params}):
+        for path, _, value in space.walk(bad):
+            assert _at_path(bad, path) is value
+
+
+@SETTINGS
+@given(spaces, json_like, seeds)
+def test_is_valid_agrees_with_validate(space, junk, seed):
+    config = space.sample(np.random.default_rng(seed))
+    for value in (config, junk, {k: junk for k in space.params}, {**config, "zz_unknown": 1}):
+        assert space.is_valid(value) == (space.validate(value) == [])
+        for _, param, sub in space.walk(value):
+            assert param.is_valid(sub) == (param.validate(sub) == [])
 
 
 @SETTINGS
@@ -110,25 +138,25 @@ def test_to_dict_from_dict_round_trip(space):
     assert rebuilt == space
     assert rebuilt.to_dict() == space.to_dict()
     assert rebuilt.to_prompt() == space.to_prompt()
-    assert rebuilt.encoded_dim == space.encoded_dim
 
 
 @SETTINGS
 @given(spaces, seeds)
 def test_unit_maps_round_trip(space, seed):
     config = space.sample(np.random.default_rng(seed))
-    unit, paths = space.to_unit(config)
-    leaves = space.numeric_leaves(config)
-    assert [p for p, _, _ in leaves] == paths
-    assert unit.shape == (len(paths),) and np.all((unit >= 0) & (unit <= 1))
-    assert is_close_config(space.from_unit(config, unit, paths), config)
-    fast, key = space.unit_view(config)
-    assert np.allclose(fast, unit)
-    assert is_close_config(space.with_units(config, fast, key), config)
+    leaves = [(param, value) for _, param, value in space.walk(config) if isinstance(param, Numeric)]
+    unit = np.array([to_unit(param, value) for param, value in leaves])
+    assert np.all((unit >= 0) & (unit <= 1))
+    for (param, value), u in zip(leaves, unit):
+        assert math.isclose(from_unit(param, u), value, rel_tol=1e-9, abs_tol=1e-9)
+    units = UnitTransform(space)
+    fast, key = units.unit_view(config)
+    assert fast.shape == unit.shape and np.allclose(fast, unit)
+    assert is_close_config(units.with_units(config, fast, key), config)
+    assert is_close_config(units.with_units(config, fast), config)
     # any unit vector, even out of range, maps to a valid config
-    wild = np.random.default_rng(seed).uniform(-0.5, 1.5, len(paths))
-    assert space.validate(space.from_unit(config, wild, paths)) == []
-    assert space.validate(space.with_units(config, wild, key)) == []
+    wild = np.random.default_rng(seed).uniform(-0.5, 1.5, len(leaves))
+    assert space.validate(units.with_units(config, wild, key)) == []
 
 
 # -- validation messages --------------------------------------------------------------------------
@@ -281,19 +309,20 @@ def test_unit_maps_are_log_aware_and_round_ints():
     space = Space({"lr": Float(1e-4, 1e-2, log=True), "n": Int(0, 10), "x": Float(-1, 1),
                    "s": Seq(Space({"k": Int(1, 3), "flag": Bool()}), 0, 3)})
     config = {"lr": 1e-3, "n": 4, "x": 0.0, "s": [{"k": 1, "flag": True}, {"k": 3, "flag": False}]}
-    unit, paths = space.to_unit(config)
+    paths = [path for path, param, _ in space.walk(config) if isinstance(param, Numeric)]
     assert paths == [("lr",), ("n",), ("x",), ("s", 0, "k"), ("s", 1, "k")]
-    assert np.allclose(unit, [0.5, 0.4, 0.5, 0.0, 1.0])
-    moved = space.from_unit(config, [1.2, 0.46, -3, 0.74, 0.26], paths)
+    units = UnitTransform(space)
+    unit, key = units.unit_view(config)
+    assert key == (2,) and np.allclose(unit, [0.5, 0.4, 0.5, 0.0, 1.0])
+    moved = units.with_units(config, [1.2, 0.46, -3, 0.74, 0.26], key)
     assert moved == {"lr": 1e-2, "n": 5, "x": -1.0, "s": [{"k": 2, "flag": True}, {"k": 2, "flag": False}]}
     assert type(moved["n"]) is int and config["n"] == 4  # a copy
-    fast, key = space.unit_view(config)
-    assert key == (2,) and np.allclose(fast, unit)
-    assert space.with_units(config, [1.2, 0.46, -3, 0.74, 0.26], key) == moved
-    with pytest.raises(ValueError):
-        space.from_unit(config, [0.5], paths)
-    with pytest.raises(ValueError):
-        space.from_unit(config, [0.5], [("s", 0, "flag")])
+    assert moved["s"][0] is not config["s"][0]
+    assert to_unit(space["lr"], 1e-3) == pytest.approx(0.5) and from_unit(space["n"], 0.46) == 5
+    with pytest.raises(ValueError, match="1 unit values for 5 numeric leaves"):
+        units.with_units(config, [0.5], key)
+    with pytest.raises(ValueError, match="needs a qd.space.Space"):
+        UnitTransform(Float(0, 1))
 
 
 def test_space_helpers():
@@ -316,10 +345,22 @@ def test_sample_covers_the_range():
     assert 0.35 < np.mean([s["lr"] < 1e-3 for s in samples]) < 0.65
 
 
-def test_encode_values():
-    space = Space({"xs": Seq(Float(0.0, 4.0), 1, 3), "m": Categorical(["a", "b", "c"]), "on": Bool(),
-                   "t": Text(10), "lr": Float(1e-3, 1e-1, log=True), "n": Int(0, 4)})
-    config = {"xs": [1.0, 3], "m": "b", "on": True, "t": "abcde", "lr": 1e-2, "n": 1}
-    assert space.encoded_dim == 4 + 3 + 1 + 1 + 1 + 1
-    assert np.allclose(space.encode(config), [2 / 3, 0.25, 0.75, 0, 0, 1, 0, 1, 0.5, 0.5, 0.25])
-    assert np.allclose(space.encode({"xs": [1.0, 3.0]})[:4], [2 / 3, 0.25, 0.75, 0])
+def test_walk_order_and_invalid_configs():
+    space = pipeline_space()
+    walked = [(path, param.kind) for path, param, _ in space.walk(valid_pipeline())]
+    assert walked == [
+        ((), "space"), (("temperature",), "float"), (("model",), "categorical"), (("layers",), "seq"),
+        (("layers", 0), "space"), (("layers", 0, "model"), "categorical"), (("layers", 0, "k"), "int"),
+        (("layers", 0, "lr"), "float"),
+        (("layers", 1), "space"), (("layers", 1, "model"), "categorical"), (("layers", 1, "k"), "int"),
+        (("layers", 1, "lr"), "float"),
+        (("instruction",), "text"), (("verify",), "bool")]
+    # missing keys are skipped, unknown keys ignored, a non-list Seq value is not descended into
+    walked = [path for path, _, _ in space.walk({"layers": "[]", "extra": [1], "verify": 3})]
+    assert walked == [(), ("layers",), ("verify",)]
+
+
+def test_categorical_index_is_type_aware():
+    c = Categorical(["a", 1, True, None, 2.5])
+    assert [c.index(v) for v in ("a", 1, 1.0, np.int64(1), True, np.bool_(True), None, 2.5)] == [0, 1, 1, 1, 2, 2, 3, 4]
+    assert c.index("A") is None and c.index(2) is None and c.index([1]) is None and c.index(float("nan")) is None

@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from qd.result import EvalResult, Span
+from qd.space import Seq, Text
 
 __all__ = [
     "DYNAMIC", "STATIC", "BUILTINS", "Descriptor", "resolve_measures", "available_measures", "summarize",
@@ -211,20 +212,6 @@ def cost_usd(config: dict, result: EvalResult) -> float:
 
 
 # -- static descriptors --------------------------------------------------------------------------
-def _walk(param: Any, value: Any, visit: Callable[[Any, Any], None]) -> None:
-    """Call ``visit(param, value)`` for every (parameter, value) pair of a configuration."""
-    from qd.space import Seq, Space
-
-    visit(param, value)
-    if isinstance(param, Space) and isinstance(value, Mapping):
-        for key, sub in param.params.items():
-            if key in value:
-                _walk(sub, value[key], visit)
-    elif isinstance(param, Seq) and isinstance(value, list):
-        for item in value:
-            _walk(param.item, item, visit)
-
-
 def _values(value: Any) -> Iterable[Any]:
     yield value
     if isinstance(value, Mapping):
@@ -240,11 +227,7 @@ def n_components(config: dict, result: EvalResult | None = None, *, space: Any =
     if space is None:
         count = sum(len(v) for v in _values(config) if isinstance(v, (list, tuple)))
     else:
-        from qd.space import Seq
-
-        found: list[int] = []
-        _walk(space, config, lambda p, v: found.append(len(v)) if isinstance(p, Seq) and isinstance(v, list) else None)
-        count = sum(found)
+        count = sum(len(v) for _, p, v in space.walk(config) if isinstance(p, Seq) and isinstance(v, list))
     return float(max(1, count))
 
 
@@ -252,11 +235,7 @@ def prompt_chars(config: dict, result: EvalResult | None = None, *, space: Any =
     """Total characters of ``Text`` leaves (of all string leaves without a space)."""
     if space is None:
         return float(sum(len(v) for v in _values(config) if isinstance(v, str)))
-    from qd.space import Text
-
-    found: list[int] = []
-    _walk(space, config, lambda p, v: found.append(len(v)) if isinstance(p, Text) and isinstance(v, str) else None)
-    return float(sum(found))
+    return float(sum(len(v) for _, p, v in space.walk(config) if isinstance(p, Text) and isinstance(v, str)))
 
 
 def _depth(value: Any) -> int:
