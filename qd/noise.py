@@ -1,0 +1,519 @@
+"""Scores you can trust under noise: repeated evaluation and adaptive sampling of elites.
+
+An evaluation of a noisy domain (an LLM pipeline scored on a few questions, a seeded
+simulation) is one draw of a random score. Plain MAP-Elites keeps whatever scored
+best once, so a configuration that got lucky holds its cell for ever. This module
+decides, per result, what enters the archive and which configurations must be
+evaluated again on fresh instances or seeds (draw ``k`` of the domain, see
+:func:`qd.domain.evaluate_draw`); see ``docs/noise.md``.
+
+Policies (``[archive] noise``):
+
+``"none"``
+    Plain MAP-Elites: one evaluation per configuration (no :class:`NoiseHandler`).
+``"adaptive"``
+    Adaptive sampling (after Justesen et al. 2019), from the first evaluation:
+
+    - every configuration keeps its number of evaluations ``n``, mean objective, standard
+      error and mean measures (:class:`SampleStats`); its cell is the one of its mean measures
+      and the archive holds its mean objective;
+    - a candidate whose cell is taken is compared with the incumbent (:func:`decide`): it takes
+      the cell only when its mean is better by more than ``z`` standard errors of the
+      difference *and* it has at least as many evaluations; clearly worse, it is dropped;
+      otherwise the one with fewer evaluations is evaluated again (the incumbent when they
+      have as many), up to ``samples`` evaluations each; with both at ``samples``, the
+      higher mean holds the cell;
+    - a candidate for an empty cell enters with one evaluation (coverage costs no more than
+      plain MAP-Elites), but an elite whose mean is among the archive's ``top`` best is
+      evaluated again up to ``samples`` times, so the elites a user reads first are the ones
+      whose scores are best established.
+``"auto"`` (default)
+    Starts as plain MAP-Elites and evaluates the first few configurations (at most 2% of the
+    budget, at most 8) a second time on a fresh draw; when a repeated objective or measure
+    differs, the ``adaptive`` policy takes over from the archive as it is, otherwise the run
+    stays plain.
+
+Every re-evaluation is an evaluation of the budget. Standard errors use a pooled
+within-configuration variance (shrunk towards each configuration's own), so one
+evaluation already has an error estimate once any configuration was evaluated twice.
+"""
+from __future__ import annotations
+
+import collections
+import heapq
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["POLICIES", "RESAMPLE", "SampleStats", "Resample", "NoiseHandler", "decide", "probe_count",
+           "TAKE", "REJECT", "SAMPLE_CHALLENGER", "SAMPLE_INCUMBENT"]
+
+POLICIES: tuple[str, ...] = ("auto", "none", "adaptive")
+RESAMPLE = "resample"  # operator name of re-evaluations (store rows, counters)
+
+TAKE, REJECT, SAMPLE_CHALLENGER, SAMPLE_INCUMBENT = "take", "reject", "sample_challenger", "sample_incumbent"
+
+_PRIOR_DOF = 2.0        # pseudo degrees of freedom of the pooled variance in each configuration's estimate
+_MAX_FAILURES = 2       # failed re-evaluations of one configuration before it is sampled no more
+_TOP_REFRESH = 32       # records between recomputations of the top-elite cut
+
+
+@dataclass
+class SampleStats:
+    """Running statistics of one configuration's evaluations (Welford).
+
+    Attributes
+    ----------
+    n : int
+        Usable evaluations.
+    mean : float
+        Mean objective.
+    m2 : float
+        Sum of squared deviations from the mean.
+    measures : list of float
+        Mean measures (archive order).
+    draws : int
+        Draws handed out so far; the next re-evaluation uses draw ``draws``.
+    failures : int
+        Re-evaluations that returned no usable result.
+    """
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    measures: list[float] = field(default_factory=list)
+    draws: int = 0
+    failures: int = 0
+
+    def add(self, objective: float, measures: Sequence[float]) -> float:
+        """Add one evaluation; returns the increase of ``m2`` (for a pooled variance)."""
+        self.n += 1
+        delta = objective - self.mean
+        self.mean += delta / self.n
+        increase = delta * (objective - self.mean)
+        self.m2 += increase
+        if self.n == 1:
+            self.measures = [float(m) for m in measures]
+        else:
+            self.measures = [m + (float(v) - m) / self.n for m, v in zip(self.measures, measures)]
+        return increase
+
+    @property
+    def variance(self) -> float:
+        """Sample variance of the objective (NaN below two evaluations)."""
+        return self.m2 / (self.n - 1) if self.n > 1 else math.nan
+
+
+@dataclass
+class Resample:
+    """A re-evaluation the search should run: ``config`` on draw ``draw`` (see ``qd.evaluation.with_draw``)."""
+
+    hash: str
+    config: dict
+    draw: int
+    id: int  # evaluation id of the configuration's first evaluation (its identity as an elite)
+
+
+def probe_count(budget: int) -> int:
+    """Configurations ``auto`` evaluates twice: 2% of the budget, at least 1, at most 8."""
+    return max(1, min(8, int(budget) // 50))
+
+
+def decide(challenger: SampleStats, incumbent: SampleStats, *, var_challenger: float, var_incumbent: float,
+           z: float, max_samples: int) -> str:
+    """What to do with a challenger for an occupied cell.
+
+    Parameters
+    ----------
+    challenger, incumbent : SampleStats
+        Their evaluations so far.
+    var_challenger, var_incumbent : float
+        Objective variance of one evaluation of each (``inf`` when nothing is known yet).
+    z : float
+        Standard errors of the difference the challenger must be better (or worse) by.
+    max_samples : int
+        Evaluations per configuration at most.
+
+    Returns
+    -------
+    str
+        :data:`TAKE` (the challenger takes the cell), :data:`REJECT` (it is dropped),
+        :data:`SAMPLE_CHALLENGER` or :data:`SAMPLE_INCUMBENT` (evaluate that one again, then
+        decide again).
+
+    Notes
+    -----
+    With both at ``max_samples`` the higher mean wins. A challenger takes the cell early only
+    with at least as many evaluations as the incumbent, and is dropped early only while it has
+    fewer than ``max_samples``, so a configuration with the full count is only ever displaced
+    by, or loses to, another one with the full count: on means of ``max_samples`` evaluations.
+    """
+    hn, inn = challenger.n, incumbent.n
+    diff = challenger.mean - incumbent.mean
+    if hn >= max_samples and inn >= max_samples:
+        return TAKE if diff > 0 else REJECT
+    margin = z * math.sqrt(var_challenger / hn + var_incumbent / inn)
+    if diff > margin and hn >= inn:
+        return TAKE
+    if diff < -margin and hn < max_samples:
+        return REJECT
+    if hn < max_samples and hn < inn:
+        return SAMPLE_CHALLENGER
+    if inn < max_samples:
+        return SAMPLE_INCUMBENT
+    return SAMPLE_CHALLENGER
+
+
+def _differs(a: float, b: float) -> bool:
+    return abs(a - b) > 1e-9 * max(1.0, abs(a), abs(b))
+
+
+class NoiseHandler:
+    """Decides what enters the archive under noise and which configurations to evaluate again.
+
+    The scheduler gives it every usable result (:meth:`record`) instead of inserting into the
+    archive itself, reports re-evaluations that failed (:meth:`failed`), and runs the
+    re-evaluations :meth:`ask` returns before making new offspring.
+
+    Parameters
+    ----------
+    archive : ArchiveBase
+        The search's archive (plain MAP-Elites thresholds: ``learning_rate`` 1).
+    policy : {"auto", "adaptive"}
+        See the module docstring (``"none"`` needs no handler).
+    budget : int
+        Evaluations of the run (sizes the ``auto`` probe).
+    samples : int
+        Evaluations per configuration at most (adaptive policy).
+    z : float
+        Standard errors of the difference a challenger must be better by to take a cell early.
+    top : int
+        Elites with the best means that are evaluated up to ``samples`` times.
+    probes : int, optional
+        Configurations ``auto`` evaluates twice (default :func:`probe_count`).
+    """
+
+    def __init__(self, archive: Any, policy: str = "auto", *, budget: int, samples: int = 5, z: float = 1.0,
+                 top: int = 10, probes: int | None = None):
+        if policy not in ("auto", "adaptive"):
+            raise ValueError(f"noise policy must be 'auto' or 'adaptive' for a NoiseHandler, got {policy!r} "
+                             f"(allowed values of archive.noise: {', '.join(POLICIES)})")
+        if int(samples) < 1:
+            raise ValueError(f"noise samples must be >= 1, got {samples!r}")
+        if getattr(archive, "learning_rate", 1.0) != 1.0:
+            raise ValueError("archive.noise needs plain MAP-Elites thresholds: remove archive.learning_rate "
+                             "or set archive.noise = \"none\"")
+        self.archive = archive
+        self.policy = policy
+        self.max_samples, self.z, self.top = int(samples), float(z), max(0, int(top))
+        self.mode = "on" if policy == "adaptive" else "probing"
+        self.probes = probe_count(budget) if probes is None else max(0, int(probes))
+        self.stats: dict[str, SampleStats] = {}
+        self.configs: dict[str, dict] = {}
+        self.ids: dict[str, int] = {}
+        self.feedback: dict[str, str] = {}
+        self.holder: dict[int, str] = {}
+        self.cell_of: dict[str, int] = {}
+        self._waiting: dict[int, set[str]] = collections.defaultdict(set)  # cell -> challengers in a contest
+        self._waiting_cell: dict[str, int] = {}
+        self._wanted: dict[str, None] = {}  # ordered set: configurations to evaluate again
+        self._inflight: collections.Counter[str] = collections.Counter()
+        self._probed: list[str] = []
+        self._probe_first: dict[str, tuple[float, list[float]]] = {}
+        self._probes_back = 0
+        self._pooled_m2, self._pooled_dof = 0.0, 0
+        self._top_cut = -math.inf
+        self._since_top = 0
+        self.seq = 0              # results recorded (the order a replay must follow)
+        self.resamples = 0        # re-evaluations handed out (probes included)
+        if self.mode == "probing" and self.probes == 0:
+            self.mode = "off"
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        """True while the adaptive policy decides (``auto`` after detecting noise)."""
+        return self.mode == "on"
+
+    def counters(self) -> dict[str, float]:
+        """Numbers for ``qd status`` (store counters scope ``noise``)."""
+        sampled = [s for h, s in self.stats.items() if h in self.cell_of]
+        return {"active": float(self.active), "probing": float(self.mode == "probing"),
+                "resamples": float(self.resamples), "probes": float(len(self._probed)),
+                "samples_max": float(self.max_samples),
+                "elite_samples_mean": (sum(s.n for s in sampled) / len(sampled)) if sampled else 0.0,
+                "noise_sd": math.sqrt(self.pooled_variance) if math.isfinite(self.pooled_variance) else -1.0}
+
+    @property
+    def pooled_variance(self) -> float:
+        """Within-configuration variance of one evaluation, pooled over configurations (inf if unknown)."""
+        return self._pooled_m2 / self._pooled_dof if self._pooled_dof else math.inf
+
+    def variance(self, stats: SampleStats) -> float:
+        """Variance of one evaluation of this configuration: its own, shrunk towards the pooled one."""
+        pooled = self.pooled_variance
+        if not math.isfinite(pooled):
+            return math.inf
+        return (stats.m2 + _PRIOR_DOF * pooled) / (stats.n - 1 + _PRIOR_DOF)
+
+    def sem(self, hash: str) -> float:
+        """Standard error of the mean objective of configuration ``hash``."""
+        s = self.stats[hash]
+        return math.sqrt(self.variance(s) / s.n) if s.n else math.inf
+
+    def elite_stats(self) -> dict[int, tuple[int, float, float]]:
+        """Per elite, by the evaluation id of its first evaluation: ``(n, mean, standard error)``."""
+        return {self.ids[h]: (self.stats[h].n, self.stats[h].mean, self.sem(h)) for h in self.cell_of}
+
+    # -- the scheduler's calls -----------------------------------------------------------------
+    def ask(self) -> Resample | None:
+        """The next re-evaluation to run, or None."""
+        while self._wanted:
+            h = next(iter(self._wanted))
+            del self._wanted[h]
+            if self._inflight[h] or not self._needs_sample(h):
+                continue
+            s = self.stats[h]
+            self._inflight[h] += 1
+            draw = max(s.draws, 1)
+            s.draws = draw + 1
+            self.resamples += 1
+            return Resample(h, self.configs[h], draw, self.ids[h])
+        return None
+
+    def record(self, hash: str, config: dict, objective: float, measures: Sequence[float], *, id: int,
+               feedback: str = "", draw: int = 0) -> int:
+        """One usable evaluation of ``config`` (its first, or a re-evaluation on ``draw``).
+
+        Returns
+        -------
+        int
+            The archive gain it caused: 0 none, 1 a cell improved (or taken from an incumbent),
+            2 a new cell.
+        """
+        self.seq += 1
+        if self.mode == "off":
+            return self._plain(hash, config, objective, measures, id, feedback)
+        if self._inflight[hash]:
+            self._inflight[hash] -= 1
+        self._wanted.pop(hash, None)  # a replayed re-evaluation fulfils the request it answered
+        s = self.stats.get(hash)
+        first = s is None
+        if first:
+            s = self.stats[hash] = SampleStats()
+            self.configs[hash], self.ids[hash], self.feedback[hash] = config, int(id), feedback
+        s.draws = max(s.draws, int(draw) + 1)
+        increase = s.add(float(objective), measures)
+        if s.n > 1:
+            self._pooled_m2 += increase
+            self._pooled_dof += 1
+        if self.mode == "probing":
+            return self._probe(hash, objective, measures, first, id, feedback)
+        return self._settle(hash)
+
+    def failed(self, hash: str) -> None:
+        """A re-evaluation of ``hash`` returned no usable result (error, timeout, bad measures)."""
+        self.seq += 1
+        if self._inflight[hash]:
+            self._inflight[hash] -= 1
+        s = self.stats.get(hash)
+        if s is None:
+            return
+        s.failures += 1
+        if self.mode == "probing" and hash in self._probe_first:
+            self._probe_back(differs=False)
+        elif self.mode == "on" and s.failures <= _MAX_FAILURES:
+            self._want(hash)
+        elif self.mode == "on":
+            self._drop_challenger(hash)
+
+    # -- auto: probing -------------------------------------------------------------------------
+    def _probe(self, hash: str, objective: float, measures: Sequence[float], first: bool, id: int,
+               feedback: str) -> int:
+        if first:
+            status = self._plain(hash, self.configs[hash], objective, measures, id, feedback)
+            if len(self._probed) < self.probes:
+                self._probed.append(hash)
+                self._probe_first[hash] = (float(objective), [float(m) for m in measures])
+                self._want(hash)
+            return status
+        before = self._probe_first.get(hash)
+        differs = before is not None and (_differs(before[0], objective)
+                                          or any(_differs(a, b) for a, b in zip(before[1], measures)))
+        self._probe_back(differs)
+        if self.mode == "on":
+            return self._settle(hash)
+        return 0
+
+    def _probe_back(self, differs: bool) -> None:
+        self._probes_back += 1
+        if differs:
+            self.mode = "on"  # the archive as plain MAP-Elites left it is the policy's starting point
+        elif self._probes_back >= len(self._probed) and len(self._probed) >= self.probes:
+            self.mode = "off"
+            self._wanted.clear()
+            self.stats.clear()  # a deterministic run needs no statistics
+            self.configs.clear()
+
+    def _plain(self, hash: str, config: dict, objective: float, measures: Sequence[float], id: int,
+               feedback: str) -> int:
+        """Plain MAP-Elites insertion (bookkeeping of holders kept while probing)."""
+        out = self.archive.add_single(config, objective, list(measures), id=id, feedback=feedback)
+        status = int(out["status"])
+        if status > 0 and self.mode == "probing":
+            cell = self.archive.index_of_single(list(measures))
+            old = self.holder.get(cell)
+            if old is not None:
+                self.cell_of.pop(old, None)
+            self.holder[cell], self.cell_of[hash] = hash, cell
+        return status
+
+    # -- adaptive sampling ---------------------------------------------------------------------
+    def _cell(self, hash: str) -> int:
+        return int(self.archive.index_of_single(self.stats[hash].measures))
+
+    def _settle(self, hash: str) -> int:
+        """Place configuration ``hash`` after a new evaluation of it."""
+        cell = self._cell(hash)
+        old = self.cell_of.get(hash)
+        if old is not None:
+            if old == cell:
+                self._put(cell, hash)
+                self._recheck(cell)
+                self._verify_top(hash)
+                return 0
+            self._vacate(old)
+            self._recheck(old)
+        return self._contest(hash, cell)
+
+    def _contest(self, hash: str, cell: int) -> int:
+        self._leave_contest(hash)
+        incumbent = self.holder.get(cell)
+        if incumbent is None:
+            self._put(cell, hash)
+            self._verify_top(hash)
+            return 2
+        s, t = self.stats[hash], self.stats[incumbent]
+        action = decide(s, t, var_challenger=self.variance(s), var_incumbent=self.variance(t), z=self.z,
+                        max_samples=self._limit(hash, incumbent))
+        if action == TAKE:
+            self._vacate(cell)
+            self._put(cell, hash)
+            self._recheck(cell)
+            self._verify_top(hash)
+            return 1
+        if action == REJECT:
+            return 0
+        self._waiting[cell].add(hash)
+        self._waiting_cell[hash] = cell
+        self._want(hash if action == SAMPLE_CHALLENGER else incumbent)
+        return 0
+
+    def _limit(self, *hashes: str) -> int:
+        """The sample limit of a contest: lower for a configuration whose re-evaluations keep failing."""
+        if any(self.stats[h].failures > _MAX_FAILURES for h in hashes):
+            return min(self.max_samples, *(self.stats[h].n for h in hashes))
+        return self.max_samples
+
+    def _recheck(self, cell: int) -> None:
+        """Decide again for the challengers of ``cell`` (its incumbent changed or was re-evaluated)."""
+        for h in sorted(self._waiting.get(cell, ()), key=lambda x: self.ids[x]):
+            if self._waiting_cell.get(h) == cell and self._inflight[h] == 0:
+                self._contest(h, cell)
+
+    def _put(self, cell: int, hash: str) -> None:
+        """Write configuration ``hash`` into ``cell`` with its mean objective and measures."""
+        s = self.stats[hash]
+        if self.holder.get(cell) is not None:
+            self.archive.remove_single(cell)
+        self.archive.add_single(self.configs[hash], s.mean, s.measures, id=self.ids[hash],
+                                feedback=self.feedback[hash])
+        self.holder[cell], self.cell_of[hash] = hash, cell
+
+    def _vacate(self, cell: int) -> None:
+        """Empty ``cell``; its holder leaves the archive for good (it is sampled no more)."""
+        h = self.holder.pop(cell, None)
+        if h is not None:
+            self.cell_of.pop(h, None)
+            self.archive.remove_single(cell)
+
+    def _leave_contest(self, hash: str) -> None:
+        cell = self._waiting_cell.pop(hash, None)
+        if cell is not None:
+            self._waiting[cell].discard(hash)
+            if not self._waiting[cell]:
+                del self._waiting[cell]
+
+    def _drop_challenger(self, hash: str) -> None:
+        self._leave_contest(hash)
+        self._wanted.pop(hash, None)
+
+    def _want(self, hash: str) -> None:
+        if not self._inflight[hash] and self.stats[hash].n < self.max_samples:
+            self._wanted[hash] = None
+
+    def _needs_sample(self, hash: str) -> bool:
+        s = self.stats.get(hash)
+        if s is None or s.n >= self.max_samples or s.failures > _MAX_FAILURES:
+            return False
+        if self.mode == "probing":
+            return hash in self._probe_first and s.n == 1
+        return hash in self.cell_of or hash in self._waiting_cell
+
+    def _verify_top(self, hash: str) -> None:
+        """Evaluate an elite again while its mean is among the ``top`` best and it has fewer than ``samples``."""
+        if not self.top or self.stats[hash].n >= self.max_samples:
+            return
+        self._since_top += 1
+        if self._since_top >= _TOP_REFRESH or len(self.cell_of) <= self.top:
+            self._since_top = 0
+            means = (self.stats[h].mean for h in self.cell_of)
+            best = heapq.nlargest(self.top, means)
+            self._top_cut = best[-1] if len(best) >= self.top else -math.inf
+        if self.stats[hash].mean >= self._top_cut:
+            self._want(hash)
+
+    # -- resume --------------------------------------------------------------------------------
+    def replay(self, rows: Iterable[Any], samples: dict[int, tuple[str, int, int, list[float] | None]],
+               measure_names: Sequence[str]) -> set[str]:
+        """Rebuild the state (and the archive) from stored evaluations; returns every config hash.
+
+        Parameters
+        ----------
+        rows : iterable of EvaluationRow
+            Every stored evaluation (``RunStore.evaluations()``).
+        samples : dict
+            ``RunStore.samples()``: the order (``seq``) and draw the handler saw each result in.
+        measure_names : sequence of str
+            The archive's measures, in order.
+
+        Notes
+        -----
+        Results are replayed in the order the handler recorded them, so the archive, every
+        configuration's samples, and the pending contests are those of the interrupted run;
+        re-evaluations that were in flight are asked again.
+        """
+        seen: set[str] = set()
+        ordered = []
+        for row in rows:
+            seen.add(row.hash)
+            info = samples.get(row.id)
+            ordered.append((info[2] if info is not None else -1, row.id, row, info))
+        ordered.sort(key=lambda item: (item[0] < 0, item[0], item[1]))
+        for _, _, row, info in ordered:
+            draw = info[1] if info is not None else 0
+            usable = row.status == "ok" and math.isfinite(row.fitness)
+            if usable:
+                try:
+                    values = [float(row.measures[n]) for n in measure_names]
+                except (KeyError, TypeError, ValueError):
+                    usable = False
+            if usable and all(math.isfinite(v) for v in values):
+                original = self.ids.get(row.hash, row.id)
+                self.record(row.hash, row.config, row.fitness, values, id=original, feedback=row.feedback,
+                            draw=draw)
+            elif row.operator == RESAMPLE:
+                self.failed(row.hash)
+        self._inflight.clear()
+        return seen

@@ -1,0 +1,266 @@
+"""The noise policy (qd.noise) on its own: the decision rule, adaptive sampling, auto detection, replay."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from qd.archives import GridArchive
+
+from qd.noise import (
+    REJECT,
+    RESAMPLE,
+    SAMPLE_CHALLENGER,
+    SAMPLE_INCUMBENT,
+    TAKE,
+    NoiseHandler,
+    SampleStats,
+    decide,
+    probe_count,
+)
+from qd.store import RunStore
+
+
+def _stats(values: list[float]) -> SampleStats:
+    s = SampleStats()
+    for v in values:
+        s.add(v, [0.0])
+    return s
+
+
+class KnownTruth:
+    """Configurations with a known true mean and cell; evaluation ``draw`` adds injected noise.
+
+    The noise of configuration ``c`` over draws ``0..samples-1`` is a seeded Gaussian vector with
+    its mean subtracted, so the mean of the full sample count is exactly the true mean: whatever
+    the noise level, a policy that compares full-count means must rank configurations by truth.
+    """
+
+    def __init__(self, seed: int, sigma: float, samples: int, n_configs: int, n_cells: int):
+        rng = np.random.default_rng(seed)
+        self.true = rng.permutation(n_configs) / n_configs  # distinct true means
+        self.cells = rng.integers(0, n_cells, size=n_configs)
+        self.n_cells = n_cells
+        self.noise = []
+        for _ in range(n_configs):
+            z = rng.normal(size=samples)
+            self.noise.append(sigma * (z - z.mean()) if samples > 1 else np.zeros(1))
+
+    def measure(self, c: int) -> list[float]:
+        return [(self.cells[c] + 0.5) / self.n_cells]
+
+    def evaluate(self, c: int, draw: int) -> float:
+        return float(self.true[c] + self.noise[c][draw % len(self.noise[c])])
+
+
+def _drive(handler: NoiseHandler, world: KnownTruth, order: list[int], check=None) -> None:
+    """A serial search: each configuration evaluated once, then every re-evaluation the handler asks for."""
+    for c in order:
+        handler.record(str(c), {"c": c}, world.evaluate(c, 0), world.measure(c), id=c)
+        if check:
+            check()
+        while (job := handler.ask()) is not None:
+            c2 = job.config["c"]
+            handler.record(job.hash, job.config, world.evaluate(c2, job.draw), world.measure(c2), id=job.id,
+                           draw=job.draw)
+            if check:
+                check()
+
+
+def _archive(n_cells: int) -> GridArchive:
+    return GridArchive(dims=[n_cells], ranges=[[0.0, 1.0]])
+
+
+# -- the decision rule ---------------------------------------------------------------------------
+
+def test_decide_full_counts_compare_means_only():
+    a, b = _stats([1.0, 0.0, 1.0]), _stats([0.0, 1.0, 0.0])
+    assert decide(a, b, var_challenger=1.0, var_incumbent=1.0, z=10.0, max_samples=3) == TAKE
+    assert decide(b, a, var_challenger=1.0, var_incumbent=1.0, z=10.0, max_samples=3) == REJECT
+
+
+def test_decide_undecided_samples_the_one_with_fewer_evaluations_else_the_incumbent():
+    assert decide(_stats([0.6]), _stats([0.5]), var_challenger=1.0, var_incumbent=1.0, z=1.0,
+                  max_samples=5) == SAMPLE_INCUMBENT
+    assert decide(_stats([0.6]), _stats([0.5, 0.5]), var_challenger=1.0, var_incumbent=1.0, z=1.0,
+                  max_samples=5) == SAMPLE_CHALLENGER
+    assert decide(_stats([0.6] * 3), _stats([0.5] * 3), var_challenger=1.0, var_incumbent=1.0, z=1.0,
+                  max_samples=5) == SAMPLE_INCUMBENT
+    assert decide(_stats([0.6]), _stats([0.5] * 3), var_challenger=1e-6, var_incumbent=1e-6, z=1.0,
+                  max_samples=5) == SAMPLE_CHALLENGER  # clearly better, but fewer evaluations
+
+
+def test_decide_clear_winner_with_enough_evaluations_takes_and_clear_loser_is_dropped():
+    good, bad = _stats([0.9, 0.9]), _stats([0.1, 0.1])
+    assert decide(good, bad, var_challenger=0.01, var_incumbent=0.01, z=2.0, max_samples=5) == TAKE
+    assert decide(bad, good, var_challenger=0.01, var_incumbent=0.01, z=2.0, max_samples=5) == REJECT
+
+
+def test_decide_unknown_noise_never_decides_before_the_sample_limit():
+    assert decide(_stats([9.0]), _stats([0.0]), var_challenger=math.inf, var_incumbent=math.inf, z=1.0,
+                  max_samples=3) == SAMPLE_INCUMBENT
+
+
+@settings(max_examples=300, deadline=None)
+@given(hn=st.integers(1, 6), inn=st.integers(1, 6), diff=st.floats(-3, 3), var=st.floats(0.0, 4.0),
+       z=st.floats(0.0, 3.0), k=st.integers(1, 6))
+def test_decide_never_displaces_or_drops_a_full_count_config_on_fewer_evaluations(hn, inn, diff, var, z, k):
+    hn, inn = min(hn, k), min(inn, k)
+    ch, inc = _stats([diff] * hn), _stats([0.0] * inn)
+    action = decide(ch, inc, var_challenger=var, var_incumbent=var, z=z, max_samples=k)
+    if action == TAKE and inn >= k:
+        assert hn >= k
+    if action == REJECT and hn >= k:
+        assert inn >= k
+    if action == SAMPLE_CHALLENGER:
+        assert hn < k
+    if action == SAMPLE_INCUMBENT:
+        assert inn < k
+
+
+# -- adaptive sampling against a known truth ----------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), sigma=st.sampled_from([0.0, 0.05, 0.3, 1.0, 5.0]),
+       samples=st.integers(2, 6), z=st.floats(0.0, 3.0), n_configs=st.integers(2, 30), n_cells=st.integers(1, 3),
+       top=st.integers(0, 3))
+def test_a_full_count_config_with_lower_true_mean_never_holds_the_cell_against_a_better_one(
+        seed, sigma, samples, z, n_configs, n_cells, top):
+    world = KnownTruth(seed, sigma, samples, n_configs, n_cells)
+    handler = NoiseHandler(_archive(n_cells), "adaptive", budget=1000, samples=samples, z=z, top=top)
+
+    def check():
+        full = [int(h) for h, s in handler.stats.items() if s.n >= samples]
+        for cell, holder in handler.holder.items():
+            h = int(holder)
+            if handler.stats[holder].n < samples:
+                continue
+            rivals = [c for c in full if world.cells[c] == world.cells[h] and c != h]
+            assert all(world.true[c] < world.true[h] for c in rivals), (cell, h, rivals)
+
+    _drive(handler, world, list(np.random.default_rng(seed + 1).permutation(n_configs)), check)
+    # The archive holds each elite's mean objective and mean measures.
+    for elite in handler.archive:
+        s = handler.stats[str(elite["solution"]["c"])]
+        assert elite["objective"] == pytest.approx(s.mean)
+
+
+def test_noise_aware_elites_are_closer_to_the_truth_than_single_evaluations():
+    world = KnownTruth(seed=3, sigma=0.5, samples=5, n_configs=200, n_cells=4)
+    order = list(range(200))
+    naive = _archive(4)
+    for c in order:
+        naive.add_single({"c": c}, world.evaluate(c, 0), world.measure(c))
+    handler = NoiseHandler(_archive(4), "adaptive", budget=1000, samples=5, z=1.0)
+    _drive(handler, world, order)
+
+    def true_mean(archive):
+        return np.mean([world.true[e["solution"]["c"]] for e in archive])
+
+    def optimism(archive):
+        return np.mean([e["objective"] - world.true[e["solution"]["c"]] for e in archive])
+
+    assert true_mean(handler.archive) > true_mean(naive)
+    assert optimism(handler.archive) < optimism(naive) / 3
+
+
+def test_an_elite_whose_mean_falls_is_rewritten_and_a_moved_elite_leaves_its_cell():
+    archive = _archive(2)
+    h = NoiseHandler(archive, "adaptive", budget=100, samples=3, z=0.0, top=5)
+    h.record("a", {"c": "a"}, 1.0, [0.2], id=0)
+    assert h.ask().hash == "a"  # a top elite with one evaluation is verified
+    h.record("a", {"c": "a"}, 0.0, [0.2], id=0, draw=1)
+    assert archive.retrieve_single([0.2])[1]["objective"] == pytest.approx(0.5)
+    job = h.ask()
+    h.record("a", {"c": "a"}, 0.0, [2.0], id=0, draw=job.draw)  # mean measure 0.8: the other cell
+    assert not archive.retrieve_single([0.2])[0]
+    assert archive.retrieve_single([0.8])[1]["objective"] == pytest.approx(1 / 3)
+    assert len(archive) == 1
+
+
+# -- auto -------------------------------------------------------------------------------------------
+
+def test_probe_count_is_at_most_two_percent_of_budgets_of_fifty_and_more():
+    for budget in (50, 100, 399, 400, 1000, 10_000, 100_000):
+        assert 1 <= probe_count(budget) <= max(1, 0.02 * budget)
+    assert probe_count(10_000) == 8
+
+
+def test_auto_stays_off_for_identical_repeats_and_costs_only_its_probes():
+    archive = _archive(10)
+    h = NoiseHandler(archive, "auto", budget=1000)
+    asked = 0
+    for c in range(200):
+        h.record(str(c), {"c": c}, c / 200, [c / 200], id=c)
+        while (job := h.ask()) is not None:
+            asked += 1
+            h.record(job.hash, job.config, int(job.hash) / 200, [int(job.hash) / 200], id=job.id, draw=job.draw)
+    assert h.mode == "off" and not h.active
+    assert asked == probe_count(1000) <= 0.02 * 1000
+    assert len(archive) == 10
+
+
+def test_auto_switches_on_when_a_repeated_measure_differs():
+    archive = _archive(10)
+    h = NoiseHandler(archive, "auto", budget=1000)
+    h.record("0", {"c": 0}, 0.5, [0.5], id=0)
+    job = h.ask()
+    assert job is not None and job.draw == 1
+    h.record("0", {"c": 0}, 0.5, [0.55], id=0, draw=1)
+    assert h.active
+    assert archive.retrieve_single([0.5])[1]["measures"][0] == pytest.approx(0.525)
+
+
+def test_auto_switches_on_when_a_repeated_objective_differs_and_keeps_the_archive():
+    archive = _archive(10)
+    h = NoiseHandler(archive, "auto", budget=1000, probes=2)
+    for c in range(5):
+        h.record(str(c), {"c": c}, 1.0, [c / 10], id=c)
+    job = h.ask()
+    h.record(job.hash, job.config, 0.0, [int(job.hash) / 10], id=job.id, draw=job.draw)
+    assert h.active and len(archive) == 5
+    assert archive.retrieve_single([0.0])[1]["objective"] == pytest.approx(0.5)
+
+
+def test_adaptive_with_invalid_threshold_archive_is_refused():
+    archive = GridArchive(dims=[2], ranges=[[0, 1]], learning_rate=0.5, threshold_min=0.0)
+    with pytest.raises(ValueError, match="archive.noise"):
+        NoiseHandler(archive, "adaptive", budget=10)
+
+
+# -- replay -----------------------------------------------------------------------------------------
+
+def test_replay_from_the_store_rebuilds_every_sample_count_mean_and_contest(tmp_path):
+    world = KnownTruth(seed=5, sigma=0.4, samples=4, n_configs=60, n_cells=3)
+    store = RunStore(tmp_path / "run.sqlite")
+    live = NoiseHandler(_archive(3), "auto", budget=500, samples=4, z=1.0)
+    next_id = 0
+
+    def tell(c: int, draw: int, first_id: int, operator: str) -> None:
+        nonlocal next_id
+        value, measures = world.evaluate(c, draw), world.measure(c)
+        live.record(str(c), {"c": c}, value, measures, id=first_id, draw=draw)
+        store.add_evaluation(id=next_id, hash=str(c), config_json=f'{{"c":{c}}}', status="ok", fitness=value,
+                             measures={"m": measures[0]}, error="", feedback="", operator=operator,
+                             parent_ids=[], trace_summary={}, metrics={}, archive_status=0, submitted_at=0.0)
+        store.add_sample(next_id, str(c), draw, live.seq, None)
+        next_id += 1
+
+    pending = []
+    for c in range(60):
+        tell(c, 0, next_id, "random")
+        while (job := live.ask()) is not None:
+            pending.append(job)
+            if len(pending) > 2:  # results land late and out of order, as from parallel workers
+                done = pending.pop(0)
+                tell(done.config["c"], done.draw, done.id, RESAMPLE)
+    # a "kill": what is still pending never lands
+    restored = NoiseHandler(_archive(3), "auto", budget=500, samples=4, z=1.0)
+    restored.replay(store.evaluations(), store.samples(), ["m"])
+    assert restored.mode == live.mode == "on"
+    assert restored.elite_stats() == live.elite_stats()
+    assert restored.archive.data()["objective"].tolist() == live.archive.data()["objective"].tolist()
+    lost = {job.hash for job in pending}
+    assert lost <= set(restored._wanted) | {h for h in lost if not restored._needs_sample(h)}
