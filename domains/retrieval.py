@@ -37,6 +37,7 @@ from qd.domains.retrieval_task import (
     Instance,
     chunks,
     forward_prompt,
+    make_instance,
     make_instances,
     n_chunks,
     parse_code,
@@ -45,7 +46,7 @@ from qd.domains.retrieval_task import (
 )
 
 from qd.analysis.tracer import active_tracer, span
-from qd.domain import Domain
+from qd.domain import SEARCH, VALIDATION, Domain
 from qd.llm.cache import cache_path
 from qd.result import EvalResult
 from qd.space import Bool, Categorical, Float, Int, Space, Text
@@ -153,6 +154,7 @@ class RetrievalDomain(Domain):
 
     objective_name = "accuracy"
     qd_score_offset = 0.0
+    splits = (SEARCH, VALIDATION)
 
     def __init__(self, n_pairs: int = 32, n_instances: int = 8, seed: int = 0, backend: str = "real",
                  base_url: str | None = None, model: str = "gemma-3-270m", api: str = "completions",
@@ -299,8 +301,27 @@ class RetrievalDomain(Domain):
         return {"answer": answer, "correct": answer == inst.code, "expected": inst.code, "holder": holder,
                 "n_chunks": len(parts), "holder_answers": per_chunk[holder], "verdict": verdict}
 
-    def evaluate(self, config: dict) -> EvalResult:
-        """Run ``config`` on every instance; fitness = accuracy."""
+    def instances_for(self, draw: int = 0, split: str = SEARCH) -> list[Instance]:
+        """The ``n_instances`` instances of ``draw`` in ``split``.
+
+        Draw 0 of the search split is the fixed evaluation set; every other draw of the search
+        split is a fresh set (re-evaluations under noise), and the validation split never
+        shares an instance with the search split (instance seeds from 1_000_003 on, past any
+        search draw below a million instances).
+        """
+        if split not in self.splits:
+            raise ValueError(f"unknown split {split!r}; the retrieval domain has {', '.join(self.splits)}")
+        if split == SEARCH and draw == 0:
+            return self.instances
+        start = self.seed * 100_003 + (1_000_003 if split == VALIDATION else 0) + int(draw) * self.n_instances
+        return [make_instance(self.n_pairs, start + i) for i in range(self.n_instances)]
+
+    def evaluate(self, config: dict, *, draw: int = 0, split: str = SEARCH) -> EvalResult:
+        """Run ``config`` on every instance of ``draw`` in ``split`` (:meth:`instances_for`); fitness = accuracy.
+
+        ``scores`` holds 1.0 or 0.0 per instance.
+        """
+        instances = self.instances_for(draw, split)
         problems = self.space.validate(config)
         if problems:
             return EvalResult.failure("invalid", "; ".join(problems[:5]))
@@ -313,7 +334,7 @@ class RetrievalDomain(Domain):
                 return self._run_instance(config, i, inst, pool, errors)
 
         if self.backend == "simulated":
-            rows = [run(i, inst, None) for i, inst in enumerate(self.instances)]
+            rows = [run(i, inst, None) for i, inst in enumerate(instances)]
         else:
             # Instances run concurrently too (the fusion/verify calls of one overlap the chunk calls of
             # another); the client's semaphore keeps at most `concurrency` requests in flight.
@@ -321,7 +342,7 @@ class RetrievalDomain(Domain):
             inner = ThreadPoolExecutor(self.concurrency)
             try:
                 futures = [outer.submit(contextvars.copy_context().run, run, i, inst, inner)
-                           for i, inst in enumerate(self.instances)]
+                           for i, inst in enumerate(instances)]
                 rows = [f.result() for f in futures]
             finally:
                 outer.shutdown(wait=True)
@@ -335,7 +356,7 @@ class RetrievalDomain(Domain):
         traced = (sum(s["kind"] == "llm" for s in tracer.spans[first_span:]) if tracer is not None else None)
         expected = predicted["llm_calls"] * self.n_instances
         return EvalResult(
-            fitness=accuracy,
+            fitness=accuracy, scores=[float(r["correct"]) for r in rows],
             metrics={"accuracy": accuracy, "correct": correct, "instances": self.n_instances,
                      "backend": self.backend, "simulated": self.backend == "simulated",
                      "answers": [r["answer"] for r in rows], "call_errors": len(errors),
