@@ -74,7 +74,7 @@ def _finite_float(value: Any, what: str) -> float:
 
 def _parse_dtypes(dtype: Any, solution_dtype: Any, objective_dtype: Any,
                   measures_dtype: Any) -> tuple[np.dtype, np.dtype, np.dtype]:
-    """pyribs's dtype rules: ``dtype`` sets all three, or give them one by one (default float64)."""
+    """Pyribs's dtype rules: ``dtype`` sets all three, or give them one by one (default float64)."""
     if isinstance(dtype, dict):
         raise ValueError("dtype must be one dtype; pass solution_dtype, objective_dtype and/or measures_dtype "
                          "to set them one by one")
@@ -313,7 +313,7 @@ class ArchiveBase:
 
     @property
     def dtypes(self) -> dict[str, np.dtype]:
-        """dtype of every field (``solution`` is ``object`` in configuration archives)."""
+        """Dtype of every field (``solution`` is ``object`` in configuration archives)."""
         return {"solution": self._sol_dt, "objective": self._obj_dt, "measures": self._meas_dt,
                 "threshold": self._obj_dt, **{n: a.dtype for n, a in self._fields.items()},
                 "index": np.dtype(np.int32)}

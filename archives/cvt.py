@@ -90,7 +90,7 @@ def _spatial_order(points: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.
 def k_means_centroids(*, centroids: int, ranges: Sequence[Sequence[float]], samples: int | Any = 100_000,
                       dtype: Any = np.float64, seed: int | None = None,
                       k_means_kwargs: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """pyribs's ``k_means_centroids``: scikit-learn k-means on uniform samples (needs scikit-learn).
+    """Pyribs's ``k_means_centroids``: scikit-learn k-means on uniform samples (needs scikit-learn).
 
     Same arguments and results as ``ribs.archives.k_means_centroids``: returns the
     ``(centroids, measure_dim)`` centroids and the samples clustered.
@@ -204,7 +204,8 @@ class CVTArchive(ArchiveBase):
             try:
                 from sklearn.neighbors import NearestNeighbors
             except ImportError:
-                raise ImportError("nearest_neighbors='sklearn_nn' needs scikit-learn: pip install scikit-learn") from None
+                raise ImportError("nearest_neighbors='sklearn_nn' needs scikit-learn: "
+                                  "pip install scikit-learn") from None
             self._sklearn_nn = NearestNeighbors(**self._sklearn_nn_kwargs).fit(self._centroids)
 
     @property

@@ -137,7 +137,7 @@ def load(path: str | Path) -> ArchiveBase:
             best = header["best_elite"]
             if best is not None:
                 dtypes = archive.dtypes
-                archive._best_elite = {k: (v if dtypes.get(k, np.dtype(object)) == object
+                archive._best_elite = {k: (v if dtypes.get(k, np.dtype(object)).kind == "O"
                                            else np.asarray(v, dtype=dtypes[k])[()]) for k, v in best.items()}
                 archive._obj_max = archive._best_elite["objective"]
     return archive
