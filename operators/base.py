@@ -1,27 +1,33 @@
-"""What every variation operator is: parents in, candidate configurations out."""
+"""What every variation operator is: parents in, candidate configurations out.
+
+:class:`Operator` is a small base class (after pyribs's ``OperatorBase``): a subclass sets
+``name`` and ``num_parents``, implements :meth:`Operator.vary`, and declares what the scheduler
+needs to know about it as class attributes (``uses_llm``, ``accepts_target``). The scheduler
+only ever calls :meth:`Operator.generate`, whose default wraps ``vary``.
+"""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Parent", "Operator"]
+__all__ = ["Parent", "Operator", "Generation"]
 
 
-@dataclass
+@dataclass(init=False)
 class Parent:
     """An elite handed to an operator.
 
     Attributes
     ----------
     config : dict
-        The elite's configuration (valid for the search space).
-    fitness : float
-        Its objective value (higher is better).
+        The elite's configuration (the solution; valid for the search space).
+    objective : float
+        Its objective value (higher is better). ``fitness`` is an alias.
     measures : dict of str to float
-        Its descriptor values.
+        Its measure (descriptor) values.
     feedback : str
         The evaluation's short text feedback (read by LLM operators).
     id : int or None
@@ -29,24 +35,83 @@ class Parent:
     """
 
     config: dict
-    fitness: float = float("nan")
-    measures: dict[str, float] = field(default_factory=dict)
-    feedback: str = ""
-    id: int | None = None
+    objective: float
+    measures: dict[str, float]
+    feedback: str
+    id: int | None
+
+    def __init__(self, config: dict, objective: float = math.nan, measures: dict[str, float] | None = None,
+                 feedback: str = "", id: int | None = None, *, fitness: float | None = None):
+        self.config = config
+        self.objective = float(objective if fitness is None else fitness)
+        self.measures = dict(measures or {})
+        self.feedback = feedback
+        self.id = id
+
+    @property
+    def fitness(self) -> float:
+        """Alias of :attr:`objective` (the name used before the pyribs vocabulary)."""
+        return self.objective
 
 
-@runtime_checkable
-class Operator(Protocol):
-    """A variation operator.
+@dataclass(frozen=True)
+class Generation:
+    """What one :meth:`Operator.generate` call produced.
 
-    ``vary`` returns candidate configurations; the search validates them, counts invalid ones
-    and replaces them by a classic offspring. Operators may also offer ``stats() -> dict``
-    (e.g. token usage) and set ``uses_llm = True`` to run in the search's thread pool.
+    Attributes
+    ----------
+    configs : list of dict
+        Candidate children (the scheduler validates and dedups them).
+    failed : bool
+        The call failed (an LLM that gave up after retries, or an operator that raised): no offspring.
+    invalid : bool
+        The model answered but no valid configuration could be recovered from its text.
+    tokens : int
+        Prompt plus completion tokens the call reported (cache hits report the original counts).
     """
 
-    name: str
-    num_parents: int
+    configs: list = field(default_factory=list)
+    failed: bool = False
+    invalid: bool = False
+    tokens: int = 0
+
+
+class Operator:
+    """Base class of variation operators.
+
+    Subclasses set :attr:`name` and :attr:`num_parents` and implement :meth:`vary` (or, for
+    operators that report more than their children, :meth:`generate`).
+
+    Attributes
+    ----------
+    name : str
+        Name under which the operator's statistics are kept (and its key in a run config).
+    num_parents : int
+        Elites the scheduler selects for one call.
+    uses_llm : bool
+        Generation waits on a language model: the search driver runs it in its LLM thread pool
+        instead of inline.
+    accepts_target : bool
+        :meth:`generate` takes a ``target`` (measure values of an empty archive region to reach).
+    """
+
+    name: str = "operator"
+    num_parents: int = 1
+    uses_llm: bool = False
+    accepts_target: bool = False
 
     def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:
-        """Offspring of ``parents``; deterministic given ``rng``."""
-        ...
+        """Offspring of ``parents``; deterministic given ``rng``; parents are left untouched."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither vary() nor generate()")
+
+    def generate(self, parents: Sequence[Parent], rng: np.random.Generator,
+                 target: dict[str, float] | str | None = None) -> Generation:
+        """Offspring of ``parents`` with what happened on the way.
+
+        The default returns :meth:`vary`'s children; ``target`` is ignored unless the operator
+        declares ``accepts_target``.
+        """
+        return Generation(list(self.vary(parents, rng)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

@@ -20,39 +20,19 @@ import json
 import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from qd.operators.base import Generation, Operator
 from qd.operators.parse import ParseError, parse_config
+
+from qd.llm.client import LLMError
 
 __all__ = ["LLM_OPERATORS", "Generation", "LLMMutation", "LMXCrossover", "LLMOperator"]
 
 _FEEDBACK_CHARS = 400  # feedback beyond this rarely helps a small model and costs prompt tokens
 _PROMPT_DIGITS = 4  # significant digits of floats in prompts: full doubles cost ~18 tokens each
 _PREFILL = '{"'  # LLMMutation's completion template ends with the start of the object
-
-
-@dataclass(frozen=True)
-class Generation:
-    """What one :meth:`LLMOperator.generate` call produced.
-
-    Attributes
-    ----------
-    configs : list of dict
-        Valid children (empty when the call failed or the output was unusable).
-    failed : bool
-        The LLM call raised :class:`qd.llm.LLMError` (after the client's retries): no offspring.
-    invalid : bool
-        The model answered but no valid configuration could be recovered from its text.
-    tokens : int
-        Prompt plus completion tokens the call reported (cache hits report the original counts).
-    """
-
-    configs: list
-    failed: bool = False
-    invalid: bool = False
-    tokens: int = 0
 
 
 def _compact(value: Any) -> Any:
@@ -83,7 +63,7 @@ def _one_line(text: str, limit: int = _FEEDBACK_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-class LLMOperator:
+class LLMOperator(Operator):
     """Shared machinery of the LLM operators: config rendering, the LLM call, parsing, counters.
 
     Parameters
@@ -162,8 +142,6 @@ class LLMOperator:
     def _ask(self, prompt: Any, *, chat: bool, stop: Sequence[str] | None, max_tokens: int,
              rng: np.random.Generator) -> tuple[str | None, int]:
         """One LLM call: ``(text, tokens)``; text is ``None`` (counted) when the client gives up."""
-        from qd.llm.client import LLMError
-
         seed = int(rng.integers(0, 2**31 - 1))
         kwargs = dict(stop=stop, temperature=self.temperature, max_tokens=max_tokens, name=self.name,
                       tag=self.name, seed=seed)
@@ -211,8 +189,10 @@ class LLMOperator:
         return self.generate(parents, rng).configs
 
     def stats(self) -> dict[str, int]:
-        """Counters: ``offspring`` (valid children), ``invalid`` (unparseable or invalid output),
-        ``calls``, ``tokens_in``, ``tokens_out``, ``llm_failures`` (calls that raised LLMError),
+        """Counters of this operator's calls.
+
+        ``offspring`` (valid children), ``invalid`` (unparseable or invalid output), ``calls``,
+        ``tokens_in``, ``tokens_out``, ``llm_failures`` (calls that raised LLMError),
         ``unchanged`` (children identical to a parent).
         """
         with self._lock:

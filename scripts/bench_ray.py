@@ -35,13 +35,15 @@ from __future__ import annotations
 import argparse
 import time
 
+from qd.operators.base import Operator
+
 from qd.domain import Domain
 from qd.evaluators import SerialEvaluator
 from qd.result import EvalResult
 from qd.space import Float, Space
 
 
-class SlowLLMOperator:
+class SlowLLMOperator(Operator):
     """Stand-in for an LLM operator: a Gaussian child of one elite after ``latency`` seconds."""
 
     name = "slow_llm"

@@ -1,0 +1,146 @@
+"""What a search reports as it runs: the run store, the archive history, the progress bar.
+
+The search driver (:class:`qd.search.Search`) calls every listener's ``on_start`` once,
+``on_result`` after each result is told to the scheduler, and ``on_end`` when it stops (also on
+an interrupt). Listeners read the search (``finished``, ``budget``, ``archive``, ``scheduler``)
+and never change it. Write your own by subclassing :class:`SearchListener`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+
+from qd.analysis.descriptors import summarize
+from qd.result import EvalResult
+from qd.scheduler import Candidate
+
+if TYPE_CHECKING:
+    from qd.search import Search
+    from qd.store import RunStore
+
+__all__ = ["Evaluated", "SearchListener", "StoreRecorder", "ProgressBar"]
+
+
+@dataclass
+class Evaluated:
+    """One finished evaluation, as told to the scheduler.
+
+    Attributes
+    ----------
+    id : int
+        Evaluation id (the run store's row id).
+    candidate : Candidate
+        What was evaluated and who made it.
+    result : EvalResult
+        The domain's result (status set to ``error``/``invalid`` when its measures failed).
+    measures : dict of str to float
+        The result's own measures plus the archive's measure values.
+    status : int
+        The archive's add status (0: not added).
+    """
+
+    id: int
+    candidate: Candidate
+    result: EvalResult
+    measures: dict[str, float]
+    status: int
+
+
+class SearchListener:
+    """Base class of search listeners; every hook does nothing by default."""
+
+    def on_start(self, search: Search) -> None:
+        """Called once when :meth:`Search.run` starts."""
+
+    def on_result(self, search: Search, event: Evaluated) -> None:
+        """Called after each result has been told to the scheduler."""
+
+    def on_end(self, search: Search) -> None:
+        """Called once when :meth:`Search.run` stops (budget reached, error or interrupt)."""
+
+
+class StoreRecorder(SearchListener):
+    """Commits every evaluation, the archive history and the counters to a :class:`~qd.store.RunStore`.
+
+    Parameters
+    ----------
+    store : RunStore
+        Where to write.
+    llm_client : LLMClient, optional
+        Its usage is saved in the store's ``llm`` counters, added to earlier sessions' usage.
+    history_every : int, optional
+        Record archive stats every this many evaluations (default: budget / 200).
+    """
+
+    def __init__(self, store: RunStore, llm_client: Any = None, history_every: int | None = None):
+        self.store, self.llm_client, self.history_every = store, llm_client, history_every
+        self._llm_base = store.counters("llm")  # LLM usage of earlier sessions of a resumed run
+        self._every = 1
+
+    def on_start(self, search: Search) -> None:
+        """Fix the history interval from the budget."""
+        self._every = self.history_every or max(1, search.budget // 200)
+
+    def on_result(self, search: Search, event: Evaluated) -> None:
+        """Commit the evaluation; every ``history_every`` results, the history and counters too."""
+        child, result = event.candidate, event.result
+        self.store.add_evaluation(
+            id=event.id, hash=child.hash, config_json=child.canonical, status=result.status,
+            fitness=result.fitness, measures=event.measures, error=result.error, feedback=result.feedback,
+            operator=child.operator, parent_ids=child.parent_ids, trace_summary=summarize(result.trace),
+            metrics={k: v for k, v in result.metrics.items() if k != "traceback"},
+            archive_status=event.status, submitted_at=child.submitted_at)
+        if search.finished % self._every == 0 or search.finished == search.budget:
+            s = search.archive.stats
+            self.store.add_history(search.finished, s.num_elites, s.coverage, s.qd_score,
+                                   s.obj_max if s.num_elites else math.nan, search.elapsed_s)
+            self.save_counters(search)
+
+    def on_end(self, search: Search) -> None:
+        """Save the final counters."""
+        self.save_counters(search)
+
+    def save_counters(self, search: Search) -> None:
+        """Write the operator counters (with each one's current ``share``) and the LLM usage."""
+        shares = search.scheduler.shares()
+        self.store.set_counters("operators", {n: {**s.as_dict(), **({"share": shares[n]} if n in shares else {})}
+                                              for n, s in search.scheduler.stats.items()})
+        if self.llm_client is None:
+            return
+        usage = {tag: dict(fields) for tag, fields in self._llm_base.items()}
+        current = {"total": dict(self.llm_client.usage)}
+        current.update({tag: dict(u) for tag, u in self.llm_client.usage_by_tag.items()})
+        for tag, fields in current.items():  # a resumed run adds to what earlier sessions used
+            merged = usage.setdefault(tag, {})
+            for key, value in fields.items():
+                merged[key] = merged.get(key, 0) + value
+        self.store.set_counters("llm", usage)
+
+
+class ProgressBar(SearchListener):
+    """A tqdm progress bar with the archive's elites, coverage and best objective."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+
+    def on_start(self, search: Search) -> None:
+        """Open the bar at the evaluations already finished."""
+        self._bar = tqdm(total=search.budget, initial=search.finished, unit="eval", dynamic_ncols=True,
+                         mininterval=0.5)
+
+    def on_result(self, search: Search, event: Evaluated) -> None:
+        """Advance the bar; refresh the archive figures every 25 results."""
+        self._bar.update(1)
+        if search.finished % 25 == 0 or search.finished == search.budget:
+            s = search.archive.stats
+            self._bar.set_postfix(elites=s.num_elites, coverage=f"{s.coverage:.1%}",
+                                  best=f"{s.obj_max:.4g}" if s.num_elites else "-", refresh=False)
+
+    def on_end(self, search: Search) -> None:
+        """Close the bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

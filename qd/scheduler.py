@@ -1,0 +1,468 @@
+"""Ask/tell scheduling of MAP-Elites offspring, after pyribs's ``Scheduler``.
+
+:class:`Scheduler` decides what to evaluate next and what to make of results: it draws an
+operator by its (adaptive) weight, selects parents from the archive, validates and dedups the
+children, hands out seed and random configurations first, and inserts results into the archive.
+It knows nothing about evaluators, threads, run stores or progress bars; the search driver
+(:class:`qd.search.Search`) owns those. See docs/architecture.md for how the two fit together.
+
+Used alone it is a plain ask/tell loop::
+
+    scheduler = Scheduler(archive, domain.space, {"iso_line_dd": (IsoLineDD(domain.space), 1.0)})
+    for _ in range(1000):
+        candidate = scheduler.ask()
+        result = domain.evaluate(candidate.config)
+        scheduler.tell(candidate, result.fitness, [result.measures["x"], result.measures["y"]])
+
+Every selection of an operator costs exactly one evaluation: its own child, or, when an LLM
+operator's call fails or its output is invalid or a duplicate, a classic child made in its place
+(operator ``fallback``). That is the denominator of the adaptive operator weights, so an operator
+pays for the offspring it wastes.
+"""
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from qd.operators.base import Generation, Operator, Parent
+from qd.operators.classic import Mutation
+
+if TYPE_CHECKING:
+    from qd.space import Space
+
+__all__ = ["Scheduler", "SchedulerOptions", "Candidate", "GenerationJob", "OperatorStats",
+           "SEED", "RANDOM", "FALLBACK"]
+
+SEED = "seed"          # a configuration given by the user (``seeds``), evaluated before anything else
+RANDOM = "random"      # initial population, and the last resort when operators keep repeating configs
+FALLBACK = "fallback"  # classic offspring in place of an LLM one (failed, invalid, duplicate, or LLM busy)
+_MAX_DUPLICATE_TRIES = 8
+
+
+@dataclass
+class OperatorStats:
+    """Counters of one operator (shown by ``qd status``)."""
+
+    offspring: int = 0     # candidates the operator wrote (LLM: answers parsed, valid or not)
+    valid: int = 0         # ... that passed Space.validate (after repair)
+    duplicates: int = 0    # ... valid ones that repeated a config already seen (not evaluated)
+    evaluated: int = 0     # offspring evaluated under this operator's name
+    gains: int = 0         # evaluations that added a new cell or improved one
+    spent: int = 0         # evaluations spent because this operator was chosen (own or fallback child)
+    llm_failures: int = 0  # LLM calls that failed after retries (or generations that raised)
+    tokens: int = 0        # LLM tokens spent (in + out)
+    time_s: float = 0.0    # wall time spent generating
+
+    def as_dict(self) -> dict[str, float]:
+        """The counters as a plain dict."""
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, fields: Mapping[str, Any]) -> OperatorStats:
+        """Counters read back from :meth:`as_dict` (unknown keys, such as ``share``, are ignored)."""
+        defaults = cls()
+        return cls(**{k: type(getattr(defaults, k))(v) for k, v in fields.items() if hasattr(defaults, k)})
+
+
+@dataclass
+class SchedulerOptions:
+    """How a :class:`Scheduler` chooses what to evaluate.
+
+    Attributes
+    ----------
+    seed : int
+        Seeds the scheduler's random generator (operator draws, parents, children).
+    seeds : sequence of dict
+        Configurations evaluated first, in order (e.g. the domain's default configuration).
+    init_random : int
+        Random configurations evaluated after the seeds, before operators start (may be 0).
+    adaptive : bool
+        Shift operator weights toward the best archive gain per evaluation and per 1k tokens,
+        every ``adapt_every`` results.
+    adapt_every : int
+        Results between adaptive weight updates.
+    target_rate : float
+        Probability that an operator declaring ``accepts_target`` is asked to reach an empty
+        archive region near its parent instead of only a higher objective.
+    wait_for_llm : bool
+        When an LLM operator is drawn while no LLM thread is free: ``False`` draws a classic
+        operator instead, so evaluations never wait on the model; ``True`` keeps the draw until
+        a thread frees, so every operator gets exactly its weight's share of evaluations.
+    """
+
+    seed: int = 0
+    seeds: Sequence[dict] = ()
+    init_random: int = 100
+    adaptive: bool = False
+    adapt_every: int = 20
+    target_rate: float = 0.5
+    wait_for_llm: bool = False
+
+
+@dataclass
+class Candidate:
+    """A configuration (solution) the scheduler asks to have evaluated.
+
+    Attributes
+    ----------
+    config : dict
+        The configuration, valid for the space.
+    canonical : str
+        Its canonical JSON.
+    hash : str
+        Its dedup hash.
+    operator : str
+        What made it: an operator name, ``seed``, ``random`` or ``fallback``.
+    parent_ids : list of int
+        Evaluation ids of its parents (lineage).
+    chosen_by : str
+        The operator whose draw this evaluation is charged to (adaptive weights).
+    """
+
+    config: dict
+    canonical: str
+    hash: str
+    operator: str
+    parent_ids: list[int]
+    chosen_by: str = ""
+    submitted_at: float = 0.0
+
+
+@dataclass
+class GenerationJob:
+    """A call of an operator that waits on a language model, to run away from the scheduler.
+
+    :meth:`run` may run in any thread; its :class:`~qd.operators.base.Generation` goes back to
+    :meth:`Scheduler.complete`.
+    """
+
+    operator: str
+    op: Operator
+    parents: list[Parent]
+    rng: np.random.Generator
+    target: dict[str, float] | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def run(self) -> Generation:
+        """Call the operator; an exception (a bug, an unreachable model) is a failed generation."""
+        try:
+            if self.target is None:
+                return self.op.generate(self.parents, self.rng)
+            return self.op.generate(self.parents, self.rng, self.target)
+        except Exception:  # an operator failure costs one evaluation, not the run
+            return Generation([], failed=True)
+
+
+class Scheduler:
+    """Ask/tell MAP-Elites over a configuration space.
+
+    Parameters
+    ----------
+    archive : GridArchive or CVTArchive
+        Receives every result told; parents are sampled from it.
+    space : Space
+        The configurations: children are validated, canonicalised and hashed with it.
+    operators : mapping of str to (Operator, float)
+        Operator instances (:class:`qd.operators.Operator` subclasses) with their weights.
+    options : SchedulerOptions, optional
+        Seeds, random initial samples, adaptive weights and the rest.
+    """
+
+    def __init__(self, archive: Any, space: Space, operators: Mapping[str, tuple[Operator, float]],
+                 options: SchedulerOptions | None = None):
+        if not operators:
+            raise ValueError("at least one operator with a positive weight is needed")
+        for name, (op, _) in operators.items():
+            if not isinstance(op, Operator):
+                raise TypeError(f"operator {name!r} is a {type(op).__name__}; operators must subclass "
+                                "qd.operators.Operator")
+        weights = [w for _, w in operators.values()]
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError("operator weights must be non-negative with a positive sum")
+        self.archive, self.space = archive, space
+        self.options = options or SchedulerOptions()
+        self.rng = np.random.default_rng(self.options.seed)
+        self.measure_names = list(archive.measure_names)
+        self.operators = {name: op for name, (op, _) in operators.items()}
+        self.base_weights = {name: float(w) for name, (_, w) in operators.items()}
+        self.weights = dict(self.base_weights)
+        self._classic_names = [n for n, op in self.operators.items() if not op.uses_llm]
+        self._fallback = self.operators[self._classic_names[0]] if self._classic_names else Mutation(space)
+        self.stats: dict[str, OperatorStats] = collections.defaultdict(OperatorStats)
+        self._seeds = collections.deque(self._check_seeds(self.options.seeds))
+        self._random_until = len(self._seeds) + int(self.options.init_random)
+        self._seen: set[str] = set()
+        self._asked = 0
+        self._told = 0
+        self._pending: str | None = None  # an LLM operator drawn while every LLM thread was busy
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def told(self) -> int:
+        """Results told so far (including those of earlier sessions given to :meth:`resume`)."""
+        return self._told
+
+    @property
+    def in_flight(self) -> int:
+        """Candidates handed out and not told yet."""
+        return self._asked - self._told
+
+    def resume(self, seen: Iterable[str], stats: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """Continue after earlier evaluations: their config hashes, and the operator counters saved.
+
+        The archive must already hold their results (``qd.search.replay``). Seeds already
+        evaluated are not asked again.
+        """
+        self._seen.update(seen)
+        self._asked = self._told = len(self._seen)
+        for name, fields in (stats or {}).items():
+            self.stats[name] = OperatorStats.from_dict(fields)
+        self._seeds = collections.deque(s for s in self._seeds if self.space.hash(s) not in self._seen)
+        if self.options.adaptive:
+            self._adapt_weights()  # resume with the weights the counters imply
+
+    # -- ask -----------------------------------------------------------------------------------
+    def ask(self) -> Candidate:
+        """The next candidate to evaluate; LLM operators generate in the caller's thread."""
+        item = self.propose()
+        if isinstance(item, GenerationJob):
+            return self.complete(item, item.run())
+        return item if item is not None else self._random_candidate()
+
+    def propose(self, llm_free: bool = True) -> Candidate | GenerationJob | None:
+        """The next candidate, or a generation for the caller to run, or None to wait.
+
+        Parameters
+        ----------
+        llm_free : bool
+            Whether a thread is free for an LLM operator's generation. When none is, the draw
+            goes to a classic operator, or (``wait_for_llm``) is kept and None returned.
+
+        Returns
+        -------
+        Candidate or GenerationJob or None
+            A :class:`GenerationJob` when an operator that uses an LLM was drawn: run it and
+            give its result to :meth:`complete`. None when nothing can be made until results
+            (or a free LLM thread) arrive.
+        """
+        while self._seeds:
+            child = self._admit(SEED, self._seeds.popleft(), [])
+            if child is not None:
+                child.chosen_by = SEED
+                return child
+        if self._asked < self._random_until:
+            return self._random_candidate()
+        if len(self.archive) == 0:
+            # Operators need an elite: wait for the seeds and samples in flight, else sample more.
+            return None if self.in_flight > 0 else self._random_candidate()
+        name = self._pending or self._choose_operator()
+        op = self.operators[name]
+        if op.uses_llm and not llm_free:
+            if self.options.wait_for_llm:
+                # Keep the draw until an LLM thread is free: drawing again would hand the slot to
+                # a (fast) classic operator, and LLM operators would get less than their weight.
+                self._pending = name
+                return None
+            name, op = self._classic_standin()
+        self._pending = None
+        parents = self._select_parents(op.num_parents)
+        if op.uses_llm:
+            child_rng = np.random.default_rng(self.rng.integers(2**63))
+            target = None
+            if op.accepts_target and self.rng.random() < self.options.target_rate:
+                target = self._target_region(parents[0])
+            return GenerationJob(name, op, parents, child_rng, target)
+        child = self._classic_child(name, op, parents)
+        child.chosen_by = name
+        return child
+
+    def complete(self, job: GenerationJob, generation: Generation) -> Candidate:
+        """The candidate a finished generation gives: its first new valid child, else a classic one."""
+        configs = self.account(job, generation)
+        child = next((c for c in (self._admit(job.operator, cfg, job.parents) for cfg in configs)
+                      if c is not None), None)
+        if child is None:
+            child = self._classic_child(FALLBACK, self._fallback, job.parents)
+        child.chosen_by = job.operator
+        return child
+
+    def account(self, job: GenerationJob, generation: Generation) -> list[dict]:
+        """Count one finished generation (time, tokens, failure or offspring); returns its configs.
+
+        A failed call is an LLM failure, not an offspring; an answer with no valid configuration
+        is an invalid offspring.
+        """
+        stats = self.stats[job.operator]
+        stats.time_s += time.perf_counter() - job.started
+        stats.tokens += int(generation.tokens)
+        configs = list(generation.configs)
+        if generation.failed:
+            stats.llm_failures += 1
+        else:
+            stats.offspring += max(1, len(configs))
+        return configs
+
+    def discard(self, job: GenerationJob, generation: Generation) -> None:
+        """Count a generation that finished after the budget: validity and duplicates, no child."""
+        for config in self.account(job, generation):
+            self._admit(job.operator, config, job.parents, mark_seen=False)
+
+    # -- tell ----------------------------------------------------------------------------------
+    def tell(self, candidate: Candidate, objective: float | None, measures: Sequence[float] | None, *,
+             id: int | None = None, feedback: str = "") -> int:
+        """Insert one result into the archive and update the operator counters and weights.
+
+        Parameters
+        ----------
+        candidate : Candidate
+            What :meth:`ask` or :meth:`complete` returned.
+        objective : float or None
+            Objective value; None for an evaluation without a usable result (counted, not inserted).
+        measures : sequence of float or None
+            Measure values in the archive's order; None as for ``objective``.
+        id : int, optional
+            Evaluation id stored with the elite.
+        feedback : str
+            The evaluation's text feedback, stored with the elite.
+
+        Returns
+        -------
+        int
+            The archive's add status (0: not added, 1: improved a cell, 2: a new cell).
+        """
+        self._told += 1
+        status = 0
+        if objective is not None and measures is not None:
+            out = self.archive.add_single(candidate.config, objective, list(measures), id=id, feedback=feedback)
+            status = int(out["status"])
+        stats = self.stats[candidate.operator]
+        stats.evaluated += 1
+        stats.gains += status > 0
+        self.stats[candidate.chosen_by or candidate.operator].spent += 1
+        if self.options.adaptive and self._told % max(1, int(self.options.adapt_every)) == 0:
+            self._adapt_weights()
+        return status
+
+    def shares(self) -> dict[str, float]:
+        """The current probability of drawing each operator (moves in adaptive mode)."""
+        total = sum(self.weights.values())
+        return {n: w / total for n, w in self.weights.items()}
+
+    # -- internals -----------------------------------------------------------------------------
+    def _check_seeds(self, seeds: Sequence[dict]) -> list[dict]:
+        checked = []
+        for i, config in enumerate(seeds):
+            problems = self.space.validate(config)
+            if problems:
+                raise ValueError(f"seed {i} is not a valid configuration: {'; '.join(problems)}")
+            checked.append(config)
+        return checked
+
+    def _random_candidate(self) -> Candidate:
+        stats = self.stats[RANDOM]
+        for _ in range(10 * _MAX_DUPLICATE_TRIES):
+            stats.offspring += 1
+            child = self._admit(RANDOM, self.space.sample(self.rng), [])
+            if child is not None:
+                child.chosen_by = RANDOM
+                return child
+        raise RuntimeError("could not sample a configuration that has not been evaluated yet: "
+                           "the space looks exhausted")
+
+    def _classic_standin(self) -> tuple[str, Operator]:
+        """A classic operator drawn by the classic weights, for a slot no LLM thread can fill now.
+
+        With no classic operator configured, the fallback mutation stands in (as ``fallback``).
+        """
+        names = [n for n in self._classic_names if self.weights[n] > 0]
+        if not names:
+            return FALLBACK, self._fallback
+        name = self._choose_operator(names)
+        return name, self.operators[name]
+
+    def _classic_child(self, name: str, op: Operator, parents: list[Parent]) -> Candidate:
+        start = time.perf_counter()
+        stats = self.stats[name]
+        for _ in range(_MAX_DUPLICATE_TRIES):
+            configs = op.generate(parents, self.rng).configs
+            stats.offspring += len(configs)
+            for config in configs:
+                child = self._admit(name, config, parents)
+                if child is not None:
+                    stats.time_s += time.perf_counter() - start
+                    return child
+        stats.time_s += time.perf_counter() - start
+        return self._random_candidate()
+
+    def _admit(self, name: str, config: dict, parents: Sequence[Parent], mark_seen: bool = True) -> Candidate | None:
+        """Validate and dedup one candidate; count what happened to it.
+
+        Returns the candidate, now asked (or None, also when ``mark_seen`` is false: counting only).
+        """
+        stats = self.stats[name]
+        if self.space.validate(config):
+            return None
+        stats.valid += 1
+        digest = self.space.hash(config)
+        if digest in self._seen:
+            stats.duplicates += 1
+            return None
+        if not mark_seen:
+            return None
+        self._seen.add(digest)
+        self._asked += 1
+        return Candidate(config, self.space.canonical(config), digest, name,
+                         [p.id for p in parents if p.id is not None])
+
+    def _choose_operator(self, names: list[str] | None = None) -> str:
+        """An operator name drawn by the current weights (among ``names``, default all)."""
+        names = list(self.weights) if names is None else names
+        if len(names) == 1:
+            return names[0]
+        weights = np.array([self.weights[n] for n in names])
+        return names[int(self.rng.choice(len(names), p=weights / weights.sum()))]
+
+    def _select_parents(self, k: int) -> list[Parent]:
+        elites = self.archive.sample_elites(k, rng=self.rng)
+        return [Parent(elites["solution"][i], float(elites["objective"][i]),
+                       dict(zip(self.measure_names, map(float, elites["measures"][i]))),
+                       feedback=str(elites["feedback"][i]), id=int(elites["id"][i]))
+                for i in range(k)]
+
+    def _target_region(self, parent: Parent) -> dict[str, float] | None:
+        """Measures of an empty cell near ``parent``'s: where an LLM mutation should try to land.
+
+        Steps of ~15% of each range keep the goal reachable by editing a few fields; None when
+        the neighbourhood is full (the operator then just aims for a higher objective).
+        """
+        low, high = self.archive.lower_bounds, self.archive.upper_bounds
+        try:
+            center = np.array([float(parent.measures[n]) for n in self.measure_names])
+        except (KeyError, TypeError, ValueError):
+            return None
+        for _ in range(8):
+            point = np.clip(center + self.rng.normal(0.0, 0.15, size=len(center)) * (high - low), low, high)
+            occupied, _ = self.archive.retrieve_single(point)
+            if not occupied:
+                return dict(zip(self.measure_names, map(float, point)))
+        return None
+
+    def _adapt_weights(self) -> None:
+        """Weight ∝ base weight × gains per evaluation ÷ (1 + thousands of tokens per evaluation).
+
+        Evaluations are those charged to the operator (``spent``: its own children plus the
+        fallbacks that replaced its invalid, duplicate or failed ones), with a Laplace prior so
+        untried operators keep being tried. For an operator that spends ≫1k tokens per
+        evaluation the score tends to its archive gains per 1k tokens; for classic operators it
+        is the plain gain rate. A floor of 2% of the base weight keeps every operator alive.
+        """
+        for name, base in self.base_weights.items():
+            s = self.stats[name]
+            gain_rate = (s.gains + 1) / (s.spent + 2)
+            kilo_tokens = s.tokens / max(s.spent, 1) / 1000.0
+            self.weights[name] = base * max(gain_rate / (1.0 + kilo_tokens), 0.02)
