@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 from qd.operators.base import Operator, Parent
 
-from qd.space import Bool, Categorical, Int, Param, Seq, Space, Text, _json_copy, _Numeric
+from qd.space import Bool, Categorical, Int, Numeric, Param, Seq, Space, Text, UnitTransform, json_copy
+from qd.space.units import from_unit, to_unit
 
 __all__ = ["Gaussian", "IsoLineDD", "Mutation", "UniformCrossover", "CLASSIC", "mutate_leaf"]
 
 _TOKEN = re.compile(r"(\S+)(\s*)")
-_LEAF_TYPES = (_Numeric, Categorical, Bool, Text)
+_LEAF_TYPES = (Numeric, Categorical, Bool, Text)
 
 
 def _config(parent: Any) -> dict:
@@ -39,26 +40,26 @@ def _check_children(children: int) -> int:
 def _has_non_numeric(param: Param) -> bool:
     """Whether the schema holds any leaf other than Float/Int (or a variable-length Seq)."""
     if isinstance(param, Space):
-        return any(_has_non_numeric(p) for _, p in param._items)
+        return any(_has_non_numeric(p) for p in param.params.values())
     if isinstance(param, Seq):
         return _has_non_numeric(param.item)
-    return not isinstance(param, _Numeric)
+    return not isinstance(param, Numeric)
 
 
 # -- leaf mutations ---------------------------------------------------------------------------------
-def _mutate_numeric(param: _Numeric, value: Any, rng: np.random.Generator, sigma: float, int_step: float) -> Any:
+def _mutate_numeric(param: Numeric, value: Any, rng: np.random.Generator, sigma: float, int_step: float) -> Any:
     if isinstance(param, Int):
-        k = max(1, int(round(int_step * param._span)))
+        k = max(1, int(round(int_step * (param.high - param.low))))
         step = int(rng.integers(1, k + 1)) * (1 if rng.random() < 0.5 else -1)
         child = min(max(int(value) + step, param.low), param.high)
         if child == value:  # pinned at a bound: step the other way
             child = min(max(int(value) - step, param.low), param.high)
         return child
-    u = param._to_unit(value)
+    u = to_unit(param, value)
     delta = sigma * float(rng.standard_normal())
-    child = param._from_unit(min(max(u + delta, 0.0), 1.0))
+    child = from_unit(param, min(max(u + delta, 0.0), 1.0))
     if child == value:
-        child = param._from_unit(min(max(u - delta, 0.0), 1.0))
+        child = from_unit(param, min(max(u - delta, 0.0), 1.0))
     return child
 
 
@@ -97,12 +98,12 @@ def mutate_leaf(param: Param, value: Any, rng: np.random.Generator, sigma: float
     Float: Gaussian in unit space (``sigma``); Int: a step of 1..``int_step`` × range;
     Categorical: another choice; Bool: flipped; Text: a word deleted, duplicated or swapped.
     """
-    if isinstance(param, _Numeric):
-        if not param._ok(value):
+    if isinstance(param, Numeric):
+        if not param.is_valid(value):
             return param.sample(rng)
         return _mutate_numeric(param, value, rng, sigma, int_step)
     if isinstance(param, Categorical):
-        i = param._find(value)
+        i = param.index(value)
         n = len(param.choices)
         if i is None:
             return param.sample(rng)
@@ -113,7 +114,7 @@ def mutate_leaf(param: Param, value: Any, rng: np.random.Generator, sigma: float
     if isinstance(param, Bool):
         return not bool(value)
     if isinstance(param, Text):
-        return _edit_text(param, value, rng) if param._ok(value) else param.default()
+        return _edit_text(param, value, rng) if param.is_valid(value) else param.default()
     return param.sample(rng)  # a whole Space or Seq (not reached by the walkers below)
 
 
@@ -128,35 +129,38 @@ class _Walker:
         self.sigma, self.int_step = sigma, int_step
 
     def count(self, param: Param, value: Any, numeric: bool, structure: bool) -> int:
+        """The number of sites :meth:`walk` visits (one ``pick()`` each)."""
+        # a recursion rather than Space.walk: a Seq of numbers counts in one step (the arm's hot path)
         if isinstance(param, Space):
             if not isinstance(value, dict):
                 return 0
-            return sum(self.count(p, value[k], numeric, structure) for k, p in param._items if k in value)
+            return sum(self.count(p, value[k], numeric, structure) for k, p in param.params.items() if k in value)
         if isinstance(param, Seq):
             if not isinstance(value, list):
                 return 0
-            if isinstance(param.item, _Numeric):
+            if isinstance(param.item, Numeric):
                 n = len(value) if numeric else 0
             else:
                 n = sum(self.count(param.item, x, numeric, structure) for x in value)
-            return n + (1 if structure and not param._fixed else 0)
-        return 1 if numeric or not isinstance(param, _Numeric) else 0
+            return n + (1 if structure and param.min_len < param.max_len else 0)
+        return 1 if numeric or not isinstance(param, Numeric) else 0
 
     def walk(self, param: Param, value: Any, rng: np.random.Generator, pick: Callable[[], bool],
              numeric: bool, structure: bool) -> Any:
         if isinstance(param, Space):
             if not isinstance(value, dict):
-                return _json_copy(value)
-            return {k: self.walk(p, value[k], rng, pick, numeric, structure) for k, p in param._items if k in value}
+                return json_copy(value)
+            return {k: self.walk(p, value[k], rng, pick, numeric, structure)
+                    for k, p in param.params.items() if k in value}
         if isinstance(param, Seq):
             if not isinstance(value, list):
-                return _json_copy(value)
-            restructure = structure and not param._fixed and pick()
+                return json_copy(value)
+            restructure = structure and param.min_len < param.max_len and pick()
             items = [self.walk(param.item, x, rng, pick, numeric, structure) for x in value]
             if restructure:
                 self._restructure(param, items, rng)
             return items
-        if isinstance(param, _Numeric) and not numeric:
+        if isinstance(param, Numeric) and not numeric:
             return value
         if pick():
             return mutate_leaf(param, value, rng, self.sigma, self.int_step)
@@ -172,7 +176,7 @@ class _Walker:
             # common useful move, and a fresh sample explores
             position = int(rng.integers(len(items) + 1))
             if items and rng.random() < 0.5:
-                new = _json_copy(items[int(rng.integers(len(items)))])
+                new = json_copy(items[int(rng.integers(len(items)))])
             else:
                 new = param.item.sample(rng)
             items.insert(position, new)
@@ -183,7 +187,7 @@ class _Walker:
         """Each site mutates with probability ``rate`` (default 1/sites); at least one always does."""
         n = self.count(space, config, True, True)
         if n == 0:
-            return _json_copy(config)
+            return json_copy(config)
         mask = rng.random(n) < (1.0 / n if rate is None else rate)
         if not mask.any():
             mask[int(rng.integers(n))] = True
@@ -296,16 +300,17 @@ class IsoLineDD(Operator):
         self.children = _check_children(children)
         self._walker = _Walker(0.1, 0.1)
         self._mixed = _has_non_numeric(space)
+        self._units = UnitTransform(self.space)
 
     def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:
         """Children of the first two parents (one parent: isotropic noise only)."""
         c1 = _config(parents[0])
-        x1, key1 = self.space.unit_view(c1)
+        x1, key1 = self._units.unit_view(c1)
         if not x1.size:
             return [self._walker.mutate_all(self.space, c1, rng, None) for _ in range(self.children)]
         direction = None
         if len(parents) > 1:
-            x2, key2 = self.space.unit_view(_config(parents[1]))
+            x2, key2 = self._units.unit_view(_config(parents[1]))
             if key2 == key1 and x2.size == x1.size:
                 direction = x2 - x1
         out = []
@@ -313,7 +318,7 @@ class IsoLineDD(Operator):
             child = x1 + self.iso_sigma * rng.standard_normal(x1.size)
             if direction is not None:
                 child += (self.line_sigma * rng.standard_normal()) * direction
-            config = self.space.with_units(c1, child, key1)  # clamps to the bounds
+            config = self._units.with_units(c1, child, key1)  # clamps to the bounds
             if self._mixed:
                 config = self._walker.mutate_non_numeric(self.space, config, rng, self.rate)
             out.append(config)
@@ -380,23 +385,23 @@ class UniformCrossover(Operator):
     def _cross(self, param: Param, a: Any, b: Any, rng: np.random.Generator) -> Any:
         if isinstance(param, Space):
             if not (isinstance(a, dict) and isinstance(b, dict)):
-                return _json_copy(a)
+                return json_copy(a)
             # one draw for the whole dict: a per-leaf rng call costs more than the rest of the work
-            coins = (rng.random(len(param._items)) < 0.5).tolist()
+            coins = (rng.random(len(param.params)) < 0.5).tolist()
             out = {}
-            for (k, p), take_a in zip(param._items, coins):
+            for (k, p), take_a in zip(param.params.items(), coins):
                 if k not in a:
                     continue
                 if k not in b:
-                    out[k] = _json_copy(a[k])
+                    out[k] = json_copy(a[k])
                 elif isinstance(p, _LEAF_TYPES):
-                    out[k] = _json_copy(a[k] if take_a else b[k])
+                    out[k] = json_copy(a[k] if take_a else b[k])
                 else:
                     out[k] = self._cross(p, a[k], b[k], rng)
             return out
         if isinstance(param, Seq):
             if not (isinstance(a, list) and isinstance(b, list)):
-                return _json_copy(a)
+                return json_copy(a)
             base = a if rng.random() < 0.5 else b
             common = min(len(a), len(b))
             if isinstance(param.item, _LEAF_TYPES):
@@ -404,8 +409,8 @@ class UniformCrossover(Operator):
                 head = [x if t else y for x, y, t in zip(a, b, take_a)]
             else:
                 head = [self._cross(param.item, a[i], b[i], rng) for i in range(common)]
-            return head + _json_copy(base[common:])
-        return _json_copy(a if rng.random() < 0.5 else b)
+            return head + json_copy(base[common:])
+        return json_copy(a if rng.random() < 0.5 else b)
 
 
 CLASSIC: dict[str, type] = {
