@@ -1,0 +1,112 @@
+"""Held-out validation and the corrected QD score (qd.analysis.validation)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from qd.archives import GridArchive
+from qd.domains import get_domain
+
+from qd.analysis.descriptors import resolve_measures
+from qd.analysis.validation import validate, validated_scores
+from qd.domain import Domain
+from qd.evaluators import SerialEvaluator
+from qd.result import EvalResult
+from qd.space import Float, Space
+from qd.store import RunStore
+
+
+def _arm_archive(domain, n: int, seed: int = 0) -> GridArchive:
+    """A plain MAP-Elites archive of ``n`` random arms, each scored once (noise included)."""
+    archive = GridArchive(dims=[8, 8], ranges=domain.default_ranges, measure_names=["x", "y"],
+                          qd_score_offset=domain.qd_score_offset)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        config = domain.space.sample(rng)
+        r = domain.evaluate(config)
+        archive.add_single(config, r.fitness, [r.measures["x"], r.measures["y"]], id=i)
+    return archive
+
+
+def _empty_like(archive: GridArchive):
+    return lambda: GridArchive(dims=list(archive.dims), ranges=archive.ranges, measure_names=archive.measure_names,
+                               qd_score_offset=archive.qd_score_offset)
+
+
+def test_validated_scores_estimate_the_true_objective_and_expose_the_search_optimism(tmp_path):
+    domain = get_domain("arm", joints=6, noise=1.0)
+    archive = _arm_archive(domain, 400)
+    with RunStore(tmp_path / "run.sqlite") as store:
+        report = validate(store, archive, domain, SerialEvaluator(domain),
+                          measures=resolve_measures(["x", "y"], domain), samples=12,
+                          empty_archive=_empty_like(archive))
+        assert report.evaluations == 12 * len(archive) and report.failures == 0
+        for e in report.elites:
+            config = next(el["solution"] for el in archive if int(el["id"]) == e.id)
+            assert e.n == 12
+            assert abs(e.mean - domain.true_objective(config)) < 5 * 1.0 / math.sqrt(12)
+        # Single noisy evaluations that won their cells are lucky: the search scores are optimistic.
+        assert np.mean([e.gap for e in report.elites]) > 0.3
+        assert report.corrected_qd_score < report.qd_score
+        assert report.corrected_coverage == pytest.approx(report.coverage)  # the arm's measures are exact
+        assert store.get_meta("validation")["corrected_qd_score"] == pytest.approx(report.corrected_qd_score)
+
+
+def test_a_second_validation_reuses_the_stored_draws_and_extends_them(tmp_path):
+    domain = get_domain("arm", joints=4, noise=0.3)
+    archive = _arm_archive(domain, 60)
+    measures = resolve_measures(["x", "y"], domain)
+    with RunStore(tmp_path / "run.sqlite") as store:
+        first = validate(store, archive, domain, SerialEvaluator(domain), measures=measures, samples=3)
+        again = validate(store, archive, domain, SerialEvaluator(domain), measures=measures, samples=3)
+        assert again.evaluations == 0
+        assert [e.mean for e in again.elites] == [e.mean for e in first.elites]
+        more = validate(store, archive, domain, SerialEvaluator(domain), measures=measures, samples=5)
+        assert more.evaluations == 2 * len(archive)
+        assert {n for n, *_ in validated_scores(store).values()} == {5}
+
+
+def test_on_a_deterministic_domain_the_corrected_qd_score_equals_the_search_score(tmp_path):
+    domain = get_domain("arm", joints=5)
+    archive = _arm_archive(domain, 300)
+    with RunStore(tmp_path / "run.sqlite") as store:
+        report = validate(store, archive, domain, SerialEvaluator(domain),
+                          measures=resolve_measures(["x", "y"], domain), samples=2,
+                          empty_archive=_empty_like(archive))
+    assert report.corrected_qd_score == pytest.approx(report.qd_score)
+    assert report.corrected_coverage == report.coverage
+    assert all(e.gap == pytest.approx(0.0) for e in report.elites)
+
+
+def test_validating_only_the_top_elites_reports_no_corrected_score(tmp_path):
+    domain = get_domain("arm", joints=4, noise=0.3)
+    archive = _arm_archive(domain, 60)
+    with RunStore(tmp_path / "run.sqlite") as store:
+        report = validate(store, archive, domain, SerialEvaluator(domain), elites=archive.top(3),
+                          measures=resolve_measures(["x", "y"], domain), samples=2,
+                          empty_archive=_empty_like(archive))
+    assert len(report.elites) == 3 and report.corrected_qd_score is None
+
+
+class OneSplit(Domain):
+    name = "one-split"
+    space = Space({"x": Float(0.0, 1.0)})
+
+    def evaluate(self, config: dict) -> EvalResult:
+        return EvalResult(fitness=config["x"], measures={"m": config["x"]})
+
+
+def test_a_domain_without_a_validation_split_is_refused_with_the_fix(tmp_path):
+    domain = OneSplit()
+    archive = GridArchive(dims=[4], ranges=[[0, 1]], measure_names=["m"])
+    with RunStore(tmp_path / "run.sqlite") as store, pytest.raises(ValueError, match="no 'validation' split"):
+        validate(store, archive, domain, SerialEvaluator(domain), measures=[], samples=2)
+
+
+def test_retrieval_validation_instances_never_appear_in_search_draws():
+    domain = get_domain("retrieval-sim", n_pairs=8, n_instances=3)
+    search = {(i.records, i.key) for d in range(200) for i in domain.instances_for(d)}
+    held_out = {(i.records, i.key) for d in range(50) for i in domain.instances_for(d, "validation")}
+    assert not search & held_out
+    assert domain.instances_for(0) == domain.instances
