@@ -255,8 +255,11 @@ class RetrievalDomain(Domain):
         if pool is None:
             outs = [ask(j) for j in range(len(jobs))]
         else:  # each call runs in a copy of this context so its span lands in this tracer, under this step
-            futures = [pool.submit(contextvars.copy_context().run, ask, j) for j in range(len(jobs))]
-            outs = [f.result() for f in futures]
+            # Sample-major submission: a chunk's later samples (the same prompt) arrive after its first
+            # has filled a server slot's prompt cache, so they reuse it instead of computing it again.
+            order = sorted(range(len(jobs)), key=lambda j: (jobs[j][1], jobs[j][0]))
+            futures = {j: pool.submit(contextvars.copy_context().run, ask, j) for j in order}
+            outs = [futures[j].result() for j in range(len(jobs))]
         chunk_ids = [sid for _, sid in outs if sid is not None]
         answers = [parse_code(text) for text, _ in outs]
         per_chunk = [answers[c * samples:(c + 1) * samples] for c in range(len(parts))]

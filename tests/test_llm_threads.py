@@ -1,0 +1,86 @@
+"""qd.llm.threads: the embedded model gets the cores the rest of the machine leaves free."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qd.llm import local, threads
+from qd.llm.threads import ThreadTuner, model_threads, other_cpu_cores
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+@given(cores=st.integers(1, 64), other=st.floats(0, 128), more=st.floats(0, 8))
+def test_model_threads_stay_within_the_cores_and_shrink_as_others_use_more(cores, other, more):
+    threads = model_threads(cores, other)
+    assert 1 <= threads <= cores
+    assert model_threads(cores, other + more) <= threads
+
+
+def test_model_threads_give_every_core_to_an_llm_bound_run_and_leave_a_cpu_bound_one_its_cores():
+    assert model_threads(2, 0.1) == 2  # evaluations wait on HTTP: the model takes both cores
+    assert model_threads(2, 1.0) == 1  # one core computing: the model keeps to the other
+    assert model_threads(2, 2.0) == 1  # never fewer than one thread
+    assert model_threads(16, 4.2) == 12
+
+
+def _share(pid: int, measure):
+    """Run ``measure()``; return its value, ``pid``'s CPU cores and all cores busy meanwhile."""
+    own0, busy0, t0 = threads._process_seconds(pid), threads._busy_seconds(), time.monotonic()
+    value = measure()
+    wall = time.monotonic() - t0
+    return value, (threads._process_seconds(pid) - own0) / wall, (threads._busy_seconds() - busy0) / wall
+
+
+def test_other_cpu_cores_counts_a_busy_process_unless_it_is_the_excluded_one():
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        seen, busy_share, _ = _share(busy.pid, lambda: other_cpu_cores(idle.pid, 1.0))
+        seen_without, busy_share2, total = _share(busy.pid, lambda: other_cpu_cores(busy.pid, 1.0))
+    finally:
+        busy.kill()
+        idle.kill()
+    assert busy_share > 0.2, "the busy loop did not run"
+    assert seen >= busy_share - 0.15  # counted when another process is excluded
+    assert abs(seen_without - (total - busy_share2)) < 0.15  # left out when it is the excluded one
+
+
+def _complete(base_url: str) -> str:
+    body = json.dumps({"prompt": "Records:\nabc: 1234\nQuestion: What is the code of abc?\nAnswer:",
+                       "max_tokens": 3, "temperature": 0}).encode()
+    request = urllib.request.Request(base_url + "/completions", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())["choices"][0]["text"]
+
+
+def test_server_threads_change_on_the_same_address_and_the_tuner_records_its_decision():
+    local.stop_local_server()
+    try:
+        local.set_local_server_threads(1)
+        base_url = local.ensure_local_server()
+        server = local.local_server()
+        assert server is not None and server.n_threads == 1
+        answer = _complete(base_url)
+        assert local.set_local_server_threads(2) is True
+        assert local.local_server().n_threads == 2 and local.ensure_local_server() == base_url
+        assert _complete(base_url) == answer  # same model, same greedy answer, same address
+        assert local.set_local_server_threads(2) is False  # nothing to change
+        with ThreadTuner(window_s=0.5, cores=2) as tuner:
+            for _ in range(100):
+                if tuner.decisions:
+                    break
+                tuner._stop.wait(0.1)
+        assert tuner.decisions, "the tuner measured no window"
+        threads, other = tuner.decisions[0]
+        assert threads == model_threads(2, other)
+    finally:
+        local.stop_local_server()
+        local._requested_threads = None
