@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 import traceback
 
-from qd.analysis.tracer import Tracer
+from qd.analysis import autotrace
+from qd.analysis.tracer import Tracer, take_untraced
 from qd.domain import SEARCH, Domain, evaluate_draw
 from qd.result import EvalResult, MalformedResult, check_result
 
@@ -33,7 +34,8 @@ def evaluate_config(domain: Domain, config: dict) -> EvalResult:
     """
     start = time.perf_counter()
     draw = config.get(DRAW_KEY) if isinstance(config, dict) else None
-    with Tracer() as tracer:
+    autotrace.install()  # the user's own openai / LiteLLM / DSPy calls become spans (once per process)
+    with Tracer(prices=getattr(domain, "llm_prices", None)) as tracer:
         try:
             if draw is None:
                 result = domain.evaluate(config)
@@ -53,4 +55,8 @@ def evaluate_config(domain: Domain, config: dict) -> EvalResult:
     except MalformedResult as exc:
         result = EvalResult.failure("error", f"malformed result from {type(domain).__name__}.evaluate: {exc}")
     result.metrics.setdefault("eval_s", time.perf_counter() - start)
+    untraced = take_untraced()  # calls no evaluation could own, counted once, by the next to finish here
+    if untraced["calls"]:
+        result.metrics["untraced_llm_calls"] = untraced["calls"]
+        result.metrics["untraced_tokens"] = untraced["tokens_in"] + untraced["tokens_out"]
     return result

@@ -19,29 +19,59 @@ Span conventions
     Ids whose outputs this operation consumed (data flow; defines the critical path).
 ``start_s``
     Wall-clock epoch seconds (``time.time()``), like :class:`qd.llm.LLMClient` records.
+
+Inferred data flow
+------------------
+An LLM call recorded without ``deps`` (``deps=None``: every call :mod:`qd.analysis.autotrace`
+observes, and :func:`record_llm_call` without ``deps``) gets them inferred from the *flow* it runs
+in. A flow is one thread of control: the evaluation's own thread, a thread or asyncio task it
+starts, a function it submits to a thread pool. The rule:
+
+* a call depends on the previous call of its own flow (three calls in a row: a chain of 3);
+* a flow started by another inherits, for its first call, the starter's previous call;
+* a flow's next call after it started others also depends on the last call of each of those
+  (a join: five concurrent calls and then one that reads them give a critical path of 2 and a
+  fan-out of 5).
+
+Limits: the rule sees control flow, not values, so a call that ignores an earlier call's output
+still depends on it, and work handed between flows through a queue or shared variable is not
+seen. A started flow whose first call comes after the starter's next call is joined by the
+starter's call after that. Explicit ``deps`` (``[]`` included) always win; a call with explicit
+deps still becomes its flow's previous call.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import inspect
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from qd.llm.prices import DEFAULT_PRICES, Price, price_of
 from qd.result import Span
 
-__all__ = ["Tracer", "active_tracer", "span", "traced", "record_llm_call", "export_trace_json", "KINDS"]
+__all__ = ["Tracer", "active_tracer", "span", "traced", "record_llm_call", "export_trace_json", "KINDS",
+           "PendingCall", "begin_llm_call", "finish_llm_call", "take_untraced", "fork_point"]
 
 KINDS: tuple[str, ...] = ("llm", "tool", "step")
 
 _TRACER: contextvars.ContextVar[Tracer | None] = contextvars.ContextVar("qd_tracer", default=None)
 # Innermost open span id, per context: asyncio tasks and copied contexts each get their own stack.
 _PARENT: contextvars.ContextVar[int | None] = contextvars.ContextVar("qd_span_parent", default=None)
+# The flow (thread of control) of the current context, for inferred deps (see the module docstring).
+_FLOW: contextvars.ContextVar[_Flow | None] = contextvars.ContextVar("qd_flow", default=None)
+
+# Tracers entered and not yet exited in this process: a call seen outside any tracer's context is
+# attributed to the only open one (serial and Ray task mode run one evaluation per process).
+_OPEN: list[Tracer] = []
+_OPEN_LOCK = threading.Lock()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,6 +83,160 @@ def _clean_deps(deps: Iterable[int | None] | None) -> list[int]:
     if isinstance(deps, (int, str)):
         raise ValueError(f"deps must be a sequence of span ids, got {deps!r}")
     return [int(d) for d in deps if d is not None]
+
+
+def _owner() -> tuple[int, int]:
+    """Identity of the running thread of control: (thread, asyncio task or 0)."""
+    loop = asyncio._get_running_loop()
+    task = asyncio.current_task(loop) if loop is not None else None
+    return threading.get_ident(), id(task) if task is not None else 0
+
+
+class _Flow:
+    """One thread of control inside a tracer: its previous call(s) and the flows it started."""
+
+    __slots__ = ("owner", "last", "forks")
+
+    def __init__(self, owner: tuple[int, int], last: list[int]) -> None:
+        self.owner = owner
+        self.last = last  # the flow's previous call, or what it inherited when it started
+        self.forks: list[_Flow] = []
+
+    def frontier(self) -> list[int]:
+        out = list(self.last)
+        for fork in self.forks:
+            out += fork.frontier()
+        return out
+
+
+def _current_flow(tracer: Tracer) -> _Flow:
+    """The flow of the calling context, starting a child flow in a new thread or task."""
+    flow = _FLOW.get()
+    me = _owner()
+    if flow is not None and flow.owner == me:
+        return flow
+    child = _Flow(me, list(flow.last) if flow is not None else [])
+    if flow is not None:
+        with tracer._lock:
+            flow.forks.append(child)
+    _FLOW.set(child)  # this context is a copy made for the thread or task: the parent keeps its flow
+    return child
+
+
+def fork_point() -> bool:
+    """Prepare the calling context for starting a thread or task; False when no tracer is active.
+
+    Gives the caller its own flow first, so that the new thread or task (which copies this
+    context) is recorded as the caller's child and joined by the caller's next call.
+    """
+    tracer = _TRACER.get()
+    if tracer is None:
+        return False
+    _current_flow(tracer)
+    return True
+
+
+@dataclasses.dataclass(eq=False)
+class PendingCall:
+    """An LLM call in progress (see :func:`begin_llm_call`).
+
+    ``tracer`` is ``None`` for a call no evaluation can own: it is counted as untraced.
+    ``flush`` (set by the caller) finishes the call if the tracer exits first (a stream
+    never read to its end).
+    """
+
+    tracer: Tracer | None
+    flow: _Flow | None
+    deps: list[int]
+    parent_id: int | None
+    start_s: float
+    t0: float
+    in_context: bool
+    flush: Callable[[], None] | None = None
+
+
+_UNTRACED = {"calls": 0, "tokens_in": 0, "tokens_out": 0}
+_UNTRACED_LOCK = threading.Lock()
+
+
+def take_untraced() -> dict[str, int]:
+    """Untraced LLM calls (and their tokens) seen in this process since the last take; resets them.
+
+    A call is untraced when it runs outside every tracer's context while zero or several
+    tracers are open in the process, so no evaluation can be said to own it.
+    """
+    with _UNTRACED_LOCK:
+        out = dict(_UNTRACED)
+        for key in _UNTRACED:
+            _UNTRACED[key] = 0
+    return out
+
+
+def begin_llm_call(deps: Sequence[int | None] | None = None) -> PendingCall:
+    """Start recording one LLM call; finish it with :func:`finish_llm_call`.
+
+    The call belongs to the tracer of the calling context, else to the only tracer open in
+    the process, else to none (untraced). ``deps=None`` infers them (module docstring).
+    """
+    tracer = _TRACER.get()
+    if tracer is not None:
+        flow = _current_flow(tracer)
+        if deps is None:
+            with tracer._lock:
+                inferred = list(dict.fromkeys(flow.frontier()))
+                flow.forks = []
+        else:
+            inferred = _clean_deps(deps)
+        call = PendingCall(tracer, flow, inferred, _PARENT.get(), time.time(), time.perf_counter(), True)
+    else:
+        with _OPEN_LOCK:
+            only = _OPEN[0] if len(_OPEN) == 1 else None
+        call = PendingCall(only, None, _clean_deps(deps), None, time.time(), time.perf_counter(), False)
+    if call.tracer is not None:
+        with call.tracer._lock:
+            call.tracer._pending.add(call)
+    return call
+
+
+def finish_llm_call(call: PendingCall, *, name: str, model: str, tokens_in: int, tokens_out: int,
+                    cached: bool = False, ok: bool = True, error: str = "", estimated: bool = False,
+                    via: str = "") -> int | None:
+    """Record a call begun by :func:`begin_llm_call` as an ``llm`` span; its id, or ``None`` if untraced.
+
+    The cost comes from the tracer's price table; a model missing from it is marked
+    ``unpriced`` (and costs 0). ``estimated`` marks token counts the endpoint did not report.
+    """
+    latency = time.perf_counter() - call.t0
+    tracer = call.tracer
+    if tracer is None:
+        with _UNTRACED_LOCK:
+            _UNTRACED["calls"] += 1
+            _UNTRACED["tokens_in"] += int(tokens_in)
+            _UNTRACED["tokens_out"] += int(tokens_out)
+        return None
+    cost, priced = tracer.cost(model, tokens_in, tokens_out)
+    extra: dict[str, Any] = {}
+    if estimated:
+        extra["tokens_estimated"] = True
+    if not priced:
+        extra["unpriced"] = True
+    if via:
+        extra["via"] = via
+    if not call.in_context:
+        extra["attributed"] = "process"
+    with tracer._lock:
+        if call not in tracer._pending:
+            return None  # already flushed when the tracer exited
+        tracer._pending.discard(call)
+        sid = len(tracer._spans)
+        tracer._spans.append({  # type: ignore[typeddict-unknown-key]
+            "id": sid, "parent_id": call.parent_id, "deps": call.deps, "kind": "llm", "name": str(name),
+            "model": str(model), "tokens_in": int(tokens_in), "tokens_out": int(tokens_out), "cached": bool(cached),
+            "latency_s": latency, "start_s": call.start_s, "ok": bool(ok), "error": str(error)[:500],
+            "cost_usd": cost, **extra})
+        if call.flow is not None:
+            call.flow.last = [sid]
+    return sid
 
 
 class Tracer:
@@ -73,23 +257,42 @@ class Tracer:
     ['tool', 'llm']
     """
 
-    def __init__(self) -> None:
+    def __init__(self, prices: Mapping[str, Price] | None = None) -> None:
         self._spans: list[Span] = []
         self._lock = threading.Lock()
-        self._tokens: list[tuple[contextvars.Token, contextvars.Token]] = []
+        self._tokens: list[tuple[contextvars.Token, ...]] = []
+        self._pending: set[PendingCall] = set()
+        self.prices: Mapping[str, Price] = DEFAULT_PRICES if prices is None else prices
         self.start_wall: float = time.time()
 
     # -- context manager ------------------------------------------------------------------------
     def __enter__(self) -> Tracer:
         self.start_wall = time.time()
-        # Reset the parent: spans of an outer tracer are not valid ids in this one.
-        self._tokens.append((_TRACER.set(self), _PARENT.set(None)))
+        # Reset the parent and the flow: spans of an outer tracer are not valid ids in this one.
+        self._tokens.append((_TRACER.set(self), _PARENT.set(None), _FLOW.set(_Flow(_owner(), []))))
+        with _OPEN_LOCK:
+            _OPEN.append(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        tracer_token, parent_token = self._tokens.pop()
+        with _OPEN_LOCK:
+            _OPEN.remove(self)
+        with self._lock:
+            unfinished = list(self._pending)
+        for call in unfinished:  # streams never read to the end: record what was seen
+            if call.flush is not None:
+                call.flush()
+        tracer_token, parent_token, flow_token = self._tokens.pop()
+        _FLOW.reset(flow_token)
         _PARENT.reset(parent_token)
         _TRACER.reset(tracer_token)
+
+    def cost(self, model: str, tokens_in: int, tokens_out: int) -> tuple[float, bool]:
+        """Nominal cost of a call from this tracer's price table, and whether ``model`` is priced."""
+        price = price_of(self.prices, model)
+        if price is None:
+            return 0.0, False
+        return (tokens_in * price[0] + tokens_out * price[1]) / 1e6, True
 
     # -- recording ------------------------------------------------------------------------------
     @property
@@ -212,14 +415,23 @@ def record_llm_call(*, name: str, model: str, tokens_in: int, tokens_out: int, c
     """Record one logical LLM call (cache hits too) with the active tracer.
 
     Returns the span id, or ``None`` (doing nothing) when no tracer is active. The parent is
-    the innermost open span of the calling context.
+    the innermost open span of the calling context; ``deps=None`` infers the deps from the
+    calling flow (module docstring).
     """
     tracer = _TRACER.get()
     if tracer is None:
         return None
-    return tracer.add_span(kind="llm", name=name, parent_id=_PARENT.get(), deps=deps, model=model,
-                           tokens_in=tokens_in, tokens_out=tokens_out, cached=cached, latency_s=latency_s,
-                           start_s=start_s, ok=ok, error=error, cost_usd=cost_usd)
+    flow = _current_flow(tracer)
+    if deps is None:
+        with tracer._lock:
+            deps = list(dict.fromkeys(flow.frontier()))
+            flow.forks = []
+    sid = tracer.add_span(kind="llm", name=name, parent_id=_PARENT.get(), deps=deps, model=model,
+                          tokens_in=tokens_in, tokens_out=tokens_out, cached=cached, latency_s=latency_s,
+                          start_s=start_s, ok=ok, error=error, cost_usd=cost_usd)
+    with tracer._lock:
+        flow.last = [sid]
+    return sid
 
 
 def export_trace_json(trace: Sequence[Span] | Tracer, path: str | Path, meta: dict[str, Any] | None = None) -> Path:

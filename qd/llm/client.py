@@ -206,6 +206,8 @@ def _deadline_transport(total_s: float, asynchronous: bool) -> Any:
                 await self._inner.aclose()
 
         class AsyncDeadlineTransport(http.AsyncBaseTransport):
+            qd_self_traced = True  # this client records its own spans: qd.analysis.autotrace skips it
+
             def __init__(self) -> None:
                 self._inner = http.AsyncHTTPTransport(limits=limits)
 
@@ -234,6 +236,8 @@ def _deadline_transport(total_s: float, asynchronous: bool) -> Any:
             self._inner.close()
 
     class DeadlineTransport(http.BaseTransport):
+        qd_self_traced = True  # this client records its own spans: qd.analysis.autotrace skips it
+
         def __init__(self) -> None:
             self._inner = http.HTTPTransport(limits=limits)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_PRICES", "Price", "lookup_price", "normalize_prices"]
+__all__ = ["DEFAULT_PRICES", "Price", "lookup_price", "normalize_prices", "price_of"]
 
 Price = tuple[float, float]  # (USD per 1M input tokens, USD per 1M output tokens)
 
@@ -60,15 +60,29 @@ def normalize_prices(prices: Mapping[str, Any] | None) -> dict[str, Price]:
     return table
 
 
-def lookup_price(table: Mapping[str, Price], model: str) -> Price:
-    """Price of ``model``: exact match, else the longest table key that prefixes it, else free.
+def price_of(table: Mapping[str, Price], model: str) -> Price | None:
+    """Price of ``model``, or ``None`` when the table does not know it (the model is *unpriced*).
 
-    Prefix matching lets dated snapshots (``gpt-4o-mini-2024-07-18``) use their family's price.
+    Exact match first, then the longest key that prefixes the name (dated snapshots such as
+    ``gpt-4o-mini-2024-07-18`` use their family's price), then the same with a provider prefix
+    such as LiteLLM's ``openai/`` removed.
     """
-    if model in table:
-        return table[model]
-    best = ""
-    for key in table:
-        if model.startswith(key) and len(key) > len(best):
-            best = key
-    return table[best] if best else (0.0, 0.0)
+    price = table.get(model)
+    if price is not None:
+        return price
+    for name in (model, model.rpartition("/")[2]) if "/" in model else (model,):
+        if name in table:
+            return table[name]
+        best = ""
+        for key in table:
+            if name.startswith(key) and len(key) > len(best):
+                best = key
+        if best:
+            return table[best]
+    return None
+
+
+def lookup_price(table: Mapping[str, Price], model: str) -> Price:
+    """Price of ``model`` as :func:`price_of` finds it, or free when the table does not know it."""
+    price = price_of(table, model)
+    return (0.0, 0.0) if price is None else price

@@ -1,0 +1,431 @@
+"""Automatic tracing of the LLM calls a user's own code makes, with no change to that code.
+
+:func:`install` (called by :func:`qd.evaluation.evaluate_config` before every evaluation; it is
+idempotent and cheap) hooks three layers once per process:
+
+HTTP (``httpx`` and ``httpx2``: ``Client.send`` / ``AsyncClient.send``)
+    Every ``POST`` to an LLM endpoint (a path ending in ``chat/completions``, ``completions``,
+    ``responses`` or ``messages``) is one call. This one hook sees the ``openai`` SDK (``OpenAI``,
+    ``AsyncOpenAI``, the Azure clients; chat, completions and responses APIs; streamed or not),
+    LiteLLM (``completion``, ``acompletion``, ``text_completion``, which send through httpx, or
+    through the ``openai`` SDK), the ``anthropic`` SDK and LangChain's clients built on these.
+    Token counts come from the response's ``usage``; a stream is followed to its end and its
+    usage read from the final event when the server sends one (``stream_options=
+    {"include_usage": True}``), otherwise the tokens are estimated (prompt characters / 4,
+    one token per streamed event) and the span carries ``tokens_estimated=True``. Each HTTP
+    attempt is a call: a request the SDK retries after a 429 appears as a failed span and a
+    successful one.
+DSPy (``dspy.clients.execution.execute`` / ``aexecute``, used by every ``dspy.LM`` call)
+    DSPy 3.4's native engine speaks HTTP over its own sockets, so DSPy calls are recorded at
+    DSPy's layer, with the usage DSPy reads and its cache flag (a DSPy cache hit is a span with
+    ``cached=True`` and the original tokens when DSPy kept them).
+Threads
+    ``ThreadPoolExecutor.submit`` (so ``loop.run_in_executor`` too) and ``threading.Thread.start``
+    run the new work in a copy of the submitting context when a tracer is active there, so calls
+    from an evaluation's own threads belong to that evaluation (asyncio tasks copy the context
+    by themselves).
+
+A call through several layers (DSPy -> LiteLLM -> openai -> httpx) is recorded once, by the
+outermost layer: a context variable marks the inner layers' work as already traced. Calls made
+through :class:`qd.llm.LLMClient` are recorded by the client itself (with cache hits), and its
+HTTP transport is skipped here.
+
+Attribution: a call belongs to the tracer of its context, else to the only tracer open in the
+process (a thread the evaluation did not start, in serial or Ray task mode), else to nobody: it
+is counted by :func:`qd.analysis.tracer.take_untraced` and reported as untraced.
+
+OpenTelemetry is not used: nothing here touches a tracer provider, so a user's own exporter
+(Phoenix, Langfuse) keeps working unchanged.
+"""
+from __future__ import annotations
+
+import asyncio.base_events
+import concurrent.futures
+import contextvars
+import importlib
+import importlib.abc
+import importlib.util
+import json
+import re
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from qd.analysis.tracer import PendingCall, begin_llm_call, finish_llm_call, fork_point
+
+__all__ = ["install", "installed", "suppressed", "LLM_PATHS"]
+
+LLM_PATHS: tuple[str, ...] = ("chat/completions", "completions", "responses", "messages")
+
+# True while a call is being recorded by an outer layer: inner layers pass through.
+_IN_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("qd_in_llm_call", default=False)
+
+_INSTALLED: set[str] = set()
+_INSTALL_LOCK = threading.Lock()
+
+_MODEL = re.compile(rb'"model"\s*:\s*"([^"]*)"')
+_STREAM = re.compile(rb'"stream"\s*:\s*true')
+_USAGE_KEYS = {
+    b"prompt_tokens": "in", b"input_tokens": "in", b"completion_tokens": "out", b"output_tokens": "out",
+}
+_USAGE = re.compile(rb'"(prompt_tokens|input_tokens|completion_tokens|output_tokens)"\s*:\s*(\d+)')
+_TAIL = 64  # bytes kept between stream chunks so a usage field split across two reads is still found
+
+
+def suppressed() -> contextvars.Token:
+    """Mark the current context as inside a recorded call (inner layers record nothing).
+
+    Returns the token for ``_IN_CALL.reset``; used by qd's own clients around their requests.
+    """
+    return _IN_CALL.set(True)
+
+
+def _is_llm_post(request: Any) -> bool:
+    if request.method != "POST":
+        return False
+    path = request.url.path.rstrip("/")
+    return path.endswith(LLM_PATHS)
+
+
+def _estimate_prompt_tokens(body: bytes) -> int:
+    """Prompt tokens of a request body, estimated as characters / 4 of its text fields."""
+    try:
+        req = json.loads(body)
+    except ValueError:
+        return max(1, len(body) // 4)
+    chars = 0
+
+    def walk(value: Any) -> None:
+        nonlocal chars
+        if isinstance(value, str):
+            chars += len(value)
+        elif isinstance(value, dict):
+            for key, sub in value.items():
+                if key in ("content", "text", "prompt", "input", "messages", "system", "instructions"):
+                    walk(sub)
+                elif isinstance(sub, (list, dict)):
+                    walk(sub)
+        elif isinstance(value, list):
+            for sub in value:
+                walk(sub)
+
+    walk({k: req.get(k) for k in ("messages", "prompt", "input", "system", "instructions") if k in req})
+    return max(1, chars // 4)
+
+
+class _Observer:
+    """What one HTTP call has shown so far, and how to finish its span."""
+
+    __slots__ = ("call", "name", "model", "body", "tokens", "events", "done", "lock", "status")
+
+    def __init__(self, call: PendingCall, request: Any) -> None:
+        self.call = call
+        path = request.url.path.rstrip("/")
+        self.name = next((p.replace("/", ".") for p in LLM_PATHS if path.endswith(p)), "llm")
+        try:
+            self.body: bytes = request.content
+        except Exception:  # a streamed upload: nothing to read the model from
+            self.body = b""
+        found = _MODEL.search(self.body)
+        self.model = found.group(1).decode("utf-8", "replace") if found else ""
+        self.tokens: dict[str, int] = {}
+        self.events = 0
+        self.done = False
+        self.lock = threading.Lock()
+        self.status = 0
+        call.flush = self.finish
+
+    def scan(self, data: bytes) -> None:
+        if b"_tokens" in data:
+            for key, value in _USAGE.findall(data):
+                self.tokens[_USAGE_KEYS[key]] = int(value)
+        if not self.model or self.model.startswith("@"):
+            found = _MODEL.search(data)
+            if found:
+                self.model = found.group(1).decode("utf-8", "replace")
+
+    def finish(self, error: str = "") -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.done = True
+        ok = not error and 0 < self.status < 400
+        if not error and not ok:
+            error = f"HTTP {self.status}"
+        estimated = False
+        t_in, t_out = self.tokens.get("in"), self.tokens.get("out")
+        if ok and (t_in is None or t_out is None):
+            estimated = True
+            t_in = _estimate_prompt_tokens(self.body) if t_in is None else t_in
+            t_out = max(0, self.events) if t_out is None else t_out
+        finish_llm_call(self.call, name=self.name, model=self.model, tokens_in=t_in or 0, tokens_out=t_out or 0,
+                        ok=ok, error=error, estimated=estimated, via="http")
+
+
+def _stream_classes(mod: Any) -> tuple[type, type]:
+    """Byte-stream wrappers for one HTTP module (httpx or httpx2) that feed an observer."""
+
+    class TracedStream(mod.SyncByteStream):
+        def __init__(self, inner: Any, observer: _Observer) -> None:
+            self._inner, self._observer, self._tail = inner, observer, b""
+
+        def __iter__(self) -> Any:
+            observer = self._observer
+            try:
+                for chunk in self._inner:
+                    observer.events += chunk.count(b"data:") - chunk.count(b"[DONE]")
+                    observer.scan(self._tail + chunk)
+                    self._tail = chunk[-_TAIL:]
+                    yield chunk
+            except BaseException as exc:
+                observer.finish(f"{type(exc).__name__}: {exc}")
+                raise
+            observer.finish()
+
+        def close(self) -> None:
+            try:
+                self._inner.close()
+            finally:
+                self._observer.finish()
+
+    class AsyncTracedStream(mod.AsyncByteStream):
+        def __init__(self, inner: Any, observer: _Observer) -> None:
+            self._inner, self._observer, self._tail = inner, observer, b""
+
+        async def __aiter__(self) -> Any:
+            observer = self._observer
+            try:
+                async for chunk in self._inner:
+                    observer.events += chunk.count(b"data:") - chunk.count(b"[DONE]")
+                    observer.scan(self._tail + chunk)
+                    self._tail = chunk[-_TAIL:]
+                    yield chunk
+            except BaseException as exc:
+                observer.finish(f"{type(exc).__name__}: {exc}")
+                raise
+            observer.finish()
+
+        async def aclose(self) -> None:
+            try:
+                await self._inner.aclose()
+            finally:
+                self._observer.finish()
+
+    return TracedStream, AsyncTracedStream
+
+
+def _observe(observer: _Observer, response: Any, wrapper: type) -> None:
+    observer.status = response.status_code
+    content = getattr(response, "_content", None)  # set once the body was read (non-streamed requests)
+    if content is not None:
+        observer.scan(content)
+        observer.finish()
+    elif observer.status >= 400:  # an error body left unread: the call failed, whatever it says
+        observer.finish()
+    else:  # streamed: the span ends with the stream
+        response.stream = wrapper(response.stream, observer)
+
+
+def _self_traced(client: Any) -> bool:
+    return bool(getattr(getattr(client, "_transport", None), "qd_self_traced", False))
+
+
+def _patch_http(mod: Any) -> None:
+    sync_wrapper, async_wrapper = _stream_classes(mod)
+    send = mod.Client.send
+    asend = mod.AsyncClient.send
+
+    def traced_send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if _IN_CALL.get() or not _is_llm_post(request) or _self_traced(self):
+            return send(self, request, *args, **kwargs)
+        observer = _Observer(begin_llm_call(), request)
+        token = _IN_CALL.set(True)
+        try:
+            response = send(self, request, *args, **kwargs)
+        except BaseException as exc:
+            observer.finish(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            _IN_CALL.reset(token)
+        _observe(observer, response, sync_wrapper)
+        return response
+
+    async def traced_asend(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if _IN_CALL.get() or not _is_llm_post(request) or _self_traced(self):
+            return await asend(self, request, *args, **kwargs)
+        observer = _Observer(begin_llm_call(), request)
+        token = _IN_CALL.set(True)
+        try:
+            response = await asend(self, request, *args, **kwargs)
+        except BaseException as exc:
+            observer.finish(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            _IN_CALL.reset(token)
+        _observe(observer, response, async_wrapper)
+        return response
+
+    traced_send.__qd_original__ = send  # type: ignore[attr-defined]
+    traced_asend.__qd_original__ = asend  # type: ignore[attr-defined]
+    mod.Client.send = traced_send
+    mod.AsyncClient.send = traced_asend
+
+
+# -- DSPy ----------------------------------------------------------------------------------------
+def _usage_tokens(usage: Any) -> tuple[int | None, int | None]:
+    if not isinstance(usage, dict) or not usage:
+        return None, None
+    t_in = usage.get("prompt_tokens", usage.get("input_tokens"))
+    t_out = usage.get("completion_tokens", usage.get("output_tokens"))
+    return (None if t_in is None else int(t_in)), (None if t_out is None else int(t_out))
+
+
+def _finish_dspy(call: PendingCall, lm: Any, result: Any, error: str = "") -> None:
+    model = str(getattr(result, "response_model", None) or getattr(lm, "model", "") or "")
+    t_in, t_out = _usage_tokens(getattr(result, "usage", None))
+    cached = bool(getattr(result, "cache_hit", False))
+    finish_llm_call(call, name="dspy", model=model, tokens_in=t_in or 0, tokens_out=t_out or 0, cached=cached,
+                    ok=not error, error=error, estimated=not error and not cached and (t_in is None or t_out is None),
+                    via="dspy")
+
+
+def _patch_dspy(execution: Any) -> None:
+    execute, aexecute = execution.execute, execution.aexecute
+
+    def traced_execute(lm: Any, call_: Any) -> Any:
+        if _IN_CALL.get():
+            return execute(lm, call_)
+        call = begin_llm_call()
+        token = _IN_CALL.set(True)
+        try:
+            result = execute(lm, call_)
+        except BaseException as exc:
+            _finish_dspy(call, lm, None, f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            _IN_CALL.reset(token)
+        _finish_dspy(call, lm, result)
+        return result
+
+    async def traced_aexecute(lm: Any, call_: Any) -> Any:
+        if _IN_CALL.get():
+            return await aexecute(lm, call_)
+        call = begin_llm_call()
+        token = _IN_CALL.set(True)
+        try:
+            result = await aexecute(lm, call_)
+        except BaseException as exc:
+            _finish_dspy(call, lm, None, f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            _IN_CALL.reset(token)
+        _finish_dspy(call, lm, result)
+        return result
+
+    traced_execute.__qd_original__ = execute  # type: ignore[attr-defined]
+    traced_aexecute.__qd_original__ = aexecute  # type: ignore[attr-defined]
+    execution.execute = traced_execute
+    execution.aexecute = traced_aexecute
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Patch a module right after it is first imported (DSPy imported inside an evaluation)."""
+
+    def __init__(self, targets: dict[str, Callable[[Any], None]]) -> None:
+        self.targets = targets
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        patch = self.targets.get(fullname)
+        if patch is None:
+            return None
+        spec = self._spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None
+        loader = spec.loader
+        exec_module = loader.exec_module
+
+        def exec_and_patch(module: Any) -> None:
+            exec_module(module)
+            _apply(fullname, patch, module)
+
+        loader.exec_module = exec_and_patch  # type: ignore[method-assign]
+        return spec
+
+    def _spec(self, fullname: str, path: Any) -> Any:
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path)
+            if spec is not None:
+                return spec
+        return None
+
+
+def _apply(name: str, patch: Callable[[Any], None], module: Any) -> None:
+    with _INSTALL_LOCK:
+        if name in _INSTALLED:
+            return
+        patch(module)
+        _INSTALLED.add(name)
+
+
+# -- threads -------------------------------------------------------------------------------------
+def _patch_threads() -> None:
+    submit = concurrent.futures.ThreadPoolExecutor.submit
+    start = threading.Thread.start
+    create_task = asyncio.base_events.BaseEventLoop.create_task
+
+    def traced_submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        if not fork_point():
+            return submit(self, fn, *args, **kwargs)
+        return submit(self, contextvars.copy_context().run, fn, *args, **kwargs)
+
+    def traced_start(self: threading.Thread) -> None:
+        if fork_point():
+            ctx = contextvars.copy_context()
+            run = self.run
+            self.run = lambda: ctx.run(run)  # type: ignore[method-assign]
+        start(self)
+
+    def traced_create_task(self: Any, coro: Any, *args: Any, **kwargs: Any) -> Any:
+        fork_point()  # tasks copy the context themselves; the creator only needs its own flow first
+        return create_task(self, coro, *args, **kwargs)
+
+    for fn, orig in ((traced_submit, submit), (traced_start, start), (traced_create_task, create_task)):
+        fn.__qd_original__ = orig  # type: ignore[attr-defined]
+    concurrent.futures.ThreadPoolExecutor.submit = traced_submit  # type: ignore[method-assign]
+    threading.Thread.start = traced_start  # type: ignore[method-assign]
+    asyncio.base_events.BaseEventLoop.create_task = traced_create_task  # type: ignore[method-assign]
+
+
+_DEFERRED = {"dspy.clients.execution": _patch_dspy}
+
+
+def install() -> None:
+    """Hook the HTTP clients, DSPy (now or when it is imported) and thread start-up; idempotent."""
+    if "done" in _INSTALLED:
+        return
+    with _INSTALL_LOCK:
+        if "done" in _INSTALLED:
+            return
+        _patch_threads()
+        for name in ("httpx", "httpx2"):
+            if importlib.util.find_spec(name) is not None:
+                _patch_http(importlib.import_module(name))
+        pending = {}
+        for name, patch in _DEFERRED.items():
+            module = sys.modules.get(name)
+            if module is not None:
+                patch(module)
+                _INSTALLED.add(name)
+            else:
+                pending[name] = patch
+        if pending:
+            sys.meta_path.insert(0, _PatchOnImport(pending))
+        _INSTALLED.add("done")
+
+
+def installed() -> bool:
+    """True once :func:`install` has run in this process."""
+    return "done" in _INSTALLED

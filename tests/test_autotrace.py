@@ -1,0 +1,202 @@
+"""Automatic tracing: the user's own openai / LiteLLM / DSPy calls become spans equal to what the server served."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import openai
+import pytest
+from autotrace_domains import CALLS, PATTERNS, UserPipeline
+from counting_openai import CountingOpenAI
+
+from qd.analysis import Tracer, autotrace, summarize
+from qd.analysis.tracer import begin_llm_call, finish_llm_call, take_untraced
+from qd.domain import Domain
+from qd.evaluation import evaluate_config
+from qd.llm import LLMClient
+from qd.result import EvalResult
+from qd.space import Categorical, Space
+
+# Every pattern whose server reports usage (a chat stream without include_usage is estimated).
+EXACT = [p for p in PATTERNS if p != "stream_no_usage"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with CountingOpenAI() as srv:
+        yield srv
+
+
+def run(domain: Domain, server: CountingOpenAI, patterns: str) -> tuple[EvalResult, dict, dict]:
+    server.reset()
+    result = evaluate_config(domain, {"patterns": patterns})
+    assert result.status == "ok", result.error
+    return result, summarize(result.trace), server.served()
+
+
+@pytest.mark.parametrize("pattern", EXACT)
+def test_each_call_pattern_is_one_span_with_the_tokens_the_server_counted(server, pattern):
+    result, summary, served = run(UserPipeline(server.base_url), server, pattern)
+    assert served["calls"] == CALLS[pattern]
+    assert summary["llm_calls"] == served["calls"]
+    assert (summary["tokens_in"], summary["tokens_out"]) == (served["tokens_in"], served["tokens_out"])
+    assert not any(s.get("tokens_estimated") for s in result.trace)
+    assert "untraced_llm_calls" not in result.metrics
+    via = {s["via"] for s in result.trace}
+    assert via == ({"dspy"} if pattern.startswith("dspy") else {"http"})  # DSPy -> LiteLLM -> openai: one span
+
+
+def test_a_stream_without_usage_is_counted_and_its_tokens_marked_estimated(server):
+    result, summary, served = run(UserPipeline(server.base_url), server, "stream_no_usage")
+    assert summary["llm_calls"] == served["calls"] == 1
+    (span,) = result.trace
+    assert span["tokens_estimated"] is True and span["ok"] is True
+    assert span["tokens_out"] == served["tokens_out"]  # one streamed event per token on this server
+    assert span["tokens_in"] > 0
+
+
+def test_unannotated_data_flow_gives_critical_path_and_fanout(server):
+    domain = UserPipeline(server.base_url)
+    _, sequential, _ = run(domain, server, "sync")  # three calls, each after the previous
+    assert (sequential["critical_path"], sequential["max_fanout"]) == (3, 1)
+    _, pool, _ = run(domain, server, "pool")  # five in a thread pool, then one combining them
+    assert (pool["critical_path"], pool["max_fanout"]) == (2, 5)
+    _, gather, _ = run(domain, server, "gather")  # asyncio.gather of three, then one
+    assert (gather["critical_path"], gather["max_fanout"]) == (2, 3)
+    _, threads, _ = run(domain, server, "thread")  # two threading.Threads, nothing after
+    assert (threads["critical_path"], threads["max_fanout"]) == (1, 2)
+
+
+def test_explicit_deps_win_over_inferred_ones():
+    with Tracer() as tracer:
+        a = finish_llm_call(begin_llm_call(), name="a", model="m", tokens_in=1, tokens_out=1)
+        b = finish_llm_call(begin_llm_call(deps=[]), name="b", model="m", tokens_in=1, tokens_out=1)
+        finish_llm_call(begin_llm_call(), name="c", model="m", tokens_in=1, tokens_out=1)
+    deps = {s["name"]: s["deps"] for s in tracer.spans}
+    assert deps == {"a": [], "b": [], "c": [b]} and a == 0
+
+
+def test_llm_client_calls_are_recorded_once_not_again_at_http(server):
+    class ClientDomain(Domain):
+        space = Space({"patterns": Categorical(["x"])})
+
+        def evaluate(self, config: dict) -> EvalResult:
+            client = LLMClient(base_url=server.base_url, model="gpt-4o-mini", api="chat", retries=0)
+            client.complete("one")
+            client.complete("two")
+            return EvalResult(fitness=0.0)
+
+    result, summary, served = run(ClientDomain(), server, "x")
+    assert summary["llm_calls"] == served["calls"] == 2
+    assert summary["tokens_in"] == served["tokens_in"] and summary["cost_usd"] > 0
+
+
+def test_calls_are_priced_from_the_tracer_table_and_unknown_models_marked_unpriced(server):
+    priced, summary, served = run(UserPipeline(server.base_url, model="gpt-4o-mini"), server, "sync")
+    expected = (served["tokens_in"] * 0.15 + served["tokens_out"] * 0.60) / 1e6
+    assert summary["cost_usd"] == pytest.approx(expected)
+    unpriced, summary, _ = run(UserPipeline(server.base_url, model="house-model-7b"), server, "sync")
+    assert summary["cost_usd"] == 0 and all(s["unpriced"] for s in unpriced.trace)
+    custom = UserPipeline(server.base_url, model="house-model-7b")
+    custom.llm_prices = {"house-model-7b": (1.0, 2.0)}
+    _, summary, served = run(custom, server, "sync")
+    assert summary["cost_usd"] == pytest.approx((served["tokens_in"] + 2 * served["tokens_out"]) / 1e6)
+
+
+class BackgroundCaller(Domain):
+    """Hands its call to a thread it did not start (a worker made before any evaluation)."""
+
+    space = Space({"patterns": Categorical(["x"])})
+
+    def __init__(self, base_url: str, inner_tracer: bool):
+        self.base_url, self.inner_tracer = base_url, inner_tracer
+        self.jobs: queue.Queue = queue.Queue()
+        self.done: queue.Queue = queue.Queue()
+        threading.Thread(target=self._worker, daemon=True).start()
+
+    def _worker(self) -> None:
+        client = openai.OpenAI(base_url=self.base_url, api_key="sk-test", max_retries=0)
+        while True:
+            self.jobs.get()
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "bg"}])
+            self.done.put(1)
+
+    def evaluate(self, config: dict) -> EvalResult:
+        if self.inner_tracer:  # a second open tracer: nobody can tell whose the call is
+            with Tracer():
+                self.jobs.put(1)
+                self.done.get(timeout=30)
+        else:
+            self.jobs.put(1)
+            self.done.get(timeout=30)
+        return EvalResult(fitness=0.0)
+
+
+def test_a_call_from_a_foreign_thread_belongs_to_the_only_open_evaluation(server):
+    autotrace.install()
+    result, summary, served = run(BackgroundCaller(server.base_url, inner_tracer=False), server, "x")
+    assert summary["llm_calls"] == served["calls"] == 1
+    assert result.trace[0]["attributed"] == "process"
+
+
+def test_an_unattributable_call_is_counted_as_untraced_never_dropped(server):
+    autotrace.install()
+    take_untraced()
+    result, summary, served = run(BackgroundCaller(server.base_url, inner_tracer=True), server, "x")
+    assert served["calls"] == 1 and summary["llm_calls"] == 0
+    assert result.metrics["untraced_llm_calls"] == 1 and result.metrics["untraced_tokens"] > 0
+    assert take_untraced()["calls"] == 0  # reported once
+
+
+def test_a_stream_left_unread_is_recorded_when_the_evaluation_ends(server):
+    class Abandons(Domain):
+        space = Space({"patterns": Categorical(["x"])})
+
+        def evaluate(self, config: dict) -> EvalResult:
+            client = openai.OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0)
+            self.stream = client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "never read"}], stream=True)
+            return EvalResult(fitness=0.0)
+
+    result, summary, served = run(Abandons(), server, "x")
+    assert summary["llm_calls"] == served["calls"] == 1
+
+
+def test_failed_http_calls_are_failed_spans(server):
+    class Fails(Domain):
+        space = Space({"patterns": Categorical(["x"])})
+
+        def evaluate(self, config: dict) -> EvalResult:
+            client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+            with pytest.raises(openai.NotFoundError):
+                client.chat.completions.create(model="error-404", messages=[{"role": "user", "content": "x"}])
+            return EvalResult(fitness=0.0)
+
+    result, summary, _ = run(Fails(), server, "x")
+    assert summary["llm_calls"] == summary["failed_calls"] == 1
+    assert result.trace[0]["error"] == "HTTP 404"
+
+
+@pytest.mark.parametrize("mode", ["task", "actor"])
+def test_ray_modes_store_the_calls_and_tokens_the_server_counted(ray_session, server, mode):
+    from qd.evaluators import RayEvaluator
+
+    domain = UserPipeline(server.base_url)
+    patterns = "+".join(EXACT)
+    server.reset()
+    with RayEvaluator(domain, mode=mode, timeout_s=240) as ev:
+        for key in range(3):  # actor mode runs them at once in one process
+            ev.submit(key, {"patterns": patterns})
+        results = []
+        deadline = time.monotonic() + 300
+        while len(results) < 3 and time.monotonic() < deadline:
+            results += ev.collect(timeout=1.0)
+    assert len(results) == 3 and all(r.status == "ok" for _, r in results), [r.error for _, r in results]
+    summaries = [summarize(r.trace) for _, r in results]
+    served = server.served()
+    assert sum(s["llm_calls"] for s in summaries) == served["calls"] == 3 * sum(CALLS[p] for p in EXACT)
+    assert sum(s["tokens_in"] for s in summaries) == served["tokens_in"]
+    assert sum(s["tokens_out"] for s in summaries) == served["tokens_out"]
+    assert all(s["llm_calls"] == sum(CALLS[p] for p in EXACT) for s in summaries)
+    assert not any("untraced_llm_calls" in r.metrics for _, r in results)
