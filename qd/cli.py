@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from qd.config import ConfigError
+from qd.rundir import RunLockedError
 
 __all__ = ["main", "run_status", "select_elites"]
 
@@ -25,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args) or 0
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RunLockedError) as exc:
         print(f"qd: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
 
-    status = sub.add_parser("status", help="summary of a run directory")
+    status = sub.add_parser("status", help="summary of a run directory (reads the store only)")
     status.add_argument("run_dir")
     status.add_argument("--json", action="store_true", help="one JSON object")
     status.set_defaults(func=_cmd_status)
@@ -73,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     elites.add_argument("--format", choices=["json", "csv"], default="json")
     elites.add_argument("--traces", metavar="DIR",
                         help="also re-run the selected elites under the tracer and write each full trace "
-                             "as DIR/elite-ID.json (LLM calls replay from the request cache when it is on)")
+                             "as DIR/elite-ID.json (LLM calls replay from the request cache when it is on); "
+                             "this imports and runs the domain named in the run's config: use it only on runs "
+                             "you trust")
     elites.set_defaults(func=_cmd_elites)
 
     domains = sub.add_parser("domains", help="list the built-in domains")
@@ -112,7 +115,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"qd: {'resuming' if args.resume else 'running'} {config['run']['name']!r} "
           f"({config['domain']['name']}, {config['run']['evaluations']} evaluations) in {run_dir}", file=sys.stderr)
     run = run_search(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
-    _print_summary(run)
+    try:
+        _print_summary(run)
+    finally:
+        run.store.close()
     return 0
 
 
@@ -225,9 +231,9 @@ def _spanning_elites(archive: Any, objective_name: str = "objective", near: floa
 def run_status(run_dir: str | Path) -> dict[str, Any]:
     """The ``qd status --json`` object of a run directory."""
     from qd.result import STATUSES
-    from qd.runner import open_run
+    from qd.rundir import read_run
 
-    run = open_run(run_dir)
+    run = read_run(run_dir)
     s = run.archive.stats
     statuses = {k: 0 for k in STATUSES}
     statuses.update(run.store.status_counts())
@@ -293,9 +299,10 @@ def _pct(rate: float | None) -> str:
 
 # -- plot --------------------------------------------------------------------------------------
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from qd.runner import open_run, save_heatmap
+    from qd.rundir import read_run
+    from qd.runner import save_heatmap
 
-    run = open_run(args.run_dir)
+    run = read_run(args.run_dir)
     archive = run.archive
     if args.measures:
         archive = _archive_over(run, [m.strip() for m in args.measures.split(",") if m.strip()])
@@ -356,15 +363,20 @@ def select_elites(archive: Any, *, top: int | None = None, diverse: int | None =
 
 
 def _cmd_elites(args: argparse.Namespace) -> int:
-    from qd.runner import open_run
+    from qd.rundir import read_run
 
-    run = open_run(args.run_dir)
+    run = read_run(args.run_dir)
     records = select_elites(run.archive, top=args.top, diverse=args.diverse, where=args.where)
     if args.traces:
         from qd.analysis import export_elite_traces
+        from qd.runner import build_domain
 
+        domain = run.config["domain"]
+        print(f"qd: --traces imports and runs the domain named in {run.path / 'run.sqlite'}: {domain['name']!r} "
+              f"with options {json.dumps(domain['options'], default=str)} (its code runs with your permissions)",
+              file=sys.stderr)
         elites = [{"id": r["id"], "objective": r["objective"], "solution": r["config"]} for r in records]
-        paths = export_elite_traces(run.domain, elites, args.traces)
+        paths = export_elite_traces(build_domain(run.config), elites, args.traces)
         print(f"wrote {len(paths)} trace(s) to {args.traces}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(records, indent=1, default=_json_default))

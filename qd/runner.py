@@ -11,6 +11,7 @@ from typing import Any
 
 from qd.config import OPERATOR_FLAGS, ConfigError, dump_config, load_config
 from qd.domain import Domain
+from qd.rundir import ARCHIVE_META, RunLock, archive_spec, check_resume, check_same_archive
 from qd.search import Search, replay
 from qd.store import RunStore
 
@@ -119,27 +120,37 @@ def build_operators(config: dict, domain: Domain) -> tuple[dict[str, tuple[Any, 
 def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> Run:
     """Run (or resume) the search described by ``config`` in ``run_dir``.
 
-    Returns the finished :class:`Run`. With ``resume=True`` the config stored in
-    ``run_dir`` is used (``config`` may raise the budget) and the archive is
-    rebuilt from the store before the search continues.
+    Returns the finished :class:`Run`. With ``resume=True`` the archive is rebuilt from the
+    store before the search continues (``config`` may raise the budget). A resume may not change the keys that
+    give scores and cells their meaning (:func:`qd.rundir.check_resume`), and the run directory
+    is locked while the search writes to it (:class:`qd.rundir.RunLock`).
     """
-    from qd.analysis.descriptors import resolve_measures
-    from qd.evaluators import make_evaluator
-
     run_dir = Path(run_dir)
     store_path = run_dir / "run.sqlite"
     if store_path.exists() and not resume:
         raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it or another --out")
     if resume and not store_path.exists():
         raise FileNotFoundError(f"nothing to resume: {store_path} does not exist")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):  # one writer per run directory (docs: qd.rundir)
+        return _run_locked(config, run_dir, store_path, resume, progress)
+
+
+def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, progress: bool) -> Run:
+    from qd.analysis.descriptors import resolve_measures
+    from qd.evaluators import make_evaluator
+
+    store = RunStore(store_path)
+    if resume:
+        check_resume(store, config)  # refuses changed domain/archive keys before anything is written
     (run_dir / "config.toml").write_text(dump_config(config))
     domain = build_domain(config)
     archive = build_archive(config, domain)
     operators, client = build_operators(config, domain)
-    store = RunStore(store_path)
+    if resume:
+        check_same_archive(store, archive)
     store.set_meta("config", config)
     store.set_meta("budget", config["run"]["evaluations"])
+    store.set_meta(ARCHIVE_META, archive_spec(archive))  # read-only commands rebuild it without the domain
     ev = config["evaluator"]
     options: dict[str, Any] = {"timeout_s": ev["timeout_s"]}
     if ev["backend"] == "ray":
@@ -183,12 +194,15 @@ def open_run(run_dir: str | Path) -> Run:
 
 def resolve_run_config(config_path: str | Path | None, run_dir: Path, resume: bool,
                        overrides: dict[str, dict[str, Any]]) -> dict:
-    """The config a ``qd run`` invocation uses: the stored one on resume, else file/demo plus overrides."""
+    """The config a ``qd run`` invocation uses: file/demo plus overrides; on resume the given file or the stored one.
+
+    What a resume may change is checked when the run starts (:func:`qd.rundir.check_resume`).
+    """
     from qd.config import DEMO_CONFIG, resolve_config
 
     run_dir = Path(run_dir)
     if resume:
-        return load_config(run_dir / "config.toml", overrides)
+        return load_config(config_path if config_path is not None else run_dir / "config.toml", overrides)
     if config_path is None:
         return resolve_config(DEMO_CONFIG, overrides)
     return load_config(config_path, overrides)

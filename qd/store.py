@@ -91,10 +91,23 @@ class RunStore:
     ----------
     path : str or Path
         Database file; created with its schema when missing.
+    readonly : bool
+        Open an existing file for reading only (``qd status``, ``qd plot``, ``qd elites``): no
+        schema is created and every write fails.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            if not self.path.exists():
+                raise FileNotFoundError(f"no run store at {self.path}")
+            # With no -wal file nothing is writing the run now, and immutable=1 reads the file without
+            # creating SQLite's -wal/-shm side files; a live run is read through its WAL (mode=ro).
+            live = Path(f"{self.path}-wal").exists()
+            self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}",
+                                       uri=True, isolation_level=None, check_same_thread=False)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -81,7 +81,7 @@ def test_errors_are_clear_and_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[archive]\ntype = 'hex'\n")
     assert main(["run", str(bad), "--out", str(tmp_path / "r")]) == 2
-    assert "allowed values: grid, cvt" in capsys.readouterr().err
+    assert "archive.type must be one of 'grid', 'cvt', got 'hex'" in capsys.readouterr().err
 
 
 def test_existing_run_dir_is_not_overwritten(run_dir, capsys):
