@@ -49,7 +49,8 @@ def test_transient_errors_are_retried_and_each_counted(fake):
     resp = client.complete("hi")
     assert resp.text == "echo seed=None"
     assert len(fake.requests) == 7
-    assert [r["kind"] for r in fake.requests] == ["500", "503", "nonjson", "truncated", "empty_choices", "timeout", "ok"]
+    assert [r["kind"] for r in fake.requests] == ["500", "503", "nonjson", "truncated", "empty_choices", "timeout",
+                                                  "ok"]
     assert client.usage.failures == 6 and client.usage.requests == 7
     assert client.usage.calls == 1 and client.usage.errors == 0
 
@@ -225,3 +226,21 @@ def test_calls_are_traced_when_a_tracer_is_active(fake, tmp_path):
     assert [s["ok"] for s in spans] == [True, True, False]
     assert spans[1]["deps"] == [first.span_id] and second.span_id == spans[1]["id"]
     assert spans[1]["tokens_in"] == spans[0]["tokens_in"]  # a cache hit still counts as a logical call
+
+
+def test_two_servers_with_one_model_name_never_share_cached_answers(tmp_path):
+    """Issue 11 item 5: the cache key includes the endpoint."""
+    path = tmp_path / "shared.sqlite"
+    with FakeOpenAI(reply=lambda req: "answer from A") as a, FakeOpenAI(reply=lambda req: "answer from B") as b:
+        first = make(a, cache=path).complete("same prompt", seed=1)
+        other = make(b, cache=path).complete("same prompt", seed=1)
+        assert (first.text, other.text) == ("answer from A", "answer from B") and not other.cached
+        assert len(b.requests) == 1
+        again = make(a, cache=RequestCache(path)).complete("same prompt", seed=1)  # same endpoint: a hit
+        assert again.cached and again.text == "answer from A" and len(a.requests) == 1
+
+
+def test_endpoint_identity_ignores_case_and_trailing_slash_and_the_embedded_port():
+    assert LLMClient(base_url="HTTP://Host:8000/v1/").endpoint == LLMClient(base_url="http://host:8000/v1").endpoint
+    assert LLMClient(base_url="http://host:8000/v1").endpoint != LLMClient(base_url="http://host:8001/v1").endpoint
+    assert LLMClient().endpoint == "embedded"

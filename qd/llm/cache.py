@@ -1,8 +1,11 @@
 """Persistent SQLite cache of LLM responses, keyed by the sha256 of the full request.
 
-A cached request is one whose every field that can change the answer (model, API, prompt or
-messages, temperature, max_tokens, stop, seed, sample index) is identical; with seeded requests
-this makes whole runs reproducible and lets a resumed or repeated run skip paid calls.
+A cached request is one whose every field that can change the answer (endpoint, model, API,
+prompt or messages, temperature, max_tokens, stop, seed, sample index) is identical; with seeded
+requests this makes whole runs reproducible and lets a resumed or repeated run skip paid calls.
+The endpoint is the client's ``base_url`` (or ``embedded``), so two servers that expose the same
+model name never replay each other's answers from a shared cache file; a server that changes the
+model behind a name at the same URL does, so clear the cache then.
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ import random
 import socket
 import threading
 import time
+import urllib.parse
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -275,7 +276,7 @@ class _Call:
 
 
 class LLMClient:
-    """OpenAI-compatible client with retries, cache, concurrency limit, accounting and tracing.
+    r"""OpenAI-compatible client with retries, cache, concurrency limit, accounting and tracing.
 
     Parameters
     ----------
@@ -319,7 +320,7 @@ class LLMClient:
     Examples
     --------
     >>> client = LLMClient()                                  # doctest: +SKIP
-    >>> client.complete("A haiku about maps:\\n", max_tokens=30).text  # doctest: +SKIP
+    >>> client.complete("A haiku about maps:\n", max_tokens=30).text  # doctest: +SKIP
     """
 
     def __init__(
@@ -478,8 +479,21 @@ class LLMClient:
             req["seed"] = int(seed)
         return req
 
+    @property
+    def endpoint(self) -> str:
+        """The endpoint's identity in cache keys: ``embedded`` or the normalized ``base_url``.
+
+        The embedded model is one endpoint wherever it runs (its port changes every start); two
+        servers at different URLs are different endpoints even when they serve the same model name.
+        """
+        if self.base_url is None:
+            return "embedded"
+        parts = urllib.parse.urlsplit(self.base_url.strip())
+        return urllib.parse.urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"),
+                                        parts.query, ""))
+
     def _cache_key(self, kind: str, req: dict[str, Any], sample: int) -> str:
-        return request_key({"api": kind, "sample": int(sample), **req})
+        return request_key({"endpoint": self.endpoint, "api": kind, "sample": int(sample), **req})
 
     @staticmethod
     def _parse(kind: str, resp: Any) -> tuple[str, int, int, str, str]:
