@@ -28,17 +28,61 @@ _OPS: dict[type, Callable[[Any, Any], Any]] = {
 }
 
 
+MAX_WHERE_CHARS = 1000
+MAX_WHERE_DEPTH = 50
+
+
+def _depth(tree: ast.AST) -> int:
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
+def _number(value: Any, node: ast.AST) -> float:
+    # Arithmetic runs on floats only: an int power tower or a string repeated 10**10 times would
+    # exhaust CPU or memory, while a float overflows at once.
+    if isinstance(value, (bool, int, float, np.integer, np.floating)):
+        return float(value)
+    raise ValueError(f"where: arithmetic needs numbers; {ast.unparse(node)} is {value!r}")
+
+
+def _arith(node: ast.BinOp, left: Any, right: Any) -> float:
+    a, b = _number(left, node.left), _number(right, node.right)
+    try:
+        result = _OPS[type(node.op)](a, b)
+    except ZeroDivisionError:
+        raise ValueError(f"where: division by zero in {ast.unparse(node)!r}") from None
+    except OverflowError:
+        raise ValueError(f"where: {ast.unparse(node)!r} overflows") from None
+    if isinstance(result, complex):  # a negative number to a fractional power
+        raise ValueError(f"where: {ast.unparse(node)!r} is not a real number")
+    return result
+
+
 def compile_where(expr: str) -> Callable[[dict[str, Any]], bool]:
     """Compile a filter such as ``"llm_calls <= 4 and objective > 0.5"`` into a predicate on names.
 
     Only names, numbers, strings, arithmetic, comparisons and ``and``/``or``/``not``
-    are allowed; nothing is passed to ``eval``. The predicate takes a dict of names to
-    values and raises ``ValueError`` naming the available names for an unknown one.
+    are allowed; nothing is passed to ``eval``. Arithmetic is on numbers only and in floating
+    point (``9**9**9`` overflows at once instead of computing a huge integer, and a string cannot
+    be repeated), and expressions are at most :data:`MAX_WHERE_CHARS` characters and
+    :data:`MAX_WHERE_DEPTH` levels deep. The predicate
+    takes a dict of names to values and raises ``ValueError`` naming the available names for an
+    unknown one, and for arithmetic that fails (division by zero, overflow, text in arithmetic).
     """
+    if len(expr) > MAX_WHERE_CHARS:
+        raise ValueError(f"where: expression of {len(expr)} characters; at most {MAX_WHERE_CHARS} are allowed")
     try:
         tree = ast.parse(expr, mode="eval").body
     except SyntaxError as exc:
         raise ValueError(f"where {expr!r}: {exc.msg}") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # absurd literals or nesting
+        raise ValueError(f"where {expr[:80]!r}: {type(exc).__name__}: {exc}") from None
+    if _depth(tree) > MAX_WHERE_DEPTH:
+        raise ValueError(f"where: expression nested more than {MAX_WHERE_DEPTH} levels deep")
 
     def ev(node: ast.AST, env: dict[str, Any]) -> Any:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
@@ -52,14 +96,18 @@ def compile_where(expr: str) -> Callable[[dict[str, Any]], bool]:
             return all(values) if isinstance(node.op, ast.And) else any(values)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
             value = ev(node.operand, env)
-            return (not value) if isinstance(node.op, ast.Not) else -value
+            return (not value) if isinstance(node.op, ast.Not) else -_number(value, node.operand)
         if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](ev(node.left, env), ev(node.right, env))
+            return _arith(node, ev(node.left, env), ev(node.right, env))
         if isinstance(node, ast.Compare) and all(type(o) in _OPS for o in node.ops):
             left = ev(node.left, env)
             for cmp, right_node in zip(node.ops, node.comparators):
                 right = ev(right_node, env)
-                if not _OPS[type(cmp)](left, right):
+                try:
+                    holds = _OPS[type(cmp)](left, right)
+                except TypeError:
+                    raise ValueError(f"where: cannot compare {left!r} and {right!r}") from None
+                if not holds:
                     return False
                 left = right
             return True
