@@ -12,7 +12,7 @@ STATUSES: tuple[str, ...] = ("ok", "invalid", "error", "timeout", "crash")
 
 
 class Span(TypedDict, total=False):
-    """One recorded operation of a running configuration (see DESIGN.md, Core data)."""
+    """One recorded operation of a running configuration (see docs/architecture.md, Core data)."""
 
     id: int
     parent_id: int | None

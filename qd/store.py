@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS validations (hash TEXT NOT NULL, split TEXT NOT NULL,
 
 @dataclass
 class EvaluationRow:
-    """One stored evaluation (see DESIGN.md, Run directory)."""
+    """One stored evaluation (see docs/architecture.md, Run directory)."""
 
     id: int
     hash: str

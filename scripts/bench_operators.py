@@ -18,9 +18,8 @@ archive gain, LLM failures), and saves mean QD-score-vs-evaluations curves (± s
 
     python scripts/bench_operators.py [--evals 100] [--seeds 3] [--quick] [-o docs/img/bench_operators.png]
 
-With the defaults (about 270 LLM calls of ~400 tokens each) the bench takes about 10 minutes on an
-otherwise idle 2-core machine; the LLM calls dominate, so it slows down in proportion to any other
-load on the cores. ``--quick`` (1 seed, 60 evaluations) takes a few minutes.
+The LLM calls dominate the bench's time (README, Performance, gives run times), so it slows down
+in proportion to any other load on the cores. ``--quick`` runs 1 seed of 60 evaluations.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Two parts, each written as ``qd run`` run directories under ``--work`` and pictures under ``--out``:
 
 **Simulated** (``retrieval-sim``: every *pipeline* LLM call SIMULATED by the model fitted to
-gemma-3-270m, ``domains/retrieval_fit.json``; ~10 ms per evaluation, so thousands are cheap).
+gemma-3-270m, ``domains/retrieval_fit.json``; evaluations are cheap, so there are thousands).
 The default map, log2(LLM calls per question) x largest prompt (16 x 16 cells), coloured by
 accuracy over 8 questions on 32 records, filled by
 
@@ -33,10 +33,9 @@ Prints a markdown table per part. Usage::
         [--real-run RUN_DIR | --real-evals N] [--skip-sim] [--skip-real] [--quick]
         [--out docs/img] [--work runs/bench_retrieval]
 
-With the defaults the bench takes about 25 minutes on an idle 2-core machine (much longer while
-other processes use the CPU), most of it LLM-operator and real-model time; ``--quick`` is a smoke run of
-a few minutes. LLM calls go through qd's request cache (``$QD_CACHE_DIR``), so a repeated bench
-replays them.
+Most of the bench's time is LLM-operator and real-model time (README, Performance, gives run
+times); ``--quick`` is a smoke run. LLM calls go through qd's request cache (``$QD_CACHE_DIR``),
+so a repeated bench replays them.
 """
 from __future__ import annotations
 
@@ -85,7 +84,7 @@ def sim_config(name: str, seed: int, evals: int, init_random: int, llm_share: fl
         "domain": {"name": SIM_DOMAIN},
         # wait_for_llm: the LLM operators write exactly their share, whatever the model's speed
         "operators": {**variant_operators(name, llm_share), "wait_for_llm": True},
-        "evaluator": {"backend": "serial", "timeout_s": 60.0},  # ~10 ms evaluations: no need for Ray
+        "evaluator": {"backend": "serial", "timeout_s": 60.0},  # simulated evaluations are cheap: no need for Ray
     })
 
 

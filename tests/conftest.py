@@ -6,7 +6,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """A local Ray runtime shared by every test that needs one (Ray 2.60 takes ~4 s to start)."""
+    """A local Ray runtime shared by every test that needs one (Ray is slow to start)."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

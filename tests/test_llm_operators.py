@@ -159,7 +159,7 @@ def test_operators_need_a_client():
         LMXCrossover(SPACE, LLMClient(base_url="http://127.0.0.1:9/v1"), k=0)
 
 
-@pytest.mark.slow  # 5 sequential calls: ~15 s on an idle 2-core machine, over a minute on a busy one
+@pytest.mark.slow  # 5 sequential calls of the real embedded model
 def test_lmx_with_the_embedded_model(local_llm):
     """The real base model writes valid children (after repair) for most LMX prompts."""
     client = LLMClient(base_url=local_llm, max_tokens=80, temperature=0.8)

@@ -239,7 +239,7 @@ def run_cluster_scenario() -> dict:
     return out
 
 
-# The cluster scenario takes 20-40 s (three Ray runtimes start in a subprocess): run with -m slow.
+# The cluster scenario starts three Ray runtimes in a subprocess: run with -m slow.
 pytestmark = pytest.mark.slow
 
 

@@ -258,7 +258,7 @@ def test_export_elite_traces_replays_the_configuration(tmp_path):
 @pytest.mark.slow
 def test_default_job_runs_on_the_embedded_model(tmp_path, monkeypatch, capsys):
     # `qd run` with no config: the real retrieval pipeline on the embedded model, budget cut to its
-    # first 3 (random) configurations: ~30 s on an idle 2-core machine, minutes on a busy one.
+    # first 3 (random) configurations.
     monkeypatch.setenv("QD_CACHE_DIR", str(tmp_path / "cache"))
     assert main(["run", "--out", str(tmp_path / "demo"), "--evals", "3", "--no-progress"]) == 0
     out = capsys.readouterr().out

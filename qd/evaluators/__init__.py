@@ -51,7 +51,7 @@ class Evaluator(Protocol):
 
 
 def __getattr__(name: str) -> Any:
-    # RayEvaluator imports ray (~1 s); load it only when asked for.
+    # RayEvaluator imports ray, which is slow to import; load it only when asked for.
     if name == "RayEvaluator":
         from qd.evaluators.ray_eval import RayEvaluator
 

@@ -706,7 +706,7 @@ class LLMClient:
         if cached is not None:
             return cached
         if self._resolved_url is None:
-            # Starting the embedded model blocks for ~2 s: keep the event loop responsive.
+            # Starting the embedded model blocks while it loads: keep the event loop responsive.
             await asyncio.to_thread(self.resolved_base_url)
         client, sem = self._async_state()
         endpoint = client.chat.completions if kind == "chat" else client.completions

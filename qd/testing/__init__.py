@@ -1,0 +1,24 @@
+"""Contract tests shipped with qd: pytest base classes for your own operators and domains.
+
+Subclass one in a test module (its name starting with ``Test``) and provide the object under
+test as a fixture; pytest then runs every ``test_*`` method of the contract on it::
+
+    import pytest
+    from qd.testing import DomainContract
+
+    class TestMyDomain(DomainContract):
+        @pytest.fixture
+        def domain(self):
+            return MyDomain()
+
+- :class:`OperatorContract`: children validate against the space, are deterministic given the
+  rng, and leave the parents untouched.
+- :class:`DomainContract`: ``evaluate`` returns a well-formed :class:`~qd.result.EvalResult`,
+  the domain survives pickling for Ray, its measures are finite, its space round-trips.
+
+Importing this package needs pytest (``pip install 'qd[test]'``).
+"""
+from qd.testing.domains import DomainContract
+from qd.testing.operators import OperatorContract
+
+__all__ = ["DomainContract", "OperatorContract"]
