@@ -261,14 +261,49 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
 
     llm = usage(llm_counters.get("total", {}))
     llm["by_operator"] = {tag: usage(u) for tag, u in llm_counters.items() if tag != "total"}
+    spend = _spend(run, llm)
     return {
         "run_dir": str(run.path), "name": run.config["run"]["name"], "domain": run.config["domain"]["name"],
         "evaluations": run.store.count(), "budget": run.config["run"]["evaluations"],
         "num_elites": s.num_elites, "coverage": s.coverage, "qd_score": s.qd_score,
         "obj_max": s.obj_max if s.num_elites else None,
         "invalid": statuses["invalid"], "errors": statuses["error"] + statuses["crash"] + statuses["timeout"],
-        "statuses": statuses, "operators": operators, "llm": llm,
+        "statuses": statuses, "operators": operators, "llm": llm, "spend": spend,
     }
+
+
+def _spend(run: Any, operators_llm: dict) -> dict[str, Any]:
+    """LLM calls, tokens and cost of the pipeline (from the stored traces), of the operators, and in total.
+
+    Models missing from the price table are listed as ``unpriced`` (their calls cost 0 here);
+    ``untraced_calls`` are pipeline calls no evaluation could own (``qd.analysis.autotrace``).
+    """
+    from qd.llm.prices import normalize_prices, price_of
+
+    keys = ("calls", "tokens_in", "tokens_out", "cost_usd")
+    pipeline: dict[str, Any] = dict.fromkeys(keys, 0)
+    pipeline.update(estimated_calls=0, untraced_calls=0, untraced_tokens=0)
+    unpriced: set[str] = set()
+    for row in run.store.evaluations():
+        t = row.trace_summary
+        pipeline["calls"] += int(t.get("llm_calls", 0))
+        pipeline["tokens_in"] += int(t.get("tokens_in", 0))
+        pipeline["tokens_out"] += int(t.get("tokens_out", 0))
+        pipeline["cost_usd"] += float(t.get("cost_usd", 0.0))
+        pipeline["estimated_calls"] += int(t.get("estimated_calls", 0))
+        pipeline["untraced_calls"] += int(row.metrics.get("untraced_llm_calls", 0))
+        pipeline["untraced_tokens"] += int(row.metrics.get("untraced_tokens", 0))
+        unpriced.update(t.get("unpriced_models", ()))
+    pipeline["cost_usd"] = round(pipeline["cost_usd"], 6)
+    pipeline["unpriced_models"] = sorted(unpriced)
+    llm_cfg = run.config["llm"]
+    operators = {k: operators_llm.get(k, 0) for k in keys}
+    table = normalize_prices(llm_cfg.get("prices") or None)
+    priced = price_of(table, llm_cfg["model"]) is not None
+    operators["unpriced_models"] = [] if priced or not operators["calls"] else [llm_cfg["model"]]
+    total = {k: (round(pipeline[k] + operators[k], 6) if k == "cost_usd" else pipeline[k] + operators[k]) for k in keys}
+    total["unpriced_models"] = sorted(set(pipeline["unpriced_models"]) | set(operators["unpriced_models"]))
+    return {"pipeline": pipeline, "operators": operators, "total": total}
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -290,6 +325,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     llm = status["llm"]
     if llm["calls"] or llm["failures"] or llm["errors"]:
         print("llm: " + ", ".join(f"{k} {v}" for k, v in llm.items() if k != "by_operator"))
+    for part, row in status["spend"].items():
+        if row["calls"] or row.get("untraced_calls"):
+            extra = f", untraced calls {row['untraced_calls']}" if row.get("untraced_calls") else ""
+            extra += f", estimated {row['estimated_calls']}" if row.get("estimated_calls") else ""
+            extra += f", UNPRICED models {', '.join(row['unpriced_models'])}" if row["unpriced_models"] else ""
+            print(f"spend {part}: calls {row['calls']}, tokens {row['tokens_in']} in / {row['tokens_out']} out, "
+                  f"cost ${row['cost_usd']:.4f}{extra}")
     return 0
 
 

@@ -11,6 +11,7 @@ import traceback
 from qd.analysis import autotrace
 from qd.analysis.tracer import Tracer, take_untraced
 from qd.domain import SEARCH, Domain, evaluate_draw
+from qd.llm.pipeline import pipeline_scope
 from qd.result import EvalResult, MalformedResult, check_result
 
 # Reserved key carrying (draw, split) of a re-evaluation through every evaluator's submit(key, config)
@@ -35,7 +36,8 @@ def evaluate_config(domain: Domain, config: dict) -> EvalResult:
     start = time.perf_counter()
     draw = config.get(DRAW_KEY) if isinstance(config, dict) else None
     autotrace.install()  # the user's own openai / LiteLLM / DSPy calls become spans (once per process)
-    with Tracer(prices=getattr(domain, "llm_prices", None)) as tracer:
+    with pipeline_scope(getattr(domain, "pipeline_llm", None)), Tracer(prices=getattr(domain, "llm_prices", None)) \
+            as tracer:
         try:
             if draw is None:
                 result = domain.evaluate(config)

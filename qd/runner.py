@@ -32,9 +32,12 @@ class Run:
 def build_domain(config: dict) -> Domain:
     """The domain named by ``[domain]``."""
     from qd.domains import get_domain
+    from qd.llm.pipeline import PipelineLLM
+    from qd.llm.prices import normalize_prices
 
-    try:
-        return get_domain(config["domain"]["name"], **config["domain"]["options"])
+    try:  # [llm] reaches the domain too: one endpoint per run, one price table for all spend
+        return get_domain(config["domain"]["name"], pipeline_llm=PipelineLLM.from_config(config["llm"]),
+                          llm_prices=normalize_prices(config["llm"]["prices"] or None), **config["domain"]["options"])
     except TypeError as exc:  # a misspelt option reaches the constructor as an unexpected keyword
         raise ConfigError(f"[domain.options] for {config['domain']['name']!r}: {exc}") from None
 
@@ -144,6 +147,9 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
         check_resume(store, config)  # refuses changed domain/archive keys before anything is written
     (run_dir / "config.toml").write_text(dump_config(config))
     domain = build_domain(config)
+    pipeline = getattr(domain, "pipeline_llm", None)
+    if pipeline is not None and pipeline.is_local and getattr(domain, "uses_llm", False):
+        pipeline.resolved_base_url()  # the embedded model starts here, so Ray workers share it
     archive = build_archive(config, domain)
     operators, client = build_operators(config, domain)
     if resume:

@@ -134,7 +134,7 @@ def summarize(trace: Sequence[Span]) -> dict[str, Any]:
     dict
         ``spans, llm_calls, tool_calls, steps, cached_calls, failed_calls, tokens_in, tokens_out,
         tokens_total, max_prompt_tokens, critical_path, max_fanout, latency_s, llm_latency_s,
-        cost_usd, models`` (JSON-ready).
+        cost_usd, models, unpriced_models, estimated_calls`` (JSON-ready).
     """
     trace = list(trace or ())
     calls = _llm(trace)
@@ -157,6 +157,9 @@ def summarize(trace: Sequence[Span]) -> dict[str, Any]:
         "llm_latency_s": round(sum(float(s.get("latency_s", 0.0)) for s in calls), 6),
         "cost_usd": sum(float(s.get("cost_usd", 0.0)) for s in calls),
         "models": sorted({str(s.get("model", "")) for s in calls}),
+        # calls whose model the price table lacks (cost 0 there), and calls with estimated tokens
+        "unpriced_models": sorted({str(s.get("model", "")) for s in calls if s.get("unpriced")}),
+        "estimated_calls": sum(bool(s.get("tokens_estimated")) for s in calls),
     }
 
 

@@ -185,17 +185,20 @@ def _ship_domain_code(domain: Domain) -> None:
     installed package, ``pip install -e .`` on every node, ``ray job submit
     --working-dir``) keep the cheaper by-reference pickling.
     """
-    module = type(domain).__module__
-    if module == "__main__" or module in _SHIPPED or module not in sys.modules:
-        return  # __main__ is pickled by value already
-    _SHIPPED.add(module)
-    try:
-        importable = ray.get(_remote("probe").remote(module), timeout=120)
-    except Exception:
-        importable = False
-    if not importable:
-        log.info("workers cannot import %s; shipping its code with the domain", module)
-        ray.cloudpickle.register_pickle_by_value(sys.modules[module])
+    # The class's module, and modules the domain names as its code (a FunctionDomain's score function).
+    for module in (type(domain).__module__, *getattr(domain, "source_modules", ())):
+        if module == "__main__" or module in _SHIPPED or module not in sys.modules:
+            continue  # __main__ is pickled by value already
+        _SHIPPED.add(module)
+        try:
+            importable = ray.get(_remote("probe").remote(module), timeout=120)
+        except Exception:
+            importable = False
+        if not importable:
+            # By value from the top package down, so sibling modules it imports travel too.
+            top = module.split(".")[0]
+            log.info("workers cannot import %s; shipping the code of %s with the domain", module, top)
+            ray.cloudpickle.register_pickle_by_value(sys.modules[top])
 
 
 # -- driver side ---------------------------------------------------------------------------------

@@ -1,0 +1,175 @@
+"""A domain in a few lines: a space, a list of examples and a function scoring one example.
+
+::
+
+    def score(config, example):
+        reply = qd.pipeline_llm().openai_client().chat.completions.create(...)
+        return float(reply.choices[0].message.content.strip() == example["answer"])
+
+    domain = qd.FunctionDomain(space, examples, score, measures={"llm_calls": (0, 10)})
+
+qd runs the examples of one configuration concurrently (``concurrency`` at a time, in threads
+or, for an ``async def`` score, as asyncio tasks). The objective is the mean score and the
+per-example scores are kept in :attr:`qd.result.EvalResult.scores`. An example whose score
+function raises, or returns something that is not a finite number (``None``, NaN, a string),
+scores 0 and is reported with its index in ``metrics["example_errors"]`` and the feedback; it
+never fails the evaluation. LLM calls inside the score function are traced automatically
+(:mod:`qd.analysis.autotrace`).
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import numbers
+import random
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from qd.domain import SEARCH, VALIDATION, Domain
+from qd.result import EvalResult
+from qd.space import Space
+
+__all__ = ["FunctionDomain", "function_domain"]
+
+_MAX_REPORTED = 20  # example errors kept per evaluation (the count is always exact)
+
+
+def _as_score(value: Any) -> tuple[float, str]:
+    """A score and ``""``, or 0 and why ``value`` is not one."""
+    if isinstance(value, bool):
+        return float(value), ""
+    if isinstance(value, numbers.Real):  # numpy scalars included
+        number = float(value)
+        if math.isfinite(number):
+            return number, ""
+        return 0.0, f"returned {number!r} (not a finite number)"
+    return 0.0, f"returned {type(value).__name__} {str(value)[:60]!r} (expected a number)"
+
+
+class FunctionDomain(Domain):
+    """A domain from a score function over examples.
+
+    Parameters
+    ----------
+    space : Space
+        The configurations to search.
+    examples : sequence
+        The search split: inputs the score function receives one at a time (any picklable value).
+    score : callable
+        ``score(config, example) -> float`` (or ``async def``): higher is better.
+    validation : sequence, optional
+        Held-out examples, kept for re-scoring elites later (``split="validation"``); the search
+        never sees them.
+    measures : mapping of str to (float, float), optional
+        Default measures and their ranges (e.g. ``{"llm_calls": (0, 20), "tokens_total": (0, 5000)}``);
+        any built-in descriptor name works. Without them the run config must name measures.
+    bins : int
+        Grid bins per default measure.
+    concurrency : int
+        Examples of one configuration run at once.
+    sample : int, optional
+        Score a random subset of this many examples per evaluation (draw ``d`` of the noise
+        machinery uses subset ``d``); ``None`` scores them all every time.
+    name : str
+        Name shown in reports.
+    uses_llm : bool
+        The score function calls the run's LLM (:func:`qd.pipeline_llm`): with the embedded model,
+        its server starts in the driver so Ray workers share it.
+    """
+
+    def __init__(self, space: Space, examples: Sequence[Any], score: Callable[..., Any], *,
+                 validation: Sequence[Any] | None = None, measures: Mapping[str, tuple[float, float]] | None = None,
+                 bins: int = 10, concurrency: int = 8, sample: int | None = None, name: str = "function",
+                 uses_llm: bool = True) -> None:
+        if not isinstance(space, Space):
+            raise TypeError(f"space must be a qd.Space, got {type(space).__name__}")
+        if not callable(score):
+            raise TypeError(f"score must be a function score(config, example) -> float, got {score!r}")
+        if isinstance(examples, (str, bytes)) or not isinstance(examples, Sequence) or not examples:
+            raise ValueError("examples must be a non-empty list (the inputs score(config, example) receives)")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if sample is not None and not 1 <= sample <= len(examples):
+            raise ValueError(f"sample must be in [1, {len(examples)}] (the number of examples), got {sample}")
+        self.space = space
+        self.examples = list(examples)
+        self.validation = list(validation) if validation else []
+        self.score = score
+        self.concurrency = int(concurrency)
+        self.sample = sample
+        self.name = name
+        self.uses_llm = uses_llm
+        measures = dict(measures or {})
+        self.default_measures = tuple(measures)
+        self.default_ranges = tuple(tuple(map(float, r)) for r in measures.values())  # type: ignore[misc]
+        self.default_bins = tuple(int(bins) for _ in measures)
+        self.objective_name = getattr(score, "__name__", "score")
+        self.splits = (SEARCH, VALIDATION) if self.validation else (SEARCH,)
+        # Ray ships the score function's module to workers that cannot import it.
+        self.source_modules = tuple(m for m in (getattr(score, "__module__", None),) if m)
+
+    def _chosen(self, draw: int, split: str) -> list[tuple[int, Any]]:
+        pool = self.validation if split == VALIDATION else self.examples
+        indexed = list(enumerate(pool))
+        if self.sample is None or split == VALIDATION:
+            return indexed
+        return random.Random(draw).sample(indexed, self.sample)
+
+    def evaluate(self, config: dict, *, draw: int = 0, split: str = SEARCH) -> EvalResult:
+        """Score ``config`` on every example (or draw ``draw``'s subset); the objective is the mean."""
+        chosen = self._chosen(draw, split)
+        if inspect.iscoroutinefunction(self.score):
+            outcomes = asyncio.run(self._run_async(config, chosen))
+        elif self.concurrency == 1 or len(chosen) == 1:
+            outcomes = [self._one(config, ex) for _, ex in chosen]
+        else:
+            with ThreadPoolExecutor(min(self.concurrency, len(chosen)), thread_name_prefix="qd-example") as pool:
+                outcomes = list(pool.map(lambda item: self._one(config, item[1]), chosen))
+        scores = [s for s, _ in outcomes]
+        errors = [{"index": i, "error": why} for (i, _), (_, why) in zip(chosen, outcomes) if why]
+        metrics: dict[str, Any] = {"examples": len(chosen), "failed_examples": len(errors)}
+        feedback = f"mean score {sum(scores) / len(scores):.4g} over {len(scores)} examples"
+        if errors:
+            metrics["example_errors"] = errors[:_MAX_REPORTED]
+            shown = "; ".join(f"#{e['index']}: {e['error']}" for e in errors[:3])
+            feedback += f"; {len(errors)} scored 0 because the score function failed ({shown})"
+        return EvalResult(fitness=sum(scores) / len(scores), scores=scores, metrics=metrics, feedback=feedback[:500])
+
+    def _one(self, config: dict, example: Any) -> tuple[float, str]:
+        try:
+            return _as_score(self.score(config, example))
+        except Exception as exc:  # a failing example scores 0; the configuration is still evaluated
+            return 0.0, f"raised {type(exc).__name__}: {exc}"[:300]
+
+    async def _run_async(self, config: dict, chosen: list[tuple[int, Any]]) -> list[tuple[float, str]]:
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def one(example: Any) -> tuple[float, str]:
+            async with limit:
+                try:
+                    return _as_score(await self.score(config, example))
+                except Exception as exc:
+                    return 0.0, f"raised {type(exc).__name__}: {exc}"[:300]
+
+        return list(await asyncio.gather(*(one(ex) for _, ex in chosen)))
+
+
+def function_domain(space: Space, examples: Sequence[Any],
+                    **options: Any) -> Callable[[Callable[..., Any]], FunctionDomain]:
+    """Decorator form of :class:`FunctionDomain`: the decorated score function becomes the domain.
+
+    Examples
+    --------
+    >>> @function_domain(Space({"k": Int(1, 5)}), examples=[1, 2, 3])   # doctest: +SKIP
+    ... def domain(config, example):
+    ...     return float(config["k"] >= example)
+    """
+
+    def wrap(score: Callable[..., Any]) -> FunctionDomain:
+        # The module attribute now names the domain; pickle finds the function as its `.score`.
+        score.__qualname__ = f"{score.__qualname__}.score"
+        return FunctionDomain(space, examples, score, **options)
+
+    return wrap

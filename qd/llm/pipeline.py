@@ -1,0 +1,143 @@
+"""The run's LLM endpoint as the *pipeline* (the user's system under search) sees it.
+
+``[llm]`` in a run config names one OpenAI-compatible endpoint for the whole run. The LLM
+operators use it through :class:`qd.llm.LLMClient`; the domain gets it as a
+:class:`PipelineLLM` (the runner sets ``domain.pipeline_llm``), and code running inside an
+evaluation reads it with :func:`pipeline_llm`, so a user's pipeline needs no endpoint of its own::
+
+    client = qd.pipeline_llm().openai_client()        # openai.OpenAI at the run's endpoint
+    lm = qd.pipeline_llm().dspy_lm()                   # dspy.LM at the same endpoint
+
+``[llm] pipeline_model`` (and ``pipeline_base_url``) give the pipeline another model (or
+endpoint) than the operators; empty means the same as ``model`` (``base_url``).
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["PipelineLLM", "pipeline_llm", "pipeline_scope"]
+
+_LOCAL_KEY = "sk-local-no-key"
+
+_CURRENT: contextvars.ContextVar[PipelineLLM | None] = contextvars.ContextVar("qd_pipeline_llm", default=None)
+
+
+@dataclass
+class PipelineLLM:
+    """Endpoint, model and key variable of the pipeline's LLM.
+
+    Parameters
+    ----------
+    base_url : str, optional
+        OpenAI-compatible endpoint; ``None`` or ``""`` for the embedded model (started on first
+        use; a copy pickled to local Ray workers uses the driver's server when it runs).
+    model : str
+        Model name sent with each request.
+    api_key_env : str
+        Environment variable holding the key (read when a client is made, never stored).
+    temperature : float, optional
+        Default sampling temperature for clients made here (``None``: the SDK's default).
+    """
+
+    base_url: str | None = None
+    model: str = "gemma-3-270m"
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float | None = None
+    _resolved: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_config(cls, llm: dict[str, Any]) -> PipelineLLM:
+        """The pipeline's settings from a resolved ``[llm]`` section."""
+        return cls(base_url=llm.get("pipeline_base_url") or llm.get("base_url") or None,
+                   model=llm.get("pipeline_model") or llm.get("model") or "gemma-3-270m",
+                   api_key_env=llm.get("api_key_env") or "OPENAI_API_KEY")
+
+    @property
+    def is_local(self) -> bool:
+        """True for the embedded model."""
+        return not self.base_url
+
+    def resolved_base_url(self) -> str:
+        """The endpoint to call, starting the embedded server in this process if needed."""
+        if self.base_url:
+            return self.base_url
+        if self._resolved is None:
+            from qd.llm.local import ensure_local_server
+
+            self._resolved = ensure_local_server()
+        return self._resolved
+
+    def api_key(self) -> str:
+        """The key from ``api_key_env`` (a placeholder when unset: local servers need none)."""
+        return os.environ.get(self.api_key_env, "") or _LOCAL_KEY
+
+    def openai_client(self, **kwargs: Any) -> Any:
+        """An ``openai.OpenAI`` client at this endpoint (``kwargs`` go to the constructor)."""
+        import openai
+
+        return openai.OpenAI(base_url=self.resolved_base_url(), api_key=self.api_key(), **kwargs)
+
+    def async_openai_client(self, **kwargs: Any) -> Any:
+        """An ``openai.AsyncOpenAI`` client at this endpoint."""
+        import openai
+
+        return openai.AsyncOpenAI(base_url=self.resolved_base_url(), api_key=self.api_key(), **kwargs)
+
+    def litellm_kwargs(self) -> dict[str, Any]:
+        """``model``, ``api_base`` and ``api_key`` for ``litellm.completion(**kwargs, messages=...)``."""
+        return {"model": "openai/" + self.model, "api_base": self.resolved_base_url(), "api_key": self.api_key()}
+
+    def dspy_lm(self, model: str | None = None, **kwargs: Any) -> Any:
+        """A ``dspy.LM`` at this endpoint (``model`` overrides the configured one)."""
+        import dspy
+
+        if self.temperature is not None:
+            kwargs.setdefault("temperature", self.temperature)
+        return dspy.LM("openai/" + (model or self.model), api_base=self.resolved_base_url(), api_key=self.api_key(),
+                       **kwargs)
+
+    # Pickled for Ray workers: the embedded server's address travels when it already runs here,
+    # so local workers share the driver's model rather than each loading its own.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.is_local and state.get("_resolved") is None:
+            from qd.llm.local import local_server
+
+            server = local_server()
+            state["_resolved"] = server.base_url if server is not None else None
+        state["_host"] = socket.gethostname()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        host = state.pop("_host", None)
+        if host is not None and host != socket.gethostname():
+            state["_resolved"] = None  # 127.0.0.1 of another machine
+        self.__dict__.update(state)
+
+
+def pipeline_llm() -> PipelineLLM:
+    """The pipeline LLM of the running evaluation (its domain's ``pipeline_llm``), else the default.
+
+    The default is the embedded model, or ``QD_LLM_BASE_URL`` / ``QD_LLM_MODEL`` when set.
+    """
+    current = _CURRENT.get()
+    if current is not None:
+        return current
+    return PipelineLLM(base_url=os.environ.get("QD_LLM_BASE_URL") or None,
+                       model=os.environ.get("QD_LLM_MODEL") or "gemma-3-270m")
+
+
+@contextlib.contextmanager
+def pipeline_scope(settings: PipelineLLM | None) -> Iterator[None]:
+    """Within the block (and threads and tasks it starts), :func:`pipeline_llm` returns ``settings``."""
+    token = _CURRENT.set(settings)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)

@@ -1,0 +1,243 @@
+"""A user's own system: a domain in a few lines, found from the working directory, run with `qd run`."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import qd
+from counting_openai import CountingOpenAI
+from qd.cli import main
+from qd.domain import VALIDATION, evaluate_draw
+from qd.domains import get_domain
+from qd.evaluation import evaluate_config
+from qd.evaluators import SerialEvaluator
+from qd.operators import CLASSIC
+from qd.references import UnresolvedReference, resolve_reference
+from qd.space import Categorical, Float, Int, Space
+
+SPACE = Space({"k": Int(0, 10)})
+
+
+def test_objective_is_the_mean_and_every_example_score_is_kept():
+    domain = qd.FunctionDomain(SPACE, [1, 2, 3, 4], lambda config, ex: float(config["k"] >= ex))
+    result = evaluate_config(domain, {"k": 2})
+    assert result.status == "ok" and result.fitness == 0.5 and result.scores == [1.0, 1.0, 0.0, 0.0]
+    assert result.metrics["failed_examples"] == 0
+
+
+BAD = {1: ValueError("boom"), 2: None, 3: float("nan"), 4: "0.9", 5: float("inf")}
+
+
+def flaky_score(config: dict, example: int) -> float:
+    if example in BAD:
+        bad = BAD[example]
+        if isinstance(bad, Exception):
+            raise bad
+        return bad  # type: ignore[return-value]
+    return 1.0
+
+
+def test_bad_scores_count_zero_and_are_reported_with_their_index():
+    domain = qd.FunctionDomain(SPACE, list(range(8)), flaky_score)
+    result = evaluate_config(domain, {"k": 1})
+    assert result.status == "ok" and result.scores == [1.0, 0, 0, 0, 0, 0, 1.0, 1.0]
+    assert result.fitness == pytest.approx(3 / 8)
+    errors = {e["index"]: e["error"] for e in result.metrics["example_errors"]}
+    assert sorted(errors) == [1, 2, 3, 4, 5] and result.metrics["failed_examples"] == 5
+    assert "ValueError: boom" in errors[1] and "NoneType" in errors[2] and "nan" in errors[3]
+    assert "str '0.9'" in errors[4] and "#1: raised ValueError" in result.feedback
+
+
+def test_a_search_over_a_flaky_score_function_goes_on():
+    domain = qd.FunctionDomain(SPACE, list(range(8)), flaky_score)
+    archive = qd.GridArchive(dims=[5], ranges=[(0, 10)], measure_names=["k"])
+    with qd.Search(domain, archive, SerialEvaluator(domain), operators={"mutation": (CLASSIC["mutation"](SPACE), 1.0)},
+                   measures=[lambda config, result: float(config["k"])], budget=8, init_random=4,
+                   progress=False) as search:
+        search.run()
+    assert archive.stats.num_elites >= 1 and archive.stats.obj_max == pytest.approx(3 / 8)
+
+
+def test_examples_run_concurrently_up_to_the_bound():
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def score(config: dict, example: int) -> float:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return 1.0
+
+    domain = qd.FunctionDomain(SPACE, list(range(12)), score, concurrency=3)
+    assert evaluate_config(domain, {"k": 0}).fitness == 1.0 and peak[0] == 3
+
+
+def test_an_async_score_function_and_the_validation_split():
+    async def score(config: dict, example: int) -> float:
+        return float(config["k"] == example)
+
+    domain = qd.FunctionDomain(SPACE, [1, 2], score, validation=[3, 3, 4])
+    assert evaluate_config(domain, {"k": 1}).fitness == 0.5
+    held_out = evaluate_draw(domain, {"k": 3}, 0, VALIDATION)
+    assert held_out.scores == [1.0, 1.0, 0.0] and domain.splits == ("search", "validation")
+
+
+def test_sampled_draws_use_fresh_subsets():
+    domain = qd.FunctionDomain(SPACE, list(range(20)), lambda c, ex: float(ex), sample=5)
+    first, again, other = (evaluate_draw(domain, {"k": 0}, d).scores for d in (0, 0, 1))
+    assert first == again and first != other and len(first) == 5
+
+
+def test_function_domain_rejects_what_it_cannot_run():
+    with pytest.raises(ValueError, match="examples must be a non-empty list"):
+        qd.FunctionDomain(SPACE, [], lambda c, e: 1.0)
+    with pytest.raises(TypeError, match="score must be a function"):
+        qd.FunctionDomain(SPACE, [1], "score")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"sample must be in \[1, 2\]"):
+        qd.FunctionDomain(SPACE, [1, 2], lambda c, e: 1.0, sample=3)
+
+
+# -- references from the working directory ---------------------------------------------------------
+USER_MODULE = '''
+import qd
+from qd import Categorical, Float, Space
+
+QUESTIONS = [f"question {i}" for i in range(4)]
+
+
+def score(config, question):
+    llm = qd.pipeline_llm()
+    reply = llm.openai_client(max_retries=0).chat.completions.create(
+        model=llm.model, temperature=config["temperature"],
+        messages=[{"role": "system", "content": config["style"]}, {"role": "user", "content": question}])
+    return float("fine" in reply.choices[0].message.content)
+
+
+space = Space({"style": Categorical(["Answer briefly.", "Answer at length, step by step."]),
+               "temperature": Float(0.0, 1.0)})
+domain = qd.FunctionDomain(space, QUESTIONS, score, measures={"llm_calls": (0, 8), "tokens_total": (0, 200)})
+
+
+@qd.function_domain(space, QUESTIONS)
+def decorated(config, question):
+    return 1.0
+'''
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    """A working directory holding the user's module (not importable from anywhere else)."""
+    name = f"userpipe_{abs(hash(tmp_path)) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path, name
+    sys.modules.pop(name, None)
+
+
+def test_a_reference_resolves_from_the_working_directory(user_dir):
+    _, name = user_dir
+    domain = get_domain(f"{name}:domain")
+    assert isinstance(domain, qd.FunctionDomain) and domain.source_modules == (name,)
+    decorated = resolve_reference(f"{name}:decorated", "domain")
+    import pickle
+
+    assert pickle.loads(pickle.dumps(decorated)).score.__name__ == "decorated"  # pickles by reference
+
+
+def test_unresolvable_references_name_the_module_the_places_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnresolvedReference, match=r"no module 'nosuchmod' \(looked for nosuchmod.py .* current "
+                                                  r"directory .*Fix: run qd from the directory"):
+        get_domain("nosuchmod:Thing")
+    (tmp_path / "needsdep_x1.py").write_text("import not_installed_pkg_x\n")
+    with pytest.raises(UnresolvedReference, match="was found but importing it failed.*not_installed_pkg_x"):
+        get_domain("needsdep_x1:Thing")
+    (tmp_path / "hasattrs_x1.py").write_text("class Mine: pass\n")
+    with pytest.raises(UnresolvedReference, match=r"has no attribute 'Thing' \(it has: Mine\)"):
+        get_domain("hasattrs_x1:Thing")
+    with pytest.raises(UnresolvedReference, match="expected 'package.module:attribute'"):
+        resolve_reference("a.b:", "descriptor")
+    for name in ("needsdep_x1", "hasattrs_x1"):
+        sys.modules.pop(name, None)
+
+
+def _run_config(path, name: str, base_url: str, backend: str, mode: str = "task", evaluations: int = 6) -> None:
+    path.write_text(textwrap.dedent(f"""
+        [run]
+        name = "user"
+        evaluations = {evaluations}
+        init_random = 3
+        plot = false
+        [domain]
+        name = "{name}:domain"
+        [operators]
+        mutation = 1.0
+        [llm]
+        base_url = "{base_url}"
+        model = "gpt-4o-mini"
+        pipeline_model = "house-model"
+        [llm.prices]
+        house-model = [1.0, 2.0]
+        [evaluator]
+        backend = "{backend}"
+        mode = "{mode}"
+    """))
+
+
+@pytest.mark.parametrize("backend", ["serial", "ray"])
+def test_qd_run_on_a_module_in_the_working_directory_reports_the_pipeline_spend(user_dir, backend, request, capsys):
+    if backend == "ray":
+        request.getfixturevalue("ray_session")
+    tmp, name = user_dir
+    with CountingOpenAI() as server:
+        _run_config(tmp / "run.toml", name, server.base_url, backend)
+        assert main(["run", "run.toml", "--out", "out", "--no-progress"]) == 0
+        served = server.served()
+        models = {e["path"] for e in server.log}
+    capsys.readouterr()
+    assert main(["status", "out", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["evaluations"] == 6 and status["statuses"]["ok"] == 6
+    pipeline = status["spend"]["pipeline"]
+    assert pipeline["calls"] == served["calls"] == 6 * 4 and models == {"/v1/chat/completions"}
+    assert (pipeline["tokens_in"], pipeline["tokens_out"]) == (served["tokens_in"], served["tokens_out"])
+    assert pipeline["cost_usd"] == pytest.approx((served["tokens_in"] + 2 * served["tokens_out"]) / 1e6)
+    assert pipeline["unpriced_models"] == [] and pipeline["untraced_calls"] == 0
+    assert status["spend"]["operators"]["calls"] == 0 and status["spend"]["total"]["calls"] == 24
+    assert main(["status", "out"]) == 0
+    assert "spend pipeline: calls 24" in capsys.readouterr().out
+
+
+def test_status_names_unpriced_models(user_dir, capsys):
+    tmp, name = user_dir
+    with CountingOpenAI() as server:
+        _run_config(tmp / "run.toml", name, server.base_url, "serial", evaluations=3)
+        text = (tmp / "run.toml").read_text().replace('pipeline_model = "house-model"', 'pipeline_model = "other-7b"')
+        (tmp / "run.toml").write_text(text)
+        assert main(["run", "run.toml", "--out", "out", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["status", "out"]) == 0
+    out = capsys.readouterr().out
+    assert "UNPRICED models other-7b" in out
+    assert main(["status", "out", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["spend"]["pipeline"]["unpriced_models"] == ["other-7b"]
+    assert status["spend"]["pipeline"]["cost_usd"] == 0 and not math.isnan(status["spend"]["total"]["cost_usd"])
+
+
+def test_pipeline_llm_outside_an_evaluation_is_the_default():
+    assert qd.pipeline_llm().model == "gemma-3-270m" and qd.pipeline_llm().is_local
+    domain = qd.FunctionDomain(Space({"x": Float(0, 1), "c": Categorical(["a"])}), [0], lambda c, e: 1.0)
+    domain.pipeline_llm = qd.PipelineLLM(base_url="http://127.0.0.1:9/v1", model="m")
+    seen = []
+    domain.score = lambda c, e: seen.append(qd.pipeline_llm().model) or 1.0
+    evaluate_config(domain, {"x": 0.5, "c": "a"})
+    assert seen == ["m"]
