@@ -11,7 +11,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from space_strategies import is_close_config, json_like, shuffled, spaces
 
-from qd.space import Bool, Categorical, Float, Int, Numeric, Seq, Space, Text, UnitTransform, param_from_dict
+from qd.space import (
+    Bool,
+    Categorical,
+    Float,
+    Int,
+    Numeric,
+    Param,
+    Seq,
+    Space,
+    Text,
+    UnitTransform,
+    param_from_dict,
+)
 from qd.space.units import from_unit, to_unit
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -364,3 +376,13 @@ def test_categorical_index_is_type_aware():
     c = Categorical(["a", 1, True, None, 2.5])
     assert [c.index(v) for v in ("a", 1, 1.0, np.int64(1), True, np.bool_(True), None, 2.5)] == [0, 1, 1, 1, 2, 2, 3, 4]
     assert c.index("A") is None and c.index(2) is None and c.index([1]) is None and c.index(float("nan")) is None
+
+
+def test_repair_and_prompt_name_an_unknown_parameter_kind():
+    class Odd(Param):
+        kind = "odd"
+
+    with pytest.raises(ValueError, match="cannot render parameter kind 'odd'"):
+        Odd().to_prompt()
+    with pytest.raises(ValueError, match="cannot repair values of parameter kind 'odd'"):
+        Odd().repair(1)
