@@ -10,14 +10,15 @@ draws all randomness from the ``rng`` it is given (same rng state, same offsprin
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from qd.operators.base import Operator, Parent
 
-from qd.space import Bool, Categorical, Int, Numeric, Param, Seq, Space, Text, UnitTransform, json_copy
+from qd.operators.base import Operator, Parent
+from qd.space import Bool, Categorical, Float, Int, Numeric, Param, Seq, Space, Text, UnitTransform, json_copy
 from qd.space.units import from_unit, to_unit
 
 __all__ = ["Gaussian", "IsoLineDD", "Mutation", "UniformCrossover", "CLASSIC", "mutate_leaf"]
@@ -29,6 +30,22 @@ _LEAF_TYPES = (Numeric, Categorical, Bool, Text)
 def _config(parent: Any) -> dict:
     """A parent's configuration (operators accept :class:`Parent` objects or bare configs)."""
     return parent.config if hasattr(parent, "config") else parent
+
+
+def _check_sigma_units(sigma_units: str) -> bool:
+    """Whether sigmas are in each parameter's own units (``"value"``) rather than fractions of its range."""
+    if sigma_units not in ("unit", "value"):
+        raise ValueError(f"sigma_units must be 'unit' or 'value', got {sigma_units!r}")
+    return sigma_units == "value"
+
+
+def _unit_span(param: Numeric) -> float:
+    """What one unit of the unit view is worth in ``param``'s own units (natural log units when ``log``)."""
+    if isinstance(param, Float) and param.log:
+        span = math.log(param.high) - math.log(param.low)
+    else:
+        span = float(param.high - param.low)
+    return span or 1.0
 
 
 def _check_children(children: int) -> int:
@@ -125,8 +142,8 @@ class _Walker:
     variable-length Seqs (insert or delete an item), visited in a fixed order.
     """
 
-    def __init__(self, sigma: float, int_step: float):
-        self.sigma, self.int_step = sigma, int_step
+    def __init__(self, sigma: float, int_step: float, value_units: bool = False):
+        self.sigma, self.int_step, self.value_units = sigma, int_step, value_units
 
     def count(self, param: Param, value: Any, numeric: bool, structure: bool) -> int:
         """The number of sites :meth:`walk` visits (one ``pick()`` each)."""
@@ -163,7 +180,8 @@ class _Walker:
         if isinstance(param, Numeric) and not numeric:
             return value
         if pick():
-            return mutate_leaf(param, value, rng, self.sigma, self.int_step)
+            sigma = self.sigma / _unit_span(param) if self.value_units and isinstance(param, Numeric) else self.sigma
+            return mutate_leaf(param, value, rng, sigma, self.int_step)
         return value
 
     @staticmethod
@@ -236,25 +254,29 @@ class Mutation(Operator):
     rate : float or None
         Per-site mutation probability; None means 1 / number of sites.
     sigma : float
-        Standard deviation of Float noise in unit space.
+        Standard deviation of Float noise: a fraction of each parameter's range, or (``sigma_units
+        = "value"``) in the parameter's own units.
     int_step : float
         Largest Int step as a fraction of the range.
     children : int
         Offspring per :meth:`vary` call.
+    sigma_units : {"unit", "value"}
+        What ``sigma`` is measured in.
     """
 
     name = "mutation"
     num_parents = 1
 
     def __init__(self, space: Space, rate: float | None = None, sigma: float = 0.1, int_step: float = 0.1,
-                 children: int = 1):
+                 children: int = 1, sigma_units: str = "unit"):
         self.space = _check_space(space)
         self.rate = _check_rate(rate)
         if not sigma > 0:
             raise ValueError(f"sigma must be positive, got {sigma!r}")
         self.sigma, self.int_step = float(sigma), float(int_step)
         self.children = _check_children(children)
-        self._walker = _Walker(self.sigma, self.int_step)
+        self.sigma_units = sigma_units
+        self._walker = _Walker(self.sigma, self.int_step, _check_sigma_units(sigma_units))
 
     def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:
         """Mutants of the first parent."""
@@ -278,20 +300,25 @@ class IsoLineDD(Operator):
     ----------
     space : Space
     iso_sigma : float
-        Isotropic standard deviation in unit space (pyribs's ``iso_sigma`` divided by the range).
+        Isotropic standard deviation: a fraction of each parameter's range (pyribs's ``iso_sigma``
+        divided by the range), or (``sigma_units = "value"``) in each parameter's own units, as
+        pyribs takes it.
     line_sigma : float
         Standard deviation along the line between the parents.
     rate : float or None
         Per-leaf mutation probability of the non-numeric leaves.
     children : int
         Offspring per :meth:`vary` call.
+    sigma_units : {"unit", "value"}
+        What ``iso_sigma`` is measured in. In ``"value"`` units a log-scaled Float's sigma is in
+        natural-log units of its value.
     """
 
     name = "iso_line_dd"
     num_parents = 2
 
     def __init__(self, space: Space, iso_sigma: float = 0.01, line_sigma: float = 0.2, rate: float | None = None,
-                 children: int = 1):
+                 children: int = 1, sigma_units: str = "unit"):
         self.space = _check_space(space)
         if iso_sigma < 0 or line_sigma < 0 or iso_sigma + line_sigma <= 0:
             raise ValueError(f"iso_sigma and line_sigma must be >= 0, one positive; got {iso_sigma!r}, {line_sigma!r}")
@@ -301,6 +328,9 @@ class IsoLineDD(Operator):
         self._walker = _Walker(0.1, 0.1)
         self._mixed = _has_non_numeric(space)
         self._units = UnitTransform(self.space)
+        self.sigma_units = sigma_units
+        self._value_units = _check_sigma_units(sigma_units)
+        self._iso_by_key: dict[tuple, np.ndarray] = {}
 
     def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:
         """Children of the first two parents (one parent: isotropic noise only)."""
@@ -315,7 +345,7 @@ class IsoLineDD(Operator):
                 direction = x2 - x1
         out = []
         for _ in range(self.children):
-            child = x1 + self.iso_sigma * rng.standard_normal(x1.size)
+            child = x1 + self._iso(c1, key1) * rng.standard_normal(x1.size)
             if direction is not None:
                 child += (self.line_sigma * rng.standard_normal()) * direction
             config = self._units.with_units(c1, child, key1)  # clamps to the bounds
@@ -323,6 +353,17 @@ class IsoLineDD(Operator):
                 config = self._walker.mutate_non_numeric(self.space, config, rng, self.rate)
             out.append(config)
         return out
+
+
+    def _iso(self, config: dict, key: tuple) -> float | np.ndarray:
+        """The isotropic sigma in unit space: one number, or one per numeric leaf (value units)."""
+        if not self._value_units:
+            return self.iso_sigma
+        iso = self._iso_by_key.get(key)
+        if iso is None:
+            spans = [_unit_span(p) for _, p, _ in self.space.walk(config) if isinstance(p, Numeric)]
+            iso = self._iso_by_key[key] = self.iso_sigma / np.array(spans)
+        return iso
 
 
 class Gaussian(IsoLineDD):
@@ -336,22 +377,27 @@ class Gaussian(IsoLineDD):
     ----------
     space : Space
     sigma : float
-        Standard deviation in unit space (a fraction of each parameter's range).
+        Standard deviation: a fraction of each parameter's range, or (``sigma_units = "value"``)
+        in each parameter's own units.
     rate : float or None
         Per-leaf mutation probability of the non-numeric leaves.
     children : int
         Offspring per :meth:`vary` call.
+    sigma_units : {"unit", "value"}
+        What ``sigma`` is measured in.
     """
 
     name = "gaussian"
     num_parents = 1
 
-    def __init__(self, space: Space, sigma: float = 0.1, rate: float | None = None, children: int = 1):
+    def __init__(self, space: Space, sigma: float = 0.1, rate: float | None = None, children: int = 1,
+                 sigma_units: str = "unit"):
         if not sigma > 0:
             raise ValueError(f"sigma must be positive, got {sigma!r}")
-        super().__init__(space, iso_sigma=sigma, line_sigma=0.0, rate=rate, children=children)
+        super().__init__(space, iso_sigma=sigma, line_sigma=0.0, rate=rate, children=children,
+                         sigma_units=sigma_units)
         self.sigma = float(sigma)
-        self._walker = _Walker(self.sigma, 0.1)
+        self._walker = _Walker(self.sigma, 0.1, self._value_units)
 
     def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:
         """Noisy copies of the first parent."""

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from qd.llm.prices import normalize_prices
+from qd.operators.registry import check_operators
 
 __all__ = ["ConfigError", "DEFAULTS", "DEMO_CONFIG", "OPERATOR_FLAGS", "SCHEMA", "load_config", "resolve_config",
            "dump_config"]
@@ -299,6 +300,10 @@ def _show(value: Any, limit: int = 80) -> str:
 
 def _check_across_keys(config: dict[str, dict[str, Any]]) -> None:
     """Rules that relate keys to each other (each key alone already passed the schema)."""
+    try:  # each operator's parameters, by the operator registry (qd.operators.registry)
+        check_operators({k: v for k, v in config["operators"].items() if k not in OPERATOR_FLAGS})
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     archive = config["archive"]
     n = len(archive["measures"])
     if archive["ranges"] and len(archive["ranges"]) != n:

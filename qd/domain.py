@@ -63,6 +63,14 @@ class Domain:
         """Domain-defined descriptors: name -> f(config, result) -> float."""
         return {}
 
+    def default_config(self) -> dict:
+        """The configuration the user runs today, where a search can start (``[run] seeds = "default"``).
+
+        The default implementation is every parameter's default (:meth:`Space.default`);
+        override it to name the system actually in use.
+        """
+        return self.space.default()
+
 
 def accepts_draws(domain: Domain) -> bool:
     """True when ``domain.evaluate`` takes the ``draw`` and ``split`` keywords."""

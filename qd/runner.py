@@ -11,11 +11,14 @@ from typing import Any
 
 from qd.config import OPERATOR_FLAGS, ConfigError, dump_config, load_config
 from qd.domain import Domain
+from qd.operators import build_operators as _build_operators
 from qd.rundir import ARCHIVE_META, RunLock, archive_spec, check_resume, check_same_archive
 from qd.search import Search, replay
+from qd.seeds import load_seeds
 from qd.store import RunStore
 
-__all__ = ["Run", "build_domain", "build_archive", "build_operators", "run_search", "open_run", "resolve_measures_config"]
+__all__ = ["Run", "build_domain", "build_archive", "build_operators", "resolve_seeds", "run_search", "open_run",
+           "resolve_measures_config"]
 
 
 @dataclass
@@ -92,32 +95,30 @@ def build_llm_client(config: dict) -> Any:
 def build_operators(config: dict, domain: Domain) -> tuple[dict[str, tuple[Any, float]], Any]:
     """Operator instances and weights from ``[operators]``, and the LLM client they share.
 
-    The client (:func:`build_llm_client`) is built only when an LLM operator has a positive
-    weight; otherwise it is ``None``.
+    Entries are built by :func:`qd.operators.build_operators` (built-in names, tables of
+    parameters, ``package.module:attribute`` references). The client (:func:`build_llm_client`)
+    is built only when an LLM operator has a positive weight; otherwise it is ``None``.
     """
-    from qd.operators import CLASSIC
+    table = {k: v for k, v in config["operators"].items() if k not in OPERATOR_FLAGS}
+    clients: list[Any] = []
 
-    llm_ops: dict[str, type] = {}
-    weights = {k: float(v) for k, v in config["operators"].items() if k not in OPERATOR_FLAGS and v > 0}
-    if not weights:
-        raise ConfigError("[operators] gives no operator a positive weight")
-    if set(weights) - set(CLASSIC):
-        from qd.operators.llm import LLM_OPERATORS
+    def client() -> Any:
+        clients.append(build_llm_client(config))
+        return clients[0]
 
-        llm_ops = LLM_OPERATORS
-    allowed = sorted(CLASSIC) + sorted(llm_ops)
-    unknown = sorted(set(weights) - set(CLASSIC) - set(llm_ops))
-    if unknown:
-        raise ConfigError(f"unknown operator(s) {', '.join(unknown)}; allowed: {', '.join(allowed)} "
-                          f"(and the switches {', '.join(OPERATOR_FLAGS)})")
-    client = build_llm_client(config) if llm_ops else None
-    built = {}
-    for name, weight in weights.items():
-        if name in CLASSIC:
-            built[name] = (CLASSIC[name](domain.space), weight)
-        else:
-            built[name] = (llm_ops[name](domain.space, client), weight)
-    return built, client
+    try:
+        built = _build_operators(table, domain.space, client)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return built, (clients[0] if clients else None)
+
+
+def resolve_seeds(config: dict, domain: Domain) -> list[dict]:
+    """The seed configurations of ``[run] seeds`` (:func:`qd.seeds.load_seeds`), checked against the space."""
+    try:
+        return load_seeds(config["run"].get("seeds"), domain)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> Run:
@@ -152,6 +153,7 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
         pipeline.resolved_base_url()  # the embedded model starts here, so Ray workers share it
     archive = build_archive(config, domain)
     operators, client = build_operators(config, domain)
+    seeds = resolve_seeds(config, domain)
     if resume:
         check_same_archive(store, archive)
     store.set_meta("config", config)
@@ -165,7 +167,7 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
     evaluator = make_evaluator(ev["backend"], domain, **options)
     search = Search(domain, archive, evaluator, operators=operators,
                     measures=resolve_measures(archive.measure_names, domain), budget=config["run"]["evaluations"],
-                    store=store, init_random=config["run"]["init_random"], seed=config["run"]["seed"],
+                    store=store, seeds=seeds, init_random=config["run"]["init_random"], seed=config["run"]["seed"],
                     adaptive=config["operators"].get("adaptive", False),
                     wait_for_llm=config["operators"].get("wait_for_llm", False),
                     llm_threads=config["llm"]["concurrency"], ordered=config["run"].get("ordered", False),
