@@ -27,7 +27,7 @@ on a loaded machine.
 
 Run from the repository root (needs the ``bench`` extra: ``pip install -e '.[bench]'``)::
 
-    python scripts/bench_archive.py            # full run (1-2 min; pyribs's CVT build alone takes 15-40 s)
+    python scripts/bench_archive.py            # full run (README, Performance, gives its run time)
     python scripts/bench_archive.py --quick    # smoke run: smaller totals, pyribs CVT built on 10,000 samples
 """
 from __future__ import annotations
