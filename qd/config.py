@@ -97,7 +97,10 @@ class ArchiveSection(_Section):
     qd_score_offset: float | None = key(None, "a finite number")
     learning_rate: float | None = key(None, "a number in [0, 1]", ge=0, le=1)
     threshold_min: float | None = key(None, "a finite number")
-    noise: str = key("auto", "a string naming the noise handling", min_length=1)
+    noise: Literal["auto", "none", "adaptive"] = key(
+        "auto", "one of 'auto' (detect noise, then adaptive), 'none' (one evaluation each), 'adaptive'")
+    noise_samples: int = key(5, "an integer in [1, 100]: evaluations per configuration at most under noise",
+                             ge=1, le=100)
 
 
 class OperatorsSection(_Section):

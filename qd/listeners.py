@@ -93,6 +93,10 @@ class StoreRecorder(SearchListener):
             operator=child.operator, parent_ids=child.parent_ids, trace_summary=summarize(result.trace),
             metrics={k: v for k, v in result.metrics.items() if k != "traceback"},
             archive_status=event.status, submitted_at=child.submitted_at)
+        noise = search.scheduler.noise
+        if noise is not None or result.scores is not None:  # draws, policy order and per-instance scores
+            self.store.add_sample(event.id, child.hash, child.draw, noise.seq if noise is not None else event.id,
+                                  result.scores)
         if search.finished % self._every == 0 or search.finished == search.budget:
             s = search.archive.stats
             self.store.add_history(search.finished, s.num_elites, s.coverage, s.qd_score,
@@ -108,6 +112,8 @@ class StoreRecorder(SearchListener):
         shares = search.scheduler.shares()
         self.store.set_counters("operators", {n: {**s.as_dict(), **({"share": shares[n]} if n in shares else {})}
                                               for n, s in search.scheduler.stats.items()})
+        if search.scheduler.noise is not None:
+            self.store.set_counters("noise", {"policy": search.scheduler.noise.counters()})
         if self.llm_client is None:
             return
         usage = {tag: dict(fields) for tag, fields in self._llm_base.items()}

@@ -46,13 +46,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["POLICIES", "RESAMPLE", "SampleStats", "Resample", "NoiseHandler", "decide", "probe_count",
+__all__ = ["POLICIES", "RESAMPLE", "SampleStats", "Resample", "NoiseHandler", "decide", "probe_count", "make_handler",
            "TAKE", "REJECT", "SAMPLE_CHALLENGER", "SAMPLE_INCUMBENT"]
 
 POLICIES: tuple[str, ...] = ("auto", "none", "adaptive")
 RESAMPLE = "resample"  # operator name of re-evaluations (store rows, counters)
 
 TAKE, REJECT, SAMPLE_CHALLENGER, SAMPLE_INCUMBENT = "take", "reject", "sample_challenger", "sample_incumbent"
+REJECT_SAMPLE_INCUMBENT = "reject_sample_incumbent"
 
 _PRIOR_DOF = 2.0        # pseudo degrees of freedom of the pooled variance in each configuration's estimate
 _MAX_FAILURES = 2       # failed re-evaluations of one configuration before it is sampled no more
@@ -120,6 +121,22 @@ def probe_count(budget: int) -> int:
     return max(1, min(8, int(budget) // 50))
 
 
+def make_handler(archive: Any, policy: str, *, samples: int = 5, probes: int | None = None,
+                 budget: int = 0) -> NoiseHandler | None:
+    """The handler of ``[archive] noise = policy`` (None for ``"none"``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown policy name.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown noise policy {policy!r}; allowed: {', '.join(POLICIES)}")
+    if policy == "none":
+        return None
+    return NoiseHandler(archive, policy, budget=budget, samples=samples, probes=probes)
+
+
 def decide(challenger: SampleStats, incumbent: SampleStats, *, var_challenger: float, var_incumbent: float,
            z: float, max_samples: int) -> str:
     """What to do with a challenger for an occupied cell.
@@ -156,8 +173,8 @@ def decide(challenger: SampleStats, incumbent: SampleStats, *, var_challenger: f
     margin = z * math.sqrt(var_challenger / hn + var_incumbent / inn)
     if diff > margin and hn >= inn:
         return TAKE
-    if diff < -margin and hn < max_samples:
-        return REJECT
+    if diff <= 0 and hn < max_samples:
+        return REJECT if diff < -margin or inn >= max_samples else REJECT_SAMPLE_INCUMBENT
     if hn < max_samples and hn < inn:
         return SAMPLE_CHALLENGER
     if inn < max_samples:
@@ -213,6 +230,7 @@ class NoiseHandler:
         self.configs: dict[str, dict] = {}
         self.ids: dict[str, int] = {}
         self.feedback: dict[str, str] = {}
+        self._order: dict[str, int] = {}  # hash -> seq of its first result (a deterministic tie order)
         self.holder: dict[int, str] = {}
         self.cell_of: dict[str, int] = {}
         self._waiting: dict[int, set[str]] = collections.defaultdict(set)  # cell -> challengers in a contest
@@ -303,6 +321,7 @@ class NoiseHandler:
         if first:
             s = self.stats[hash] = SampleStats()
             self.configs[hash], self.ids[hash], self.feedback[hash] = config, int(id), feedback
+            self._order[hash] = self.seq
         s.draws = max(s.draws, int(draw) + 1)
         increase = s.add(float(objective), measures)
         if s.n > 1:
@@ -355,6 +374,9 @@ class NoiseHandler:
             self._wanted.clear()
             self.stats.clear()  # a deterministic run needs no statistics
             self.configs.clear()
+            self._order.clear()
+            self.holder.clear()
+            self.cell_of.clear()
 
     def _plain(self, hash: str, config: dict, objective: float, measures: Sequence[float], id: int,
                feedback: str) -> int:
@@ -405,6 +427,9 @@ class NoiseHandler:
             return 1
         if action == REJECT:
             return 0
+        if action == REJECT_SAMPLE_INCUMBENT:  # not clearly worse: the incumbent's score is checked again
+            self._want(incumbent)
+            return 0
         self._waiting[cell].add(hash)
         self._waiting_cell[hash] = cell
         self._want(hash if action == SAMPLE_CHALLENGER else incumbent)
@@ -418,7 +443,7 @@ class NoiseHandler:
 
     def _recheck(self, cell: int) -> None:
         """Decide again for the challengers of ``cell`` (its incumbent changed or was re-evaluated)."""
-        for h in sorted(self._waiting.get(cell, ()), key=lambda x: self.ids[x]):
+        for h in sorted(self._waiting.get(cell, ()), key=self._order.__getitem__):
             if self._waiting_cell.get(h) == cell and self._inflight[h] == 0:
                 self._contest(h, cell)
 

@@ -171,7 +171,9 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
                     adaptive=config["operators"].get("adaptive", False),
                     wait_for_llm=config["operators"].get("wait_for_llm", False),
                     llm_threads=config["llm"]["concurrency"], ordered=config["run"].get("ordered", False),
-                    progress=progress and config["run"]["progress"], llm_client=client)
+                    progress=progress and config["run"]["progress"], llm_client=client,
+                    noise=config["archive"].get("noise", "none"),
+                    noise_samples=config["archive"].get("noise_samples", 5))
     with search:
         search.run()
     if config["run"]["plot"]:

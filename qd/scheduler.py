@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qd.noise import RESAMPLE, Resample, make_handler
 from qd.operators.base import Generation, Operator, Parent
 from qd.operators.classic import Mutation
 
@@ -93,11 +94,22 @@ class SchedulerOptions:
         When an LLM operator is drawn while no LLM thread is free: ``False`` draws a classic
         operator instead, so evaluations never wait on the model; ``True`` keeps the draw until
         a thread frees, so every operator gets exactly its weight's share of evaluations.
+    noise : {"none", "auto", "adaptive"}
+        Noise handling (``qd.noise``): results go through a
+        :class:`~qd.noise.NoiseHandler`, and the re-evaluations it asks for come before new
+        offspring (candidates of operator ``resample``).
+    noise_samples : int
+        Evaluations per configuration at most under the adaptive policy.
+    noise_probes : int or None
+        Configurations ``auto`` evaluates twice (the driver sets 2% of its budget, at most 8).
     """
 
     seed: int = 0
     seeds: Sequence[dict] = ()
     init_random: int = 100
+    noise: str = "none"
+    noise_samples: int = 5
+    noise_probes: int | None = None
     adaptive: bool = False
     adapt_every: int = 20
     target_rate: float = 0.5
@@ -131,6 +143,7 @@ class Candidate:
     parent_ids: list[int]
     chosen_by: str = ""
     submitted_at: float = 0.0
+    draw: int = 0  # > 0: a re-evaluation on fresh instances or seeds (``qd.evaluation.with_draw``)
 
 
 @dataclass
@@ -200,6 +213,9 @@ class Scheduler:
         self._asked = 0
         self._told = 0
         self._pending: str | None = None  # an LLM operator drawn while every LLM thread was busy
+        o = self.options
+        self.noise = make_handler(archive, o.noise, samples=o.noise_samples, probes=o.noise_probes)
+        self._resampled = 0  # re-evaluations asked (they take no seed's or random sample's turn)
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -250,12 +266,16 @@ class Scheduler:
             give its result to :meth:`complete`. None when nothing can be made until results
             (or a free LLM thread) arrive.
         """
+        if self.noise is not None:
+            job = self.noise.ask()
+            if job is not None:
+                return self._resample_candidate(job)
         while self._seeds:
             child = self._admit(SEED, self._seeds.popleft(), [])
             if child is not None:
                 child.chosen_by = SEED
                 return child
-        if self._asked < self._random_until:
+        if self._asked - self._resampled < self._random_until:
             return self._random_candidate()
         if len(self.archive) == 0:
             # Operators need an elite: wait for the seeds and samples in flight, else sample more.
@@ -338,8 +358,16 @@ class Scheduler:
         self._told += 1
         status = 0
         if objective is not None and measures is not None:
-            out = self.archive.add_single(candidate.config, objective, list(measures), id=id, feedback=feedback)
-            status = int(out["status"])
+            if self.noise is not None:
+                status = self.noise.record(candidate.hash, candidate.config, objective, list(measures),
+                                           id=self._told if id is None else id, feedback=feedback,
+                                           draw=candidate.draw)
+            else:
+                out = self.archive.add_single(candidate.config, objective, list(measures), id=id,
+                                              feedback=feedback)
+                status = int(out["status"])
+        elif self.noise is not None and candidate.operator == RESAMPLE:
+            self.noise.failed(candidate.hash)
         stats = self.stats[candidate.operator]
         stats.evaluated += 1
         stats.gains += status > 0
@@ -362,6 +390,13 @@ class Scheduler:
                 raise ValueError(f"seed {i} is not a valid configuration: {'; '.join(problems)}")
             checked.append(config)
         return checked
+
+    def _resample_candidate(self, job: Resample) -> Candidate:
+        """A re-evaluation the noise handler asked for (operator ``resample``, lineage: the config's first id)."""
+        self._asked += 1
+        self._resampled += 1
+        return Candidate(job.config, self.space.canonical(job.config), job.hash, RESAMPLE, [job.id],
+                         chosen_by=RESAMPLE, draw=job.draw)
 
     def _random_candidate(self) -> Candidate:
         stats = self.stats[RANDOM]

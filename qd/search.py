@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from qd.domain import Domain
+from qd.evaluation import with_draw
 from qd.listeners import Evaluated, ProgressBar, SearchListener, StoreRecorder
+from qd.noise import make_handler, probe_count
 from qd.result import EvalResult
 from qd.scheduler import (
     FALLBACK,
@@ -34,6 +36,7 @@ from qd.scheduler import (
 )
 
 if TYPE_CHECKING:
+    from qd.noise import NoiseHandler
     from qd.operators.base import Operator
     from qd.store import RunStore
 
@@ -76,12 +79,18 @@ class SearchOptions(SchedulerOptions):
         return SchedulerOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SchedulerOptions)})
 
 
-def replay(store: RunStore, archive: Any) -> set[str]:
+def replay(store: RunStore, archive: Any, noise: NoiseHandler | None = None) -> set[str]:
     """Insert every stored usable evaluation into ``archive`` in id order; returns all config hashes.
 
     Replaying in the original order rebuilds exactly the archive the run had, because
-    insertion is deterministic.
+    insertion is deterministic. With a noise handler, results go through it in the order it
+    recorded them (:meth:`qd.noise.NoiseHandler.replay`), which rebuilds every sample too.
     """
+    saved = store.get_meta("noise") if noise is None else None
+    if saved:  # a run made with a noise policy is rebuilt by that policy
+        noise = make_handler(archive, saved["noise"], samples=saved["noise_samples"], probes=saved["noise_probes"])
+    if noise is not None:
+        return noise.replay(store.evaluations(), store.samples(), archive.measure_names)
     seen: set[str] = set()
     names = archive.measure_names
     for row in store.evaluations():
@@ -134,7 +143,16 @@ class Search:
         self.store, self.budget = store, int(budget)
         self.measure_fns = list(measures)
         self.measure_names = list(archive.measure_names)
-        self.scheduler = Scheduler(archive, domain.space, operators, self.options.scheduler_options())
+        scheduler_options = self.options.scheduler_options()
+        saved = store.get_meta("noise") if store is not None else None
+        if saved:  # a resumed run keeps the noise policy it started with, so replay rebuilds its state
+            scheduler_options = dataclasses.replace(scheduler_options, **saved)
+        elif scheduler_options.noise != "none" and scheduler_options.noise_probes is None:
+            scheduler_options.noise_probes = probe_count(self.budget)
+        self.scheduler = Scheduler(archive, domain.space, operators, scheduler_options)
+        if store is not None and self.scheduler.noise is not None and not saved:
+            store.set_meta("noise", {k: getattr(scheduler_options, k)
+                                     for k in ("noise", "noise_samples", "noise_probes")})
         self.finished = 0
         self._next_id = 0
         self._inflight: dict[int, Candidate] = {}
@@ -223,10 +241,10 @@ class Search:
     # -- internals -----------------------------------------------------------------------------
     def _resume(self, store: RunStore) -> int:
         """Rebuild the archive, dedup set and counters by replaying the store in id order."""
-        seen = replay(store, self.archive)
+        seen = replay(store, self.archive, self.scheduler.noise)
         self._next_id = store.max_id() + 1
         self.scheduler.resume(seen, store.counters("operators"))
-        return len(seen)
+        return store.count()  # re-evaluations (qd.noise) are evaluations of the budget too
 
     def _fill(self) -> None:
         while len(self._inflight) < self.window and self.finished + len(self._inflight) < self.budget:
@@ -237,7 +255,7 @@ class Search:
             key = self._next_id
             self._next_id += 1
             self._inflight[key] = child
-            self.evaluator.submit(key, child.config)
+            self.evaluator.submit(key, with_draw(child.config, child.draw) if child.draw else child.config)
 
     def _next_candidate(self) -> Candidate | None:
         """A candidate ready to evaluate, or None while the scheduler waits (on LLMs or results)."""

@@ -146,7 +146,8 @@ iso_line_dd = 1.0
     with RunStore(db) as store:
         rows = list(store.evaluations())
     assert len(rows) == 1500
-    assert len({r.hash for r in rows}) == 1500
+    first = [r for r in rows if r.operator != "resample"]  # noise = "auto" probes repeat a few on purpose
+    assert len({r.hash for r in first}) == len(first) >= 1500 - 8
     assert all(before[r.id] == r.hash for r in rows if r.id in before)
     status = json.loads(_run_cli("status", str(run_dir), "--json").stdout)
     assert status["evaluations"] == 1500 == status["budget"]
