@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from qd.archives.status import AddStatus
 
 __all__ = ["ArchiveBase", "ArchiveStats"]

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qd.archives.base import ArchiveBase
 from scipy.spatial import KDTree, cKDTree
+
+from qd.archives.base import ArchiveBase
 
 __all__ = ["CVTArchive", "cvt_centroids", "k_means_centroids"]
 

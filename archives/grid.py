@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from qd.archives.base import ArchiveBase
 
 __all__ = ["GridArchive"]

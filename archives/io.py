@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from qd.archives.base import ArchiveBase
 
 __all__ = ["save", "load", "FORMAT_VERSION"]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from qd.archives import CVTArchive, GridArchive, compile_where, load
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -324,6 +325,7 @@ def test_load_rejects_other_files(tmp_path):
 ])
 def test_plots_label_measures_and_objective(make, tmp_path):
     import matplotlib.pyplot as plt
+
     from qd.archives.plot import plot_archive
 
     archive = make()
@@ -338,3 +340,27 @@ def test_plots_label_measures_and_objective(make, tmp_path):
     fig.savefig(tmp_path / "map.png")
     plt.close(fig)
     assert (tmp_path / "map.png").stat().st_size > 5000
+
+
+@pytest.mark.parametrize("make", [_grid, _cvt])
+def test_lookups_never_modify_the_callers_measures(make):
+    archive = make()
+    measures = np.array([[5.0, -3.0], [-4.0, 20.0], [0.5, 5.0]])
+    before = measures.copy()
+    archive.add([{}, {}, {}], [1.0, 2.0, 3.0], measures)
+    archive.index_of(measures)
+    archive.retrieve(measures)
+    archive.retrieve_single(measures[0])
+    assert np.array_equal(measures, before)
+    assert np.array_equal(archive.data("measures")[np.argsort(archive.data("index"))],
+                          measures[np.argsort(archive.index_of(measures))])  # stored as given, unclipped
+
+
+def test_archives_import_without_pandas_and_export_pyribs_names():
+    import subprocess
+    import sys
+
+    code = ("import sys, qd, qd.archives as a; assert 'pandas' not in sys.modules; "
+            "assert qd.AddStatus is a.AddStatus and a.AddStatus.NEW == 2; "
+            "assert a.ArchiveDataFrame.__name__ == 'ArchiveDataFrame' and 'pandas' in sys.modules")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0

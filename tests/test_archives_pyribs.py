@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from qd.archives import AddStatus, CVTArchive, GridArchive, k_means_centroids
 
 ribs = pytest.importorskip("ribs.archives")
