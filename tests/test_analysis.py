@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from qd.analysis import (
     Tracer,
     active_tracer,
+    autotrace,
     available_measures,
     export_trace_json,
     record_llm_call,
@@ -167,10 +168,11 @@ def test_tracer_does_not_see_other_threads_unless_context_copied():
             ctx = contextvars.copy_context()
         with ThreadPoolExecutor(2) as pool:
             ids += list(pool.map(lambda i: ctx.copy().run(llm, f"late{i}"), range(4)))
-        plain = ThreadPoolExecutor(1).submit(llm, "lost").result()  # pool thread without a copied context
-    assert plain is None and None not in ids and len(set(ids)) == 24
+        autotrace.install()  # from now on a pool the traced code submits to runs in a copy of its context
+        kept = ThreadPoolExecutor(1).submit(llm, "kept").result()
+    assert kept is not None and None not in ids and len(set(ids + [kept])) == 25
     spans = t.spans
-    assert len(spans) == 25 and all(s["parent_id"] == parent for s in spans[1:])
+    assert len(spans) == 26 and all(s["parent_id"] == parent for s in spans[1:25]) and spans[25]["name"] == "kept"
 
 
 def test_tracer_is_asyncio_safe_and_traced_decorates_sync_and_async():
@@ -208,7 +210,8 @@ def test_tracer_is_asyncio_safe_and_traced_decorates_sync_and_async():
 
 
 def test_static_descriptors_with_and_without_space():
-    space = Space({"instruction": Text(100), "t": Float(0, 1), "layers": Seq(Space({"p": Text(50), "v": Bool()}), 0, 4)})
+    space = Space({"instruction": Text(100), "t": Float(0, 1),
+                   "layers": Seq(Space({"p": Text(50), "v": Bool()}), 0, 4)})
     config = {"instruction": "abcd", "t": 0.5, "layers": [{"p": "xy", "v": True}, {"p": "", "v": False}]}
     assert prompt_chars(config, space=space) == 6.0
     assert n_components(config, space=space) == 2.0 and n_components({"a": 1}, space=None) == 1.0
