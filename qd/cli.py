@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("-o", "--output", help="image file (default: RUN_DIR/heatmap.png)")
     plot.add_argument("--measures", help="two or more stored measures to plot, comma-separated: a,b")
     plot.add_argument("--curve", help="also write the QD-score curve to this file")
+    plot.add_argument("--validated", action="store_true",
+                      help="colour by validated scores (after `qd validate`), cells by validated measures")
     plot.set_defaults(func=_cmd_plot)
 
     elites = sub.add_parser("elites", help="export elite configurations")
@@ -78,6 +80,18 @@ def _parser() -> argparse.ArgumentParser:
                              "this imports and runs the domain named in the run's config: use it only on runs "
                              "you trust")
     elites.set_defaults(func=_cmd_elites)
+
+    validate = sub.add_parser("validate", help="re-score elites on held-out instances; the corrected QD score")
+    validate.add_argument("run_dir")
+    pick = validate.add_mutually_exclusive_group()
+    pick.add_argument("--top", type=int, metavar="K", help="only the K best elites (no corrected QD score)")
+    pick.add_argument("--diverse", type=int, metavar="K", help="only K elites spread over measure space")
+    validate.add_argument("--samples", type=int, default=10, metavar="N",
+                          help="held-out re-evaluations per elite (default 10)")
+    validate.add_argument("--split", default="validation", help="the domain's held-out split (default validation)")
+    validate.add_argument("--backend", choices=["serial", "ray"], help="evaluator (default: the run's)")
+    validate.add_argument("--json", action="store_true", help="one JSON object with a row per elite")
+    validate.set_defaults(func=_cmd_validate)
 
     domains = sub.add_parser("domains", help="list the built-in domains")
     domains.set_defaults(func=_cmd_domains)
@@ -262,6 +276,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     llm = usage(llm_counters.get("total", {}))
     llm["by_operator"] = {tag: usage(u) for tag, u in llm_counters.items() if tag != "total"}
     spend = _spend(run, llm)
+    from qd.validate import noise_status
     return {
         "run_dir": str(run.path), "name": run.config["run"]["name"], "domain": run.config["domain"]["name"],
         "evaluations": run.store.count(), "budget": run.config["run"]["evaluations"],
@@ -269,6 +284,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         "obj_max": s.obj_max if s.num_elites else None,
         "invalid": statuses["invalid"], "errors": statuses["error"] + statuses["crash"] + statuses["timeout"],
         "statuses": statuses, "operators": operators, "llm": llm, "spend": spend,
+        **noise_status(run.store),  # noise handling and held-out validation, once there are any
     }
 
 
@@ -315,6 +331,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"elites {status['num_elites']}  coverage {status['coverage']:.1%}  qd_score {status['qd_score']:.4g}  "
           f"best {status['obj_max']}")
     print("statuses: " + ", ".join(f"{k} {v}" for k, v in status["statuses"].items()))
+    if "noise" in status:
+        n = status["noise"]
+        print(f"noise: {n['policy']} ({'on' if n['active'] else 'off'}), {n['resamples']} re-evaluations "
+              f"({n['resample_share']:.1%} of evaluations), up to {n['samples']} per configuration")
+    if "validation" in status:
+        v = status["validation"]
+        corrected = (f"corrected qd_score {v['corrected_qd_score']:.4g}, coverage {v['corrected_coverage']:.1%}"
+                     if v.get("corrected_qd_score") is not None else "no corrected score (not every elite)")
+        print(f"validation ({v['split']}, {v['samples']} per elite, {v['elites']} elites): {corrected}; "
+              f"mean gap {v['mean_gap'] if v['mean_gap'] is None else format(v['mean_gap'], '.4g')}")
     print(f"  {'operator':<14} {'offspring':>9} {'valid':>6} {'dup':>6} {'evaluated':>9} {'gains':>6} "
           f"{'gain/eval':>9} {'tokens':>8} {'tok/gain':>8} {'time_s':>8} {'llm_fail':>8} {'share':>6}")
     for name, o in status["operators"].items():
@@ -348,7 +374,14 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     archive = run.archive
     if args.measures:
         archive = _archive_over(run, [m.strip() for m in args.measures.split(",") if m.strip()])
-    out = Path(args.output or run.path / "heatmap.png")
+    if args.validated:
+        from qd.rundir import ARCHIVE_META, archive_from_spec
+        from qd.validate import validated_archive
+
+        archive = validated_archive(run.store, run.archive, archive_from_spec(run.store.get_meta(ARCHIVE_META)))
+        if len(archive) == 0:
+            raise ValueError(f"no validated elites in {args.run_dir}: run `qd validate {args.run_dir}` first")
+    out = Path(args.output or run.path / ("heatmap-validated.png" if args.validated else "heatmap.png"))
     save_heatmap(archive, out, title=run.config["run"]["name"])
     print(out)
     if args.curve:
@@ -409,6 +442,11 @@ def _cmd_elites(args: argparse.Namespace) -> int:
 
     run = read_run(args.run_dir)
     records = select_elites(run.archive, top=args.top, diverse=args.diverse, where=args.where)
+    from qd.validate import elite_columns
+
+    columns = elite_columns(run.store, run.archive)  # samples per elite; validated score and gap once validated
+    for r in records:
+        r.update(columns.get(r["id"], {}))
     if args.traces:
         from qd.analysis import export_elite_traces
         from qd.runner import build_domain
@@ -423,11 +461,35 @@ def _cmd_elites(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(records, indent=1, default=_json_default))
         return 0
-    fields = ["id", "objective", *run.archive.measure_names, "config"]
+    extra = [k for k in ("n", "sem", "validated", "validated_n", "gap") if any(k in r for r in records)]
+    fields = ["id", "objective", *extra, *run.archive.measure_names, "config"]
     writer = csv.DictWriter(sys.stdout, fieldnames=fields)
     writer.writeheader()
     for r in records:
         writer.writerow({**r, "config": json.dumps(r["config"], sort_keys=True, separators=(",", ":"))})
+    return 0
+
+
+# -- validate ----------------------------------------------------------------------------------
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from qd.validate import validate_run
+
+    report = validate_run(args.run_dir, top=args.top, diverse=args.diverse, samples=args.samples,
+                          split=args.split, backend=args.backend)
+    if args.json:
+        print(json.dumps(report.as_dict(), default=_json_default))
+        return 0
+    s = report.summary()
+    print(f"validated {len(report.elites)} elites on {report.samples} {report.split} draws each "
+          f"({report.evaluations} new evaluations, {report.failures} failed)")
+    if report.corrected_qd_score is not None:
+        print(f"qd_score {report.qd_score:.4g} -> corrected {report.corrected_qd_score:.4g}; "
+              f"coverage {report.coverage:.1%} -> corrected {report.corrected_coverage:.1%}")
+    if s["mean_gap"] is not None:
+        print(f"mean gap (search score - validated score): {s['mean_gap']:.4g}")
+    print(f"  {'id':>6} {'search':>9} {'validated':>9} {'sem':>7} {'gap':>8}")
+    for e in sorted(report.elites, key=lambda e: -e.search_objective)[:20]:
+        print(f"  {e.id:>6} {e.search_objective:>9.4g} {e.mean:>9.4g} {e.sem:>7.3g} {e.gap:>8.3g}")
     return 0
 
 

@@ -1,0 +1,140 @@
+"""``qd validate``: held-out validation of a run directory's elites, and the columns it adds elsewhere.
+
+The work is :func:`qd.analysis.validation.validate`; this module opens the run (its domain
+included: validation runs the domain's code), builds the evaluator the run's config names,
+and reads back what earlier validations stored for ``qd elites``, ``qd plot`` and ``qd status``.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qd.analysis.validation import META_KEY, ValidationReport, validate, validated_scores
+from qd.domain import VALIDATION
+
+if TYPE_CHECKING:
+    from qd.store import RunStore
+
+__all__ = ["validate_run", "elite_columns", "validated_archive", "noise_status"]
+
+
+def validate_run(run_dir: str | Path, *, top: int | None = None, diverse: int | None = None, samples: int = 10,
+                 split: str = VALIDATION, backend: str | None = None) -> ValidationReport:
+    """Re-score a run's elites (all, the ``top`` best, or ``diverse`` spread ones) on held-out draws.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run directory (``qd run --out``).
+    top, diverse : int, optional
+        Validate only these elites (the corrected QD score needs all of them).
+    samples : int
+        Held-out re-evaluations per elite.
+    split : str
+        The domain's held-out split.
+    backend : {"serial", "ray"}, optional
+        Evaluator (default: the run's ``[evaluator] backend``).
+    """
+    from qd.analysis.descriptors import resolve_measures
+    from qd.evaluators import make_evaluator
+    from qd.rundir import ARCHIVE_META, archive_from_spec
+    from qd.runner import open_run
+
+    run = open_run(run_dir)
+    try:
+        if diverse is not None:
+            elites = run.archive.diverse(diverse)
+        elif top is not None:
+            elites = run.archive.top(top)
+        else:
+            elites = None
+        ev = run.config["evaluator"]
+        backend = backend or ev["backend"]
+        options: dict[str, Any] = {"timeout_s": ev["timeout_s"]}
+        if backend == "ray":
+            options.update(workers=ev["workers"] or None, address=ev["ray_address"] or None, mode=ev["mode"],
+                           actor_concurrency=ev["actor_concurrency"])
+        spec = run.store.get_meta(ARCHIVE_META)
+        evaluator = make_evaluator(backend, run.domain, **options)
+        try:
+            return validate(run.store, run.archive, run.domain, evaluator,
+                            measures=resolve_measures(run.archive.measure_names, run.domain), elites=elites,
+                            samples=samples, split=split,
+                            empty_archive=(lambda: archive_from_spec(spec)) if spec is not None else None)
+        finally:
+            evaluator.close()
+    finally:
+        run.store.close()
+
+
+def _search_samples(store: RunStore) -> dict[str, tuple[int, float, float]]:
+    """Per config hash: usable search evaluations ``(n, mean, standard error)``."""
+    values: dict[str, list[float]] = {}
+    for row in store.evaluations(status="ok"):
+        if math.isfinite(row.fitness):
+            values.setdefault(row.hash, []).append(row.fitness)
+    out = {}
+    for h, v in values.items():
+        n, mean = len(v), sum(v) / len(v)
+        out[h] = (n, mean, math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1) / n) if n > 1 else math.nan)
+    return out
+
+
+def elite_columns(store: RunStore, archive: Any, split: str = VALIDATION) -> dict[int, dict[str, Any]]:
+    """Columns ``qd elites`` adds per elite id.
+
+    ``n`` and ``sem``: its search evaluations; once validated, ``validated``, ``validated_n`` and
+    ``gap`` (search score minus validated score).
+    """
+    ids = {int(e["id"]) for e in archive}
+    hashes = {row.id: row.hash for row in store.evaluations() if row.id in ids}
+    search = _search_samples(store)
+    held = validated_scores(store, split)
+    out: dict[int, dict[str, Any]] = {}
+    for e in archive:
+        i = int(e["id"])
+        h = hashes.get(i)
+        n, _, sem = search.get(h, (1, math.nan, math.nan))
+        row: dict[str, Any] = {"n": n, "sem": None if math.isnan(sem) else sem}
+        if h in held:
+            vn, vmean, _, _ = held[h]
+            row.update(validated=vmean, validated_n=vn, gap=float(e["objective"]) - vmean)
+        out[i] = row
+    return out
+
+
+def validated_archive(store: RunStore, archive: Any, empty: Any, split: str = VALIDATION) -> Any:
+    """``empty`` filled with the run's validated elites by validated mean objective and measures (for plots)."""
+    ids = {int(e["id"]) for e in archive}
+    hashes = {row.id: row.hash for row in store.evaluations() if row.id in ids}
+    return _fill(empty, archive, hashes, validated_scores(store, split))
+
+
+def _fill(empty: Any, archive: Any, hashes: dict[int, str], scores: dict) -> Any:
+    names = list(empty.measure_names)
+    for e in archive:
+        entry = scores.get(hashes.get(int(e["id"]), ""))
+        if entry is None or not all(n in entry[3] for n in names):
+            continue
+        empty.add_single(e["solution"], entry[1], [entry[3][n] for n in names], id=int(e["id"]))
+    return empty
+
+
+def noise_status(store: RunStore) -> dict[str, Any]:
+    """What ``qd status`` shows of noise handling and validation (empty parts omitted)."""
+    out: dict[str, Any] = {}
+    saved = store.get_meta("noise")
+    if saved:
+        counters = store.counters("noise").get("policy", {})
+        total = store.count()
+        resamples = int(counters.get("resamples", 0))
+        out["noise"] = {"policy": saved["noise"], "samples": saved["noise_samples"], "probes": saved["noise_probes"],
+                        "active": bool(counters.get("active", 0)), "resamples": resamples,
+                        "resample_share": resamples / total if total else 0.0,
+                        "elite_samples_mean": counters.get("elite_samples_mean"),
+                        "noise_sd": counters.get("noise_sd") if counters.get("noise_sd", -1) >= 0 else None}
+    validation = store.get_meta(META_KEY)
+    if validation:
+        out["validation"] = validation
+    return out
