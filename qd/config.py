@@ -131,6 +131,8 @@ class LLMSection(_Section):
     prices: Annotated[dict[str, Any], AfterValidator(_price_table)] = key(
         {}, "a table of model = [input, output] USD per 1M tokens (non-negative)")
     fail_fast: int = key(5, "an integer >= 0 (0: never stop early)", ge=0)
+    server_threads: int = key(
+        0, "an integer >= 0: compute threads of the embedded model (0: the cores the run leaves free)", ge=0)
     # The pipeline (the domain's own LLM calls, qd.pipeline_llm()) uses the same endpoint unless these are set.
     pipeline_model: str = key("", "a model name ('': the same as model)")
     pipeline_base_url: str = key("", "a URL string ('': the same as base_url)")

@@ -5,6 +5,7 @@ The run directory holds ``config.toml`` (the resolved config), ``run.sqlite`` (t
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,11 +175,26 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
                     progress=progress and config["run"]["progress"], llm_client=client,
                     noise=config["archive"].get("noise", "none"),
                     noise_samples=config["archive"].get("noise_samples", 5))
-    with search:
+    with search, _embedded_model_threads(config["llm"]["server_threads"]):
         search.run()
     if config["run"]["plot"]:
         save_heatmap(archive, run_dir / "heatmap.png", title=config["run"]["name"])
     return Run(run_dir, config, store, domain, archive)
+
+
+def _embedded_model_threads(threads: int) -> contextlib.AbstractContextManager:
+    """Apply ``[llm] server_threads`` to the embedded model.
+
+    A positive count is fixed; 0 gives a :class:`~qd.llm.threads.ThreadTuner` that hands the
+    model the cores this run leaves free.
+    """
+    from qd.llm.local import set_local_server_threads
+    from qd.llm.threads import ThreadTuner
+
+    if threads:
+        set_local_server_threads(threads)
+        return contextlib.nullcontext()
+    return ThreadTuner()
 
 
 def save_heatmap(archive: Any, path: Path, title: str = "") -> Path:
