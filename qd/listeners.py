@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from qd.analysis.descriptors import summarize
+from qd.archives import AddStatus
 from qd.result import EvalResult
 from qd.scheduler import Candidate
 
@@ -38,15 +39,15 @@ class Evaluated:
         The domain's result (status set to ``error``/``invalid`` when its measures failed).
     measures : dict of str to float
         The result's own measures plus the archive's measure values.
-    status : int
-        The archive's add status (0: not added).
+    status : AddStatus
+        What the archive did with the result.
     """
 
     id: int
     candidate: Candidate
     result: EvalResult
     measures: dict[str, float]
-    status: int
+    status: AddStatus
 
 
 class SearchListener:
@@ -92,7 +93,7 @@ class StoreRecorder(SearchListener):
             fitness=result.fitness, measures=event.measures, error=result.error, feedback=result.feedback,
             operator=child.operator, parent_ids=child.parent_ids, trace_summary=summarize(result.trace),
             metrics={k: v for k, v in result.metrics.items() if k != "traceback"},
-            archive_status=event.status, submitted_at=child.submitted_at)
+            archive_status=int(event.status), submitted_at=child.submitted_at)
         noise = search.scheduler.noise
         if noise is not None or result.scores is not None:  # draws, policy order and per-instance scores
             self.store.add_sample(event.id, child.hash, child.draw, noise.seq if noise is not None else event.id,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qd.archives import AddStatus
 from qd.noise import RESAMPLE, Resample, make_handler
 from qd.operators.base import Generation, Operator, Parent
 from qd.operators.classic import Mutation
@@ -208,7 +209,8 @@ class Scheduler:
         self._fallback = self.operators[self._classic_names[0]] if self._classic_names else Mutation(space)
         self.stats: dict[str, OperatorStats] = collections.defaultdict(OperatorStats)
         self._seeds = collections.deque(self._check_seeds(self.options.seeds))
-        self._random_until = len(self._seeds) + int(self.options.init_random)
+        distinct_seeds = len({self.space.hash(config) for config in self._seeds})
+        self._random_until = distinct_seeds + int(self.options.init_random)
         self._seen: set[str] = set()
         self._asked = 0
         self._told = 0
@@ -334,7 +336,7 @@ class Scheduler:
 
     # -- tell ----------------------------------------------------------------------------------
     def tell(self, candidate: Candidate, objective: float | None, measures: Sequence[float] | None, *,
-             id: int | None = None, feedback: str = "") -> int:
+             id: int | None = None, feedback: str = "") -> AddStatus:
         """Insert one result into the archive and update the operator counters and weights.
 
         Parameters
@@ -346,16 +348,18 @@ class Scheduler:
         measures : sequence of float or None
             Measure values in the archive's order; None as for ``objective``.
         id : int, optional
-            Evaluation id stored with the elite.
+            Evaluation id stored with the elite (default: the number of results told before).
         feedback : str
             The evaluation's text feedback, stored with the elite.
 
         Returns
         -------
-        int
-            The archive's add status (0: not added, 1: improved a cell, 2: a new cell).
+        AddStatus
+            What the archive did with the result (``NOT_ADDED`` for one without a usable result).
         """
         self._told += 1
+        if id is None:  # a plain ask/tell loop: ids number the results from 0
+            id = self._told - 1
         status = 0
         if objective is not None and measures is not None:
             if self.noise is not None:
@@ -374,7 +378,7 @@ class Scheduler:
         self.stats[candidate.chosen_by or candidate.operator].spent += 1
         if self.options.adaptive and self._told % max(1, int(self.options.adapt_every)) == 0:
             self._adapt_weights()
-        return status
+        return AddStatus(status)
 
     def shares(self) -> dict[str, float]:
         """The current probability of drawing each operator (moves in adaptive mode)."""
