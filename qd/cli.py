@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
                              "as DIR/elite-ID.json (LLM calls replay from the request cache when it is on); "
                              "this imports and runs the domain named in the run's config: use it only on runs "
                              "you trust")
+    elites.add_argument("--export", metavar="DIR",
+                        help="also write each selected elite in its domain's own format as DIR/elite-ID/ (a DSPy "
+                             "domain: program.json for program.load, program/ for dspy.load); imports the domain")
     elites.set_defaults(func=_cmd_elites)
 
     validate = sub.add_parser("validate", help="re-score elites on held-out instances; the corrected QD score")
@@ -458,6 +461,18 @@ def _cmd_elites(args: argparse.Namespace) -> int:
         elites = [{"id": r["id"], "objective": r["objective"], "solution": r["config"]} for r in records]
         paths = export_elite_traces(build_domain(run.config), elites, args.traces)
         print(f"wrote {len(paths)} trace(s) to {args.traces}", file=sys.stderr)
+    if args.export:
+        from qd.runner import build_domain
+
+        domain = build_domain(run.config)
+        if not callable(getattr(domain, "export", None)):
+            print(f"qd: domain {run.config['domain']['name']!r} has no export(config, directory) method; "
+                  f"--export works for domains that define one (e.g. qd.domains.dspy_program.DSPyDomain)",
+                  file=sys.stderr)
+            return 2
+        for r in records:
+            domain.export(r["config"], Path(args.export) / f"elite-{r['id']}")
+        print(f"wrote {len(records)} elite(s) to {args.export}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(records, indent=1, default=_json_default))
         return 0

@@ -9,9 +9,9 @@ import threading
 import time
 
 import pytest
+from counting_openai import CountingOpenAI
 
 import qd
-from counting_openai import CountingOpenAI
 from qd.cli import main
 from qd.domain import VALIDATION, evaluate_draw
 from qd.domains import get_domain
