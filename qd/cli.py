@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import ipaddress
 import json
 import math
 import sys
@@ -103,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     llm_sub = llm.add_subparsers(metavar="ACTION")
     serve = llm_sub.add_parser("serve", help="serve the embedded model as an OpenAI-compatible endpoint")
     serve.add_argument("--port", type=int, default=None)
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to serve other nodes)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="bind address (default loopback; another address serves other nodes, without auth)")
     serve.set_defaults(func=_cmd_llm_serve)
     return parser
 
@@ -526,8 +528,24 @@ def _cmd_domains(args: argparse.Namespace) -> int:
 def _cmd_llm_serve(args: argparse.Namespace) -> int:
     from qd.llm.local import serve
 
+    warning = serve_warning(args.host)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     serve(port=args.port, host=args.host)
     return 0
+
+
+def serve_warning(host: str) -> str | None:
+    """The warning ``qd llm serve`` prints when it binds a non-loopback address (the server has no auth)."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost: it may resolve to anything
+        loopback = False
+    if loopback:
+        return None
+    return (f"qd: warning: the embedded model server has no authentication: anyone who can reach {host} on its "
+            "port can send it requests (and use this machine's CPU); bind a private address that only your nodes "
+            "reach (docs/cluster.md, section 6)")
 
 
 if __name__ == "__main__":  # pragma: no cover
