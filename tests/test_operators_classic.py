@@ -5,12 +5,12 @@ import math
 
 import numpy as np
 import pytest
-import qd.operators
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from qd.operators import CLASSIC, Gaussian, IsoLineDD, Mutation, Operator, Parent, UniformCrossover
 from space_strategies import spaces
 
+import qd.operators
+from qd.operators import CLASSIC, Gaussian, IsoLineDD, Mutation, Operator, Parent, UniformCrossover
 from qd.space import Bool, Categorical, Float, Int, Seq, Space, Text, UnitTransform
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -220,3 +220,28 @@ def test_uniform_crossover_takes_each_leaf_from_a_parent():
     assert len(mixes) == 8
     single = op.vary([Parent(a, 0, {})], rng)[0]
     assert single != a and space.validate(single) == []
+
+
+def test_sigmas_in_value_units_are_divided_by_each_parameters_range():
+    """One sigma in the parameters' own units: a 10-wide and a 1000-wide leaf move by the same amount."""
+    space = Space({"a": Float(0.0, 10.0), "b": Float(0.0, 1000.0)})
+    parent = [Parent({"a": 5.0, "b": 500.0})]
+    rng = np.random.default_rng(0)
+    for op in (IsoLineDD(space, iso_sigma=0.5, line_sigma=0.0, sigma_units="value"),
+               Gaussian(space, sigma=0.5, sigma_units="value"),
+               Mutation(space, sigma=0.5, rate=1.0, sigma_units="value")):
+        children = [op.vary(parent, rng)[0] for _ in range(2000)]
+        for key, centre in (("a", 5.0), ("b", 500.0)):
+            sd = float(np.std([c[key] - centre for c in children]))
+            assert 0.45 < sd < 0.55, (type(op).__name__, key, sd)
+
+
+def test_value_units_match_unit_units_scaled_by_the_range():
+    space = Space({"angles": Seq(Float(-math.pi, math.pi), 6, 6), "n": Int(0, 100)})
+    parents = [Parent(space.sample(np.random.default_rng(s))) for s in (1, 2)]
+    by_value = IsoLineDD(space, iso_sigma=0.1, sigma_units="value")
+    by_unit = IsoLineDD(space, iso_sigma=0.1 / (2 * math.pi))  # the angles' range is 2 pi; n's is 100
+    child = by_value.vary(parents, np.random.default_rng(9))[0]
+    assert child["angles"] == by_unit.vary(parents, np.random.default_rng(9))[0]["angles"]
+    with pytest.raises(ValueError, match="sigma_units must be 'unit' or 'value'"):
+        IsoLineDD(space, sigma_units="radians")
