@@ -162,7 +162,6 @@ def test_qd_run_on_a_dspy_module_and_elites_export(tmp_path, monkeypatch, capsys
             sys.modules.pop(name, None)
 
 
-@pytest.mark.slow
 def test_a_short_search_of_a_real_dspy_program_on_the_embedded_model(tmp_path, monkeypatch, capsys, local_llm):
     # The 270M base model rarely follows DSPy's output format (AdapterParseError): this checks tracing,
     # the map over trace descriptors and the round trip to DSPy, not accuracy.

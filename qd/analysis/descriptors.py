@@ -39,11 +39,11 @@ Static descriptors read the configuration alone (static program analysis); when 
 """
 from __future__ import annotations
 
-import importlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from qd.references import resolve_reference
 from qd.result import EvalResult, Span
 from qd.space import Seq, Text
 
@@ -297,18 +297,8 @@ def available_measures(domain: Any = None) -> list[str]:
 
 
 def _import(path: str) -> Callable[..., float]:
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"descriptor {path!r}: expected 'package.module:function'")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"descriptor {path!r}: cannot import module {module_name!r} ({exc})") from None
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(f"descriptor {path!r}: module {module_name!r} has no attribute {attr!r}") from None
+    # From the current directory first, like [domain] references (qd.references).
+    obj = resolve_reference(path, "descriptor")
     if not callable(obj):
         raise ValueError(f"descriptor {path!r} is not callable")
     return obj
