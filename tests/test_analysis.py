@@ -119,7 +119,7 @@ def test_tracer_nesting_parent_ids_and_deps():
 
 def test_span_records_errors_and_inner_tracer_shadows_outer():
     with Tracer() as outer:
-        with pytest.raises(RuntimeError):
+        with pytest.raises(RuntimeError, match="boom"):
             with span("tool", "broken"):
                 raise RuntimeError("boom")
         with Tracer() as inner:

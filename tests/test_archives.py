@@ -246,7 +246,7 @@ def test_numeric_archives_store_vectors():
 
 def test_sampling_and_retrieval():
     archive = _grid(seed=0)
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match="no elites in the archive to sample"):
         archive.sample_elites(3)
     archive.add([{"i": i} for i in range(3)], [1.0, 2.0, 3.0], [[-0.9, 1], [0, 5], [0.9, 9]], id=[0, 1, 2])
     sample = archive.sample_elites(200, rng=np.random.default_rng(1))

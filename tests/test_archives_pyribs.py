@@ -122,7 +122,7 @@ def test_identical_streams_give_identical_archives(kind, stream, mode, seed, pro
     for n, replace in ((5, True), (len(theirs), False), (1, True)):  # the archives' own seeded generators
         a, b = ours.sample_elites(n, replace=replace), theirs.sample_elites(n, replace=replace)
         assert list(a) == list(b) and all(_same(a[k], b[k]) for k in b)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"cannot sample \d+ elites without replacement"):
         ours.sample_elites(len(ours) + 1, replace=False)
 
     frame, frame_ref = ours.data(return_type="pandas"), theirs.data(return_type="pandas")
@@ -181,7 +181,7 @@ def test_construction_rules_match_pyribs():
                        dict(extra_fields={"index": ((), np.int32)})):
             with pytest.raises(ValueError):
                 ref(solution_dim=2, dims=DIMS, ranges=RANGES, **kwargs)
-            with pytest.raises(ValueError):
+            with pytest.raises(ValueError, match="threshold_min|dtype cannot be used|extra_fields cannot use"):
                 cls(solution_dim=2, dims=DIMS, ranges=RANGES, **kwargs)
         ours = cls(solution_dim=2, dims=DIMS, ranges=RANGES, learning_rate=0.0, threshold_min=1.0)
         theirs = ref(solution_dim=2, dims=DIMS, ranges=RANGES, learning_rate=0.0, threshold_min=1.0)
@@ -218,9 +218,9 @@ def test_adding_while_iterating_raises_like_pyribs():
                     ribs.GridArchive(dims=DIMS, ranges=RANGES, solution_dim=1)):
         archive.add_single([0.0], 1.0, [0, 1])
         archive.add_single([0.0], 1.0, [0.9, 9])
-        with pytest.raises(RuntimeError):
+        with pytest.raises(RuntimeError, match="during iteration"):
             for _ in archive:
                 archive.add_single([1.0], 2.0, [0, 5])
-        with pytest.raises(RuntimeError):
+        with pytest.raises(RuntimeError, match="during iteration"):
             for _ in archive:
                 archive.clear()

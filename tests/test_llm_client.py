@@ -141,7 +141,7 @@ def test_cache_hit_makes_no_http_call(fake, tmp_path):
 def test_failures_are_not_cached(fake, tmp_path):
     client = make(fake, retries=0, cache=tmp_path / "c.sqlite")
     fake.push("500")
-    with pytest.raises(LLMError):
+    with pytest.raises(LLMError, match=r"after 1 attempt\(s\): HTTP 500"):
         client.complete("p")
     assert not client.complete("p").cached
     assert len(fake.requests) == 2
@@ -218,7 +218,7 @@ def test_calls_are_traced_when_a_tracer_is_active(fake, tmp_path):
         first = client.complete("a", name="plan")
         second = client.complete("a", name="plan", deps=[first.span_id])
         fake.push("500", times=9)
-        with pytest.raises(LLMError):
+        with pytest.raises(LLMError, match="HTTP 500"):
             client.complete("b", name="broken")
     spans = [s for s in tracer.spans if s["kind"] == "llm"]
     assert [s["name"] for s in spans] == ["plan", "plan", "broken"]

@@ -220,7 +220,7 @@ def test_canonical_format_and_errors():
     assert text.startswith('{"instruction":"Réponds brièvement.","layers":[{"k":3,"lr":0.001,"model":"b"}')
     assert '"temperature":1.0' in text and " " not in text.replace("Réponds brièvement.", "")
     assert space.hash(config) != space.hash(valid_pipeline())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="configuration is not canonical JSON: Out of range float values"):
         space.canonical({**config, "temperature": float("nan")})
 
 
