@@ -11,6 +11,7 @@ import pytest
 from fake_openai import FakeOpenAI
 
 from qd.domains import get_domain
+from qd.function_domain import FunctionDomain
 from qd.llm import LLMClient
 from qd.operators.classic import CLASSIC
 from qd.operators.llm import LLM_OPERATORS
@@ -74,6 +75,17 @@ class TestRetrievalSim(DomainContract):
     @pytest.fixture
     def domain(self):
         return get_domain("retrieval-sim")
+
+
+def _closeness(config: dict, example: float) -> float:
+    return -abs(config["x"] - example) - 0.1 * config["n"]
+
+
+class TestFunctionDomain(DomainContract):
+    @pytest.fixture
+    def domain(self):
+        space = Space({"x": Float(0.0, 1.0), "n": Int(0, 3)})
+        return FunctionDomain(space, [0.2, 0.5, 0.9], _closeness, measures={"n_components": (1, 4)}, uses_llm=False)
 
 
 # -- the contracts catch what they promise to catch, and the README shows them right -------------

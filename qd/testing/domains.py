@@ -19,8 +19,9 @@ __all__ = ["DomainContract"]
 class DomainContract:
     """Contract tests for a :class:`~qd.domain.Domain` (subclass in a ``Test*`` class).
 
-    Provide the domain as the ``domain`` fixture. The tests evaluate the space's default
-    configuration and ``n_samples`` sampled ones (set it lower for slow domains).
+    Provide the domain as the ``domain`` fixture. The tests evaluate the domain's default
+    configuration (:meth:`~qd.domain.Domain.default_config`, the system run today) and
+    ``n_samples`` sampled ones (set it lower for slow domains).
 
     Attributes
     ----------
@@ -41,12 +42,12 @@ class DomainContract:
                                   "test")
 
     def configs(self, domain: Domain) -> list[dict]:
-        """The default configuration and ``n_samples`` sampled ones (fixed seed)."""
+        """The domain's default configuration and ``n_samples`` sampled ones (fixed seed)."""
         rng = np.random.default_rng(0)
-        return [domain.space.default()] + [domain.space.sample(rng) for _ in range(self.n_samples)]
+        return [domain.default_config()] + [domain.space.sample(rng) for _ in range(self.n_samples)]
 
     def test_space_round_trips(self, domain: Domain) -> None:
-        """The space survives ``to_dict``/JSON/``from_dict``; its configurations validate and round-trip as JSON."""
+        """The space survives ``to_dict``/JSON/``from_dict``; the configurations validate and round-trip as JSON."""
         space = domain.space
         assert isinstance(space, Space), f"domain.space is {type(space).__name__}, not a qd.space.Space"
         assert Space.from_dict(json.loads(json.dumps(space.to_dict()))) == space
@@ -73,7 +74,7 @@ class DomainContract:
 
         clone = cloudpickle.loads(cloudpickle.dumps(domain))
         assert clone.space == domain.space
-        config = domain.space.default()
+        config = domain.default_config()
         original, copied = domain.evaluate(config), clone.evaluate(config)
         assert isinstance(copied, EvalResult) and copied.status == original.status
         if self.deterministic:
