@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import queue
+import sys
+import textwrap
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
 from autotrace_domains import CALLS, PATTERNS, UserPipeline
 from counting_openai import CountingOpenAI
+from hypothesis import given, settings
 
 from qd.analysis import Tracer, autotrace, summarize
 from qd.analysis.tracer import begin_llm_call, finish_llm_call, take_untraced
@@ -200,3 +204,67 @@ def test_ray_modes_store_the_calls_and_tokens_the_server_counted(ray_session, se
     assert sum(s["tokens_out"] for s in summaries) == served["tokens_out"]
     assert all(s["llm_calls"] == sum(CALLS[p] for p in EXACT) for s in summaries)
     assert not any("untraced_llm_calls" in r.metrics for _, r in results)
+
+
+# -- inferred data flow on random programs of calls, threads and joins ---------------------------
+def _programs():
+    from hypothesis import strategies as st
+
+    leaf = st.just("call")
+    return st.recursive(st.lists(leaf, min_size=0, max_size=3),
+                        lambda inner: st.lists(st.one_of(leaf, st.lists(inner, min_size=1, max_size=3)),
+                                               min_size=0, max_size=4),
+                        max_leaves=12)
+
+
+def _expected_depth(program, start: int) -> int:
+    """Critical path the rule gives: a call adds one to its flow; a fork's threads start from the
+    starter's depth and the starter continues from the deepest of them."""
+    cur = start
+    for step in program:
+        if step == "call":
+            cur += 1
+        else:
+            cur = max([cur] + [_expected_depth(child, cur) for child in step])
+    return cur
+
+
+def _run_program(program) -> None:
+    for step in program:
+        if step == "call":
+            finish_llm_call(begin_llm_call(), name="c", model="m", tokens_in=1, tokens_out=1)
+        else:
+            with ThreadPoolExecutor(len(step)) as pool:
+                list(pool.map(_run_program, step))
+
+
+@settings(max_examples=40, deadline=None)
+@given(program=_programs())
+def test_inferred_critical_path_follows_calls_threads_and_joins(program):
+    from qd.analysis import trace_critical_path
+
+    autotrace.install()
+    with Tracer() as tracer:
+        _run_program(program)
+    spans = tracer.spans
+    assert trace_critical_path(spans) == _expected_depth(program, 0)
+    assert all(d < s["id"] for s in spans for d in s["deps"])  # deps are calls that finished earlier
+
+
+def test_clients_imported_after_install_are_traced_too(server):
+    import subprocess
+
+    code = textwrap.dedent(f"""
+        import sys
+        from qd.analysis import Tracer, autotrace
+        autotrace.install()
+        assert "httpx2" not in sys.modules and "openai" not in sys.modules
+        import openai
+        with Tracer() as t:
+            openai.OpenAI(base_url="{server.base_url}", api_key="k").chat.completions.create(
+                model="m", messages=[{{"role": "user", "content": "late import"}}])
+        print(len(t.spans), t.spans[0]["via"])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "http"]

@@ -52,7 +52,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from qd.analysis.tracer import PendingCall, begin_llm_call, finish_llm_call, fork_point
+from qd.analysis.tracer import PendingCall, begin_llm_call, finish_llm_call, flow_joined, fork_context
 
 __all__ = ["install", "installed", "suppressed", "LLM_PATHS"]
 
@@ -373,46 +373,84 @@ def _apply(name: str, patch: Callable[[Any], None], module: Any) -> None:
 # -- threads -------------------------------------------------------------------------------------
 def _patch_threads() -> None:
     submit = concurrent.futures.ThreadPoolExecutor.submit
+    shutdown = concurrent.futures.ThreadPoolExecutor.shutdown
+    result = concurrent.futures.Future.result
     start = threading.Thread.start
+    join = threading.Thread.join
     create_task = asyncio.base_events.BaseEventLoop.create_task
 
     def traced_submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        if not fork_point():
+        forked = fork_context()
+        if forked is None:
             return submit(self, fn, *args, **kwargs)
-        return submit(self, contextvars.copy_context().run, fn, *args, **kwargs)
+        ctx, flow = forked
+        future = submit(self, ctx.run, fn, *args, **kwargs)
+        future._qd_flow = flow
+        flows = self.__dict__.setdefault("_qd_flows", [])
+        flows[:] = [f for f in flows if not f.joined] + [flow]
+        return future
+
+    def traced_result(self: Any, timeout: float | None = None) -> Any:
+        try:
+            return result(self, timeout)
+        finally:
+            flow = self.__dict__.get("_qd_flow")
+            if flow is not None and self.done():
+                flow_joined(flow)
+
+    def traced_shutdown(self: Any, wait: bool = True, **kwargs: Any) -> None:
+        shutdown(self, wait, **kwargs)
+        if wait:
+            for flow in self.__dict__.pop("_qd_flows", ()):
+                flow_joined(flow)
 
     def traced_start(self: threading.Thread) -> None:
-        if fork_point():
-            ctx = contextvars.copy_context()
+        forked = fork_context()
+        if forked is not None:
+            ctx, self._qd_flow = forked
             run = self.run
             self.run = lambda: ctx.run(run)  # type: ignore[method-assign]
         start(self)
 
+    def traced_join(self: threading.Thread, timeout: float | None = None) -> None:
+        join(self, timeout)
+        flow = self.__dict__.get("_qd_flow")
+        if flow is not None and not self.is_alive():
+            flow_joined(flow)
+
     def traced_create_task(self: Any, coro: Any, *args: Any, **kwargs: Any) -> Any:
-        fork_point()  # tasks copy the context themselves; the creator only needs its own flow first
-        return create_task(self, coro, *args, **kwargs)
+        forked = fork_context() if kwargs.get("context") is None else None
+        if forked is None:
+            return create_task(self, coro, *args, **kwargs)
+        ctx, flow = forked
+        kwargs["context"] = ctx
+        task = create_task(self, coro, *args, **kwargs)
+        task.add_done_callback(lambda _: flow_joined(flow))
+        return task
 
-    for fn, orig in ((traced_submit, submit), (traced_start, start), (traced_create_task, create_task)):
+    patches = ((concurrent.futures.ThreadPoolExecutor, "submit", traced_submit, submit),
+               (concurrent.futures.ThreadPoolExecutor, "shutdown", traced_shutdown, shutdown),
+               (concurrent.futures.Future, "result", traced_result, result),
+               (threading.Thread, "start", traced_start, start),
+               (threading.Thread, "join", traced_join, join),
+               (asyncio.base_events.BaseEventLoop, "create_task", traced_create_task, create_task))
+    for cls, name, fn, orig in patches:
         fn.__qd_original__ = orig  # type: ignore[attr-defined]
-    concurrent.futures.ThreadPoolExecutor.submit = traced_submit  # type: ignore[method-assign]
-    threading.Thread.start = traced_start  # type: ignore[method-assign]
-    asyncio.base_events.BaseEventLoop.create_task = traced_create_task  # type: ignore[method-assign]
+        setattr(cls, name, fn)
 
 
-_DEFERRED = {"dspy.clients.execution": _patch_dspy}
+# Patched now if imported, else right after their import: no heavy import for domains that never call an LLM.
+_DEFERRED = {"httpx": _patch_http, "httpx2": _patch_http, "dspy.clients.execution": _patch_dspy}
 
 
 def install() -> None:
-    """Hook the HTTP clients, DSPy (now or when it is imported) and thread start-up; idempotent."""
+    """Hook thread start-up, and the HTTP clients and DSPy now or when they are imported; idempotent."""
     if "done" in _INSTALLED:
         return
     with _INSTALL_LOCK:
         if "done" in _INSTALLED:
             return
         _patch_threads()
-        for name in ("httpx", "httpx2"):
-            if importlib.util.find_spec(name) is not None:
-                _patch_http(importlib.import_module(name))
         pending = {}
         for name, patch in _DEFERRED.items():
             module = sys.modules.get(name)

@@ -58,7 +58,7 @@ from qd.llm.prices import DEFAULT_PRICES, Price, price_of
 from qd.result import Span
 
 __all__ = ["Tracer", "active_tracer", "span", "traced", "record_llm_call", "export_trace_json", "KINDS",
-           "PendingCall", "begin_llm_call", "finish_llm_call", "take_untraced", "fork_point"]
+           "PendingCall", "begin_llm_call", "finish_llm_call", "take_untraced", "fork_context", "flow_joined"]
 
 KINDS: tuple[str, ...] = ("llm", "tool", "step")
 
@@ -95,12 +95,13 @@ def _owner() -> tuple[int, int]:
 class _Flow:
     """One thread of control inside a tracer: its previous call(s) and the flows it started."""
 
-    __slots__ = ("owner", "last", "forks")
+    __slots__ = ("owner", "last", "forks", "joined")
 
-    def __init__(self, owner: tuple[int, int], last: list[int]) -> None:
-        self.owner = owner
+    def __init__(self, owner: tuple[int, int] | None, last: list[int]) -> None:
+        self.owner = owner  # None until the thread or task made for it first records
         self.last = last  # the flow's previous call, or what it inherited when it started
         self.forks: list[_Flow] = []
+        self.joined = False  # its starter waited for it to finish (see flow_joined)
 
     def frontier(self) -> list[int]:
         out = list(self.last)
@@ -110,11 +111,15 @@ class _Flow:
 
 
 def _current_flow(tracer: Tracer) -> _Flow:
-    """The flow of the calling context, starting a child flow in a new thread or task."""
+    """The flow of the calling context (a thread or task not started through fork_context gets a new one)."""
     flow = _FLOW.get()
     me = _owner()
-    if flow is not None and flow.owner == me:
-        return flow
+    if flow is not None:
+        if flow.owner == me:
+            return flow
+        if flow.owner is None:  # made by fork_context for the thread or task now running
+            flow.owner = me
+            return flow
     child = _Flow(me, list(flow.last) if flow is not None else [])
     if flow is not None:
         with tracer._lock:
@@ -123,17 +128,37 @@ def _current_flow(tracer: Tracer) -> _Flow:
     return child
 
 
-def fork_point() -> bool:
-    """Prepare the calling context for starting a thread or task; False when no tracer is active.
+def fork_context() -> tuple[contextvars.Context, _Flow] | None:
+    """A copy of the calling context for a thread or task about to start, with a flow of its own.
 
-    Gives the caller its own flow first, so that the new thread or task (which copies this
-    context) is recorded as the caller's child and joined by the caller's next call.
+    Returns ``None`` when no tracer is active. The new flow starts from the caller's previous
+    call and from the last calls of the caller's earlier threads and tasks it has waited for
+    (so work started after a join depends on them; see :func:`flow_joined`).
     """
     tracer = _TRACER.get()
     if tracer is None:
-        return False
-    _current_flow(tracer)
-    return True
+        return None
+    parent = _current_flow(tracer)
+    with tracer._lock:
+        base = list(parent.last)
+        for fork in parent.forks:
+            if fork.joined:
+                base += fork.frontier()
+        child = _Flow(None, list(dict.fromkeys(base)))
+        parent.forks.append(child)
+    ctx = contextvars.copy_context()
+    ctx.run(_FLOW.set, child)
+    return ctx, child
+
+
+def flow_joined(flow: _Flow) -> None:
+    """Mark a flow made by :func:`fork_context` as waited for by its starter.
+
+    Called when the starter gets a thread pool future's result, joins a thread or shuts a pool
+    down waiting, and when an asyncio task finishes (its creator can only have resumed by
+    awaiting, since the loop runs one task at a time).
+    """
+    flow.joined = True
 
 
 @dataclasses.dataclass(eq=False)
