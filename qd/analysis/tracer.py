@@ -28,16 +28,19 @@ in. A flow is one thread of control: the evaluation's own thread, a thread or as
 starts, a function it submits to a thread pool. The rule:
 
 * a call depends on the previous call of its own flow (three calls in a row: a chain of 3);
-* a flow started by another inherits, for its first call, the starter's previous call;
+* a flow started by another inherits, for its first call, the starter's previous call, and the
+  last calls of the starter's earlier flows it has waited for (a thread pool future's result, a
+  thread join, a pool shutdown, a finished asyncio task);
 * a flow's next call after it started others also depends on the last call of each of those
   (a join: five concurrent calls and then one that reads them give a critical path of 2 and a
   fan-out of 5).
 
 Limits: the rule sees control flow, not values, so a call that ignores an earlier call's output
 still depends on it, and work handed between flows through a queue or shared variable is not
-seen. A started flow whose first call comes after the starter's next call is joined by the
-starter's call after that. Explicit ``deps`` (``[]`` included) always win; a call with explicit
-deps still becomes its flow's previous call.
+seen. Threads and tasks are recognised when started through ``ThreadPoolExecutor.submit``,
+``threading.Thread.start`` or an asyncio event loop's ``create_task`` (with
+:mod:`qd.analysis.autotrace` installed, as in every evaluation). Explicit ``deps`` (``[]``
+included) always win; a call with explicit deps still becomes its flow's previous call.
 """
 from __future__ import annotations
 
