@@ -10,8 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qd.config import OPERATOR_FLAGS, ConfigError, dump_config, load_config
+from qd.analysis.descriptors import resolve_measures
+from qd.archives import CVTArchive, GridArchive
+from qd.archives.plot import plot_archive
+from qd.config import DEMO_CONFIG, OPERATOR_FLAGS, ConfigError, dump_config, load_config, resolve_config
 from qd.domain import Domain
+from qd.domains import get_domain
+from qd.evaluators import make_evaluator
+from qd.llm import LLMClient
+from qd.llm.cache import cache_path
+from qd.llm.local import set_local_server_threads
+from qd.llm.pipeline import PipelineLLM
+from qd.llm.prices import normalize_prices
+from qd.llm.threads import ThreadTuner
 from qd.operators import build_operators as _build_operators
 from qd.rundir import ARCHIVE_META, RunLock, archive_spec, check_resume, check_same_archive
 from qd.search import Search, replay
@@ -35,10 +46,6 @@ class Run:
 
 def build_domain(config: dict) -> Domain:
     """The domain named by ``[domain]``."""
-    from qd.domains import get_domain
-    from qd.llm.pipeline import PipelineLLM
-    from qd.llm.prices import normalize_prices
-
     try:  # [llm] reaches the domain too: one endpoint per run, one price table for all spend
         return get_domain(config["domain"]["name"], pipeline_llm=PipelineLLM.from_config(config["llm"]),
                           llm_prices=normalize_prices(config["llm"]["prices"] or None), **config["domain"]["options"])
@@ -64,8 +71,6 @@ def resolve_measures_config(config: dict, domain: Domain) -> tuple[list[str], li
 
 def build_archive(config: dict, domain: Domain) -> Any:
     """A Grid or CVT archive over the configured measures."""
-    from qd.archives import CVTArchive, GridArchive
-
     names, ranges, bins = resolve_measures_config(config, domain)
     cfg = config["archive"]
     offset = cfg["qd_score_offset"] if cfg["qd_score_offset"] is not None else domain.qd_score_offset
@@ -82,15 +87,12 @@ def build_archive(config: dict, domain: Domain) -> Any:
 
 def build_llm_client(config: dict) -> Any:
     """The LLM client of ``[llm]`` (the embedded model when ``base_url`` is empty)."""
-    from qd.llm import LLMClient
-    from qd.llm.cache import cache_path
-
     llm = config["llm"]
     return LLMClient(base_url=llm["base_url"] or None, model=llm["model"], api=llm["api"],
                      api_key_env=llm["api_key_env"], temperature=llm["temperature"],
                      max_tokens=llm["max_tokens"], timeout_s=llm["timeout_s"], retries=llm["retries"],
                      concurrency=llm["concurrency"], cache=cache_path(llm["cache"]),
-                     prices=llm["prices"] or None)
+                     prices=llm["prices"] or None, fail_fast=llm["fail_fast"])
 
 
 def build_operators(config: dict, domain: Domain) -> tuple[dict[str, tuple[Any, float]], Any]:
@@ -141,9 +143,6 @@ def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progr
 
 
 def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, progress: bool) -> Run:
-    from qd.analysis.descriptors import resolve_measures
-    from qd.evaluators import make_evaluator
-
     store = RunStore(store_path)
     if resume:
         check_resume(store, config)  # refuses changed domain/archive keys before anything is written
@@ -188,9 +187,6 @@ def _embedded_model_threads(threads: int) -> contextlib.AbstractContextManager:
     A positive count is fixed; 0 gives a :class:`~qd.llm.threads.ThreadTuner` that hands the
     model the cores this run leaves free.
     """
-    from qd.llm.local import set_local_server_threads
-    from qd.llm.threads import ThreadTuner
-
     if threads:
         set_local_server_threads(threads)
         return contextlib.nullcontext()
@@ -199,8 +195,6 @@ def _embedded_model_threads(threads: int) -> contextlib.AbstractContextManager:
 
 def save_heatmap(archive: Any, path: Path, title: str = "") -> Path:
     """Write the archive's illumination plot to ``path``."""
-    from qd.archives.plot import plot_archive
-
     plot_archive(archive, path, title=title)
     return Path(path)
 
@@ -224,8 +218,6 @@ def resolve_run_config(config_path: str | Path | None, run_dir: Path, resume: bo
 
     What a resume may change is checked when the run starts (:func:`qd.rundir.check_resume`).
     """
-    from qd.config import DEMO_CONFIG, resolve_config
-
     run_dir = Path(run_dir)
     if resume:
         return load_config(config_path if config_path is not None else run_dir / "config.toml", overrides)

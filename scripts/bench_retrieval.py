@@ -162,6 +162,7 @@ def _mean_range(values: list[float]) -> str:
 def save_sim_heatmaps(runs: dict[str, list[tuple[Run, float]]], path: Path) -> None:
     """Final maps of seed 0 side by side, one colour scale (accuracy 0..1)."""
     import matplotlib.pyplot as plt
+
     from qd.archives.plot import heatmap
 
     shown = [n for n in ("classic", "classic+llm") if runs.get(n)] or [n for n in runs if runs[n]]
@@ -185,6 +186,7 @@ def save_sim_curves(runs: dict[str, list[tuple[Run, float]]], path: Path, args: 
     score over the first ``--llm-evals`` evaluations, where the LLM-only runs can be compared.
     """
     import matplotlib.pyplot as plt
+
     from qd.archives.plot import qd_curve
 
     budgets = [int(rs[0][0].config["run"]["evaluations"]) for rs in runs.values() if rs]
@@ -216,10 +218,10 @@ def save_sim_curves(runs: dict[str, list[tuple[Run, float]]], path: Path, args: 
 
 # -- real part ---------------------------------------------------------------------------------------
 def bench_real(args: argparse.Namespace, work: Path, out: Path) -> None:
+    from qd.analysis.elites import export_elite_traces
+    from qd.analysis.selection import spanning_elites as _spanning_elites
     from qd.archives.plot import plot_archive
-
-    from qd.analysis import export_elite_traces
-    from qd.cli import _config_line, _spanning_elites
+    from qd.cli import _config_line
 
     if args.real_run:
         run, wall = open_run(args.real_run), None

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from qd.analysis import resolve_measures, summarize
+from qd.analysis.elites import export_elite_traces
+from qd.analysis.selection import spanning_elites as _spanning_elites
 from qd.archives import GridArchive
+from qd.cli import main, run_status
+from qd.config import DEMO_CONFIG, dump_config, resolve_config
 from qd.domains.retrieval import AGGREGATIONS, RetrievalDomain, predict_calls
 from qd.domains.retrieval_sim import FIT_PATH, SimulatedLLM
 from qd.domains.retrieval_task import (
@@ -22,10 +28,6 @@ from qd.domains.retrieval_task import (
     parse_prompt,
     reverse_prompt_with_example,
 )
-
-from qd.analysis import export_elite_traces, resolve_measures, summarize
-from qd.cli import _spanning_elites, main, run_status
-from qd.config import DEMO_CONFIG, dump_config, resolve_config
 from qd.evaluation import evaluate_config
 from qd.runner import open_run
 

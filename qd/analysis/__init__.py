@@ -1,4 +1,10 @@
-"""Program analysis of compound AI configurations: execution tracing (dynamic) and descriptors."""
+"""Program analysis of compound AI configurations: execution tracing (dynamic) and descriptors.
+
+The package re-exports the tracer and the descriptors, which evaluation and the LLM client use.
+What works on finished runs imports more of qd and is imported from its own module:
+:mod:`qd.analysis.elites` (traces of elites), :mod:`qd.analysis.selection` (elites that span
+the map), :mod:`qd.analysis.validation`.
+"""
 from qd.analysis.descriptors import (
     BUILTINS,
     DYNAMIC,
@@ -9,7 +15,6 @@ from qd.analysis.descriptors import (
     trace_critical_path,
     trace_max_fanout,
 )
-from qd.analysis.elites import export_elite_traces, trace_config
 from qd.analysis.tracer import (
     Tracer,
     active_tracer,
@@ -23,5 +28,5 @@ from qd.analysis.tracer import (
 __all__ = [
     "Tracer", "active_tracer", "current_span_id", "export_trace_json", "record_llm_call", "span", "traced",
     "BUILTINS", "DYNAMIC", "STATIC", "available_measures", "resolve_measures", "summarize",
-    "trace_critical_path", "trace_max_fanout", "export_elite_traces", "trace_config",
+    "trace_critical_path", "trace_max_fanout",
 ]

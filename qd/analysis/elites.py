@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qd.analysis.tracer import export_trace_json
+from qd.evaluation import evaluate_config
 from qd.result import Span
 
 __all__ = ["trace_config", "export_elite_traces"]
@@ -28,8 +29,6 @@ def trace_config(domain: Any, config: dict) -> tuple[list[Span], Any]:
     config : dict
         A configuration of ``domain.space``.
     """
-    from qd.evaluation import evaluate_config  # late: qd.evaluation imports the tracer module
-
     result = evaluate_config(domain, config)
     return list(result.trace), result
 
