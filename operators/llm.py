@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from qd.operators.base import Generation, Operator
-from qd.operators.parse import ParseError, parse_config
 
 from qd.llm.client import LLMError
+from qd.operators.base import Generation, Operator
+from qd.operators.parse import ParseError, parse_config
 
 __all__ = ["LLM_OPERATORS", "Generation", "LLMMutation", "LMXCrossover", "LLMOperator"]
 

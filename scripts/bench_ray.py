@@ -35,10 +35,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from qd.operators.base import Operator
-
 from qd.domain import Domain
 from qd.evaluators import SerialEvaluator
+from qd.operators.base import Operator
 from qd.result import EvalResult
 from qd.space import Float, Space
 
@@ -117,11 +116,10 @@ def drive(evaluator, count: int, warmup: int) -> dict:
 
 def bench_search(args: argparse.Namespace, wait_for_llm: bool) -> dict:
     """A whole search on Ray tasks, half its offspring asked of a slow one-thread LLM operator."""
-    from qd.archives import GridArchive
-    from qd.operators.classic import Gaussian
-
     from qd.analysis.descriptors import resolve_measures
+    from qd.archives import GridArchive
     from qd.evaluators import RayEvaluator
+    from qd.operators.classic import Gaussian
     from qd.search import Search
 
     domain = BenchDomain("sleep", args.duration)
