@@ -14,13 +14,14 @@ from qd.evaluators import SerialEvaluator, make_evaluator
 from qd.function_domain import FunctionDomain, function_domain
 from qd.llm.pipeline import PipelineLLM, pipeline_llm
 from qd.result import EvalResult, Span, Trace
-from qd.search import Search
+from qd.search import Search, SearchOptions
 from qd.space import Bool, Categorical, Float, Int, Seq, Space, Text
 
 __all__ = [
     "GridArchive", "CVTArchive", "ArchiveStats", "AddStatus", "cvt_centroids", "load_archive",
     "Space", "Float", "Int", "Categorical", "Bool", "Text", "Seq",
-    "Domain", "EvalResult", "Span", "Trace", "Search", "SerialEvaluator", "RayEvaluator", "make_evaluator",
+    "Domain", "EvalResult", "Span", "Trace", "Search", "SearchOptions", "SerialEvaluator", "RayEvaluator",
+    "make_evaluator",
     "LLMClient", "run_search", "open_run", "FunctionDomain", "function_domain", "pipeline_llm", "PipelineLLM",
 ]
 

@@ -9,13 +9,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qd.archives import GridArchive
-from qd.domains.arm import ArmDomain
-from qd.operators.classic import IsoLineDD, Mutation
+import pytest
 
 from qd.analysis.descriptors import resolve_measures
+from qd.archives import AddStatus, GridArchive
+from qd.domains.arm import ArmDomain
 from qd.evaluators import SerialEvaluator
-from qd.search import Search
+from qd.listeners import SearchListener
+from qd.operators.classic import IsoLineDD, Mutation
+from qd.search import Search, SearchOptions
 from qd.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,3 +204,56 @@ def test_window_follows_the_evaluators_slots_unless_fixed():
     assert grown.window == 8
     fixed, _ = _search(domain, 300, evaluator=_GrowingEvaluator(domain), window=3)
     assert max(q for _, q in fixed.evaluator.queued) == 3
+
+
+
+class _Recorder(SearchListener):
+    """A listener that keeps what the driver reports."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self.events: list = []
+
+    def on_start(self, search):
+        self.calls.append("start")
+
+    def on_result(self, search, event):
+        self.calls.append("result")
+        self.events.append(event)
+        assert isinstance(event.status, AddStatus) and search.finished == len(self.events)
+
+    def on_end(self, search):
+        self.calls.append("end")
+
+
+def test_options_group_the_driver_settings_and_keywords_override_them():
+    domain = ArmDomain(joints=4)
+    archive = GridArchive(dims=[10, 10], ranges=domain.default_ranges, measure_names=["x", "y"])
+    ops = {"mutation": (Mutation(domain.space), 1.0)}
+    options = SearchOptions(init_random=7, window=3, seed=5)
+    search = Search(domain, archive, SerialEvaluator(domain), operators=ops,
+                    measures=resolve_measures(["x", "y"], domain), budget=40, options=options, init_random=9)
+    assert search.options.init_random == 9 and search.window == 3 and search.scheduler.options.seed == 5
+    assert options.init_random == 7  # the caller's options are not changed
+    with search:
+        search.run()
+    assert search.stats["random"].evaluated == 9
+    with pytest.raises(TypeError, match="no_such_option"):
+        Search(domain, archive, SerialEvaluator(domain), operators=ops, measures=[], budget=1, no_such_option=1)
+
+
+def test_listeners_hear_every_result_between_start_and_end():
+    recorder = _Recorder()
+    _search(ArmDomain(joints=4), budget=60, listeners=[recorder])
+    assert recorder.calls == ["start"] + ["result"] * 60 + ["end"]
+    assert sorted(e.id for e in recorder.events) == list(range(60))
+
+
+def test_a_search_seeded_with_the_default_configuration_evaluates_it_first():
+    domain = ArmDomain(joints=5)
+    recorder = _Recorder()
+    search, _ = _search(domain, budget=80, seeds=[domain.default_config()], init_random=0, listeners=[recorder])
+    first = recorder.events[0].candidate
+    assert first.operator == "seed" and first.config == {"angles": [0.0] * 5}
+    assert recorder.events[0].status == AddStatus.NEW
+    assert search.stats["seed"].evaluated == 1 and "random" not in search.stats
