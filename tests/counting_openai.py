@@ -111,6 +111,12 @@ def _handler(server: CountingOpenAI) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:
             pass
 
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except (ConnectionResetError, BrokenPipeError):  # the client closed a kept-alive connection
+                pass
+
         def _json(self, status: int, obj: Any) -> None:
             body = json.dumps(obj).encode()
             self.send_response(status)

@@ -117,7 +117,7 @@ def _estimate_prompt_tokens(body: bytes) -> int:
 class _Observer:
     """What one HTTP call has shown so far, and how to finish its span."""
 
-    __slots__ = ("call", "name", "model", "body", "tokens", "events", "done", "lock", "status")
+    __slots__ = ("call", "name", "model", "body", "tokens", "events", "done", "status")
 
     def __init__(self, call: PendingCall, request: Any) -> None:
         self.call = call
@@ -132,7 +132,6 @@ class _Observer:
         self.tokens: dict[str, int] = {}
         self.events = 0
         self.done = False
-        self.lock = threading.Lock()
         self.status = 0
         call.flush = self.finish
 
@@ -146,10 +145,11 @@ class _Observer:
                 self.model = found.group(1).decode("utf-8", "replace")
 
     def finish(self, error: str = "") -> None:
-        with self.lock:
-            if self.done:
-                return
-            self.done = True
+        # A stream's end and its close may both get here (even from two threads): the first wins,
+        # and finish_llm_call records a call once whatever happens.
+        if self.done:
+            return
+        self.done = True
         ok = not error and 0 < self.status < 400
         if not error and not ok:
             error = f"HTTP {self.status}"

@@ -209,20 +209,23 @@ def begin_llm_call(deps: Sequence[int | None] | None = None) -> PendingCall:
     tracer = _TRACER.get()
     if tracer is not None:
         flow = _current_flow(tracer)
-        if deps is None:
-            with tracer._lock:
-                inferred = list(dict.fromkeys(flow.frontier()))
+        explicit = None if deps is None else _clean_deps(deps)
+        call = PendingCall(tracer, flow, [], _PARENT.get(), time.time(), time.perf_counter(), True)
+        with tracer._lock:
+            if explicit is None:
+                frontier = flow.frontier()
+                call.deps = list(dict.fromkeys(frontier)) if len(frontier) > 1 else frontier
                 flow.forks = []
-        else:
-            inferred = _clean_deps(deps)
-        call = PendingCall(tracer, flow, inferred, _PARENT.get(), time.time(), time.perf_counter(), True)
-    else:
-        with _OPEN_LOCK:
-            only = _OPEN[0] if len(_OPEN) == 1 else None
-        call = PendingCall(only, None, _clean_deps(deps), None, time.time(), time.perf_counter(), False)
-    if call.tracer is not None:
-        with call.tracer._lock:
-            call.tracer._pending.add(call)
+            else:
+                call.deps = explicit
+            tracer._pending.add(call)
+        return call
+    with _OPEN_LOCK:
+        only = _OPEN[0] if len(_OPEN) == 1 else None
+    call = PendingCall(only, None, _clean_deps(deps), None, time.time(), time.perf_counter(), False)
+    if only is not None:
+        with only._lock:
+            only._pending.add(call)
     return call
 
 
