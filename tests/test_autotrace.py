@@ -268,3 +268,24 @@ def test_clients_imported_after_install_are_traced_too(server):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "http"]
+
+
+def test_a_dspy_cache_hit_is_a_cached_span_and_no_request(server, tmp_path):
+    import dspy
+
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
+    try:
+        lm = dspy.LM("openai/gpt-4o-mini", api_base=server.base_url, api_key="k", cache=True)
+        predict = dspy.Predict("question -> answer")
+        server.reset()
+        with Tracer() as tracer:
+            autotrace.install()
+            with dspy.context(lm=lm):
+                predict(question="cache me")
+                predict(question="cache me")
+        assert server.served()["calls"] == 1
+        first, second = tracer.spans
+        assert (first["cached"], second["cached"]) == (False, True)
+        assert second["via"] == "dspy" and second["deps"] == [first["id"]]
+    finally:
+        dspy.configure_cache()
