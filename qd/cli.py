@@ -13,7 +13,9 @@ from typing import Any
 
 from qd.analysis.selection import archive_over, select_elites, spanning_elites
 from qd.config import ConfigError
-from qd.rundir import RunLockedError
+from qd.llm.client import CAUSES, LLMError
+from qd.measure_range import describe, out_of_range
+from qd.rundir import RunLockedError, read_run
 
 __all__ = ["main", "run_status", "select_elites"]
 
@@ -133,7 +135,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = resolve_run_config(args.config, run_dir, bool(args.resume), overrides)
     print(f"qd: {'resuming' if args.resume else 'running'} {config['run']['name']!r} "
           f"({config['domain']['name']}, {config['run']['evaluations']} evaluations) in {run_dir}", file=sys.stderr)
-    run = run_search(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    try:
+        run = run_search(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    except LLMError as exc:  # the LLM client's fail-fast: its first calls all failed for one persistent cause
+        stopped = read_run(run_dir)
+        try:
+            _print_summary(stopped)
+        finally:
+            stopped.store.close()
+        print(f"qd: stopped early: {exc}", file=sys.stderr)
+        return 3
     try:
         _print_summary(run)
     finally:
@@ -151,7 +162,7 @@ def _print_summary(run: Any) -> None:
     print(f"\nevaluations: {run.store.count()}  elites: {s.num_elites}  coverage: {s.coverage:.1%}  "
           f"qd_score: {s.qd_score:.4g}  best: {best}")
     names = run.archive.measure_names
-    obj = run.domain.objective_name
+    obj = run.archive.objective_name
     picks = spanning_elites(run.archive, obj)
     if picks:
         print(f"elites spanning the map ({obj} over {', '.join(names)}):")
@@ -159,9 +170,34 @@ def _print_summary(run: Any) -> None:
             measures = "  ".join(f"{n}={v:.3g}" for n, v in zip(names, elite["measures"]))
             print(f"  {label}\n      {obj}={elite['objective']:.4g}  {measures}  (id {elite['id']})")
             print(f"      {_config_line(elite['solution'])}")
+    for line in _llm_failure_lines(run.store.counters("llm").get("total", {}),
+                                   run.store.get_meta("llm_last_errors", {})):
+        print(line)
+    lows, highs = run.archive.lower_bounds, run.archive.upper_bounds
+    for i, (name, c) in enumerate(_out_of_range(run).items()):
+        if c["below"] + c["above"]:
+            print(f"out of range: {describe(name, i, float(lows[i]), float(highs[i]), c)}")
     if (run.path / "heatmap.png").exists():
         print(f"heatmap: {run.path / 'heatmap.png'}")
     print(f"inspect: qd status {run.path}   qd elites {run.path} --diverse 5")
+
+
+def _llm_failure_lines(total: dict, last_errors: dict) -> list[str]:
+    """``LLM calls failed: authentication 5 (HTTP 401: ...)``: the run's LLM failures by cause."""
+    failed = {c: int(total.get(f"failed_{c}", 0)) for c in CAUSES if total.get(f"failed_{c}")}
+    if not failed:
+        return []
+    lines = [f"LLM calls failed: {sum(failed.values())} of {int(total.get('calls', 0)) + sum(failed.values())}"]
+    for cause, n in failed.items():
+        message = last_errors.get(cause, "")
+        lines.append(f"  {cause.replace('_', ' ')} {n}" + (f": {_cut(message, 200)}" if message else ""))
+    return lines
+
+
+def _out_of_range(run: Any) -> dict[str, dict[str, int]]:
+    """Per archive measure: stored values below and above the archive's range (usable evaluations)."""
+    rows = (r.measures for r in run.store.evaluations(status="ok"))
+    return out_of_range(rows, run.archive.measure_names, run.archive.lower_bounds, run.archive.upper_bounds)
 
 
 def _config_line(config: Any, limit: int = 160) -> str:
@@ -188,7 +224,6 @@ def _cut(text: str, limit: int) -> str:
 def run_status(run_dir: str | Path) -> dict[str, Any]:
     """The ``qd status --json`` object of a run directory."""
     from qd.result import STATUSES
-    from qd.rundir import read_run
 
     run = read_run(run_dir)
     s = run.archive.stats
@@ -218,6 +253,12 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
 
     llm = usage(llm_counters.get("total", {}))
     llm["by_operator"] = {tag: usage(u) for tag, u in llm_counters.items() if tag != "total"}
+    total = llm_counters.get("total", {})
+    llm["failed_by_cause"] = {c: int(total[f"failed_{c}"]) for c in CAUSES if total.get(f"failed_{c}")}
+    # LLM answers no configuration could be read from (operators' invalid offspring), by operator
+    llm["unusable_answers"] = {name: o["offspring"] - o["valid"] for name, o in operators.items()
+                               if name in llm["by_operator"] and o["offspring"] > o["valid"]}
+    llm["last_errors"] = run.store.get_meta("llm_last_errors", {})
     spend = _spend(run, llm)
     from qd.validate import noise_status
     return {
@@ -227,6 +268,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         "obj_max": s.obj_max if s.num_elites else None,
         "invalid": statuses["invalid"], "errors": statuses["error"] + statuses["crash"] + statuses["timeout"],
         "statuses": statuses, "operators": operators, "llm": llm, "spend": spend,
+        "out_of_range": _out_of_range(run),
         **noise_status(run.store),  # noise handling and held-out validation, once there are any
     }
 
@@ -293,7 +335,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
               f"{o['llm_failures']:>8} {_pct(o['share']):>6}")
     llm = status["llm"]
     if llm["calls"] or llm["failures"] or llm["errors"]:
-        print("llm: " + ", ".join(f"{k} {v}" for k, v in llm.items() if k != "by_operator"))
+        print("llm: " + ", ".join(f"{k} {v}" for k, v in llm.items() if not isinstance(v, dict)))
+    total = {"calls": llm["calls"], **{f"failed_{c}": n for c, n in llm["failed_by_cause"].items()}}
+    for line in _llm_failure_lines(total, llm["last_errors"]):
+        print(line)
+    if llm["unusable_answers"]:
+        print("LLM answers with no usable configuration: "
+              + ", ".join(f"{op} {n}" for op, n in llm["unusable_answers"].items()))
+    for name, c in status["out_of_range"].items():
+        if c["below"] + c["above"]:
+            print(f"out of range: {name}: {c['below']} below, {c['above']} above, of {c['of']} values")
     for part, row in status["spend"].items():
         if row["calls"] or row.get("untraced_calls"):
             extra = f", untraced calls {row['untraced_calls']}" if row.get("untraced_calls") else ""
@@ -310,7 +361,6 @@ def _pct(rate: float | None) -> str:
 
 # -- plot --------------------------------------------------------------------------------------
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from qd.rundir import read_run
     from qd.runner import save_heatmap
 
     run = read_run(args.run_dir)
@@ -348,8 +398,6 @@ def _save_curve(run: Any, path: Path) -> None:
 
 # -- elites ------------------------------------------------------------------------------------
 def _cmd_elites(args: argparse.Namespace) -> int:
-    from qd.rundir import read_run
-
     run = read_run(args.run_dir)
     records = select_elites(run.archive, top=args.top, diverse=args.diverse, where=args.where)
     from qd.validate import elite_columns

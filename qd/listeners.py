@@ -86,14 +86,14 @@ class StoreRecorder(SearchListener):
         self._every = self.history_every or max(1, search.budget // 200)
 
     def on_result(self, search: Search, event: Evaluated) -> None:
-        """Commit the evaluation; every ``history_every`` results, the history and counters too."""
+        """Commit the evaluation with the counters (one transaction); every ``history_every`` results, the history."""
         child, result = event.candidate, event.result
         self.store.add_evaluation(
             id=event.id, hash=child.hash, config_json=child.canonical, status=result.status,
             fitness=result.fitness, measures=event.measures, error=result.error, feedback=result.feedback,
             operator=child.operator, parent_ids=child.parent_ids, trace_summary=summarize(result.trace),
             metrics={k: v for k, v in result.metrics.items() if k != "traceback"},
-            archive_status=int(event.status), submitted_at=child.submitted_at)
+            archive_status=int(event.status), submitted_at=child.submitted_at, counters=self.counters(search))
         noise = search.scheduler.noise
         if noise is not None or result.scores is not None:  # draws, policy order and per-instance scores
             self.store.add_sample(event.id, child.hash, child.draw, noise.seq if noise is not None else event.id,
@@ -102,29 +102,42 @@ class StoreRecorder(SearchListener):
             s = search.archive.stats
             self.store.add_history(search.finished, s.num_elites, s.coverage, s.qd_score,
                                    s.obj_max if s.num_elites else math.nan, search.elapsed_s)
-            self.save_counters(search)
 
     def on_end(self, search: Search) -> None:
         """Save the final counters."""
         self.save_counters(search)
 
     def save_counters(self, search: Search) -> None:
-        """Write the operator counters (with each one's current ``share``) and the LLM usage."""
+        """Write the counters (:meth:`counters`) and the LLM endpoint's latest error per cause."""
+        for scope, table in self.counters(search).items():
+            self.store.set_counters(scope, table)
+        if self.llm_client is not None and self.llm_client.last_errors:
+            self.store.set_meta("llm_last_errors", {**self.store.get_meta("llm_last_errors", {}),
+                                                    **self.llm_client.last_errors})
+
+    def counters(self, search: Search) -> dict[str, dict[str, dict[str, float]]]:
+        """Every counter table, as scope -> name -> field -> value.
+
+        The operator counters (with each one's current ``share``), the noise policy's, and the LLM
+        usage added to earlier sessions' (zero fields left out).
+        """
         shares = search.scheduler.shares()
-        self.store.set_counters("operators", {n: {**s.as_dict(), **({"share": shares[n]} if n in shares else {})}
-                                              for n, s in search.scheduler.stats.items()})
+        out = {"operators": {n: {**s.as_dict(), **({"share": shares[n]} if n in shares else {})}
+                             for n, s in search.scheduler.stats.items()}}
         if search.scheduler.noise is not None:
-            self.store.set_counters("noise", {"policy": search.scheduler.noise.counters()})
+            out["noise"] = {"policy": search.scheduler.noise.counters()}
         if self.llm_client is None:
-            return
+            return out
         usage = {tag: dict(fields) for tag, fields in self._llm_base.items()}
         current = {"total": dict(self.llm_client.usage)}
         current.update({tag: dict(u) for tag, u in self.llm_client.usage_by_tag.items()})
         for tag, fields in current.items():  # a resumed run adds to what earlier sessions used
             merged = usage.setdefault(tag, {})
             for key, value in fields.items():
-                merged[key] = merged.get(key, 0) + value
-        self.store.set_counters("llm", usage)
+                if value:
+                    merged[key] = merged.get(key, 0) + value
+        out["llm"] = usage
+        return out
 
 
 class ProgressBar(SearchListener):
@@ -143,8 +156,12 @@ class ProgressBar(SearchListener):
         self._bar.update(1)
         if search.finished % 25 == 0 or search.finished == search.budget:
             s = search.archive.stats
+            extra = {}
+            failed = search.llm_client.usage.by_cause() if search.llm_client is not None else {}
+            if failed:  # LLM failures by cause, e.g. "authentication 5"
+                extra["llm_failed"] = ", ".join(f"{cause.replace('_', ' ')} {n}" for cause, n in failed.items())
             self._bar.set_postfix(elites=s.num_elites, coverage=f"{s.coverage:.1%}",
-                                  best=f"{s.obj_max:.4g}" if s.num_elites else "-", refresh=False)
+                                  best=f"{s.obj_max:.4g}" if s.num_elites else "-", **extra, refresh=False)
 
     def on_end(self, search: Search) -> None:
         """Close the bar."""

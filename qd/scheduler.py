@@ -22,6 +22,7 @@ pays for the offspring it wastes.
 from __future__ import annotations
 
 import collections
+import hashlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -234,10 +235,15 @@ class Scheduler:
         """Continue after earlier evaluations: their config hashes, and the operator counters saved.
 
         The archive must already hold their results (``qd.search.replay``). Seeds already
-        evaluated are not asked again.
+        evaluated are not asked again. The random generator continues on a fresh stream derived
+        from ``seed`` and the stored history (so a resumed session never re-draws the samples of
+        the first one, and resuming the same store twice continues the same way).
         """
         self._seen.update(seen)
         self._asked = self._told = len(self._seen)
+        history = hashlib.sha256("".join(sorted(self._seen)).encode()).digest()
+        self.rng = np.random.default_rng([int(self.options.seed) % 2**64, len(self._seen),
+                                          int.from_bytes(history[:8], "little")])
         for name, fields in (stats or {}).items():
             self.stats[name] = OperatorStats.from_dict(fields)
         self._seeds = collections.deque(s for s in self._seeds if self.space.hash(s) not in self._seen)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from qd.domain import Domain
 from qd.evaluation import with_draw
 from qd.listeners import Evaluated, ProgressBar, SearchListener, StoreRecorder
+from qd.measure_range import RangeWatch
 from qd.noise import make_handler, probe_count
 from qd.result import EvalResult
 from qd.scheduler import (
@@ -162,7 +163,9 @@ class Search:
         self._llm_pool = cf.ThreadPoolExecutor(max_workers=self._llm_threads, thread_name_prefix="qd-llm")
         self._llm_jobs: dict[cf.Future, GenerationJob] = {}
         self._started = time.perf_counter()
-        self.listeners: list[SearchListener] = []
+        self.llm_client = llm_client
+        self.range_watch = RangeWatch()  # counts measure values outside the archive's ranges; warns once
+        self.listeners: list[SearchListener] = [self.range_watch]
         if store is not None:
             self.listeners.append(StoreRecorder(store, llm_client, self.options.history_every))
             self.finished = self._resume(store)
@@ -203,6 +206,7 @@ class Search:
         try:
             while self.finished < self.budget:
                 self._harvest_llm()
+                self._stop_if_llm_unusable()
                 self._fill()
                 waiting_on_llm = bool(self._llm_jobs)
                 if not self._inflight:
@@ -224,6 +228,18 @@ class Search:
             for listener in self.listeners:
                 listener.on_end(self)
         return self.archive
+
+    def _stop_if_llm_unusable(self) -> None:
+        """Raise the client's :attr:`~qd.llm.LLMClient.fatal` error (its first calls all failed alike).
+
+        Raises
+        ------
+        LLMError
+            With the endpoint's own message and the config key to fix.
+        """
+        fatal = getattr(self.llm_client, "fatal", None)
+        if fatal is not None:
+            raise fatal
 
     def close(self) -> None:
         """Stop LLM generation threads and the evaluator."""

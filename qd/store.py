@@ -138,13 +138,29 @@ class RunStore:
     def add_evaluation(self, *, id: int, hash: str, config_json: str, status: str, fitness: float,
                        measures: dict[str, float], error: str, feedback: str, operator: str,
                        parent_ids: list[int], trace_summary: dict, metrics: dict, archive_status: int,
-                       submitted_at: float, finished_at: float | None = None) -> None:
-        """Insert and commit one finished evaluation."""
-        self._db.execute(
-            "INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (id, hash, config_json, status, fitness if math.isfinite(fitness) else None, _json(measures),
-             error, feedback, operator, _json(parent_ids), _json(trace_summary), _json(metrics),
-             archive_status, submitted_at, time.time() if finished_at is None else finished_at))
+                       submitted_at: float, finished_at: float | None = None,
+                       counters: dict[str, dict[str, dict[str, float]]] | None = None) -> None:
+        """Insert and commit one finished evaluation.
+
+        ``counters`` (scope -> :meth:`set_counters` table) are replaced in the same transaction, so
+        the operator and LLM counters are exactly as durable as the evaluation rows: a killed run
+        resumes from the totals of its last committed evaluation.
+        """
+        row = (id, hash, config_json, status, fitness if math.isfinite(fitness) else None, _json(measures),
+               error, feedback, operator, _json(parent_ids), _json(trace_summary), _json(metrics),
+               archive_status, submitted_at, time.time() if finished_at is None else finished_at)
+        if not counters:
+            self._db.execute("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            return
+        self._db.execute("BEGIN")
+        try:
+            self._db.execute("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            for scope, table in counters.items():
+                self._replace_counters(scope, table)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def count(self) -> int:
         """Number of finished evaluations."""
@@ -222,12 +238,19 @@ class RunStore:
     # -- counters (operator and LLM accounting that is not one row per evaluation) ------------
     def set_counters(self, scope: str, counters: dict[str, dict[str, float]]) -> None:
         """Replace the counters of ``scope`` (e.g. "operators", "llm") with ``{name: {field: value}}``."""
+        self._db.execute("BEGIN")
+        try:
+            self._replace_counters(scope, counters)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _replace_counters(self, scope: str, counters: dict[str, dict[str, float]]) -> None:
         rows = [(scope, name, field, float(value)) for name, fields in counters.items()
                 for field, value in fields.items()]
-        self._db.execute("BEGIN")
         self._db.execute("DELETE FROM counters WHERE scope = ?", (scope,))
         self._db.executemany("INSERT INTO counters VALUES (?,?,?,?)", rows)
-        self._db.execute("COMMIT")
 
     def counters(self, scope: str) -> dict[str, dict[str, float]]:
         """The counters of ``scope`` as ``{name: {field: value}}``."""

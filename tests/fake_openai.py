@@ -13,12 +13,13 @@ script is empty)::
 
 Behaviours: ``ok``, ``slow`` (answer after ``delay`` s), ``timeout`` (sleep ``delay`` s, past the
 client's timeout, then drop the connection), ``429`` (with ``Retry-After: retry_after``), ``500``,
-``503``, ``400``, ``nonjson`` (200 with an HTML body), ``truncated`` (200 with half a JSON body),
-``empty_choices`` (200 with ``"choices": []``), ``no_content`` (chat message content null),
-``trickle`` (a slow stream: a valid body sent a few bytes at a time over ``delay`` s, each piece
-well within a per-read timeout, so only a total deadline stops it).
-``fail_rate`` makes every unscripted request fail with a random fault (seeded), for search-level
-fault injection.
+``503``, ``400``, ``401`` (wrong key), ``404`` (unknown model), ``nonjson`` (200 with an HTML
+body), ``truncated`` (200 with half a JSON body), ``empty_choices`` (200 with ``"choices": []``),
+``no_content`` (chat message content null), ``trickle`` (a slow stream: a valid body sent a few
+bytes at a time over ``delay`` s, each piece well within a per-read timeout, so only a total
+deadline stops it). ``default`` answers every unscripted request (``"401"``: an endpoint that
+refuses the key). ``fail_rate`` makes every unscripted request fail with a random fault (seeded),
+for search-level fault injection.
 """
 from __future__ import annotations
 
@@ -31,8 +32,15 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-KINDS = ("ok", "slow", "timeout", "429", "500", "503", "400", "nonjson", "truncated", "empty_choices", "no_content",
-         "trickle")
+KINDS = ("ok", "slow", "timeout", "429", "500", "503", "400", "401", "404", "nonjson", "truncated", "empty_choices",
+         "no_content", "trickle")
+# What the endpoint says for the client errors, worded like OpenAI's own.
+_CLIENT_ERRORS = {
+    "400": ("scripted 400", "invalid_request_error"),
+    "401": ("Incorrect API key provided: sk-fake. You can find your API key at https://example.invalid/keys.",
+            "invalid_api_key"),
+    "404": ("The model `no-such-model` does not exist or you do not have access to it.", "model_not_found"),
+}
 _TRICKLE_PIECES = 40
 _RANDOM_FAULTS = ("429", "500", "nonjson", "truncated", "empty_choices")
 
@@ -49,6 +57,8 @@ class FakeOpenAI:
         Probability that an unscripted request gets a random fault (429/500/garbage).
     seed : int
         Seed of the random faults.
+    default : str
+        Behaviour of every unscripted request (``"401"``: an endpoint that refuses the key).
     """
 
     def __init__(
@@ -56,7 +66,11 @@ class FakeOpenAI:
         reply: Callable[[dict[str, Any]], str] | None = None,
         fail_rate: float = 0.0,
         seed: int = 0,
+        default: str = "ok",
     ) -> None:
+        if default not in KINDS:
+            raise ValueError(f"unknown default {default!r}; expected one of {KINDS}")
+        self.default = default
         self.reply = reply or (lambda req: "fake completion")
         self.fail_rate = fail_rate
         self._rng = random.Random(seed)
@@ -89,7 +103,7 @@ class FakeOpenAI:
                 return self._script.popleft()
             if self.fail_rate > 0 and self._rng.random() < self.fail_rate:
                 return {"kind": self._rng.choice(_RANDOM_FAULTS), "retry_after": 0.01, "delay": 0.0}
-            return {"kind": "ok", "retry_after": None, "delay": 0.0}
+            return {"kind": self.default, "retry_after": None, "delay": 0.0}
 
     def start(self) -> FakeOpenAI:
         """Serve in a daemon thread."""
@@ -213,8 +227,13 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 err = {"error": {"message": "rate limited", "type": "rate_limit", "code": 429}}
                 self._send(429, json.dumps(err).encode(), headers=headers)
                 return
-            if kind in ("500", "503", "400"):
+            if kind in ("500", "503"):
                 err = {"error": {"message": f"scripted {kind}", "type": "server_error", "code": int(kind)}}
+                self._send(int(kind), json.dumps(err).encode())
+                return
+            if kind in _CLIENT_ERRORS:
+                message, code = _CLIENT_ERRORS[kind]
+                err = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
                 self._send(int(kind), json.dumps(err).encode())
                 return
             if kind == "nonjson":

@@ -142,10 +142,9 @@ def test_any_accepted_toml_value_round_trips_through_the_run_directory(tmp_path_
 
 
 def test_demo_is_the_retrieval_pipeline_on_the_embedded_model_with_llm_operators():
+    from qd.analysis import resolve_measures
     from qd.domains import get_domain
     from qd.operators import CLASSIC
-
-    from qd.analysis import resolve_measures
 
     config = resolve_config(DEMO_CONFIG)
     assert config["domain"]["name"] == "retrieval" and config["llm"]["base_url"] == ""

@@ -4,13 +4,13 @@ import math
 
 import numpy as np
 import pytest
-from qd.archives import GridArchive
-from qd.domains.arm import ArmDomain
-from qd.operators.classic import Mutation
 
 from qd.analysis.descriptors import resolve_measures
+from qd.archives import GridArchive
+from qd.domains.arm import ArmDomain
 from qd.evaluation import evaluate_config
 from qd.evaluators import SerialEvaluator
+from qd.operators.classic import Mutation
 from qd.result import EvalResult, MalformedResult, check_result, check_span
 from qd.search import Search
 from qd.store import RunStore

@@ -35,9 +35,23 @@ from typing import Any
 from qd.llm.cache import RequestCache, request_key
 from qd.llm.prices import lookup_price, normalize_prices
 
-__all__ = ["LLMClient", "LLMError", "LLMResponse", "Usage"]
+__all__ = ["LLMClient", "LLMError", "LLMResponse", "Usage", "CAUSES", "PERSISTENT_CAUSES", "FIX_HINTS"]
 
 APIS = ("completions", "chat")
+
+# Why a call failed (its last attempt), as counted in Usage.failed_<cause> and shown by `qd status`.
+CAUSES: tuple[str, ...] = ("authentication", "not_found", "bad_request", "rate_limit", "timeout", "server_error",
+                           "connection", "unusable_output", "other")
+# Causes that the next calls will hit too: the first `fail_fast` calls all failing for one of them
+# stop the run (LLMClient.fatal).
+PERSISTENT_CAUSES: tuple[str, ...] = ("authentication", "not_found", "bad_request", "connection")
+# The run config key that fixes each persistent cause.
+FIX_HINTS: dict[str, str] = {
+    "authentication": "llm.api_key_env (the environment variable that holds the endpoint's API key)",
+    "not_found": "llm.model (a model the endpoint serves) or llm.base_url",
+    "bad_request": "llm.api ('chat' for chat-only models, 'completions' for base models) or llm.model",
+    "connection": "llm.base_url (an endpoint this machine reaches)",
+}
 _LOCAL_KEY = "sk-local-no-key"  # servers without auth ignore the key; openai insists on one
 
 
@@ -52,13 +66,17 @@ class LLMError(RuntimeError):
         The final attempt's error.
     retryable : bool
         Whether the last error was of a transient kind (timeouts, 429, 5xx, garbage).
+    cause : str
+        One of :data:`CAUSES`.
     """
 
-    def __init__(self, message: str, *, attempts: int = 0, last_error: str = "", retryable: bool = True) -> None:
+    def __init__(self, message: str, *, attempts: int = 0, last_error: str = "", retryable: bool = True,
+                 cause: str = "other") -> None:
         super().__init__(message)
         self.attempts = attempts
         self.last_error = last_error
         self.retryable = retryable
+        self.cause = cause
 
 
 class _Garbage(Exception):
@@ -113,6 +131,20 @@ class Usage:
     requests: int = 0
     cost_usd: float = 0.0
     latency_s: float = 0.0
+    # failed calls (``errors``) by the cause of their last attempt (see CAUSES)
+    failed_authentication: int = 0
+    failed_not_found: int = 0
+    failed_bad_request: int = 0
+    failed_rate_limit: int = 0
+    failed_timeout: int = 0
+    failed_server_error: int = 0
+    failed_connection: int = 0
+    failed_unusable_output: int = 0
+    failed_other: int = 0
+
+    def by_cause(self) -> dict[str, int]:
+        """Failed calls per cause, causes with none left out."""
+        return {c: int(getattr(self, f"failed_{c}")) for c in CAUSES if getattr(self, f"failed_{c}")}
 
     # keys()/__getitem__ make ``dict(usage)`` work, like a read-only mapping.
     def keys(self) -> list[str]:
@@ -254,6 +286,21 @@ def _deadline_transport(total_s: float, asynchronous: bool) -> Any:
     return DeadlineTransport()
 
 
+def _status_cause(status: int) -> str:
+    """The failure cause of an HTTP status (see CAUSES)."""
+    if status in (401, 403):
+        return "authentication"
+    if status == 404:
+        return "not_found"
+    if status == 429:
+        return "rate_limit"
+    if status in (408, 504):
+        return "timeout"
+    if status >= 500 or status in (409, 425):
+        return "server_error"
+    return "bad_request"
+
+
 def _is_loopback(url: str) -> bool:
     from urllib.parse import urlparse
 
@@ -316,6 +363,10 @@ class LLMClient:
         First retry delay; doubles each retry (with jitter), capped at ``max_backoff_s``.
     max_backoff_s : float
         Cap on any single wait, ``Retry-After`` included.
+    fail_fast : int
+        When the first ``fail_fast`` calls of this client all fail for the same persistent cause
+        (:data:`PERSISTENT_CAUSES`: a wrong key, model, API or address), :attr:`fatal` holds an
+        :class:`LLMError` with the endpoint's message and the config key to fix; 0 never.
 
     Examples
     --------
@@ -338,6 +389,7 @@ class LLMClient:
         prices: dict[str, Any] | None = None,
         backoff_s: float = 0.5,
         max_backoff_s: float = 60.0,
+        fail_fast: int = 0,
     ) -> None:
         if api not in APIS:
             raise ValueError(f"api must be one of {APIS}, got {api!r}")
@@ -367,6 +419,10 @@ class LLMClient:
             self.cache = RequestCache(cache)
         self.usage = Usage()
         self.usage_by_tag: dict[str, Usage] = {}
+        self.fail_fast = int(fail_fast)
+        self.last_errors: dict[str, str] = {}  # cause -> the endpoint's message of the latest such failure
+        self.fatal: LLMError | None = None
+        self._first: list[str | None] = []  # outcomes (None: success) of the first fail_fast calls
         self._resolved_url: str | None = self.base_url
         self._init_runtime()
 
@@ -512,28 +568,28 @@ class LLMClient:
         tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
         return text, tokens_in, tokens_out, str(choice.finish_reason or ""), str(getattr(resp, "model", "") or "")
 
-    def _classify(self, exc: BaseException) -> tuple[bool, float | None, str]:
-        """(retryable, server-requested wait, message) for an exception from one attempt."""
+    def _classify(self, exc: BaseException) -> tuple[bool, float | None, str, str]:
+        """(retryable, server-requested wait, message, cause) for an exception from one attempt."""
         import openai
 
         if isinstance(exc, _Garbage):
-            return True, None, f"garbage response: {exc}"
+            return True, None, f"garbage response: {exc}", "unusable_output"
         if isinstance(exc, ValueError):  # JSONDecodeError from a truncated or non-JSON body
-            return True, None, f"garbage response: {type(exc).__name__}: {exc}"
+            return True, None, f"garbage response: {type(exc).__name__}: {exc}", "unusable_output"
         if isinstance(exc, openai.APITimeoutError):
-            return True, None, f"timeout after {self.timeout_s:g} s"
+            return True, None, f"timeout after {self.timeout_s:g} s", "timeout"
         if isinstance(exc, openai.APIConnectionError):
-            return True, None, f"connection error: {exc}"
+            return True, None, f"connection error: {exc}", "connection"
         if isinstance(exc, openai.APIResponseValidationError):
-            return True, None, f"garbage response: {exc}"
+            return True, None, f"garbage response: {exc}", "unusable_output"
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
-            message = f"HTTP {status}: {exc.message}"
+            message = f"HTTP {status}: {str(exc.message).removeprefix(f'Error code: {status} - ')}"
             if status == 401 or status == 403:
                 message += f" (check the API key in ${self.api_key_env})"
             retryable = status in (408, 409, 425, 429) or status >= 500
-            return retryable, _retry_after(exc) if retryable else None, message
-        return False, None, f"{type(exc).__name__}: {exc}"
+            return retryable, _retry_after(exc) if retryable else None, message, _status_cause(status)
+        return False, None, f"{type(exc).__name__}: {exc}", "other"
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -570,15 +626,16 @@ class LLMClient:
 
     def _after_failure(self, call: _Call, exc: Exception, attempt: int) -> float:
         """Count a failed attempt; the delay before the next one, or raise the call's LLMError."""
-        retryable, wait, message = self._classify(exc)
+        retryable, wait, message, cause = self._classify(exc)
         self._count(call.tag, failures=1)
         if not retryable or attempt >= self.retries:
-            raise self._fail(call, attempt + 1, message, retryable) from exc
+            raise self._fail(call, attempt + 1, message, retryable, cause) from exc
         return self._delay(attempt, wait)
 
     def _finish_cached(self, hit: dict[str, Any], call: _Call) -> LLMResponse:
         latency = time.perf_counter() - call.start
         self._count(call.tag, calls=1, cache_hits=1)
+        self._outcome(None)
         cost = self._cost(hit.get("model", ""), hit["tokens_in"], hit["tokens_out"])
         span = _record_span(
             name=call.name, model=hit.get("model") or self.model, tokens_in=hit["tokens_in"],
@@ -596,22 +653,40 @@ class LLMClient:
             self.cache.put(call.key, {"text": text, "tokens_in": t_in, "tokens_out": t_out,
                                       "finish_reason": finish, "model": model, "latency_s": latency})
         self._count(call.tag, calls=1, tokens_in=t_in, tokens_out=t_out, cost_usd=cost, latency_s=latency)
+        self._outcome(None)
         span = _record_span(name=call.name, model=model or self.model, tokens_in=t_in, tokens_out=t_out,
                             cached=False, latency_s=latency, start_s=call.start_wall, ok=True, cost_usd=cost,
                             deps=call.deps)
         return LLMResponse(text, t_in, t_out, latency, False, cost, span, finish, model)
 
-    def _fail(self, call: _Call, attempts: int, message: str, retryable: bool) -> LLMError:
+    def _fail(self, call: _Call, attempts: int, message: str, retryable: bool, cause: str) -> LLMError:
         latency = time.perf_counter() - call.start
-        self._count(call.tag, errors=1, latency_s=latency)
+        self._count(call.tag, errors=1, latency_s=latency, **{f"failed_{cause}": 1})
+        with self._lock:
+            self.last_errors[cause] = message
+        self._outcome(cause, message)
         _record_span(name=call.name, model=self.model, tokens_in=0, tokens_out=0, cached=False, latency_s=latency,
                      start_s=call.start_wall, ok=False, error=message, cost_usd=0.0, deps=call.deps)
         where = self.base_url or "the embedded model"
         verb = "failed after" if retryable else "failed (not retryable) after"
         return LLMError(
             f"{call.kind} request to {where} (model {self.model!r}) {verb} {attempts} attempt(s): {message}",
-            attempts=attempts, last_error=message, retryable=retryable,
+            attempts=attempts, last_error=message, retryable=retryable, cause=cause,
         )
+
+    def _outcome(self, cause: str | None, message: str = "") -> None:
+        """Record how one of the first ``fail_fast`` calls ended; set :attr:`fatal` when all failed alike."""
+        with self._lock:
+            if len(self._first) >= self.fail_fast:
+                return
+            self._first.append(cause)
+            n = self.fail_fast
+            if len(self._first) == n and cause in PERSISTENT_CAUSES and all(c == cause for c in self._first):
+                where = self.base_url or "the embedded model"
+                self.fatal = LLMError(
+                    f"the first {n} LLM calls to {where} (model {self.model!r}) all failed "
+                    f"({cause.replace('_', ' ')}): {message}; fix {FIX_HINTS[cause]}",
+                    attempts=n, last_error=message, retryable=False, cause=cause)
 
     # -- sync API ---------------------------------------------------------------------------------
     def _call(self, kind: str, content: Any, stop: Any, temperature: float | None, max_tokens: int | None,

@@ -1,0 +1,86 @@
+"""Measure values outside the archive's ranges: counted per measure, and a warning during the run.
+
+An archive clips a value outside its range into the edge cell, so a too-narrow range silently
+piles different configurations into the border of the map. :class:`RangeWatch` (a search
+listener) warns once per measure when more than :data:`WARN_SHARE` of its values fall outside,
+naming the range to widen; :func:`out_of_range` counts them from the run store for ``qd status``.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+
+from qd.listeners import Evaluated, SearchListener
+
+if TYPE_CHECKING:
+    from qd.search import Search
+
+__all__ = ["RangeWatch", "out_of_range", "WARN_SHARE", "WARN_MIN_VALUES"]
+
+WARN_SHARE = 0.05      # warn when more than this share of a measure's values fall outside its range
+WARN_MIN_VALUES = 20   # ... once at least this many values were seen (one early outlier is no signal)
+
+
+def out_of_range(values: Iterable[dict[str, float]], names: Sequence[str], lows: Sequence[float],
+                 highs: Sequence[float]) -> dict[str, dict[str, int]]:
+    """Per measure: ``{"below": n, "above": n, "of": n}`` over measure dicts (finite values only)."""
+    counts = {name: {"below": 0, "above": 0, "of": 0} for name in names}
+    for measures in values:
+        for name, low, high in zip(names, lows, highs):
+            value = measures.get(name)
+            if value is None or not math.isfinite(value):
+                continue
+            c = counts[name]
+            c["of"] += 1
+            c["below"] += int(value < float(low))
+            c["above"] += int(value > float(high))
+    return counts
+
+
+def describe(name: str, index: int, low: float, high: float, c: dict[str, int]) -> str:
+    """One line: how many values of ``name`` fell outside ``[low, high]`` and the key to widen."""
+    out = c["below"] + c["above"]
+    return (f"{out / c['of']:.0%} of {name} values ({out} of {c['of']}: {c['below']} below, {c['above']} above) "
+            f"fall outside its archive range [{low:g}, {high:g}] and are clipped into the edge cells; "
+            f"widen archive.ranges[{index}]")
+
+
+class RangeWatch(SearchListener):
+    """Counts archive measure values outside the archive's bounds; warns once per measure (stderr)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, dict[str, int]] = {}
+        self.warned: set[str] = set()
+        self.messages: list[str] = []
+
+    def on_start(self, search: Search) -> None:
+        """Start counting over the archive's measures."""
+        self.counts = {name: {"below": 0, "above": 0, "of": 0} for name in search.measure_names}
+
+    def on_result(self, search: Search, event: Evaluated) -> None:
+        """Count this result's measure values; warn the first time a measure passes the threshold."""
+        if event.result.status != "ok":
+            return
+        lows, highs = search.archive.lower_bounds, search.archive.upper_bounds
+        for i, name in enumerate(search.measure_names):
+            value = event.measures.get(name)
+            if value is None or not math.isfinite(value):
+                continue
+            c = self.counts[name]
+            c["of"] += 1
+            c["below"] += int(value < float(lows[i]))
+            c["above"] += int(value > float(highs[i]))
+            if (name not in self.warned and c["of"] >= WARN_MIN_VALUES
+                    and c["below"] + c["above"] > WARN_SHARE * c["of"]):
+                self.warned.add(name)
+                message = "qd: warning: " + describe(name, i, float(lows[i]), float(highs[i]), c)
+                self.messages.append(message)
+                tqdm.write(message, file=sys.stderr)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counts per measure."""
+        return {name: dict(c) for name, c in self.counts.items()}

@@ -1,0 +1,109 @@
+"""Issue 11 items 1 and 8: a run resumed during its initial random population continues a fresh
+random stream (never re-drawing), and the operator/LLM counters are as durable as the evaluation
+rows (a killed run's counters match its committed rows)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from qd.analysis.descriptors import resolve_measures
+from qd.archives import GridArchive
+from qd.domains.arm import ArmDomain
+from qd.evaluators import SerialEvaluator
+from qd.operators.classic import IsoLineDD
+from qd.search import Search
+from qd.store import RunStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(store_path, budget, init_random=100, seed=5):
+    domain = ArmDomain(joints=4)
+    archive = GridArchive(dims=[10, 10], ranges=domain.default_ranges, measure_names=["x", "y"],
+                          qd_score_offset=domain.qd_score_offset)
+    with RunStore(store_path) as store:
+        search = Search(domain, archive, SerialEvaluator(domain),
+                        operators={"iso_line_dd": (IsoLineDD(domain.space), 1.0)},
+                        measures=resolve_measures(["x", "y"], domain), budget=budget, store=store,
+                        init_random=init_random, seed=seed, window=1)
+        with search:
+            search.run()
+        return [(r.id, r.hash, r.operator) for r in store.evaluations()]
+
+
+def test_resume_during_the_initial_population_continues_a_fresh_random_stream(tmp_path):
+    first = run(tmp_path / "run.sqlite", budget=90)  # stopped at 90 of init_random = 100
+    assert [op for _, _, op in first] == ["random"] * 90
+    shutil.copy(tmp_path / "run.sqlite", tmp_path / "copy.sqlite")
+    resumed = run(tmp_path / "run.sqlite", budget=130)  # used to stop: "the space looks exhausted"
+    assert len(resumed) == 130 and len({h for _, h, _ in resumed}) == 130  # nothing re-drawn
+    assert resumed[:90] == first
+    assert [op for _, _, op in resumed[90:100]] == ["random"] * 10  # the initial population completes
+    assert {op for _, _, op in resumed[100:]} == {"iso_line_dd"}
+    # the continuation is derived from the seed and the stored history: resuming again repeats it
+    assert run(tmp_path / "copy.sqlite", budget=130) == resumed
+    # ... and it is not the first session's stream started over
+    fresh = run(tmp_path / "fresh.sqlite", budget=100)
+    assert {h for _, h, _ in resumed[90:100]}.isdisjoint({h for _, h, _ in fresh})
+
+
+def _count(db):
+    try:
+        with RunStore(db, readonly=True) as store:
+            return store.count()
+    except Exception:
+        return 0
+
+
+def test_a_killed_run_keeps_counters_that_match_its_committed_evaluations(tmp_path):
+    config = tmp_path / "slow.toml"
+    config.write_text("""
+[run]
+name = "counters"
+evaluations = 100000
+init_random = 30
+plot = false
+progress = false
+[domain]
+name = "sample_domains:SlowArm"
+[domain.options]
+joints = 4
+delay_s = 0.002
+[archive]
+measures = ["x", "y"]
+bins = [10, 10]
+[operators]
+iso_line_dd = 1.0
+mutation = 0.5
+[evaluator]
+backend = "serial"
+""")
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    proc = subprocess.Popen([sys.executable, "-m", "qd.cli", "run", str(config), "--out", str(run_dir)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 120
+        while _count(run_dir / "run.sqlite") < 700:  # counters used to be saved every budget/200 = 500
+            assert time.monotonic() < end and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with RunStore(run_dir / "run.sqlite", readonly=True) as store:
+        rows = list(store.evaluations())
+        counters = store.counters("operators")
+    by_operator: dict[str, int] = {}
+    for row in rows:
+        by_operator[row.operator] = by_operator.get(row.operator, 0) + 1
+    assert {name: int(c.get("evaluated", 0)) for name, c in counters.items() if c.get("evaluated")} == by_operator
+    assert sum(int(c.get("spent", 0)) for c in counters.values()) == len(rows)
+    assert sum(int(c.get("gains", 0)) for c in counters.values()) == sum(r.archive_status > 0 for r in rows)
