@@ -150,7 +150,10 @@ def test_real_backend_evaluates_one_config(local_llm):
     cfg = config(chunk_size=2, samples=1, few_shot=0, aggregation="llm_fusion", verify=True, temperature=0.0)
     result = evaluate_config(dom, cfg)
     assert result.status == "ok", result.error
-    assert result.fitness in (0.0, 1.0) and result.metrics["call_errors"] == 0
+    # the score is the model's answer checked against the instance's code (one instance: 0 or 1)
+    (answer,) = result.metrics["answers"]
+    assert result.fitness == float(answer == dom.instances[0].code) and result.scores == [result.fitness]
+    assert result.metrics["call_errors"] == 0
     summary = summarize(result.trace)
     assert summary["llm_calls"] == predict_calls(cfg, 4)["llm_calls"] == 4
     assert summary["critical_path"] == 3 and summary["tokens_in"] > 0 and result.metrics["prediction_ok"] is True
@@ -258,14 +261,21 @@ def test_export_elite_traces_replays_the_configuration(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_job_runs_on_the_embedded_model(tmp_path, monkeypatch, capsys):
-    # `qd run` with no config: the real retrieval pipeline on the embedded model, budget cut to its
-    # first 3 (random) configurations.
+def test_default_job_runs_on_the_embedded_model_and_reaches_the_llm_operators(tmp_path, monkeypatch, capsys):
+    # `qd run` with no config (the README's main job): the real retrieval pipeline on the embedded
+    # model, budget cut to 10: the demo's 6 random configurations, then the operators, LLM ones included.
     monkeypatch.setenv("QD_CACHE_DIR", str(tmp_path / "cache"))
-    assert main(["run", "--out", str(tmp_path / "demo"), "--evals", "3", "--no-progress"]) == 0
+    assert DEMO_CONFIG["run"]["init_random"] < 10
+    assert main(["run", "--out", str(tmp_path / "demo"), "--evals", "10", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "best accuracy" in out and (tmp_path / "demo" / "heatmap.png").exists()
     status = run_status(tmp_path / "demo")
-    assert status["domain"] == "retrieval" and status["evaluations"] == 3 and status["statuses"]["ok"] == 3
+    assert status["domain"] == "retrieval" and status["evaluations"] == 10 and status["statuses"]["ok"] == 10
     rows = list(open_run(tmp_path / "demo").store.evaluations())
     assert all(r.metrics["prediction_ok"] is True and r.metrics["simulated"] is False for r in rows)
+    assert sum(r.operator != "random" for r in rows) == 4
+    # the LLM operators ran on the embedded model: their calls are counted per operator
+    llm_ops = {"lmx", "llm_mutation"}
+    calls = {op: u["calls"] for op, u in status["llm"]["by_operator"].items() if op in llm_ops}
+    assert sum(calls.values()) > 0, status["llm"]
+    assert sum(status["operators"][op]["offspring"] for op in llm_ops if op in status["operators"]) > 0
