@@ -241,3 +241,56 @@ def test_pipeline_llm_outside_an_evaluation_is_the_default():
     domain.score = lambda c, e: seen.append(qd.pipeline_llm().model) or 1.0
     evaluate_config(domain, {"x": 0.5, "c": "a"})
     assert seen == ["m"]
+
+
+UNTRACED_MODULE = '''
+import queue
+import threading
+
+import openai
+
+import qd
+from qd.analysis import Tracer
+
+jobs, done = queue.Queue(), queue.Queue()
+
+
+def worker():  # a thread no evaluation started
+    while True:
+        url = jobs.get()
+        openai.OpenAI(base_url=url, api_key="k").chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "from a foreign thread"}])
+        done.put(1)
+
+
+threading.Thread(target=worker, daemon=True).start()
+
+
+def score(config, example):
+    with Tracer():  # a second open tracer: nobody can tell whose the worker's call is
+        jobs.put(qd.pipeline_llm().base_url)
+        done.get(timeout=60)
+    return 1.0
+
+
+domain = qd.FunctionDomain(qd.Space({"k": qd.Int(0, 9)}), [0], score, measures={"llm_calls": (0, 4)})
+'''
+
+
+def test_status_counts_untraced_calls(tmp_path, monkeypatch, capsys):
+    name = f"untraced_{abs(hash(tmp_path)) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(UNTRACED_MODULE)
+    monkeypatch.chdir(tmp_path)
+    try:
+        with CountingOpenAI() as server:
+            _run_config(tmp_path / "run.toml", name, server.base_url, "serial", evaluations=3)
+            assert main(["run", "run.toml", "--out", "out", "--no-progress"]) == 0
+            assert server.served()["calls"] == 3
+        capsys.readouterr()
+        assert main(["status", "out", "--json"]) == 0
+        pipeline = json.loads(capsys.readouterr().out)["spend"]["pipeline"]
+        assert (pipeline["calls"], pipeline["untraced_calls"]) == (0, 3) and pipeline["untraced_tokens"] > 0
+        assert main(["status", "out"]) == 0
+        assert "untraced calls 3" in capsys.readouterr().out
+    finally:
+        sys.modules.pop(name, None)
