@@ -27,7 +27,7 @@ on (the slot waits for the thread): throughput against the ideal, and the LLM op
 share of the evaluations.
 
 Usage: ``python scripts/bench_ray.py [--workers 2] [--concurrency 64] [--duration 0.1] [--seconds 6]
-[--llm-latency 1.0]`` (about 2 minutes with the defaults; ``--seconds 2`` for a smoke test). Run it on a quiet
+[--llm-latency 1.0]`` (README, Performance, gives its run time; ``--seconds 2`` for a smoke test). Run it on a quiet
 machine: other processes competing for the CPUs lower every ``% ideal`` figure.
 """
 from __future__ import annotations
