@@ -289,3 +289,26 @@ def test_a_dspy_cache_hit_is_a_cached_span_and_no_request(server, tmp_path):
         assert second["via"] == "dspy" and second["deps"] == [first["id"]]
     finally:
         dspy.configure_cache()
+
+
+@pytest.mark.parametrize("path, body, reply, expected", [
+    ("/v1/messages", {"model": "claude-x", "messages": []},
+     {"type": "message", "usage": {"input_tokens": 11, "cache_read_input_tokens": 99, "output_tokens": 7}},
+     ("claude-x", 11, 7)),
+    ("/v1beta/models/gemini-2.0-flash:generateContent", {"contents": []},
+     {"candidates": [], "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 3, "totalTokenCount": 8}},
+     ("gemini-2.0-flash", 5, 3)),
+    ("/api/chat", {"model": "llama3", "messages": []},
+     {"model": "llama3", "message": {}, "prompt_eval_count": 9, "eval_count": 4}, ("llama3", 9, 4)),
+])
+def test_other_providers_wire_formats_are_read(path, body, reply, expected):
+    # Providers qd cannot run here: a real httpx client over a transport answering canned bodies.
+    import httpx
+
+    autotrace.install()
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=reply))
+    with httpx.Client(transport=transport, base_url="https://provider.example") as http, Tracer() as tracer:
+        http.post(path, json=body)
+        http.post("/api/responses", json={"model_id": "x"})  # a generic path without a model: not an LLM call
+    (span,) = tracer.spans
+    assert (span["model"], span["tokens_in"], span["tokens_out"]) == expected and "tokens_estimated" not in span

@@ -4,15 +4,16 @@
 idempotent and cheap) hooks three layers once per process:
 
 HTTP (``httpx`` and ``httpx2``: ``Client.send`` / ``AsyncClient.send``)
-    Every ``POST`` to an LLM endpoint (a path ending in ``chat/completions``, ``completions``,
-    ``responses`` or ``messages``) is one call. This one hook sees the ``openai`` SDK (``OpenAI``,
-    ``AsyncOpenAI``, the Azure clients; chat, completions and responses APIs; streamed or not),
-    LiteLLM (``completion``, ``acompletion``, ``text_completion``, which send through httpx, or
-    through the ``openai`` SDK), the ``anthropic`` SDK and LangChain's clients built on these.
-    Token counts come from the response's ``usage``; a stream is followed to its end and its
-    usage read from the final event when the server sends one (``stream_options=
-    {"include_usage": True}``), otherwise the tokens are estimated (prompt characters / 4,
-    one token per streamed event) and the span carries ``tokens_estimated=True``. Each HTTP
+    Every ``POST`` to an LLM endpoint (:data:`LLM_PATHS`: OpenAI-compatible ``chat/completions``,
+    ``completions`` and ``responses``, Anthropic ``v1/messages``, Gemini ``:generateContent``,
+    Ollama ``api/chat`` and ``api/generate``) is one call. This one hook sees the ``openai`` SDK
+    (``OpenAI``, ``AsyncOpenAI``, the Azure clients; chat, completions and responses APIs; streamed
+    or not), LiteLLM (``completion``, ``acompletion``, ``text_completion``, which send through
+    httpx, or through the ``openai`` SDK, to any of these providers), the ``anthropic`` SDK and
+    LangChain's clients built on these. Token counts come from the response's usage fields; a
+    stream is followed to its end and its usage read from the final event when the server sends
+    one (``stream_options={"include_usage": True}``), otherwise the tokens are estimated (prompt
+    characters / 4, one token per streamed event) and the span carries ``tokens_estimated=True``. Each HTTP
     attempt is a call: a request the SDK retries after a 429 appears as a failed span and a
     successful one.
 DSPy (``dspy.clients.execution.execute`` / ``aexecute``, used by every ``dspy.LM`` call)
@@ -20,10 +21,12 @@ DSPy (``dspy.clients.execution.execute`` / ``aexecute``, used by every ``dspy.LM
     DSPy's layer, with the usage DSPy reads and its cache flag (a DSPy cache hit is a span with
     ``cached=True`` and the original tokens when DSPy kept them).
 Threads
-    ``ThreadPoolExecutor.submit`` (so ``loop.run_in_executor`` too) and ``threading.Thread.start``
-    run the new work in a copy of the submitting context when a tracer is active there, so calls
-    from an evaluation's own threads belong to that evaluation (asyncio tasks copy the context
-    by themselves).
+    ``ThreadPoolExecutor.submit`` (so ``loop.run_in_executor`` too), ``threading.Thread.start``
+    and an event loop's ``create_task`` run the new work in a copy of the starting context, with
+    a data-flow *flow* of its own (:mod:`qd.analysis.tracer`), when a tracer is active there, so
+    calls from an evaluation's own threads and tasks belong to that evaluation.
+    ``Future.result``, ``Thread.join`` and ``ThreadPoolExecutor.shutdown`` mark the work as
+    waited for (a join, for inferred deps).
 
 A call through several layers (DSPy -> LiteLLM -> openai -> httpx) is recorded once, by the
 outermost layer: a context variable marks the inner layers' work as already traced. Calls made
@@ -56,7 +59,12 @@ from qd.analysis.tracer import PendingCall, begin_llm_call, finish_llm_call, flo
 
 __all__ = ["install", "installed", "suppressed", "LLM_PATHS"]
 
-LLM_PATHS: tuple[str, ...] = ("chat/completions", "completions", "responses", "messages")
+# Endpoints whose POSTs are LLM calls: OpenAI-compatible (chat, completions, responses), Anthropic
+# messages, Gemini generateContent, Ollama's native chat/generate.
+LLM_PATHS: tuple[str, ...] = ("chat/completions", "completions", "responses", "v1/messages", ":generateContent",
+                              ":streamGenerateContent", "api/chat", "api/generate")
+# Suffixes common enough elsewhere that the body must also name a model.
+_NEEDS_MODEL: tuple[str, ...] = ("responses", "api/chat", "api/generate")
 
 # True while a call is being recorded by an outer layer: inner layers pass through.
 _IN_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("qd_in_llm_call", default=False)
@@ -67,9 +75,11 @@ _INSTALL_LOCK = threading.Lock()
 _MODEL = re.compile(rb'"model"\s*:\s*"([^"]*)"')
 _STREAM = re.compile(rb'"stream"\s*:\s*true')
 _USAGE_KEYS = {
-    b"prompt_tokens": "in", b"input_tokens": "in", b"completion_tokens": "out", b"output_tokens": "out",
+    b"prompt_tokens": "in", b"input_tokens": "in", b"promptTokenCount": "in", b"prompt_eval_count": "in",
+    b"completion_tokens": "out", b"output_tokens": "out", b"candidatesTokenCount": "out", b"eval_count": "out",
 }
-_USAGE = re.compile(rb'"(prompt_tokens|input_tokens|completion_tokens|output_tokens)"\s*:\s*(\d+)')
+_USAGE = re.compile(rb'"(' + b"|".join(_USAGE_KEYS) + rb')"\s*:\s*(\d+)')
+_GEMINI_MODEL = re.compile(r"/models/([^/:]+):")
 _TAIL = 64  # bytes kept between stream chunks so a usage field split across two reads is still found
 
 
@@ -85,7 +95,14 @@ def _is_llm_post(request: Any) -> bool:
     if request.method != "POST":
         return False
     path = request.url.path.rstrip("/")
-    return path.endswith(LLM_PATHS)
+    if not path.endswith(LLM_PATHS):
+        return False
+    if path.endswith(_NEEDS_MODEL):
+        try:
+            return _MODEL.search(request.content) is not None
+        except Exception:  # a streamed upload
+            return False
+    return True
 
 
 def _estimate_prompt_tokens(body: bytes) -> int:
@@ -122,13 +139,16 @@ class _Observer:
     def __init__(self, call: PendingCall, request: Any) -> None:
         self.call = call
         path = request.url.path.rstrip("/")
-        self.name = next((p.replace("/", ".") for p in LLM_PATHS if path.endswith(p)), "llm")
+        self.name = next((p.strip(":").replace("/", ".") for p in LLM_PATHS if path.endswith(p)), "llm")
         try:
             self.body: bytes = request.content
         except Exception:  # a streamed upload: nothing to read the model from
             self.body = b""
         found = _MODEL.search(self.body)
         self.model = found.group(1).decode("utf-8", "replace") if found else ""
+        if not self.model and ":" in path:  # Gemini names the model in the URL
+            url_model = _GEMINI_MODEL.search(path)
+            self.model = url_model.group(1) if url_model else ""
         self.tokens: dict[str, int] = {}
         self.events = 0
         self.done = False
@@ -136,7 +156,7 @@ class _Observer:
         call.flush = self.finish
 
     def scan(self, data: bytes) -> None:
-        if b"_tokens" in data:
+        if b"_tokens" in data or b"TokenCount" in data or b"eval_count" in data:
             for key, value in _USAGE.findall(data):
                 self.tokens[_USAGE_KEYS[key]] = int(value)
         if not self.model or self.model.startswith("@"):
