@@ -17,16 +17,16 @@ Policies (``[archive] noise``):
     - every configuration keeps its number of evaluations ``n``, mean objective, standard
       error and mean measures (:class:`SampleStats`); its cell is the one of its mean measures
       and the archive holds its mean objective;
-    - a candidate whose cell is taken is compared with the incumbent (:func:`decide`): it takes
-      the cell only when its mean is better by more than ``z`` standard errors of the
-      difference *and* it has at least as many evaluations; clearly worse, it is dropped;
-      otherwise the one with fewer evaluations is evaluated again (the incumbent when they
-      have as many), up to ``samples`` evaluations each; with both at ``samples``, the
-      higher mean holds the cell;
+    - a candidate whose cell is taken is compared with the incumbent (:func:`decide`): with a
+      mean no better than the incumbent's it is dropped; it takes the cell only when its mean
+      is better by more than ``z`` standard errors of the difference *and* it has at least as
+      many evaluations; otherwise the one with fewer evaluations is evaluated again (the
+      incumbent when they have as many), up to ``samples`` evaluations each; with both at
+      ``samples``, the higher mean holds the cell;
     - a candidate for an empty cell enters with one evaluation (coverage costs no more than
       plain MAP-Elites), but an elite whose mean is among the archive's ``top`` best is
-      evaluated again up to ``samples`` times, so the elites a user reads first are the ones
-      whose scores are best established.
+      evaluated again up to ``top_samples`` times (twice ``samples``), so the elites a user
+      reads first are the ones whose scores are best established.
 ``"auto"`` (default)
     Starts as plain MAP-Elites and evaluates the first few configurations (at most 2% of the
     budget, at most 8) a second time on a fresh draw; when a repeated objective or measure
@@ -53,7 +53,6 @@ POLICIES: tuple[str, ...] = ("auto", "none", "adaptive")
 RESAMPLE = "resample"  # operator name of re-evaluations (store rows, counters)
 
 TAKE, REJECT, SAMPLE_CHALLENGER, SAMPLE_INCUMBENT = "take", "reject", "sample_challenger", "sample_incumbent"
-REJECT_SAMPLE_INCUMBENT = "reject_sample_incumbent"
 
 _PRIOR_DOF = 2.0        # pseudo degrees of freedom of the pooled variance in each configuration's estimate
 _MAX_FAILURES = 2       # failed re-evaluations of one configuration before it is sampled no more
@@ -148,14 +147,15 @@ def decide(challenger: SampleStats, incumbent: SampleStats, *, var_challenger: f
     var_challenger, var_incumbent : float
         Objective variance of one evaluation of each (``inf`` when nothing is known yet).
     z : float
-        Standard errors of the difference the challenger must be better (or worse) by.
+        Standard errors of the difference the challenger must be better by to take the cell early.
     max_samples : int
         Evaluations per configuration at most.
 
     Returns
     -------
     str
-        :data:`TAKE` (the challenger takes the cell), :data:`REJECT` (it is dropped),
+        :data:`TAKE` (the challenger takes the cell), :data:`REJECT` (it is dropped: its mean
+        is no better than the incumbent's),
         :data:`SAMPLE_CHALLENGER` or :data:`SAMPLE_INCUMBENT` (evaluate that one again, then
         decide again).
 
@@ -174,7 +174,7 @@ def decide(challenger: SampleStats, incumbent: SampleStats, *, var_challenger: f
     if diff > margin and hn >= inn:
         return TAKE
     if diff <= 0 and hn < max_samples:
-        return REJECT if diff < -margin or inn >= max_samples else REJECT_SAMPLE_INCUMBENT
+        return REJECT
     if hn < max_samples and hn < inn:
         return SAMPLE_CHALLENGER
     if inn < max_samples:
@@ -206,13 +206,16 @@ class NoiseHandler:
     z : float
         Standard errors of the difference a challenger must be better by to take a cell early.
     top : int
-        Elites with the best means that are evaluated up to ``samples`` times.
+        Elites with the best means that are evaluated up to ``top_samples`` times.
+    top_samples : int, optional
+        Evaluations of a top elite at most (default ``2 * samples``): the elites a user reads
+        first carry the least selection bias (winner's curse).
     probes : int, optional
         Configurations ``auto`` evaluates twice (default :func:`probe_count`).
     """
 
-    def __init__(self, archive: Any, policy: str = "auto", *, budget: int, samples: int = 5, z: float = 1.0,
-                 top: int = 10, probes: int | None = None):
+    def __init__(self, archive: Any, policy: str = "auto", *, budget: int, samples: int = 5, z: float = 1.5,
+                 top: int = 10, top_samples: int | None = None, probes: int | None = None):
         if policy not in ("auto", "adaptive"):
             raise ValueError(f"noise policy must be 'auto' or 'adaptive' for a NoiseHandler, got {policy!r} "
                              f"(allowed values of archive.noise: {', '.join(POLICIES)})")
@@ -224,6 +227,7 @@ class NoiseHandler:
         self.archive = archive
         self.policy = policy
         self.max_samples, self.z, self.top = int(samples), float(z), max(0, int(top))
+        self.top_samples = max(self.max_samples, 2 * self.max_samples if top_samples is None else int(top_samples))
         self.mode = "on" if policy == "adaptive" else "probing"
         self.probes = probe_count(budget) if probes is None else max(0, int(probes))
         self.stats: dict[str, SampleStats] = {}
@@ -427,9 +431,6 @@ class NoiseHandler:
             return 1
         if action == REJECT:
             return 0
-        if action == REJECT_SAMPLE_INCUMBENT:  # not clearly worse: the incumbent's score is checked again
-            self._want(incumbent)
-            return 0
         self._waiting[cell].add(hash)
         self._waiting_cell[hash] = cell
         self._want(hash if action == SAMPLE_CHALLENGER else incumbent)
@@ -474,21 +475,27 @@ class NoiseHandler:
         self._leave_contest(hash)
         self._wanted.pop(hash, None)
 
+    def _limit_of(self, hash: str) -> int:
+        """Evaluations ``hash`` may get: ``top_samples`` while it is a top elite, else ``samples``."""
+        if hash in self.cell_of and self.stats[hash].mean >= self._top_cut:
+            return self.top_samples
+        return self.max_samples
+
     def _want(self, hash: str) -> None:
-        if not self._inflight[hash] and self.stats[hash].n < self.max_samples:
+        if not self._inflight[hash] and self.stats[hash].n < self._limit_of(hash):
             self._wanted[hash] = None
 
     def _needs_sample(self, hash: str) -> bool:
         s = self.stats.get(hash)
-        if s is None or s.n >= self.max_samples or s.failures > _MAX_FAILURES:
+        if s is None or s.n >= self._limit_of(hash) or s.failures > _MAX_FAILURES:
             return False
         if self.mode == "probing":
             return hash in self._probe_first and s.n == 1
         return hash in self.cell_of or hash in self._waiting_cell
 
     def _verify_top(self, hash: str) -> None:
-        """Evaluate an elite again while its mean is among the ``top`` best and it has fewer than ``samples``."""
-        if not self.top or self.stats[hash].n >= self.max_samples:
+        """Evaluate an elite again while its mean is among the ``top`` best and it has fewer than ``top_samples``."""
+        if not self.top or self.stats[hash].n >= self.top_samples:
             return
         self._since_top += 1
         if self._since_top >= _TOP_REFRESH or len(self.cell_of) <= self.top:

@@ -129,7 +129,8 @@ def test_decide_never_displaces_or_drops_a_full_count_config_on_fewer_evaluation
 def test_a_full_count_config_with_lower_true_mean_never_holds_the_cell_against_a_better_one(
         seed, sigma, samples, z, n_configs, n_cells, top):
     world = KnownTruth(seed, sigma, samples, n_configs, n_cells)
-    handler = NoiseHandler(_archive(n_cells), "adaptive", budget=1000, samples=samples, z=z, top=top)
+    handler = NoiseHandler(_archive(n_cells), "adaptive", budget=1000, samples=samples, z=z, top=top,
+                           top_samples=samples)  # exact means need whole noise blocks
 
     def check():
         full = [int(h) for h, s in handler.stats.items() if s.n >= samples]
