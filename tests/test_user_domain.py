@@ -294,3 +294,19 @@ def test_status_counts_untraced_calls(tmp_path, monkeypatch, capsys):
         assert "untraced calls 3" in capsys.readouterr().out
     finally:
         sys.modules.pop(name, None)
+
+
+def test_llm_settings_reach_the_pipeline_with_its_own_model():
+    from qd.llm.pipeline import PipelineLLM
+
+    llm = {"base_url": "http://127.0.0.1:9/v1", "model": "operators-model", "api_key_env": "MY_KEY",
+           "pipeline_model": "pipeline-model", "pipeline_base_url": ""}
+    pipeline = PipelineLLM.from_config(llm)
+    assert (pipeline.base_url, pipeline.model, pipeline.api_key_env) == ("http://127.0.0.1:9/v1", "pipeline-model",
+                                                                         "MY_KEY")
+    assert pipeline.litellm_kwargs()["model"] == "openai/pipeline-model"
+    retrieval = get_domain("retrieval", pipeline_llm=pipeline, n_pairs=4, n_instances=1)
+    assert (retrieval.llm.base_url, retrieval.llm.model) == ("http://127.0.0.1:9/v1", "pipeline-model")
+    assert retrieval.pipeline_llm is pipeline
+    own = get_domain("retrieval", pipeline_llm=pipeline, n_pairs=4, n_instances=1, model="set-in-options")
+    assert own.llm.model == "set-in-options"  # [domain.options] still win
