@@ -73,7 +73,6 @@ _INSTALLED: set[str] = set()
 _INSTALL_LOCK = threading.Lock()
 
 _MODEL = re.compile(rb'"model"\s*:\s*"([^"]*)"')
-_STREAM = re.compile(rb'"stream"\s*:\s*true')
 _USAGE_KEYS = {
     b"prompt_tokens": "in", b"input_tokens": "in", b"promptTokenCount": "in", b"prompt_eval_count": "in",
     b"completion_tokens": "out", b"output_tokens": "out", b"candidatesTokenCount": "out", b"eval_count": "out",
@@ -86,7 +85,8 @@ _TAIL = 64  # bytes kept between stream chunks so a usage field split across two
 def suppressed() -> contextvars.Token:
     """Mark the current context as inside a recorded call (inner layers record nothing).
 
-    Returns the token for ``_IN_CALL.reset``; used by qd's own clients around their requests.
+    Returns the token for ``_IN_CALL.reset``. For code that records its own span around a request
+    (``scripts/bench_tracing.py`` uses it for untraced calls).
     """
     return _IN_CALL.set(True)
 
@@ -159,7 +159,7 @@ class _Observer:
         if b"_tokens" in data or b"TokenCount" in data or b"eval_count" in data:
             for key, value in _USAGE.findall(data):
                 self.tokens[_USAGE_KEYS[key]] = int(value)
-        if not self.model or self.model.startswith("@"):
+        if not self.model:
             found = _MODEL.search(data)
             if found:
                 self.model = found.group(1).decode("utf-8", "replace")
@@ -172,7 +172,7 @@ class _Observer:
         self.done = True
         ok = not error and 0 < self.status < 400
         if not error and not ok:
-            error = f"HTTP {self.status}"
+            error = f"HTTP {self.status}" if self.status else "no response when its evaluation ended"
         estimated = False
         t_in, t_out = self.tokens.get("in"), self.tokens.get("out")
         if ok and (t_in is None or t_out is None):
