@@ -534,6 +534,7 @@ class NoiseHandler:
             ordered.append((info[2] if info is not None else -1, row.id, row, info))
         ordered.sort(key=lambda item: (item[0] < 0, item[0], item[1]))
         for _, _, row, info in ordered:
+            self.resamples += row.operator == RESAMPLE
             draw = info[1] if info is not None else 0
             usable = row.status == "ok" and math.isfinite(row.fitness)
             if usable:

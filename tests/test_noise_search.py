@@ -1,0 +1,181 @@
+"""Noise handling inside real searches: auto detection, the budget, kill and resume, the CLI."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from qd.analysis.descriptors import resolve_measures
+from qd.archives import GridArchive
+from qd.domains import get_domain
+from qd.evaluators import SerialEvaluator
+from qd.noise import RESAMPLE, probe_count
+from qd.operators.classic import IsoLineDD, Mutation
+from qd.search import Search
+from qd.store import RunStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _arm_search(domain, budget: int, noise: str, store=None, seed: int = 0) -> Search:
+    archive = GridArchive(dims=[10, 10], ranges=domain.default_ranges, measure_names=["x", "y"],
+                          qd_score_offset=domain.qd_score_offset)
+    return Search(domain, archive, SerialEvaluator(domain), operators={"iso_line_dd": (IsoLineDD(domain.space), 1.0)},
+                  measures=resolve_measures(["x", "y"], domain), budget=budget, store=store, init_random=50,
+                  seed=seed, noise=noise)
+
+
+def test_auto_stays_off_on_the_deterministic_arm_and_pays_at_most_two_percent():
+    for budget in (400, 1000, 3000):
+        with _arm_search(get_domain("arm", joints=6), budget, "auto") as search:
+            search.run()
+        assert search.finished == budget
+        assert search.scheduler.noise.mode == "off" and not search.scheduler.noise.active
+        assert search.stats[RESAMPLE].evaluated == probe_count(budget) <= 0.02 * budget
+
+
+def test_auto_switches_on_for_the_noisy_arm_and_counts_re_evaluations_in_the_budget():
+    with _arm_search(get_domain("arm", joints=6, noise=0.5), 1000, "auto") as search:
+        search.run()
+    noise = search.scheduler.noise
+    assert noise.active
+    assert search.finished == 1000  # re-evaluations included
+    assert search.stats[RESAMPLE].evaluated > probe_count(1000)
+    # Every elite holds its mean objective and mean measures over its samples.
+    for n, mean, sem in noise.elite_stats().values():
+        assert 1 <= n <= noise.top_samples and math.isfinite(mean) and sem > 0
+    for elite in search.archive:
+        stats = noise.stats[search.space.hash(elite["solution"])]
+        assert elite["objective"] == stats.mean
+
+
+def test_auto_switches_on_for_retrieval_on_a_few_questions():
+    domain = get_domain("retrieval-sim", n_pairs=8, n_instances=3, max_samples=3, max_few_shot=2)
+    names = list(domain.default_measures)
+    archive = GridArchive(dims=[6, 6], ranges=domain.default_ranges, measure_names=names)
+    with Search(domain, archive, SerialEvaluator(domain), operators={"mutation": (Mutation(domain.space), 1.0)},
+                measures=resolve_measures(names, domain), budget=120, init_random=20, noise="auto") as search:
+        search.run()
+    assert search.scheduler.noise.active
+
+
+def _elite_samples_from_rows(store: RunStore, archive) -> dict[str, tuple[int, float]]:
+    """(n, mean) per elite, straight from the stored evaluation rows."""
+    values: dict[str, list[float]] = {}
+    for row in store.evaluations(status="ok"):
+        values.setdefault(row.hash, []).append(row.fitness)
+    out = {}
+    for elite in archive:
+        h = next(r.hash for r in store.evaluations() if r.id == int(elite["id"]))
+        out[h] = (len(values[h]), sum(values[h]) / len(values[h]))
+    return out
+
+
+def test_kill_and_resume_keep_every_elite_sample_count_and_mean(tmp_path):
+    config = tmp_path / "noisy.toml"
+    config.write_text("""
+[run]
+name = "noisy-kill"
+evaluations = 1200
+init_random = 50
+plot = false
+[domain]
+name = "noise_domains:SlowNoisyArm"
+[domain.options]
+joints = 6
+noise = 0.5
+delay_s = 0.004
+[archive]
+measures = ["x", "y"]
+bins = [10, 10]
+noise = "adaptive"
+[operators]
+iso_line_dd = 1.0
+[evaluator]
+backend = "serial"
+""")
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    proc = subprocess.Popen([sys.executable, "-m", "qd.cli", "run", str(config), "--out", str(run_dir),
+                             "--no-progress"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    db = run_dir / "run.sqlite"
+    deadline, count = time.time() + 90, 0
+    while time.time() < deadline and count < 400:
+        time.sleep(0.2)
+        if db.exists():
+            with RunStore(db) as store:
+                count = store.count()
+    assert proc.poll() is None, proc.stderr.read().decode()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    domain = get_domain("noise_domains:SlowNoisyArm", joints=6, noise=0.5, delay_s=0.0)
+    with RunStore(db) as store:
+        killed_at = store.count()
+        assert 400 <= killed_at < 1200
+        search = _arm_search(domain, 1200, "none", store=store)  # the stored policy wins over "none"
+        noise = search.scheduler.noise
+        assert noise is not None and noise.policy == "adaptive"
+        restored = {search.space.hash(e["solution"]): (noise.stats[search.space.hash(e["solution"])].n,
+                                                      noise.stats[search.space.hash(e["solution"])].mean)
+                    for e in search.archive}
+        expected = _elite_samples_from_rows(store, search.archive)
+        assert restored.keys() == expected.keys() and len(restored) > 10
+        for h, (n, mean) in restored.items():
+            assert n == expected[h][0]
+            assert math.isclose(mean, expected[h][1], rel_tol=1e-12, abs_tol=1e-12)
+        assert any(n > 1 for n, _ in restored.values())
+        assert search.finished == killed_at
+        search.close()
+
+    done = subprocess.run([sys.executable, "-m", "qd.cli", "run", "--resume", str(run_dir), "--no-progress"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    with RunStore(db) as store:
+        assert store.count() == 1200
+        rows = list(store.evaluations())
+        first = [r for r in rows if r.operator != RESAMPLE]
+        assert len({r.hash for r in first}) == len(first)  # only re-evaluations repeat a configuration
+    status = json.loads(subprocess.run([sys.executable, "-m", "qd.cli", "status", str(run_dir), "--json"],
+                                       cwd=ROOT, env=env, capture_output=True, text=True).stdout)
+    assert status["noise"]["policy"] == "adaptive" and status["noise"]["active"]
+    assert status["noise"]["resamples"] == sum(r.operator == RESAMPLE for r in rows)
+
+
+def test_qd_validate_stores_validated_scores_and_status_reports_the_corrected_score(tmp_path):
+    config = tmp_path / "arm.toml"
+    config.write_text("""
+[run]
+name = "noisy-validate"
+evaluations = 600
+init_random = 50
+plot = false
+progress = false
+[domain]
+name = "arm"
+options = {joints = 5, noise = 0.5}
+[archive]
+measures = ["x", "y"]
+bins = [6, 6]
+[operators]
+iso_line_dd = 1.0
+[evaluator]
+backend = "serial"
+""")
+    from qd.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(run_dir), "--no-progress"]) == 0
+    assert main(["validate", str(run_dir), "--samples", "4", "--json"]) == 0
+    assert main(["status", str(run_dir), "--json"]) == 0
+    assert main(["plot", str(run_dir), "--validated"]) == 0
+    assert (run_dir / "heatmap-validated.png").exists()
+    with RunStore(run_dir / "run.sqlite") as store:
+        summary = store.get_meta("validation")
+        assert summary["samples"] == 4 and summary["corrected_qd_score"] is not None
+        assert len(store.validations()) == 4 * summary["elites"]
