@@ -76,7 +76,7 @@ def get_domain(name: str, *, pipeline_llm: PipelineLLM | None = None, llm_prices
         if not isinstance(domain, Domain):
             raise ValueError(f"{name!r} gave {type(domain).__name__}, not a qd.Domain")
     if pipeline_llm is not None:
-        domain.pipeline_llm = pipeline_llm  # type: ignore[attr-defined]
+        domain.pipeline_llm = pipeline_llm
     if llm_prices is not None:
-        domain.llm_prices = llm_prices  # type: ignore[attr-defined]
+        domain.llm_prices = llm_prices
     return domain

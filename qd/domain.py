@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from qd.result import EvalResult
 from qd.space import Space
+
+if TYPE_CHECKING:
+    from qd.llm.pipeline import PipelineLLM
 
 SEARCH, VALIDATION = "search", "validation"
 
@@ -36,6 +40,16 @@ class Domain:
     splits : sequence of str
         Instance splits :meth:`evaluate` accepts: ``"search"`` always; ``"validation"`` when the
         domain holds instances the search never sees (``qd validate`` needs it).
+    uses_llm : bool
+        The domain calls the run's LLM (:func:`qd.pipeline_llm`): with the embedded model, its
+        server starts in the driver before the evaluator, so Ray workers share it.
+    source_modules : sequence of str
+        Modules holding the domain's code besides its class's (a score function's): Ray ships
+        those the workers cannot import.
+    pipeline_llm : qd.PipelineLLM or None
+        Set by the runner from ``[llm]``: what :func:`qd.pipeline_llm` returns inside evaluations.
+    llm_prices : dict or None
+        Set by the runner from ``[llm] prices``: the price table of the evaluations' traced calls.
 
     Notes
     -----
@@ -54,6 +68,10 @@ class Domain:
     objective_name: str = "fitness"
     qd_score_offset: float = 0.0
     splits: Sequence[str] = (SEARCH,)
+    uses_llm: bool = False
+    source_modules: Sequence[str] = ()
+    pipeline_llm: PipelineLLM | None = None
+    llm_prices: Mapping[str, tuple[float, float]] | None = None
 
     def evaluate(self, config: dict) -> EvalResult:
         """Run ``config`` and score it. Must be safe to call from worker processes."""
