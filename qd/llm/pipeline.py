@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from qd.llm.local import ensure_local_server, local_server
+
 __all__ = ["PipelineLLM", "pipeline_llm", "pipeline_scope"]
 
 _LOCAL_KEY = "sk-local-no-key"
@@ -68,8 +70,6 @@ class PipelineLLM:
         if self.base_url:
             return self.base_url
         if self._resolved is None:
-            from qd.llm.local import ensure_local_server
-
             self._resolved = ensure_local_server()
         return self._resolved
 
@@ -107,8 +107,6 @@ class PipelineLLM:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         if self.is_local and state.get("_resolved") is None:
-            from qd.llm.local import local_server
-
             server = local_server()
             state["_resolved"] = server.base_url if server is not None else None
         state["_host"] = socket.gethostname()
