@@ -10,6 +10,8 @@ import time
 
 import pytest
 from counting_openai import CountingOpenAI
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import qd
 from qd.cli import main
@@ -310,3 +312,26 @@ def test_llm_settings_reach_the_pipeline_with_its_own_model():
     assert retrieval.pipeline_llm is pipeline
     own = get_domain("retrieval", pipeline_llm=pipeline, n_pairs=4, n_instances=1, model="set-in-options")
     assert own.llm.model == "set-in-options"  # [domain.options] still win
+
+
+_OUTCOMES = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5), st.booleans(),
+                      st.none(), st.text(max_size=3), st.just(ValueError("x")))
+
+
+@settings(max_examples=60, deadline=None)
+@given(outcomes=st.lists(_OUTCOMES, min_size=1, max_size=12), concurrency=st.integers(1, 4))
+def test_any_mix_of_scores_gives_the_mean_of_the_numbers_and_reports_the_rest(outcomes, concurrency):
+    def score(config: dict, i: int):
+        if isinstance(outcomes[i], Exception):
+            raise outcomes[i]
+        return outcomes[i]
+
+    result = evaluate_config(qd.FunctionDomain(SPACE, list(range(len(outcomes))), score, concurrency=concurrency),
+                             {"k": 0})
+    good = [not isinstance(o, (str, Exception, type(None))) and math.isfinite(float(o)) for o in outcomes]
+    expected = [float(o) if ok else 0.0 for o, ok in zip(outcomes, good)]
+    assert result.status == "ok" and result.scores == expected
+    assert result.fitness == pytest.approx(sum(expected) / len(expected))
+    reported = [e["index"] for e in result.metrics.get("example_errors", [])]
+    assert reported == [i for i, ok in enumerate(good) if not ok][:20]
+    assert result.metrics["failed_examples"] == good.count(False)
