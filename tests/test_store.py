@@ -1,10 +1,13 @@
 import math
+import sqlite3
+
+import pytest
 
 from qd.store import RunStore
 
 
 def _add(store, i, status="ok", fitness=1.0):
-    store.add_evaluation(id=i, hash=f"h{i}", config_json='{"a":%d}' % i, status=status, fitness=fitness,
+    store.add_evaluation(id=i, hash=f"h{i}", config_json=f'{{"a":{i}}}', status=status, fitness=fitness,
                          measures={"x": float(i)}, error="", feedback="fine", operator="mutation",
                          parent_ids=[i - 1] if i else [], trace_summary={"llm_calls": i}, metrics={},
                          archive_status=2, submitted_at=0.0)
@@ -35,3 +38,34 @@ def test_rows_survive_reopening_in_id_order(tmp_path):
 def test_store_uses_wal(tmp_path):
     with RunStore(tmp_path / "run.sqlite") as store:
         assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_counters_are_committed_in_the_evaluation_transaction(tmp_path):
+    with RunStore(tmp_path / "run.sqlite") as store:
+        store.add_evaluation(id=0, hash="h0", config_json="{}", status="ok", fitness=1.0, measures={}, error="",
+                             feedback="", operator="mutation", parent_ids=[], trace_summary={}, metrics={},
+                             archive_status=1, submitted_at=0.0,
+                             counters={"operators": {"mutation": {"evaluated": 1}}, "llm": {"total": {"calls": 2}}})
+        assert store.counters("operators") == {"mutation": {"evaluated": 1.0}}
+        assert store.counters("llm") == {"total": {"calls": 2.0}}
+        # a counter that cannot be stored rolls the evaluation back with it: rows and counters never disagree
+        with pytest.raises(ValueError, match="could not convert string to float"):
+            store.add_evaluation(id=1, hash="h1", config_json="{}", status="ok", fitness=1.0, measures={}, error="",
+                                 feedback="", operator="mutation", parent_ids=[], trace_summary={}, metrics={},
+                                 archive_status=1, submitted_at=0.0,
+                                 counters={"operators": {"mutation": {"evaluated": "two"}}})
+        assert store.count() == 1 and store.counters("operators") == {"mutation": {"evaluated": 1.0}}
+
+
+def test_a_readonly_store_writes_nothing(tmp_path):
+    path = tmp_path / "run.sqlite"
+    with RunStore(path) as store:
+        _add(store, 0)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with RunStore(path, readonly=True) as store:
+        assert store.count() == 1
+        with pytest.raises(sqlite3.OperationalError, match="readonly|read-only"):
+            _add(store, 1)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no -wal/-shm either
+    with pytest.raises(FileNotFoundError, match="no run store at"):
+        RunStore(tmp_path / "missing.sqlite", readonly=True)
