@@ -241,9 +241,10 @@ class Scheduler:
         """
         self._seen.update(seen)
         self._asked = self._told = len(self._seen)
-        history = hashlib.sha256("".join(sorted(self._seen)).encode()).digest()
-        self.rng = np.random.default_rng([int(self.options.seed) % 2**64, len(self._seen),
-                                          int.from_bytes(history[:8], "little")])
+        if self._seen:  # a fresh store keeps the stream of ``seed``: same run with or without a store
+            history = hashlib.sha256("".join(sorted(self._seen)).encode()).digest()
+            self.rng = np.random.default_rng([int(self.options.seed) % 2**64, len(self._seen),
+                                              int.from_bytes(history[:8], "little")])
         for name, fields in (stats or {}).items():
             self.stats[name] = OperatorStats.from_dict(fields)
         self._seeds = collections.deque(s for s in self._seeds if self.space.hash(s) not in self._seen)

@@ -257,3 +257,12 @@ def test_a_search_seeded_with_the_default_configuration_evaluates_it_first():
     assert first.operator == "seed" and first.config == {"angles": [0.0] * 5}
     assert recorder.events[0].status == AddStatus.NEW
     assert search.stats["seed"].evaluated == 1 and "random" not in search.stats
+
+
+def test_a_fresh_store_does_not_change_what_a_seed_gives(tmp_path):
+    """Resuming re-seeds the stream from the stored history; an empty store has none, so the run is the same."""
+    domain = ArmDomain(joints=5)
+    without = _snapshot(_search(domain, budget=120, seed=6)[1])
+    with RunStore(tmp_path / "run.sqlite") as store:
+        stored = _snapshot(_search(domain, budget=120, seed=6, store=store)[1])
+    assert stored == without
