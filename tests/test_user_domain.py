@@ -335,3 +335,32 @@ def test_any_mix_of_scores_gives_the_mean_of_the_numbers_and_reports_the_rest(ou
     reported = [e["index"] for e in result.metrics.get("example_errors", [])]
     assert reported == [i for i, ok in enumerate(good) if not ok][:20]
     assert result.metrics["failed_examples"] == good.count(False)
+
+
+def test_ray_ships_a_score_module_the_workers_cannot_import(tmp_path, monkeypatch, ray_session, caplog):
+    from qd.evaluators import RayEvaluator
+
+    name = f"hidden_{abs(hash(tmp_path)) % 10**8}"
+    hidden = tmp_path / "only_the_driver_sees_this"
+    hidden.mkdir()
+    (hidden / f"{name}.py").write_text(textwrap.dedent('''
+        import qd
+
+        def score(config, example):
+            return float(config["k"] == example)
+
+        domain = qd.FunctionDomain(qd.Space({"k": qd.Int(0, 3)}), [1, 2], score, uses_llm=False)
+    '''))
+    monkeypatch.syspath_prepend(str(hidden))  # the driver's sys.path only: Ray workers do not get it
+    try:
+        domain = get_domain(f"{name}:domain")
+        with caplog.at_level("INFO", logger="qd.evaluators.ray_eval"), RayEvaluator(domain, timeout_s=120) as ev:
+            ev.submit(0, {"k": 1})
+            results = []
+            deadline = time.monotonic() + 120
+            while not results and time.monotonic() < deadline:
+                results = ev.collect(timeout=1.0)
+        assert results[0][1].status == "ok" and results[0][1].fitness == 0.5
+        assert f"workers cannot import {name}" in caplog.text
+    finally:
+        sys.modules.pop(name, None)
