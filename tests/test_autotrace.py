@@ -81,6 +81,14 @@ def test_explicit_deps_win_over_inferred_ones():
     assert deps == {"a": [], "b": [], "c": [b]} and a == 0
 
 
+def test_llm_client_calls_to_an_unknown_model_are_marked_unpriced(server):
+    client = LLMClient(base_url=server.base_url, model="house-model", api="chat", retries=0)
+    with Tracer() as tracer:
+        client.complete("one")
+    (span,) = tracer.spans
+    assert span["unpriced"] is True and span["cost_usd"] == 0
+
+
 def test_llm_client_calls_are_recorded_once_not_again_at_http(server):
     class ClientDomain(Domain):
         space = Space({"patterns": Categorical(["x"])})

@@ -57,6 +57,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from qd.analysis.descriptors import summarize
 from qd.llm.prices import DEFAULT_PRICES, Price, price_of
 from qd.result import Span
 
@@ -462,6 +463,8 @@ def record_llm_call(*, name: str, model: str, tokens_in: int, tokens_out: int, c
                           start_s=start_s, ok=ok, error=error, cost_usd=cost_usd)
     with tracer._lock:
         flow.last = [sid]
+        if model and price_of(tracer.prices, model) is None:  # the caller's cost is 0 for want of a price
+            tracer._spans[sid]["unpriced"] = True  # type: ignore[typeddict-unknown-key]
     return sid
 
 
@@ -476,8 +479,6 @@ def export_trace_json(trace: Sequence[Span] | Tracer, path: str | Path, meta: di
     t0 = min((s.get("start_s", 0.0) for s in spans), default=0.0)
     for s in spans:
         s["rel_start_s"] = round(float(s.get("start_s", 0.0)) - t0, 6)
-    from qd.analysis.descriptors import summarize  # late import: descriptors imports nothing from here
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {"spans": spans, "summary": summarize(spans)}
