@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qd.archives import CVTArchive, GridArchive
 from qd.config import load_config
+from qd.search import replay
 from qd.store import RunStore
 
 __all__ = ["RunLock", "RunLockedError", "ReadRun", "meaning", "fingerprint", "check_resume", "archive_spec",
@@ -191,8 +193,6 @@ def archive_spec(archive: Any) -> dict[str, Any]:
 
 def archive_from_spec(spec: dict[str, Any]) -> Any:
     """An empty archive from :func:`archive_spec`."""
-    from qd.archives import CVTArchive, GridArchive
-
     params = dict(spec["params"])
     if isinstance(params.get("solution_dim"), list):
         params["solution_dim"] = tuple(params["solution_dim"])
@@ -253,8 +253,6 @@ def read_run(run_dir: str | Path) -> ReadRun:
     ValueError
         When the store does not describe its archive (a run written before qd stored it).
     """
-    from qd.search import replay
-
     run_dir = Path(run_dir)
     if not (run_dir / "run.sqlite").exists():
         raise FileNotFoundError(f"{run_dir} is not a qd run directory (no run.sqlite)")
