@@ -234,4 +234,5 @@ def _instantiate(spec: OperatorSpec, target: Any, space: Space, params: dict[str
         raise ValueError(f"{where}: {exc}") from None
     if not isinstance(op, Operator):
         raise ValueError(f"{where}: {spec.operator!r} gave a {type(op).__name__}, not a qd.operators.Operator")
+    op.name = spec.name  # counters and LLM usage tags go under the config's name for it
     return op

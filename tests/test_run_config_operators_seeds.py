@@ -89,6 +89,7 @@ def test_operators_named_by_reference_with_parameters():
                            "qd.operators.classic:UniformCrossover": 1.0}, domain.space)
     assert isinstance(ops["small"][0], Gaussian) and ops["small"][1] == 3.0
     assert ops["small"][0].sigma == 0.05 and ops["small"][0].sigma_units == "unit"  # parameters pass as given
+    assert ops["small"][0].name == "small"  # counters and LLM usage tags follow the config's name
     assert type(ops["qd.operators.classic:UniformCrossover"][0]).__name__ == "UniformCrossover"
     with pytest.raises(ValueError, match=r"operators\.x: cannot load operator 'no_such_module:Op'"):
         build_operators({"x": {"operator": "no_such_module:Op"}}, domain.space)
