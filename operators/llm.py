@@ -31,7 +31,7 @@ from qd.operators.parse import ParseError, parse_config
 __all__ = ["LLM_OPERATORS", "Generation", "LLMMutation", "LMXCrossover", "LLMOperator"]
 
 _FEEDBACK_CHARS = 400  # feedback beyond this rarely helps a small model and costs prompt tokens
-_PROMPT_DIGITS = 4  # significant digits of floats in prompts: full doubles cost ~18 tokens each
+_PROMPT_DIGITS = 4  # significant digits of floats in prompts: full doubles cost many tokens each
 _PREFILL = '{"'  # LLMMutation's completion template ends with the start of the object
 
 
@@ -241,15 +241,16 @@ class LMXCrossover(LLMOperator):
         for p in parents:
             unique.setdefault(self.space.hash(p.config), p)
         # Worst to best, so the line the model writes next follows the best (NaN counts as worst).
-        ordered = sorted(unique.values(), key=lambda p: -math.inf if math.isnan(float(p.fitness)) else float(p.fitness))
+        ordered = sorted(unique.values(),
+                         key=lambda p: -math.inf if math.isnan(float(p.objective)) else float(p.objective))
         rendered = [self._render(p.config) for p in ordered]
         lines = []
         if isinstance(target, str) and target:
             lines.append(f"# goal: {_one_line(target, 200)}")
         for p, r in zip(ordered, rendered):
-            lines.append(f"{self._line(_fmt_number(p.fitness), p.measures)} {r}")
+            lines.append(f"{self._line(_fmt_number(p.objective), p.measures)} {r}")
         best = ordered[-1]
-        scores = [float(p.fitness) for p in ordered if not math.isnan(float(p.fitness))]
+        scores = [float(p.objective) for p in ordered if not math.isnan(float(p.objective))]
         if scores:
             spread = max(scores) - min(scores)
             goal = max(scores) + (0.1 * spread if spread > 0 else 0.05 * abs(max(scores)) + 1e-3)
@@ -322,7 +323,7 @@ class LLMMutation(LLMOperator):
         measures = _fmt_measures(parent.measures) or "none"
         user = (
             f"Schema:\n{self.schema}\n\n"
-            f"Current configuration ({self.score_name} {_fmt_number(parent.fitness)}; {measures}):\n"
+            f"Current configuration ({self.score_name} {_fmt_number(parent.objective)}; {measures}):\n"
             f"{self._render(parent.config)}\n\n"
             f"Evaluation feedback: {_one_line(getattr(parent, 'feedback', '') or 'none')}\n"
             f"Goal: {self._goal(target)}\n\n"
@@ -336,14 +337,14 @@ class LLMMutation(LLMOperator):
 
         Writing the start of the object keeps a base model on one line like the example above
         it. Ending at ``config:`` let gemma-3-270m open a multi-line object (``{`` then newline)
-        that the newline stop cut, about one answer in eight; ending at ``{`` made that the
+        that the newline stop cut (now and then); ending at ``{`` made that the
         usual answer; after ``{"`` it writes a key name.
         """
         return (
             "# Configuration schema\n"
             f"{self.schema}\n\n"
             "# Current configuration\n"
-            f"{self.score_name}: {_fmt_number(parent.fitness)} | {_fmt_measures(parent.measures) or 'none'}\n"
+            f"{self.score_name}: {_fmt_number(parent.objective)} | {_fmt_measures(parent.measures) or 'none'}\n"
             f"config: {self._render(parent.config)}\n"
             f"# Feedback: {_one_line(getattr(parent, 'feedback', '') or 'none')}\n"
             f"# Goal: {self._goal(target)}\n\n"
