@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from qd.archives import GridArchive
 
+from qd.archives import GridArchive
 from qd.noise import (
     REJECT,
     RESAMPLE,
@@ -265,3 +265,13 @@ def test_replay_from_the_store_rebuilds_every_sample_count_mean_and_contest(tmp_
     assert restored.archive.data()["objective"].tolist() == live.archive.data()["objective"].tolist()
     lost = {job.hash for job in pending}
     assert lost <= set(restored._wanted) | {h for h in lost if not restored._needs_sample(h)}
+
+
+def test_archive_remove_single_empties_the_cell_and_recomputes_the_best():
+    archive = _archive(4)
+    for i, (objective, m) in enumerate([(1.0, 0.1), (3.0, 0.4), (2.0, 0.9)]):
+        archive.add_single({"c": i}, objective, [m], id=i)
+    assert archive.remove_single(1) and not archive.remove_single(1)
+    assert len(archive) == 2 and archive.stats.obj_max == 2.0 and archive.best_elite["id"] == 2
+    assert archive.stats.qd_score == pytest.approx(3.0)
+    assert archive.add_single({"c": 9}, -5.0, [0.4], id=9)["status"] == 2  # the emptied cell takes anything

@@ -5,12 +5,12 @@ import math
 
 import numpy as np
 import pytest
-from qd.archives import GridArchive
-from qd.domains import get_domain
 
 from qd.analysis.descriptors import resolve_measures
 from qd.analysis.validation import validate, validated_scores
+from qd.archives import GridArchive
 from qd.domain import Domain
+from qd.domains import get_domain
 from qd.evaluators import SerialEvaluator
 from qd.result import EvalResult
 from qd.space import Float, Space
