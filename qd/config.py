@@ -205,6 +205,10 @@ def load_config(path: str | Path, overrides: dict[str, dict[str, Any]] | None = 
         raise ConfigError(f"config file not found: {path}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    run = raw.get("run")
+    seeds = run.get("seeds") if isinstance(run, dict) else None
+    if isinstance(seeds, str) and seeds != "default" and not Path(seeds).is_absolute():
+        run["seeds"] = str((path.parent / seeds).resolve())  # a seeds file is found next to its config
     try:
         return resolve_config(raw, overrides)
     except ConfigError as exc:

@@ -4,7 +4,8 @@
 
 - ``"default"``: the domain's default configuration (:meth:`qd.Domain.default_config`, the
   system the user runs today);
-- a path to a JSON Lines file, one configuration (a JSON object) per line;
+- a path to a JSON Lines file, one configuration (a JSON object) per line (in a config file,
+  a relative path is read next to that file);
 - an array mixing ``"default"`` and tables (inline configurations).
 
 The scheduler evaluates seeds first, in order, then ``init_random`` random samples.

@@ -176,3 +176,16 @@ def test_a_run_with_a_bad_seed_evaluates_nothing(tmp_path):
         run_search(config, tmp_path / "run", progress=False)
     with RunStore(tmp_path / "run" / "run.sqlite") as store:
         assert store.count() == 0
+
+
+def test_a_seeds_file_named_in_a_config_file_is_found_next_to_it(tmp_path, monkeypatch):
+    from qd.config import load_config
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "seeds.jsonl").write_text(json.dumps({"angles": [0.1] * JOINTS}) + "\n")
+    (tmp_path / "conf" / "run.toml").write_text('[run]\nseeds = "seeds.jsonl"\n[domain.options]\njoints = 4\n'
+                                                '[operators]\nmutation = 1.0\n')
+    monkeypatch.chdir(tmp_path)  # elsewhere: a path relative to the working directory would miss it
+    config = load_config(tmp_path / "conf" / "run.toml")
+    assert config["run"]["seeds"] == str(tmp_path / "conf" / "seeds.jsonl")
+    assert load_seeds(config["run"]["seeds"], ArmDomain(joints=JOINTS)) == [{"angles": [0.1] * JOINTS}]
