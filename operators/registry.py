@@ -20,7 +20,6 @@ anything (the run config calls it at load, so mistakes show before a run starts)
 """
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from qd.operators.base import Operator
 from qd.operators.classic import CLASSIC
 from qd.operators.llm import LLM_OPERATORS
+from qd.references import resolve_reference, split_reference
 
 if TYPE_CHECKING:
     from qd.space import Space
@@ -123,9 +123,11 @@ def parse_operators(table: Mapping[str, Any]) -> list[OperatorSpec]:
             weight, operator, params, where = entry, name, {}, f"operators.{name}"
         if not _number(weight) or weight < 0:
             raise ValueError(f"{where} must be a non-negative weight, got {weight!r}")
-        if operator not in BUILTIN and ":" not in operator:
-            raise ValueError(f"unknown operator {operator!r} (operators.{name}); built-ins: {', '.join(BUILTIN)}, "
-                             "or 'package.module:attribute'")
+        if operator not in BUILTIN:
+            if ":" not in operator:
+                raise ValueError(f"unknown operator {operator!r} (operators.{name}); built-ins: "
+                                 f"{', '.join(BUILTIN)}, or 'package.module:attribute'")
+            split_reference(operator, f"operators.{name}: operator")
         if operator in BUILTIN:
             _check_params(name, operator, params)
         specs.append(OperatorSpec(name, operator, float(weight), params))
@@ -153,18 +155,17 @@ def _check_params(name: str, operator: str, params: Mapping[str, Any]) -> None:
 def resolve_operator(reference: str) -> Any:
     """The object a built-in name or a ``package.module:attribute`` reference names.
 
+    References resolve as domains' do (:func:`qd.references.resolve_reference`: the working
+    directory first).
+
     Raises
     ------
     ValueError
-        If the module or attribute cannot be loaded.
+        If the module or attribute cannot be loaded (the message says why and the fix).
     """
     if reference in BUILTIN:
         return BUILTIN[reference]
-    module_name, _, attr = reference.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ValueError(f"cannot load operator {reference!r}: {exc}") from None
+    return resolve_reference(reference, "operator")
 
 
 def build_operators(table: Mapping[str, Any], space: Space,

@@ -189,3 +189,18 @@ def test_a_seeds_file_named_in_a_config_file_is_found_next_to_it(tmp_path, monke
     config = load_config(tmp_path / "conf" / "run.toml")
     assert config["run"]["seeds"] == str(tmp_path / "conf" / "seeds.jsonl")
     assert load_seeds(config["run"]["seeds"], ArmDomain(joints=JOINTS)) == [{"angles": [0.1] * JOINTS}]
+
+
+def test_an_operator_reference_resolves_from_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "my_ops.py").write_text(
+        "from qd.operators import Mutation\n\n"
+        "class Strong(Mutation):\n"
+        "    def __init__(self, space, strength=1):\n"
+        "        super().__init__(space, rate=1.0)\n"
+        "        self.strength = strength\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ops = build_operators({"strong": {"operator": "my_ops:Strong", "strength": 3}}, ArmDomain(joints=JOINTS).space)
+    assert ops["strong"][0].strength == 3 and ops["strong"][0].name == "strong"
+    with pytest.raises(ConfigError, match=r"operators\.bad: operator 'my_ops:Strong:x': expected 'package.module"):
+        arm_config({"bad": {"operator": "my_ops:Strong:x"}})
