@@ -49,6 +49,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import json
+import logging
 import re
 import sys
 import threading
@@ -58,6 +59,8 @@ from typing import Any
 from qd.analysis.tracer import PendingCall, begin_llm_call, finish_llm_call, flow_joined, fork_context
 
 __all__ = ["install", "installed", "suppressed", "LLM_PATHS"]
+
+log = logging.getLogger(__name__)
 
 # Endpoints whose POSTs are LLM calls: OpenAI-compatible (chat, completions, responses), Anthropic
 # messages, Gemini generateContent, Ollama's native chat/generate.
@@ -384,10 +387,18 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
 def _apply(name: str, patch: Callable[[Any], None], module: Any) -> None:
     with _INSTALL_LOCK:
-        if name in _INSTALLED:
-            return
+        _hook(name, patch, module)
+
+
+def _hook(name: str, patch: Callable[[Any], None], module: Any) -> None:
+    """Apply ``patch`` to ``module`` once (the caller holds ``_INSTALL_LOCK``)."""
+    if name in _INSTALLED:
+        return
+    _INSTALLED.add(name)
+    try:
         patch(module)
-        _INSTALLED.add(name)
+    except Exception as exc:  # an unexpected version must never break the user's import
+        log.warning("qd could not hook %s (%s: %s); its LLM calls are not traced", name, type(exc).__name__, exc)
 
 
 # -- threads -------------------------------------------------------------------------------------
@@ -474,11 +485,10 @@ def install() -> None:
         pending = {}
         for name, patch in _DEFERRED.items():
             module = sys.modules.get(name)
-            if module is not None:
-                patch(module)
-                _INSTALLED.add(name)
-            else:
+            if module is None:
                 pending[name] = patch
+                continue
+            _hook(name, patch, module)
         if pending:
             sys.meta_path.insert(0, _PatchOnImport(pending))
         _INSTALLED.add("done")
