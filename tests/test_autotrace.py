@@ -1,6 +1,7 @@
 """Automatic tracing: the user's own openai / LiteLLM / DSPy calls become spans equal to what the server served."""
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import textwrap
@@ -320,3 +321,21 @@ def test_other_providers_wire_formats_are_read(path, body, reply, expected):
         http.post("/api/responses", json={"model_id": "x"})  # a generic path without a model: not an LLM call
     (span,) = tracer.spans
     assert (span["model"], span["tokens_in"], span["tokens_out"]) == expected and "tokens_estimated" not in span
+
+
+def test_autotrace_can_be_turned_off(server):
+    import subprocess
+
+    code = textwrap.dedent(f"""
+        import openai
+        from qd.analysis import Tracer, autotrace
+        autotrace.install()
+        with Tracer() as t:
+            openai.OpenAI(base_url="{server.base_url}", api_key="k").chat.completions.create(
+                model="m", messages=[{{"role": "user", "content": "off"}}])
+        print(len(t.spans))
+    """)
+    env = {**os.environ, "QD_AUTOTRACE": "0"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0"]

@@ -50,6 +50,7 @@ import importlib.abc
 import importlib.util
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -475,11 +476,17 @@ _DEFERRED = {"httpx": _patch_http, "httpx2": _patch_http, "dspy.clients.executio
 
 
 def install() -> None:
-    """Hook thread start-up, and the HTTP clients and DSPy now or when they are imported; idempotent."""
+    """Hook thread start-up, and the HTTP clients and DSPy now or when they are imported; idempotent.
+
+    ``QD_AUTOTRACE=0`` in the environment turns it off (only ``qd.LLMClient`` calls are traced then).
+    """
     if "done" in _INSTALLED:
         return
     with _INSTALL_LOCK:
         if "done" in _INSTALLED:
+            return
+        if os.environ.get("QD_AUTOTRACE", "1").strip() == "0":
+            _INSTALLED.add("done")
             return
         _patch_threads()
         pending = {}
