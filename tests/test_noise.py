@@ -122,7 +122,7 @@ def test_decide_never_displaces_or_drops_a_full_count_config_on_fewer_evaluation
 
 # -- adaptive sampling against a known truth ----------------------------------------------------------
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 10_000), sigma=st.sampled_from([0.0, 0.05, 0.3, 1.0, 5.0]),
        samples=st.integers(2, 6), z=st.floats(0.0, 3.0), n_configs=st.integers(2, 30), n_cells=st.integers(1, 3),
        top=st.integers(0, 3))
