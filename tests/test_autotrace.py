@@ -339,3 +339,39 @@ def test_autotrace_can_be_turned_off(server):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0"]
+
+
+class LazyWorker(Domain):
+    """Starts a long-lived worker thread in its first evaluation (as libraries do lazily) and hands it calls."""
+
+    space = Space({"patterns": Categorical(["x"])})
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.jobs: queue.Queue = queue.Queue()
+        self.done: queue.Queue = queue.Queue()
+        self.started = False
+
+    def _worker(self) -> None:
+        client = openai.OpenAI(base_url=self.base_url, api_key="sk-test", max_retries=0)
+        while True:
+            self.jobs.get()
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "lazy"}])
+            self.done.put(1)
+
+    def evaluate(self, config: dict) -> EvalResult:
+        if not self.started:
+            self.started = True
+            threading.Thread(target=self._worker, daemon=True).start()  # inherits this evaluation's context
+        self.jobs.put(1)
+        self.done.get(timeout=30)
+        return EvalResult(fitness=0.0)
+
+
+def test_a_thread_that_outlives_its_evaluation_does_not_feed_the_closed_trace(server):
+    domain = LazyWorker(server.base_url)
+    first, summary1, _ = run(domain, server, "x")
+    second, summary2, served = run(domain, server, "x")
+    assert summary1["llm_calls"] == 1 and "attributed" not in first.trace[0]
+    assert summary2["llm_calls"] == served["calls"] == 1  # the only open evaluation owns it
+    assert second.trace[0]["attributed"] == "process"

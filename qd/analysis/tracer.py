@@ -208,6 +208,8 @@ def begin_llm_call(deps: Sequence[int | None] | None = None) -> PendingCall:
     the process, else to none (untraced). ``deps=None`` infers them (module docstring).
     """
     tracer = _TRACER.get()
+    if tracer is not None and not tracer._entered:
+        tracer = None  # a thread that outlived the evaluation that started it: that tracer is closed
     if tracer is not None:
         flow = _current_flow(tracer)
         explicit = None if deps is None else _clean_deps(deps)
@@ -294,6 +296,7 @@ class Tracer:
         self._lock = threading.Lock()
         self._tokens: list[tuple[contextvars.Token, ...]] = []
         self._pending: set[PendingCall] = set()
+        self._entered = 0  # open `with` blocks: a closed tracer takes no more calls from stray threads
         self.prices: Mapping[str, Price] = DEFAULT_PRICES if prices is None else prices
         self.start_wall: float = time.time()
 
@@ -304,11 +307,13 @@ class Tracer:
         self._tokens.append((_TRACER.set(self), _PARENT.set(None), _FLOW.set(_Flow(_owner(), []))))
         with _OPEN_LOCK:
             _OPEN.append(self)
+            self._entered += 1
         return self
 
     def __exit__(self, *exc: Any) -> None:
         with _OPEN_LOCK:
             _OPEN.remove(self)
+            self._entered -= 1
         with self._lock:
             unfinished = list(self._pending)
         for call in unfinished:  # streams never read to the end: record what was seen
