@@ -79,6 +79,7 @@ class StoreRecorder(SearchListener):
     def __init__(self, store: RunStore, llm_client: Any = None, history_every: int | None = None):
         self.store, self.llm_client, self.history_every = store, llm_client, history_every
         self._llm_base = store.counters("llm")  # LLM usage of earlier sessions of a resumed run
+        self._written: dict[str, dict[str, dict[str, float]]] = {}  # counters as last committed
         self._every = 1
 
     def on_start(self, search: Search) -> None:
@@ -93,7 +94,7 @@ class StoreRecorder(SearchListener):
             fitness=result.fitness, measures=event.measures, error=result.error, feedback=result.feedback,
             operator=child.operator, parent_ids=child.parent_ids, trace_summary=summarize(result.trace),
             metrics={k: v for k, v in result.metrics.items() if k != "traceback"},
-            archive_status=int(event.status), submitted_at=child.submitted_at, counters=self.counters(search))
+            archive_status=int(event.status), submitted_at=child.submitted_at, counters=self._changed(search))
         noise = search.scheduler.noise
         if noise is not None or result.scores is not None:  # draws, policy order and per-instance scores
             self.store.add_sample(event.id, child.hash, child.draw, noise.seq if noise is not None else event.id,
@@ -106,6 +107,20 @@ class StoreRecorder(SearchListener):
     def on_end(self, search: Search) -> None:
         """Save the final counters."""
         self.save_counters(search)
+
+    def _changed(self, search: Search) -> dict[str, dict[str, dict[str, float]]]:
+        """The counter fields that changed since the last write (a handful per evaluation)."""
+        current = self.counters(search)
+        changed: dict[str, dict[str, dict[str, float]]] = {}
+        for scope, table in current.items():
+            written = self._written.get(scope, {})
+            for name, fields in table.items():
+                old = written.get(name, {})
+                diff = {k: v for k, v in fields.items() if old.get(k) != v}
+                if diff:
+                    changed.setdefault(scope, {})[name] = diff
+        self._written = current
+        return changed
 
     def save_counters(self, search: Search) -> None:
         """Write the counters (:meth:`counters`) and the LLM endpoint's latest error per cause."""

@@ -142,9 +142,10 @@ class RunStore:
                        counters: dict[str, dict[str, dict[str, float]]] | None = None) -> None:
         """Insert and commit one finished evaluation.
 
-        ``counters`` (scope -> :meth:`set_counters` table) are replaced in the same transaction, so
-        the operator and LLM counters are exactly as durable as the evaluation rows: a killed run
-        resumes from the totals of its last committed evaluation.
+        ``counters`` (scope -> name -> field -> value) are written in the same transaction (only
+        the fields given; the others keep their values), so the operator and LLM counters are
+        exactly as durable as the evaluation rows: a killed run resumes from the totals of its
+        last committed evaluation.
         """
         row = (id, hash, config_json, status, fitness if math.isfinite(fitness) else None, _json(measures),
                error, feedback, operator, _json(parent_ids), _json(trace_summary), _json(metrics),
@@ -155,8 +156,9 @@ class RunStore:
         self._db.execute("BEGIN")
         try:
             self._db.execute("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
-            for scope, table in counters.items():
-                self._replace_counters(scope, table)
+            self._db.executemany("INSERT OR REPLACE INTO counters VALUES (?,?,?,?)",
+                                 [(scope, name, field, float(value)) for scope, table in counters.items()
+                                  for name, fields in table.items() for field, value in fields.items()])
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
