@@ -22,7 +22,7 @@ Per run, on the final archive:
 Prints a markdown table (mean and standard deviation over seeds, and the ratios the README
 quotes) and writes ``noise_bench.png``. Usage::
 
-    python scripts/bench_noise.py [--seeds 5] [--retrieval-evals 1500] [--arm-evals 3000]
+    python scripts/bench_noise.py [--seeds 5] [--retrieval-evals 6000] [--arm-evals 6000]
         [--arm-noise 1.0] [--top 10] [--out docs/img]
 """
 from __future__ import annotations
@@ -155,8 +155,8 @@ def _plot(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--retrieval-evals", type=int, default=1500)
-    parser.add_argument("--arm-evals", type=int, default=3000)
+    parser.add_argument("--retrieval-evals", type=int, default=6000)
+    parser.add_argument("--arm-evals", type=int, default=6000)
     parser.add_argument("--arm-noise", type=float, default=1.0)
     parser.add_argument("--top", type=int, default=10, help="elites whose optimism is measured")
     parser.add_argument("--domains", default="retrieval-sim,arm")
