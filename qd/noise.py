@@ -237,6 +237,8 @@ class NoiseHandler:
         self._order: dict[str, int] = {}  # hash -> seq of its first result (a deterministic tie order)
         self.holder: dict[int, str] = {}
         self.cell_of: dict[str, int] = {}
+        self._elite_n: dict[str, int] = {}  # evaluations of each elite when it was last written
+        self._elite_n_sum = 0               # their sum: counters() stays O(1) (it runs per evaluation)
         self._waiting: dict[int, set[str]] = collections.defaultdict(set)  # cell -> challengers in a contest
         self._waiting_cell: dict[str, int] = {}
         self._wanted: dict[str, None] = {}  # ordered set: configurations to evaluate again
@@ -260,11 +262,10 @@ class NoiseHandler:
 
     def counters(self) -> dict[str, float]:
         """Numbers for ``qd status`` (store counters scope ``noise``)."""
-        sampled = [s for h, s in self.stats.items() if h in self.cell_of]
         return {"active": float(self.active), "probing": float(self.mode == "probing"),
                 "resamples": float(self.resamples), "probes": float(len(self._probed)),
                 "samples_max": float(self.max_samples),
-                "elite_samples_mean": (sum(s.n for s in sampled) / len(sampled)) if sampled else 0.0,
+                "elite_samples_mean": self._elite_n_sum / len(self.cell_of) if self.cell_of else 0.0,
                 "noise_sd": math.sqrt(self.pooled_variance) if math.isfinite(self.pooled_variance) else -1.0}
 
     @property
@@ -381,6 +382,8 @@ class NoiseHandler:
             self._order.clear()
             self.holder.clear()
             self.cell_of.clear()
+            self._elite_n.clear()
+            self._elite_n_sum = 0
 
     def _plain(self, hash: str, config: dict, objective: float, measures: Sequence[float], id: int,
                feedback: str) -> int:
@@ -392,7 +395,9 @@ class NoiseHandler:
             old = self.holder.get(cell)
             if old is not None:
                 self.cell_of.pop(old, None)
+                self._untrack(old)
             self.holder[cell], self.cell_of[hash] = hash, cell
+            self._track(hash)
         return status
 
     # -- adaptive sampling ---------------------------------------------------------------------
@@ -456,12 +461,22 @@ class NoiseHandler:
         self.archive.add_single(self.configs[hash], s.mean, s.measures, id=self.ids[hash],
                                 feedback=self.feedback[hash])
         self.holder[cell], self.cell_of[hash] = hash, cell
+        self._track(hash)
+
+    def _track(self, hash: str) -> None:
+        n = self.stats[hash].n
+        self._elite_n_sum += n - self._elite_n.get(hash, 0)
+        self._elite_n[hash] = n
+
+    def _untrack(self, hash: str) -> None:
+        self._elite_n_sum -= self._elite_n.pop(hash, 0)
 
     def _vacate(self, cell: int) -> None:
         """Empty ``cell``; its holder leaves the archive for good (it is sampled no more)."""
         h = self.holder.pop(cell, None)
         if h is not None:
             self.cell_of.pop(h, None)
+            self._untrack(h)
             self.archive.remove_single(cell)
 
     def _leave_contest(self, hash: str) -> None:

@@ -275,3 +275,12 @@ def test_archive_remove_single_empties_the_cell_and_recomputes_the_best():
     assert len(archive) == 2 and archive.stats.obj_max == 2.0 and archive.best_elite["id"] == 2
     assert archive.stats.qd_score == pytest.approx(3.0)
     assert archive.add_single({"c": 9}, -5.0, [0.4], id=9)["status"] == 2  # the emptied cell takes anything
+
+
+def test_counters_report_the_mean_sample_count_of_the_current_elites():
+    world = KnownTruth(seed=2, sigma=0.3, samples=4, n_configs=80, n_cells=3)
+    handler = NoiseHandler(_archive(3), "auto", budget=1000, samples=4, z=1.0)
+    _drive(handler, world, list(range(80)))
+    expected = np.mean([handler.stats[h].n for h in handler.cell_of])
+    assert handler.counters()["elite_samples_mean"] == pytest.approx(expected)
+    assert handler.counters()["active"] == 1.0
