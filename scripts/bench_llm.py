@@ -15,7 +15,7 @@ thread count), the tokens its prompt cache skipped, and the map (elites, best ac
 
 Usage::
 
-    python scripts/bench_llm.py [--prompts 96] [--skip-job] [--job-threads N] [--seed 0]
+    python scripts/bench_llm.py [--prompts 96] [--skip-job] [--job-threads N] [--noise none] [--seed 0]
 
 Needs a quiet machine: anything else running takes cores from the model.
 """
@@ -27,6 +27,7 @@ import copy
 import json
 import os
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -102,16 +103,55 @@ def raw_rate(prompts: list[str], threads: int, slots: int = 4) -> dict[str, floa
     return {"threads": threads, "prompts": len(prompts), "tokens": tokens, "wall_s": wall, "rate": tokens / wall}
 
 
-def main_job(seed: int, threads: int) -> dict[str, Any]:
+class SlotSampler:
+    """Samples the embedded server's busy slots every ``interval_s`` while a job runs."""
+
+    def __init__(self, interval_s: float = 0.25) -> None:
+        self.interval_s, self.samples = interval_s, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            server = local_server()
+            if server is None or server.base_url is None:
+                continue
+            try:
+                with urllib.request.urlopen(server.base_url.removesuffix("/v1") + "/slots", timeout=2) as r:
+                    slots = json.loads(r.read())
+            except (OSError, ValueError):
+                continue
+            self.samples.append(sum(bool(s.get("is_processing")) for s in slots))
+
+    def __enter__(self) -> SlotSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self, slots: int = 4) -> tuple[float, float]:
+        """(share of samples with an idle server, mean busy slots / ``slots``)."""
+        if not self.samples:
+            return float("nan"), float("nan")
+        idle = sum(n == 0 for n in self.samples) / len(self.samples)
+        return idle, sum(self.samples) / len(self.samples) / slots
+
+
+def main_job(seed: int, threads: int, noise: str) -> dict[str, Any]:
     """Run the README's main job from an empty request cache; the server's counts and the map."""
     config = copy.deepcopy(DEMO_CONFIG)
     config.setdefault("run", {}).update(seed=seed, plot=False, progress=False)
     config.setdefault("llm", {})["server_threads"] = threads
+    if noise:
+        config.setdefault("archive", {})["noise"] = noise
     config = resolve_config(config)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["QD_CACHE_DIR"] = str(Path(tmp) / "cache")
         start = time.perf_counter()
-        run = run_search(config, Path(tmp) / "run", progress=False)
+        with SlotSampler() as sampler:
+            run = run_search(config, Path(tmp) / "run", progress=False)
         wall = time.perf_counter() - start
         server = local_server()
         metrics = server_metrics(server.base_url) if server is not None else {}
@@ -120,7 +160,9 @@ def main_job(seed: int, threads: int) -> dict[str, Any]:
         best = float(stats.obj_max) if stats.num_elites else float("nan")
         out = {"wall_s": wall, "threads": used, "elites": stats.num_elites, "best": best,
                "qd_score": float(stats.qd_score), "tokens": metrics.get("prompt_tokens_total", 0.0),
-               "cached": metrics.get("prompt_tokens_cached_total", 0.0)}
+               "cached": metrics.get("prompt_tokens_cached_total", 0.0),
+               "noise": config["archive"]["noise"]}
+        out["idle"], out["busy"] = sampler.summary()
         run.store.close()
     stop_local_server()
     out["rate"] = out["tokens"] / out["wall_s"]
@@ -133,6 +175,7 @@ def main() -> None:
     ap.add_argument("--skip-job", action="store_true", help="only the raw rates")
     ap.add_argument("--job-threads", type=int, default=0, help="[llm] server_threads of the job (0: auto)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--noise", default="", help="[archive] noise of the job (default: the demo's)")
     args = ap.parse_args()
 
     prompts = demo_prompts(args.prompts, args.seed)
@@ -144,15 +187,15 @@ def main() -> None:
         print(f"| {r['threads']} | {r['tokens']:.0f} | {r['wall_s']:.1f} | {r['rate']:.0f} |")
     if args.skip_job:
         return
-    job = main_job(args.seed, args.job_threads)
+    job = main_job(args.seed, args.job_threads, args.noise)
     raw = raws.get(job["threads"]) or raw_rate(prompts, job["threads"])
     print("\nMain job (`qd run`, demo config, empty request cache):")
-    print("| wall s | model threads | prompt tokens computed | skipped by prompt cache | tokens/s | of raw "
-          "| elites | best accuracy | QD score |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| {job['wall_s']:.0f} | {job['threads']} | {job['tokens']:.0f} | {job['cached']:.0f} | "
-          f"{job['rate']:.0f} | {job['rate'] / raw['rate']:.0%} | {job['elites']} | {job['best']:.2f} | "
-          f"{job['qd_score']:.2f} |")
+    print("| noise | wall s | model threads | prompt tokens computed | skipped by prompt cache | tokens/s | of raw "
+          "| server idle | slots busy | elites | best accuracy | QD score |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {job['noise']} | {job['wall_s']:.0f} | {job['threads']} | {job['tokens']:.0f} | {job['cached']:.0f} | "
+          f"{job['rate']:.0f} | {job['rate'] / raw['rate']:.0%} | {job['idle']:.0%} | {job['busy']:.0%} | "
+          f"{job['elites']} | {job['best']:.2f} | {job['qd_score']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -41,12 +41,16 @@ def arm_reply(req: dict) -> str:
 
 
 def arm_config(base_url: str, operators: dict, evaluations: int, **llm: object) -> dict:
-    """A 4-joint arm run whose LLM operators get their weight's share (``wait_for_llm``), so counts are exact."""
+    """A 4-joint arm run whose LLM operators get their weight's share (``wait_for_llm``), so counts are exact.
+
+    ``noise = "none"``: the arm is deterministic, and ``auto`` would spend one evaluation finding that out.
+    """
     return resolve_config({
         "run": {"name": "llm-search", "evaluations": evaluations, "init_random": 10, "seed": 1,
                 "progress": False, "plot": False},
         "domain": {"name": "arm", "options": {"joints": JOINTS}},
-        "archive": {"measures": ["x", "y"], "bins": [10, 10], "ranges": [[-JOINTS, JOINTS], [-JOINTS, JOINTS]]},
+        "archive": {"measures": ["x", "y"], "bins": [10, 10], "ranges": [[-JOINTS, JOINTS], [-JOINTS, JOINTS]],
+                    "noise": "none"},
         "operators": {"wait_for_llm": True, **operators},
         "llm": {"base_url": base_url, "model": "fake", "cache": False, **llm},
         "evaluator": {"backend": "serial"},  # microsecond evaluations; Ray runs are tested elsewhere

@@ -73,7 +73,7 @@ def test_server_threads_change_on_the_same_address_and_the_tuner_records_its_dec
         assert local.local_server().n_threads == 2 and local.ensure_local_server() == base_url
         assert _complete(base_url) == answer  # same model, same greedy answer, same address
         assert local.set_local_server_threads(2) is False  # nothing to change
-        with ThreadTuner(window_s=0.5, cores=2) as tuner:
+        with ThreadTuner(window_s=0.5, first_window_s=0.5, cores=2) as tuner:
             for _ in range(100):
                 if tuner.decisions:
                     break

@@ -72,6 +72,9 @@ class ThreadTuner:
     ----------
     window_s : float
         Length of each measurement window; the thread count is re-decided after each.
+    first_window_s : float, optional
+        Length of the first window (default ``window_s``): short, so that a run that leaves cores
+        free gets them early.
     cores : int, optional
         Cores to share (default: those this process may use).
     on_change : callable, optional
@@ -82,11 +85,12 @@ class ThreadTuner:
     Does nothing while no embedded server runs in this process, and off Linux.
     """
 
-    def __init__(self, window_s: float = 20.0, cores: int | None = None,
+    def __init__(self, window_s: float = 15.0, first_window_s: float | None = 6.0, cores: int | None = None,
                  on_change: Callable[[int, float], None] | None = None) -> None:
-        if window_s <= 0:
-            raise ValueError(f"window_s must be positive, got {window_s}")
-        self.window_s, self.cores = float(window_s), cores or usable_cores()
+        first_window_s = window_s if first_window_s is None else first_window_s
+        if window_s <= 0 or first_window_s <= 0:
+            raise ValueError(f"windows must be positive, got {window_s} and {first_window_s}")
+        self.window_s, self.first_window_s, self.cores = float(window_s), float(first_window_s), cores or usable_cores()
         self.on_change = on_change
         self.decisions: list[tuple[int, float]] = []  # (threads, other cores) per window
         self._stop = threading.Event()
@@ -114,7 +118,7 @@ class ThreadTuner:
             if server is None or proc is None:
                 self._stop.wait(1.0)
                 continue
-            other = other_cpu_cores(proc.pid, self.window_s)
+            other = other_cpu_cores(proc.pid, self.window_s if self.decisions else self.first_window_s)
             if other is None or self._stop.is_set():
                 return
             threads = model_threads(self.cores, other)
