@@ -32,6 +32,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from qd.analysis.tracer import active_tracer, span
+from qd.domain import SEARCH, VALIDATION, Domain
 from qd.domains.retrieval_task import (
     DEFAULT_INSTRUCTION,
     Instance,
@@ -44,9 +46,6 @@ from qd.domains.retrieval_task import (
     parse_key,
     reverse_prompt_with_example,
 )
-
-from qd.analysis.tracer import active_tracer, span
-from qd.domain import SEARCH, VALIDATION, Domain
 from qd.llm.cache import cache_path
 from qd.result import EvalResult
 from qd.space import Bool, Categorical, Float, Int, Space, Text
@@ -193,9 +192,11 @@ class RetrievalDomain(Domain):
 
     # -- static analysis ------------------------------------------------------------------------
     def _max_prompt_tokens(self) -> int:
-        """Upper end of the ``max_prompt_tokens`` range: the longest prompt any configuration can send
-        (all records, the longest instruction, every few-shot example, or the verification prompt),
-        with 10% slack for the real tokenizer, rounded up to 50.
+        """Upper end of the ``max_prompt_tokens`` range.
+
+        The longest prompt any configuration can send (all records, the longest instruction, every
+        few-shot example, or the verification prompt), with 10% slack for the real tokenizer,
+        rounded up to 50.
         """
         from qd.domains.retrieval_sim import SimulatedLLM
 
@@ -211,8 +212,10 @@ class RetrievalDomain(Domain):
         return predict_calls(config, self.n_pairs)
 
     def descriptors(self) -> dict[str, Callable[[dict, EvalResult], float]]:
-        """Domain descriptors: ``log2_calls``, ``calls_per_instance`` (from the trace),
-        ``predicted_calls`` (static, per instance), ``chunk_size`` (effective), ``n_chunks``, ``samples``.
+        """Domain descriptors.
+
+        ``log2_calls``, ``calls_per_instance`` (from the trace), ``predicted_calls`` (static, per
+        instance), ``chunk_size`` (effective), ``n_chunks``, ``samples``.
         """
         n = self.n_instances
 

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qd.domains.retrieval_task import NONE, parse_prompt
 
 from qd.analysis.tracer import record_llm_call
+from qd.domains.retrieval_task import NONE, parse_prompt
 from qd.llm.client import LLMResponse
 
 __all__ = ["SimulatedLLM", "load_fit", "FIT_PATH", "GREEDY_T", "SIM_MODEL"]

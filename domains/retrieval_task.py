@@ -49,6 +49,7 @@ class Instance:
 
     @property
     def n_pairs(self) -> int:
+        """Number of records."""
         return len(self.records)
 
 

@@ -36,14 +36,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere without installing
 
+from qd.analysis.descriptors import resolve_measures  # noqa: E402
 from qd.archives import GridArchive  # noqa: E402
 from qd.domains import get_domain  # noqa: E402
-from qd.operators.classic import Mutation, UniformCrossover  # noqa: E402
-from qd.operators.llm import LLMMutation, LMXCrossover  # noqa: E402
-
-from qd.analysis.descriptors import resolve_measures  # noqa: E402
 from qd.evaluators import SerialEvaluator  # noqa: E402
 from qd.llm import LLMClient  # noqa: E402
+from qd.operators.classic import Mutation, UniformCrossover  # noqa: E402
+from qd.operators.llm import LLMMutation, LMXCrossover  # noqa: E402
 from qd.search import Search  # noqa: E402
 from qd.store import RunStore  # noqa: E402
 
@@ -161,6 +160,7 @@ def save_plot(results: dict[str, list[RunResult]], path: Path, evals: int) -> No
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from qd.archives.plot import qd_curve
 
     fig, ax = plt.subplots(figsize=(7, 4.5))

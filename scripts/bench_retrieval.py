@@ -182,8 +182,9 @@ def save_sim_heatmaps(runs: dict[str, list[tuple[Run, float]]], path: Path) -> N
 
 
 def save_sim_curves(runs: dict[str, list[tuple[Run, float]]], path: Path, args: argparse.Namespace) -> None:
-    """QD score and coverage against evaluations (mean line, min-max band over seeds), plus the QD
-    score over the first ``--llm-evals`` evaluations, where the LLM-only runs can be compared.
+    """QD score and coverage against evaluations (mean line, min-max band over seeds).
+
+    Plus the QD score over the first ``--llm-evals`` evaluations, where the LLM-only runs can be compared.
     """
     import matplotlib.pyplot as plt
 

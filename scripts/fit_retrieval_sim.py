@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import curve_fit
+
 from qd.domains.retrieval_task import (
     forward_prompt,
     make_instance,
@@ -31,8 +33,6 @@ from qd.domains.retrieval_task import (
     parse_key,
     reverse_prompt_with_example,
 )
-from scipy.optimize import curve_fit
-
 from qd.llm.client import LLMClient
 
 FORWARD_N = (4, 8, 16, 32, 64)

@@ -5,7 +5,6 @@ import os
 import time
 
 from qd.domains.arm import ArmDomain
-
 from qd.result import EvalResult
 
 

@@ -299,10 +299,9 @@ class FlakyDomain(Domain):
 
 
 def _run_search(domain, evaluator, *, budget, init_random, seed, store=None, **kwargs):
+    from qd.analysis.descriptors import resolve_measures
     from qd.archives import GridArchive
     from qd.operators.classic import Mutation
-
-    from qd.analysis.descriptors import resolve_measures
     from qd.search import Search
 
     archive = GridArchive(dims=[10, 10], ranges=domain.default_ranges, measure_names=["x", "y"])
@@ -353,7 +352,6 @@ def test_search_on_ray_records_raise_exit_and_hang_and_completes_its_budget(ray_
 @pytest.mark.parametrize("mode", ["task", "actor"])
 def test_serial_and_ray_searches_give_the_same_archive_in_ordered_mode(ray_session, mode):
     from qd.domains.arm import ArmDomain
-
     from qd.evaluators import RayEvaluator
 
     def snapshot(archive):

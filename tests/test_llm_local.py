@@ -97,7 +97,8 @@ def test_server_process_exits_when_its_parent_dies():
     import time
     from pathlib import Path
 
-    code = "from qd.llm.local import ensure_local_server; import time; print(ensure_local_server(), flush=True); time.sleep(600)"
+    code = ("from qd.llm.local import ensure_local_server; import time; "
+            "print(ensure_local_server(), flush=True); time.sleep(600)")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               cwd=Path(__file__).resolve().parents[1])
     try:

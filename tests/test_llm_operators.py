@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 from fake_openai import FakeOpenAI
-from qd.operators.base import Parent
-from qd.operators.llm import LLM_OPERATORS, LLMMutation, LMXCrossover
 
 from qd.llm import LLMClient
+from qd.operators.base import Parent
+from qd.operators.llm import LLM_OPERATORS, LLMMutation, LMXCrossover
 from qd.space import Bool, Categorical, Float, Int, Space
 
 SPACE = Space({

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from qd.operators.parse import ParseError, extract_json_object, parse_config
 
+from qd.operators.parse import ParseError, extract_json_object, parse_config
 from qd.space import Bool, Categorical, Float, Int, Seq, Space, Text
 
 SPACE = Space({

@@ -14,16 +14,16 @@ import time
 import numpy as np
 import pytest
 from fake_openai import FakeOpenAI
-from qd.archives import GridArchive
-from qd.domains.arm import ArmDomain
-from qd.operators.classic import IsoLineDD
-from qd.operators.llm import LLMMutation, LMXCrossover
 
 from qd.analysis.descriptors import resolve_measures
+from qd.archives import GridArchive
 from qd.cli import main, run_status
 from qd.config import resolve_config
+from qd.domains.arm import ArmDomain
 from qd.evaluators import SerialEvaluator
 from qd.llm import LLMClient
+from qd.operators.classic import IsoLineDD
+from qd.operators.llm import LLMMutation, LMXCrossover
 from qd.runner import run_search
 from qd.search import Search
 

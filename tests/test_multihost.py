@@ -13,8 +13,8 @@ with the domain (``qd.evaluators.ray_eval`` ships it). Every evaluation makes on
 the endpoint on the head's address. Mid-run the worker node is killed (SIGKILL of its Ray
 processes); the run must keep every committed evaluation and finish its budget on the head.
 
-Needs root and ``ip netns`` (CI runs as root); elsewhere it skips and says why. Run it with
-``pytest -m slow -k multihost``.
+Needs root and ``ip netns`` (CI runs as root); elsewhere it skips and says why. It is part of the
+default run (about a minute), so CI runs it on every submission; alone: ``pytest -k multihost``.
 """
 from __future__ import annotations
 
@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "launch_cluster.sh"

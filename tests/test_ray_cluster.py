@@ -85,11 +85,10 @@ def run_search_with_node_loss(cluster, worker, budget: int = 60) -> dict:
     """
     import threading
 
-    from qd.archives import GridArchive
-    from qd.operators.classic import Mutation
-
     from qd.analysis.descriptors import resolve_measures
+    from qd.archives import GridArchive
     from qd.evaluators import RayEvaluator
+    from qd.operators.classic import Mutation
     from qd.search import Search, replay
     from qd.store import RunStore
 

@@ -1,7 +1,7 @@
 """Evaluators: where configurations run (in-process, Ray tasks or Ray actors).
 
 Every evaluator follows the :class:`Evaluator` protocol the search drives: it
-``submit``\\ s keyed configurations, ``collect``\\ s whatever finished, and reports
+submits keyed configurations, collects whatever finished, and reports
 how many are still ``pending``. All of them run a configuration through
 :func:`qd.evaluation.evaluate_config`, so results are the same wherever a
 configuration runs; failures (exceptions, crashed workers, deadlines) come back

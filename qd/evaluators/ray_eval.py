@@ -371,6 +371,7 @@ class RayEvaluator:
 
     @property
     def slots(self) -> int:
+        """Evaluations that run at once (see the class docstring)."""
         return self._fixed_slots or self._lanes[0].capacity
 
     # -- runtime -------------------------------------------------------------------------------

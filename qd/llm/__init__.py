@@ -1,5 +1,6 @@
-"""LLM access for qd: an OpenAI-compatible client with cache, retries and accounting, and the
-embedded local model.
+"""LLM access for qd.
+
+An OpenAI-compatible client with cache, retries and accounting, and the embedded local model.
 
 ``LLMClient`` is cheap to import and construct; the embedded server (``qd.llm.local``) and the
 ``openai`` package are loaded only when a request is made.
