@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from run_process import kill_once_committed, start_run
 
 from qd.analysis.descriptors import resolve_measures
 from qd.archives import GridArchive
@@ -100,19 +100,9 @@ iso_line_dd = 1.0
 backend = "serial"
 """)
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    proc = subprocess.Popen([sys.executable, "-m", "qd.cli", "run", str(config), "--out", str(run_dir),
-                             "--no-progress"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     db = run_dir / "run.sqlite"
-    deadline, count = time.time() + 90, 0
-    while time.time() < deadline and count < 400:
-        time.sleep(0.2)
-        if db.exists():
-            with RunStore(db) as store:
-                count = store.count()
-    assert proc.poll() is None, proc.stderr.read().decode()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_once_committed(start_run(config, run_dir), db, 400, timeout_s=90)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
 
     domain = get_domain("noise_domains:SlowNoisyArm", joints=6, noise=0.5, delay_s=0.0)
     with RunStore(db) as store:

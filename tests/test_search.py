@@ -2,7 +2,6 @@
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from run_process import kill_once_committed, start_run
 
 from qd.analysis.descriptors import resolve_measures
 from qd.archives import AddStatus, GridArchive
@@ -145,21 +145,8 @@ bins = [20, 20]
 iso_line_dd = 1.0
 """)
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    proc = subprocess.Popen([sys.executable, "-m", "qd.cli", "run", str(config), "--out", str(run_dir),
-                             "--no-progress"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
     db = run_dir / "run.sqlite"
-    deadline = time.time() + 60
-    count = 0
-    while time.time() < deadline and count < 300:
-        time.sleep(0.2)
-        if db.exists():
-            with RunStore(db) as store:
-                count = store.count()
-    assert proc.poll() is None, proc.stderr.read().decode()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_once_committed(start_run(config, run_dir), db, 300, timeout_s=60)
     with RunStore(db) as store:
         before = {r.id: r.hash for r in store.evaluations()}
     assert 300 <= len(before) < 1500

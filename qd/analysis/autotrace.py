@@ -138,7 +138,7 @@ def _estimate_prompt_tokens(body: bytes) -> int:
 class _Observer:
     """What one HTTP call has shown so far, and how to finish its span."""
 
-    __slots__ = ("call", "name", "model", "body", "tokens", "events", "done", "status")
+    __slots__ = ("call", "name", "model", "body", "tokens", "events", "done", "status", "tail")
 
     def __init__(self, call: PendingCall, request: Any) -> None:
         self.call = call
@@ -157,7 +157,14 @@ class _Observer:
         self.events = 0
         self.done = False
         self.status = 0
+        self.tail = b""  # the end of the last streamed chunk: a usage field may straddle two chunks
         call.flush = self.finish
+
+    def feed(self, chunk: bytes) -> None:
+        """Read one chunk of a streamed (server-sent events) response."""
+        self.events += chunk.count(b"data:") - chunk.count(b"[DONE]")
+        self.scan(self.tail + chunk)
+        self.tail = chunk[-_TAIL:]
 
     def scan(self, data: bytes) -> None:
         if b"_tokens" in data or b"TokenCount" in data or b"eval_count" in data:
@@ -192,15 +199,13 @@ def _stream_classes(mod: Any) -> tuple[type, type]:
 
     class TracedStream(mod.SyncByteStream):
         def __init__(self, inner: Any, observer: _Observer) -> None:
-            self._inner, self._observer, self._tail = inner, observer, b""
+            self._inner, self._observer = inner, observer
 
         def __iter__(self) -> Any:
             observer = self._observer
             try:
                 for chunk in self._inner:
-                    observer.events += chunk.count(b"data:") - chunk.count(b"[DONE]")
-                    observer.scan(self._tail + chunk)
-                    self._tail = chunk[-_TAIL:]
+                    observer.feed(chunk)
                     yield chunk
             except BaseException as exc:
                 observer.finish(f"{type(exc).__name__}: {exc}")
@@ -215,15 +220,13 @@ def _stream_classes(mod: Any) -> tuple[type, type]:
 
     class AsyncTracedStream(mod.AsyncByteStream):
         def __init__(self, inner: Any, observer: _Observer) -> None:
-            self._inner, self._observer, self._tail = inner, observer, b""
+            self._inner, self._observer = inner, observer
 
         async def __aiter__(self) -> Any:
             observer = self._observer
             try:
                 async for chunk in self._inner:
-                    observer.events += chunk.count(b"data:") - chunk.count(b"[DONE]")
-                    observer.scan(self._tail + chunk)
-                    self._tail = chunk[-_TAIL:]
+                    observer.feed(chunk)
                     yield chunk
             except BaseException as exc:
                 observer.finish(f"{type(exc).__name__}: {exc}")
