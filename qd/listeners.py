@@ -170,16 +170,20 @@ class ProgressBar(SearchListener):
         """Advance the bar; refresh the archive figures every 25 results."""
         self._bar.update(1)
         if search.finished % 25 == 0 or search.finished == search.budget:
-            s = search.archive.stats
-            extra = {}
-            failed = search.llm_client.usage.by_cause() if search.llm_client is not None else {}
-            if failed:  # LLM failures by cause, e.g. "authentication 5"
-                extra["llm_failed"] = ", ".join(f"{cause.replace('_', ' ')} {n}" for cause, n in failed.items())
-            self._bar.set_postfix(elites=s.num_elites, coverage=f"{s.coverage:.1%}",
-                                  best=f"{s.obj_max:.4g}" if s.num_elites else "-", **extra, refresh=False)
+            self._show_figures(search)
+
+    def _show_figures(self, search: Search) -> None:
+        s = search.archive.stats
+        extra = {}
+        failed = search.llm_client.usage.by_cause() if search.llm_client is not None else {}
+        if failed:  # LLM failures by cause, e.g. "authentication 5"
+            extra["llm_failed"] = ", ".join(f"{cause.replace('_', ' ')} {n}" for cause, n in failed.items())
+        self._bar.set_postfix(elites=s.num_elites, coverage=f"{s.coverage:.1%}",
+                              best=f"{s.obj_max:.4g}" if s.num_elites else "-", **extra, refresh=False)
 
     def on_end(self, search: Search) -> None:
-        """Close the bar."""
+        """Show the final figures (LLM calls drained at the budget included) and close the bar."""
         if self._bar is not None:
+            self._show_figures(search)
             self._bar.close()
             self._bar = None

@@ -454,7 +454,8 @@ class Scheduler:
         if self.space.validate(config):
             return None
         stats.valid += 1
-        digest = self.space.hash(config)
+        canonical = self.space.canonical(config)
+        digest = self.space.digest(canonical)
         if digest in self._seen:
             stats.duplicates += 1
             return None
@@ -462,7 +463,7 @@ class Scheduler:
             return None
         self._seen.add(digest)
         self._asked += 1
-        return Candidate(config, self.space.canonical(config), digest, name,
+        return Candidate(config, canonical, digest, name,
                          [p.id for p in parents if p.id is not None])
 
     def _choose_operator(self, names: list[str] | None = None) -> str:
