@@ -24,9 +24,10 @@ Policies (``[archive] noise``):
       incumbent when they have as many), up to ``samples`` evaluations each; with both at
       ``samples``, the higher mean holds the cell;
     - a candidate for an empty cell enters with one evaluation (coverage costs no more than
-      plain MAP-Elites), but an elite whose mean is among the archive's ``top`` best is
-      evaluated again up to ``top_samples`` times (twice ``samples``), so the elites a user
-      reads first are the ones whose scores are best established.
+      plain MAP-Elites), but an elite whose mean is among the archive's ``top`` best (one per
+      100 evaluations of the budget, 1 to 10) is evaluated again up to ``top_samples`` times
+      (twice ``samples``), so the elites a user reads first are the ones whose scores are best
+      established.
 ``"auto"`` (default)
     Starts as plain MAP-Elites and evaluates the first few configurations (at most 2% of the
     budget, at most 8) a second time on a fresh draw; when a repeated objective or measure
@@ -46,7 +47,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["POLICIES", "RESAMPLE", "SampleStats", "Resample", "NoiseHandler", "decide", "probe_count", "make_handler",
+__all__ = ["POLICIES", "RESAMPLE", "SampleStats", "Resample", "NoiseHandler", "decide", "probe_count", "top_count",
+           "make_handler",
            "TAKE", "REJECT", "SAMPLE_CHALLENGER", "SAMPLE_INCUMBENT"]
 
 POLICIES: tuple[str, ...] = ("auto", "none", "adaptive")
@@ -118,6 +120,15 @@ class Resample:
 def probe_count(budget: int) -> int:
     """Configurations ``auto`` evaluates twice: 2% of the budget, at least 1, at most 8."""
     return max(1, min(8, int(budget) // 50))
+
+
+def top_count(budget: int) -> int:
+    """Top elites verified up to ``top_samples``: 1 per 100 evaluations of the budget, 1 to 10.
+
+    Verification is for the few elites a user reads first; with a fixed count a small run
+    (the 40-evaluation demo, 10 elites) would spend most of its budget re-evaluating.
+    """
+    return max(1, min(10, int(budget) // 100))
 
 
 def make_handler(archive: Any, policy: str, *, samples: int = 5, probes: int | None = None,
@@ -205,8 +216,9 @@ class NoiseHandler:
         Evaluations per configuration at most (adaptive policy).
     z : float
         Standard errors of the difference a challenger must be better by to take a cell early.
-    top : int
-        Elites with the best means that are evaluated up to ``top_samples`` times.
+    top : int, optional
+        Elites with the best means that are evaluated up to ``top_samples`` times (default
+        :func:`top_count` of ``budget``).
     top_samples : int, optional
         Evaluations of a top elite at most (default ``2 * samples``): the elites a user reads
         first carry the least selection bias (winner's curse).
@@ -215,7 +227,7 @@ class NoiseHandler:
     """
 
     def __init__(self, archive: Any, policy: str = "auto", *, budget: int, samples: int = 5, z: float = 1.5,
-                 top: int = 10, top_samples: int | None = None, probes: int | None = None):
+                 top: int | None = None, top_samples: int | None = None, probes: int | None = None):
         if policy not in ("auto", "adaptive"):
             raise ValueError(f"noise policy must be 'auto' or 'adaptive' for a NoiseHandler, got {policy!r} "
                              f"(allowed values of archive.noise: {', '.join(POLICIES)})")
@@ -226,7 +238,8 @@ class NoiseHandler:
                              "or set archive.noise = \"none\"")
         self.archive = archive
         self.policy = policy
-        self.max_samples, self.z, self.top = int(samples), float(z), max(0, int(top))
+        self.max_samples, self.z = int(samples), float(z)
+        self.top = top_count(budget) if top is None else max(0, int(top))
         self.top_samples = max(self.max_samples, 2 * self.max_samples if top_samples is None else int(top_samples))
         self.mode = "on" if policy == "adaptive" else "probing"
         self.probes = probe_count(budget) if probes is None else max(0, int(probes))
