@@ -190,12 +190,13 @@ def main() -> None:
     job = main_job(args.seed, args.job_threads, args.noise)
     raw = raws.get(job["threads"]) or raw_rate(prompts, job["threads"])
     print("\nMain job (`qd run`, demo config, empty request cache):")
-    print("| noise | wall s | model threads | prompt tokens computed | skipped by prompt cache | tokens/s | of raw "
-          "| server idle | slots busy | elites | best accuracy | QD score |")
+    sent = (job["tokens"] + job["cached"]) / job["wall_s"]  # every prompt token the job sent, cached or not
+    print("| noise | wall s | model threads | prompt tokens computed | skipped by prompt cache | computed/s (of raw) "
+          "| sent/s (of raw) | server idle | slots busy | elites | best accuracy | QD score |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     print(f"| {job['noise']} | {job['wall_s']:.0f} | {job['threads']} | {job['tokens']:.0f} | {job['cached']:.0f} | "
-          f"{job['rate']:.0f} | {job['rate'] / raw['rate']:.0%} | {job['idle']:.0%} | {job['busy']:.0%} | "
-          f"{job['elites']} | {job['best']:.2f} | {job['qd_score']:.2f} |")
+          f"{job['rate']:.0f} ({job['rate'] / raw['rate']:.0%}) | {sent:.0f} ({sent / raw['rate']:.0%}) | "
+          f"{job['idle']:.0%} | {job['busy']:.0%} | {job['elites']} | {job['best']:.2f} | {job['qd_score']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -444,10 +444,11 @@ def local_server() -> ServerProcess | None:
     return None
 
 
-def set_local_server_threads(n_threads: int) -> bool:
+def set_local_server_threads(n_threads: int, *, keep: bool = True) -> bool:
     """Give the process-wide server ``n_threads`` compute threads (same address).
 
-    A server started later in this process starts with ``n_threads``.
+    With ``keep`` (the default) a server started later in this process starts with
+    ``n_threads`` too; without it (a measured choice for this run only) it does not.
 
     Returns
     -------
@@ -458,7 +459,8 @@ def set_local_server_threads(n_threads: int) -> bool:
     if n_threads < 1:
         raise ValueError(f"n_threads must be >= 1, got {n_threads}")
     with _singleton_lock:
-        _requested_threads = n_threads
+        if keep:
+            _requested_threads = n_threads
         server = _singleton if _singleton_pid == os.getpid() else None
         if server is None or not server.running or server.n_threads == n_threads:
             return False

@@ -123,5 +123,5 @@ class ThreadTuner:
                 return
             threads = model_threads(self.cores, other)
             self.decisions.append((threads, other))
-            if server.n_threads != threads and set_local_server_threads(threads) and self.on_change:
+            if server.n_threads != threads and set_local_server_threads(threads, keep=False) and self.on_change:
                 self.on_change(threads, other)
