@@ -5,6 +5,7 @@ import argparse
 import csv
 import ipaddress
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -32,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RunLockedError) as exc:
         print(f"qd: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `qd status RUN | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("\nqd: interrupted; finished evaluations are saved (resume with --resume RUN_DIR)", file=sys.stderr)
         return 130

@@ -108,3 +108,17 @@ def test_ordered_runs_on_ray_are_reproducible(tmp_path, ray_session):
         run = open_run(tmp_path / name)
         runs.append(([(r.id, r.hash) for r in run.store.evaluations()], run.archive.stats.qd_score))
     assert runs[0] == runs[1] and len(runs[0][0]) == 200
+
+
+def test_status_piped_into_a_reader_that_leaves_early_ends_quietly(run_dir):
+    import subprocess
+    import sys
+
+    # `qd status RUN | head -1`: a closed pipe is the reader's choice, not an error with a traceback.
+    # The read end closes before qd has printed anything, so every line it writes meets a closed pipe.
+    proc = subprocess.Popen([sys.executable, "-m", "qd.cli", "status", str(run_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
