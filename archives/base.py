@@ -477,9 +477,10 @@ class ArchiveBase:
         pos = cand[winners]  # batch positions of the inserted items, in ascending cell order
         cells = c_idx[winners]
         won_obj = c_obj[winners]
-        cur_obj = np.where(self._occupied[cells], self._objective[cells], 0.0).astype(self._obj_dt)
+        was_occupied = occupied[pos]
+        cur_obj = np.where(was_occupied, self._objective[cells], 0.0).astype(self._obj_dt)
 
-        new_cells = cells[~self._occupied[cells]]
+        new_cells = cells[~was_occupied]
         n = self._num_elites
         self._order[n:n + len(new_cells)] = new_cells
         self._num_elites = n + len(new_cells)

@@ -89,16 +89,17 @@ class StoreRecorder(SearchListener):
     def on_result(self, search: Search, event: Evaluated) -> None:
         """Commit the evaluation with the counters (one transaction); every ``history_every`` results, the history."""
         child, result = event.candidate, event.result
+        noise = search.scheduler.noise
+        sample = None
+        if noise is not None or result.scores is not None:  # draws, policy order and per-instance scores
+            sample = (child.draw, noise.seq if noise is not None else event.id, result.scores)
         self.store.add_evaluation(
             id=event.id, hash=child.hash, config_json=child.canonical, status=result.status,
             fitness=result.fitness, measures=event.measures, error=result.error, feedback=result.feedback,
             operator=child.operator, parent_ids=child.parent_ids, trace_summary=summarize(result.trace),
             metrics={k: v for k, v in result.metrics.items() if k != "traceback"},
-            archive_status=int(event.status), submitted_at=child.submitted_at, counters=self._changed(search))
-        noise = search.scheduler.noise
-        if noise is not None or result.scores is not None:  # draws, policy order and per-instance scores
-            self.store.add_sample(event.id, child.hash, child.draw, noise.seq if noise is not None else event.id,
-                                  result.scores)
+            archive_status=int(event.status), submitted_at=child.submitted_at, counters=self._changed(search),
+            sample=sample)
         if search.finished % self._every == 0 or search.finished == search.budget:
             s = search.archive.stats
             self.store.add_history(search.finished, s.num_elites, s.coverage, s.qd_score,

@@ -132,7 +132,7 @@ def top_count(budget: int) -> int:
 
 
 def make_handler(archive: Any, policy: str, *, samples: int = 5, probes: int | None = None,
-                 budget: int = 0) -> NoiseHandler | None:
+                 top: int | None = None, budget: int = 0) -> NoiseHandler | None:
     """The handler of ``[archive] noise = policy`` (None for ``"none"``).
 
     Raises
@@ -144,7 +144,7 @@ def make_handler(archive: Any, policy: str, *, samples: int = 5, probes: int | N
         raise ValueError(f"unknown noise policy {policy!r}; allowed: {', '.join(POLICIES)}")
     if policy == "none":
         return None
-    return NoiseHandler(archive, policy, budget=budget, samples=samples, probes=probes)
+    return NoiseHandler(archive, policy, budget=budget, samples=samples, probes=probes, top=top)
 
 
 def decide(challenger: SampleStats, incumbent: SampleStats, *, var_challenger: float, var_incumbent: float,

@@ -168,12 +168,10 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
     search = Search(domain, archive, evaluator, operators=operators,
                     measures=resolve_measures(archive.measure_names, domain), budget=config["run"]["evaluations"],
                     store=store, seeds=seeds, init_random=config["run"]["init_random"], seed=config["run"]["seed"],
-                    adaptive=config["operators"].get("adaptive", False),
-                    wait_for_llm=config["operators"].get("wait_for_llm", False),
-                    llm_threads=config["llm"]["concurrency"], ordered=config["run"].get("ordered", False),
+                    adaptive=config["operators"]["adaptive"], wait_for_llm=config["operators"]["wait_for_llm"],
+                    llm_threads=config["llm"]["concurrency"], ordered=config["run"]["ordered"],
                     progress=progress and config["run"]["progress"], llm_client=client,
-                    noise=config["archive"].get("noise", "none"),
-                    noise_samples=config["archive"].get("noise_samples", 5))
+                    noise=config["archive"]["noise"], noise_samples=config["archive"]["noise_samples"])
     with search, _embedded_model_threads(config["llm"]["server_threads"]):
         search.run()
     if config["run"]["plot"]:
@@ -200,14 +198,17 @@ def save_heatmap(archive: Any, path: Path, title: str = "") -> Path:
 
 
 def open_run(run_dir: str | Path) -> Run:
-    """Open a run directory and rebuild its archive by replaying the store."""
+    """Open a run directory and rebuild its archive by replaying the store.
+
+    The config is the one the run stored, not ``config.toml``, which a user may have edited since.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "run.sqlite").exists():
         raise FileNotFoundError(f"{run_dir} is not a qd run directory (no run.sqlite)")
-    config = load_config(run_dir / "config.toml")
+    store = RunStore(run_dir / "run.sqlite")
+    config = store.get_meta("config") or load_config(run_dir / "config.toml")  # runs that predate the meta
     domain = build_domain(config)
     archive = build_archive(config, domain)
-    store = RunStore(run_dir / "run.sqlite")
     replay(store, archive)
     return Run(run_dir, config, store, domain, archive)
 

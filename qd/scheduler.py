@@ -104,6 +104,9 @@ class SchedulerOptions:
         Evaluations per configuration at most under the adaptive policy.
     noise_probes : int or None
         Configurations ``auto`` evaluates twice (the driver sets 2% of its budget, at most 8).
+    noise_top : int or None
+        Top elites verified with twice ``noise_samples`` (the driver sets :func:`qd.noise.top_count`
+        of its budget).
     """
 
     seed: int = 0
@@ -112,6 +115,7 @@ class SchedulerOptions:
     noise: str = "none"
     noise_samples: int = 5
     noise_probes: int | None = None
+    noise_top: int | None = None
     adaptive: bool = False
     adapt_every: int = 20
     target_rate: float = 0.5
@@ -217,7 +221,7 @@ class Scheduler:
         self._told = 0
         self._pending: str | None = None  # an LLM operator drawn while every LLM thread was busy
         o = self.options
-        self.noise = make_handler(archive, o.noise, samples=o.noise_samples, probes=o.noise_probes)
+        self.noise = make_handler(archive, o.noise, samples=o.noise_samples, probes=o.noise_probes, top=o.noise_top)
         self._resampled = 0  # re-evaluations asked (they take no seed's or random sample's turn)
 
     # -- state ---------------------------------------------------------------------------------
@@ -371,7 +375,7 @@ class Scheduler:
         if objective is not None and measures is not None:
             if self.noise is not None:
                 status = self.noise.record(candidate.hash, candidate.config, objective, list(measures),
-                                           id=self._told if id is None else id, feedback=feedback,
+                                           id=id, feedback=feedback,
                                            draw=candidate.draw)
             else:
                 out = self.archive.add_single(candidate.config, objective, list(measures), id=id,

@@ -23,7 +23,7 @@ from qd.domain import Domain
 from qd.evaluation import with_draw
 from qd.listeners import Evaluated, ProgressBar, SearchListener, StoreRecorder
 from qd.measure_range import RangeWatch
-from qd.noise import make_handler, probe_count
+from qd.noise import make_handler, probe_count, top_count
 from qd.result import EvalResult
 from qd.scheduler import (
     FALLBACK,
@@ -89,7 +89,8 @@ def replay(store: RunStore, archive: Any, noise: NoiseHandler | None = None) -> 
     """
     saved = store.get_meta("noise") if noise is None else None
     if saved:  # a run made with a noise policy is rebuilt by that policy
-        noise = make_handler(archive, saved["noise"], samples=saved["noise_samples"], probes=saved["noise_probes"])
+        noise = make_handler(archive, saved["noise"], samples=saved["noise_samples"], probes=saved["noise_probes"],
+                             top=saved.get("noise_top"))
     if noise is not None:
         return noise.replay(store.evaluations(), store.samples(), archive.measure_names)
     seen: set[str] = set()
@@ -148,12 +149,15 @@ class Search:
         saved = store.get_meta("noise") if store is not None else None
         if saved:  # a resumed run keeps the noise policy it started with, so replay rebuilds its state
             scheduler_options = dataclasses.replace(scheduler_options, **saved)
-        elif scheduler_options.noise != "none" and scheduler_options.noise_probes is None:
-            scheduler_options.noise_probes = probe_count(self.budget)
+        elif scheduler_options.noise != "none":  # sized by the budget, stored with the run for its resumes
+            if scheduler_options.noise_probes is None:
+                scheduler_options.noise_probes = probe_count(self.budget)
+            if scheduler_options.noise_top is None:
+                scheduler_options.noise_top = top_count(self.budget)
         self.scheduler = Scheduler(archive, domain.space, operators, scheduler_options)
         if store is not None and self.scheduler.noise is not None and not saved:
             store.set_meta("noise", {k: getattr(scheduler_options, k)
-                                     for k in ("noise", "noise_samples", "noise_probes")})
+                                     for k in ("noise", "noise_samples", "noise_probes", "noise_top")})
         self.finished = 0
         self._next_id = 0
         self._inflight: dict[int, Candidate] = {}

@@ -139,26 +139,30 @@ class RunStore:
                        measures: dict[str, float], error: str, feedback: str, operator: str,
                        parent_ids: list[int], trace_summary: dict, metrics: dict, archive_status: int,
                        submitted_at: float, finished_at: float | None = None,
-                       counters: dict[str, dict[str, dict[str, float]]] | None = None) -> None:
+                       counters: dict[str, dict[str, dict[str, float]]] | None = None,
+                       sample: tuple[int, int, list[float] | None] | None = None) -> None:
         """Insert and commit one finished evaluation.
 
-        ``counters`` (scope -> name -> field -> value) are written in the same transaction (only
-        the fields given; the others keep their values), so the operator and LLM counters are
-        exactly as durable as the evaluation rows: a killed run resumes from the totals of its
-        last committed evaluation.
+        ``counters`` (scope -> name -> field -> value) and ``sample`` (draw, noise-policy order,
+        per-instance scores: :meth:`add_sample`) are written in the same transaction (counters:
+        only the fields given; the others keep their values), so they are exactly as durable as
+        the evaluation rows: a killed run resumes from the state of its last committed evaluation.
         """
         row = (id, hash, config_json, status, fitness if math.isfinite(fitness) else None, _json(measures),
                error, feedback, operator, _json(parent_ids), _json(trace_summary), _json(metrics),
                archive_status, submitted_at, time.time() if finished_at is None else finished_at)
-        if not counters:
+        if not counters and sample is None:
             self._db.execute("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
             return
         self._db.execute("BEGIN")
         try:
             self._db.execute("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
-            self._db.executemany("INSERT OR REPLACE INTO counters VALUES (?,?,?,?)",
-                                 [(scope, name, field, float(value)) for scope, table in counters.items()
-                                  for name, fields in table.items() for field, value in fields.items()])
+            if counters:
+                self._db.executemany("INSERT OR REPLACE INTO counters VALUES (?,?,?,?)",
+                                     [(scope, name, field, float(value)) for scope, table in counters.items()
+                                      for name, fields in table.items() for field, value in fields.items()])
+            if sample is not None:
+                self.add_sample(id, hash, *sample)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise

@@ -1,4 +1,5 @@
-"""A `qd run` in a child process, killed with SIGKILL once it has committed enough evaluations."""
+"""Child processes of the tests: a `qd run` killed once it has committed enough evaluations, and
+process groups (Ray nodes started by `scripts/launch_cluster.sh`) stopped for good."""
 from __future__ import annotations
 
 import os
@@ -31,3 +32,20 @@ def kill_once_committed(proc: subprocess.Popen, db: Path, count: int, timeout_s:
     assert proc.poll() is None, proc.stderr.read().decode()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def stop_group(proc: subprocess.Popen | None, first: int = signal.SIGINT, wait_s: float = 30) -> None:
+    """End the process group ``proc`` leads: ``first`` (SIGINT lets `ray start --block` stop its Ray
+    processes), then SIGKILL if it is still there after ``wait_s``."""
+    if proc is None:
+        return
+    for sig in (first, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from run_process import stop_group
 
 from qd.cli import serve_warning
 
@@ -83,23 +84,9 @@ def start_head(script_args: list[str], env: dict[str, str], log: Path) -> tuple[
         if found:
             return head, found.group(1)
         if time.monotonic() > end or head.poll() is not None:
-            stop_head(head)
+            stop_group(head)
             raise AssertionError(f"the head did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.3)
-
-
-def stop_head(head: subprocess.Popen) -> None:
-    """End the head's process group (ours): SIGINT lets `ray start --block` stop its Ray processes."""
-    for sig, wait_s in ((signal.SIGINT, 30), (signal.SIGKILL, 30)):
-        try:
-            os.killpg(head.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            head.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.mark.slow
@@ -122,5 +109,5 @@ def test_head_started_by_the_script_requires_the_token_it_created(tmp_path):
                                capture_output=True, text=True, timeout=120)
         assert "REFUSED" in wrong.stdout and "CONNECTED" not in wrong.stdout, wrong.stdout + wrong.stderr[-3000:]
     finally:
-        stop_head(head)
+        stop_group(head)
         shutil.rmtree(temp_dir, ignore_errors=True)

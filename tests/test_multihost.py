@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import pytest
+from run_process import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "launch_cluster.sh"
@@ -120,22 +121,6 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", RAY_AUTH_MODE="token",
                QD_CACHE_DIR=str(home / "qd-cache"), **extra)
     return env
-
-
-def _stop(proc: subprocess.Popen | None, first: int = signal.SIGINT, wait_s: float = 30) -> None:
-    """End a process group this test started (SIGINT lets `ray start --block` stop its Ray processes)."""
-    if proc is None:
-        return
-    for sig in (first, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _kill_leftovers(marker: str) -> None:
@@ -264,7 +249,7 @@ timeout_s = 240
 
         before = _wait_for(ready_to_kill, "evaluations on the worker node", 600, procs, logs)
         # -- lose the worker node: SIGKILL its `ray start` and every Ray process it started ------------
-        _stop(procs.pop("worker"), first=signal.SIGKILL, wait_s=10)
+        stop_group(procs.pop("worker"), first=signal.SIGKILL, wait_s=10)
         _kill_leftovers(str(base / "rw"))
         driver = procs["driver"]
         try:
@@ -275,7 +260,7 @@ timeout_s = 240
         after = _rows(db)
     finally:
         for name in ("driver", "llm", "worker", "head"):
-            _stop(procs.get(name))
+            stop_group(procs.get(name))
         _kill_leftovers(str(base))
         net.down()
 

@@ -464,6 +464,8 @@ def set_local_server_threads(n_threads: int, *, keep: bool = True) -> bool:
         server = _singleton if _singleton_pid == os.getpid() else None
         if server is None or not server.running or server.n_threads == n_threads:
             return False
+        # Under the lock: while the server restarts, ensure_local_server must wait for it rather
+        # than see it stopped and start a second one.
         server.restart(n_threads)
         return True
 

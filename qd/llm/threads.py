@@ -119,8 +119,10 @@ class ThreadTuner:
                 self._stop.wait(1.0)
                 continue
             other = other_cpu_cores(proc.pid, self.window_s if self.decisions else self.first_window_s)
-            if other is None or self._stop.is_set():
+            if self._stop.is_set() or _busy_seconds() is None:  # stopped, or no /proc (not Linux)
                 return
+            if other is None:  # the server's process ended during the window (restarted): measure again
+                continue
             threads = model_threads(self.cores, other)
             self.decisions.append((threads, other))
             if server.n_threads != threads and set_local_server_threads(threads, keep=False) and self.on_change:
