@@ -237,4 +237,6 @@ class CVTArchive(ArchiveBase):
 
     def _params(self) -> dict[str, Any]:
         return dict(ranges=[list(r) for r in self.ranges], nearest_neighbors=self._nearest_neighbors,
-                    chunk_size=self._chunk_size, **super()._params())
+                    chunk_size=self._chunk_size, kdtree_kwargs=self._kdtree_kwargs,
+                    kdtree_query_kwargs=self._query_kwargs, sklearn_nn_kwargs=self._sklearn_nn_kwargs,
+                    **super()._params())

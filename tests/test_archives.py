@@ -364,3 +364,13 @@ def test_archives_import_without_pandas_and_export_pyribs_names():
             "assert qd.AddStatus is a.AddStatus and a.AddStatus.NEW == 2; "
             "assert a.ArchiveDataFrame.__name__ == 'ArchiveDataFrame' and 'pandas' in sys.modules")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
+def test_cvt_save_load_keeps_the_nearest_neighbour_options(tmp_path):
+    from qd.archives import CVTArchive, load
+
+    archive = CVTArchive(solution_dim=2, centroids=50, ranges=[(0, 1), (0, 1)], seed=0,
+                         kdtree_kwargs={"leafsize": 7}, kdtree_query_kwargs={"eps": 0.5})
+    archive.save(tmp_path / "a.npz")
+    loaded = load(tmp_path / "a.npz")
+    assert loaded._kdtree_kwargs == {"leafsize": 7} and loaded._query_kwargs == {"eps": 0.5}
