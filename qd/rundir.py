@@ -29,7 +29,7 @@ from qd.search import replay
 from qd.store import RunStore
 
 __all__ = ["RunLock", "RunLockedError", "ReadRun", "meaning", "fingerprint", "check_resume", "archive_spec",
-           "archive_from_spec", "check_same_archive", "read_run", "LOCK_NAME", "MEANING_KEYS"]
+           "archive_from_spec", "check_same_archive", "read_run", "open_store", "LOCK_NAME", "MEANING_KEYS"]
 
 LOCK_NAME = "lock"
 
@@ -253,17 +253,30 @@ def read_run(run_dir: str | Path) -> ReadRun:
     ValueError
         When the store does not describe its archive (a run written before qd stored it).
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / "run.sqlite").exists():
-        raise FileNotFoundError(f"{run_dir} is not a qd run directory (no run.sqlite)")
-    store = RunStore(run_dir / "run.sqlite", readonly=True)
+    run_dir, store, config = open_store(run_dir)
     spec = store.get_meta(ARCHIVE_META)
     if spec is None:
         store.close()
         raise ValueError(f"{run_dir}/run.sqlite does not describe its archive (written by an older qd); "
                          "`qd run --resume` it once with this qd to add the description")
-    stored = store.get_meta("config")
-    config = stored if stored is not None else load_config(run_dir / "config.toml")
     archive = archive_from_spec(spec)
     replay(store, archive)
     return ReadRun(run_dir, config, store, archive)
+
+
+def open_store(run_dir: str | Path, *, readonly: bool = True) -> tuple[Path, RunStore, dict]:
+    """A run directory's store and the config the run stored (``config.toml`` for runs that predate it).
+
+    The stored config wins over ``config.toml``, which a user may have edited since.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``run_dir`` holds no ``run.sqlite``.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.sqlite").exists():
+        raise FileNotFoundError(f"{run_dir} is not a qd run directory (no run.sqlite)")
+    store = RunStore(run_dir / "run.sqlite", readonly=readonly)
+    stored = store.get_meta("config")
+    return run_dir, store, stored if stored is not None else load_config(run_dir / "config.toml")

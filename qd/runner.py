@@ -24,13 +24,13 @@ from qd.llm.pipeline import PipelineLLM
 from qd.llm.prices import normalize_prices
 from qd.llm.threads import ThreadTuner
 from qd.operators import build_operators as _build_operators
-from qd.rundir import ARCHIVE_META, RunLock, archive_spec, check_resume, check_same_archive
+from qd.rundir import ARCHIVE_META, RunLock, archive_spec, check_resume, check_same_archive, open_store
 from qd.search import Search, replay
 from qd.seeds import load_seeds
 from qd.store import RunStore
 
-__all__ = ["Run", "build_domain", "build_archive", "build_operators", "resolve_seeds", "run_search", "open_run",
-           "resolve_measures_config"]
+__all__ = ["Run", "build_domain", "build_archive", "build_evaluator", "build_operators", "resolve_seeds",
+           "run_search", "open_run", "resolve_measures_config"]
 
 
 @dataclass
@@ -83,6 +83,17 @@ def build_archive(config: dict, domain: Domain) -> Any:
     if cfg["type"] == "grid":
         return GridArchive(dims=bins, **common)
     return CVTArchive(cells=cfg["cells"] or 1000, seed=config["run"]["seed"], **common)
+
+
+def build_evaluator(config: dict, domain: Domain, backend: str | None = None) -> Any:
+    """The evaluator of ``[evaluator]`` for ``domain``; ``backend`` overrides ``[evaluator] backend``."""
+    ev = config["evaluator"]
+    backend = backend or ev["backend"]
+    options: dict[str, Any] = {"timeout_s": ev["timeout_s"]}
+    if backend == "ray":
+        options.update(workers=ev["workers"] or None, address=ev["ray_address"] or None, mode=ev["mode"],
+                       actor_concurrency=ev["actor_concurrency"])
+    return make_evaluator(backend, domain, **options)
 
 
 def build_llm_client(config: dict) -> Any:
@@ -159,12 +170,7 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
     store.set_meta("config", config)
     store.set_meta("budget", config["run"]["evaluations"])
     store.set_meta(ARCHIVE_META, archive_spec(archive))  # read-only commands rebuild it without the domain
-    ev = config["evaluator"]
-    options: dict[str, Any] = {"timeout_s": ev["timeout_s"]}
-    if ev["backend"] == "ray":
-        options.update(workers=ev["workers"] or None, address=ev["ray_address"] or None, mode=ev["mode"],
-                       actor_concurrency=ev["actor_concurrency"])
-    evaluator = make_evaluator(ev["backend"], domain, **options)
+    evaluator = build_evaluator(config, domain)
     search = Search(domain, archive, evaluator, operators=operators,
                     measures=resolve_measures(archive.measure_names, domain), budget=config["run"]["evaluations"],
                     store=store, seeds=seeds, init_random=config["run"]["init_random"], seed=config["run"]["seed"],
@@ -202,11 +208,7 @@ def open_run(run_dir: str | Path) -> Run:
 
     The config is the one the run stored, not ``config.toml``, which a user may have edited since.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / "run.sqlite").exists():
-        raise FileNotFoundError(f"{run_dir} is not a qd run directory (no run.sqlite)")
-    store = RunStore(run_dir / "run.sqlite")
-    config = store.get_meta("config") or load_config(run_dir / "config.toml")  # runs that predate the meta
+    run_dir, store, config = open_store(run_dir, readonly=False)  # validation writes to the store
     domain = build_domain(config)
     archive = build_archive(config, domain)
     replay(store, archive)
