@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +178,7 @@ def _print_summary(run: Any) -> None:
                                    run.store.get_meta("llm_last_errors", {})):
         print(line)
     lows, highs = run.archive.lower_bounds, run.archive.upper_bounds
-    for i, (name, c) in enumerate(_out_of_range(run).items()):
+    for i, (name, c) in enumerate(_out_of_range(run.archive, run.store.evaluations(status="ok")).items()):
         if c["below"] + c["above"]:
             print(f"out of range: {describe(name, i, float(lows[i]), float(highs[i]), c)}")
     if (run.path / "heatmap.png").exists():
@@ -198,10 +198,10 @@ def _llm_failure_lines(total: dict, last_errors: dict) -> list[str]:
     return lines
 
 
-def _out_of_range(run: Any) -> dict[str, dict[str, int]]:
-    """Per archive measure: stored values below and above the archive's range (usable evaluations)."""
-    rows = (r.measures for r in run.store.evaluations(status="ok"))
-    return out_of_range(rows, run.archive.measure_names, run.archive.lower_bounds, run.archive.upper_bounds)
+def _out_of_range(archive: Any, rows: Iterable[Any]) -> dict[str, dict[str, int]]:
+    """Per archive measure: values of the ``ok`` evaluations among ``rows`` below and above the archive's range."""
+    measures = (r.measures for r in rows if r.status == "ok")
+    return out_of_range(measures, archive.measure_names, archive.lower_bounds, archive.upper_bounds)
 
 
 def _config_line(config: Any, limit: int = 160) -> str:
@@ -263,7 +263,8 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     llm["unusable_answers"] = {name: o["offspring"] - o["valid"] for name, o in operators.items()
                                if name in llm["by_operator"] and o["offspring"] > o["valid"]}
     llm["last_errors"] = run.store.get_meta("llm_last_errors", {})
-    spend = _spend(run, llm)
+    rows = list(run.store.evaluations())  # read once: spend and out-of-range both go over every row
+    spend = _spend(rows, run.config["llm"], llm)
     from qd.validate import noise_status
     return {
         "run_dir": str(run.path), "name": run.config["run"]["name"], "domain": run.config["domain"]["name"],
@@ -272,16 +273,18 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         "obj_max": s.obj_max if s.num_elites else None,
         "invalid": statuses["invalid"], "errors": statuses["error"] + statuses["crash"] + statuses["timeout"],
         "statuses": statuses, "operators": operators, "llm": llm, "spend": spend,
-        "out_of_range": _out_of_range(run),
+        "out_of_range": _out_of_range(run.archive, rows),
         **noise_status(run.store),  # noise handling and held-out validation, once there are any
     }
 
 
-def _spend(run: Any, operators_llm: dict) -> dict[str, Any]:
-    """LLM calls, tokens and cost of the pipeline (from the stored traces), of the operators, and in total.
+def _spend(rows: Iterable[Any], llm_cfg: dict, operators_llm: dict) -> dict[str, Any]:
+    """LLM calls, tokens and cost of the pipeline, of the operators, and in total.
 
-    Models missing from the price table are listed as ``unpriced`` (their calls cost 0 here);
-    ``untraced_calls`` are pipeline calls no evaluation could own (``qd.analysis.autotrace``).
+    The pipeline's come from the traces of ``rows`` (the run's evaluations), the operators' from
+    ``operators_llm``, priced by ``llm_cfg`` (the run's ``[llm]``). Models missing from the price
+    table are listed as ``unpriced`` (their calls cost 0 here); ``untraced_calls`` are pipeline
+    calls no evaluation could own (``qd.analysis.autotrace``).
     """
     from qd.llm.prices import normalize_prices, price_of
 
@@ -289,7 +292,7 @@ def _spend(run: Any, operators_llm: dict) -> dict[str, Any]:
     pipeline: dict[str, Any] = dict.fromkeys(keys, 0)
     pipeline.update(estimated_calls=0, untraced_calls=0, untraced_tokens=0)
     unpriced: set[str] = set()
-    for row in run.store.evaluations():
+    for row in rows:
         t = row.trace_summary
         pipeline["calls"] += int(t.get("llm_calls", 0))
         pipeline["tokens_in"] += int(t.get("tokens_in", 0))
@@ -301,7 +304,6 @@ def _spend(run: Any, operators_llm: dict) -> dict[str, Any]:
         unpriced.update(t.get("unpriced_models", ()))
     pipeline["cost_usd"] = round(pipeline["cost_usd"], 6)
     pipeline["unpriced_models"] = sorted(unpriced)
-    llm_cfg = run.config["llm"]
     operators = {k: operators_llm.get(k, 0) for k in keys}
     table = normalize_prices(llm_cfg.get("prices") or None)
     priced = price_of(table, llm_cfg["model"]) is not None
