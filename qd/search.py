@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from qd.analysis.measuring import measure_result
 from qd.domain import Domain
 from qd.evaluation import with_draw
 from qd.listeners import Evaluated, ProgressBar, SearchListener, StoreRecorder
@@ -309,20 +310,8 @@ class Search:
     def _tell(self, key: int, result: EvalResult) -> None:
         child = self._inflight.pop(key)
         self.finished += 1
-        measures: dict[str, float] = dict(result.measures)
-        values: list[float] | None = None
-        if result.usable:
-            try:
-                values = [float(f(child.config, result)) for f in self.measure_fns]
-            except Exception as exc:
-                result.status, result.error = "error", f"descriptor failed: {type(exc).__name__}: {exc}"
-                values = None
-            else:
-                measures.update(zip(self.measure_names, values))
-                bad = [n for n, v in zip(self.measure_names, values) if not math.isfinite(v)]
-                if bad:
-                    result.status, result.error = "invalid", f"non-finite measures: {', '.join(bad)}"
-                    values = None
+        measures = measure_result(child.config, result, self.measure_fns, self.measure_names)
+        values = [measures[n] for n in self.measure_names] if result.usable else None
         status = self.scheduler.tell(child, result.fitness if values is not None else None, values, id=key,
                                      feedback=result.feedback)
         event = Evaluated(key, child, result, measures, status)

@@ -10,7 +10,14 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qd.analysis.validation import META_KEY, ValidationReport, validate, validated_scores
+from qd.analysis.validation import (
+    META_KEY,
+    ValidationReport,
+    corrected_archive,
+    mean_sem,
+    validate,
+    validated_scores,
+)
 from qd.domain import VALIDATION
 
 if TYPE_CHECKING:
@@ -37,9 +44,8 @@ def validate_run(run_dir: str | Path, *, top: int | None = None, diverse: int | 
         Evaluator (default: the run's ``[evaluator] backend``).
     """
     from qd.analysis.descriptors import resolve_measures
-    from qd.evaluators import make_evaluator
     from qd.rundir import ARCHIVE_META, archive_from_spec
-    from qd.runner import open_run
+    from qd.runner import build_evaluator, open_run
 
     run = open_run(run_dir)
     try:
@@ -49,14 +55,8 @@ def validate_run(run_dir: str | Path, *, top: int | None = None, diverse: int | 
             elites = run.archive.top(top)
         else:
             elites = None
-        ev = run.config["evaluator"]
-        backend = backend or ev["backend"]
-        options: dict[str, Any] = {"timeout_s": ev["timeout_s"]}
-        if backend == "ray":
-            options.update(workers=ev["workers"] or None, address=ev["ray_address"] or None, mode=ev["mode"],
-                           actor_concurrency=ev["actor_concurrency"])
         spec = run.store.get_meta(ARCHIVE_META)
-        evaluator = make_evaluator(backend, run.domain, **options)
+        evaluator = build_evaluator(run.config, run.domain, backend)
         try:
             return validate(run.store, run.archive, run.domain, evaluator,
                             measures=resolve_measures(run.archive.measure_names, run.domain), elites=elites,
@@ -68,17 +68,17 @@ def validate_run(run_dir: str | Path, *, top: int | None = None, diverse: int | 
         run.store.close()
 
 
-def _search_samples(store: RunStore) -> dict[str, tuple[int, float, float]]:
-    """Per config hash: usable search evaluations ``(n, mean, standard error)``."""
-    values: dict[str, list[float]] = {}
-    for row in store.evaluations(status="ok"):
-        if math.isfinite(row.fitness):
-            values.setdefault(row.hash, []).append(row.fitness)
-    out = {}
-    for h, v in values.items():
-        n, mean = len(v), sum(v) / len(v)
-        out[h] = (n, mean, math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1) / n) if n > 1 else math.nan)
-    return out
+def _elite_rows(store: RunStore, archive: Any) -> tuple[dict[int, str], dict[str, list[float]]]:
+    """One read of the evaluations: the elites' config hashes by id, and each hash's usable search objectives."""
+    ids = {int(e["id"]) for e in archive}
+    hashes: dict[int, str] = {}
+    objectives: dict[str, list[float]] = {}
+    for row in store.evaluations():
+        if row.id in ids:
+            hashes[row.id] = row.hash
+        if row.status == "ok" and math.isfinite(row.fitness):
+            objectives.setdefault(row.hash, []).append(row.fitness)
+    return hashes, objectives
 
 
 def elite_columns(store: RunStore, archive: Any, split: str = VALIDATION) -> dict[int, dict[str, Any]]:
@@ -87,15 +87,13 @@ def elite_columns(store: RunStore, archive: Any, split: str = VALIDATION) -> dic
     ``n`` and ``sem``: its search evaluations; once validated, ``validated``, ``validated_n`` and
     ``gap`` (search score minus validated score).
     """
-    ids = {int(e["id"]) for e in archive}
-    hashes = {row.id: row.hash for row in store.evaluations() if row.id in ids}
-    search = _search_samples(store)
+    hashes, objectives = _elite_rows(store, archive)
     held = validated_scores(store, split)
     out: dict[int, dict[str, Any]] = {}
     for e in archive:
         i = int(e["id"])
         h = hashes.get(i)
-        n, _, sem = search.get(h, (1, math.nan, math.nan))
+        n, _, sem = mean_sem(objectives[h]) if h in objectives else (1, math.nan, math.nan)
         row: dict[str, Any] = {"n": n, "sem": None if math.isnan(sem) else sem}
         if h in held:
             vn, vmean, _, _ = held[h]
@@ -106,19 +104,8 @@ def elite_columns(store: RunStore, archive: Any, split: str = VALIDATION) -> dic
 
 def validated_archive(store: RunStore, archive: Any, empty: Any, split: str = VALIDATION) -> Any:
     """``empty`` filled with the run's validated elites by validated mean objective and measures (for plots)."""
-    ids = {int(e["id"]) for e in archive}
-    hashes = {row.id: row.hash for row in store.evaluations() if row.id in ids}
-    return _fill(empty, archive, hashes, validated_scores(store, split))
-
-
-def _fill(empty: Any, archive: Any, hashes: dict[int, str], scores: dict) -> Any:
-    names = list(empty.measure_names)
-    for e in archive:
-        entry = scores.get(hashes.get(int(e["id"]), ""))
-        if entry is None or not all(n in entry[3] for n in names):
-            continue
-        empty.add_single(e["solution"], entry[1], [entry[3][n] for n in names], id=int(e["id"]))
-    return empty
+    hashes, _ = _elite_rows(store, archive)
+    return corrected_archive(empty, archive, validated_scores(store, split), lambda e: hashes.get(int(e["id"]), ""))
 
 
 def noise_status(store: RunStore) -> dict[str, Any]:

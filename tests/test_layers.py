@@ -4,7 +4,7 @@ Layers, lowest first (a module may import from its own layer and the ones below)
 
     0  foundation   qd.result, qd.space.*, qd.references, qd.store
     1  interfaces   qd.domain, qd.function_domain, qd.seeds; tracing and descriptors (the qd.analysis package,
-                    qd.analysis.{tracer,descriptors,autotrace}); LLM access (qd.llm.*)
+                    qd.analysis.{tracer,descriptors,measuring,autotrace}); LLM access (qd.llm.*)
     2  archives     qd.archives.*
     3  operators    qd.operators.*; the built-in domains qd.domains.* (they use LLMs and tracing, never archives)
     4  scheduler    qd.scheduler, qd.noise (its re-evaluation policy); evaluation of one configuration
@@ -33,7 +33,8 @@ FOLDERS = {"qd": "qd", "archives": "qd.archives", "operators": "qd.operators", "
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["qd.result", "qd.space", "qd.space.*", "qd.references", "qd.store"]),
     ("interfaces", ["qd.domain", "qd.function_domain", "qd.seeds", "qd.analysis", "qd.analysis.tracer",
-                    "qd.analysis.descriptors", "qd.analysis.autotrace", "qd.llm", "qd.llm.*"]),
+                    "qd.analysis.descriptors", "qd.analysis.measuring", "qd.analysis.autotrace", "qd.llm",
+                    "qd.llm.*"]),
     ("archives", ["qd.archives", "qd.archives.*"]),
     ("operators", ["qd.operators", "qd.operators.*", "qd.domains", "qd.domains.*"]),
     ("scheduler", ["qd.scheduler", "qd.noise", "qd.evaluation", "qd.evaluators", "qd.evaluators.*"]),

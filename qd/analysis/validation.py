@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from qd.analysis.measuring import measure_result
 from qd.domain import VALIDATION
 from qd.evaluation import with_draw
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from qd.result import EvalResult
     from qd.store import RunStore
 
-__all__ = ["ValidatedElite", "ValidationReport", "validate", "validated_scores", "corrected_archive"]
+__all__ = ["ValidatedElite", "ValidationReport", "validate", "validated_scores", "corrected_archive", "mean_sem"]
 
 META_KEY = "validation"
 
@@ -76,6 +77,13 @@ class ValidationReport:
         return {**self.summary(), "per_elite": [{**asdict(e), "gap": e.gap} for e in self.elites]}
 
 
+def mean_sem(values: Sequence[float]) -> tuple[int, float, float]:
+    """``(n, mean, standard error of the mean)`` of a non-empty sample (the error is NaN for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    return n, mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else math.nan
+
+
 def validated_scores(store: RunStore, split: str = VALIDATION,
                      samples: int | None = None) -> dict[str, tuple[int, float, float, dict[str, float]]]:
     """Stored held-out scores per config hash: ``(n, mean, standard error, mean measures)``.
@@ -88,25 +96,23 @@ def validated_scores(store: RunStore, split: str = VALIDATION,
             groups.setdefault(row["hash"], []).append(row)
     out = {}
     for h, rows in groups.items():
-        values = [r["objective"] for r in rows]
-        n = len(values)
-        mean = sum(values) / n
-        sem = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else math.nan
+        n, mean, sem = mean_sem([r["objective"] for r in rows])
         names = set.intersection(*(set(r["measures"]) for r in rows))
         measures = {k: sum(float(r["measures"][k]) for r in rows) / n for k in sorted(names)}
         out[h] = (n, mean, sem, measures)
     return out
 
 
-def corrected_archive(empty: Any, elites: Sequence[dict], scores: dict[str, tuple[int, float, float, dict]],
+def corrected_archive(empty: Any, elites: Iterable[dict], scores: dict[str, tuple[int, float, float, dict]],
                       hash_of: Callable[[dict], str]) -> Any:
     """Insert every elite with a held-out score by its mean objective and mean measures into ``empty``.
 
-    Returns ``empty`` (filled). Elites whose mean measures land in one cell keep the best mean.
+    ``hash_of`` gives an elite's (an archive row's) config hash, the key of ``scores``. Returns
+    ``empty`` (filled). Elites whose mean measures land in one cell keep the best mean.
     """
     names = list(empty.measure_names)
     for elite in elites:
-        entry = scores.get(hash_of(elite["solution"]))
+        entry = scores.get(hash_of(elite))
         if entry is None or not all(n in entry[3] for n in names):
             continue
         values = [entry[3][n] for n in names]
@@ -176,15 +182,8 @@ def validate(store: RunStore, archive: Any, domain: Domain, evaluator: Any, *,
         for key, result in evaluator.collect(timeout):
             remaining.discard(key)
             h, config, draw = jobs[key]
-            values: dict[str, float] = dict(result.measures)
+            values = measure_result(config, result, measures, names)  # a failed measure marks the draw's result
             status = result.status
-            if result.usable:
-                try:
-                    values.update(zip(names, (float(f(config, result)) for f in measures)))
-                except Exception:  # a descriptor that fails on this draw makes the draw unusable
-                    status = "error"
-                if status == "ok" and not all(math.isfinite(values.get(n, math.nan)) for n in names):
-                    status = "invalid"
             failures += status != "ok"
             store.add_validation(h, split, draw, status, result.fitness if status == "ok" else math.nan,
                                  values, result.scores)
@@ -198,7 +197,7 @@ def validate(store: RunStore, archive: Any, domain: Domain, evaluator: Any, *,
     corrected_qd = corrected_cov = None
     chosen_all = {int(e["id"]) for e in chosen} >= {int(e["id"]) for e in everyone}
     if empty_archive is not None and chosen_all:
-        fixed = corrected_archive(empty_archive(), everyone, scores, space.hash)
+        fixed = corrected_archive(empty_archive(), everyone, scores, lambda e: space.hash(e["solution"]))
         corrected_qd, corrected_cov = float(fixed.stats.qd_score), float(fixed.stats.coverage)
     report = ValidationReport(split, samples, rows, float(stats.qd_score), float(stats.coverage), corrected_qd,
                               corrected_cov, len(jobs), failures)
