@@ -7,6 +7,7 @@ and never change it. Write your own by subclassing :class:`SearchListener`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from qd.result import EvalResult
 from qd.scheduler import Candidate
 
 if TYPE_CHECKING:
+    from qd.llm.client import Usage
     from qd.search import Search
     from qd.store import RunStore
 
@@ -79,7 +81,11 @@ class StoreRecorder(SearchListener):
     def __init__(self, store: RunStore, llm_client: Any = None, history_every: int | None = None):
         self.store, self.llm_client, self.history_every = store, llm_client, history_every
         self._llm_base = store.counters("llm")  # LLM usage of earlier sessions of a resumed run
-        self._written: dict[str, dict[str, dict[str, float]]] = {}  # counters as last committed
+        # Counters as last committed (scope -> name -> fields), and the sources they were read from,
+        # so that each evaluation only rebuilds the tables whose source moved.
+        self._written: dict[str, dict[str, dict[str, float]]] = {"operators": {}, "noise": {}, "llm": {}}
+        self._weights: dict[str, float] = {}
+        self._usage_seen: dict[str, Usage] = {}
         self._every = 1
 
     def on_start(self, search: Search) -> None:
@@ -110,18 +116,65 @@ class StoreRecorder(SearchListener):
         self.save_counters(search)
 
     def _changed(self, search: Search) -> dict[str, dict[str, dict[str, float]]]:
-        """The counter fields that changed since the last write (a handful per evaluation)."""
-        current = self.counters(search)
+        """The counter fields that changed since the last write (a handful per evaluation).
+
+        Equal to diffing :meth:`counters` against the last write, without rebuilding the tables
+        whose source did not move: shares only when the weights moved, LLM usage only for the tags
+        whose counters moved.
+        """
+        scheduler = search.scheduler
         changed: dict[str, dict[str, dict[str, float]]] = {}
-        for scope, table in current.items():
-            written = self._written.get(scope, {})
-            for name, fields in table.items():
-                old = written.get(name, {})
-                diff = {k: v for k, v in fields.items() if old.get(k) != v}
-                if diff:
-                    changed.setdefault(scope, {})[name] = diff
-        self._written = current
+        moved = scheduler.weights != self._weights
+        if moved:
+            self._weights = dict(scheduler.weights)
+        written = self._written["operators"]
+        shares: dict[str, float] | None = None
+        operators = {}
+        for name, stats in list(scheduler.stats.items()):
+            fields = stats.as_dict()
+            old = written.get(name)
+            if moved or old is None:
+                shares = scheduler.shares() if shares is None else shares
+                if name in shares:
+                    fields["share"] = shares[name]
+            elif "share" in old:
+                fields["share"] = old["share"]
+            operators[name] = fields
+        self._diff("operators", operators, changed)
+        if scheduler.noise is not None:
+            self._diff("noise", {"policy": scheduler.noise.counters()}, changed)
+        if self.llm_client is not None:
+            moved_usage = {}
+            for tag, usage in self._llm_usage():
+                if usage != self._usage_seen.get(tag):
+                    seen = self._usage_seen[tag] = dataclasses.replace(usage)  # what is written is what was seen
+                    moved_usage[tag] = self._llm_merged(tag, seen)
+            self._diff("llm", moved_usage, changed)
         return changed
+
+    def _diff(self, scope: str, table: dict[str, dict[str, float]],
+              changed: dict[str, dict[str, dict[str, float]]]) -> None:
+        """Add the fields of ``table`` that differ from the last write to ``changed``; remember them."""
+        written = self._written[scope]
+        for name, fields in table.items():
+            old = written.get(name)
+            if fields == old:
+                continue
+            old = old or {}
+            changed.setdefault(scope, {})[name] = {k: v for k, v in fields.items() if old.get(k) != v}
+            written[name] = fields
+
+    def _llm_usage(self) -> list[tuple[str, Usage]]:
+        """``("total", usage)`` and each tag's usage (a list: LLM threads may add tags meanwhile)."""
+        return [("total", self.llm_client.usage), *list(self.llm_client.usage_by_tag.items())]
+
+    def _llm_merged(self, tag: str, usage: Usage) -> dict[str, float]:
+        """A tag's usage added to earlier sessions' (zero fields left out)."""
+        merged = dict(self._llm_base.get(tag, {}))
+        for key, value in usage.as_dict().items():
+            if value:
+                merged[key] = merged.get(key, 0) + value
+        return merged
 
     def save_counters(self, search: Search) -> None:
         """Write the counters (:meth:`counters`) and the LLM endpoint's latest error per cause."""
@@ -145,13 +198,7 @@ class StoreRecorder(SearchListener):
         if self.llm_client is None:
             return out
         usage = {tag: dict(fields) for tag, fields in self._llm_base.items()}
-        current = {"total": dict(self.llm_client.usage)}
-        current.update({tag: dict(u) for tag, u in self.llm_client.usage_by_tag.items()})
-        for tag, fields in current.items():  # a resumed run adds to what earlier sessions used
-            merged = usage.setdefault(tag, {})
-            for key, value in fields.items():
-                if value:
-                    merged[key] = merged.get(key, 0) + value
+        usage.update({tag: self._llm_merged(tag, u) for tag, u in self._llm_usage()})  # added to earlier sessions'
         out["llm"] = usage
         return out
 

@@ -2,7 +2,17 @@ import math
 import sqlite3
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from qd.analysis.descriptors import resolve_measures
+from qd.archives import GridArchive
+from qd.domains.arm import ArmDomain
+from qd.evaluators import SerialEvaluator
+from qd.listeners import SearchListener, StoreRecorder
+from qd.llm.client import LLMClient, Usage
+from qd.operators.classic import IsoLineDD, Mutation
+from qd.search import Search
 from qd.store import RunStore
 
 
@@ -69,3 +79,45 @@ def test_a_readonly_store_writes_nothing(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no -wal/-shm either
     with pytest.raises(FileNotFoundError, match="no run store at"):
         RunStore(tmp_path / "missing.sqlite", readonly=True)
+
+
+class _CheckCountersThenSpend(SearchListener):
+    """After each commit: the store holds every counter table exactly; then spends LLM usage for the next one."""
+
+    def __init__(self, spend: list[tuple[str, int]]):
+        self.spend, self.checked = spend, 0
+
+    def on_result(self, search, event):
+        recorder = next(x for x in search.listeners if isinstance(x, StoreRecorder))
+        for scope, table in recorder.counters(search).items():
+            assert search.store.counters(scope) == table, scope
+        self.checked += 1
+        tag, tokens = self.spend[(search.finished - 1) % len(self.spend)]
+        if tokens:  # what LLMClient counts for one call under this tag
+            for usage in (search.llm_client.usage, search.llm_client.usage_by_tag.setdefault(tag, Usage())):
+                usage.calls += 1
+                usage.tokens_in += tokens
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spend=st.lists(st.tuples(st.sampled_from(["lmx", "llm_mutation", "pipeline"]), st.integers(0, 3)),
+                      min_size=1, max_size=6),
+       adapt_every=st.integers(1, 7))
+def test_the_counters_committed_with_each_evaluation_are_the_whole_tables(tmp_path_factory, spend, adapt_every):
+    # Each evaluation writes only the fields that moved; the store must still hold every table exactly
+    # (operator shares moving with adaptive weights, noise policy, LLM usage added to an earlier session's).
+    domain = ArmDomain(joints=4)
+    archive = GridArchive(dims=[8, 8], ranges=domain.default_ranges, measure_names=["x", "y"])
+    ops = {"iso_line_dd": (IsoLineDD(domain.space), 1.0), "mutation": (Mutation(domain.space), 0.5)}
+    with RunStore(tmp_path_factory.mktemp("run") / "run.sqlite") as store:
+        store.set_counters("llm", {"total": {"calls": 5.0}, "earlier_only": {"calls": 2.0}})
+        check = _CheckCountersThenSpend(spend)
+        search = Search(domain, archive, SerialEvaluator(domain), operators=ops,
+                        measures=resolve_measures(["x", "y"], domain), budget=40, store=store,
+                        llm_client=LLMClient(base_url="http://127.0.0.1:9", model="m"), listeners=[check],
+                        init_random=5, adaptive=True, adapt_every=adapt_every, noise="adaptive", progress=False)
+        search.run()
+        search.close()
+        assert check.checked == 40
+        assert store.counters("llm")["earlier_only"] == {"calls": 2.0}
+        assert store.counters("llm")["total"]["calls"] == 5 + sum(1 for i in range(40) if spend[i % len(spend)][1])
