@@ -26,6 +26,7 @@ from qd.analysis import (
     traced,
 )
 from qd.analysis.descriptors import BUILTINS, max_depth, n_components, prompt_chars
+from qd.analysis.tracer import begin_llm_call, finish_llm_call
 from qd.domain import Domain
 from qd.result import EvalResult
 from qd.space import Bool, Float, Seq, Space, Text
@@ -115,6 +116,39 @@ def test_tracer_nesting_parent_ids_and_deps():
     assert by_name["b"]["deps"] == [a] and by_name["inner"]["deps"] == [a]
     assert by_name["c"]["parent_id"] is None and by_name["outer"]["latency_s"] >= 0
     assert trace_critical_path(spans) == 3
+
+
+def test_recorded_and_begun_calls_infer_the_same_deps_from_their_flow():
+    """record_llm_call and begin/finish_llm_call share one inference rule (module docstring of the tracer)."""
+    def begun(name: str) -> int | None:
+        return finish_llm_call(begin_llm_call(), name=name, model="m", tokens_in=1, tokens_out=1)
+
+    with Tracer() as t:
+        first = llm("first")
+        second = begun("second")
+        with ThreadPoolExecutor(2) as pool:  # two flows forked off this one, each starting after "second"
+            forks = [f.result() for f in [pool.submit(contextvars.copy_context().run, fn, n)
+                                          for fn, n in ((llm, "fork-a"), (begun, "fork-b"))]]
+        joined = llm("joined")
+        last = begun("last")
+    deps = {s["name"]: s["deps"] for s in t.spans}
+    assert deps == {"first": [], "second": [first], "fork-a": [second], "fork-b": [second],
+                    "joined": [second, *forks], "last": [joined]}
+    assert last == 5
+
+
+def test_a_call_is_priced_once_by_whoever_has_the_price():
+    with Tracer(prices={"m": (1.0, 2.0)}) as t:
+        llm("caller-priced", cost_usd=0.5)
+        llm("caller-has-no-price", cost_usd=None)
+        finish_llm_call(begin_llm_call(), name="tracer-priced", model="m", tokens_in=3, tokens_out=2)
+        finish_llm_call(begin_llm_call(), name="nobody", model="house", tokens_in=3, tokens_out=2)
+    spans = {s["name"]: s for s in t.spans}
+    assert spans["caller-priced"]["cost_usd"] == 0.5 and "unpriced" not in spans["caller-priced"]
+    assert spans["caller-has-no-price"]["cost_usd"] == 0 and spans["caller-has-no-price"]["unpriced"] is True
+    assert spans["tracer-priced"]["cost_usd"] == pytest.approx(7e-6) and "unpriced" not in spans["tracer-priced"]
+    assert spans["nobody"]["cost_usd"] == 0 and spans["nobody"]["unpriced"] is True
+    assert summarize(list(spans.values()))["unpriced_models"] == ["house", "m"]
 
 
 def test_span_records_errors_and_inner_tracer_shadows_outer():

@@ -10,7 +10,12 @@ import time
 import pytest
 from fake_openai import FakeOpenAI
 
+from qd.analysis.tracer import Tracer
 from qd.llm import LLMClient, LLMError, RequestCache
+from qd.llm.client import TRANSIENT_CAUSES
+from qd.llm.local import MODEL_ALIAS
+from qd.llm.pipeline import PipelineLLM
+from qd.llm.prices import DEFAULT_PRICES, cost_of
 
 SECRET = "sk-test-very-secret-0123456789"
 
@@ -244,3 +249,62 @@ def test_endpoint_identity_ignores_case_and_trailing_slash_and_the_embedded_port
     assert LLMClient(base_url="HTTP://Host:8000/v1/").endpoint == LLMClient(base_url="http://host:8000/v1").endpoint
     assert LLMClient(base_url="http://host:8000/v1").endpoint != LLMClient(base_url="http://host:8001/v1").endpoint
     assert LLMClient().endpoint == "embedded"
+
+
+@pytest.mark.parametrize(("kind", "cause"), [("429", "rate_limit"), ("500", "server_error"), ("timeout", "timeout"),
+                                             ("nonjson", "unusable_output"), ("400", "bad_request"),
+                                             ("401", "authentication"), ("404", "not_found")])
+def test_a_failure_is_retried_exactly_when_its_cause_is_transient(fake, kind, cause):
+    client = make(fake, retries=1, timeout_s=0.3, max_backoff_s=0.01)
+    fake.push(kind, times=2, delay=0.8, retry_after=0)
+    with pytest.raises(LLMError) as info:
+        client.complete("hi")
+    transient = cause in TRANSIENT_CAUSES
+    assert (info.value.cause, info.value.retryable, info.value.attempts) == (cause, transient, 2 if transient else 1)
+    assert client.usage.by_cause() == {cause: 1} and len(fake.requests) == info.value.attempts
+    assert ("check the API key in $OPENAI_API_KEY" in str(info.value)) == (cause == "authentication")
+
+
+def test_a_span_costs_what_the_client_charged_and_a_model_it_cannot_price_is_unpriced(fake):
+    priced = make(fake, prices={"m": (1.0, 2.0)})  # the tracer's default table does not know "m"
+    unknown = make(fake, model="house-model", retries=0)
+    with Tracer() as tracer:
+        charged = priced.complete("one two three")
+        free = unknown.complete("one two three")
+        fake.push("500")
+        with pytest.raises(LLMError):
+            unknown.complete("again")
+    ok, unpriced, failed = tracer.spans
+    assert ok["cost_usd"] == charged.cost_usd == priced.usage.cost_usd > 0 and "unpriced" not in ok
+    assert unpriced["cost_usd"] == free.cost_usd == unknown.usage.cost_usd == 0 and unpriced["unpriced"] is True
+    assert failed["ok"] is False and failed["unpriced"] is True
+
+
+def test_cost_of_follows_the_price_table_and_is_none_for_an_unpriced_model():
+    table = {**DEFAULT_PRICES, "m": (1.0, 2.0)}
+    assert cost_of(table, "m", 3, 2) == pytest.approx(7e-6)
+    assert cost_of(table, "openai/gpt-4o-mini-2024-07-18", 10**6, 0) == pytest.approx(0.15)  # family, no prefix
+    assert cost_of(table, MODEL_ALIAS, 10**6, 10**6) == 0.0
+    assert cost_of(table, "house-model", 1, 1) is None
+
+
+def test_the_pipeline_and_the_client_default_to_the_embedded_model_with_one_key_rule(monkeypatch):
+    assert LLMClient().model == PipelineLLM().model == PipelineLLM.from_config({}).model == MODEL_ALIAS
+    assert LLMClient().is_local and PipelineLLM(base_url="").is_local
+    monkeypatch.delenv("QD_TEST_KEY", raising=False)
+    client, pipeline = LLMClient(api_key_env="QD_TEST_KEY"), PipelineLLM(api_key_env="QD_TEST_KEY")
+    assert client.api_key() == pipeline.api_key() == "sk-local-no-key"  # local servers need none
+    monkeypatch.setenv("QD_TEST_KEY", SECRET)
+    assert client.api_key() == pipeline.api_key() == SECRET and SECRET not in repr(pipeline)
+
+
+@pytest.mark.parametrize("cls", [LLMClient, PipelineLLM])
+def test_copies_of_an_embedded_endpoint_share_its_server_on_this_host_only(cls):
+    here = cls()
+    here._resolved_url = "http://127.0.0.1:9/v1"  # as if the embedded server ran here already
+    assert pickle.loads(pickle.dumps(here)).resolved_base_url() == "http://127.0.0.1:9/v1"
+    elsewhere = cls.__new__(cls)
+    elsewhere.__setstate__({**here.__getstate__(), "_resolved_on": "another-host"})
+    assert elsewhere.is_local and elsewhere._resolved_url is None  # it starts a server of its own there
+    remote = pickle.loads(pickle.dumps(cls(base_url="http://host:8000/v1")))
+    assert remote.resolved_base_url() == "http://host:8000/v1" and not remote.is_local

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from qd.analysis.descriptors import summarize
-from qd.llm.prices import DEFAULT_PRICES, Price, price_of
+from qd.llm.prices import DEFAULT_PRICES, Price, cost_of
 from qd.result import Span
 
 __all__ = ["Tracer", "active_tracer", "span", "traced", "record_llm_call", "export_trace_json", "KINDS",
@@ -87,6 +87,16 @@ def _clean_deps(deps: Iterable[int | None] | None) -> list[int]:
     if isinstance(deps, (int, str)):
         raise ValueError(f"deps must be a sequence of span ids, got {deps!r}")
     return [int(d) for d in deps if d is not None]
+
+
+def _inferred_deps(flow: _Flow) -> list[int]:
+    """Deps of a call recorded without any (module docstring); the flow's started flows are joined by it.
+
+    The caller holds the tracer's lock.
+    """
+    frontier = flow.frontier()
+    flow.forks = []
+    return list(dict.fromkeys(frontier))
 
 
 def _owner() -> tuple[int, int]:
@@ -212,15 +222,9 @@ def begin_llm_call(deps: Sequence[int | None] | None = None) -> PendingCall:
         tracer = None  # a thread that outlived the evaluation that started it: that tracer is closed
     if tracer is not None:
         flow = _current_flow(tracer)
-        explicit = None if deps is None else _clean_deps(deps)
         call = PendingCall(tracer, flow, [], _PARENT.get(), time.time(), time.perf_counter(), True)
         with tracer._lock:
-            if explicit is None:
-                frontier = flow.frontier()
-                call.deps = list(dict.fromkeys(frontier)) if len(frontier) > 1 else frontier
-                flow.forks = []
-            else:
-                call.deps = explicit
+            call.deps = _inferred_deps(flow) if deps is None else _clean_deps(deps)
             tracer._pending.add(call)
         return call
     with _OPEN_LOCK:
@@ -237,8 +241,9 @@ def finish_llm_call(call: PendingCall, *, name: str, model: str, tokens_in: int,
                     via: str = "") -> int | None:
     """Record a call begun by :func:`begin_llm_call` as an ``llm`` span; its id, or ``None`` if untraced.
 
-    The cost comes from the tracer's price table; a model missing from it is marked
-    ``unpriced`` (and costs 0). ``estimated`` marks token counts the endpoint did not report.
+    The cost comes from the tracer's price table (:func:`qd.llm.prices.cost_of`); a model missing
+    from it is marked ``unpriced`` (and costs 0). ``estimated`` marks token counts the endpoint did
+    not report.
     """
     latency = time.perf_counter() - call.t0
     tracer = call.tracer
@@ -248,11 +253,11 @@ def finish_llm_call(call: PendingCall, *, name: str, model: str, tokens_in: int,
             _UNTRACED["tokens_in"] += int(tokens_in)
             _UNTRACED["tokens_out"] += int(tokens_out)
         return None
-    cost, priced = tracer.cost(model, tokens_in, tokens_out)
+    cost = cost_of(tracer.prices, model, tokens_in, tokens_out)
     extra: dict[str, Any] = {}
     if estimated:
         extra["tokens_estimated"] = True
-    if not priced:
+    if cost is None:
         extra["unpriced"] = True
     if via:
         extra["via"] = via
@@ -267,7 +272,7 @@ def finish_llm_call(call: PendingCall, *, name: str, model: str, tokens_in: int,
             "id": sid, "parent_id": call.parent_id, "deps": call.deps, "kind": "llm", "name": str(name),
             "model": str(model), "tokens_in": int(tokens_in), "tokens_out": int(tokens_out), "cached": bool(cached),
             "latency_s": latency, "start_s": call.start_s, "ok": bool(ok), "error": str(error)[:500],
-            "cost_usd": cost, **extra})
+            "cost_usd": cost or 0.0, **extra})
         if call.flow is not None:
             call.flow.last = [sid]
     return sid
@@ -323,13 +328,6 @@ class Tracer:
         _FLOW.reset(flow_token)
         _PARENT.reset(parent_token)
         _TRACER.reset(tracer_token)
-
-    def cost(self, model: str, tokens_in: int, tokens_out: int) -> tuple[float, bool]:
-        """Nominal cost of a call from this tracer's price table, and whether ``model`` is priced."""
-        price = price_of(self.prices, model)
-        if price is None:
-            return 0.0, False
-        return (tokens_in * price[0] + tokens_out * price[1]) / 1e6, True
 
     # -- recording ------------------------------------------------------------------------------
     @property
@@ -447,13 +445,15 @@ def traced(kind: str = "tool", name: str | None = None) -> Callable[[F], F]:
 
 
 def record_llm_call(*, name: str, model: str, tokens_in: int, tokens_out: int, cached: bool, latency_s: float,
-                    start_s: float, ok: bool = True, error: str = "", cost_usd: float = 0.0,
+                    start_s: float, ok: bool = True, error: str = "", cost_usd: float | None = 0.0,
                     deps: Sequence[int | None] | None = None) -> int | None:
     """Record one logical LLM call (cache hits too) with the active tracer.
 
     Returns the span id, or ``None`` (doing nothing) when no tracer is active. The parent is
     the innermost open span of the calling context; ``deps=None`` infers the deps from the
-    calling flow (module docstring).
+    calling flow (module docstring). ``cost_usd`` is the caller's price of the call
+    (:func:`qd.llm.prices.cost_of`); ``None`` when its price table lacks ``model``: the span
+    then costs 0 and is marked ``unpriced``.
     """
     tracer = _TRACER.get()
     if tracer is None:
@@ -461,14 +461,13 @@ def record_llm_call(*, name: str, model: str, tokens_in: int, tokens_out: int, c
     flow = _current_flow(tracer)
     if deps is None:
         with tracer._lock:
-            deps = list(dict.fromkeys(flow.frontier()))
-            flow.forks = []
+            deps = _inferred_deps(flow)
     sid = tracer.add_span(kind="llm", name=name, parent_id=_PARENT.get(), deps=deps, model=model,
                           tokens_in=tokens_in, tokens_out=tokens_out, cached=cached, latency_s=latency_s,
-                          start_s=start_s, ok=ok, error=error, cost_usd=cost_usd)
+                          start_s=start_s, ok=ok, error=error, cost_usd=cost_usd or 0.0)
     with tracer._lock:
         flow.last = [sid]
-        if model and price_of(tracer.prices, model) is None:  # the caller's cost is 0 for want of a price
+        if cost_usd is None:
             tracer._spans[sid]["unpriced"] = True  # type: ignore[typeddict-unknown-key]
     return sid
 

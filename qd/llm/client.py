@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
-import os
 import random
-import socket
 import threading
 import time
 import urllib.parse
@@ -33,15 +31,20 @@ from pathlib import Path
 from typing import Any
 
 from qd.llm.cache import RequestCache, request_key
-from qd.llm.prices import lookup_price, normalize_prices
+from qd.llm.endpoint import LLMEndpoint
+from qd.llm.local import MODEL_ALIAS
+from qd.llm.prices import cost_of, normalize_prices
 
-__all__ = ["LLMClient", "LLMError", "LLMResponse", "Usage", "CAUSES", "PERSISTENT_CAUSES", "FIX_HINTS"]
+__all__ = ["LLMClient", "LLMError", "LLMResponse", "Usage", "CAUSES", "TRANSIENT_CAUSES", "PERSISTENT_CAUSES",
+           "FIX_HINTS"]
 
 APIS = ("completions", "chat")
 
 # Why a call failed (its last attempt), as counted in Usage.failed_<cause> and shown by `qd status`.
 CAUSES: tuple[str, ...] = ("authentication", "not_found", "bad_request", "rate_limit", "timeout", "server_error",
                            "connection", "unusable_output", "other")
+# Causes worth retrying: the next attempt may succeed.
+TRANSIENT_CAUSES: tuple[str, ...] = ("rate_limit", "timeout", "server_error", "connection", "unusable_output")
 # Causes that the next calls will hit too: the first `fail_fast` calls all failing for one of them
 # stop the run (LLMClient.fatal).
 PERSISTENT_CAUSES: tuple[str, ...] = ("authentication", "not_found", "bad_request", "connection")
@@ -52,7 +55,6 @@ FIX_HINTS: dict[str, str] = {
     "bad_request": "llm.api ('chat' for chat-only models, 'completions' for base models) or llm.model",
     "connection": "llm.base_url (an endpoint this machine reaches)",
 }
-_LOCAL_KEY = "sk-local-no-key"  # servers without auth ignore the key; openai insists on one
 
 
 class LLMError(RuntimeError):
@@ -287,7 +289,7 @@ def _deadline_transport(total_s: float, asynchronous: bool) -> Any:
 
 
 def _status_cause(status: int) -> str:
-    """The failure cause of an HTTP status (see CAUSES)."""
+    """The failure cause of an HTTP status (see CAUSES); retried when in TRANSIENT_CAUSES."""
     if status in (401, 403):
         return "authentication"
     if status == 404:
@@ -322,7 +324,7 @@ class _Call:
     start_wall: float
 
 
-class LLMClient:
+class LLMClient(LLMEndpoint):
     r"""OpenAI-compatible client with retries, cache, concurrency limit, accounting and tracing.
 
     Parameters
@@ -377,7 +379,7 @@ class LLMClient:
     def __init__(
         self,
         base_url: str | None = None,
-        model: str = "gemma-3-270m",
+        model: str = MODEL_ALIAS,
         api: str = "completions",
         api_key_env: str = "OPENAI_API_KEY",
         temperature: float = 0.8,
@@ -437,16 +439,10 @@ class LLMClient:
         state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_sem", "_client", "_async")}
         state["usage"] = dataclasses.replace(self.usage)
         state["usage_by_tag"] = {k: dataclasses.replace(v) for k, v in self.usage_by_tag.items()}
-        if self.is_local:
-            state["_resolved_url"] = self.resolved_base_url()
-            state["_resolved_on"] = socket.gethostname()
-        return state
+        return self._pickled_endpoint(state, start=True)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        resolved_on = state.pop("_resolved_on", None)
-        if resolved_on is not None and resolved_on != socket.gethostname():
-            state["_resolved_url"] = None  # 127.0.0.1 of another machine: start a server here
-        self.__dict__.update(state)
+        super().__setstate__(state)
         self._init_runtime()
 
     def __repr__(self) -> str:
@@ -454,31 +450,13 @@ class LLMClient:
         cache = "off" if self.cache is None else str(self.cache.path)
         return f"LLMClient({where}, model={self.model!r}, api={self.api!r}, cache={cache})"
 
-    @property
-    def is_local(self) -> bool:
-        """True when requests go to the embedded model (which costs nothing)."""
-        return self.base_url is None
-
-    def resolved_base_url(self) -> str:
-        """The endpoint actually used, starting the embedded server if needed."""
-        if self._resolved_url is None:
-            from qd.llm.local import ensure_local_server
-
-            self._resolved_url = ensure_local_server()
-        return self._resolved_url
-
-    def _api_key(self) -> str:
-        return os.environ.get(self.api_key_env, "") or _LOCAL_KEY
-
     def _sync_client(self) -> Any:
         if self._client is None:
             import openai
 
             with self._lock:
                 if self._client is None:
-                    self._client = openai.OpenAI(
-                        base_url=self.resolved_base_url(),
-                        api_key=self._api_key(),
+                    self._client = self.openai_client(
                         timeout=self.timeout_s,
                         max_retries=0,  # retries are ours: they must be counted and honour Retry-After
                         http_client=openai.DefaultHttpxClient(
@@ -493,8 +471,8 @@ class LLMClient:
         if state is None:
             import openai
 
-            client = openai.AsyncOpenAI(
-                base_url=self.resolved_base_url(), api_key=self._api_key(), timeout=self.timeout_s, max_retries=0,
+            client = self.async_openai_client(
+                timeout=self.timeout_s, max_retries=0,
                 http_client=openai.DefaultAsyncHttpxClient(
                     transport=_deadline_transport(self.timeout_s, asynchronous=True)),
             )
@@ -568,28 +546,28 @@ class LLMClient:
         tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
         return text, tokens_in, tokens_out, str(choice.finish_reason or ""), str(getattr(resp, "model", "") or "")
 
-    def _classify(self, exc: BaseException) -> tuple[bool, float | None, str, str]:
-        """(retryable, server-requested wait, message, cause) for an exception from one attempt."""
+    def _classify(self, exc: BaseException) -> tuple[str, str, float | None]:
+        """(cause, message, server-requested wait) for an exception from one attempt."""
         import openai
 
         if isinstance(exc, _Garbage):
-            return True, None, f"garbage response: {exc}", "unusable_output"
+            return "unusable_output", f"garbage response: {exc}", None
         if isinstance(exc, ValueError):  # JSONDecodeError from a truncated or non-JSON body
-            return True, None, f"garbage response: {type(exc).__name__}: {exc}", "unusable_output"
+            return "unusable_output", f"garbage response: {type(exc).__name__}: {exc}", None
         if isinstance(exc, openai.APITimeoutError):
-            return True, None, f"timeout after {self.timeout_s:g} s", "timeout"
+            return "timeout", f"timeout after {self.timeout_s:g} s", None
         if isinstance(exc, openai.APIConnectionError):
-            return True, None, f"connection error: {exc}", "connection"
+            return "connection", f"connection error: {exc}", None
         if isinstance(exc, openai.APIResponseValidationError):
-            return True, None, f"garbage response: {exc}", "unusable_output"
+            return "unusable_output", f"garbage response: {exc}", None
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
+            cause = _status_cause(status)
             message = f"HTTP {status}: {str(exc.message).removeprefix(f'Error code: {status} - ')}"
-            if status == 401 or status == 403:
+            if cause == "authentication":
                 message += f" (check the API key in ${self.api_key_env})"
-            retryable = status in (408, 409, 425, 429) or status >= 500
-            return retryable, _retry_after(exc) if retryable else None, message, _status_cause(status)
-        return False, None, f"{type(exc).__name__}: {exc}", "other"
+            return cause, message, _retry_after(exc) if cause in TRANSIENT_CAUSES else None
+        return "other", f"{type(exc).__name__}: {exc}", None
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -597,11 +575,11 @@ class LLMClient:
         base = min(self.backoff_s * (2**attempt), self.max_backoff_s)
         return base * (0.5 + 0.5 * random.random())  # jitter de-synchronizes concurrent retries
 
-    def _cost(self, model: str, tokens_in: int, tokens_out: int) -> float:
+    def _cost(self, model: str, tokens_in: int, tokens_out: int) -> float | None:
+        """Nominal cost of a call (``None``: the model is unpriced, and the call counts as free)."""
         if self.is_local:
             return 0.0
-        p_in, p_out = lookup_price(self.prices, model or self.model)
-        return (tokens_in * p_in + tokens_out * p_out) / 1e6
+        return cost_of(self.prices, model or self.model, tokens_in, tokens_out)
 
     # -- accounting -----------------------------------------------------------------------------
     def _count(self, tag: str, **deltas: float) -> None:
@@ -626,7 +604,8 @@ class LLMClient:
 
     def _after_failure(self, call: _Call, exc: Exception, attempt: int) -> float:
         """Count a failed attempt; the delay before the next one, or raise the call's LLMError."""
-        retryable, wait, message, cause = self._classify(exc)
+        cause, message, wait = self._classify(exc)
+        retryable = cause in TRANSIENT_CAUSES
         self._count(call.tag, failures=1)
         if not retryable or attempt >= self.retries:
             raise self._fail(call, attempt + 1, message, retryable, cause) from exc
@@ -642,7 +621,7 @@ class LLMClient:
             tokens_out=hit["tokens_out"], cached=True, latency_s=latency, start_s=call.start_wall, ok=True,
             cost_usd=cost, deps=call.deps,
         )
-        return LLMResponse(hit["text"], hit["tokens_in"], hit["tokens_out"], latency, True, cost, span,
+        return LLMResponse(hit["text"], hit["tokens_in"], hit["tokens_out"], latency, True, cost or 0.0, span,
                            hit.get("finish_reason", ""), hit.get("model", ""))
 
     def _finish_ok(self, parsed: tuple[str, int, int, str, str], call: _Call) -> LLMResponse:
@@ -652,12 +631,12 @@ class LLMClient:
         if self.cache is not None and call.key is not None:
             self.cache.put(call.key, {"text": text, "tokens_in": t_in, "tokens_out": t_out,
                                       "finish_reason": finish, "model": model, "latency_s": latency})
-        self._count(call.tag, calls=1, tokens_in=t_in, tokens_out=t_out, cost_usd=cost, latency_s=latency)
+        self._count(call.tag, calls=1, tokens_in=t_in, tokens_out=t_out, cost_usd=cost or 0.0, latency_s=latency)
         self._outcome(None)
         span = _record_span(name=call.name, model=model or self.model, tokens_in=t_in, tokens_out=t_out,
                             cached=False, latency_s=latency, start_s=call.start_wall, ok=True, cost_usd=cost,
                             deps=call.deps)
-        return LLMResponse(text, t_in, t_out, latency, False, cost, span, finish, model)
+        return LLMResponse(text, t_in, t_out, latency, False, cost or 0.0, span, finish, model)
 
     def _fail(self, call: _Call, attempts: int, message: str, retryable: bool, cause: str) -> LLMError:
         latency = time.perf_counter() - call.start
@@ -665,8 +644,10 @@ class LLMClient:
         with self._lock:
             self.last_errors[cause] = message
         self._outcome(cause, message)
+        # The span's cost is 0, or None for a model the price table lacks (marked unpriced, as on success).
         _record_span(name=call.name, model=self.model, tokens_in=0, tokens_out=0, cached=False, latency_s=latency,
-                     start_s=call.start_wall, ok=False, error=message, cost_usd=0.0, deps=call.deps)
+                     start_s=call.start_wall, ok=False, error=message, cost_usd=self._cost(self.model, 0, 0),
+                     deps=call.deps)
         where = self.base_url or "the embedded model"
         verb = "failed after" if retryable else "failed (not retryable) after"
         return LLMError(

@@ -16,22 +16,20 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from qd.llm.local import ensure_local_server, local_server
+from qd.llm.endpoint import LLMEndpoint
+from qd.llm.local import MODEL_ALIAS
 
 __all__ = ["PipelineLLM", "pipeline_llm", "pipeline_scope"]
-
-_LOCAL_KEY = "sk-local-no-key"
 
 _CURRENT: contextvars.ContextVar[PipelineLLM | None] = contextvars.ContextVar("qd_pipeline_llm", default=None)
 
 
 @dataclass
-class PipelineLLM:
+class PipelineLLM(LLMEndpoint):
     """Endpoint, model and key variable of the pipeline's LLM.
 
     Parameters
@@ -48,46 +46,17 @@ class PipelineLLM:
     """
 
     base_url: str | None = None
-    model: str = "gemma-3-270m"
+    model: str = MODEL_ALIAS
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float | None = None
-    _resolved: str | None = field(default=None, repr=False)
+    _resolved_url: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(cls, llm: dict[str, Any]) -> PipelineLLM:
         """The pipeline's settings from a resolved ``[llm]`` section."""
         return cls(base_url=llm.get("pipeline_base_url") or llm.get("base_url") or None,
-                   model=llm.get("pipeline_model") or llm.get("model") or "gemma-3-270m",
+                   model=llm.get("pipeline_model") or llm.get("model") or MODEL_ALIAS,
                    api_key_env=llm.get("api_key_env") or "OPENAI_API_KEY")
-
-    @property
-    def is_local(self) -> bool:
-        """True for the embedded model."""
-        return not self.base_url
-
-    def resolved_base_url(self) -> str:
-        """The endpoint to call, starting the embedded server in this process if needed."""
-        if self.base_url:
-            return self.base_url
-        if self._resolved is None:
-            self._resolved = ensure_local_server()
-        return self._resolved
-
-    def api_key(self) -> str:
-        """The key from ``api_key_env`` (a placeholder when unset: local servers need none)."""
-        return os.environ.get(self.api_key_env, "") or _LOCAL_KEY
-
-    def openai_client(self, **kwargs: Any) -> Any:
-        """An ``openai.OpenAI`` client at this endpoint (``kwargs`` go to the constructor)."""
-        import openai
-
-        return openai.OpenAI(base_url=self.resolved_base_url(), api_key=self.api_key(), **kwargs)
-
-    def async_openai_client(self, **kwargs: Any) -> Any:
-        """An ``openai.AsyncOpenAI`` client at this endpoint."""
-        import openai
-
-        return openai.AsyncOpenAI(base_url=self.resolved_base_url(), api_key=self.api_key(), **kwargs)
 
     def litellm_kwargs(self) -> dict[str, Any]:
         """``model``, ``api_base`` and ``api_key`` for ``litellm.completion(**kwargs, messages=...)``."""
@@ -102,21 +71,9 @@ class PipelineLLM:
         return dspy.LM("openai/" + (model or self.model), api_base=self.resolved_base_url(), api_key=self.api_key(),
                        **kwargs)
 
-    # Pickled for Ray workers: the embedded server's address travels when it already runs here,
-    # so local workers share the driver's model rather than each loading its own.
+    # Pickled for Ray workers: the embedded server's address travels when it already runs here.
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        if self.is_local and state.get("_resolved") is None:
-            server = local_server()
-            state["_resolved"] = server.base_url if server is not None else None
-        state["_host"] = socket.gethostname()
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        host = state.pop("_host", None)
-        if host is not None and host != socket.gethostname():
-            state["_resolved"] = None  # 127.0.0.1 of another machine
-        self.__dict__.update(state)
+        return self._pickled_endpoint(dict(self.__dict__), start=False)
 
 
 def pipeline_llm() -> PipelineLLM:
@@ -128,7 +85,7 @@ def pipeline_llm() -> PipelineLLM:
     if current is not None:
         return current
     return PipelineLLM(base_url=os.environ.get("QD_LLM_BASE_URL") or None,
-                       model=os.environ.get("QD_LLM_MODEL") or "gemma-3-270m")
+                       model=os.environ.get("QD_LLM_MODEL") or MODEL_ALIAS)
 
 
 @contextlib.contextmanager

@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_PRICES", "Price", "lookup_price", "normalize_prices", "price_of"]
+from qd.llm.local import MODEL_ALIAS
+
+__all__ = ["DEFAULT_PRICES", "Price", "cost_of", "normalize_prices", "price_of"]
 
 Price = tuple[float, float]  # (USD per 1M input tokens, USD per 1M output tokens)
 
 DEFAULT_PRICES: dict[str, Price] = {
-    "gemma-3-270m": (0.0, 0.0),
+    MODEL_ALIAS: (0.0, 0.0),
     "gpt-4o": (2.50, 10.00),
     "gpt-4o-mini": (0.15, 0.60),
     "gpt-4.1": (2.00, 8.00),
@@ -82,7 +84,9 @@ def price_of(table: Mapping[str, Price], model: str) -> Price | None:
     return None
 
 
-def lookup_price(table: Mapping[str, Price], model: str) -> Price:
-    """Price of ``model`` as :func:`price_of` finds it, or free when the table does not know it."""
+def cost_of(table: Mapping[str, Price], model: str, tokens_in: int, tokens_out: int) -> float | None:
+    """Nominal USD cost of one call, or ``None`` when ``model`` is unpriced (see :func:`price_of`)."""
     price = price_of(table, model)
-    return (0.0, 0.0) if price is None else price
+    if price is None:
+        return None
+    return (tokens_in * price[0] + tokens_out * price[1]) / 1e6
