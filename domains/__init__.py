@@ -10,34 +10,31 @@ from qd.llm.prices import Price
 from qd.references import resolve_reference
 
 
-def _arm(**options: Any) -> Domain:
+# Domain modules load on first use: `qd domains` and runs of other domains never import them.
+def _arm() -> type[Domain]:
     from qd.domains.arm import ArmDomain
 
-    return ArmDomain(**options)
+    return ArmDomain
 
 
-def _retrieval(**options: Any) -> Domain:
+def _retrieval() -> type[Domain]:
     from qd.domains.retrieval import RetrievalDomain
 
-    return RetrievalDomain(**options)
+    return RetrievalDomain
 
 
-def _retrieval_sim(**options: Any) -> Domain:
-    from qd.domains.retrieval import RetrievalDomain
-
-    return RetrievalDomain(**{"backend": "simulated", **options})
-
-
-_BUILTIN: dict[str, tuple[Callable[..., Domain], str]] = {
-    "arm": (_arm, "planar robotic arm (classic MAP-Elites benchmark); measures x, y"),
-    "retrieval": (_retrieval, "key-value retrieval pipeline on an LLM (default: the embedded model)"),
-    "retrieval-sim": (_retrieval_sim, "the retrieval pipeline with SIMULATED LLM calls (fast tests, benchmarks)"),
+# name -> (the domain class, options it is built with unless [domain.options] set them, description)
+_BUILTIN: dict[str, tuple[Callable[[], type[Domain]], dict[str, Any], str]] = {
+    "arm": (_arm, {}, "planar robotic arm (classic MAP-Elites benchmark); measures x, y"),
+    "retrieval": (_retrieval, {}, "key-value retrieval pipeline on an LLM (default: the embedded model)"),
+    "retrieval-sim": (_retrieval, {"backend": "simulated"},
+                      "the retrieval pipeline with SIMULATED LLM calls (fast tests, benchmarks)"),
 }
 
 
 def available_domains() -> dict[str, str]:
     """Built-in domain names with a one-line description each."""
-    return {name: doc for name, (_, doc) in _BUILTIN.items()}
+    return {name: doc for name, (_, _, doc) in _BUILTIN.items()}
 
 
 def get_domain(name: str, *, pipeline_llm: PipelineLLM | None = None, llm_prices: dict[str, Price] | None = None,
@@ -50,29 +47,36 @@ def get_domain(name: str, *, pipeline_llm: PipelineLLM | None = None, llm_prices
     finds ``./mydomain.py``; Ray ships such a module to workers that cannot import it.
 
     ``pipeline_llm`` (the run's ``[llm]`` as the pipeline sees it) becomes
-    ``domain.pipeline_llm``, which :func:`qd.pipeline_llm` returns inside evaluations; the
-    retrieval domain also takes its endpoint, model and key variable from it unless its options
-    set them. ``llm_prices`` becomes ``domain.llm_prices``, the price table of traced calls.
+    ``domain.pipeline_llm``, which :func:`qd.pipeline_llm` returns inside evaluations.
+    ``llm_prices`` becomes ``domain.llm_prices``, the price table of traced calls. A domain
+    class (or factory) that builds its own LLM client from these declares a classmethod
+    ``llm_options(pipeline_llm, llm_prices) -> dict``: the options it returns are passed to the
+    constructor unless ``options`` set them (the retrieval domain takes its endpoint, model,
+    key variable and prices that way).
 
     Raises
     ------
     ValueError
         For an unknown name or a reference that does not resolve to a domain.
     """
-    if name == "retrieval" and pipeline_llm is not None:
-        for key, value in (("base_url", pipeline_llm.base_url), ("model", pipeline_llm.model),
-                           ("api_key_env", pipeline_llm.api_key_env)):
-            options.setdefault(key, value)
+    target: Any
     if name in _BUILTIN:
-        domain = _BUILTIN[name][0](**options)
+        load, preset, _ = _BUILTIN[name]
+        target, options = load(), {**preset, **options}
     elif ":" not in name:
         raise ValueError(f"unknown domain {name!r}; built-ins: {', '.join(_BUILTIN)} "
                          "(or give 'package.module:attribute')")
     else:
         target = resolve_reference(name, "domain")
-        if isinstance(target, Domain) and options:
+    if isinstance(target, Domain):
+        if options:
             raise ValueError(f"domain {name!r} is an instance; it takes no [domain.options]")
-        domain = target if isinstance(target, Domain) else target(**options)
+        domain = target
+    else:
+        llm_options = getattr(target, "llm_options", None)
+        if pipeline_llm is not None and callable(llm_options):
+            options = {**llm_options(pipeline_llm, llm_prices), **options}
+        domain = target(**options)
         if not isinstance(domain, Domain):
             raise ValueError(f"{name!r} gave {type(domain).__name__}, not a qd.Domain")
     if pipeline_llm is not None:

@@ -28,9 +28,9 @@ from __future__ import annotations
 import contextvars
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qd.analysis.tracer import active_tracer, span
 from qd.domain import SEARCH, VALIDATION, Domain
@@ -47,8 +47,13 @@ from qd.domains.retrieval_task import (
     reverse_prompt_with_example,
 )
 from qd.llm.cache import cache_path
+from qd.llm.local import MODEL_ALIAS
 from qd.result import EvalResult
 from qd.space import Bool, Categorical, Float, Int, Space, Text
+
+if TYPE_CHECKING:
+    from qd.llm.pipeline import PipelineLLM
+    from qd.llm.prices import Price
 
 __all__ = ["RetrievalDomain", "predict_calls", "make_space", "AGGREGATIONS"]
 
@@ -126,8 +131,9 @@ class RetrievalDomain(Domain):
     backend : {"real", "simulated"}
         ``"real"`` calls an LLM through :class:`qd.llm.LLMClient`; ``"simulated"`` uses the fitted
         :class:`~qd.domains.retrieval_sim.SimulatedLLM` (fast, deterministic, labelled simulated).
-    base_url, model, api, api_key_env, timeout_s :
+    base_url, model, api, api_key_env, timeout_s, prices :
         Passed to :class:`qd.llm.LLMClient` (real backend; ``base_url=None`` is the embedded model).
+        A run gives the first three, and ``prices``, from its ``[llm]`` section (:meth:`llm_options`).
     cache : str, bool or None
         Request cache of the real backend: a SQLite path, ``True`` for qd's shared cache
         (``$QD_CACHE_DIR/llm-cache.sqlite``, default ``~/.cache/qd``), ``None``/``False`` for none.
@@ -156,10 +162,11 @@ class RetrievalDomain(Domain):
     splits = (SEARCH, VALIDATION)
 
     def __init__(self, n_pairs: int = 32, n_instances: int = 8, seed: int = 0, backend: str = "real",
-                 base_url: str | None = None, model: str = "gemma-3-270m", api: str = "completions",
+                 base_url: str | None = None, model: str = MODEL_ALIAS, api: str = "completions",
                  api_key_env: str = "OPENAI_API_KEY", cache: str | bool | None = None, timeout_s: float = 60.0,
                  concurrency: int = 4, max_tokens: int = 8, fit_path: str | None = None,
-                 max_samples: int = MAX_SAMPLES, max_few_shot: int = MAX_FEW_SHOT) -> None:
+                 max_samples: int = MAX_SAMPLES, max_few_shot: int = MAX_FEW_SHOT,
+                 prices: Mapping[str, Price] | None = None) -> None:
         if backend not in ("real", "simulated"):
             raise ValueError(f"backend must be 'real' or 'simulated', got {backend!r}")
         if not isinstance(n_pairs, int) or not 2 <= n_pairs <= 1600:
@@ -182,13 +189,19 @@ class RetrievalDomain(Domain):
             from qd.llm.client import LLMClient
 
             self.llm = LLMClient(base_url=base_url, model=model, api=api, api_key_env=api_key_env,
-                                 cache=cache_path(cache),
+                                 cache=cache_path(cache), prices=dict(prices or {}),
                                  timeout_s=timeout_s, concurrency=concurrency, max_tokens=max_tokens)
         # Default map: log2(LLM calls per instance) x largest prompt: the calls-vs-context trade-off.
         self.default_measures = ("log2_calls", "max_prompt_tokens")
         max_calls = self.max_samples * n_pairs + 2
         self.default_ranges = ((0.0, math.ceil(math.log2(max_calls) * 2) / 2), (0.0, float(self._max_prompt_tokens())))
         self.default_bins = (16, 16)
+
+    @classmethod
+    def llm_options(cls, pipeline: PipelineLLM, prices: Mapping[str, Price] | None) -> dict[str, Any]:
+        """The options a run's ``[llm]`` gives (``qd.domains.get_domain``): the pipeline's endpoint and prices."""
+        return {"base_url": pipeline.base_url, "model": pipeline.model, "api_key_env": pipeline.api_key_env,
+                "prices": prices}
 
     # -- static analysis ------------------------------------------------------------------------
     def _max_prompt_tokens(self) -> int:

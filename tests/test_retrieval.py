@@ -8,6 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
+from fake_openai import FakeOpenAI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from qd.analysis.selection import spanning_elites as _spanning_elites
 from qd.archives import GridArchive
 from qd.cli import main, run_status
 from qd.config import DEMO_CONFIG, dump_config, resolve_config
+from qd.domains import get_domain
 from qd.domains.retrieval import AGGREGATIONS, RetrievalDomain, predict_calls
 from qd.domains.retrieval_sim import FIT_PATH, SimulatedLLM
 from qd.domains.retrieval_task import (
@@ -29,6 +31,8 @@ from qd.domains.retrieval_task import (
     reverse_prompt_with_example,
 )
 from qd.evaluation import evaluate_config
+from qd.llm.pipeline import PipelineLLM
+from qd.llm.prices import normalize_prices
 from qd.runner import open_run
 
 SIM = RetrievalDomain(n_pairs=12, n_instances=3, backend="simulated")
@@ -158,6 +162,23 @@ def test_real_backend_evaluates_one_config(local_llm):
     assert summary["llm_calls"] == predict_calls(cfg, 4)["llm_calls"] == 4
     assert summary["critical_path"] == 3 and summary["tokens_in"] > 0 and result.metrics["prediction_ok"] is True
     assert "simulated" not in summary["models"] and "SIMULATED" not in result.feedback
+
+
+def test_the_runs_llm_settings_and_prices_reach_the_retrieval_client_and_price_its_spans():
+    prices = normalize_prices({"house-model": (1.0, 2.0)})
+    with FakeOpenAI(reply=lambda req: " 1234") as fake:
+        pipeline = PipelineLLM(base_url=fake.base_url, model="house-model", api_key_env="QD_TEST_KEY")
+        dom = get_domain("retrieval", pipeline_llm=pipeline, llm_prices=prices, n_pairs=4, n_instances=1)
+        assert (dom.llm.base_url, dom.llm.model, dom.llm.api_key_env) == (fake.base_url, "house-model", "QD_TEST_KEY")
+        result = evaluate_config(dom, config(chunk_size=2, samples=1, aggregation="first_hit", verify=False))
+    assert result.status == "ok", result.error
+    summary = summarize(result.trace)
+    assert summary["llm_calls"] == 2 and summary["unpriced_models"] == []
+    assert summary["cost_usd"] == pytest.approx(dom.llm.usage.cost_usd) and summary["cost_usd"] > 0
+    # the simulated variant takes the same options and ignores them; [domain.options] win over [llm]
+    sim = get_domain("retrieval-sim", pipeline_llm=pipeline, llm_prices=prices, n_pairs=4, n_instances=1)
+    own = get_domain("retrieval", pipeline_llm=pipeline, n_pairs=4, n_instances=1, model="set-in-options")
+    assert sim.backend == "simulated" and sim.pipeline_llm is pipeline and own.llm.model == "set-in-options"
 
 
 # -- the default job (`qd run` with no config) and its summary ---------------------------------------
