@@ -221,8 +221,12 @@ class ArchiveBase:
         self._order = np.empty(n, dtype=np.int32)
         self._num_elites = 0
         self._osum = self._ocast(0.0)
+        # The best elite ever inserted: the objective (compared on every insertion), and the elite
+        # itself read from its cell when asked; copied out only when something else is about to
+        # change that cell (CMA-MAE replacing it with a lower objective, or a new field).
         self._obj_max: Any = None
-        self._best_elite: dict[str, Any] | None = None
+        self._best_cell = -1
+        self._best_copy: dict[str, Any] | None = None
         self._updates = getattr(self, "_updates", 0) + 1  # invalidates running iterators
         self._stats_cache: ArchiveStats | None = None
 
@@ -230,6 +234,7 @@ class ArchiveBase:
         """The array of a keyword field, created on first use (``id`` int64, others object)."""
         arr = self._fields.get(name)
         if arr is None:
+            self._keep_best()  # the best elite was inserted without this field
             if name == "id":
                 arr = np.full(self._cells, -1, dtype=np.int64)
             else:
@@ -480,6 +485,11 @@ class ArchiveBase:
         was_occupied = occupied[pos]
         cur_obj = np.where(was_occupied, self._objective[cells], 0.0).astype(self._obj_dt)
 
+        best = int(np.argmax(won_obj))
+        new_best = self._obj_max is None or won_obj[best] > self._obj_max
+        if not new_best and self._best_cell >= 0 and (cells == self._best_cell).any():
+            self._keep_best()
+
         new_cells = cells[~was_occupied]
         n = self._num_elites
         self._order[n:n + len(new_cells)] = new_cells
@@ -504,10 +514,8 @@ class ArchiveBase:
                     arr[cell] = values[p]
         self._updates += 1
         self._osum = self._ocast(self._osum + np.sum(won_obj - cur_obj))
-        best = int(np.argmax(won_obj))
-        if self._obj_max is None or won_obj[best] > self._obj_max:
-            self._obj_max = won_obj[best]
-            self._best_elite = self._snapshot(int(cells[best]))
+        if new_best:
+            self._set_best(won_obj[best], int(cells[best]))
         self._stats_cache = None
         return {"status": status, "value": value}
 
@@ -538,6 +546,8 @@ class ArchiveBase:
                 return {"status": _NOT_ADDED, "value": obj - cur}
             status = _IMPROVE
             cur_obj = self._objective.item(i)
+            if i == self._best_cell and not obj > self._obj_max:
+                self._keep_best()
         else:
             cur = self._new_base
             if not self._tmin < obj:
@@ -559,8 +569,7 @@ class ArchiveBase:
         self._updates += 1
         self._osum = self._osum + obj - cur_obj
         if self._obj_max is None or obj > self._obj_max:
-            self._obj_max = obj
-            self._best_elite = self._snapshot(i)
+            self._set_best(obj, i)
         self._stats_cache = None
         return {"status": status, "value": obj - cur}
 
@@ -591,9 +600,9 @@ class ArchiveBase:
             if self._num_elites:
                 live = self._order[:self._num_elites]
                 best = int(live[int(np.argmax(self._objective[live]))])
-                self._obj_max, self._best_elite = self._objective[best], self._snapshot(best)
+                self._set_best(self._objective[best], best)
             else:
-                self._obj_max, self._best_elite = None, None
+                self._obj_max, self._best_cell, self._best_copy = None, -1, None
         self._updates += 1
         self._stats_cache = None
         return True
@@ -620,7 +629,18 @@ class ArchiveBase:
         Its ``threshold`` is its cell's threshold just after insertion. In a non-elitist
         (CMA-MAE) archive it may since have been replaced.
         """
-        return None if self._best_elite is None else dict(self._best_elite)
+        if self._best_cell >= 0:
+            return self._snapshot(self._best_cell)
+        return None if self._best_copy is None else dict(self._best_copy)
+
+    def _set_best(self, objective: Any, cell: int) -> None:
+        """A new best elite, just inserted in ``cell``."""
+        self._obj_max, self._best_cell, self._best_copy = objective, cell, None
+
+    def _keep_best(self) -> None:
+        """Copy the best elite out of its cell, which is about to change."""
+        if self._best_cell >= 0:
+            self._best_copy, self._best_cell = self._snapshot(self._best_cell), -1
 
     def __len__(self) -> int:
         return self._num_elites

@@ -55,7 +55,7 @@ def save(archive: ArchiveBase, path: str | Path) -> None:
 
     data = archive.data()
     extra = list(archive._fields)
-    best = archive._best_elite
+    best = archive.best_elite
     header = {"format": "qd-archive", "version": FORMAT_VERSION, "type": type(archive).__name__,
               "params": archive._params(), "fields": extra,
               "objective_sum": float(archive._osum),
@@ -131,14 +131,13 @@ def load(path: str | Path) -> ArchiveBase:
             archive._osum = t(float(np.sum(npz["objective"])))
             archive._obj_max = None if header["obj_max"] is None else archive._obj_dt.type(header["obj_max"])
             if n:
-                best = int(cells[np.argmax(npz["objective"])])
-                archive._best_elite = archive._snapshot(best)
+                archive._best_cell = int(cells[np.argmax(npz["objective"])])
         else:
             archive._osum = t(header["objective_sum"])
             best = header["best_elite"]
             if best is not None:
                 dtypes = archive.dtypes
-                archive._best_elite = {k: (v if dtypes.get(k, np.dtype(object)).kind == "O"
-                                           else np.asarray(v, dtype=dtypes[k])[()]) for k, v in best.items()}
-                archive._obj_max = archive._best_elite["objective"]
+                archive._best_copy = {k: (v if dtypes.get(k, np.dtype(object)).kind == "O"
+                                          else np.asarray(v, dtype=dtypes[k])[()]) for k, v in best.items()}
+                archive._obj_max = archive._best_copy["objective"]
     return archive

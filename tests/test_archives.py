@@ -107,6 +107,48 @@ def test_save_load_round_trip_is_exact(make, batches, tmp_path_factory):
         assert archive.sample_elites(7, rng=rng_a)["id"].tolist() == loaded.sample_elites(7, rng=rng_b)["id"].tolist()
 
 
+def _row(archive, cell):
+    """The elite of ``cell`` as the archive reads its rows (every field it has now, ``index`` last)."""
+    data = archive.data()
+    pos = int(np.flatnonzero(data["index"] == cell)[0])
+    return {k: v[pos] for k, v in data.items()}
+
+
+def _same_row(a, b):
+    return (a is None and b is None) or (
+        a is not None and b is not None and list(a) == list(b)
+        and all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) if k != "solution" else a[k] == b[k] for k in b))
+
+
+single_ops = st.one_of(st.tuples(st.just("add"), objectives, points, st.booleans()),
+                       st.tuples(st.just("remove"), st.integers(0, 19)))
+
+
+@SETTINGS
+@given(ops=st.lists(single_ops, min_size=1, max_size=40),
+       mode=st.sampled_from([(None, -math.inf), (1.0, -1.0), (0.5, -1.0), (0.0, 0.0)]))
+def test_best_elite_is_the_best_one_as_it_was_inserted(ops, mode):
+    # The archive reads the best elite from its cell and copies it out only before that cell changes
+    # (CMA-MAE replacing it with a lower objective, a keyword field first passed later, a removal):
+    # it must always equal the row read right after the insertion that made it the best.
+    archive = _grid(learning_rate=mode[0], threshold_min=mode[1])
+    expected = None
+    for n, op in enumerate(ops):
+        if op[0] == "add":
+            _, objective, measures, note = op
+            out = archive.add_single({"n": n}, objective, measures, **({"note": f"n{n}"} if note else {}))
+            if out["status"] and (expected is None or objective > expected["objective"]):
+                expected = _row(archive, archive.index_of_single(measures))
+        else:
+            held = archive.elite(op[1])["objective"] if op[1] in archive.data("index") else None
+            archive.remove_single(op[1])
+            if held is not None and not held < expected["objective"]:  # the best went: the best left is it
+                live = archive.data()
+                expected = (None if archive.empty
+                            else _row(archive, live["index"][int(np.argmax(live["objective"]))]))
+        assert _same_row(archive.best_elite, expected)
+
+
 @SETTINGS
 @given(st.lists(st.tuples(st.floats(-1e6, 1e6), st.floats(-1e6, 1e6)), min_size=1, max_size=40),
        st.integers(1, 30), st.integers(1, 30))
