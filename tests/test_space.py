@@ -316,6 +316,13 @@ def test_repair_leaves_and_snapping():
     assert Seq(Int(0, 3), 2, 3).repair([9, "1", 2, 2]) == [3, 1, 2]
 
 
+def test_a_value_that_breaks_a_repair_rule_gets_the_fallback():
+    # 10**400 has no float: measuring its distance to the numeric choices raises OverflowError inside the
+    # categorical rule; the value is replaced like any other hopeless one (fallback, else default)
+    assert Categorical([1, 2]).repair(10**400, 2) == 2 and Categorical([1, 2]).repair(10**400) == 1
+    assert Seq(Categorical([1, 2]), 1, 3).repair([10**400, 2.2, "1"], [2]) == [2, 2, 1]
+
+
 # -- unit maps ------------------------------------------------------------------------------------------
 def test_unit_maps_are_log_aware_and_round_ints():
     space = Space({"lr": Float(1e-4, 1e-2, log=True), "n": Int(0, 10), "x": Float(-1, 1),

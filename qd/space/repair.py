@@ -70,7 +70,10 @@ def repair_value(param: Param, value: Any, fallback: Any = MISSING, rng: np.rand
         repair = _REPAIR[param.kind]
     except KeyError:
         raise ValueError(f"cannot repair values of parameter kind {param.kind!r}") from None
-    return repair(param, value, fallback, rng)
+    try:
+        return repair(param, value, fallback, rng)
+    except Exception:  # noqa: BLE001  # a value no rule foresaw (e.g. an int too large for a float)
+        return _fallback(param, fallback, rng)
 
 
 def _fallback(param: Param, fallback: Any, rng: np.random.Generator | None) -> Any:
@@ -81,11 +84,6 @@ def _fallback(param: Param, fallback: Any, rng: np.random.Generator | None) -> A
         return param.default()
     if fallback is MISSING:
         return param.default()
-    if param.kind == "seq":
-        try:
-            return _repair_seq(param, fallback, MISSING, rng)  # type: ignore[arg-type]
-        except Exception:  # noqa: BLE001
-            return param.default()
     return repair_value(param, fallback, MISSING, rng)
 
 
@@ -100,18 +98,15 @@ def _parse_number(text: str) -> float | None:
 
 def _clamped_number(value: Any, low: float, high: float) -> int | float | None:
     """A number (or numeric text) as a Python int/float clamped to ``[low, high]``; None if it is none."""
-    try:
-        if isinstance(value, str):
-            value = _parse_number(value)
-        if not is_number(value):
-            return None
-        if isinstance(value, (np.integer, np.floating)):
-            value = value.item()
-        if value != value:  # NaN
-            return None
-        return low if value < low else high if value > high else value
-    except Exception:  # noqa: BLE001
+    if isinstance(value, str):
+        value = _parse_number(value)
+    if not is_number(value):
         return None
+    if isinstance(value, (np.integer, np.floating)):
+        value = value.item()
+    if value != value:  # NaN
+        return None
+    return low if value < low else high if value > high else value
 
 
 def _maybe_json(value: Any, kind: type) -> Any:
@@ -143,10 +138,7 @@ def _repair_int(param: Any, value: Any, fallback: Any, rng: np.random.Generator 
 
 
 def _repair_categorical(param: Categorical, value: Any, fallback: Any, rng: np.random.Generator | None) -> Any:
-    try:
-        i = _snap(param, value)
-    except Exception:  # noqa: BLE001
-        i = None
+    i = _snap(param, value)
     return param.choices[i] if i is not None else _fallback(param, fallback, rng)
 
 
@@ -195,57 +187,45 @@ def _snap(param: Categorical, value: Any) -> int | None:
 
 
 def _repair_bool(param: Param, value: Any, fallback: Any, rng: np.random.Generator | None) -> Any:
-    try:
-        if isinstance(value, (bool, np.bool_)):
-            return bool(value)
-        if is_number(value) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str):
-            word = value.strip().strip("'\"`").strip().lower()
-            if word in _TRUE_WORDS:
-                return True
-            if word in _FALSE_WORDS:
-                return False
-    except Exception:  # noqa: BLE001
-        pass
+    if isinstance(value, (bool, np.bool_)) or (is_number(value) and value in (0, 1)):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().strip("'\"`").strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
     return _fallback(param, fallback, rng)
 
 
 def _repair_text(param: Any, value: Any, fallback: Any, rng: np.random.Generator | None) -> Any:
-    try:
-        if isinstance(value, (bool, np.bool_)):
-            value = json.dumps(bool(value))
-        elif is_number(value):
-            value = str(value.item() if isinstance(value, np.generic) else value)
-        if isinstance(value, str):
-            value = str(value)[: param.max_len]
-            if len(value) >= param.min_len:
-                return value
-    except Exception:  # noqa: BLE001
-        pass
+    if isinstance(value, (bool, np.bool_)):
+        value = json.dumps(bool(value))
+    elif is_number(value):
+        value = str(value.item() if isinstance(value, np.generic) else value)
+    if isinstance(value, str):
+        value = str(value)[: param.max_len]
+        if len(value) >= param.min_len:
+            return value
     return _fallback(param, fallback, rng)
 
 
 def _repair_seq(param: Seq, value: Any, fallback: Any, rng: np.random.Generator | None) -> Any:
-    try:
-        value = _maybe_json(value, list)
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            return _fallback(param, fallback, rng)
-        fb = _maybe_json(fallback, list)
-        fb = list(fb) if isinstance(fb, (list, tuple)) else []
-        item = param.item
-        out = [repair_value(item, x, fb[i] if i < len(fb) else MISSING, rng)
-               for i, x in enumerate(value[: param.max_len])]
-        for i in range(len(out), param.min_len):
-            if i < len(fb):
-                out.append(repair_value(item, fb[i], MISSING, rng))
-            else:
-                out.append(item.sample(rng) if rng is not None else item.default())
-        return out
-    except Exception:  # noqa: BLE001
-        return param.default() if fallback is MISSING else _fallback(param, fallback, rng)
+    value = _maybe_json(value, list)
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list):
+        return _fallback(param, fallback, rng)
+    fb = _maybe_json(fallback, list)
+    fb = list(fb) if isinstance(fb, (list, tuple)) else []
+    item = param.item
+    out = [repair_value(item, x, fb[i] if i < len(fb) else MISSING, rng) for i, x in enumerate(value[: param.max_len])]
+    for i in range(len(out), param.min_len):
+        if i < len(fb):
+            out.append(repair_value(item, fb[i], MISSING, rng))
+        else:
+            out.append(item.sample(rng) if rng is not None else item.default())
+    return out
 
 
 def _repair_space(param: Space, value: Any, fallback: Any, rng: np.random.Generator | None) -> Any:
