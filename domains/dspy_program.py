@@ -39,8 +39,10 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM must no
 
 import dspy  # noqa: E402
 
+from qd.domain import SEARCH  # noqa: E402
 from qd.function_domain import FunctionDomain  # noqa: E402
 from qd.llm.pipeline import pipeline_llm  # noqa: E402
+from qd.result import EvalResult  # noqa: E402
 from qd.space import Categorical, Float, Int, Space, Text  # noqa: E402
 
 __all__ = ["DSPyDomain", "program_slots"]
@@ -74,6 +76,22 @@ def _base_signature(module: Any) -> Any:
 
 def _inner(module: Any) -> Any:
     return module.predict if isinstance(module, dspy.ChainOfThought) else module
+
+
+class _Built(dict):
+    """A configuration with its program and LM, built once and shared by the examples of one evaluation.
+
+    DSPy keeps per-call state in thread-local settings, so one program serves the concurrent
+    examples. When building fails, every example fails with that error, as when each built its own.
+    """
+
+    def __init__(self, config: dict, build: Callable[[dict], tuple[Any, Any]]) -> None:
+        super().__init__(config)
+        self.error: Exception | None = None
+        try:
+            self.program, self.lm = build(config)
+        except Exception as exc:  # reported by each example, as a failing example is
+            self.error = exc
 
 
 class DSPyDomain(FunctionDomain):
@@ -161,10 +179,20 @@ class DSPyDomain(FunctionDomain):
         return settings.dspy_lm(model=model, temperature=float(config["temperature"]), max_tokens=self.max_tokens,
                                 cache=False, num_retries=0)
 
+    def evaluate(self, config: dict, *, draw: int = 0, split: str = SEARCH) -> EvalResult:
+        """Score ``config`` as :meth:`FunctionDomain.evaluate` does, building its program and LM once."""
+        return super().evaluate(_Built(config, self._build), draw=draw, split=split)
+
+    def _build(self, config: dict) -> tuple[dspy.Module, Any]:
+        return self.program(config), self.lm(config)
+
     def _score_example(self, config: dict, example: Any) -> Any:
-        program = self.program(config)
-        with dspy.context(lm=self.lm(config)):
-            prediction = program(**example.inputs())
+        if not isinstance(config, _Built):  # called on its own, outside evaluate()
+            config = _Built(config, self._build)
+        if config.error is not None:
+            raise config.error
+        with dspy.context(lm=config.lm):
+            prediction = config.program(**example.inputs())
         return self.metric(example, prediction, None) if self._metric_takes_trace else self.metric(example, prediction)
 
     # -- export --------------------------------------------------------------------------------

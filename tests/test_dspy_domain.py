@@ -91,6 +91,43 @@ def test_evaluation_traces_every_call_and_export_loads_back_into_dspy(tmp_path):
             assert len(got[path].demos) == config[path]["demos"]
 
 
+class CountingBuilds(DSPyDomain):
+    """Counts the programs and LMs it builds (each still built for real)."""
+
+    def __init__(self, *args, fail_lm: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.built = {"program": 0, "lm": 0}
+        self.fail_lm = fail_lm
+
+    def program(self, config):
+        self.built["program"] += 1
+        return super().program(config)
+
+    def lm(self, config):
+        self.built["lm"] += 1
+        if self.fail_lm:
+            raise RuntimeError("no endpoint for this model")
+        return super().lm(config)
+
+
+def test_one_evaluation_builds_its_program_and_lm_once_for_all_its_examples():
+    with CountingOpenAI() as server:
+        domain = CountingBuilds(TwoStage(), TRAIN, exact, concurrency=3)
+        domain.pipeline_llm = qd.PipelineLLM(base_url=server.base_url, model="gpt-4o-mini")
+        config = domain.space.sample(np.random.default_rng(2))
+        result = evaluate_config(domain, config)
+        served = server.served()
+    assert domain.built == {"program": 1, "lm": 1}
+    assert result.status == "ok" and len(result.scores) == 3 and result.metrics["failed_examples"] == 0
+    assert summarize(result.trace)["llm_calls"] == served["calls"] == 6  # every example's calls, traced
+    # a build that fails is tried once; every example reports its error and scores 0, as before
+    failing = CountingBuilds(TwoStage(), TRAIN, exact, fail_lm=True)
+    result = evaluate_config(failing, config)
+    assert failing.built == {"program": 1, "lm": 1} and result.scores == [0.0, 0.0, 0.0]
+    assert [e["error"] for e in result.metrics["example_errors"]] == \
+        ["raised RuntimeError: no endpoint for this model"] * 3
+
+
 DSPY_MODULE = '''
 import dspy
 from qd.domains.dspy_program import DSPyDomain
