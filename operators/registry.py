@@ -123,13 +123,13 @@ def parse_operators(table: Mapping[str, Any]) -> list[OperatorSpec]:
             weight, operator, params, where = entry, name, {}, f"operators.{name}"
         if not _number(weight) or weight < 0:
             raise ValueError(f"{where} must be a non-negative weight, got {weight!r}")
-        if operator not in BUILTIN:
-            if ":" not in operator:
-                raise ValueError(f"unknown operator {operator!r} (operators.{name}); built-ins: "
-                                 f"{', '.join(BUILTIN)}, or 'package.module:attribute'")
-            split_reference(operator, f"operators.{name}: operator")
         if operator in BUILTIN:
             _check_params(name, operator, params)
+        elif ":" not in operator:
+            raise ValueError(f"unknown operator {operator!r} (operators.{name}); built-ins: "
+                             f"{', '.join(BUILTIN)}, or 'package.module:attribute'")
+        else:
+            split_reference(operator, f"operators.{name}: operator")
         specs.append(OperatorSpec(name, operator, float(weight), params))
     return specs
 
