@@ -75,7 +75,7 @@ class RunSection(_Section):
     # ordered: insert results in submission order, so the same seed and workers give the same
     # archive run to run on Ray too (classic operators; slots may idle behind a slow evaluation).
     ordered: bool = key(False, "true or false")
-    seeds: str | list[SeedEntry] | None = key(
+    seeds: Annotated[str, Field(min_length=1)] | list[SeedEntry] | None = key(
         None, '"default", a path to a seeds file, or an array of "default" and tables of configurations')
 
 

@@ -148,6 +148,9 @@ def test_bad_seeds_are_refused_naming_the_entry(tmp_path):
     bad.write_text('{"angles": [0, 0, 0, 0]}\n{"angles": [\n')
     with pytest.raises(ValueError, match=r"run\.seeds: .*bad\.jsonl:2 is not JSON"):
         load_seeds(str(bad), domain)
+    # an empty path names no file (a config file's directory would be read as one): refused at load
+    with pytest.raises(ConfigError, match=r"run\.seeds must be \"default\", a path to a seeds file.*got ''"):
+        arm_config({"mutation": 1.0}, seeds="")
 
 
 def test_a_run_evaluates_its_seeds_first_then_random_samples_then_operators(tmp_path):
