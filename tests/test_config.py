@@ -1,8 +1,9 @@
 import math
 import string
+from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from qd.config import DEFAULTS, DEMO_CONFIG, SCHEMA, ConfigError, dump_config, load_config, resolve_config
@@ -129,6 +130,7 @@ def test_any_value_gives_a_config_or_a_config_error_naming_its_key(where, value)
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(where=names, value=toml_values)
+@example(where=("run", "seeds"), value="0")  # a relative seeds file: read next to the config file
 def test_any_accepted_toml_value_round_trips_through_the_run_directory(tmp_path_factory, where, value):
     section, name = where
     try:
@@ -138,6 +140,9 @@ def test_any_accepted_toml_value_round_trips_through_the_run_directory(tmp_path_
         return
     path = tmp_path_factory.mktemp("cfg") / "config.toml"
     path.write_text(dump_config(config))
+    seeds = config["run"]["seeds"]
+    if isinstance(seeds, str) and seeds != "default" and not Path(seeds).is_absolute():
+        config["run"]["seeds"] = str((path.parent / seeds).resolve())  # found next to the config it was read from
     assert load_config(path) == config
 
 
