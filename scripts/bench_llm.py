@@ -5,13 +5,17 @@ Two measurements in one run, on the same machine state:
 **Raw**: the embedded server (gemma-3-270m) prefilling the demo's own pipeline prompts (recorded by
 running the demo domain's pipeline on random configurations of its space), ``slots`` requests in
 flight, the server's prompt cache off, so every prompt token is computed. Measured for 1 compute
-thread and for every core; the prompt-token rate is the server's own count over the wall time.
+thread and for every core before the job, and again after it with the job's thread count: the
+machine's speed drifts over minutes, so the job is compared with the mean of the two. The
+prompt-token rate is the server's own count over the wall time.
 
 **Main job**: ``qd run`` with no config (:data:`qd.config.DEMO_CONFIG`) from an empty request cache,
 in this process, with ``[llm] server_threads`` as configured (default ``0``: chosen from the run's
 measured CPU, :mod:`qd.llm.threads`). Reports the wall time, the prompt tokens the server computed
 and the rate it achieved (those tokens over the job's wall time, against the raw rate with the same
-thread count), the tokens its prompt cache skipped, and the map (elites, best accuracy, QD score).
+thread count), the tokens its prompt cache skipped, and the map (elites, best accuracy, QD score);
+then the operators' own LLM calls and the CPU seconds each part of the job used (``/proc``), which
+show whether anything takes cores from the model.
 
 Usage::
 
@@ -100,7 +104,82 @@ def raw_rate(prompts: list[str], threads: int, slots: int = 4) -> dict[str, floa
         wall = time.perf_counter() - start
         after = server_metrics(base_url)
     tokens = after["prompt_tokens_total"] - before["prompt_tokens_total"]
-    return {"threads": threads, "prompts": len(prompts), "tokens": tokens, "wall_s": wall, "rate": tokens / wall}
+    predicted = after["tokens_predicted_total"] - before["tokens_predicted_total"]
+    return {"threads": threads, "prompts": len(prompts), "tokens": tokens, "predicted": predicted, "wall_s": wall,
+            "rate": tokens / wall}
+
+
+def _process_group(pid: int) -> str | None:
+    """Which part of the job process ``pid`` is (None: it has gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    if pid == os.getpid():
+        return "driver (scheduler, operators)"
+    if "qd.llm.local" in cmd:
+        return "model server"
+    if cmd.startswith("ray::") or "default_worker.py" in cmd:
+        return "Ray workers (evaluations)"
+    if "ray" in cmd and ("raylet" in cmd or "gcs_server" in cmd or "/ray/" in cmd or "ray." in cmd):
+        return "Ray system processes"
+    return "other processes"
+
+
+class CpuSampler:
+    """CPU seconds used during a job, per part of the job, sampled from ``/proc`` every ``interval_s``.
+
+    A process running when the sampler starts counts from then; one started later counts whole.
+    """
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.interval_s = interval_s
+        self._group: dict[int, str] = {}
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self, baseline: bool = False) -> None:
+        ticks = os.sysconf("SC_CLK_TCK")
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if pid not in self._group:
+                group = _process_group(pid)
+                if group is None:
+                    continue
+                self._group[pid] = group
+                self._first[pid] = (int(fields[11]) + int(fields[12])) / ticks if baseline else 0.0
+            self._last[pid] = (int(fields[11]) + int(fields[12])) / ticks
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self) -> CpuSampler:
+        self._sample(baseline=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds per part of the job, most first."""
+        out: dict[str, float] = {}
+        for pid, group in self._group.items():
+            out[group] = out.get(group, 0.0) + self._last[pid] - self._first[pid]
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 class SlotSampler:
@@ -150,7 +229,7 @@ def main_job(seed: int, threads: int, noise: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["QD_CACHE_DIR"] = str(Path(tmp) / "cache")
         start = time.perf_counter()
-        with SlotSampler() as sampler:
+        with SlotSampler() as sampler, CpuSampler() as cpu:
             run = run_search(config, Path(tmp) / "run", progress=False)
         wall = time.perf_counter() - start
         server = local_server()
@@ -161,8 +240,11 @@ def main_job(seed: int, threads: int, noise: str) -> dict[str, Any]:
         out = {"wall_s": wall, "threads": used, "elites": stats.num_elites, "best": best,
                "qd_score": float(stats.qd_score), "tokens": metrics.get("prompt_tokens_total", 0.0),
                "cached": metrics.get("prompt_tokens_cached_total", 0.0),
+               "predicted": metrics.get("tokens_predicted_total", 0.0),
                "noise": config["archive"]["noise"]}
         out["idle"], out["busy"] = sampler.summary()
+        out["cpu"] = cpu.seconds()
+        out["operators_llm"] = run.store.counters("llm")
         run.store.close()
     stop_local_server()
     out["rate"] = out["tokens"] / out["wall_s"]
@@ -182,21 +264,39 @@ def main() -> None:
     cores = usable_cores()
     raws = {t: raw_rate(prompts, t) for t in sorted({1, cores})}
     print(f"Raw prompt throughput on {len(prompts)} demo prompts ({cores} cores, 4 in flight, prompt cache off):")
-    print("| threads | prompt tokens | wall s | prompt tokens/s |\n| ---: | ---: | ---: | ---: |")
+    print("| threads | prompt tokens | generated tokens | wall s | prompt tokens/s |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
     for r in raws.values():
-        print(f"| {r['threads']} | {r['tokens']:.0f} | {r['wall_s']:.1f} | {r['rate']:.0f} |")
+        print(f"| {r['threads']} | {r['tokens']:.0f} | {r['predicted']:.0f} | {r['wall_s']:.1f} | {r['rate']:.0f} |")
     if args.skip_job:
         return
     job = main_job(args.seed, args.job_threads, args.noise)
-    raw = raws.get(job["threads"]) or raw_rate(prompts, job["threads"])
+    # The machine's speed drifts by several percent over minutes: the job is compared with the
+    # mean of the raw rate measured just before it and just after it.
+    before = raws.get(job["threads"]) or raw_rate(prompts, job["threads"])
+    after = raw_rate(prompts, job["threads"])
+    raw = {"rate": (before["rate"] + after["rate"]) / 2}
+    print(f"\nRaw rate with {job['threads']} threads: {before['rate']:.0f} before the job, {after['rate']:.0f} after "
+          f"it, mean {raw['rate']:.0f} prompt tokens/s.")
     print("\nMain job (`qd run`, demo config, empty request cache):")
     sent = (job["tokens"] + job["cached"]) / job["wall_s"]  # every prompt token the job sent, cached or not
-    print("| noise | wall s | model threads | prompt tokens computed | skipped by prompt cache | computed/s (of raw) "
+    print("| noise | wall s | model threads | prompt tokens computed | skipped by prompt cache | generated tokens "
+          "| computed/s (of raw) "
           "| sent/s (of raw) | server idle | slots busy | elites | best accuracy | QD score |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     print(f"| {job['noise']} | {job['wall_s']:.0f} | {job['threads']} | {job['tokens']:.0f} | {job['cached']:.0f} | "
+          f"{job['predicted']:.0f} | "
           f"{job['rate']:.0f} ({job['rate'] / raw['rate']:.0%}) | {sent:.0f} ({sent / raw['rate']:.0%}) | "
           f"{job['idle']:.0%} | {job['busy']:.0%} | {job['elites']} | {job['best']:.2f} | {job['qd_score']:.2f} |")
+    print("\nThe operators' own LLM calls (pipeline calls are the rest):")
+    print("| tag | calls | prompt tokens | generated tokens |\n| --- | ---: | ---: | ---: |")
+    for tag, usage in job["operators_llm"].items():
+        calls, tokens_in, tokens_out = (usage.get(k, 0.0) for k in ("calls", "tokens_in", "tokens_out"))
+        print(f"| {tag} | {calls:.0f} | {tokens_in:.0f} | {tokens_out:.0f} |")
+    print(f"\nCPU seconds during the job ({job['wall_s']:.0f} s wall, {usable_cores()} cores):")
+    print("| part of the job | CPU s | cores busy on average |\n| --- | ---: | ---: |")
+    for group, seconds in job["cpu"].items():
+        print(f"| {group} | {seconds:.1f} | {seconds / job['wall_s']:.2f} |")
 
 
 if __name__ == "__main__":
