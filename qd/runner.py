@@ -116,8 +116,9 @@ def build_operators(config: dict, domain: Domain) -> tuple[dict[str, tuple[Any, 
     table = {k: v for k, v in config["operators"].items() if k not in OPERATOR_FLAGS}
     clients: list[Any] = []
 
-    def client() -> Any:
-        clients.append(build_llm_client(config))
+    def client() -> Any:  # one client, built when the first LLM operator asks for it
+        if not clients:
+            clients.append(build_llm_client(config))
         return clients[0]
 
     try:
