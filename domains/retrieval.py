@@ -268,14 +268,17 @@ class RetrievalDomain(Domain):
             return self._call(prompts[j], name="chunk", temperature=temp, deps=[],
                               seed=inst.seed * 1009 + c * MAX_SAMPLES + s, errors=errors)
 
+        def ask_chunk(c: int) -> list[tuple[str, int | None]]:
+            return [ask(c * samples + s) for s in range(samples)]
+
         if pool is None:
             outs = [ask(j) for j in range(len(jobs))]
-        else:  # each call runs in a copy of this context so its span lands in this tracer, under this step
-            # Sample-major submission: a chunk's later samples (the same prompt) arrive after its first
-            # has filled a server slot's prompt cache, so they reuse it instead of computing it again.
-            order = sorted(range(len(jobs)), key=lambda j: (jobs[j][1], jobs[j][0]))
-            futures = {j: pool.submit(contextvars.copy_context().run, ask, j) for j in order}
-            outs = [futures[j].result() for j in range(len(jobs))]
+        else:  # each chunk runs in a copy of this context so its spans land in this tracer, under this step
+            # A chunk's samples share one prompt and are asked one after another: each later sample
+            # finds the prompt in the server's cache (the slot that just answered it) and only decodes,
+            # where one sent alongside the first would compute the whole prompt again.
+            futures = [pool.submit(contextvars.copy_context().run, ask_chunk, c) for c in range(len(parts))]
+            outs = [out for f in futures for out in f.result()]
         chunk_ids = [sid for _, sid in outs if sid is not None]
         answers = [parse_code(text) for text, _ in outs]
         per_chunk = [answers[c * samples:(c + 1) * samples] for c in range(len(parts))]

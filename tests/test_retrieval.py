@@ -1,10 +1,14 @@
 """Retrieval domain: static call prediction vs. traces, simulated backend, and one real evaluation."""
 from __future__ import annotations
 
+import collections
 import copy
+import itertools
 import json
 import math
 import pickle
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -179,6 +183,33 @@ def test_the_runs_llm_settings_and_prices_reach_the_retrieval_client_and_price_i
     sim = get_domain("retrieval-sim", pipeline_llm=pipeline, llm_prices=prices, n_pairs=4, n_instances=1)
     own = get_domain("retrieval", pipeline_llm=pipeline, n_pairs=4, n_instances=1, model="set-in-options")
     assert sim.backend == "simulated" and sim.pipeline_llm is pipeline and own.llm.model == "set-in-options"
+
+
+def test_a_chunks_samples_are_asked_one_after_another_while_chunks_run_in_parallel():
+    # A later sample sent only after the one before it was answered finds its prompt in the
+    # server's cache; the first request is slow, so a sample sent alongside it would show.
+    answered: dict[str, list[float]] = collections.defaultdict(list)
+    lock, replies = threading.Lock(), itertools.count()
+
+    def reply(req):
+        time.sleep(0.3 if next(replies) == 0 else 0.02)
+        with lock:
+            answered[json.dumps(req.get("prompt") or req.get("messages"))].append(time.monotonic())
+        return " 1234"
+
+    with FakeOpenAI(reply=reply) as fake:
+        pipeline = PipelineLLM(base_url=fake.base_url, model="house-model")
+        dom = get_domain("retrieval", pipeline_llm=pipeline, n_pairs=8, n_instances=1, cache=False)
+        result = evaluate_config(dom, config(chunk_size=2, samples=3, aggregation="first_hit", verify=False))
+    assert result.status == "ok", result.error
+    sent: dict[str, list[float]] = collections.defaultdict(list)
+    for r in fake.requests:
+        sent[json.dumps(r["body"].get("prompt") or r["body"].get("messages"))].append(r["time"])
+    assert sorted(len(times) for times in sent.values()) == [3, 3, 3, 3]  # 4 chunks, 3 samples each
+    for prompt, times in sent.items():
+        times, done = sorted(times), sorted(answered[prompt])
+        assert all(times[k] >= done[k - 1] for k in range(1, 3)), prompt
+    assert fake.max_inflight >= 2  # the chunks themselves still overlap
 
 
 # -- the default job (`qd run` with no config) and its summary ---------------------------------------
