@@ -34,7 +34,9 @@ Policies (``[archive] noise``):
     differs, the ``adaptive`` policy takes over from the archive as it is, otherwise the run
     stays plain.
 
-Every re-evaluation is an evaluation of the budget. Standard errors use a pooled
+Every re-evaluation is an evaluation of the budget, and at most about half of the budget goes
+to them (:data:`MAX_RESAMPLE_SHARE`); wanted re-evaluations wait while the share is reached.
+Standard errors use a pooled
 within-configuration variance (shrunk towards each configuration's own), so one
 evaluation already has an error estimate once any configuration was evaluated twice.
 """
@@ -47,9 +49,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["POLICIES", "RESAMPLE", "SampleStats", "Resample", "NoiseHandler", "decide", "probe_count", "top_count",
-           "make_handler",
-           "TAKE", "REJECT", "SAMPLE_CHALLENGER", "SAMPLE_INCUMBENT"]
+__all__ = ["POLICIES", "RESAMPLE", "MAX_RESAMPLE_SHARE", "SampleStats", "Resample", "NoiseHandler", "decide",
+           "probe_count", "top_count", "make_handler", "TAKE", "REJECT", "SAMPLE_CHALLENGER", "SAMPLE_INCUMBENT"]
 
 POLICIES: tuple[str, ...] = ("auto", "none", "adaptive")
 RESAMPLE = "resample"  # operator name of re-evaluations (store rows, counters)
@@ -59,6 +60,7 @@ TAKE, REJECT, SAMPLE_CHALLENGER, SAMPLE_INCUMBENT = "take", "reject", "sample_ch
 _PRIOR_DOF = 2.0        # pseudo degrees of freedom of the pooled variance in each configuration's estimate
 _MAX_FAILURES = 2       # failed re-evaluations of one configuration before it is sampled no more
 _TOP_REFRESH = 32       # records between recomputations of the top-elite cut
+MAX_RESAMPLE_SHARE = 0.5  # re-evaluations handed out at most per result recorded: the search keeps exploring
 
 
 @dataclass
@@ -304,7 +306,14 @@ class NoiseHandler:
 
     # -- the scheduler's calls -----------------------------------------------------------------
     def ask(self) -> Resample | None:
-        """The next re-evaluation to run, or None."""
+        """The next re-evaluation to run, or None.
+
+        None also while re-evaluations handed out reach :data:`MAX_RESAMPLE_SHARE` of the results
+        recorded: the wanted ones wait, and the search makes new configurations meanwhile, so
+        at most about half of any budget goes to re-evaluation.
+        """
+        if self.resamples >= MAX_RESAMPLE_SHARE * (self.seq + 1):
+            return None
         while self._wanted:
             h = next(iter(self._wanted))
             del self._wanted[h]

@@ -14,7 +14,7 @@ from qd.analysis.descriptors import resolve_measures
 from qd.archives import GridArchive
 from qd.domains import get_domain
 from qd.evaluators import SerialEvaluator
-from qd.noise import RESAMPLE, probe_count
+from qd.noise import MAX_RESAMPLE_SHARE, RESAMPLE, probe_count
 from qd.operators.classic import IsoLineDD, Mutation
 from qd.search import Search
 from qd.store import RunStore
@@ -52,6 +52,21 @@ def test_auto_switches_on_for_the_noisy_arm_and_counts_re_evaluations_in_the_bud
     for elite in search.archive:
         stats = noise.stats[search.space.hash(elite["solution"])]
         assert elite["objective"] == stats.mean
+
+
+def test_re_evaluations_take_at_most_half_of_the_budget_even_when_every_cell_is_contested():
+    # A 2x2 map under heavy noise: nearly every offspring contests a cell, and unchecked the
+    # contests and top-elite checks would take most of the budget.
+    domain = get_domain("arm", joints=6, noise=3.0)
+    for budget in (40, 400):
+        archive = GridArchive(dims=[2, 2], ranges=domain.default_ranges, measure_names=["x", "y"],
+                              qd_score_offset=domain.qd_score_offset)
+        with Search(domain, archive, SerialEvaluator(domain), operators={"mutation": (Mutation(domain.space), 1.0)},
+                    measures=resolve_measures(["x", "y"], domain), budget=budget, init_random=6, seed=1,
+                    noise="adaptive") as search:
+            search.run()
+        resampled = search.stats[RESAMPLE].evaluated
+        assert search.finished == budget and 0.3 * budget <= resampled <= MAX_RESAMPLE_SHARE * budget + 1
 
 
 def test_auto_switches_on_for_retrieval_on_a_few_questions():
