@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import queue
+import subprocess
 import sys
 import textwrap
 import threading
@@ -375,3 +376,14 @@ def test_a_thread_that_outlives_its_evaluation_does_not_feed_the_closed_trace(se
     assert summary1["llm_calls"] == 1 and "attributed" not in first.trace[0]
     assert summary2["llm_calls"] == served["calls"] == 1  # the only open evaluation owns it
     assert second.trace[0]["attributed"] == "process"
+
+
+def test_install_imports_and_hooks_httpx_before_any_evaluation_thread_needs_it():
+    # Evaluations running at once in one process (a Ray actor) must not be the first to import
+    # httpx: several threads importing it together could see it partially initialized.
+    code = ("import sys; from qd.analysis import autotrace; assert 'httpx' not in sys.modules; autotrace.install(); "
+            "assert 'httpx' in sys.modules; "
+            "import httpx; assert hasattr(httpx.Client.send, '__qd_original__'); print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "QD_AUTOTRACE": "1"})
+    assert done.stdout.strip() == "ok", done.stderr

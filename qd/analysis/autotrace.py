@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio.base_events
 import concurrent.futures
+import contextlib
 import contextvars
 import importlib
 import importlib.abc
@@ -492,6 +493,11 @@ def install() -> None:
             _INSTALLED.add("done")
             return
         _patch_threads()
+        # httpx (the openai SDK's transport) is imported and hooked here, once, rather than on first
+        # use: concurrent evaluations in one process (a Ray actor) importing it from several threads
+        # at once could see it partially initialized ("no attribute 'Response'").
+        with contextlib.suppress(ImportError):
+            importlib.import_module("httpx")
         pending = {}
         for name, patch in _DEFERRED.items():
             module = sys.modules.get(name)
