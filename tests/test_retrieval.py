@@ -313,12 +313,20 @@ def test_export_elite_traces_replays_the_configuration(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_job_runs_on_the_embedded_model_and_reaches_the_llm_operators(tmp_path, monkeypatch, capsys):
-    # `qd run` with no config (the README's main job): the real retrieval pipeline on the embedded
-    # model, budget cut to 10: the demo's 6 random configurations, then the operators, LLM ones included.
+def test_demo_job_runs_on_the_embedded_model_and_reaches_its_llm_operators(tmp_path, monkeypatch, capsys):
+    # The README's main job (the demo config: the real retrieval pipeline on the embedded model),
+    # budget cut to 10: its 6 random configurations, then operators. Only its LLM operators are
+    # kept and noise handling is off: otherwise the 4 evaluations left could all go to the
+    # classic mutation or to re-evaluations, and whether an LLM operator ran would be chance.
     monkeypatch.setenv("QD_CACHE_DIR", str(tmp_path / "cache"))
     assert DEMO_CONFIG["run"]["init_random"] < 10
-    assert main(["run", "--out", str(tmp_path / "demo"), "--evals", "10", "--no-progress"]) == 0
+    demo = copy.deepcopy(DEMO_CONFIG)
+    demo["operators"] = {k: v for k, v in demo["operators"].items() if k in ("lmx", "llm_mutation")}
+    demo["archive"]["noise"] = "none"
+    assert demo["operators"]
+    (tmp_path / "demo.toml").write_text(dump_config(resolve_config(demo)))
+    assert main(["run", str(tmp_path / "demo.toml"), "--out", str(tmp_path / "demo"), "--evals", "10",
+                 "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "best accuracy" in out and (tmp_path / "demo" / "heatmap.png").exists()
     status = run_status(tmp_path / "demo")
