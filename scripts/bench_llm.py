@@ -42,6 +42,7 @@ import numpy as np
 from qd.config import DEMO_CONFIG, resolve_config
 from qd.domains.retrieval import RetrievalDomain
 from qd.llm.local import ServerProcess, local_server, stop_local_server, usable_cores
+from qd.llm.threads import process_cpu_seconds
 from qd.runner import run_search
 
 
@@ -142,23 +143,20 @@ class CpuSampler:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _sample(self, baseline: bool = False) -> None:
-        ticks = os.sysconf("SC_CLK_TCK")
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             pid = int(entry)
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
+            seconds = process_cpu_seconds(pid)
+            if seconds is None:
                 continue
             if pid not in self._group:
                 group = _process_group(pid)
                 if group is None:
                     continue
                 self._group[pid] = group
-                self._first[pid] = (int(fields[11]) + int(fields[12])) / ticks if baseline else 0.0
-            self._last[pid] = (int(fields[11]) + int(fields[12])) / ticks
+                self._first[pid] = seconds if baseline else 0.0
+            self._last[pid] = seconds
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):

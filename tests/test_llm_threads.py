@@ -33,10 +33,10 @@ def test_model_threads_give_every_core_to_an_llm_bound_run_and_leave_a_cpu_bound
 
 def _share(pid: int, measure):
     """Run ``measure()``; return its value, ``pid``'s CPU cores and all cores busy meanwhile."""
-    own0, busy0, t0 = threads._process_seconds(pid), threads._busy_seconds(), time.monotonic()
+    own0, busy0, t0 = threads.process_cpu_seconds(pid), threads._busy_seconds(), time.monotonic()
     value = measure()
     wall = time.monotonic() - t0
-    return value, (threads._process_seconds(pid) - own0) / wall, (threads._busy_seconds() - busy0) / wall
+    return value, (threads.process_cpu_seconds(pid) - own0) / wall, (threads._busy_seconds() - busy0) / wall
 
 
 def test_other_cpu_cores_counts_a_busy_process_unless_it_is_the_excluded_one():

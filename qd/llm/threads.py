@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from qd.llm.local import local_server, set_local_server_threads, usable_cores
 
-__all__ = ["ThreadTuner", "model_threads", "other_cpu_cores"]
+__all__ = ["ThreadTuner", "model_threads", "other_cpu_cores", "process_cpu_seconds"]
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -44,7 +44,7 @@ def _busy_seconds() -> float | None:
     return (sum(fields[:8]) - idle) / _TICKS
 
 
-def _process_seconds(pid: int) -> float | None:
+def process_cpu_seconds(pid: int) -> float | None:
     """CPU seconds (user + system) process ``pid`` has used, or ``None``."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -56,10 +56,10 @@ def _process_seconds(pid: int) -> float | None:
 
 def other_cpu_cores(server_pid: int, window_s: float) -> float | None:
     """Cores busy with anything but process ``server_pid`` over the next ``window_s`` seconds."""
-    busy0, own0 = _busy_seconds(), _process_seconds(server_pid)
+    busy0, own0 = _busy_seconds(), process_cpu_seconds(server_pid)
     t0 = time.monotonic()
     time.sleep(window_s)
-    busy1, own1 = _busy_seconds(), _process_seconds(server_pid)
+    busy1, own1 = _busy_seconds(), process_cpu_seconds(server_pid)
     if None in (busy0, own0, busy1, own1):
         return None
     return max(0.0, (busy1 - busy0) - (own1 - own0)) / max(1e-9, time.monotonic() - t0)  # type: ignore[operator]
