@@ -123,7 +123,7 @@ def _process_group(pid: int) -> str | None:
         return "model server"
     if cmd.startswith("ray::") or "default_worker.py" in cmd:
         return "Ray workers (evaluations)"
-    if "ray" in cmd and ("raylet" in cmd or "gcs_server" in cmd or "/ray/" in cmd or "ray." in cmd):
+    if "ray" in cmd and ("raylet" in cmd or "gcs_server" in cmd or "/ray/" in cmd):
         return "Ray system processes"
     return "other processes"
 
@@ -132,6 +132,8 @@ class CpuSampler:
     """CPU seconds used during a job, per part of the job, sampled from ``/proc`` every ``interval_s``.
 
     A process running when the sampler starts counts from then; one started later counts whole.
+    A process that ends loses its CPU since the last sample, and one that lives less than an
+    interval is not seen; the samplers' own CPU counts as the driver's.
     """
 
     def __init__(self, interval_s: float = 0.5) -> None:
@@ -240,7 +242,7 @@ def main_job(seed: int, threads: int, noise: str) -> dict[str, Any]:
                "cached": metrics.get("prompt_tokens_cached_total", 0.0),
                "predicted": metrics.get("tokens_predicted_total", 0.0),
                "noise": config["archive"]["noise"]}
-        out["idle"], out["busy"] = sampler.summary()
+        out["idle"], out["busy"] = sampler.summary(server.n_parallel if server is not None else 4)
         out["cpu"] = cpu.seconds()
         out["operators_llm"] = run.store.counters("llm")
         run.store.close()
@@ -271,10 +273,12 @@ def main() -> None:
     job = main_job(args.seed, args.job_threads, args.noise)
     # The machine's speed drifts by several percent over minutes: the job is compared with the
     # mean of the raw rate measured just before it and just after it.
-    before = raws.get(job["threads"]) or raw_rate(prompts, job["threads"])
+    measured_before = job["threads"] in raws  # else (a thread count chosen mid-run) both are after the job
+    before = raws[job["threads"]] if measured_before else raw_rate(prompts, job["threads"])
     after = raw_rate(prompts, job["threads"])
     raw = {"rate": (before["rate"] + after["rate"]) / 2}
-    print(f"\nRaw rate with {job['threads']} threads: {before['rate']:.0f} before the job, {after['rate']:.0f} after "
+    when = "before" if measured_before else "also after"
+    print(f"\nRaw rate with {job['threads']} threads: {before['rate']:.0f} {when} the job, {after['rate']:.0f} after "
           f"it, mean {raw['rate']:.0f} prompt tokens/s.")
     print("\nMain job (`qd run`, demo config, empty request cache):")
     sent = (job["tokens"] + job["cached"]) / job["wall_s"]  # every prompt token the job sent, cached or not
