@@ -137,18 +137,22 @@ def test_recorded_and_begun_calls_infer_the_same_deps_from_their_flow():
     assert last == 5
 
 
-def test_a_call_is_priced_once_by_whoever_has_the_price():
+def test_a_call_is_priced_by_its_caller_else_by_the_tracers_table_else_marked_unpriced():
     with Tracer(prices={"m": (1.0, 2.0)}) as t:
         llm("caller-priced", cost_usd=0.5)
         llm("caller-has-no-price", cost_usd=None)
+        record_llm_call(name="unknown-model", model="house", tokens_in=3, tokens_out=2, cached=False,
+                        latency_s=0.0, start_s=0.0)
         finish_llm_call(begin_llm_call(), name="tracer-priced", model="m", tokens_in=3, tokens_out=2)
         finish_llm_call(begin_llm_call(), name="nobody", model="house", tokens_in=3, tokens_out=2)
     spans = {s["name"]: s for s in t.spans}
     assert spans["caller-priced"]["cost_usd"] == 0.5 and "unpriced" not in spans["caller-priced"]
-    assert spans["caller-has-no-price"]["cost_usd"] == 0 and spans["caller-has-no-price"]["unpriced"] is True
+    # the tracer's table prices what the caller could not ("m": 1 and 2 USD per 1M tokens)
+    assert spans["caller-has-no-price"]["cost_usd"] > 0 and "unpriced" not in spans["caller-has-no-price"]
+    assert spans["unknown-model"]["cost_usd"] == 0 and spans["unknown-model"]["unpriced"] is True
     assert spans["tracer-priced"]["cost_usd"] == pytest.approx(7e-6) and "unpriced" not in spans["tracer-priced"]
     assert spans["nobody"]["cost_usd"] == 0 and spans["nobody"]["unpriced"] is True
-    assert summarize(list(spans.values()))["unpriced_models"] == ["house", "m"]
+    assert summarize(list(spans.values()))["unpriced_models"] == ["house"]
 
 
 def test_span_records_errors_and_inner_tracer_shadows_outer():

@@ -251,15 +251,16 @@ def test_endpoint_identity_ignores_case_and_trailing_slash_and_the_embedded_port
     assert LLMClient().endpoint == "embedded"
 
 
-@pytest.mark.parametrize(("kind", "cause"), [("429", "rate_limit"), ("500", "server_error"), ("timeout", "timeout"),
-                                             ("nonjson", "unusable_output"), ("400", "bad_request"),
-                                             ("401", "authentication"), ("404", "not_found")])
-def test_a_failure_is_retried_exactly_when_its_cause_is_transient(fake, kind, cause):
+@pytest.mark.parametrize(("kind", "cause", "transient"), [
+    ("429", "rate_limit", True), ("500", "server_error", True), ("timeout", "timeout", True),
+    ("nonjson", "unusable_output", True), ("400", "bad_request", False), ("401", "authentication", False),
+    ("404", "not_found", False)])
+def test_a_failure_is_retried_exactly_when_its_cause_is_transient(fake, kind, cause, transient):
     client = make(fake, retries=1, timeout_s=0.3, max_backoff_s=0.01)
     fake.push(kind, times=2, delay=0.8, retry_after=0)
     with pytest.raises(LLMError) as info:
         client.complete("hi")
-    transient = cause in TRANSIENT_CAUSES
+    assert (cause in TRANSIENT_CAUSES) == transient
     assert (info.value.cause, info.value.retryable, info.value.attempts) == (cause, transient, 2 if transient else 1)
     assert client.usage.by_cause() == {cause: 1} and len(fake.requests) == info.value.attempts
     assert ("check the API key in $OPENAI_API_KEY" in str(info.value)) == (cause == "authentication")

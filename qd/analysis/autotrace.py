@@ -1,7 +1,8 @@
 """Automatic tracing of the LLM calls a user's own code makes, with no change to that code.
 
 :func:`install` (called by :func:`qd.evaluation.evaluate_config` before every evaluation; it is
-idempotent and cheap) hooks three layers once per process:
+idempotent, and after its first call, which imports ``httpx``, free) hooks three layers once per
+process:
 
 HTTP (``httpx`` and ``httpx2``: ``Client.send`` / ``AsyncClient.send``)
     Every ``POST`` to an LLM endpoint (:data:`LLM_PATHS`: OpenAI-compatible ``chat/completions``,
@@ -475,7 +476,8 @@ def _patch_threads() -> None:
         setattr(cls, name, fn)
 
 
-# Patched now if imported, else right after their import: no heavy import for domains that never call an LLM.
+# Patched now if imported, else right after their import (httpx is imported by install itself; the
+# others are heavy imports a domain that never uses them should not pay).
 _DEFERRED = {"httpx": _patch_http, "httpx2": _patch_http, "dspy.clients.execution": _patch_dspy}
 
 
@@ -489,15 +491,15 @@ def install() -> None:
     with _INSTALL_LOCK:
         if "done" in _INSTALLED:
             return
+        # httpx (the openai SDK's transport) is imported here, once, before any evaluation runs, with
+        # tracing on or off: concurrent evaluations in one process (a Ray actor) importing it from
+        # several threads at once could see it partially initialized ("no attribute 'Response'").
+        with contextlib.suppress(ImportError):
+            importlib.import_module("httpx")
         if os.environ.get("QD_AUTOTRACE", "1").strip() == "0":
             _INSTALLED.add("done")
             return
         _patch_threads()
-        # httpx (the openai SDK's transport) is imported and hooked here, once, rather than on first
-        # use: concurrent evaluations in one process (a Ray actor) importing it from several threads
-        # at once could see it partially initialized ("no attribute 'Response'").
-        with contextlib.suppress(ImportError):
-            importlib.import_module("httpx")
         pending = {}
         for name, patch in _DEFERRED.items():
             module = sys.modules.get(name)

@@ -445,15 +445,15 @@ def traced(kind: str = "tool", name: str | None = None) -> Callable[[F], F]:
 
 
 def record_llm_call(*, name: str, model: str, tokens_in: int, tokens_out: int, cached: bool, latency_s: float,
-                    start_s: float, ok: bool = True, error: str = "", cost_usd: float | None = 0.0,
+                    start_s: float, ok: bool = True, error: str = "", cost_usd: float | None = None,
                     deps: Sequence[int | None] | None = None) -> int | None:
     """Record one logical LLM call (cache hits too) with the active tracer.
 
     Returns the span id, or ``None`` (doing nothing) when no tracer is active. The parent is
     the innermost open span of the calling context; ``deps=None`` infers the deps from the
-    calling flow (module docstring). ``cost_usd`` is the caller's price of the call
-    (:func:`qd.llm.prices.cost_of`); ``None`` when its price table lacks ``model``: the span
-    then costs 0 and is marked ``unpriced``.
+    calling flow (module docstring). ``cost_usd`` is the caller's price of the call; ``None``
+    (no price from the caller) prices it from the tracer's table (:func:`qd.llm.prices.cost_of`),
+    and a model missing there too costs 0 and is marked ``unpriced``.
     """
     tracer = _TRACER.get()
     if tracer is None:
@@ -462,6 +462,8 @@ def record_llm_call(*, name: str, model: str, tokens_in: int, tokens_out: int, c
     if deps is None:
         with tracer._lock:
             deps = _inferred_deps(flow)
+    if cost_usd is None:
+        cost_usd = cost_of(tracer.prices, model, tokens_in, tokens_out)
     sid = tracer.add_span(kind="llm", name=name, parent_id=_PARENT.get(), deps=deps, model=model,
                           tokens_in=tokens_in, tokens_out=tokens_out, cached=cached, latency_s=latency_s,
                           start_s=start_s, ok=ok, error=error, cost_usd=cost_usd or 0.0)
