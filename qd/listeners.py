@@ -7,7 +7,6 @@ and never change it. Write your own by subclassing :class:`SearchListener`.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -81,11 +80,8 @@ class StoreRecorder(SearchListener):
     def __init__(self, store: RunStore, llm_client: Any = None, history_every: int | None = None):
         self.store, self.llm_client, self.history_every = store, llm_client, history_every
         self._llm_base = store.counters("llm")  # LLM usage of earlier sessions of a resumed run
-        # Counters as last committed (scope -> name -> fields), and the sources they were read from,
-        # so that each evaluation only rebuilds the tables whose source moved.
+        # Counters as last committed (scope -> name -> fields): each evaluation writes only what changed.
         self._written: dict[str, dict[str, dict[str, float]]] = {"operators": {}, "noise": {}, "llm": {}}
-        self._weights: dict[str, float] = {}
-        self._usage_seen: dict[str, Usage] = {}
         self._every = 1
 
     def on_start(self, search: Search) -> None:
@@ -116,40 +112,10 @@ class StoreRecorder(SearchListener):
         self.save_counters(search)
 
     def _changed(self, search: Search) -> dict[str, dict[str, dict[str, float]]]:
-        """The counter fields that changed since the last write (a handful per evaluation).
-
-        Equal to diffing :meth:`counters` against the last write, without rebuilding the tables
-        whose source did not move: shares only when the weights moved, LLM usage only for the tags
-        whose counters moved.
-        """
-        scheduler = search.scheduler
+        """The counter fields that changed since the last write (a handful per evaluation)."""
         changed: dict[str, dict[str, dict[str, float]]] = {}
-        moved = scheduler.weights != self._weights
-        if moved:
-            self._weights = dict(scheduler.weights)
-        written = self._written["operators"]
-        shares: dict[str, float] | None = None
-        operators = {}
-        for name, stats in list(scheduler.stats.items()):
-            fields = stats.as_dict()
-            old = written.get(name)
-            if moved or old is None:
-                shares = scheduler.shares() if shares is None else shares
-                if name in shares:
-                    fields["share"] = shares[name]
-            elif "share" in old:
-                fields["share"] = old["share"]
-            operators[name] = fields
-        self._diff("operators", operators, changed)
-        if scheduler.noise is not None:
-            self._diff("noise", {"policy": scheduler.noise.counters()}, changed)
-        if self.llm_client is not None:
-            moved_usage = {}
-            for tag, usage in self._llm_usage():
-                if usage != self._usage_seen.get(tag):
-                    seen = self._usage_seen[tag] = dataclasses.replace(usage)  # what is written is what was seen
-                    moved_usage[tag] = self._llm_merged(tag, seen)
-            self._diff("llm", moved_usage, changed)
+        for scope, table in self.counters(search).items():
+            self._diff(scope, table, changed)
         return changed
 
     def _diff(self, scope: str, table: dict[str, dict[str, float]],

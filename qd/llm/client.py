@@ -154,13 +154,13 @@ class Usage:
         return [f.name for f in dataclasses.fields(self)]
 
     def __getitem__(self, key: str) -> float:
-        if key not in self.keys():
+        if key not in self.__dataclass_fields__:
             raise KeyError(key)
         return getattr(self, key)
 
     def as_dict(self) -> dict[str, float]:
         """Plain dict (for JSON, run stores and ``qd status``)."""
-        return dataclasses.asdict(self)
+        return dict(self.__dict__)  # the fields, all numbers: no deep copy (asdict) needed
 
     def add(self, other: Usage) -> None:
         """Add another usage's counters into this one (e.g. merging Ray workers' clients)."""
