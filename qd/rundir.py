@@ -278,5 +278,9 @@ def open_store(run_dir: str | Path, *, readonly: bool = True) -> tuple[Path, Run
     if not (run_dir / "run.sqlite").exists():
         raise FileNotFoundError(f"{run_dir} is not a qd run directory (no run.sqlite)")
     store = RunStore(run_dir / "run.sqlite", readonly=readonly)
-    stored = store.get_meta("config")
-    return run_dir, store, stored if stored is not None else load_config(run_dir / "config.toml")
+    try:
+        stored = store.get_meta("config")
+        return run_dir, store, stored if stored is not None else load_config(run_dir / "config.toml")
+    except BaseException:
+        store.close()
+        raise

@@ -210,9 +210,13 @@ def open_run(run_dir: str | Path) -> Run:
     The config is the one the run stored, not ``config.toml``, which a user may have edited since.
     """
     run_dir, store, config = open_store(run_dir, readonly=False)  # validation writes to the store
-    domain = build_domain(config)
-    archive = build_archive(config, domain)
-    replay(store, archive)
+    try:
+        domain = build_domain(config)
+        archive = build_archive(config, domain)
+        replay(store, archive)
+    except BaseException:
+        store.close()
+        raise
     return Run(run_dir, config, store, domain, archive)
 
 

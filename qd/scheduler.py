@@ -284,7 +284,7 @@ class Scheduler:
             if job is not None:
                 return self._resample_candidate(job)
         while self._seeds:
-            child = self._admit(SEED, self._seeds.popleft(), [], checked=True)  # _check_seeds did
+            child = self._admit(SEED, self._seeds.popleft(), [])
             if child is not None:
                 child.chosen_by = SEED
                 return child
@@ -449,14 +449,13 @@ class Scheduler:
         stats.time_s += time.perf_counter() - start
         return self._random_candidate()
 
-    def _admit(self, name: str, config: dict, parents: Sequence[Parent], mark_seen: bool = True,
-               checked: bool = False) -> Candidate | None:
-        """Validate (unless ``checked`` already) and dedup one candidate; count what happened to it.
+    def _admit(self, name: str, config: dict, parents: Sequence[Parent], mark_seen: bool = True) -> Candidate | None:
+        """Validate and dedup one candidate; count what happened to it.
 
         Returns the candidate, now asked (or None, also when ``mark_seen`` is false: counting only).
         """
         stats = self.stats[name]
-        if not checked and self.space.validate(config):
+        if self.space.validate(config):
             return None
         stats.valid += 1
         canonical = self.space.canonical(config)

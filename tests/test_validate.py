@@ -110,3 +110,27 @@ def test_retrieval_validation_instances_never_appear_in_search_draws():
     held_out = {(i.records, i.key) for d in range(50) for i in domain.instances_for(d, "validation")}
     assert not search & held_out
     assert domain.instances_for(0) == domain.instances
+
+
+class NaNOnValidation(Domain):
+    """Scores 1.0 on the search split and NaN on the validation split (a broken held-out metric)."""
+
+    name = "nan-on-validation"
+    splits = ("search", "validation")
+
+    def __init__(self):
+        self.space = Space({"x": Float(0.0, 1.0)})
+
+    def evaluate(self, config, *, draw=0, split="search"):
+        return EvalResult(fitness=math.nan if split == "validation" else 1.0, measures={"x": config["x"]})
+
+
+def test_a_validation_draw_with_a_nan_objective_is_an_invalid_failure_not_an_ok_score(tmp_path):
+    domain = NaNOnValidation()
+    archive = GridArchive(dims=[4], ranges=[(0.0, 1.0)], measure_names=["x"])
+    archive.add_single({"x": 0.3}, 1.0, [0.3], id=0)
+    with RunStore(tmp_path / "run.sqlite") as store:
+        report = validate(store, archive, domain, SerialEvaluator(domain), measures=[lambda c, r: c["x"]],
+                          samples=2)
+        statuses = [row[0] for row in store._db.execute("SELECT status FROM validations")]
+    assert report.failures == 2 and statuses == ["invalid", "invalid"]
