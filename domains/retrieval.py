@@ -47,7 +47,7 @@ from qd.domains.retrieval_task import (
     reverse_prompt_with_example,
 )
 from qd.llm.cache import cache_path
-from qd.llm.local import MODEL_ALIAS
+from qd.llm.models import MODEL_ALIAS
 from qd.result import EvalResult
 from qd.space import Bool, Categorical, Float, Int, Space, Text
 

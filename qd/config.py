@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from qd.llm.models import MODEL_ALIAS
 from qd.llm.prices import normalize_prices
 from qd.operators.registry import check_operators
 
@@ -117,7 +118,7 @@ class LLMSection(_Section):
     """``[llm]``: the OpenAI-compatible endpoint of the LLM operators (embedded model when empty)."""
 
     base_url: str = key("", "a URL string ('' for the embedded model)")
-    model: str = key("gemma-3-270m", "a non-empty model name", min_length=1)
+    model: str = key(MODEL_ALIAS, "a non-empty model name", min_length=1)
     api: Literal["chat", "completions"] = key("completions", "one of 'chat', 'completions'")
     api_key_env: str = key("OPENAI_API_KEY", "an environment variable name (letters, digits, _)",
                            pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")

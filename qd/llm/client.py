@@ -32,7 +32,7 @@ from typing import Any
 
 from qd.llm.cache import RequestCache, request_key
 from qd.llm.endpoint import LLMEndpoint
-from qd.llm.local import MODEL_ALIAS
+from qd.llm.models import MODEL_ALIAS
 from qd.llm.prices import cost_of, normalize_prices
 
 __all__ = ["LLMClient", "LLMError", "LLMResponse", "Usage", "CAUSES", "TRANSIENT_CAUSES", "PERSISTENT_CAUSES",

@@ -12,8 +12,6 @@ import os
 import socket
 from typing import Any
 
-from qd.llm.local import ensure_local_server, local_server
-
 __all__ = ["LOCAL_KEY", "LLMEndpoint"]
 
 LOCAL_KEY = "sk-local-no-key"  # servers without auth ignore the key; openai insists on one
@@ -41,6 +39,8 @@ class LLMEndpoint:
         if self.base_url:
             return self.base_url
         if self._resolved_url is None:
+            from qd.llm.local import ensure_local_server  # the server module only when a request needs it
+
             self._resolved_url = ensure_local_server()
         return self._resolved_url
 
@@ -73,6 +73,8 @@ class LLMEndpoint:
             if start:
                 state["_resolved_url"] = self.resolved_base_url()
             elif state.get("_resolved_url") is None:
+                from qd.llm.local import local_server
+
                 server = local_server()
                 state["_resolved_url"] = server.base_url if server is not None else None
             state["_resolved_on"] = socket.gethostname()

@@ -35,6 +35,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from qd.llm.models import MODEL_ALIAS  # re-exported
+
 __all__ = [
     "MODEL_ALIAS",
     "EmbeddedServer",
@@ -48,9 +50,6 @@ __all__ = [
     "stop_local_server",
     "usable_cores",
 ]
-
-#: Name under which the embedded server exposes its model (use it as ``LLMClient(model=...)``).
-MODEL_ALIAS = "gemma-3-270m"
 
 
 def usable_cores() -> int:

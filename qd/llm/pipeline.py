@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qd.llm.endpoint import LLMEndpoint
-from qd.llm.local import MODEL_ALIAS
+from qd.llm.models import MODEL_ALIAS
 
 __all__ = ["PipelineLLM", "pipeline_llm", "pipeline_scope"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from qd.llm.local import MODEL_ALIAS
+from qd.llm.models import MODEL_ALIAS
 
 __all__ = ["DEFAULT_PRICES", "Price", "cost_of", "normalize_prices", "price_of"]
 
