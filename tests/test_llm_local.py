@@ -144,3 +144,25 @@ def test_qd_llm_serve_runs_an_endpoint_for_other_processes(tmp_path):
     time.sleep(0.2)
     with pytest.raises((urllib.error.URLError, OSError)):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_the_embedded_server_reuses_a_shared_prefix_and_restores_an_evicted_prompt():
+    # A and B share their first two thirds (an instruction), as a pipeline's chunk prompts do.
+    # One slot. B must compute only what follows the shared part (Gemma's sliding-window layers
+    # keep every position: params.swa_full), and A, asked again after B took its slot, must come
+    # back from the host-memory prompt cache (at llama.cpp's default slot similarity B's slot is
+    # reused in place and A's last third is computed again).
+    head = "Each record pairs a key with its code. Answer with the code of the asked key, or none.\n\n" * 6
+    prompt_a = head + "Records:\n" + "".join(f"alpha-{i}: {1000 + i}\n" for i in range(4)) + "Answer:"
+    prompt_b = head + "Records:\n" + "".join(f"beta-{i}: {2000 + i}\n" for i in range(4)) + "Answer:"
+
+    def computed(base_url: str, prompt: str) -> int:
+        body = json.dumps({"prompt": prompt, "max_tokens": 1, "cache_prompt": True}).encode()
+        request = urllib.request.Request(base_url + "/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())["timings"]["prompt_n"]
+
+    with EmbeddedServer(n_parallel=1, n_threads=1) as url:
+        first, other, again = computed(url, prompt_a), computed(url, prompt_b), computed(url, prompt_a)
+    assert first > 100 and other < first / 3 and again <= 2, (first, other, again)

