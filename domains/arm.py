@@ -3,9 +3,10 @@
 A configuration holds ``joints`` angles in [-pi, pi]; every link has length 1.
 The objective is the negative variance of the angles (smooth arms are better);
 the measures are the end effector's (x, y) position. With ``noise > 0`` every
-evaluation adds Gaussian noise to the objective, seeded by the configuration, the
-split and the draw, so the true objective is known (:meth:`ArmDomain.true_objective`)
-and re-evaluations on fresh draws differ (a benchmark of uncertain QD, ``qd.noise``).
+evaluation adds Gaussian noise to the objective (and with ``measure_noise > 0`` to both
+measures), seeded by the configuration, the split and the draw, so the true objective is
+known (:meth:`ArmDomain.true_objective`) and re-evaluations on fresh draws differ (a
+benchmark of uncertain QD, ``qd.noise``).
 """
 from __future__ import annotations
 
@@ -29,19 +30,22 @@ class ArmDomain(Domain):
     noise : float
         Standard deviation of the Gaussian noise added to the objective of every evaluation
         (0: deterministic, the classic benchmark).
+    measure_noise : float
+        Standard deviation of the Gaussian noise added to each measure (link lengths; 0: none).
     """
 
     name = "arm"
     objective_name = "-variance of joint angles"
     splits = (SEARCH, VALIDATION)
 
-    def __init__(self, joints: int = 20, noise: float = 0.0):
+    def __init__(self, joints: int = 20, noise: float = 0.0, measure_noise: float = 0.0):
         if not isinstance(joints, int) or joints < 1:
             raise ValueError(f"joints must be a positive integer, got {joints!r}")
-        if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not 0.0 <= noise < math.inf:
-            raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+        for label, value in (("noise", noise), ("measure_noise", measure_noise)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < math.inf:
+                raise ValueError(f"{label} must be a finite number >= 0, got {value!r}")
         self.joints = joints
-        self.noise = float(noise)
+        self.noise, self.measure_noise = float(noise), float(measure_noise)
         self.space = Space({"angles": Seq(Float(-math.pi, math.pi), joints, joints)})
         self.default_measures = ("x", "y")
         self.default_ranges = ((-joints, joints), (-joints, joints))
@@ -59,8 +63,10 @@ class ArmDomain(Domain):
         cumulative = np.cumsum(angles)
         x, y = float(np.cos(cumulative).sum()), float(np.sin(cumulative).sum())
         fitness = -float(angles.var())
-        if self.noise > 0:
+        if self.noise > 0 or self.measure_noise > 0:
             digest = hashlib.blake2b(angles.tobytes() + f"|{split}|{int(draw)}".encode(), digest_size=8).digest()
-            fitness += self.noise * float(np.random.default_rng(int.from_bytes(digest, "little")).normal())
+            fitness_noise, dx, dy = np.random.default_rng(int.from_bytes(digest, "little")).normal(size=3)
+            fitness += self.noise * float(fitness_noise)
+            x, y = x + self.measure_noise * float(dx), y + self.measure_noise * float(dy)
         return EvalResult(fitness=fitness, measures={"x": x, "y": y},
                           feedback=f"angle variance {angles.var():.3f}; end effector at ({x:.2f}, {y:.2f})")

@@ -8,7 +8,8 @@ evaluations for both (re-evaluations count against the budget):
 ``retrieval-sim``  the retrieval pipeline with SIMULATED LLM calls (``domains/retrieval_sim.py``),
                    scored as accuracy on 3 questions per evaluation: sampling noise. A
                    re-evaluation uses 3 fresh questions.
-``arm``            the planar arm with Gaussian noise (``--arm-noise``) added to the objective.
+``arm``            the planar arm with Gaussian noise (``--arm-noise``) added to the objective,
+                   and with ``--arm-measure-noise`` to its x and y as well.
 
 Per run, on the final archive:
 
@@ -27,7 +28,7 @@ Prints a markdown table (mean and standard deviation over seeds, and the ratios 
 quotes) and writes ``noise_bench.png``. Usage::
 
     python scripts/bench_noise.py [--seeds 10] [--retrieval-evals 6000] [--arm-evals 6000]
-        [--arm-noise 1.0] [--top 10] [--out docs/img]
+        [--arm-noise 1.0] [--arm-measure-noise 0.0] [--top 10] [--out docs/img]
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ BEST_OBJECTIVE = {"retrieval-sim": 1.0, "arm": 0.0}  # accuracy 1; the arm's -va
 TRUTH_QUESTIONS = 120
 
 
-def _setup(name: str, arm_noise: float):
+def _setup(name: str, arm_noise: float, arm_measure_noise: float = 0.0):
     """Domain, archive factory, operators and a true-score function of one benchmark domain."""
     if name == "retrieval-sim":
         domain = get_domain("retrieval-sim", **RETRIEVAL)
@@ -71,7 +72,7 @@ def _setup(name: str, arm_noise: float):
 
         names, dims, ops = list(domain.default_measures), [8, 8], {"mutation": (Mutation(domain.space), 1.0)}
     else:
-        domain = get_domain("arm", joints=10, noise=arm_noise)
+        domain = get_domain("arm", joints=10, noise=arm_noise, measure_noise=arm_measure_noise)
         truth = domain.true_objective
         names, dims, ops = ["x", "y"], [10, 10], {"iso_line_dd": (IsoLineDD(domain.space), 1.0)}
 
@@ -82,9 +83,10 @@ def _setup(name: str, arm_noise: float):
     return domain, empty, ops, truth, names
 
 
-def run_one(name: str, policy: str, seed: int, budget: int, arm_noise: float, top: int) -> dict:
+def run_one(name: str, policy: str, seed: int, budget: int, arm_noise: float, top: int,
+            arm_measure_noise: float = 0.0) -> dict:
     """One search and its measurements."""
-    domain, empty, ops, truth, names = _setup(name, arm_noise)
+    domain, empty, ops, truth, names = _setup(name, arm_noise, arm_measure_noise)
     archive = empty()
     start = time.perf_counter()
     with Search(domain, archive, SerialEvaluator(domain), operators=ops, measures=resolve_measures(names, domain),
@@ -168,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrieval-evals", type=int, default=6000)
     parser.add_argument("--arm-evals", type=int, default=6000)
     parser.add_argument("--arm-noise", type=float, default=1.0)
+    parser.add_argument("--arm-measure-noise", type=float, default=0.0,
+                        help="noise on the arm's x and y too (link lengths; cells are 2 wide)")
     parser.add_argument("--top", type=int, default=10, help="elites whose optimism is measured")
     parser.add_argument("--domains", default="retrieval-sim,arm")
     parser.add_argument("--out", default=str(ROOT / "docs" / "img"))
@@ -178,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         budget = args.retrieval_evals if name == "retrieval-sim" else args.arm_evals
         for seed in range(args.seeds):
             for policy in POLICIES:
-                row = run_one(name, policy, seed, budget, args.arm_noise, args.top)
+                row = run_one(name, policy, seed, budget, args.arm_noise, args.top, args.arm_measure_noise)
                 rows.append(row)
                 print(f"{name} {policy} seed {seed}: corrected QD {row['corrected_qd']:.4g}, optimism "
                       f"{row['optimism']:.3g}, re-evaluations {row['resamples']}, {row['search_s']:.1f} s",

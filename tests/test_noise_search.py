@@ -54,6 +54,22 @@ def test_auto_switches_on_for_the_noisy_arm_and_counts_re_evaluations_in_the_bud
         assert elite["objective"] == stats.mean
 
 
+def test_arm_measure_noise_scatters_the_measures_around_the_true_position_and_leaves_the_objective():
+    import numpy as np
+    import pytest
+
+    config = {"angles": [0.3, -0.2, 0.5, 0.1, -0.4, 0.2]}
+    exact = get_domain("arm", joints=6).evaluate(config)
+    noisy = get_domain("arm", joints=6, measure_noise=0.5)
+    draws = [noisy.evaluate(config, draw=d) for d in range(400)]
+    xs = np.array([r.measures["x"] for r in draws])
+    assert all(r.fitness == exact.fitness for r in draws)  # only the measures are noisy
+    assert abs(xs.mean() - exact.measures["x"]) < 4 * 0.5 / math.sqrt(400) and 0.4 < xs.std() < 0.6
+    assert noisy.evaluate(config, draw=3).measures == noisy.evaluate(config, draw=3).measures  # seeded
+    with pytest.raises(ValueError, match="measure_noise"):
+        get_domain("arm", joints=6, measure_noise=-1.0)
+
+
 def test_re_evaluations_take_at_most_half_of_the_budget_even_when_every_cell_is_contested():
     # A 2x2 map under heavy noise: nearly every offspring contests a cell, and unchecked the
     # contests and top-elite checks would take most of the budget.
