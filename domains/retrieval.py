@@ -266,19 +266,17 @@ class RetrievalDomain(Domain):
         instr, shots, temp = config["instruction"], int(config["few_shot"]), float(config["temperature"])
         samples, agg = int(config["samples"]), config["aggregation"]
         parts = chunks(inst.records, max(1, int(config["chunk_size"])))
-        jobs = [(c, s) for c in range(len(parts)) for s in range(samples)]
-        prompts = [forward_prompt(parts[c], inst.key, instruction=instr, few_shot=shots) for c, _ in jobs]
+        prompts = [forward_prompt(part, inst.key, instruction=instr, few_shot=shots) for part in parts]
 
-        def ask(j: int) -> tuple[str, int | None]:
-            c, s = jobs[j]
-            return self._call(prompts[j], name="chunk", temperature=temp, deps=[],
+        def ask(c: int, s: int) -> tuple[str, int | None]:
+            return self._call(prompts[c], name="chunk", temperature=temp, deps=[],
                               seed=inst.seed * 1009 + c * MAX_SAMPLES + s, errors=errors)
 
         def ask_chunk(c: int) -> list[tuple[str, int | None]]:
-            return [ask(c * samples + s) for s in range(samples)]
+            return [ask(c, s) for s in range(samples)]
 
         if pool is None:
-            outs = [ask(j) for j in range(len(jobs))]
+            outs = [out for c in range(len(parts)) for out in ask_chunk(c)]
         else:  # each chunk runs in a copy of this context so its spans land in this tracer, under this step
             # A chunk's samples share one prompt and are asked one after another: each later sample
             # finds the prompt in the server's cache (the slot that just answered it) and only decodes,
