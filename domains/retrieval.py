@@ -61,10 +61,6 @@ AGGREGATIONS = ("first_hit", "majority", "llm_fusion")
 MAX_SAMPLES = 5
 MAX_FEW_SHOT = 3
 INSTRUCTION_MAX = 300
-# A space and four digits: the most any tokenizer spends on a code. Forward calls stop there
-# rather than decode the newline after it (on the embedded model a generated token costs
-# several prompt tokens' time; docs/architecture.md, "The embedded model").
-CODE_TOKENS = 5
 
 
 def make_space(n_pairs: int, max_samples: int = MAX_SAMPLES, max_few_shot: int = MAX_FEW_SHOT) -> Space:
@@ -147,8 +143,7 @@ class RetrievalDomain(Domain):
     concurrency : int
         Chunk calls in flight at once (real backend).
     max_tokens : int
-        Completion limit of a call (answers are one short line); calls whose answer is a code
-        stop after at most :data:`CODE_TOKENS`.
+        Completion limit of every call (answers are one short line).
     fit_path : str, optional
         Parameters of the simulated backend (default ``domains/retrieval_fit.json``).
     max_samples, max_few_shot : int
@@ -251,10 +246,9 @@ class RetrievalDomain(Domain):
 
     # -- running --------------------------------------------------------------------------------
     def _call(self, prompt: str, *, name: str, temperature: float, deps: list, seed: int,
-              errors: list, answer: str = "code") -> tuple[str, int | None]:
-        limit = min(self.max_tokens, CODE_TOKENS) if answer == "code" else self.max_tokens
+              errors: list) -> tuple[str, int | None]:
         try:
-            r = self.llm.complete(prompt, stop=["\n"], temperature=temperature, max_tokens=limit,
+            r = self.llm.complete(prompt, stop=["\n"], temperature=temperature, max_tokens=self.max_tokens,
                                   name=name, deps=deps, seed=seed)
             return r.text, r.span_id
         except Exception as exc:  # one failed call is a wrong answer, not a failed evaluation
@@ -310,8 +304,7 @@ class RetrievalDomain(Domain):
         if config["verify"]:
             if answer is not None:
                 text, _ = self._call(reverse_prompt_with_example(candidates, answer, instruction=instr),
-                                     name="verify", temperature=0.0, deps=agg_deps, seed=inst.seed, errors=errors,
-                                     answer="key")
+                                     name="verify", temperature=0.0, deps=agg_deps, seed=inst.seed, errors=errors)
                 named = parse_key(text)
                 if named != inst.key.lower():
                     runner_up = next((c for c in ranking if c != answer), None)

@@ -23,7 +23,7 @@ from qd.archives import GridArchive
 from qd.cli import main, run_status
 from qd.config import DEMO_CONFIG, dump_config, resolve_config
 from qd.domains import get_domain
-from qd.domains.retrieval import AGGREGATIONS, CODE_TOKENS, RetrievalDomain, predict_calls
+from qd.domains.retrieval import AGGREGATIONS, RetrievalDomain, predict_calls
 from qd.domains.retrieval_sim import FIT_PATH, SimulatedLLM
 from qd.domains.retrieval_task import (
     DEFAULT_INSTRUCTION,
@@ -210,19 +210,6 @@ def test_a_chunks_samples_are_asked_one_after_another_while_chunks_run_in_parall
         times, done = sorted(times), sorted(answered[prompt])
         assert all(times[k] >= done[k - 1] for k in range(1, 3)), prompt
     assert fake.max_inflight >= 2  # the chunks themselves still overlap
-
-
-def test_code_answers_stop_after_a_code_and_key_answers_get_the_full_limit():
-    with FakeOpenAI(reply=lambda req: " 1234") as fake:
-        pipeline = PipelineLLM(base_url=fake.base_url, model="house-model")
-        dom = get_domain("retrieval", pipeline_llm=pipeline, n_pairs=4, n_instances=1, cache=False, max_tokens=8)
-        result = evaluate_config(dom, config(chunk_size=2, samples=1, aggregation="llm_fusion", verify=True))
-    assert result.status == "ok", result.error
-    limits = {("reverse" if "Which key has code" in r["body"]["prompt"] else "forward", r["body"]["max_tokens"])
-              for r in fake.requests}
-    # 2 chunk calls and the fusion ask for a code; the verification asks for a key
-    assert limits == {("forward", CODE_TOKENS), ("reverse", 8)} and len(fake.requests) == 4
-    assert result.metrics["answers"] == ["1234"]  # a code cut at CODE_TOKENS still parses
 
 
 # -- the default job (`qd run` with no config) and its summary ---------------------------------------
