@@ -17,6 +17,12 @@ thread count), the tokens its prompt cache skipped, and the map (elites, best ac
 then the operators' own LLM calls and the CPU seconds each part of the job used (``/proc``), which
 show whether anything takes cores from the model.
 
+**Work**: the prompt cache spares prefill but never decoding, so a job that caches well decodes
+more per computed prompt token than the raw measurement does, and a generated token costs the
+model several prompt tokens' time. The script measures that cost (:func:`decode_cost`: the same
+prompts, cached, asked for 1 and for 17 tokens) and reports the job's work rate (computed prompt
+tokens plus weighted generated tokens, per second) against the raw measurement's, weighted alike.
+
 Usage::
 
     python scripts/bench_llm.py [--prompts 96] [--skip-job] [--job-threads N] [--noise none] [--seed 0]
@@ -108,6 +114,26 @@ def raw_rate(prompts: list[str], threads: int, slots: int = 4) -> dict[str, floa
     predicted = after["tokens_predicted_total"] - before["tokens_predicted_total"]
     return {"threads": threads, "prompts": len(prompts), "tokens": tokens, "predicted": predicted, "wall_s": wall,
             "rate": tokens / wall}
+
+
+def decode_cost(prompts: list[str], threads: int, slots: int = 4, new_tokens: int = 16) -> float:
+    """Seconds of model time per generated token, ``slots`` in flight, prompts already cached.
+
+    Each prompt is computed once, then asked again for 1 and for ``1 + new_tokens`` tokens
+    (end of text ignored); the difference of the two rounds is decoding alone.
+    """
+    with ServerProcess(n_threads=threads, n_parallel=slots) as base_url:
+        def ask(prompt: str, n: int) -> dict:
+            return _post(base_url + "/completions", {"prompt": prompt, "max_tokens": n, "ignore_eos": True,
+                                                      "temperature": 0.8, "cache_prompt": True})
+
+        walls = []
+        for n in (1, 1, 1 + new_tokens):  # the first round computes the prompts
+            start = time.perf_counter()
+            with cf.ThreadPoolExecutor(slots) as pool:
+                list(pool.map(lambda p, n=n: ask(p, n), prompts))
+            walls.append(time.perf_counter() - start)
+    return max(0.0, walls[2] - walls[1]) / (new_tokens * len(prompts))
 
 
 def _process_group(pid: int) -> str | None:
@@ -280,15 +306,27 @@ def main() -> None:
     when = "before" if measured_before else "also after"
     print(f"\nRaw rate with {job['threads']} threads: {before['rate']:.0f} {when} the job, {after['rate']:.0f} after "
           f"it, mean {raw['rate']:.0f} prompt tokens/s.")
+    # Work-equivalent tokens: a generated token weighted by what it costs the model in prompt
+    # tokens (the prompt cache spares prefill, never decoding, so the job decodes more per
+    # computed prompt token than the raw measurement does).
+    decode_s = decode_cost(prompts[:24], job["threads"])
+    prefill_s = max(1e-9, after["wall_s"] - after["predicted"] * decode_s) / after["tokens"]
+    weight = decode_s / prefill_s
+    raw_generated_share = (before["predicted"] + after["predicted"]) / (before["tokens"] + after["tokens"])
+    raw_work = raw["rate"] * (1 + weight * raw_generated_share)
+    job_work = (job["tokens"] + weight * job["predicted"]) / job["wall_s"]
+    print(f"A generated token costs {decode_s * 1e3:.1f} ms of model time against {prefill_s * 1e3:.2f} ms per prompt "
+          f"token (4 in flight): it counts as {weight:.1f} prompt tokens of work. Raw work rate {raw_work:.0f}/s.")
     print("\nMain job (`qd run`, demo config, empty request cache):")
     sent = (job["tokens"] + job["cached"]) / job["wall_s"]  # every prompt token the job sent, cached or not
     print("| noise | wall s | model threads | prompt tokens computed | skipped by prompt cache | generated tokens "
           "| computed/s (of raw) "
-          "| sent/s (of raw) | server idle | slots busy | elites | best accuracy | QD score |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| sent/s (of raw) | work/s (of raw) | server idle | slots busy | elites | best accuracy | QD score |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     print(f"| {job['noise']} | {job['wall_s']:.0f} | {job['threads']} | {job['tokens']:.0f} | {job['cached']:.0f} | "
           f"{job['predicted']:.0f} | "
           f"{job['rate']:.0f} ({job['rate'] / raw['rate']:.0%}) | {sent:.0f} ({sent / raw['rate']:.0%}) | "
+          f"{job_work:.0f} ({job_work / raw_work:.0%}) | "
           f"{job['idle']:.0%} | {job['busy']:.0%} | {job['elites']} | {job['best']:.2f} | {job['qd_score']:.2f} |")
     print("\nThe operators' own LLM calls (pipeline calls are the rest):")
     print("| tag | calls | prompt tokens | generated tokens |\n| --- | ---: | ---: | ---: |")
