@@ -95,20 +95,23 @@ def server_metrics(base_url: str) -> dict[str, float]:
     return out
 
 
+def _ask_all(base_url: str, prompts: list[str], slots: int, **body: Any) -> float:
+    """Seconds to complete every prompt (temperature 0.8 and ``body``), ``slots`` requests in flight."""
+    def ask(prompt: str) -> dict:
+        return _post(base_url + "/completions", {"prompt": prompt, "temperature": 0.8, **body})
+
+    start = time.perf_counter()
+    with cf.ThreadPoolExecutor(slots) as pool:
+        list(pool.map(ask, prompts))
+    return time.perf_counter() - start
+
+
 def raw_rate(prompts: list[str], threads: int, slots: int = 4) -> dict[str, float]:
     """Prompt tokens/s of a fresh server with ``threads`` threads over ``prompts``, ``slots`` in flight."""
     with ServerProcess(n_threads=threads, n_parallel=slots) as base_url:
         _post(base_url + "/completions", {"prompt": "warm up", "max_tokens": 1})
         before = server_metrics(base_url)
-        start = time.perf_counter()
-
-        def ask(prompt: str) -> dict:
-            return _post(base_url + "/completions", {"prompt": prompt, "max_tokens": 8, "temperature": 0.8,
-                                                      "stop": ["\n"], "cache_prompt": False})
-
-        with cf.ThreadPoolExecutor(slots) as pool:
-            list(pool.map(ask, prompts))
-        wall = time.perf_counter() - start
+        wall = _ask_all(base_url, prompts, slots, max_tokens=8, stop=["\n"], cache_prompt=False)
         after = server_metrics(base_url)
     tokens = after["prompt_tokens_total"] - before["prompt_tokens_total"]
     predicted = after["tokens_predicted_total"] - before["tokens_predicted_total"]
@@ -123,16 +126,9 @@ def decode_cost(prompts: list[str], threads: int, slots: int = 4, new_tokens: in
     (end of text ignored); the difference of the two rounds is decoding alone.
     """
     with ServerProcess(n_threads=threads, n_parallel=slots) as base_url:
-        def ask(prompt: str, n: int) -> dict:
-            return _post(base_url + "/completions", {"prompt": prompt, "max_tokens": n, "ignore_eos": True,
-                                                      "temperature": 0.8, "cache_prompt": True})
-
-        walls = []
-        for n in (1, 1, 1 + new_tokens):  # the first round computes the prompts
-            start = time.perf_counter()
-            with cf.ThreadPoolExecutor(slots) as pool:
-                list(pool.map(lambda p, n=n: ask(p, n), prompts))
-            walls.append(time.perf_counter() - start)
+        # the first round computes the prompts; the next two differ only in tokens decoded
+        walls = [_ask_all(base_url, prompts, slots, max_tokens=n, ignore_eos=True, cache_prompt=True)
+                 for n in (1, 1, 1 + new_tokens)]
     return max(0.0, walls[2] - walls[1]) / (new_tokens * len(prompts))
 
 
@@ -316,7 +312,8 @@ def main() -> None:
     raw_work = raw["rate"] * (1 + weight * raw_generated_share)
     job_work = (job["tokens"] + weight * job["predicted"]) / job["wall_s"]
     print(f"A generated token costs {decode_s * 1e3:.1f} ms of model time against {prefill_s * 1e3:.2f} ms per prompt "
-          f"token (4 in flight): it counts as {weight:.1f} prompt tokens of work. Raw work rate {raw_work:.0f}/s.")
+          f"token (4 in flight, as in the raw measurement): it counts as {weight:.1f} prompt tokens of work. "
+          f"Raw work rate {raw_work:.0f}/s.")
     print("\nMain job (`qd run`, demo config, empty request cache):")
     sent = (job["tokens"] + job["cached"]) / job["wall_s"]  # every prompt token the job sent, cached or not
     print("| noise | wall s | model threads | prompt tokens computed | skipped by prompt cache | generated tokens "

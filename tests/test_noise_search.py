@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 from run_process import kill_once_committed, start_run
 
 from qd.analysis.descriptors import resolve_measures
@@ -55,9 +57,6 @@ def test_auto_switches_on_for_the_noisy_arm_and_counts_re_evaluations_in_the_bud
 
 
 def test_arm_measure_noise_scatters_the_measures_around_the_true_position_and_leaves_the_objective():
-    import numpy as np
-    import pytest
-
     config = {"angles": [0.3, -0.2, 0.5, 0.1, -0.4, 0.2]}
     exact = get_domain("arm", joints=6).evaluate(config)
     noisy = get_domain("arm", joints=6, measure_noise=0.5)
