@@ -119,22 +119,22 @@ class Resample:
     id: int  # evaluation id of the configuration's first evaluation (its identity as an elite)
 
 
-def probe_count(budget: int) -> int:
-    """Configurations ``auto`` evaluates twice: 2% of the budget, at least 1, at most 8."""
-    return max(1, min(8, int(budget) // 50))
+def probe_count(budget: int | None) -> int:
+    """Configurations ``auto`` evaluates twice: 2% of the budget, at least 1, at most 8 (8 without a budget)."""
+    return 8 if budget is None else max(1, min(8, int(budget) // 50))
 
 
-def top_count(budget: int) -> int:
-    """Top elites verified up to ``top_samples``: 1 per 100 evaluations of the budget, 1 to 10.
+def top_count(budget: int | None) -> int:
+    """Top elites verified up to ``top_samples``: 1 per 100 evaluations of the budget, 1 to 10 (10 without one).
 
     Verification is for the few elites a user reads first; with a fixed count a small run
     (the 40-evaluation demo, 10 elites) would spend most of its budget re-evaluating.
     """
-    return max(1, min(10, int(budget) // 100))
+    return 10 if budget is None else max(1, min(10, int(budget) // 100))
 
 
 def make_handler(archive: Any, policy: str, *, samples: int = 5, probes: int | None = None,
-                 top: int | None = None, budget: int = 0) -> NoiseHandler | None:
+                 top: int | None = None, budget: int | None = None) -> NoiseHandler | None:
     """The handler of ``[archive] noise = policy`` (None for ``"none"``).
 
     Raises
@@ -212,8 +212,9 @@ class NoiseHandler:
         The search's archive (plain MAP-Elites thresholds: ``learning_rate`` 1).
     policy : {"auto", "adaptive"}
         See the module docstring (``"none"`` needs no handler).
-    budget : int
-        Evaluations of the run (sizes the ``auto`` probe).
+    budget : int, optional
+        Evaluations of the run: sizes the ``auto`` probe and the top elites (without one, as an
+        ask/tell loop has none, both take their largest size).
     samples : int
         Evaluations per configuration at most (adaptive policy).
     z : float
@@ -228,8 +229,8 @@ class NoiseHandler:
         Configurations ``auto`` evaluates twice (default :func:`probe_count`).
     """
 
-    def __init__(self, archive: Any, policy: str = "auto", *, budget: int, samples: int = 5, z: float = 1.5,
-                 top: int | None = None, top_samples: int | None = None, probes: int | None = None):
+    def __init__(self, archive: Any, policy: str = "auto", *, budget: int | None = None, samples: int = 5,
+                 z: float = 1.5, top: int | None = None, top_samples: int | None = None, probes: int | None = None):
         if policy not in ("auto", "adaptive"):
             raise ValueError(f"noise policy must be 'auto' or 'adaptive' for a NoiseHandler, got {policy!r} "
                              f"(allowed values of archive.noise: {', '.join(POLICIES)})")

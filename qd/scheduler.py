@@ -102,11 +102,14 @@ class SchedulerOptions:
         offspring (candidates of operator ``resample``).
     noise_samples : int
         Evaluations per configuration at most under the adaptive policy.
+    noise_budget : int or None
+        Evaluations the run will make (``Search`` sets its budget): sizes the noise probe and the
+        verified top elites (:func:`qd.noise.probe_count`, :func:`qd.noise.top_count`); without
+        one both take their largest size.
     noise_probes : int or None
-        Configurations ``auto`` evaluates twice (the driver sets 2% of its budget, at most 8).
+        Configurations ``auto`` evaluates twice (default: sized by ``noise_budget``).
     noise_top : int or None
-        Top elites verified with twice ``noise_samples`` (the driver sets :func:`qd.noise.top_count`
-        of its budget).
+        Top elites verified with twice ``noise_samples`` (default: sized by ``noise_budget``).
     """
 
     seed: int = 0
@@ -114,6 +117,7 @@ class SchedulerOptions:
     init_random: int = 100
     noise: str = "none"
     noise_samples: int = 5
+    noise_budget: int | None = None
     noise_probes: int | None = None
     noise_top: int | None = None
     adaptive: bool = False
@@ -221,7 +225,8 @@ class Scheduler:
         self._told = 0
         self._pending: str | None = None  # an LLM operator drawn while every LLM thread was busy
         o = self.options
-        self.noise = make_handler(archive, o.noise, samples=o.noise_samples, probes=o.noise_probes, top=o.noise_top)
+        self.noise = make_handler(archive, o.noise, samples=o.noise_samples, probes=o.noise_probes, top=o.noise_top,
+                                  budget=o.noise_budget)
         self._resampled = 0  # re-evaluations asked (they take no seed's or random sample's turn)
 
     # -- state ---------------------------------------------------------------------------------

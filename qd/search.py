@@ -24,7 +24,7 @@ from qd.domain import Domain
 from qd.evaluation import with_draw
 from qd.listeners import Evaluated, ProgressBar, SearchListener, StoreRecorder
 from qd.measure_range import RangeWatch
-from qd.noise import make_handler, probe_count, top_count
+from qd.noise import make_handler
 from qd.result import EvalResult
 from qd.scheduler import (
     FALLBACK,
@@ -150,15 +150,13 @@ class Search:
         saved = store.get_meta("noise") if store is not None else None
         if saved:  # a resumed run keeps the noise policy it started with, so replay rebuilds its state
             scheduler_options = dataclasses.replace(scheduler_options, **saved)
-        elif scheduler_options.noise != "none":  # sized by the budget, stored with the run for its resumes
-            if scheduler_options.noise_probes is None:
-                scheduler_options.noise_probes = probe_count(self.budget)
-            if scheduler_options.noise_top is None:
-                scheduler_options.noise_top = top_count(self.budget)
+        else:
+            scheduler_options.noise_budget = self.budget
         self.scheduler = Scheduler(archive, domain.space, operators, scheduler_options)
-        if store is not None and self.scheduler.noise is not None and not saved:
-            store.set_meta("noise", {k: getattr(scheduler_options, k)
-                                     for k in ("noise", "noise_samples", "noise_probes", "noise_top")})
+        noise = self.scheduler.noise
+        if store is not None and noise is not None and not saved:  # its resumes rebuild the same policy
+            store.set_meta("noise", {"noise": noise.policy, "noise_samples": noise.max_samples,
+                                     "noise_probes": noise.probes, "noise_top": noise.top})
         self.finished = 0
         self._next_id = 0
         self._inflight: dict[int, Candidate] = {}

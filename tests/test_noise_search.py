@@ -16,8 +16,9 @@ from qd.analysis.descriptors import resolve_measures
 from qd.archives import GridArchive
 from qd.domains import get_domain
 from qd.evaluators import SerialEvaluator
-from qd.noise import MAX_RESAMPLE_SHARE, RESAMPLE, probe_count
+from qd.noise import MAX_RESAMPLE_SHARE, RESAMPLE, probe_count, top_count
 from qd.operators.classic import IsoLineDD, Mutation
+from qd.scheduler import Scheduler, SchedulerOptions
 from qd.search import Search
 from qd.store import RunStore
 
@@ -39,6 +40,24 @@ def test_auto_stays_off_on_the_deterministic_arm_and_pays_at_most_two_percent():
         assert search.finished == budget
         assert search.scheduler.noise.mode == "off" and not search.scheduler.noise.active
         assert search.stats[RESAMPLE].evaluated == probe_count(budget) <= 0.02 * budget
+
+
+def test_search_sizes_the_noise_policy_by_its_budget_and_stores_the_sizes_the_policy_uses(tmp_path):
+    domain = get_domain("arm", joints=6, noise=0.5)
+    for budget in (40, 300, 5000):
+        with RunStore(tmp_path / f"{budget}.sqlite") as store, _arm_search(domain, budget, "auto", store) as search:
+            noise = search.scheduler.noise
+            assert (noise.probes, noise.top) == (probe_count(budget), top_count(budget))
+            saved = store.get_meta("noise")
+        assert (saved["noise_probes"], saved["noise_top"]) == (noise.probes, noise.top)
+
+
+def test_a_scheduler_without_a_budget_gets_the_largest_probe_and_top_sizes():
+    domain = get_domain("arm", joints=6, noise=0.5)
+    archive = GridArchive(dims=[10, 10], ranges=domain.default_ranges, measure_names=["x", "y"])
+    scheduler = Scheduler(archive, domain.space, {"iso_line_dd": (IsoLineDD(domain.space), 1.0)},
+                          SchedulerOptions(noise="auto"))
+    assert (scheduler.noise.probes, scheduler.noise.top) == (probe_count(None), top_count(None)) == (8, 10)
 
 
 def test_auto_switches_on_for_the_noisy_arm_and_counts_re_evaluations_in_the_budget():
