@@ -191,6 +191,14 @@ class RunStore:
             return self._rows("", ())
         return self._rows("WHERE status = ?", (status,))
 
+    def objectives(self) -> Iterator[tuple[int, str, str, float]]:
+        """``(id, hash, status, fitness)`` of every evaluation in id order (NaN for no fitness).
+
+        A lean :meth:`evaluations`: the JSON columns (config, trace, ...) are not read.
+        """
+        for i, h, status, fitness in self._db.execute("SELECT id, hash, status, fitness FROM evaluations ORDER BY id"):
+            yield i, h, status, math.nan if fitness is None else fitness
+
     def get(self, eval_id: int) -> EvaluationRow | None:
         """One evaluation by id, or None."""
         return next(self._rows("WHERE id = ?", (eval_id,)), None)

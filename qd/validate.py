@@ -73,11 +73,11 @@ def _elite_rows(store: RunStore, archive: Any) -> tuple[dict[int, str], dict[str
     ids = {int(e["id"]) for e in archive}
     hashes: dict[int, str] = {}
     objectives: dict[str, list[float]] = {}
-    for row in store.evaluations():
-        if row.id in ids:
-            hashes[row.id] = row.hash
-        if row.status == "ok" and math.isfinite(row.fitness):
-            objectives.setdefault(row.hash, []).append(row.fitness)
+    for i, h, status, fitness in store.objectives():
+        if i in ids:
+            hashes[i] = h
+        if status == "ok" and math.isfinite(fitness):
+            objectives.setdefault(h, []).append(fitness)
     return hashes, objectives
 
 

@@ -43,6 +43,9 @@ def test_rows_survive_reopening_in_id_order(tmp_path):
         assert store.get(2).trace_summary == {"llm_calls": 2}
         assert store.get(99) is None
         assert store.hashes() == {"h0", "h1", "h2", "h3"}
+        lean = list(store.objectives())
+        assert [(i, h, status) for i, h, status, _ in lean] == [(r.id, r.hash, r.status) for r in rows]
+        assert [f for *_, f in lean[:3]] == [r.fitness for r in rows[:3]] and math.isnan(lean[3][3])
 
 
 def test_store_uses_wal(tmp_path):
