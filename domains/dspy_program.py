@@ -82,16 +82,12 @@ class _Built(dict):
     """A configuration with its program and LM, built once and shared by the examples of one evaluation.
 
     DSPy keeps per-call state in thread-local settings, so one program serves the concurrent
-    examples. When building fails, every example fails with that error, as when each built its own.
+    examples.
     """
 
-    def __init__(self, config: dict, build: Callable[[dict], tuple[Any, Any]]) -> None:
+    def __init__(self, config: dict, program: Any, lm: Any) -> None:
         super().__init__(config)
-        self.error: Exception | None = None
-        try:
-            self.program, self.lm = build(config)
-        except Exception as exc:  # reported by each example, as a failing example is
-            self.error = exc
+        self.program, self.lm = program, lm
 
 
 class DSPyDomain(FunctionDomain):
@@ -180,17 +176,19 @@ class DSPyDomain(FunctionDomain):
                                 cache=False, num_retries=0)
 
     def evaluate(self, config: dict, *, draw: int = 0, split: str = SEARCH) -> EvalResult:
-        """Score ``config`` as :meth:`FunctionDomain.evaluate` does, building its program and LM once."""
-        return super().evaluate(_Built(config, self._build), draw=draw, split=split)
+        """Score ``config`` as :meth:`FunctionDomain.evaluate` does, building its program and LM once.
 
-    def _build(self, config: dict) -> tuple[dspy.Module, Any]:
-        return self.program(config), self.lm(config)
+        A configuration whose program or LM cannot be built raises that error: the evaluation
+        fails with it, instead of every example scoring 0.
+        """
+        return super().evaluate(self._build(config), draw=draw, split=split)
+
+    def _build(self, config: dict) -> _Built:
+        return _Built(config, self.program(config), self.lm(config))
 
     def _score_example(self, config: dict, example: Any) -> Any:
         if not isinstance(config, _Built):  # called on its own, outside evaluate()
-            config = _Built(config, self._build)
-        if config.error is not None:
-            raise config.error
+            config = self._build(config)
         with dspy.context(lm=config.lm):
             prediction = config.program(**example.inputs())
         return self.metric(example, prediction, None) if self._metric_takes_trace else self.metric(example, prediction)

@@ -120,12 +120,12 @@ def test_one_evaluation_builds_its_program_and_lm_once_for_all_its_examples():
     assert domain.built == {"program": 1, "lm": 1}
     assert result.status == "ok" and len(result.scores) == 3 and result.metrics["failed_examples"] == 0
     assert summarize(result.trace)["llm_calls"] == served["calls"] == 6  # every example's calls, traced
-    # a build that fails is tried once; every example reports its error and scores 0, as before
+    # a build that fails is tried once and fails the evaluation with its error (no example runs)
     failing = CountingBuilds(TwoStage(), TRAIN, exact, fail_lm=True)
     result = evaluate_config(failing, config)
-    assert failing.built == {"program": 1, "lm": 1} and result.scores == [0.0, 0.0, 0.0]
-    assert [e["error"] for e in result.metrics["example_errors"]] == \
-        ["raised RuntimeError: no endpoint for this model"] * 3
+    assert failing.built == {"program": 1, "lm": 1}
+    assert result.status == "error" and "RuntimeError: no endpoint for this model" in result.error
+    assert not result.scores
 
 
 DSPY_MODULE = '''
