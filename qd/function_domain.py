@@ -37,15 +37,50 @@ _MAX_REPORTED = 20  # example errors kept per evaluation (the count is always ex
 
 
 def _as_score(value: Any) -> tuple[float, str]:
-    """A score and ``""``, or 0 and why ``value`` is not one."""
-    if isinstance(value, bool):
-        return float(value), ""
-    if isinstance(value, numbers.Real):  # numpy scalars included
-        number = float(value)
-        if math.isfinite(number):
-            return number, ""
-        return 0.0, f"returned {number!r} (not a finite number)"
-    return 0.0, f"returned {type(value).__name__} {str(value)[:60]!r} (expected a number)"
+    """A score and ``""``, or 0 and why ``value`` is not one.
+
+    Anything ``float()`` reads as one number is a score: bools, numpy scalars and booleans,
+    0-d arrays, ``Decimal``; text, ``None`` and arrays of several values are not.
+    """
+    number = None
+    if not isinstance(value, (str, bytes)) and value is not None and getattr(value, "ndim", 0) == 0:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            pass
+    if number is None:
+        return 0.0, f"returned {type(value).__name__} {str(value)[:60]!r} (expected a number)"
+    if math.isfinite(number):
+        return number, ""
+    return 0.0, f"returned {number!r} (not a finite number)"
+
+
+def _check_measures(measures: Mapping[str, Any], bins: Any) -> None:
+    """Refuse ``measures=``/``bins=`` a run could not use, naming the argument to fix."""
+    from qd.analysis.descriptors import BUILTINS
+
+    for name, bounds in measures.items():
+        if not isinstance(name, str) or (name not in BUILTINS and ":" not in name):
+            import difflib
+
+            close = difflib.get_close_matches(str(name), BUILTINS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"measures: {name!r} is not a built-in descriptor{hint}; a FunctionDomain's "
+                             f"results carry no measures of their own, so use one of {', '.join(BUILTINS)} "
+                             "or a 'package.module:function' reference")
+        try:
+            low, high = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise ValueError(f"measures[{name!r}] must be a (low, high) pair of numbers, got {bounds!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"measures[{name!r}] = {bounds!r}: the range needs finite low < high")
+    if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 1:
+        raise ValueError(f"bins must be an integer >= 1 (grid bins per measure), got {bins!r}")
+
+
+def _is_async(score: Callable[..., Any]) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(score) or inspect.iscoroutinefunction(type(score).__call__)
 
 
 class FunctionDomain(Domain):
@@ -87,8 +122,11 @@ class FunctionDomain(Domain):
             raise TypeError(f"space must be a qd.Space, got {type(space).__name__}")
         if not callable(score):
             raise TypeError(f"score must be a function score(config, example) -> float, got {score!r}")
-        if isinstance(examples, (str, bytes)) or not isinstance(examples, Sequence) or not examples:
-            raise ValueError("examples must be a non-empty list (the inputs score(config, example) receives)")
+        if isinstance(examples, (str, bytes)) or not isinstance(examples, Sequence):
+            raise ValueError(f"examples must be a list (the inputs score(config, example) receives), got "
+                             f"{type(examples).__name__}: wrap it in list(...)")
+        if not examples:
+            raise ValueError("examples is empty: give at least one input for score(config, example)")
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if sample is not None and not 1 <= sample <= len(examples):
@@ -102,6 +140,7 @@ class FunctionDomain(Domain):
         self.name = name
         self.uses_llm = uses_llm
         measures = dict(measures or {})
+        _check_measures(measures, bins)
         self.default_measures = tuple(measures)
         self.default_ranges = tuple(tuple(map(float, r)) for r in measures.values())  # type: ignore[misc]
         self.default_bins = tuple(int(bins) for _ in measures)
@@ -120,7 +159,7 @@ class FunctionDomain(Domain):
     def evaluate(self, config: dict, *, draw: int = 0, split: str = SEARCH) -> EvalResult:
         """Score ``config`` on every example (or draw ``draw``'s subset); the objective is the mean."""
         chosen = self._chosen(draw, split)
-        if inspect.iscoroutinefunction(self.score):
+        if _is_async(self.score):
             outcomes = asyncio.run(self._run_async(config, chosen))
         elif self.concurrency == 1 or len(chosen) == 1:
             outcomes = [self._one(config, ex) for _, ex in chosen]

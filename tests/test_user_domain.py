@@ -98,9 +98,39 @@ def test_sampled_draws_use_fresh_subsets():
     assert first == again and first != other and len(first) == 5
 
 
+def test_numbers_of_any_numeric_type_are_scores_and_arrays_of_several_are_not():
+    import decimal
+
+    import numpy as np
+
+    values = [np.bool_(True), np.float32(0.5), np.int64(2), np.array(0.25), decimal.Decimal("0.75"), True,
+              np.array([1.0, 2.0])]
+    result = evaluate_config(qd.FunctionDomain(SPACE, list(range(len(values))), lambda c, i: values[i]), {"k": 0})
+    assert result.scores == [1.0, 0.5, 2.0, 0.25, 0.75, 1.0, 0.0]
+    assert [e["index"] for e in result.metrics["example_errors"]] == [6]
+
+
+def test_an_object_with_an_async_call_is_awaited():
+    class Judge:
+        async def __call__(self, config: dict, example: int) -> float:
+            return float(config["k"] == example)
+
+    result = evaluate_config(qd.FunctionDomain(SPACE, [1, 2], Judge()), {"k": 2})
+    assert result.scores == [0.0, 1.0] and result.metrics["failed_examples"] == 0
+
+
 def test_function_domain_rejects_what_it_cannot_run():
-    with pytest.raises(ValueError, match="examples must be a non-empty list"):
+    with pytest.raises(ValueError, match="examples is empty"):
         qd.FunctionDomain(SPACE, [], lambda c, e: 1.0)
+    with pytest.raises(ValueError, match=r"examples must be a list .* got generator: wrap it in list"):
+        qd.FunctionDomain(SPACE, (i for i in range(3)), lambda c, e: 1.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"measures: 'llm_call' is not a built-in descriptor \(did you mean "
+                                         r"'llm_calls'\?\)"):
+        qd.FunctionDomain(SPACE, [1], lambda c, e: 1.0, measures={"llm_call": (0, 10)})
+    with pytest.raises(ValueError, match=r"measures\['llm_calls'\] = \(5, 1\): the range needs finite low < high"):
+        qd.FunctionDomain(SPACE, [1], lambda c, e: 1.0, measures={"llm_calls": (5, 1)})
+    with pytest.raises(ValueError, match="bins must be an integer >= 1"):
+        qd.FunctionDomain(SPACE, [1], lambda c, e: 1.0, measures={"llm_calls": (0, 4)}, bins=0)
     with pytest.raises(TypeError, match="score must be a function"):
         qd.FunctionDomain(SPACE, [1], "score")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"sample must be in \[1, 2\]"):
