@@ -179,21 +179,26 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
                     llm_threads=config["llm"]["concurrency"], ordered=config["run"]["ordered"],
                     progress=progress and config["run"]["progress"], llm_client=client,
                     noise=config["archive"]["noise"], noise_samples=config["archive"]["noise_samples"])
-    with search, _embedded_model_threads(config["llm"]["server_threads"]):
+    with search, _embedded_model_threads(config["llm"]["server_threads"], domain):
         search.run()
     if config["run"]["plot"]:
         save_heatmap(archive, run_dir / "heatmap.png", title=config["run"]["name"])
     return Run(run_dir, config, store, domain, archive)
 
 
-def _embedded_model_threads(threads: int) -> contextlib.AbstractContextManager:
+def _embedded_model_threads(threads: int, domain: Domain) -> contextlib.AbstractContextManager:
     """Apply ``[llm] server_threads`` to the embedded model.
 
     A positive count is fixed; 0 gives a :class:`~qd.llm.threads.ThreadTuner` that hands the
-    model the cores this run leaves free.
+    model the cores this run leaves free, restarting it when that number changes. Not under a
+    domain whose own code calls the embedded model (``uses_llm``: a user's pipeline, DSPy):
+    such calls in flight would fail during a restart, so the model keeps its default threads.
     """
     if threads:
         set_local_server_threads(threads)
+        return contextlib.nullcontext()
+    pipeline = getattr(domain, "pipeline_llm", None)
+    if domain.uses_llm and pipeline is not None and pipeline.is_local:
         return contextlib.nullcontext()
     return ThreadTuner()
 

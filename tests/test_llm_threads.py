@@ -84,3 +84,22 @@ def test_server_threads_change_on_the_same_address_and_the_tuner_records_its_dec
     finally:
         local.stop_local_server()
         local._requested_threads = None
+
+
+def test_the_tuner_never_restarts_the_embedded_model_under_a_pipeline_that_calls_it():
+    # A user's score function calls the model with its own client: a restart would fail its calls.
+    from qd import FunctionDomain, PipelineLLM
+    from qd.domains import get_domain
+    from qd.runner import _embedded_model_threads
+    from qd.space import Int, Space
+
+    def user_domain(pipeline: PipelineLLM) -> FunctionDomain:
+        domain = FunctionDomain(Space({"k": Int(0, 3)}), [1], lambda config, example: 1.0)
+        domain.pipeline_llm = pipeline
+        return domain
+
+    assert not isinstance(_embedded_model_threads(0, user_domain(PipelineLLM())), ThreadTuner)
+    # the model serves only qd's operators, whose client retries a dropped connection
+    assert isinstance(_embedded_model_threads(0, user_domain(PipelineLLM(base_url="http://127.0.0.1:9/v1"))),
+                      ThreadTuner)
+    assert isinstance(_embedded_model_threads(0, get_domain("arm", pipeline_llm=PipelineLLM())), ThreadTuner)
