@@ -14,6 +14,7 @@ from typing import Any
 
 from qd.analysis.selection import archive_over, select_elites, spanning_elites
 from qd.config import ConfigError
+from qd.failure_watch import failure_lines, failures
 from qd.llm.client import CAUSES, LLMError
 from qd.measure_range import describe, out_of_range
 from qd.rundir import RunLockedError, read_run
@@ -177,8 +178,11 @@ def _print_summary(run: Any) -> None:
     for line in _llm_failure_lines(run.store.counters("llm").get("total", {}),
                                    run.store.get_meta("llm_last_errors", {})):
         print(line)
+    rows = list(run.store.evaluations())
+    for line in failure_lines(failures(rows)):
+        print(line)
     lows, highs = run.archive.lower_bounds, run.archive.upper_bounds
-    for i, (name, c) in enumerate(_out_of_range(run.archive, run.store.evaluations(status="ok")).items()):
+    for i, (name, c) in enumerate(_out_of_range(run.archive, rows).items()):
         if c["below"] + c["above"]:
             print(f"out of range: {describe(name, i, float(lows[i]), float(highs[i]), c)}")
     if (run.path / "heatmap.png").exists():
@@ -263,7 +267,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     llm["unusable_answers"] = {name: o["offspring"] - o["valid"] for name, o in operators.items()
                                if name in llm["by_operator"] and o["offspring"] > o["valid"]}
     llm["last_errors"] = run.store.get_meta("llm_last_errors", {})
-    rows = list(run.store.evaluations())  # read once: spend and out-of-range both go over every row
+    rows = list(run.store.evaluations())  # read once: spend, failures and out-of-range go over every row
     spend = _spend(rows, run.config["llm"], llm)
     from qd.validate import noise_status
     return {
@@ -272,7 +276,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         "num_elites": s.num_elites, "coverage": s.coverage, "qd_score": s.qd_score,
         "obj_max": s.obj_max if s.num_elites else None,
         "invalid": statuses["invalid"], "errors": statuses["error"] + statuses["crash"] + statuses["timeout"],
-        "statuses": statuses, "operators": operators, "llm": llm, "spend": spend,
+        "statuses": statuses, "failures": failures(rows), "operators": operators, "llm": llm, "spend": spend,
         "out_of_range": _out_of_range(run.archive, rows),
         **noise_status(run.store),  # noise handling and held-out validation, once there are any
     }
@@ -322,6 +326,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"elites {status['num_elites']}  coverage {status['coverage']:.1%}  qd_score {status['qd_score']:.4g}  "
           f"best {status['obj_max']}")
     print("statuses: " + ", ".join(f"{k} {v}" for k, v in status["statuses"].items()))
+    for line in failure_lines(status["failures"]):
+        print(line)
     if "noise" in status:
         n = status["noise"]
         print(f"noise: {n['policy']} ({'on' if n['active'] else 'off'}), {n['resamples']} re-evaluations "

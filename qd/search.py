@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from qd.analysis.measuring import measure_result
 from qd.domain import Domain
 from qd.evaluation import with_draw
+from qd.failure_watch import FailureWatch
 from qd.listeners import Evaluated, ProgressBar, SearchListener, StoreRecorder
 from qd.measure_range import RangeWatch
 from qd.noise import make_handler
@@ -168,7 +169,8 @@ class Search:
         self._started = time.perf_counter()
         self.llm_client = llm_client
         self.range_watch = RangeWatch()  # counts measure values outside the archive's ranges; warns once
-        self.listeners: list[SearchListener] = [self.range_watch]
+        self.failure_watch = FailureWatch()  # warns once at the first failure (evaluation, or every example)
+        self.listeners: list[SearchListener] = [self.range_watch, self.failure_watch]
         if store is not None:
             self.listeners.append(StoreRecorder(store, llm_client, self.options.history_every))
             self.finished = self._resume(store)

@@ -9,7 +9,7 @@ Layers, lowest first (a module may import from its own layer and the ones below)
     3  operators    qd.operators.*; the built-in domains qd.domains.* (they use LLMs and tracing, never archives)
     4  scheduler    qd.scheduler, qd.noise (its re-evaluation policy); evaluation of one configuration
                     (qd.evaluation, qd.evaluators.*)
-    5  driver       qd.search, qd.listeners, qd.measure_range (a listener)
+    5  driver       qd.search, qd.listeners, qd.measure_range, qd.failure_watch (listeners)
     6  after runs   qd.analysis.{elites,validation,selection}, qd.testing.* (contract tests)
     7  runner       qd.config, qd.rundir, qd.runner, qd.validate
     8  interface    qd.cli, and the ``qd`` package itself (it re-exports the public API)
@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("archives", ["qd.archives", "qd.archives.*"]),
     ("operators", ["qd.operators", "qd.operators.*", "qd.domains", "qd.domains.*"]),
     ("scheduler", ["qd.scheduler", "qd.noise", "qd.evaluation", "qd.evaluators", "qd.evaluators.*"]),
-    ("driver", ["qd.search", "qd.listeners", "qd.measure_range"]),
+    ("driver", ["qd.search", "qd.listeners", "qd.measure_range", "qd.failure_watch"]),
     ("after runs", ["qd.analysis.elites", "qd.analysis.validation", "qd.analysis.selection", "qd.testing",
                     "qd.testing.*"]),
     ("runner", ["qd.config", "qd.rundir", "qd.runner", "qd.validate"]),

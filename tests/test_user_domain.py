@@ -394,3 +394,63 @@ def test_ray_ships_a_score_module_the_workers_cannot_import(tmp_path, monkeypatc
         assert f"workers cannot import {name}" in caplog.text
     finally:
         sys.modules.pop(name, None)
+
+
+BROKEN_MODULE = '''
+import qd
+from qd import Int, Space
+
+space = Space({"k": Int(0, 9)})
+
+
+def score(config, example):
+    raise RuntimeError("my pipeline is broken")
+
+
+class Crashing(qd.Domain):
+    space = space
+    default_measures, default_ranges, default_bins = ("llm_calls",), ((0.0, 4.0),), (4,)
+
+    def evaluate(self, config):
+        raise KeyError("no such field")
+
+
+broken = qd.FunctionDomain(space, [1, 2, 3], score, measures={"llm_calls": (0, 4)}, uses_llm=False)
+crashing = Crashing()
+'''
+
+
+@pytest.mark.parametrize("attribute, warning, summary", [
+    ("broken", "the score function failed on every example of evaluation 0, which scores 0: raised RuntimeError: "
+               "my pipeline is broken", "examples the score function failed on (scored 0): 12 of 12"),
+    ("crashing", "evaluation 0 failed (error): ", "failed evaluations: 4 of 4 (error 4)"),
+])
+def test_a_run_whose_pipeline_always_fails_says_so_during_the_run_in_its_summary_and_status(
+        tmp_path, monkeypatch, capsys, attribute, warning, summary):
+    name = f"brokenpipe_{abs(hash(tmp_path)) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(BROKEN_MODULE)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.toml").write_text(textwrap.dedent(f"""
+        [run]
+        evaluations = 4
+        init_random = 2
+        plot = false
+        [domain]
+        name = "{name}:{attribute}"
+        [operators]
+        mutation = 1.0
+        [evaluator]
+        backend = "serial"
+    """))
+    try:
+        assert main(["run", "run.toml", "--out", "out", "--no-progress"]) == 0
+        out = capsys.readouterr()
+        assert out.err.count("qd: warning: ") == 1 and warning in out.err  # once, at the first failure
+        assert summary in out.out
+        assert main(["status", "out"]) == 0
+        assert summary in capsys.readouterr().out
+        assert main(["status", "out", "--json"]) == 0
+        failed = json.loads(capsys.readouterr().out)["failures"]
+        assert (failed["evaluations"], failed["examples"]) == ((4, 0) if attribute == "crashing" else (0, 12))
+    finally:
+        sys.modules.pop(name, None)
