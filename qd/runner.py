@@ -155,30 +155,42 @@ def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progr
 
 
 def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, progress: bool) -> Run:
-    store = RunStore(store_path)
-    if resume:
+    store = RunStore(store_path) if resume else None
+    if store is not None:
         check_resume(store, config)  # refuses changed domain/archive keys before anything is written
-    (run_dir / "config.toml").write_text(dump_config(config))
-    domain = build_domain(config)
-    pipeline = getattr(domain, "pipeline_llm", None)
-    if pipeline is not None and pipeline.is_local and getattr(domain, "uses_llm", False):
-        pipeline.resolved_base_url()  # the embedded model starts here, so Ray workers share it
-    archive = build_archive(config, domain)
-    operators, client = build_operators(config, domain)
-    seeds = resolve_seeds(config, domain)
-    if resume:
-        check_same_archive(store, archive)
-    store.set_meta("config", config)
-    store.set_meta("budget", config["run"]["evaluations"])
-    store.set_meta(ARCHIVE_META, archive_spec(archive))  # read-only commands rebuild it without the domain
-    evaluator = build_evaluator(config, domain)
-    search = Search(domain, archive, evaluator, operators=operators,
-                    measures=resolve_measures(archive.measure_names, domain), budget=config["run"]["evaluations"],
-                    store=store, seeds=seeds, init_random=config["run"]["init_random"], seed=config["run"]["seed"],
-                    adaptive=config["operators"]["adaptive"], wait_for_llm=config["operators"]["wait_for_llm"],
-                    llm_threads=config["llm"]["concurrency"], ordered=config["run"]["ordered"],
-                    progress=progress and config["run"]["progress"], llm_client=client,
-                    noise=config["archive"]["noise"], noise_samples=config["archive"]["noise_samples"])
+    try:
+        domain = build_domain(config)
+        pipeline = getattr(domain, "pipeline_llm", None)
+        if pipeline is not None and pipeline.is_local and getattr(domain, "uses_llm", False):
+            pipeline.resolved_base_url()  # the embedded model starts here, so Ray workers share it
+        archive = build_archive(config, domain)
+        operators, client = build_operators(config, domain)
+        seeds = resolve_seeds(config, domain)
+        measures = resolve_measures(archive.measure_names, domain)
+        if store is None:  # a new run's store exists only once its config has built: a failed start leaves none
+            store = RunStore(store_path)
+        else:
+            check_same_archive(store, archive)
+        (run_dir / "config.toml").write_text(dump_config(config))
+        store.set_meta("config", config)
+        store.set_meta("budget", config["run"]["evaluations"])
+        store.set_meta(ARCHIVE_META, archive_spec(archive))  # read-only commands rebuild it without the domain
+        evaluator = build_evaluator(config, domain)
+        search = Search(domain, archive, evaluator, operators=operators, measures=measures,
+                        budget=config["run"]["evaluations"], store=store, seeds=seeds,
+                        init_random=config["run"]["init_random"], seed=config["run"]["seed"],
+                        adaptive=config["operators"]["adaptive"], wait_for_llm=config["operators"]["wait_for_llm"],
+                        llm_threads=config["llm"]["concurrency"], ordered=config["run"]["ordered"],
+                        progress=progress and config["run"]["progress"], llm_client=client,
+                        noise=config["archive"]["noise"], noise_samples=config["archive"]["noise_samples"])
+    except BaseException:
+        if store is not None:
+            store.close()
+            if not resume:  # nothing was evaluated: the directory takes a corrected config without --resume
+                for path in (store_path, *(store_path.with_name(store_path.name + s) for s in ("-wal", "-shm")),
+                             run_dir / "config.toml"):
+                    path.unlink(missing_ok=True)
+        raise
     with search, _embedded_model_threads(config["llm"]["server_threads"], domain):
         search.run()
     if config["run"]["plot"]:

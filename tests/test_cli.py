@@ -122,3 +122,21 @@ def test_status_piped_into_a_reader_that_leaves_early_ends_quietly(run_dir):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0, err
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_a_run_that_fails_to_start_leaves_no_run_behind_so_the_fixed_config_runs_in_the_same_directory(
+        tmp_path, capsys):
+    out = tmp_path / "run"
+    good = write_arm_config(tmp_path / "good.toml", "evaluations = 20\ninit_random = 5", bins=5).read_text()
+    good += "[evaluator]\nbackend = \"serial\"\n"
+    (tmp_path / "good.toml").write_text(good)
+    # the archive builds (ranges given); the unknown measure fails when the search resolves it
+    bad = good.replace('measures = ["x", "y"]', 'measures = ["x", "yy"]\nranges = [[-6, 6], [-6, 6]]')
+    (tmp_path / "bad.toml").write_text(bad)
+    assert main(["run", str(tmp_path / "bad.toml"), "--out", str(out), "--no-progress"]) == 2
+    assert "'yy'" in capsys.readouterr().err
+    assert not (out / "run.sqlite").exists() and not (out / "config.toml").exists()
+    assert main(["run", str(tmp_path / "good.toml"), "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["evaluations"] == 20
