@@ -215,7 +215,8 @@ def build_operators(table: Mapping[str, Any], space: Space,
         op = _instantiate(spec, target, space, params, get_client)
         built[spec.name] = (op, spec.weight)
     if not built:
-        raise ValueError("[operators] gives no operator a positive weight")
+        raise ValueError("[operators] gives no operator a positive weight: add one, e.g. `mutation = 1.0` "
+                         "(`qd domains` and the README list the operators)")
     return built
 
 

@@ -58,7 +58,9 @@ def resolve_measures_config(config: dict, domain: Domain) -> tuple[list[str], li
     archive = config["archive"]
     names = list(archive["measures"] or domain.default_measures)
     if not names:
-        raise ConfigError(f"archive.measures is empty and domain {domain.name!r} declares no default measures")
+        raise ConfigError(f"archive.measures is empty and domain {domain.name!r} declares no default measures: "
+                          "name them in [archive] measures = [...] (with ranges), or give the domain defaults "
+                          "(qd.FunctionDomain(..., measures={name: (low, high)}))")
     defaults = dict(zip(domain.default_measures, domain.default_ranges))
     ranges = archive["ranges"] or [defaults.get(n) for n in names]
     missing = [n for n, r in zip(names, ranges) if r is None]

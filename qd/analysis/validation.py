@@ -160,8 +160,9 @@ def validate(store: RunStore, archive: Any, domain: Domain, evaluator: Any, *,
         raise ValueError(f"samples must be >= 1, got {samples!r}")
     if split not in domain.splits:
         raise ValueError(f"domain {domain.name!r} declares no {split!r} split (its splits: "
-                         f"{', '.join(domain.splits)}); a domain gets one by listing it in `splits` and "
-                         f"accepting evaluate(config, *, draw, split)")
+                         f"{', '.join(domain.splits)}); give it held-out instances: qd.FunctionDomain(..., "
+                         f"validation=[...]), or, for a Domain class, list 'validation' in `splits` and "
+                         f"accept evaluate(config, *, draw, split)")
     everyone = list(archive)
     chosen = everyone if elites is None else list(elites)
     space = domain.space
