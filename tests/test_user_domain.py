@@ -266,7 +266,9 @@ def test_status_names_unpriced_models(user_dir, capsys):
 
 
 def test_pipeline_llm_outside_an_evaluation_is_the_default():
-    assert qd.pipeline_llm().model == "gemma-3-270m" and qd.pipeline_llm().is_local
+    with pytest.warns(UserWarning, match=r"outside an evaluation gives the default endpoint .* not a run's \[llm\]"):
+        default = qd.pipeline_llm()
+    assert default.model == "gemma-3-270m" and default.is_local
     domain = qd.FunctionDomain(Space({"x": Float(0, 1), "c": Categorical(["a"])}), [0], lambda c, e: 1.0)
     domain.pipeline_llm = qd.PipelineLLM(base_url="http://127.0.0.1:9/v1", model="m")
     seen = []

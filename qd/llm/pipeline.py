@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,10 +81,15 @@ def pipeline_llm() -> PipelineLLM:
     """The pipeline LLM of the running evaluation (its domain's ``pipeline_llm``), else the default.
 
     The default is the embedded model, or ``QD_LLM_BASE_URL`` / ``QD_LLM_MODEL`` when set.
+    Outside an evaluation it warns (once per calling line): a client made at import time would
+    ignore the run's ``[llm]``.
     """
     current = _CURRENT.get()
     if current is not None:
         return current
+    warnings.warn("qd.pipeline_llm() outside an evaluation gives the default endpoint (the embedded model, or "
+                  "QD_LLM_BASE_URL), not a run's [llm]: under qd run, call it inside the score function",
+                  stacklevel=2)
     return PipelineLLM(base_url=os.environ.get("QD_LLM_BASE_URL") or None,
                        model=os.environ.get("QD_LLM_MODEL") or MODEL_ALIAS)
 
