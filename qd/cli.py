@@ -77,8 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     elites = sub.add_parser("elites", help="export elite configurations")
     elites.add_argument("run_dir")
     which = elites.add_mutually_exclusive_group()
-    which.add_argument("--top", type=int, metavar="K", help="the K best elites")
-    which.add_argument("--diverse", type=int, metavar="K", help="K elites spread over measure space")
+    which.add_argument("--top", type=_positive_int, metavar="K", help="the K best elites")
+    which.add_argument("--diverse", type=_positive_int, metavar="K", help="K elites spread over measure space")
     elites.add_argument("--where", metavar="EXPR",
                         help="filter, e.g. 'llm_calls <= 4 and objective > 0.5' (names: objective, id, measures)")
     elites.add_argument("--format", choices=["json", "csv"], default="json")
@@ -95,9 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="re-score elites on held-out instances; the corrected QD score")
     validate.add_argument("run_dir")
     pick = validate.add_mutually_exclusive_group()
-    pick.add_argument("--top", type=int, metavar="K", help="only the K best elites (no corrected QD score)")
-    pick.add_argument("--diverse", type=int, metavar="K", help="only K elites spread over measure space")
-    validate.add_argument("--samples", type=int, default=10, metavar="N",
+    pick.add_argument("--top", type=_positive_int, metavar="K", help="only the K best elites (no corrected QD score)")
+    pick.add_argument("--diverse", type=_positive_int, metavar="K", help="only K elites spread over measure space")
+    validate.add_argument("--samples", type=_positive_int, default=10, metavar="N",
                           help="held-out re-evaluations per elite (default 10)")
     validate.add_argument("--split", default="validation", help="the domain's held-out split (default validation)")
     validate.add_argument("--backend", choices=["serial", "ray"], help="evaluator (default: the run's)")
@@ -155,6 +155,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         run.store.close()
     return 0
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (``--top``, ``--diverse``, ``--samples``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
 
 
 def _default_name(config_path: str | None) -> str:

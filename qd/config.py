@@ -204,6 +204,11 @@ def load_config(path: str | Path, overrides: dict[str, dict[str, Any]] | None = 
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a config file (to continue the run in it: "
+                          f"qd run --resume {path})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     run = raw.get("run")
@@ -316,6 +321,8 @@ def _check_across_keys(config: dict[str, dict[str, Any]]) -> None:
         raise ConfigError(str(exc)) from None
     archive = config["archive"]
     n = len(archive["measures"])
+    if not n:  # the domain's default measures apply: the runner checks ranges and bins against them
+        return
     if archive["ranges"] and len(archive["ranges"]) != n:
         raise ConfigError(f"archive.ranges has {len(archive['ranges'])} entries for {n} measures "
                           f"(archive.measures = {_show(archive['measures'])})")

@@ -82,6 +82,11 @@ def test_errors_are_clear_and_exit_2(tmp_path, capsys):
     bad.write_text("[archive]\ntype = 'hex'\n")
     assert main(["run", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "archive.type must be one of 'grid', 'cvt', got 'hex'" in capsys.readouterr().err
+    for args in (["elites", str(tmp_path), "--top", "-2"], ["elites", str(tmp_path), "--diverse", "0"],
+                 ["validate", str(tmp_path), "--samples", "0"]):
+        with pytest.raises(SystemExit) as exited:
+            main(args)
+        assert exited.value.code == 2 and "expected an integer >= 1" in capsys.readouterr().err
 
 
 def test_existing_run_dir_is_not_overwritten(run_dir, capsys):
@@ -140,3 +145,19 @@ def test_a_run_that_fails_to_start_leaves_no_run_behind_so_the_fixed_config_runs
     capsys.readouterr()
     assert main(["status", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["evaluations"] == 20
+
+
+def test_resume_refuses_a_budget_below_the_evaluations_already_done(tmp_path, capsys):
+    config = write_arm_config(tmp_path / "arm.toml", "evaluations = 30\ninit_random = 10", bins=5)
+    config.write_text(config.read_text() + "[evaluator]\nbackend = \"serial\"\n")
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out), "--evals", "20", "--no-progress"]) == 2
+    assert "already holds 30 evaluations: the budget (run.evaluations, --evals) can only stay or grow, got 20" \
+        in capsys.readouterr().err
+    assert main(["run", "--resume", str(out), "--evals", "40", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["evaluations"] == 40 == status["budget"]

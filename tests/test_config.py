@@ -166,3 +166,21 @@ def test_demo_is_the_retrieval_pipeline_on_the_embedded_model_with_llm_operators
     max_calls = options["max_samples"] * options["n_pairs"] + 2
     assert ranges[0][0] <= 0.0 and math.log2(max_calls) < ranges[0][1]
     assert config["evaluator"]["timeout_s"] >= 300  # many-call configurations on a slow CPU are not timeouts
+
+
+def test_bins_or_ranges_without_measures_apply_to_the_domains_default_measures():
+    from qd.domains import get_domain
+    from qd.runner import build_archive
+
+    arm = get_domain("arm", joints=4)
+    archive = build_archive(resolve_config({"archive": {"bins": [6, 5], "ranges": [[-4, 4], [-3, 3]]}}), arm)
+    assert archive.measure_names == ["x", "y"] and list(archive.dims) == [6, 5]
+    with pytest.raises(ConfigError, match=r"archive.bins has 1 entries for 2 measures \(domain 'arm''s defaults "
+                                          r"= \['x', 'y'\]\); give one per measure"):
+        build_archive(resolve_config({"archive": {"bins": [6]}}), arm)
+
+
+def test_a_directory_given_as_the_config_file_points_to_resume(tmp_path):
+    with pytest.raises(ConfigError, match=r"is a directory, not a config file \(to continue the run in it: "
+                                          r"qd run --resume "):
+        load_config(tmp_path)
