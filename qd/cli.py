@@ -31,12 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args) or 0
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RunLockedError) as exc:
-        print(f"qd: error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `qd status RUN | head`: the reader left; say nothing more
+    except BrokenPipeError:  # `qd status RUN | head`: the reader left; say nothing more (before ConnectionError)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RunLockedError, ConnectionError) as exc:
+        print(f"qd: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\nqd: interrupted; finished evaluations are saved (resume with --resume RUN_DIR)", file=sys.stderr)
         return 130

@@ -452,3 +452,23 @@ def test_lane_model_starts_jobs_in_order_within_capacity(capacity, ops):
         assert queued == [j.key for j in lane.waiting]  # FIFO: the queue keeps submission order
         if queued and started:
             assert max(j.key for j in started) < min(queued)  # nothing overtakes a queued job
+
+
+def test_an_unreachable_ray_address_fails_at_once_naming_the_key():
+    import socket
+
+    from qd.evaluators.ray_eval import _check_reachable
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        open_port = listening.getsockname()[1]
+        _check_reachable(f"127.0.0.1:{open_port}", "evaluator.ray_address")  # a listener: left to Ray
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    with pytest.raises(ConnectionError, match=rf"evaluator.ray_address = '127.0.0.1:{port}': no Ray head answers "
+                                              rf"at 127.0.0.1:{port} .*ray start --head --port {port}"):
+        _check_reachable(f"127.0.0.1:{port}", "evaluator.ray_address")
+    _check_reachable("auto", "RAY_ADDRESS (environment)")  # no port: Ray resolves it

@@ -203,6 +203,24 @@ def _ship_domain_code(domain: Domain) -> None:
 
 # -- driver side ---------------------------------------------------------------------------------
 
+def _check_reachable(address: str, source: str, timeout_s: float = 10.0) -> None:
+    """Raise ``ConnectionError`` naming ``source`` when a ``host:port`` Ray address does not answer.
+
+    ``auto`` and addresses without a port are left to Ray.
+    """
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(f"{source} = {address!r}: no Ray head answers at {host}:{port} ({exc}); start one "
+                              f"there (ray start --head --port {port}) or leave the address empty for a local "
+                              "runtime") from None
+
+
 @dataclasses.dataclass(eq=False)
 class _Job:
     key: int
@@ -378,11 +396,13 @@ class RayEvaluator:
     def _connect(self, workers: int | None, address: str | None) -> None:
         if ray.is_initialized():
             return  # one runtime per process: reuse it (tests, notebooks, a caller's own ray.init)
+        source = "evaluator.ray_address" if address else "RAY_ADDRESS (environment)"
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address is None or address == "local":
             # "local" forces a fresh runtime even when a `ray start` cluster runs on this machine.
             ray.init(address="local", num_cpus=workers, include_dashboard=False)
         else:
+            _check_reachable(address, source)  # ray.init retries an unreachable head for ever
             ray.init(address=address)
         self._owns_runtime = True
 
