@@ -300,3 +300,27 @@ def test_export_trace_json(tmp_path):
     data = json.loads(path.read_text())
     assert len(data["spans"]) == len(HAND_TRACE) and data["summary"]["critical_path"] == 5
     assert data["spans"][3]["rel_start_s"] == pytest.approx(1.5)
+
+
+def test_a_map_over_other_measures_holds_each_configuration_once_at_its_means(tmp_path):
+    from qd.analysis.selection import archive_over
+    from qd.archives import GridArchive
+    from qd.store import RunStore
+
+    like = GridArchive(dims=[2], ranges=[(0, 1)], measure_names=["m"], qd_score_offset=-5.0)
+    with RunStore(tmp_path / "run.sqlite") as store:
+        with pytest.raises(ValueError, match="no usable evaluation"):
+            archive_over(store, ["a", "b"], like)
+        # config "A" twice (a re-evaluation), "B" once, and a failed evaluation
+        for i, (h, fitness, a, b, status) in enumerate([("A", 1.0, 0.0, 0.0, "ok"), ("B", 0.5, 4.0, 4.0, "ok"),
+                                                       ("A", 3.0, 2.0, 2.0, "ok"), ("C", 9.0, 4.0, 0.0, "error")]):
+            store.add_evaluation(id=i, hash=h, config_json=json.dumps({"k": h}), status=status, fitness=fitness,
+                                 measures={"a": a, "b": b}, error="", feedback="", operator="m", parent_ids=[],
+                                 trace_summary={}, metrics={}, archive_status=0, submitted_at=0.0)
+        archive = archive_over(store, ["a", "b"], like)
+        with pytest.raises(ValueError, match=r"unknown \['z'\]; stored: \['a', 'b'\]"):
+            archive_over(store, ["a", "z"], like)
+    elites = {e["solution"]["k"]: e for e in archive}
+    assert sorted(elites) == ["A", "B"] and archive.qd_score_offset == -5.0
+    assert elites["A"]["objective"] == 2.0 and list(elites["A"]["measures"]) == [1.0, 1.0] and elites["A"]["id"] == 0
+    assert elites["B"]["objective"] == 0.5

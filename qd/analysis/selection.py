@@ -93,7 +93,10 @@ def select_elites(archive: Any, *, top: int | None = None, diverse: int | None =
 
 
 def archive_over(store: RunStore, names: list[str], like: Any) -> GridArchive:
-    """A grid archive of the run's usable evaluations over other stored measures.
+    """A grid archive of the run's configurations over other stored measures.
+
+    Each configuration enters once, with its mean objective and mean measures over its usable
+    evaluations (its re-evaluations under noise included, as the run's own archive holds it).
 
     Parameters
     ----------
@@ -107,18 +110,27 @@ def archive_over(store: RunStore, names: list[str], like: Any) -> GridArchive:
     Raises
     ------
     ValueError
-        Naming the unknown measures and the stored ones.
+        Naming the unknown measures and the stored ones, or when no evaluation is usable.
     """
     rows = [r for r in store.evaluations(status="ok") if math.isfinite(r.fitness)]
-    missing = sorted({n for n in names for r in rows[:1] if n not in r.measures})
+    if not rows:
+        raise ValueError("the run has no usable evaluation (status ok, finite objective) to plot")
+    stored = set.intersection(*(set(r.measures) for r in rows))
+    missing = sorted(n for n in names if n not in stored)
     if missing or len(names) < 2:
-        available = sorted(rows[0].measures) if rows else []
-        raise ValueError(f"--measures needs at least two stored measures; unknown {missing}; stored: {available}")
-    values = np.array([[r.measures[n] for n in names] for r in rows], dtype=float)
+        raise ValueError(f"--measures needs at least two measures stored with every usable evaluation; "
+                         f"unknown {missing}; stored: {sorted(stored)}")
+    groups: dict[str, list[Any]] = {}
+    for r in rows:
+        groups.setdefault(r.hash, []).append(r)
+    first = [g[0] for g in groups.values()]
+    objectives = [float(np.mean([r.fitness for r in g])) for g in groups.values()]
+    values = np.array([np.mean([[r.measures[n] for n in names] for r in g], axis=0) for g in groups.values()],
+                      dtype=float)
     low, high = values.min(axis=0), values.max(axis=0)
     high = np.where(high > low, high, low + 1.0)
     archive = GridArchive(dims=[min(50, max(2, len(np.unique(values[:, i])))) for i in range(len(names))],
                           ranges=list(zip(low, high)), measure_names=names,
                           objective_name=like.objective_name, qd_score_offset=like.qd_score_offset)
-    archive.add([r.config for r in rows], [r.fitness for r in rows], values, id=[r.id for r in rows])
+    archive.add([r.config for r in first], objectives, values, id=[r.id for r in first])
     return archive
