@@ -150,6 +150,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             stopped.store.close()
         print(f"qd: stopped early: {exc}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        if (run_dir / "run.sqlite").exists():
+            print(f"\nqd: interrupted; finished evaluations are saved (continue: qd run --resume {run_dir})",
+                  file=sys.stderr)
+            return 130
+        raise
     try:
         _print_summary(run)
     finally:

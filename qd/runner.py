@@ -258,7 +258,13 @@ def resolve_run_config(config_path: str | Path | None, run_dir: Path, resume: bo
     """
     run_dir = Path(run_dir)
     if resume:
-        return load_config(config_path if config_path is not None else run_dir / "config.toml", overrides)
+        if config_path is not None or (run_dir / "config.toml").exists():
+            return load_config(config_path if config_path is not None else run_dir / "config.toml", overrides)
+        if not (run_dir / "run.sqlite").exists():
+            raise FileNotFoundError(f"nothing to resume: {run_dir} holds no run (no run.sqlite)")
+        _, store, stored = open_store(run_dir)  # config.toml is gone: the config the run stored
+        store.close()
+        return resolve_config(stored, overrides)
     if config_path is None:
         return resolve_config(DEMO_CONFIG, overrides)
     return load_config(config_path, overrides)

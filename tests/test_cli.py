@@ -161,3 +161,17 @@ def test_resume_refuses_a_budget_below_the_evaluations_already_done(tmp_path, ca
     assert main(["status", str(out), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["evaluations"] == 40 == status["budget"]
+
+
+def test_resume_uses_the_stored_config_when_config_toml_is_gone(tmp_path, capsys):
+    config = write_arm_config(tmp_path / "arm.toml", "evaluations = 20\ninit_random = 10", bins=5)
+    config.write_text(config.read_text() + "[evaluator]\nbackend = \"serial\"\n")
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--no-progress"]) == 0
+    (out / "config.toml").unlink()
+    assert main(["run", "--resume", str(out), "--evals", "30", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["evaluations"] == 30
+    assert main(["run", "--resume", str(tmp_path / "nothing")]) == 2
+    assert f"nothing to resume: {tmp_path / 'nothing'} holds no run" in capsys.readouterr().err
