@@ -341,7 +341,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"{status['name']} ({status['domain']}): {status['evaluations']}/{status['budget']} evaluations")
     print(f"elites {status['num_elites']}  coverage {status['coverage']:.1%}  qd_score {status['qd_score']:.4g}  "
-          f"best {status['obj_max']}")
+          f"best {'-' if status['obj_max'] is None else format(status['obj_max'], '.4g')}")
     print("statuses: " + ", ".join(f"{k} {v}" for k, v in status["statuses"].items()))
     for line in failure_lines(status["failures"]):
         print(line)
@@ -355,10 +355,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
                      if v.get("corrected_qd_score") is not None else "no corrected score (not every elite)")
         print(f"validation ({v['split']}, {v['samples']} per elite, {v['elites']} elites): {corrected}; "
               f"mean gap {v['mean_gap'] if v['mean_gap'] is None else format(v['mean_gap'], '.4g')}")
-    print(f"  {'operator':<14} {'offspring':>9} {'valid':>6} {'dup':>6} {'evaluated':>9} {'gains':>6} "
+    width = max([14, *(len(name) for name in status["operators"])])
+    print(f"  {'operator':<{width}} {'offspring':>9} {'valid':>6} {'dup':>6} {'evaluated':>9} {'gains':>6} "
           f"{'gain/eval':>9} {'tokens':>8} {'tok/gain':>8} {'time_s':>8} {'llm_fail':>8} {'share':>6}")
     for name, o in status["operators"].items():
-        print(f"  {name:<14} {o['offspring']:>9} {_pct(o['validity_rate']):>6} {_pct(o['duplicate_rate']):>6} "
+        print(f"  {name:<{width}} {o['offspring']:>9} {_pct(o['validity_rate']):>6} {_pct(o['duplicate_rate']):>6} "
               f"{o['evaluated']:>9} {o['gains']:>6} {_pct(o['gain_rate']):>9} {o['tokens']:>8} "
               f"{o['tokens_per_gain'] if o['tokens_per_gain'] is not None else '-':>8} {o['time_s']:>8.1f} "
               f"{o['llm_failures']:>8} {_pct(o['share']):>6}")
