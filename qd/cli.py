@@ -462,7 +462,7 @@ def _cmd_elites(args: argparse.Namespace) -> int:
         print(json.dumps(records, indent=1, default=_json_default))
         return 0
     extra = [k for k in ("n", "sem", "validated", "validated_n", "gap") if any(k in r for r in records)]
-    fields = ["id", "objective", *extra, *run.archive.measure_names, "config"]
+    fields = ["id", "objective", *extra, *run.archive.measure_names, "config", "feedback"]
     writer = csv.DictWriter(sys.stdout, fieldnames=fields)
     writer.writeheader()
     for r in records:

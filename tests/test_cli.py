@@ -60,6 +60,7 @@ def test_elites_top_diverse_where_and_csv(run_dir, capsys):
     top = json.loads(capsys.readouterr().out)
     assert len(top) == 3 and top[0]["objective"] >= top[1]["objective"] >= top[2]["objective"]
     assert len(top[0]["config"]["angles"]) == 6
+    assert all(e["feedback"].startswith("angle variance") for e in top)  # what the evaluation said
     assert main(["elites", str(run_dir), "--diverse", "4"]) == 0
     diverse = json.loads(capsys.readouterr().out)
     assert len({(round(e["x"], 3), round(e["y"], 3)) for e in diverse}) == 4
@@ -67,6 +68,7 @@ def test_elites_top_diverse_where_and_csv(run_dir, capsys):
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert rows and all(float(r["x"]) > 0 and float(r["y"]) < 0 for r in rows)
     assert json.loads(rows[0]["config"])["angles"]
+    assert rows[0]["feedback"].startswith("angle variance")
 
 
 def test_plot_other_file_and_curve(run_dir, tmp_path, capsys):

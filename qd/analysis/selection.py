@@ -89,7 +89,8 @@ def select_elites(archive: Any, *, top: int | None = None, diverse: int | None =
     else:
         elites = archive.top(top, where=where)
     return [{"id": int(e["id"]), "objective": float(e["objective"]),
-             **{n: float(v) for n, v in zip(names, e["measures"])}, "config": e["solution"]} for e in elites]
+             **{n: float(v) for n, v in zip(names, e["measures"])}, "config": e["solution"],
+             "feedback": str(e.get("feedback") or "")} for e in elites]
 
 
 def archive_over(store: RunStore, names: list[str], like: Any) -> GridArchive:
