@@ -68,12 +68,15 @@ class Generation:
         The model answered but no valid configuration could be recovered from its text.
     tokens : int
         Prompt plus completion tokens the call reported (cache hits report the original counts).
+    error : str
+        What an operator that raised said (``Type: message``); empty otherwise.
     """
 
     configs: list = field(default_factory=list)
     failed: bool = False
     invalid: bool = False
     tokens: int = 0
+    error: str = ""
 
 
 class Operator:

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from qd.archives import AddStatus
 from qd.noise import RESAMPLE, Resample, make_handler
@@ -177,8 +179,8 @@ class GenerationJob:
             if self.target is None:
                 return self.op.generate(self.parents, self.rng)
             return self.op.generate(self.parents, self.rng, self.target)
-        except Exception:  # an operator failure costs one evaluation, not the run
-            return Generation([], failed=True)
+        except Exception as exc:  # an operator failure costs one evaluation, not the run
+            return Generation([], failed=True, error=f"{type(exc).__name__}: {exc}")
 
 
 class Scheduler:
@@ -228,6 +230,7 @@ class Scheduler:
         self.noise = make_handler(archive, o.noise, samples=o.noise_samples, probes=o.noise_probes, top=o.noise_top,
                                   budget=o.noise_budget)
         self._resampled = 0  # re-evaluations asked (they take no seed's or random sample's turn)
+        self._raised: set[str] = set()  # operators whose exception was reported
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -341,6 +344,10 @@ class Scheduler:
         configs = list(generation.configs)
         if generation.failed:
             stats.llm_failures += 1
+            if generation.error and job.operator not in self._raised:  # a bug, not a model's failure: say so once
+                self._raised.add(job.operator)
+                tqdm.write(f"qd: warning: operator {job.operator!r} raised {generation.error[:500]}; its "
+                           "generations count as failed", file=sys.stderr)
         else:
             stats.offspring += max(1, len(configs))
         return configs

@@ -15,7 +15,8 @@ Behaviours: ``ok``, ``slow`` (answer after ``delay`` s), ``timeout`` (sleep ``de
 client's timeout, then drop the connection), ``429`` (with ``Retry-After: retry_after``), ``500``,
 ``503``, ``400``, ``401`` (wrong key), ``404`` (unknown model), ``nonjson`` (200 with an HTML
 body), ``truncated`` (200 with half a JSON body), ``empty_choices`` (200 with ``"choices": []``),
-``no_content`` (chat message content null), ``trickle`` (a slow stream: a valid body sent a few
+``no_content`` (chat message content null), ``null_choice`` (200 with ``"choices": [null]``),
+``trickle`` (a slow stream: a valid body sent a few
 bytes at a time over ``delay`` s, each piece well within a per-read timeout, so only a total
 deadline stops it). ``default`` answers every unscripted request (``"401"``: an endpoint that
 refuses the key). ``fail_rate`` makes every unscripted request fail with a random fault (seeded),
@@ -33,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 KINDS = ("ok", "slow", "timeout", "429", "500", "503", "400", "401", "404", "nonjson", "truncated", "empty_choices",
-         "no_content", "trickle")
+         "no_content", "null_choice", "trickle")
 # What the endpoint says for the client errors, worded like OpenAI's own.
 _CLIENT_ERRORS = {
     "400": ("scripted 400", "invalid_request_error"),
@@ -235,6 +236,9 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 message, code = _CLIENT_ERRORS[kind]
                 err = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
                 self._send(int(kind), json.dumps(err).encode())
+                return
+            if kind == "null_choice":
+                self._send(200, b'{"id": "x", "object": "chat.completion", "model": "fake", "choices": [null]}')
                 return
             if kind == "nonjson":
                 self._send(200, b"<html><body>502 Bad Gateway</body></html>", ctype="text/html")

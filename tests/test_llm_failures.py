@@ -113,3 +113,38 @@ def test_an_unreachable_endpoint_is_a_connection_failure_that_stops_the_run(tmp_
     assert main(["run", config, "--out", str(tmp_path / "run"), "--no-progress"]) == 3
     err = capsys.readouterr().err
     assert "all failed (connection)" in err and "fix llm.base_url" in err
+
+
+def test_odd_answers_are_retried_under_their_cause_not_raised():
+    with FakeOpenAI(reply=lambda req: "fine") as fake:
+        client = LLMClient(base_url=fake.base_url, model="m", retries=1, backoff_s=0.01, api="chat")
+        fake.push("429", retry_after="soon")  # a Retry-After that is neither seconds nor a date: usual backoff
+        assert client.complete("p").text == "fine"
+        fake.push("null_choice")  # {"choices": [null]}: unusable output, retried
+        assert client.complete("q").text == "fine"
+        assert [r["kind"] for r in fake.requests] == ["429", "ok", "null_choice", "ok"]
+
+
+def test_fail_fast_counts_only_calls_that_reached_the_endpoint(tmp_path):
+    cache = tmp_path / "cache.sqlite"
+    with FakeOpenAI(reply=lambda req: "fine", default="401") as fake:
+        fake.push("ok")
+        LLMClient(base_url=fake.base_url, model="m", retries=0, cache=cache).complete("cached")
+        # a rerun whose key stopped working
+        client = LLMClient(base_url=fake.base_url, model="m", retries=0, cache=cache, fail_fast=2)
+        assert client.complete("cached").cached  # a cache hit says nothing about the endpoint
+        for prompt in ("a", "b"):
+            with pytest.raises(LLMError, match="HTTP 401"):
+                client.complete(prompt)
+        assert client.fatal is not None and client.fatal.cause == "authentication"
+
+
+def test_an_endpoint_that_never_answers_stops_the_run_naming_the_timeout_too():
+    with FakeOpenAI() as fake:
+        fake.push("timeout", delay=1.0, times=2)  # answers nothing within the client's 0.2 s
+        client = LLMClient(base_url=fake.base_url, model="m", retries=0, timeout_s=0.2, fail_fast=2)
+        for _ in range(2):
+            with pytest.raises(LLMError):
+                client.complete("p")
+        assert client.fatal is not None and client.fatal.cause == "timeout"
+        assert "fix llm.base_url (an endpoint that answers) or llm.timeout_s" in str(client.fatal)

@@ -47,13 +47,14 @@ CAUSES: tuple[str, ...] = ("authentication", "not_found", "bad_request", "rate_l
 TRANSIENT_CAUSES: tuple[str, ...] = ("rate_limit", "timeout", "server_error", "connection", "unusable_output")
 # Causes that the next calls will hit too: the first `fail_fast` calls all failing for one of them
 # stop the run (LLMClient.fatal).
-PERSISTENT_CAUSES: tuple[str, ...] = ("authentication", "not_found", "bad_request", "connection")
+PERSISTENT_CAUSES: tuple[str, ...] = ("authentication", "not_found", "bad_request", "connection", "timeout")
 # The run config key that fixes each persistent cause.
 FIX_HINTS: dict[str, str] = {
     "authentication": "llm.api_key_env (the environment variable that holds the endpoint's API key)",
     "not_found": "llm.model (a model the endpoint serves) or llm.base_url",
     "bad_request": "llm.api ('chat' for chat-only models, 'completions' for base models) or llm.model",
     "connection": "llm.base_url (an endpoint this machine reaches)",
+    "timeout": "llm.base_url (an endpoint that answers) or llm.timeout_s (long enough for this model)",
 }
 
 
@@ -195,8 +196,12 @@ def _retry_after(exc: Exception) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+        pass
+    try:  # an HTTP date; anything else is no request at all (the usual backoff applies)
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
 
 
 def _http_module() -> Any:
@@ -538,13 +543,15 @@ class LLMClient(LLMEndpoint):
         if not choices:
             raise _Garbage("response has no choices")
         choice = choices[0]
-        text = choice.message.content if kind == "chat" else getattr(choice, "text", None)
+        text = getattr(getattr(choice, "message", None), "content", None) if kind == "chat" \
+            else getattr(choice, "text", None)
         if not isinstance(text, str):
             raise _Garbage("response choice has no text")
         usage = getattr(resp, "usage", None)
-        tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
-        tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
-        return text, tokens_in, tokens_out, str(choice.finish_reason or ""), str(getattr(resp, "model", "") or "")
+        tokens_in = max(0, int(getattr(usage, "prompt_tokens", 0) or 0))  # a server's negative count is no count
+        tokens_out = max(0, int(getattr(usage, "completion_tokens", 0) or 0))
+        finish = getattr(choice, "finish_reason", None)
+        return text, tokens_in, tokens_out, str(finish or ""), str(getattr(resp, "model", "") or "")
 
     def _classify(self, exc: BaseException) -> tuple[str, str, float | None]:
         """(cause, message, server-requested wait) for an exception from one attempt."""
@@ -557,7 +564,9 @@ class LLMClient(LLMEndpoint):
         if isinstance(exc, openai.APITimeoutError):
             return "timeout", f"timeout after {self.timeout_s:g} s", None
         if isinstance(exc, openai.APIConnectionError):
-            return "connection", f"connection error: {exc}", None
+            reason = exc.__cause__ or exc.__context__  # httpx's error: refused, DNS, TLS
+            detail = f" ({type(reason).__name__}: {reason})" if reason is not None and str(reason) else ""
+            return "connection", f"connection error: {exc}{detail}", None
         if isinstance(exc, openai.APIResponseValidationError):
             return "unusable_output", f"garbage response: {exc}", None
         if isinstance(exc, openai.APIStatusError):
@@ -613,8 +622,7 @@ class LLMClient(LLMEndpoint):
 
     def _finish_cached(self, hit: dict[str, Any], call: _Call) -> LLMResponse:
         latency = time.perf_counter() - call.start
-        self._count(call.tag, calls=1, cache_hits=1)
-        self._outcome(None)
+        self._count(call.tag, calls=1, cache_hits=1)  # not an outcome for fail_fast: the endpoint was not asked
         cost = self._cost(hit.get("model", ""), hit["tokens_in"], hit["tokens_out"])
         span = _record_span(
             name=call.name, model=hit.get("model") or self.model, tokens_in=hit["tokens_in"],
