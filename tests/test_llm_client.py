@@ -309,3 +309,14 @@ def test_copies_of_an_embedded_endpoint_share_its_server_on_this_host_only(cls):
     assert elsewhere.is_local and elsewhere._resolved_url is None  # it starts a server of its own there
     remote = pickle.loads(pickle.dumps(cls(base_url="http://host:8000/v1")))
     assert remote.resolved_base_url() == "http://host:8000/v1" and not remote.is_local
+
+
+def test_a_401_says_when_the_key_variable_is_not_set(fake, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    fake.push("401")
+    with pytest.raises(LLMError, match=r"check the API key in \$OPENAI_API_KEY, which is not set\)"):
+        make(fake, retries=0).complete("hi")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    fake.push("401")
+    with pytest.raises(LLMError, match=r"check the API key in \$OPENAI_API_KEY\)"):
+        make(fake, retries=0).complete("hi")

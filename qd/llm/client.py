@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import os
 import random
 import threading
 import time
@@ -308,13 +309,6 @@ def _status_cause(status: int) -> str:
     return "bad_request"
 
 
-def _is_loopback(url: str) -> bool:
-    from urllib.parse import urlparse
-
-    host = (urlparse(url).hostname or "").lower()
-    return host in ("127.0.0.1", "localhost", "::1")
-
-
 @dataclass
 class _Call:
     """One logical request (all its attempts): what it sends and how it is accounted."""
@@ -574,7 +568,8 @@ class LLMClient(LLMEndpoint):
             cause = _status_cause(status)
             message = f"HTTP {status}: {str(exc.message).removeprefix(f'Error code: {status} - ')}"
             if cause == "authentication":
-                message += f" (check the API key in ${self.api_key_env})"
+                unset = "" if os.environ.get(self.api_key_env) else ", which is not set"
+                message += f" (check the API key in ${self.api_key_env}{unset})"
             return cause, message, _retry_after(exc) if cause in TRANSIENT_CAUSES else None
         return "other", f"{type(exc).__name__}: {exc}", None
 
