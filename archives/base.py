@@ -64,8 +64,8 @@ class ArchiveStats:
 
 
 def _finite_float(value: Any, what: str) -> float:
-    try:
-        number = float(value)
+    try:  # a one-element array too (pyribs's add_single takes ``objective[i:i + 1]``)
+        number = float(np.asarray(value).reshape(())) if np.size(value) == 1 else float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{what} must be a number, got {value!r}") from None
     if not math.isfinite(number):
@@ -778,7 +778,7 @@ class ArchiveBase:
             Whether each cell holds an elite.
         data : dict of arrays
             Every field of those cells. Where ``occupied`` is False (as pyribs): ``index``
-            is -1, float fields NaN, integer fields 0 (``id``: -1), object fields None.
+            is -1, float fields NaN, integer fields 0 (qd's own ``id``: -1), object fields None.
         """
         cells = self.index_of(measures)
         occupied = self._occupied[cells]
@@ -788,7 +788,7 @@ class ArchiveBase:
             for name, arr in data.items():
                 if arr.dtype == object:
                     arr[empty] = None
-                elif name in ("index", "id"):
+                elif name == "index" or (name == "id" and name not in self._declared):
                     arr[empty] = -1
                 elif np.issubdtype(arr.dtype, np.integer):
                     arr[empty] = 0

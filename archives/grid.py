@@ -50,6 +50,9 @@ class GridArchive(ArchiveBase):
     @staticmethod
     def _check_dims(dims: Sequence[int]) -> np.ndarray:
         dims_arr = np.asarray(dims)
+        if np.issubdtype(dims_arr.dtype, np.floating) and np.all(np.isfinite(dims_arr)) \
+                and np.all(dims_arr == np.round(dims_arr)):
+            dims_arr = dims_arr.astype(np.int64)  # whole numbers as floats, as pyribs accepts
         if dims_arr.ndim != 1 or len(dims_arr) == 0 or not np.issubdtype(dims_arr.dtype, np.integer):
             raise ValueError(f"dims must be a non-empty list of integers, got {dims!r}")
         if np.any(dims_arr < 1):
@@ -95,11 +98,18 @@ class GridArchive(ArchiveBase):
 
     def grid_to_int_index(self, grid_indices: Any) -> np.ndarray:
         """Flat indices (int32) of ``(batch, measure_dim)`` grid coordinates."""
-        return np.ravel_multi_index(np.asarray(grid_indices).T, self._dims).astype(np.int32)
+        grid_indices = np.asarray(grid_indices)
+        if grid_indices.ndim != 2 or grid_indices.shape[1] != len(self._dims):
+            raise ValueError(f"Expected grid_indices to be an array with shape (batch_size, {len(self._dims)}) "
+                             f"(i.e. shape (batch_size, measure_dim)) but it had shape {grid_indices.shape}.")
+        return np.ravel_multi_index(grid_indices.T, self._dims).astype(np.int32)
 
     def int_to_grid_index(self, int_indices: Any) -> np.ndarray:
         """Grid coordinates ``(batch, measure_dim)`` (int32) of flat indices."""
-        return np.asarray(np.unravel_index(np.asarray(int_indices), self._dims), dtype=np.int32).T
+        int_indices = np.asarray(int_indices)
+        if int_indices.ndim != 1:
+            raise ValueError(f"Expected int_indices to be a 1D array, but it had shape {int_indices.shape}")
+        return np.asarray(np.unravel_index(int_indices, self._dims), dtype=np.int32).T
 
     def retessellate(self, new_dims: Sequence[int]) -> None:
         """Change the grid resolution and re-insert every elite (pyribs's method).

@@ -224,3 +224,30 @@ def test_adding_while_iterating_raises_like_pyribs():
         with pytest.raises(RuntimeError, match="during iteration"):
             for _ in archive:
                 archive.clear()
+
+
+def test_inputs_pyribs_takes_are_taken_alike():
+    kw = dict(solution_dim=SOLUTION_DIM, ranges=RANGES)
+    # whole-number float dims, as pyribs casts them
+    assert GridArchive(dims=[4.0, 5.0], **kw).cells == ribs.GridArchive(dims=[4.0, 5.0], **kw).cells == 20
+    ours, theirs = GridArchive(dims=DIMS, **kw), ribs.GridArchive(dims=DIMS, **kw)
+    # a one-element array as add_single's objective (code slicing objectives[i:i + 1])
+    for archive in (ours, theirs):
+        assert int(archive.add_single(np.ones(SOLUTION_DIM), np.array([1.0]), [0.0, 5.0])["status"]) == 2
+    assert ours.stats.obj_max == theirs.stats.obj_max == 1.0
+    # the grid index conversions check shapes as pyribs does
+    for archive in (ours, theirs):
+        assert _same(archive.grid_to_int_index([[1, 2]]), [7]) and _same(archive.int_to_grid_index([7]), [[1, 2]])
+        with pytest.raises(ValueError, match="Expected int_indices to be a 1D array"):
+            archive.int_to_grid_index([[7]])
+        with pytest.raises(ValueError, match=r"Expected grid_indices to be an array with shape \(batch_size, 2\)"):
+            archive.grid_to_int_index([1, 2])
+
+
+def test_a_declared_extra_field_named_id_reads_as_pyribs_in_empty_cells():
+    kw = dict(solution_dim=SOLUTION_DIM, dims=DIMS, ranges=RANGES, extra_fields={"id": ((), np.float64)})
+    ours, theirs = GridArchive(**kw), ribs.GridArchive(**kw)
+    for archive in (ours, theirs):
+        archive.add(np.ones((1, SOLUTION_DIM)), [1.0], [[0.0, 5.0]], id=[7.5])
+    (occ_a, a), (occ_b, b) = ours.retrieve([[0.0, 5.0], [-0.9, 0.5]]), theirs.retrieve([[0.0, 5.0], [-0.9, 0.5]])
+    assert _same(occ_a, occ_b) and _same(a["id"], b["id"]) and _same(a["index"], b["index"])
