@@ -192,9 +192,12 @@ def _print_summary(run: Any) -> None:
             measures = "  ".join(f"{n}={v:.3g}" for n, v in zip(names, elite["measures"]))
             print(f"  {label}\n      {obj}={elite['objective']:.4g}  {measures}  (id {elite['id']})")
             print(f"      {_config_line(elite['solution'])}")
-    for line in _llm_failure_lines(run.store.counters("llm").get("total", {}),
-                                   run.store.get_meta("llm_last_errors", {})):
+    llm_counters = run.store.counters("llm")
+    for line in _llm_failure_lines(llm_counters.get("total", {}), run.store.get_meta("llm_last_errors", {})):
         print(line)
+    unusable = _unusable_answers(run.store.counters("operators"), llm_counters)
+    if unusable:
+        print("LLM answers with no usable configuration: " + ", ".join(f"{op} {n}" for op, n in unusable.items()))
     rows = list(run.store.evaluations())
     for line in failure_lines(failures(rows)):
         print(line)
@@ -205,6 +208,12 @@ def _print_summary(run: Any) -> None:
     if (run.path / "heatmap.png").exists():
         print(f"heatmap: {run.path / 'heatmap.png'}")
     print(f"inspect: qd status {run.path}   qd elites {run.path} --diverse 5")
+
+
+def _unusable_answers(operators: dict[str, dict], llm_tags: Any) -> dict[str, int]:
+    """LLM operators' answers no configuration could be read from: offspring minus valid, per operator."""
+    return {name: int(o.get("offspring", 0) - o.get("valid", 0)) for name, o in operators.items()
+            if name in llm_tags and o.get("offspring", 0) > o.get("valid", 0)}
 
 
 def _llm_failure_lines(total: dict, last_errors: dict) -> list[str]:
@@ -281,8 +290,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     total = llm_counters.get("total", {})
     llm["failed_by_cause"] = {c: int(total[f"failed_{c}"]) for c in CAUSES if total.get(f"failed_{c}")}
     # LLM answers no configuration could be read from (operators' invalid offspring), by operator
-    llm["unusable_answers"] = {name: o["offspring"] - o["valid"] for name, o in operators.items()
-                               if name in llm["by_operator"] and o["offspring"] > o["valid"]}
+    llm["unusable_answers"] = _unusable_answers(operators, llm["by_operator"])
     llm["last_errors"] = run.store.get_meta("llm_last_errors", {})
     rows = list(run.store.evaluations())  # read once: spend, failures and out-of-range go over every row
     spend = _spend(rows, run.config["llm"], llm)

@@ -59,10 +59,10 @@ def failure_lines(summary: dict[str, Any]) -> list[str]:
     if summary["evaluations"]:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(summary["by_status"].items()))
         lines.append(f"failed evaluations: {summary['evaluations']} of {summary['of']} ({statuses}); "
-                     f"last: {summary['last_error'][:300]}")
+                     f"last: {summary['last_error'][:600]}")
     if summary["examples"]:
         lines.append(f"examples the score function failed on (scored 0): {summary['examples']} of "
-                     f"{summary['examples_of']}; last: {summary['last_example_error'][:300]}")
+                     f"{summary['examples_of']}; last: {summary['last_example_error'][:600]}")
     return lines
 
 
@@ -77,13 +77,13 @@ class FailureWatch(SearchListener):
         """Warn the first time an evaluation fails, or scores 0 because every example failed."""
         result = event.result
         if result.status != "ok":
-            self._warn("evaluation", f"evaluation {event.id} failed ({result.status}): {result.error[:300]}; "
+            self._warn("evaluation", f"evaluation {event.id} failed ({result.status}): {result.error[:600]}; "
                                      "the search goes on (qd status counts the failures)")
             return
         failed, scored, error = _example_failures(result.metrics or {})
         if scored and failed == scored:
             self._warn("examples", f"the score function failed on every example of evaluation {event.id}, "
-                                   f"which scores 0: {error[:300]}")
+                                   f"which scores 0: {error[:600]}")
 
     def _warn(self, kind: str, text: str) -> None:
         if kind in self._warned:

@@ -68,10 +68,12 @@ class FakeOpenAI:
         fail_rate: float = 0.0,
         seed: int = 0,
         default: str = "ok",
+        answer_model: str | None = None,
     ) -> None:
         if default not in KINDS:
             raise ValueError(f"unknown default {default!r}; expected one of {KINDS}")
         self.default = default
+        self.answer_model = answer_model  # the model name answers carry (default: the one asked for)
         self.reply = reply or (lambda req: "fake completion")
         self.fail_rate = fail_rate
         self._rng = random.Random(seed)
@@ -132,7 +134,7 @@ def _tokens(text: str) -> int:
     return max(1, len(text.split()))
 
 
-def _body(req: dict[str, Any], chat: bool, text: str, kind: str) -> dict[str, Any]:
+def _body(req: dict[str, Any], chat: bool, text: str, kind: str, model: str | None = None) -> dict[str, Any]:
     if chat:
         prompt = " ".join(str(m.get("content", "")) for m in req.get("messages", []))
         content = None if kind == "no_content" else text
@@ -146,7 +148,7 @@ def _body(req: dict[str, Any], chat: bool, text: str, kind: str) -> dict[str, An
         "id": "fake-1",
         "object": obj,
         "created": int(time.time()),
-        "model": req.get("model", "fake"),
+        "model": model or req.get("model", "fake"),
         "choices": [] if kind == "empty_choices" else [choice],
         "usage": {
             "prompt_tokens": _tokens(prompt),
@@ -244,7 +246,7 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b"<html><body>502 Bad Gateway</body></html>", ctype="text/html")
                 return
             text = fake.reply(req)
-            body = json.dumps(_body(req, chat, text, kind)).encode()
+            body = json.dumps(_body(req, chat, text, kind, fake.answer_model)).encode()
             if kind == "truncated":
                 body = body[: len(body) // 2]
             self._send(200, body, trickle_s=behaviour["delay"] if kind == "trickle" else 0.0)

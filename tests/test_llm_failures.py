@@ -148,3 +148,12 @@ def test_an_endpoint_that_never_answers_stops_the_run_naming_the_timeout_too():
                 client.complete("p")
         assert client.fatal is not None and client.fatal.cause == "timeout"
         assert "fix llm.base_url (an endpoint that answers) or llm.timeout_s" in str(client.fatal)
+
+
+def test_the_run_summary_counts_llm_answers_that_held_no_configuration(tmp_path, capsys):
+    with FakeOpenAI(reply=lambda req: " no configuration here") as fake:
+        config = write_config(tmp_path / "run.toml", fake.base_url, evaluations=30)
+        assert main(["run", config, "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("LLM answers with no usable configuration: "))
+    assert "lmx " in line and "llm_mutation " in line

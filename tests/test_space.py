@@ -393,3 +393,9 @@ def test_repair_and_prompt_name_an_unknown_parameter_kind():
         Odd().to_prompt()
     with pytest.raises(ValueError, match="cannot repair values of parameter kind 'odd'"):
         Odd().repair(1)
+
+
+def test_minus_zero_and_zero_are_one_configuration():
+    space = Space({"t": Float(-1.0, 1.0), "k": Int(-3, 3)})
+    assert space.canonical({"t": -0.0, "k": 0}) == space.canonical({"t": 0.0, "k": 0}) == '{"k":0,"t":0.0}'
+    assert space.hash({"t": -0.0, "k": 0}) == space.hash({"t": 0.0, "k": 0})

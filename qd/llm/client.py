@@ -583,7 +583,10 @@ class LLMClient(LLMEndpoint):
         """Nominal cost of a call (``None``: the model is unpriced, and the call counts as free)."""
         if self.is_local:
             return 0.0
-        return cost_of(self.prices, model or self.model, tokens_in, tokens_out)
+        cost = cost_of(self.prices, model or self.model, tokens_in, tokens_out)
+        if cost is None and model and model != self.model:  # the server renamed it (a dated or deployment name)
+            cost = cost_of(self.prices, self.model, tokens_in, tokens_out)
+        return cost
 
     # -- accounting -----------------------------------------------------------------------------
     def _count(self, tag: str, **deltas: float) -> None:

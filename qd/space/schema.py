@@ -174,8 +174,8 @@ class Float(Numeric):
 
     def _canon(self, value: Any) -> Any:
         if type(value) is float:
-            return value
-        return float(value) if is_number(value) else value
+            return value + 0.0  # -0.0 is 0.0: one configuration, one dedup key
+        return float(value) + 0.0 if is_number(value) else value
 
     def to_dict(self) -> dict:
         """See :meth:`Param.to_dict`."""
