@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -156,4 +157,4 @@ def test_the_run_summary_counts_llm_answers_that_held_no_configuration(tmp_path,
         assert main(["run", config, "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("LLM answers with no usable configuration: "))
-    assert "lmx " in line and "llm_mutation " in line
+    assert re.search(r"llm_mutation [1-9]", line)
