@@ -1,6 +1,7 @@
 """Automatic tracing: the user's own openai / LiteLLM / DSPy calls become spans equal to what the server served."""
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import subprocess
@@ -388,3 +389,47 @@ def test_install_imports_httpx_before_any_evaluation_thread_needs_it_with_tracin
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "QD_AUTOTRACE": tracing})
     assert done.stdout.strip() == ("True" if tracing == "1" else "False"), done.stderr
+
+
+def test_fan_out_counts_each_join_once_and_a_chain_through_threads_stays_a_chain():
+    from qd.analysis import trace_critical_path, trace_max_fanout
+
+    def call() -> None:
+        finish_llm_call(begin_llm_call(), name="c", model="m", tokens_in=1, tokens_out=1)
+
+    autotrace.install()
+    with Tracer() as fanned:  # one call, five at once after it, one that joins them
+        call()
+        with ThreadPoolExecutor(5) as pool:
+            [f.result() for f in [pool.submit(call) for _ in range(5)]]
+        call()
+    assert (trace_critical_path(fanned.spans), trace_max_fanout(fanned.spans)) == (3, 5)
+    with Tracer() as chained, ThreadPoolExecutor(1) as pool:  # three calls one after another, each in a thread
+        call()
+        for _ in range(3):
+            pool.submit(call).result()
+        call()
+    assert (trace_critical_path(chained.spans), trace_max_fanout(chained.spans)) == (5, 1)
+
+
+def test_calls_through_asyncio_to_thread_keep_their_chain():
+    from qd.analysis import trace_critical_path, trace_max_fanout
+
+    def call() -> None:
+        finish_llm_call(begin_llm_call(), name="c", model="m", tokens_in=1, tokens_out=1)
+
+    async def three_in_a_row() -> None:
+        for _ in range(3):
+            await asyncio.to_thread(call)
+
+    async def three_at_once() -> None:
+        await asyncio.gather(*(asyncio.to_thread(call) for _ in range(3)))
+        call()
+
+    autotrace.install()
+    with Tracer() as chained:
+        asyncio.run(three_in_a_row())
+    assert (trace_critical_path(chained.spans), trace_max_fanout(chained.spans)) == (3, 1)
+    with Tracer() as joined:
+        asyncio.run(three_at_once())
+    assert trace_critical_path(joined.spans) == 2 and len(joined.spans[-1]["deps"]) == 3

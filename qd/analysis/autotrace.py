@@ -59,7 +59,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from qd.analysis.tracer import PendingCall, begin_llm_call, finish_llm_call, flow_joined, fork_context
+from qd.analysis.tracer import (
+    PendingCall,
+    begin_llm_call,
+    finish_llm_call,
+    flow_joined,
+    fork_context,
+    run_forked,
+)
 
 __all__ = ["install", "installed", "suppressed", "LLM_PATHS"]
 
@@ -421,7 +428,7 @@ def _patch_threads() -> None:
         if forked is None:
             return submit(self, fn, *args, **kwargs)
         ctx, flow = forked
-        future = submit(self, ctx.run, fn, *args, **kwargs)
+        future = submit(self, run_forked, ctx, flow, fn, *args, **kwargs)
         future._qd_flow = flow
         flows = self.__dict__.setdefault("_qd_flows", [])
         flows[:] = [f for f in flows if not f.joined] + [flow]

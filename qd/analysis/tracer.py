@@ -31,9 +31,10 @@ starts, a function it submits to a thread pool. The rule:
 * a flow started by another inherits, for its first call, the starter's previous call, and the
   last calls of the starter's earlier flows it has waited for (a thread pool future's result, a
   thread join, a pool shutdown, a finished asyncio task);
-* a flow's next call after it started others also depends on the last call of each of those
-  (a join: five concurrent calls and then one that reads them give a critical path of 2 and a
-  fan-out of 5).
+* a flow's next call after it started others depends on the last call of each of those
+  instead (a join: five concurrent calls and then one that reads them give a critical path of 2
+  and a fan-out of 5; a call that follows a call of a started flow does not also depend on
+  what that flow followed, so a chain through threads keeps a fan-out of 1).
 
 Limits: the rule sees control flow, not values, so a call that ignores an earlier call's output
 still depends on it, and work handed between flows through a queue or shared variable is not
@@ -62,7 +63,8 @@ from qd.llm.prices import DEFAULT_PRICES, Price, cost_of
 from qd.result import Span
 
 __all__ = ["Tracer", "active_tracer", "span", "traced", "record_llm_call", "export_trace_json", "KINDS",
-           "PendingCall", "begin_llm_call", "finish_llm_call", "take_untraced", "fork_context", "flow_joined"]
+           "PendingCall", "begin_llm_call", "finish_llm_call", "take_untraced", "fork_context", "run_forked",
+           "flow_joined"]
 
 KINDS: tuple[str, ...] = ("llm", "tool", "step")
 
@@ -89,14 +91,14 @@ def _clean_deps(deps: Iterable[int | None] | None) -> list[int]:
     return [int(d) for d in deps if d is not None]
 
 
-def _inferred_deps(flow: _Flow) -> list[int]:
+def _inferred_deps(tracer: Tracer, flow: _Flow) -> list[int]:
     """Deps of a call recorded without any (module docstring); the flow's started flows are joined by it.
 
     The caller holds the tracer's lock.
     """
     frontier = flow.frontier()
     flow.forks = []
-    return list(dict.fromkeys(frontier))
+    return _latest(tracer, frontier)
 
 
 def _owner() -> tuple[int, int]:
@@ -124,6 +126,28 @@ class _Flow:
         return out
 
 
+def _latest(tracer: Tracer, ids: list[int]) -> list[int]:
+    """``ids`` without those another of them already follows (through recorded deps).
+
+    A call after a join depends on the joined flows' last calls, not also on the calls those
+    followed: an extra edge would count once more in a call's fan-out (``max_fanout``). Deps
+    point to earlier span ids, so the walk stops below the smallest of ``ids``. The caller holds
+    the tracer's lock.
+    """
+    ids = list(dict.fromkeys(ids))
+    if len(ids) < 2:
+        return ids
+    floor, spans, followed = min(ids), tracer._spans, set()
+    stack = [d for i in ids if i < len(spans) for d in spans[i]["deps"]]
+    while stack:
+        d = stack.pop()
+        if d >= floor and d not in followed:
+            followed.add(d)
+            if d < len(spans):
+                stack.extend(spans[d]["deps"])
+    return [i for i in ids if i not in followed]
+
+
 def _current_flow(tracer: Tracer) -> _Flow:
     """The flow of the calling context (a thread or task not started through fork_context gets a new one)."""
     flow = _FLOW.get()
@@ -134,6 +158,11 @@ def _current_flow(tracer: Tracer) -> _Flow:
         if flow.owner is None:  # made by fork_context for the thread or task now running
             flow.owner = me
             return flow
+        forked = getattr(_FORKED, "flow", None)
+        if forked is not None and forked.owner in (None, me):  # run_forked's flow, under a context
+            forked.owner = me                                  # the function switched to itself
+            _FLOW.set(forked)
+            return forked
     child = _Flow(me, list(flow.last) if flow is not None else [])
     if flow is not None:
         with tracer._lock:
@@ -154,15 +183,35 @@ def fork_context() -> tuple[contextvars.Context, _Flow] | None:
         return None
     parent = _current_flow(tracer)
     with tracer._lock:
-        base = list(parent.last)
-        for fork in parent.forks:
-            if fork.joined:
-                base += fork.frontier()
-        child = _Flow(None, list(dict.fromkeys(base)))
+        joined = [fork for fork in parent.forks if fork.joined]
+        if joined:  # the starter has waited for them: it continues after their calls
+            parent.last = _latest(tracer, parent.last + [i for fork in joined for i in fork.frontier()])
+            parent.forks = [fork for fork in parent.forks if not fork.joined]
+        child = _Flow(None, list(parent.last))
         parent.forks.append(child)
     ctx = contextvars.copy_context()
     ctx.run(_FLOW.set, child)
     return ctx, child
+
+
+_FORKED = threading.local()  # the flow run_forked runs its function in, on this thread
+
+
+def run_forked(ctx: contextvars.Context, flow: _Flow, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn`` in ``ctx`` and ``flow`` (from :func:`fork_context`) on this thread.
+
+    A function that runs its work in a context of its own (``asyncio.to_thread`` wraps it in a
+    copy of its caller's context) still records in ``flow``, so calls made through it keep their
+    chain and are joined when the future's result is read.
+    """
+    def inner() -> Any:
+        previous, _FORKED.flow = getattr(_FORKED, "flow", None), flow
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _FORKED.flow = previous
+
+    return ctx.run(inner)
 
 
 def flow_joined(flow: _Flow) -> None:
@@ -219,12 +268,15 @@ def begin_llm_call(deps: Sequence[int | None] | None = None) -> PendingCall:
     """
     tracer = _TRACER.get()
     if tracer is not None and not tracer._entered:
-        tracer = None  # a thread that outlived the evaluation that started it: that tracer is closed
+        # A thread that outlived the evaluation that started it (a library's lazily started worker
+        # serving later evaluations through a queue): that trace is closed; the fallback below
+        # gives the call to the only open evaluation, marked ``attributed``.
+        tracer = None
     if tracer is not None:
         flow = _current_flow(tracer)
         call = PendingCall(tracer, flow, [], _PARENT.get(), time.time(), time.perf_counter(), True)
         with tracer._lock:
-            call.deps = _inferred_deps(flow) if deps is None else _clean_deps(deps)
+            call.deps = _inferred_deps(tracer, flow) if deps is None else _clean_deps(deps)
             tracer._pending.add(call)
         return call
     with _OPEN_LOCK:
@@ -461,7 +513,7 @@ def record_llm_call(*, name: str, model: str, tokens_in: int, tokens_out: int, c
     flow = _current_flow(tracer)
     if deps is None:
         with tracer._lock:
-            deps = _inferred_deps(flow)
+            deps = _inferred_deps(tracer, flow)
     if cost_usd is None:
         cost_usd = cost_of(tracer.prices, model, tokens_in, tokens_out)
     sid = tracer.add_span(kind="llm", name=name, parent_id=_PARENT.get(), deps=deps, model=model,
