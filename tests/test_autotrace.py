@@ -298,6 +298,8 @@ def test_a_dspy_cache_hit_is_a_cached_span_and_no_request(server, tmp_path):
         first, second = tracer.spans
         assert (first["cached"], second["cached"]) == (False, True)
         assert second["via"] == "dspy" and second["deps"] == [first["id"]]
+        # the hit carries the tokens of the answer it replays (DSPy keeps them in its responses)
+        assert (second["tokens_in"], second["tokens_out"]) == (first["tokens_in"], first["tokens_out"]) != (0, 0)
     finally:
         dspy.configure_cache()
 

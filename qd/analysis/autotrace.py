@@ -317,9 +317,27 @@ def _usage_tokens(usage: Any) -> tuple[int | None, int | None]:
     return (None if t_in is None else int(t_in)), (None if t_out is None else int(t_out))
 
 
+def _dspy_tokens(result: Any) -> tuple[int | None, int | None]:
+    """A DSPy result's tokens: its ``usage``, else (a cache hit empties it) its responses' own."""
+    t_in, t_out = _usage_tokens(getattr(result, "usage", None))
+    if t_in is not None or t_out is not None:
+        return t_in, t_out
+    kept = [getattr(r, "usage", None) for r in getattr(result, "responses", None) or ()]
+    pairs = [_usage_tokens(u if isinstance(u, dict) else
+                           {k: v for k in _USAGE_KEYS if (v := getattr(u, k, None)) is not None})
+             for u in kept if u is not None]
+    pairs = [(a, b) for a, b in pairs if a is not None or b is not None]
+    if not pairs:
+        return None, None
+    return sum(a or 0 for a, _ in pairs), sum(b or 0 for _, b in pairs)
+
+
+_USAGE_KEYS = ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")
+
+
 def _finish_dspy(call: PendingCall, lm: Any, result: Any, error: str = "") -> None:
     model = str(getattr(result, "response_model", None) or getattr(lm, "model", "") or "")
-    t_in, t_out = _usage_tokens(getattr(result, "usage", None))
+    t_in, t_out = _dspy_tokens(result)
     cached = bool(getattr(result, "cache_hit", False))
     finish_llm_call(call, name="dspy", model=model, tokens_in=t_in or 0, tokens_out=t_out or 0, cached=cached,
                     ok=not error, error=error, estimated=not error and not cached and (t_in is None or t_out is None),
