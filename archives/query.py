@@ -117,10 +117,17 @@ def compile_where(expr: str) -> Callable[[dict[str, Any]], bool]:
 
 
 def elite_env(archive: ArchiveBase, elite: dict[str, Any]) -> dict[str, Any]:
-    """The names a filter expression sees for one elite."""
+    """The names a filter expression sees for one elite.
+
+    The objective is there as ``objective``, ``fitness`` and the archive's ``objective_name``
+    (e.g. ``accuracy``).
+    """
     env = {k: v for k, v in elite.items()
            if isinstance(v, (int, float, str, bool, np.integer, np.floating)) and k != "solution"}
     env["fitness"] = elite["objective"]
+    name = getattr(archive, "objective_name", "")
+    if name and name.isidentifier() and name not in env and name not in archive.measure_names:
+        env[name] = elite["objective"]
     env.update(zip(archive.measure_names, map(float, elite["measures"])))
     return env
 

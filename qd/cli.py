@@ -1,4 +1,4 @@
-"""Command line: ``qd run | status | plot | elites | domains | llm serve``."""
+"""Command line: ``qd run | status | plot | elites | validate | domains | llm serve``."""
 from __future__ import annotations
 
 import argparse

@@ -29,8 +29,8 @@ Policies (``[archive] noise``):
       (twice ``samples``), so the elites a user reads first are the ones whose scores are best
       established.
 ``"auto"`` (default)
-    Starts as plain MAP-Elites and evaluates the first few configurations (at most 2% of the
-    budget, at most 8) a second time on a fresh draw; when a repeated objective or measure
+    Starts as plain MAP-Elites and evaluates the first few configurations (2% of the budget,
+    at least 1, at most 8) a second time on a fresh draw; when a repeated objective or measure
     differs, the ``adaptive`` policy takes over from the archive as it is, otherwise the run
     stays plain.
 

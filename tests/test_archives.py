@@ -328,6 +328,10 @@ def test_top_diverse_and_where():
     assert all(e["measures"][1] > 0.5 for e in archive.diverse(4, where="depth > 0.5"))
     with pytest.raises(ValueError, match="unknown name 'calls'"):
         archive.where("calls < 3")
+    named = GridArchive(dims=[10, 10], ranges=[(0, 1), (0, 1)], measure_names=["cost", "depth"],
+                        objective_name="accuracy")  # the README's query: the objective by its name
+    named.add([{"i": i} for i in range(300)], -m.sum(axis=1), m, id=range(300))
+    assert ids(named.where("cost < 0.3 and accuracy > -1")) == ids(named.where("cost < 0.3 and objective > -1"))
 
 
 def test_compile_where_is_safe_and_clear():

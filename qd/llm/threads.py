@@ -73,8 +73,8 @@ class ThreadTuner:
     window_s : float
         Length of each measurement window; the thread count is re-decided after each.
     first_window_s : float, optional
-        Length of the first window (default ``window_s``): short, so that a run that leaves cores
-        free gets them early.
+        Length of the first window (default 6 s; ``None``: ``window_s``): short, so that a run that
+        leaves cores free gets them early.
     cores : int, optional
         Cores to share (default: those this process may use).
     on_change : callable, optional
