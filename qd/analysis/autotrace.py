@@ -324,7 +324,7 @@ def _dspy_tokens(result: Any) -> tuple[int | None, int | None]:
         return t_in, t_out
     kept = [getattr(r, "usage", None) for r in getattr(result, "responses", None) or ()]
     pairs = [_usage_tokens(u if isinstance(u, dict) else
-                           {k: v for k in _USAGE_KEYS if (v := getattr(u, k, None)) is not None})
+                           {k: v for k in _DSPY_USAGE_FIELDS if (v := getattr(u, k, None)) is not None})
              for u in kept if u is not None]
     pairs = [(a, b) for a, b in pairs if a is not None or b is not None]
     if not pairs:
@@ -332,7 +332,7 @@ def _dspy_tokens(result: Any) -> tuple[int | None, int | None]:
     return sum(a or 0 for a, _ in pairs), sum(b or 0 for _, b in pairs)
 
 
-_USAGE_KEYS = ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")
+_DSPY_USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")
 
 
 def _finish_dspy(call: PendingCall, lm: Any, result: Any, error: str = "") -> None:
