@@ -191,7 +191,7 @@ def test_a_job_that_raises_is_a_failed_generation():
 
     domain = ArmDomain(joints=JOINTS)
     job = GenerationJob("broken", Broken(domain.space), [Parent(domain.default_config())], np.random.default_rng(0))
-    assert job.run() == Generation([], failed=True)
+    assert job.run() == Generation([], failed=True, error="ConnectionError: model down")
 
 
 def test_operators_that_only_repeat_configurations_fall_back_to_random_samples():
@@ -221,3 +221,19 @@ def test_adaptive_weights_follow_gains_per_evaluation():
     shares = scheduler.shares()
     assert math.isclose(sum(shares.values()), 1.0)
     assert shares["iso_line_dd"] > shares["echo"]
+
+
+def test_an_operator_that_raises_is_reported_once_with_its_error(capsys):
+    class Broken(FakeLLM):
+        def generate(self, parents, rng, target=None):
+            raise KeyError("no 'prompt' in template")
+
+    domain = ArmDomain(joints=JOINTS)
+    scheduler = Scheduler(arm_archive(domain), domain.space, {"broken": (Broken(domain.space), 1.0)},
+                          SchedulerOptions(init_random=0))
+    for _ in range(3):
+        job = GenerationJob("broken", Broken(domain.space), [Parent(domain.default_config())], np.random.default_rng(0))
+        scheduler.account(job, job.run())
+    err = capsys.readouterr().err
+    assert err.count("qd: warning: operator 'broken' raised KeyError: \"no 'prompt' in template\"") == 1
+    assert scheduler.stats["broken"].llm_failures == 3
