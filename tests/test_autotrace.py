@@ -435,3 +435,21 @@ def test_calls_through_asyncio_to_thread_keep_their_chain():
     with Tracer() as joined:
         asyncio.run(three_at_once())
     assert trace_critical_path(joined.spans) == 2 and len(joined.spans[-1]["deps"]) == 3
+
+
+def test_a_retried_call_lengthens_no_chain_and_widens_no_fan_out():
+    from qd.analysis import trace_critical_path, trace_max_fanout
+
+    def call(ok: bool = True) -> None:
+        finish_llm_call(begin_llm_call(), name="c", model="m", tokens_in=1, tokens_out=1, ok=ok,
+                        error="" if ok else "HTTP 500")
+
+    with Tracer() as retried:  # a call, one that fails twice and then succeeds, a last call
+        call()
+        call(ok=False)
+        call(ok=False)
+        call()
+        call()
+    spans = retried.spans
+    assert [s["deps"] for s in spans] == [[], [0], [0], [0], [3]]
+    assert (trace_critical_path(spans), trace_max_fanout(spans)) == (3, 1)

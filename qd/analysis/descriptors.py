@@ -19,7 +19,8 @@ Dynamic descriptors read ``result.trace`` (dynamic program analysis):
     The widest single fan-out of LLM calls: the larger of (a) the most LLM calls that list one
     span in their ``deps`` and (b) the most LLM calls launched under the same parent span with the
     same ``deps`` (siblings that could run in parallel, e.g. the map step of map/reduce or
-    ``k`` votes). A sequential chain has fan-out 1; no LLM calls gives 0.
+    ``k`` votes). Failed calls are not counted (a retried attempt widens nothing). A sequential
+    chain has fan-out 1; no LLM calls gives 0.
 ``latency_s``
     Wall time covered by the trace: latest span end minus earliest span start.
 ``max_prompt_tokens``
@@ -106,7 +107,7 @@ def trace_critical_path(trace: Sequence[Span]) -> int:
 
 def trace_max_fanout(trace: Sequence[Span]) -> int:
     """Widest fan-out of LLM calls in ``trace`` (see the module docstring)."""
-    calls = _llm(trace)
+    calls = [s for s in _llm(trace) if s.get("ok", True)]
     if not calls:
         return 0
     consumers: Counter = Counter()

@@ -28,6 +28,7 @@ in. A flow is one thread of control: the evaluation's own thread, a thread or as
 starts, a function it submits to a thread pool. The rule:
 
 * a call depends on the previous call of its own flow (three calls in a row: a chain of 3);
+  a failed call is not followed (it gave no output): a retry depends on what it depended on;
 * a flow started by another inherits, for its first call, the starter's previous call, and the
   last calls of the starter's earlier flows it has waited for (a thread pool future's result, a
   thread join, a pool shutdown, a finished asyncio task);
@@ -325,8 +326,8 @@ def finish_llm_call(call: PendingCall, *, name: str, model: str, tokens_in: int,
             "model": str(model), "tokens_in": int(tokens_in), "tokens_out": int(tokens_out), "cached": bool(cached),
             "latency_s": latency, "start_s": call.start_s, "ok": bool(ok), "error": str(error)[:500],
             "cost_usd": cost or 0.0, **extra})
-        if call.flow is not None:
-            call.flow.last = [sid]
+        if call.flow is not None:  # a failed attempt gave nothing to follow: its retry takes its place
+            call.flow.last = [sid] if ok else list(call.deps)
     return sid
 
 
@@ -520,7 +521,7 @@ def record_llm_call(*, name: str, model: str, tokens_in: int, tokens_out: int, c
                           tokens_in=tokens_in, tokens_out=tokens_out, cached=cached, latency_s=latency_s,
                           start_s=start_s, ok=ok, error=error, cost_usd=cost_usd or 0.0)
     with tracer._lock:
-        flow.last = [sid]
+        flow.last = [sid] if ok else list(deps)
         if cost_usd is None:
             tracer._spans[sid]["unpriced"] = True  # type: ignore[typeddict-unknown-key]
     return sid
