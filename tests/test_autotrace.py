@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import subprocess
@@ -453,3 +454,40 @@ def test_a_retried_call_lengthens_no_chain_and_widens_no_fan_out():
     spans = retried.spans
     assert [s["deps"] for s in spans] == [[], [0], [0], [0], [3]]
     assert (trace_critical_path(spans), trace_max_fanout(spans)) == (3, 1)
+
+
+def test_a_compressed_stream_keeps_its_reported_tokens():
+    import gzip
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    events = [{"choices": [{"index": 0, "delta": {"content": w}}]} for w in ("one", " two")]
+    events.append({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}})
+    body = gzip.compress(b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n")
+
+    class Gzipped(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Gzipped)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        autotrace.install()
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1", api_key="k", max_retries=0)
+        with Tracer() as tracer:
+            stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
+                                                    stream=True, stream_options={"include_usage": True})
+            text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    finally:
+        httpd.shutdown()
+    assert text == "one two"
+    (span,) = tracer.spans
+    assert (span["tokens_in"], span["tokens_out"]) == (11, 7) and "tokens_estimated" not in span

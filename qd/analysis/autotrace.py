@@ -56,6 +56,7 @@ import os
 import re
 import sys
 import threading
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -147,7 +148,7 @@ def _estimate_prompt_tokens(body: bytes) -> int:
 class _Observer:
     """What one HTTP call has shown so far, and how to finish its span."""
 
-    __slots__ = ("call", "name", "model", "body", "tokens", "events", "done", "status", "tail")
+    __slots__ = ("call", "name", "model", "body", "tokens", "events", "done", "status", "tail", "decoder")
 
     def __init__(self, call: PendingCall, request: Any) -> None:
         self.call = call
@@ -167,10 +168,16 @@ class _Observer:
         self.done = False
         self.status = 0
         self.tail = b""  # the end of the last streamed chunk: a usage field may straddle two chunks
+        self.decoder: Any = None  # a stream's raw bytes are still compressed (Content-Encoding gzip/deflate)
         call.flush = self.finish
 
     def feed(self, chunk: bytes) -> None:
         """Read one chunk of a streamed (server-sent events) response."""
+        if self.decoder is not None:
+            try:
+                chunk = self.decoder.decompress(chunk)
+            except zlib.error:  # not what the header said: read nothing more from it
+                self.decoder, chunk = None, b""
         self.events += chunk.count(b"data:") - chunk.count(b"[DONE]")
         self.scan(self.tail + chunk)
         self.tail = chunk[-_TAIL:]
@@ -260,6 +267,8 @@ def _observe(observer: _Observer, response: Any, wrapper: type) -> None:
     elif observer.status >= 400:  # an error body left unread: the call failed, whatever it says
         observer.finish()
     else:  # streamed: the span ends with the stream
+        if response.headers.get("content-encoding", "").lower().strip() in ("gzip", "x-gzip", "deflate"):
+            observer.decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
         response.stream = wrapper(response.stream, observer)
 
 
