@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 
@@ -394,6 +395,31 @@ def test_ray_actor_mode_overlaps_io_and_records_failures(ray_session):
             ev.submit(key, cfg(0.3))
         after = drain(ev)
         assert [after[key].status for key in range(300, 304)] == ["ok"] * 4
+    finally:
+        ev.close()
+
+
+class GilDomain(ToyDomain):
+    """``action == "hang"`` holds the GIL for ever (a regex that backtracks without end): the whole actor freezes."""
+
+    def evaluate(self, config: dict) -> EvalResult:
+        if config["action"] == "hang":
+            re.match(r"(a+)+$", "a" * 64 + "b")
+        return super().evaluate(config)
+
+
+def test_an_actor_frozen_by_code_that_holds_the_gil_is_restarted_and_later_evaluations_run(ray_session):
+    from qd.evaluators import RayEvaluator
+
+    ev = RayEvaluator(GilDomain(), mode="actor", num_actors=1, actor_concurrency=4, timeout_s=1.0)
+    try:
+        ev.submit(0, cfg(0.5, "hang"))
+        frozen = drain(ev)
+        assert frozen[0].status == "timeout" and "actor did not answer" in frozen[0].error
+        for key in range(1, 5):
+            ev.submit(key, cfg(0.1 * key))
+        after = drain(ev)
+        assert [after[key].status for key in range(1, 5)] == ["ok"] * 4  # before the fix: timeouts for ever
     finally:
         ev.close()
 

@@ -551,12 +551,25 @@ class RayEvaluator:
         # Some may have finished since the last wait: those keep their real result.
         landed, late = ray.wait(overdue, num_returns=len(overdue), timeout=0)
         done = self._finish(landed)
+        frozen: set[int] = set()
         for ref in late:
             self._cancel(ref, force=self.mode == "task")
             job = self._pop(ref, now)
+            if self.mode == "actor":
+                frozen.add(job.lane)
             result = EvalResult.failure("timeout", f"evaluation exceeded timeout_s={self.timeout_s:g}"
                                         + (" (actor did not answer)" if self.mode == "actor" else ""))
             done.append((job.key, result))
+        for lane in frozen:
+            # Its own timeout could not fire: code holding the GIL (a regex that backtracks for
+            # ever, a C extension) froze the whole actor. Restart it, or every later call on it
+            # would time out too.
+            log.warning("Ray evaluation actor %d did not answer past timeout_s; restarting it", lane)
+            try:
+                ray.kill(self._actors[lane], no_restart=False)
+            except Exception:  # already gone: Ray restarts it anyway
+                pass
+            self._await_restart(lane)
         return done
 
     def _cancel(self, ref: Any, force: bool) -> None:
