@@ -42,3 +42,13 @@ def test_an_unusable_result_runs_no_descriptor_and_keeps_its_status():
     result = EvalResult.failure("timeout", "too slow")
     assert measure_result({"x": 0.5}, result, [_boom], ["x"]) == {}
     assert (result.status, result.error) == ("timeout", "too slow")
+
+
+@pytest.mark.parametrize("objective", [math.inf, -math.inf])
+def test_an_infinite_objective_is_invalid_and_nan_stays_no_objective(objective):
+    infinite = EvalResult(fitness=objective)
+    measure_result({"x": 0.5}, infinite, [_boom], ["x"])
+    assert infinite.status == "invalid" and infinite.error == f"non-finite objective: {objective}"
+    none = EvalResult(fitness=math.nan)
+    measure_result({"x": 0.5}, none, [_boom], ["x"])
+    assert none.status == "ok" and not none.usable  # a NaN objective: a result with no score, counted ok

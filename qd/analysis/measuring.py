@@ -25,7 +25,8 @@ def measure_result(config: dict, result: EvalResult, measures: Sequence[Callable
     config : dict
         The evaluated configuration.
     result : EvalResult
-        Its result. Marked (``status`` and ``error``) when its measures fail: ``"error"`` when a
+        Its result. Marked (``status`` and ``error``) when it cannot enter an archive:
+        ``"invalid"`` for an infinite objective (NaN stays "no objective"), ``"error"`` when a
         descriptor raises (its values are left out), ``"invalid"`` when one of ``names`` is
         non-finite (the values are kept, for the record).
     measures : sequence of callable
@@ -40,6 +41,8 @@ def measure_result(config: dict, result: EvalResult, measures: Sequence[Callable
         says whether ``[values[n] for n in names]`` may enter an archive.
     """
     values: dict[str, float] = dict(result.measures)
+    if result.status == "ok" and math.isinf(result.fitness):  # NaN means "no objective"; inf is a bug
+        result.status, result.error = "invalid", f"non-finite objective: {result.fitness}"
     if not result.usable:
         return values
     try:
