@@ -399,6 +399,23 @@ def test_ray_actor_mode_overlaps_io_and_records_failures(ray_session):
         ev.close()
 
 
+def test_calls_lost_with_a_crashed_actor_are_sent_once_more_and_only_the_culprit_is_a_crash(ray_session):
+    from qd.evaluators import RayEvaluator
+
+    ev = RayEvaluator(ToyDomain(), mode="actor", num_actors=1, actor_concurrency=4, timeout_s=30.0)
+    try:
+        for key in range(3):  # in flight on the actor when it dies
+            ev.submit(key, cfg(0.1 * key, "sleep", delay=1.0))
+        ev.submit(3, cfg(0.5, "exit"))
+        for key in range(4, 7):  # queued behind them
+            ev.submit(key, cfg(0.1 * key))
+        results = drain(ev)
+        assert results[3].status == "crash" and "crashed its actor again" in results[3].error
+        assert [results[key].status for key in (0, 1, 2, 4, 5, 6)] == ["ok"] * 6
+    finally:
+        ev.close()
+
+
 class GilDomain(ToyDomain):
     """``action == "hang"`` holds the GIL for ever (a regex that backtracks without end): the whole actor freezes."""
 

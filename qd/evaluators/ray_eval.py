@@ -227,6 +227,8 @@ class _Job:
     ref: Any
     lane: int
     started: float | None = None  # estimated start (time.monotonic), None while deemed queued
+    config: dict | None = None    # kept in actor mode: a call lost with its actor is sent once more
+    retried: bool = False
 
 
 class _Lane:
@@ -345,6 +347,7 @@ class RayEvaluator:
         self._closed = False
         self._jobs: dict[Any, _Job] = {}  # ObjectRef -> job
         self._keys: set[int] = set()
+        self._again: collections.deque[tuple[int, dict]] = collections.deque()  # lost with a crashed actor
         self._connect(workers, address)
         try:
             _ship_domain_code(domain)
@@ -430,19 +433,30 @@ class RayEvaluator:
             raise RuntimeError("RayEvaluator is closed")
         if key in self._keys:
             raise ValueError(f"key {key!r} is already pending")
+        self._send(key, config, retried=False)
+
+    def _send(self, key: int, config: dict, retried: bool) -> None:
         if self.mode == "task":
             lane = 0
             ref = self._task.remote(self._holder, config)
         else:
             lane = min(range(len(self._lanes)), key=lambda i: self._lanes[i].load)
             ref = self._actors[lane].evaluate.remote(config, self.timeout_s)
-        job = _Job(key, ref, lane)
+        job = _Job(key, ref, lane, config=config if self.mode == "actor" else None, retried=retried)
         self._jobs[ref] = job
         self._keys.add(key)
         self._lanes[lane].admit(job, time.monotonic())
 
+    def _send_again(self) -> None:
+        """Send the next call lost with a crashed actor, one at a time, so no two of them share an actor."""
+        if self._again and not any(job.retried for job in self._jobs.values()):
+            key, config = self._again.popleft()
+            self._keys.discard(key)
+            self._send(key, config, retried=True)
+
     def collect(self, timeout: float) -> list[tuple[int, EvalResult]]:
         """Wait up to ``timeout`` seconds for evaluations; return those that finished or timed out."""
+        self._send_again()
         if not self._jobs:
             return []
         now = time.monotonic()
@@ -455,11 +469,12 @@ class RayEvaluator:
             ready += more
         done = self._finish(ready)
         done += self._expire(time.monotonic())
+        self._send_again()
         return done
 
     def pending(self) -> int:
         """Evaluations submitted and not yet collected."""
-        return len(self._jobs)
+        return len(self._jobs) + len(self._again)
 
     def close(self) -> None:
         """Cancel in-flight evaluations; shut Ray down if this evaluator started it."""
@@ -476,6 +491,7 @@ class RayEvaluator:
                 except Exception:  # already dead
                     pass
         self._jobs.clear()
+        self._again.clear()
         self._keys.clear()
         self._actors = []
         self._holder = []
@@ -528,6 +544,16 @@ class RayEvaluator:
                 value = EvalResult.failure("error", f"evaluation returned {type(value).__name__}, not EvalResult")
             if value.status == "crash" and self.mode == "actor":
                 crashed_lanes.add(job.lane)
+                # One evaluation took its actor down, and with it every call there, queued ones
+                # included: none can be told from the culprit, so each is sent once more, alone
+                # among those (_send_again). The culprit crashes again; the others come back
+                # with their own results.
+                if not job.retried and job.config is not None:
+                    self._again.append((job.key, job.config))
+                    self._keys.add(job.key)
+                    continue
+                value.error = f"{value.error} (it crashed its actor again when sent once more)" \
+                    if job.retried else value.error
             done.append((job.key, value))
         for lane in crashed_lanes:
             self._await_restart(lane)
