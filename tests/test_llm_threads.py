@@ -103,3 +103,40 @@ def test_the_tuner_never_restarts_the_embedded_model_under_a_pipeline_that_calls
     assert isinstance(_embedded_model_threads(0, user_domain(PipelineLLM(base_url="http://127.0.0.1:9/v1"))),
                       ThreadTuner)
     assert isinstance(_embedded_model_threads(0, get_domain("arm", pipeline_llm=PipelineLLM())), ThreadTuner)
+
+
+@given(decided=st.lists(st.integers(1, 2), min_size=1, max_size=30))
+def test_the_tuner_restarts_on_its_first_window_and_then_only_on_a_change_that_holds_two_windows(decided):
+    from qd.llm.threads import restart_to
+
+    current, restarts = 1, []
+    for i in range(1, len(decided) + 1):
+        target = restart_to(decided[:i], current)
+        if target is not None:
+            assert target != current and (i == 1 or decided[i - 2] == decided[i - 1] == target)
+            restarts.append(i)
+            current = target
+    # a load that alternates window by window restarts the server once at most (the first window)
+    if all(a != b for a, b in zip(decided, decided[1:])):
+        assert restarts in ([], [1])
+
+
+def test_a_call_made_while_the_embedded_model_restarts_waits_for_it_and_succeeds():
+    import threading
+
+    from qd.llm import LLMClient
+
+    local.stop_local_server()
+    try:
+        local.set_local_server_threads(1)
+        client = LLMClient(retries=1, backoff_s=0.01, max_backoff_s=0.01, cache=None, max_tokens=4)
+        client.complete("warm up")
+        restarting = threading.Thread(target=local.set_local_server_threads, args=(2,))
+        restarting.start()
+        time.sleep(0.05)  # the old server is stopping: this call meets a refused connection or 503
+        reply = client.complete("The capital of France is")
+        restarting.join()
+        assert isinstance(reply.text, str) and local.local_server().n_threads == 2
+    finally:
+        local.stop_local_server()
+        local._requested_threads = None

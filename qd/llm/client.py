@@ -49,6 +49,7 @@ TRANSIENT_CAUSES: tuple[str, ...] = ("rate_limit", "timeout", "server_error", "c
 # Causes that the next calls will hit too: the first `fail_fast` calls all failing for one of them
 # stop the run (LLMClient.fatal).
 PERSISTENT_CAUSES: tuple[str, ...] = ("authentication", "not_found", "bad_request", "connection", "timeout")
+_EMBEDDED_RESTART_WAIT_S = 60.0  # longest wait for the embedded model to come back from a restart
 # The run config key that fixes each persistent cause.
 FIX_HINTS: dict[str, str] = {
     "authentication": "llm.api_key_env (the environment variable that holds the endpoint's API key)",
@@ -321,6 +322,7 @@ class _Call:
     deps: Sequence[int] | None
     start: float
     start_wall: float
+    last_cause: str = ""  # of the latest failed attempt
 
 
 class LLMClient(LLMEndpoint):
@@ -609,9 +611,21 @@ class LLMClient(LLMEndpoint):
                 return call, self._finish_cached(hit, call)
         return call, None
 
+    def _wait_for_embedded(self, call: _Call) -> None:
+        """After a refused connection or a server error from the embedded model, wait until it answers.
+
+        The model restarts when the thread tuner gives it another thread count (seconds of
+        refused connections, then ``503 Loading model``); the next attempt goes once it is back.
+        """
+        if self.is_local and call.last_cause in ("connection", "server_error"):
+            from qd.llm.local import wait_until_healthy
+
+            wait_until_healthy(self.resolved_base_url(), _EMBEDDED_RESTART_WAIT_S)
+
     def _after_failure(self, call: _Call, exc: Exception, attempt: int) -> float:
         """Count a failed attempt; the delay before the next one, or raise the call's LLMError."""
         cause, message, wait = self._classify(exc)
+        call.last_cause = cause
         retryable = cause in TRANSIENT_CAUSES
         self._count(call.tag, failures=1)
         if not retryable or attempt >= self.retries:
@@ -691,6 +705,7 @@ class LLMClient(LLMEndpoint):
                     parsed = self._parse(kind, endpoint.create(**call.req))
             except Exception as exc:  # noqa: BLE001 - classified; unknown kinds are not retried
                 time.sleep(self._after_failure(call, exc, attempt))
+                self._wait_for_embedded(call)
                 attempt += 1
                 continue
             return self._finish_ok(parsed, call)
@@ -780,6 +795,7 @@ class LLMClient(LLMEndpoint):
                     parsed = self._parse(kind, await endpoint.create(**call.req))
             except Exception as exc:  # noqa: BLE001
                 await asyncio.sleep(self._after_failure(call, exc, attempt))
+                await asyncio.to_thread(self._wait_for_embedded, call)
                 attempt += 1
                 continue
             return self._finish_ok(parsed, call)

@@ -45,6 +45,7 @@ __all__ = [
     "default_poll",
     "ensure_local_server",
     "local_server",
+    "wait_until_healthy",
     "model_path",
     "serve",
     "set_local_server_threads",
@@ -274,6 +275,19 @@ class EmbeddedServer:
         self.stop()
 
 
+def wait_until_healthy(base_url: str, timeout_s: float) -> bool:
+    """Wait until the server at ``base_url`` (``http://HOST:PORT/v1``) answers ``/health``; False after ``timeout_s``.
+
+    The embedded server restarting (a new thread count) refuses connections and then answers
+    ``503 Loading model`` for a few seconds: a client waits here rather than spend its retries.
+    """
+    try:
+        _wait_healthy(base_url.rstrip("/").removesuffix("/v1"), timeout_s)
+    except RuntimeError:
+        return False
+    return True
+
+
 def _wait_healthy(address: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     last_error = ""
@@ -369,8 +383,9 @@ class ServerProcess:
     def restart(self, n_threads: int, timeout_s: float = 120.0) -> str:
         """Serve again with ``n_threads`` compute threads on the same address.
 
-        Clients keep their base URL; requests in flight fail with a connection error, which
-        :class:`qd.llm.LLMClient` retries.
+        Clients keep their base URL; requests in flight fail with a connection error or
+        ``503 Loading model``, after which :class:`qd.llm.LLMClient` waits until the server answers
+        ``/health`` again before its next attempt.
         """
         if n_threads < 1:
             raise ValueError(f"n_threads must be >= 1, got {n_threads}")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from qd.llm.local import local_server, set_local_server_threads, usable_cores
 
-__all__ = ["ThreadTuner", "model_threads", "other_cpu_cores", "process_cpu_seconds"]
+__all__ = ["ThreadTuner", "model_threads", "other_cpu_cores", "process_cpu_seconds", "restart_to"]
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -65,6 +65,19 @@ def other_cpu_cores(server_pid: int, window_s: float) -> float | None:
     return max(0.0, (busy1 - busy0) - (own1 - own0)) / max(1e-9, time.monotonic() - t0)  # type: ignore[operator]
 
 
+def restart_to(decided: list[int], current: int) -> int | None:
+    """The thread count to restart the model with after the latest window (``decided``), or None.
+
+    A restart costs seconds of a loaded model: the first window decides at once; after it, a
+    new count must come out of two windows in a row, so a load hovering near a core's edge
+    cannot make the server flap.
+    """
+    latest = decided[-1]
+    if latest == current or (len(decided) > 1 and decided[-2] != latest):
+        return None
+    return latest
+
+
 class ThreadTuner:
     """Background thread that sizes the embedded model server to the cores left over.
 
@@ -82,7 +95,9 @@ class ThreadTuner:
 
     Notes
     -----
-    Does nothing while no embedded server runs in this process, and off Linux.
+    The first window decides at once; after it, a new thread count must come out of two
+    windows in a row before the server restarts. Does nothing while no embedded server runs in
+    this process, and off Linux.
     """
 
     def __init__(self, window_s: float = 15.0, first_window_s: float | None = 6.0, cores: int | None = None,
@@ -123,7 +138,7 @@ class ThreadTuner:
                 return
             if other is None:  # the server's process ended during the window (restarted): measure again
                 continue
-            threads = model_threads(self.cores, other)
-            self.decisions.append((threads, other))
-            if server.n_threads != threads and set_local_server_threads(threads, keep=False) and self.on_change:
+            self.decisions.append((model_threads(self.cores, other), other))
+            threads = restart_to([t for t, _ in self.decisions], server.n_threads)
+            if threads is not None and set_local_server_threads(threads, keep=False) and self.on_change:
                 self.on_change(threads, other)
