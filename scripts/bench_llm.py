@@ -205,24 +205,38 @@ class CpuSampler:
 
 
 class SlotSampler:
-    """Samples the embedded server's busy slots every ``interval_s`` while a job runs."""
+    """Samples the embedded server's busy slots and counters every ``interval_s`` while a job runs.
+
+    The counters (``/metrics``) are summed over the server processes of the job: a restart (the
+    thread tuner's) starts a process whose counters begin at 0 again.
+    """
 
     def __init__(self, interval_s: float = 0.25) -> None:
         self.interval_s, self.samples = interval_s, []
+        self.counters: dict[str, float] = {}  # summed over server processes
+        self._last: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            server = local_server()
-            if server is None or server.base_url is None:
-                continue
-            try:
-                with urllib.request.urlopen(server.base_url.removesuffix("/v1") + "/slots", timeout=2) as r:
-                    slots = json.loads(r.read())
-            except (OSError, ValueError):
-                continue
-            self.samples.append(sum(bool(s.get("is_processing")) for s in slots))
+            self._sample()
+
+    def _sample(self) -> None:
+        server = local_server()
+        if server is None or server.base_url is None:
+            return
+        try:
+            with urllib.request.urlopen(server.base_url.removesuffix("/v1") + "/slots", timeout=2) as r:
+                slots = json.loads(r.read())
+            metrics = server_metrics(server.base_url)
+        except (OSError, ValueError):
+            return
+        self.samples.append(sum(bool(s.get("is_processing")) for s in slots))
+        for name, value in metrics.items():
+            last = self._last.get(name, 0.0)
+            self.counters[name] = self.counters.get(name, 0.0) + (value - last if value >= last else value)
+            self._last[name] = value
 
     def __enter__(self) -> SlotSampler:
         self._thread.start()
@@ -231,6 +245,7 @@ class SlotSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()  # the job's last counts
 
     def summary(self, slots: int = 4) -> tuple[float, float]:
         """(share of samples with an idle server, mean busy slots / ``slots``)."""
@@ -255,7 +270,7 @@ def main_job(seed: int, threads: int, noise: str) -> dict[str, Any]:
             run = run_search(config, Path(tmp) / "run", progress=False)
         wall = time.perf_counter() - start
         server = local_server()
-        metrics = server_metrics(server.base_url) if server is not None else {}
+        metrics = sampler.counters
         used = server.n_threads if server is not None else 0
         stats = run.archive.stats
         best = float(stats.obj_max) if stats.num_elites else float("nan")
