@@ -2,7 +2,7 @@
 
 Both start from the straight arm (all angles 0, as pyribs's arm tutorial does) and run
 Iso+LineDD (line sigma 0.2) at each iso sigma in radians, on a 100x100 grid with QD score offset
--10, for the same number of evaluations and seeds. qd's side is a run config (printed below)
+-10, for the same number of evaluations and seeds. qd's side is a run config (``qd_config`` below)
 run by ``qd.runner.run_search``: ``[run] seeds = "default"``, ``init_random = 0`` and
 ``[operators.iso_line_dd]`` with ``iso_sigma`` in radians. pyribs's side is ``IsoLineEmitter``
 (``x0`` zeros, default batch size) under its ``Scheduler``.

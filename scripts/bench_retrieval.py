@@ -269,12 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true", help="keep finished runs of the same config in --work")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 600/40 simulated evals, 1 seed, 8 real")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 600/80 simulated evals, 1 seed, 8 real")
     parser.add_argument("--out", default=str(ROOT / "docs" / "img"), help="where the PNGs go")
     parser.add_argument("--work", default=str(ROOT / "runs" / "bench_retrieval"), help="run directories")
     args = parser.parse_args(argv)
     if args.quick:
-        args.sim_evals, args.llm_evals, args.seeds, args.llm_seeds, args.init_random = 600, 40, 1, 1, 50
+        # 80: the noise policy's re-evaluations may take half, and the LLM operators must still run
+        args.sim_evals, args.llm_evals, args.seeds, args.llm_seeds, args.init_random = 600, 80, 1, 1, 50
         args.real_evals = args.real_evals or 8
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(args.variants) - set(VARIANTS))
