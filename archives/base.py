@@ -64,8 +64,10 @@ class ArchiveStats:
 
 
 def _finite_float(value: Any, what: str) -> float:
-    try:  # a one-element array too (pyribs's add_single takes ``objective[i:i + 1]``)
-        number = float(np.asarray(value).reshape(())) if np.size(value) == 1 else float(value)
+    try:
+        # Scalars first: this runs on every insertion. A one-element array or list too, as
+        # pyribs's add_single takes ``objective[i:i + 1]``.
+        number = float(value) if isinstance(value, (float, int, np.generic)) else float(np.asarray(value).item())
     except (TypeError, ValueError):
         raise ValueError(f"{what} must be a number, got {value!r}") from None
     if not math.isfinite(number):

@@ -7,13 +7,10 @@ the error; :func:`failures` counts them from the run store for the run summary a
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
-
-from qd.listeners import Evaluated, SearchListener
+from qd.listeners import Evaluated, WarningListener
 
 if TYPE_CHECKING:
     from qd.search import Search
@@ -66,29 +63,17 @@ def failure_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-class FailureWatch(SearchListener):
+class FailureWatch(WarningListener):
     """Warns once (stderr) at the first failed evaluation and at the first one whose every example failed."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-        self._warned: set[str] = set()
 
     def on_result(self, search: Search, event: Evaluated) -> None:
         """Warn the first time an evaluation fails, or scores 0 because every example failed."""
         result = event.result
         if result.status != "ok":
-            self._warn("evaluation", f"evaluation {event.id} failed ({result.status}): {result.error[:600]}; "
-                                     "the search goes on (qd status counts the failures)")
+            self.warn_once("evaluation", f"evaluation {event.id} failed ({result.status}): {result.error[:600]}; "
+                                         "the search goes on (qd status counts the failures)")
             return
         failed, scored, error = _example_failures(result.metrics or {})
         if scored and failed == scored:
-            self._warn("examples", f"the score function failed on every example of evaluation {event.id}, "
-                                   f"which scores 0: {error[:600]}")
-
-    def _warn(self, kind: str, text: str) -> None:
-        if kind in self._warned:
-            return
-        self._warned.add(kind)
-        message = "qd: warning: " + text
-        self.messages.append(message)
-        tqdm.write(message, file=sys.stderr)
+            self.warn_once("examples", f"the score function failed on every example of evaluation {event.id}, "
+                                       f"which scores 0: {error[:600]}")

@@ -8,6 +8,7 @@ and never change it. Write your own by subclassing :class:`SearchListener`.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,31 @@ class SearchListener:
 
     def on_end(self, search: Search) -> None:
         """Called once when :meth:`Search.run` stops (budget reached, error or interrupt)."""
+
+
+class WarningListener(SearchListener):
+    """A listener that warns the user once per kind of problem, on stderr, above the progress bar.
+
+    Attributes
+    ----------
+    messages : list of str
+        Every warning given, in order.
+    warned : set of str
+        The kinds already warned about.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.warned: set[str] = set()
+
+    def warn_once(self, kind: str, text: str) -> None:
+        """Print ``qd: warning: text`` unless ``kind`` was warned about already."""
+        if kind in self.warned:
+            return
+        self.warned.add(kind)
+        message = "qd: warning: " + text
+        self.messages.append(message)
+        tqdm.write(message, file=sys.stderr)
 
 
 class StoreRecorder(SearchListener):

@@ -8,13 +8,10 @@ naming the range to widen; :func:`out_of_range` counts them from the run store f
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
-
-from qd.listeners import Evaluated, SearchListener
+from qd.listeners import Evaluated, WarningListener
 
 if TYPE_CHECKING:
     from qd.search import Search
@@ -49,13 +46,12 @@ def describe(name: str, index: int, low: float, high: float, c: dict[str, int]) 
             f"widen archive.ranges[{index}]")
 
 
-class RangeWatch(SearchListener):
+class RangeWatch(WarningListener):
     """Counts archive measure values outside the archive's bounds; warns once per measure (stderr)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.counts: dict[str, dict[str, int]] = {}
-        self.warned: set[str] = set()
-        self.messages: list[str] = []
 
     def on_start(self, search: Search) -> None:
         """Start counting over the archive's measures."""
@@ -76,10 +72,7 @@ class RangeWatch(SearchListener):
             c["above"] += int(value > float(highs[i]))
             if (name not in self.warned and c["of"] >= WARN_MIN_VALUES
                     and c["below"] + c["above"] > WARN_SHARE * c["of"]):
-                self.warned.add(name)
-                message = "qd: warning: " + describe(name, i, float(lows[i]), float(highs[i]), c)
-                self.messages.append(message)
-                tqdm.write(message, file=sys.stderr)
+                self.warn_once(name, describe(name, i, float(lows[i]), float(highs[i]), c))
 
     def as_dict(self) -> dict[str, Any]:
         """The counts per measure."""

@@ -61,12 +61,11 @@ def resolve_measures_config(config: dict, domain: Domain) -> tuple[list[str], li
         raise ConfigError(f"archive.measures is empty and domain {domain.name!r} declares no default measures: "
                           "name them in [archive] measures = [...] (with ranges), or give the domain defaults "
                           "(qd.FunctionDomain(..., measures={name: (low, high)}))")
-    for key in ("ranges", "bins"):
-        given = archive[key] if key == "ranges" or archive["type"] == "grid" else None
-        if given and len(given) != len(names):
-            raise ConfigError(f"archive.{key} has {len(given)} entries for {len(names)} measures ("
-                              + ("archive.measures" if archive["measures"] else f"domain {domain.name!r}'s defaults")
-                              + f" = {names}); give one per measure")
+    if not archive["measures"]:  # given measures were checked against ranges and bins when the config loaded
+        for key in ("ranges", "bins") if archive["type"] == "grid" else ("ranges",):
+            if archive[key] and len(archive[key]) != len(names):
+                raise ConfigError(f"archive.{key} has {len(archive[key])} entries for {len(names)} measures "
+                                  f"(domain {domain.name!r}'s defaults = {names}); give one per measure")
     defaults = dict(zip(domain.default_measures, domain.default_ranges))
     ranges = archive["ranges"] or [defaults.get(n) for n in names]
     missing = [n for n, r in zip(names, ranges) if r is None]
@@ -164,14 +163,13 @@ def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progr
 
 def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, progress: bool) -> Run:
     store = RunStore(store_path) if resume else None
-    if store is not None:
-        check_resume(store, config)  # refuses changed domain/archive keys before anything is written
-        done = store.count()
-        if config["run"]["evaluations"] < done:
-            store.close()
-            raise ConfigError(f"{run_dir} already holds {done} evaluations: the budget (run.evaluations, --evals) "
-                              f"can only stay or grow, got {config['run']['evaluations']}")
     try:
+        if store is not None:
+            check_resume(store, config)  # refuses changed domain/archive keys before anything is written
+            budget, done = config["run"]["evaluations"], store.count()
+            if budget < done:
+                raise ConfigError(f"{run_dir} already holds {done} evaluations: the budget (run.evaluations, "
+                                  f"--evals) can only stay or grow, got {budget}")
         domain = build_domain(config)
         pipeline = getattr(domain, "pipeline_llm", None)
         if pipeline is not None and pipeline.is_local and getattr(domain, "uses_llm", False):

@@ -326,6 +326,9 @@ def _usage_tokens(usage: Any) -> tuple[int | None, int | None]:
     return (None if t_in is None else int(t_in)), (None if t_out is None else int(t_out))
 
 
+_DSPY_USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")
+
+
 def _dspy_tokens(result: Any) -> tuple[int | None, int | None]:
     """A DSPy result's tokens: its ``usage``, else (a cache hit empties it) its responses' own."""
     t_in, t_out = _usage_tokens(getattr(result, "usage", None))
@@ -339,9 +342,6 @@ def _dspy_tokens(result: Any) -> tuple[int | None, int | None]:
     if not pairs:
         return None, None
     return sum(a or 0 for a, _ in pairs), sum(b or 0 for _, b in pairs)
-
-
-_DSPY_USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")
 
 
 def _finish_dspy(call: PendingCall, lm: Any, result: Any, error: str = "") -> None:

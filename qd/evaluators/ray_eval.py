@@ -552,8 +552,8 @@ class RayEvaluator:
                     self._again.append((job.key, job.config))
                     self._keys.add(job.key)
                     continue
-                value.error = f"{value.error} (it crashed its actor again when sent once more)" \
-                    if job.retried else value.error
+                if job.retried:
+                    value.error += " (it crashed its actor again when sent once more)"
             done.append((job.key, value))
         for lane in crashed_lanes:
             self._await_restart(lane)

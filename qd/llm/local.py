@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import fcntl
 import json
 import os
@@ -275,17 +276,15 @@ class EmbeddedServer:
         self.stop()
 
 
-def wait_until_healthy(base_url: str, timeout_s: float) -> bool:
-    """Wait until the server at ``base_url`` (``http://HOST:PORT/v1``) answers ``/health``; False after ``timeout_s``.
+def wait_until_healthy(base_url: str, timeout_s: float) -> None:
+    """Return once the server at ``base_url`` (``http://HOST:PORT/v1``) answers ``/health``, or after ``timeout_s``.
 
     The embedded server restarting (a new thread count) refuses connections and then answers
-    ``503 Loading model`` for a few seconds: a client waits here rather than spend its retries.
+    ``503 Loading model`` for a few seconds: a client waits here rather than spend its retries
+    (a server that stays down is the next attempt's failure to report).
     """
-    try:
+    with contextlib.suppress(RuntimeError):
         _wait_healthy(base_url.rstrip("/").removesuffix("/v1"), timeout_s)
-    except RuntimeError:
-        return False
-    return True
 
 
 def _wait_healthy(address: str, timeout_s: float) -> None:
