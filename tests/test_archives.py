@@ -331,7 +331,8 @@ def test_top_diverse_and_where():
     named = GridArchive(dims=[10, 10], ranges=[(0, 1), (0, 1)], measure_names=["cost", "depth"],
                         objective_name="accuracy")  # the README's query: the objective by its name
     named.add([{"i": i} for i in range(300)], -m.sum(axis=1), m, id=range(300))
-    assert ids(named.where("cost < 0.3 and accuracy > -1")) == ids(named.where("cost < 0.3 and objective > -1"))
+    by_name = named.where("cost < 0.3 and accuracy > -1")
+    assert by_name and ids(by_name) == ids(named.where("cost < 0.3 and objective > -1"))
 
 
 def test_compile_where_is_safe_and_clear():

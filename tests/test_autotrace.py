@@ -241,10 +241,16 @@ def _expected_depth(program, start: int) -> int:
     return cur
 
 
+def _call(ok: bool = True) -> None:
+    """One LLM call recorded through the same begin/finish pair the HTTP hooks use."""
+    finish_llm_call(begin_llm_call(), name="c", model="m", tokens_in=1, tokens_out=1, ok=ok,
+                    error="" if ok else "HTTP 500")
+
+
 def _run_program(program) -> None:
     for step in program:
         if step == "call":
-            finish_llm_call(begin_llm_call(), name="c", model="m", tokens_in=1, tokens_out=1)
+            _call()
         else:
             with ThreadPoolExecutor(len(step)) as pool:
                 list(pool.map(_run_program, step))
@@ -397,37 +403,31 @@ def test_install_imports_httpx_before_any_evaluation_thread_needs_it_with_tracin
 def test_fan_out_counts_each_join_once_and_a_chain_through_threads_stays_a_chain():
     from qd.analysis import trace_critical_path, trace_max_fanout
 
-    def call() -> None:
-        finish_llm_call(begin_llm_call(), name="c", model="m", tokens_in=1, tokens_out=1)
-
     autotrace.install()
     with Tracer() as fanned:  # one call, five at once after it, one that joins them
-        call()
+        _call()
         with ThreadPoolExecutor(5) as pool:
-            [f.result() for f in [pool.submit(call) for _ in range(5)]]
-        call()
+            [f.result() for f in [pool.submit(_call) for _ in range(5)]]
+        _call()
     assert (trace_critical_path(fanned.spans), trace_max_fanout(fanned.spans)) == (3, 5)
     with Tracer() as chained, ThreadPoolExecutor(1) as pool:  # three calls one after another, each in a thread
-        call()
+        _call()
         for _ in range(3):
-            pool.submit(call).result()
-        call()
+            pool.submit(_call).result()
+        _call()
     assert (trace_critical_path(chained.spans), trace_max_fanout(chained.spans)) == (5, 1)
 
 
 def test_calls_through_asyncio_to_thread_keep_their_chain():
     from qd.analysis import trace_critical_path, trace_max_fanout
 
-    def call() -> None:
-        finish_llm_call(begin_llm_call(), name="c", model="m", tokens_in=1, tokens_out=1)
-
     async def three_in_a_row() -> None:
         for _ in range(3):
-            await asyncio.to_thread(call)
+            await asyncio.to_thread(_call)
 
     async def three_at_once() -> None:
-        await asyncio.gather(*(asyncio.to_thread(call) for _ in range(3)))
-        call()
+        await asyncio.gather(*(asyncio.to_thread(_call) for _ in range(3)))
+        _call()
 
     autotrace.install()
     with Tracer() as chained:
@@ -441,16 +441,12 @@ def test_calls_through_asyncio_to_thread_keep_their_chain():
 def test_a_retried_call_lengthens_no_chain_and_widens_no_fan_out():
     from qd.analysis import trace_critical_path, trace_max_fanout
 
-    def call(ok: bool = True) -> None:
-        finish_llm_call(begin_llm_call(), name="c", model="m", tokens_in=1, tokens_out=1, ok=ok,
-                        error="" if ok else "HTTP 500")
-
     with Tracer() as retried:  # a call, one that fails twice and then succeeds, a last call
-        call()
-        call(ok=False)
-        call(ok=False)
-        call()
-        call()
+        _call()
+        _call(ok=False)
+        _call(ok=False)
+        _call()
+        _call()
     spans = retried.spans
     assert [s["deps"] for s in spans] == [[], [0], [0], [0], [3]]
     assert (trace_critical_path(spans), trace_max_fanout(spans)) == (3, 1)
@@ -488,6 +484,7 @@ def test_a_compressed_stream_keeps_its_reported_tokens():
             text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     finally:
         httpd.shutdown()
+        httpd.server_close()
     assert text == "one two"
     (span,) = tracer.spans
     assert (span["tokens_in"], span["tokens_out"]) == (11, 7) and "tokens_estimated" not in span

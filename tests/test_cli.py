@@ -8,8 +8,11 @@ import pytest
 from qd.cli import main
 
 
-def write_arm_config(path, run: str, bins: int, operators: str = "iso_line_dd = 1.0"):
-    """A 6-joint arm run config as a user writes it: ``run`` and ``operators`` are TOML lines."""
+def write_arm_config(path, run: str, bins: int, operators: str = "iso_line_dd = 1.0", backend: str = ""):
+    """A 6-joint arm run config as a user writes it: ``run`` and ``operators`` are TOML lines.
+
+    ``backend`` sets ``[evaluator] backend`` (default: the config's, Ray).
+    """
     path.write_text(f"""
 [run]
 {run}
@@ -22,7 +25,7 @@ measures = ["x", "y"]
 bins = [{bins}, {bins}]
 [operators]
 {operators}
-""")
+""" + (f'[evaluator]\nbackend = "{backend}"\n' if backend else ""))
     return path
 
 
@@ -134,9 +137,8 @@ def test_status_piped_into_a_reader_that_leaves_early_ends_quietly(run_dir):
 def test_a_run_that_fails_to_start_leaves_no_run_behind_so_the_fixed_config_runs_in_the_same_directory(
         tmp_path, capsys):
     out = tmp_path / "run"
-    good = write_arm_config(tmp_path / "good.toml", "evaluations = 20\ninit_random = 5", bins=5).read_text()
-    good += "[evaluator]\nbackend = \"serial\"\n"
-    (tmp_path / "good.toml").write_text(good)
+    good = write_arm_config(tmp_path / "good.toml", "evaluations = 20\ninit_random = 5", bins=5,
+                            backend="serial").read_text()
     # the archive builds (ranges given); the unknown measure fails when the search resolves it
     bad = good.replace('measures = ["x", "y"]', 'measures = ["x", "yy"]\nranges = [[-6, 6], [-6, 6]]')
     (tmp_path / "bad.toml").write_text(bad)
@@ -150,8 +152,7 @@ def test_a_run_that_fails_to_start_leaves_no_run_behind_so_the_fixed_config_runs
 
 
 def test_resume_refuses_a_budget_below_the_evaluations_already_done(tmp_path, capsys):
-    config = write_arm_config(tmp_path / "arm.toml", "evaluations = 30\ninit_random = 10", bins=5)
-    config.write_text(config.read_text() + "[evaluator]\nbackend = \"serial\"\n")
+    config = write_arm_config(tmp_path / "arm.toml", "evaluations = 30\ninit_random = 10", bins=5, backend="serial")
     out = tmp_path / "run"
     assert main(["run", str(config), "--out", str(out), "--no-progress"]) == 0
     capsys.readouterr()
@@ -166,8 +167,7 @@ def test_resume_refuses_a_budget_below_the_evaluations_already_done(tmp_path, ca
 
 
 def test_resume_uses_the_stored_config_when_config_toml_is_gone(tmp_path, capsys):
-    config = write_arm_config(tmp_path / "arm.toml", "evaluations = 20\ninit_random = 10", bins=5)
-    config.write_text(config.read_text() + "[evaluator]\nbackend = \"serial\"\n")
+    config = write_arm_config(tmp_path / "arm.toml", "evaluations = 20\ninit_random = 10", bins=5, backend="serial")
     out = tmp_path / "run"
     assert main(["run", str(config), "--out", str(out), "--no-progress"]) == 0
     (out / "config.toml").unlink()

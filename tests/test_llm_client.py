@@ -324,7 +324,6 @@ def test_a_401_says_when_the_key_variable_is_not_set(fake, monkeypatch):
 
 def test_a_call_is_priced_by_the_model_asked_for_when_the_answer_names_another():
     with FakeOpenAI(reply=lambda req: "four words of text", answer_model="deployment-7") as renamed:
-        client = LLMClient(base_url=renamed.base_url, model="my-model", retries=0, prices={"my-model": (1.0, 2.0)})
-        reply = client.complete("a prompt")
+        reply = make(renamed, model="my-model", retries=0, prices={"my-model": (1.0, 2.0)}).complete("a prompt")
     assert reply.cost_usd > 0
     assert reply.cost_usd == pytest.approx((reply.tokens_in * 1.0 + reply.tokens_out * 2.0) / 1e6)

@@ -45,10 +45,13 @@ def test_an_unusable_result_runs_no_descriptor_and_keeps_its_status():
 
 
 @pytest.mark.parametrize("objective", [math.inf, -math.inf])
-def test_an_infinite_objective_is_invalid_and_nan_stays_no_objective(objective):
+def test_an_infinite_objective_makes_the_result_invalid(objective):
     infinite = EvalResult(fitness=objective)
     measure_result({"x": 0.5}, infinite, [_boom], ["x"])
     assert infinite.status == "invalid" and infinite.error == f"non-finite objective: {objective}"
+
+
+def test_a_nan_objective_stays_an_ok_result_with_no_score():
     none = EvalResult(fitness=math.nan)
     measure_result({"x": 0.5}, none, [_boom], ["x"])
     assert none.status == "ok" and not none.usable  # a NaN objective: a result with no score, counted ok

@@ -7,6 +7,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 
 import pytest
 from counting_openai import CountingOpenAI
@@ -273,7 +274,9 @@ def test_pipeline_llm_outside_an_evaluation_is_the_default():
     domain.pipeline_llm = qd.PipelineLLM(base_url="http://127.0.0.1:9/v1", model="m")
     seen = []
     domain.score = lambda c, e: seen.append(qd.pipeline_llm().model) or 1.0
-    evaluate_config(domain, {"x": 0.5, "c": "a"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # inside an evaluation: the run's endpoint, and no warning
+        evaluate_config(domain, {"x": 0.5, "c": "a"})
     assert seen == ["m"]
 
 
@@ -422,7 +425,7 @@ crashing = Crashing()
 '''
 
 
-@pytest.mark.parametrize("attribute, warning, summary", [
+@pytest.mark.parametrize("attribute, warning, summary", ids=["score-raises", "evaluate-raises"], argvalues=[
     ("broken", "the score function failed on every example of evaluation 0, which scores 0: raised RuntimeError: "
                "my pipeline is broken", "examples the score function failed on (scored 0): 12 of 12"),
     ("crashing", "evaluation 0 failed (error): ", "failed evaluations: 4 of 4 (error 4)"),
