@@ -158,9 +158,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise
     try:
         _print_summary(run)
+        stopped = run.store.get_meta("stopped")
     finally:
         run.store.close()
+    if stopped:  # the space ran out before the budget: a clean end, said once more where it is seen
+        print(f"qd: {_stopped_line(stopped)}", file=sys.stderr)
     return 0
+
+
+def _stopped_line(stopped: dict[str, Any]) -> str:
+    """``stopped early at 8 of 20 evaluations: REASON`` from the store's ``stopped`` meta."""
+    return f"stopped early at {stopped['evaluations']} of {stopped['budget']} evaluations: {stopped['reason']}"
 
 
 def _positive_int(text: str) -> int:
@@ -303,6 +311,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         "invalid": statuses["invalid"], "errors": statuses["error"] + statuses["crash"] + statuses["timeout"],
         "statuses": statuses, "failures": failures(rows), "operators": operators, "llm": llm, "spend": spend,
         "out_of_range": _out_of_range(run.archive, rows),
+        "stopped": run.store.get_meta("stopped"),  # why the last session ended before its budget, or None
         **noise_status(run.store),  # noise handling and held-out validation, once there are any
     }
 
@@ -350,6 +359,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"{status['name']} ({status['domain']}): {status['evaluations']}/{status['budget']} evaluations")
     print(f"elites {status['num_elites']}  coverage {status['coverage']:.1%}  qd_score {status['qd_score']:.4g}  "
           f"best {'-' if status['obj_max'] is None else format(status['obj_max'], '.4g')}")
+    if status["stopped"]:
+        print(_stopped_line(status["stopped"]))
     print("statuses: " + ", ".join(f"{k} {v}" for k, v in status["statuses"].items()))
     for line in failure_lines(status["failures"]):
         print(line)

@@ -134,8 +134,11 @@ class StoreRecorder(SearchListener):
                                    s.obj_max if s.num_elites else math.nan, search.elapsed_s)
 
     def on_end(self, search: Search) -> None:
-        """Save the final counters."""
+        """Save the final counters, and why the search stopped before its budget (meta ``stopped``)."""
         self.save_counters(search)
+        if search.stopped or self.store.get_meta("stopped"):  # a later session that did not stop clears it
+            self.store.set_meta("stopped", search.stopped and {
+                "reason": search.stopped, "evaluations": search.finished, "budget": search.budget})
 
     def _changed(self, search: Search) -> dict[str, dict[str, dict[str, float]]]:
         """The counter fields that changed since the last write (a handful per evaluation)."""

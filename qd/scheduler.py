@@ -18,16 +18,25 @@ Every selection of an operator costs exactly one evaluation: its own child, or, 
 operator's call fails or its output is invalid or a duplicate, a classic child made in its place
 (operator ``fallback``). That is the denominator of the adaptive operator weights, so an operator
 pays for the offspring it wastes.
+
+A space can run out of configurations that have not been evaluated. Random draws that keep
+repeating evaluated ones are not taken for that: a finite space of at most ``ENUMERATE_LIMIT``
+configurations is then listed (:meth:`qd.space.Space.value_at`) and a configuration drawn from
+its unseen ones, so it is exhausted exactly when every configuration has been evaluated; any other
+space goes on with the operators, and is given up only after ``MAX_MISSES`` rounds in a row of
+random draws and operator children that all repeated. Then :attr:`Scheduler.exhausted` says why,
+:meth:`Scheduler.propose` returns None and :meth:`Scheduler.ask` raises :class:`SpaceExhausted`.
 """
 from __future__ import annotations
 
 import collections
 import hashlib
+import math
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -36,17 +45,22 @@ from qd.archives import AddStatus
 from qd.noise import RESAMPLE, Resample, make_handler
 from qd.operators.base import Generation, Operator, Parent
 from qd.operators.classic import Mutation
+from qd.space import Param, Seq, Space, Text
 
-if TYPE_CHECKING:
-    from qd.space import Space
-
-__all__ = ["Scheduler", "SchedulerOptions", "Candidate", "GenerationJob", "OperatorStats",
-           "SEED", "RANDOM", "FALLBACK"]
+__all__ = ["Scheduler", "SchedulerOptions", "Candidate", "GenerationJob", "OperatorStats", "SpaceExhausted",
+           "SEED", "RANDOM", "FALLBACK", "ENUMERATE_LIMIT", "MAX_MISSES"]
 
 SEED = "seed"          # a configuration given by the user (``seeds``), evaluated before anything else
 RANDOM = "random"      # initial population, and the last resort when operators keep repeating configs
 FALLBACK = "fallback"  # classic offspring in place of an LLM one (failed, invalid, duplicate, or LLM busy)
+_MISSED = object()  # a try of Scheduler.propose that found no new configuration
 _MAX_DUPLICATE_TRIES = 8
+ENUMERATE_LIMIT = 100_000  # a finite space up to this size is listed when random draws keep repeating
+MAX_MISSES = 8  # rounds in a row that found nothing new before a larger space is given up
+
+
+class SpaceExhausted(RuntimeError):
+    """No configuration that has not been evaluated can be made (the message says why)."""
 
 
 @dataclass
@@ -183,6 +197,15 @@ class GenerationJob:
             return Generation([], failed=True, error=f"{type(exc).__name__}: {exc}")
 
 
+def _has_text(param: Param) -> bool:
+    """Whether a Text parameter is anywhere in ``param`` (inside Spaces and Seq items too)."""
+    if isinstance(param, Space):
+        return any(_has_text(p) for p in param.params.values())
+    if isinstance(param, Seq):
+        return _has_text(param.item)
+    return isinstance(param, Text)
+
+
 class Scheduler:
     """Ask/tell MAP-Elites over a configuration space.
 
@@ -231,6 +254,10 @@ class Scheduler:
                                   budget=o.noise_budget)
         self._resampled = 0  # re-evaluations asked (they take no seed's or random sample's turn)
         self._raised: set[str] = set()  # operators whose exception was reported
+        self.exhausted: str | None = None  # why no new configuration can be made, once that is so
+        self._misses = 0  # rounds in a row in which random draws and operators found nothing new
+        self._space_size = space.cardinality()
+        self._all_hashes: list[str] | None = None  # every configuration's hash (a small finite space)
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -265,11 +292,21 @@ class Scheduler:
 
     # -- ask -----------------------------------------------------------------------------------
     def ask(self) -> Candidate:
-        """The next candidate to evaluate; LLM operators generate in the caller's thread."""
+        """The next candidate to evaluate; LLM operators generate in the caller's thread.
+
+        Raises
+        ------
+        SpaceExhausted
+            When no configuration that has not been evaluated can be made (:attr:`exhausted`).
+        """
         item = self.propose()
         if isinstance(item, GenerationJob):
-            return self.complete(item, item.run())
-        return item if item is not None else self._random_candidate()
+            item = self.complete(item, item.run())
+        while item is None and not self.exhausted:  # a plain loop does not wait for results: sample
+            item = self._random_candidate()
+        if item is None:
+            raise SpaceExhausted(self.exhausted)
+        return item
 
     def propose(self, llm_free: bool = True) -> Candidate | GenerationJob | None:
         """The next candidate, or a generation for the caller to run, or None to wait.
@@ -285,7 +322,8 @@ class Scheduler:
         Candidate or GenerationJob or None
             A :class:`GenerationJob` when an operator that uses an LLM was drawn: run it and
             give its result to :meth:`complete`. None when nothing can be made until results
-            (or a free LLM thread) arrive.
+            (or a free LLM thread) arrive, or when nothing new can be made at all
+            (:attr:`exhausted`; re-evaluations asked by the noise policy still come).
         """
         if self.noise is not None:
             job = self.noise.ask()
@@ -297,10 +335,23 @@ class Scheduler:
                 child.chosen_by = SEED
                 return child
         if self._asked - self._resampled < self._random_until:
-            return self._random_candidate()
+            child = self._random_candidate()
+            if child is not None:
+                return child
+            self._random_until = self._asked - self._resampled  # random draws repeat: operators take over
+        while not self.exhausted:
+            item = self._propose_offspring(llm_free)
+            if item is not _MISSED:
+                return item
+        return None
+
+    def _propose_offspring(self, llm_free: bool) -> Candidate | GenerationJob | None | object:
+        """One try of :meth:`propose` after seeds and random samples; ``_MISSED`` when it found nothing new."""
         if len(self.archive) == 0:
             # Operators need an elite: wait for the seeds and samples in flight, else sample more.
-            return None if self.in_flight > 0 else self._random_candidate()
+            if self.in_flight > 0:
+                return None
+            return self._random_candidate() or _MISSED
         name = self._pending or self._choose_operator()
         op = self.operators[name]
         if op.uses_llm and not llm_free:
@@ -319,17 +370,23 @@ class Scheduler:
                 target = self._target_region(parents[0])
             return GenerationJob(name, op, parents, child_rng, target)
         child = self._classic_child(name, op, parents)
+        if child is None:
+            return _MISSED
         child.chosen_by = name
         return child
 
-    def complete(self, job: GenerationJob, generation: Generation) -> Candidate:
-        """The candidate a finished generation gives: its first new valid child, else a classic one."""
+    def complete(self, job: GenerationJob, generation: Generation) -> Candidate | None:
+        """The candidate a finished generation gives: its first new valid child, else a classic one.
+
+        None when no new configuration can be made any more (:attr:`exhausted`).
+        """
         configs = self.account(job, generation)
         child = next((c for c in (self._admit(job.operator, cfg, job.parents) for cfg in configs)
                       if c is not None), None)
-        if child is None:
+        while child is None and not self.exhausted:
             child = self._classic_child(FALLBACK, self._fallback, job.parents)
-        child.chosen_by = job.operator
+        if child is not None:
+            child.chosen_by = job.operator
         return child
 
     def account(self, job: GenerationJob, generation: Generation) -> list[dict]:
@@ -425,7 +482,10 @@ class Scheduler:
         return Candidate(job.config, self.space.canonical(job.config), job.hash, RESAMPLE, [job.id],
                          chosen_by=RESAMPLE, draw=job.draw)
 
-    def _random_candidate(self) -> Candidate:
+    def _random_candidate(self) -> Candidate | None:
+        """A random configuration not evaluated yet; None when draws keep repeating (see :meth:`_unseen_candidate`)."""
+        if self.exhausted:
+            return None
         stats = self.stats[RANDOM]
         for _ in range(10 * _MAX_DUPLICATE_TRIES):
             stats.offspring += 1
@@ -433,8 +493,35 @@ class Scheduler:
             if child is not None:
                 child.chosen_by = RANDOM
                 return child
-        raise RuntimeError("could not sample a configuration that has not been evaluated yet: "
-                           "the space looks exhausted")
+        return self._unseen_candidate()
+
+    def _unseen_candidate(self) -> Candidate | None:
+        """After random draws that all repeated: one drawn from a small space's unseen configurations, listed.
+
+        None when there is none (the space is exhausted: :attr:`exhausted` says so) or when the
+        space is too large to list (a miss: :attr:`exhausted` is set after ``MAX_MISSES`` in a row).
+        """
+        size = self._space_size
+        if size <= ENUMERATE_LIMIT:
+            if self._all_hashes is None:
+                self._all_hashes = [self.space.hash(self.space.value_at(i)) for i in range(size)]
+            unseen = [i for i, h in enumerate(self._all_hashes) if h not in self._seen]
+            if not unseen:
+                self.exhausted = f"all {size} configurations of the space have been evaluated"
+                return None
+            child = self._admit(RANDOM, self.space.value_at(unseen[int(self.rng.integers(len(unseen)))]), [])
+            if child is not None:
+                child.chosen_by = RANDOM
+            return child
+        self._misses += 1
+        if self._misses >= MAX_MISSES:
+            count = "infinitely many" if size == math.inf else str(size)
+            hint = ("; random draws leave Text parameters at their default: an operator that edits text (mutation, "
+                    "llm_mutation) reaches more" if _has_text(self.space) else "")
+            self.exhausted = (f"no configuration that has not been evaluated could be found: random draws and the "
+                              f"operators' children repeated evaluated ones {MAX_MISSES} times in a row "
+                              f"({len(self._seen)} evaluated of {count}){hint}")
+        return None
 
     def _classic_standin(self) -> tuple[str, Operator]:
         """A classic operator drawn by the classic weights, for a slot no LLM thread can fill now.
@@ -447,7 +534,7 @@ class Scheduler:
         name = self._choose_operator(names)
         return name, self.operators[name]
 
-    def _classic_child(self, name: str, op: Operator, parents: list[Parent]) -> Candidate:
+    def _classic_child(self, name: str, op: Operator, parents: list[Parent]) -> Candidate | None:
         start = time.perf_counter()
         stats = self.stats[name]
         for _ in range(_MAX_DUPLICATE_TRIES):
@@ -479,6 +566,7 @@ class Scheduler:
             return None
         self._seen.add(digest)
         self._asked += 1
+        self._misses = 0
         return Candidate(config, canonical, digest, name,
                          [p.id for p in parents if p.id is not None])
 

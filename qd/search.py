@@ -159,6 +159,7 @@ class Search:
             store.set_meta("noise", {"noise": noise.policy, "noise_samples": noise.max_samples,
                                      "noise_probes": noise.probes, "noise_top": noise.top})
         self.finished = 0
+        self.stopped: str | None = None  # why the search stopped before its budget (the space ran out)
         self._next_id = 0
         self._inflight: dict[int, Candidate] = {}
         self._landed: dict[int, EvalResult] = {}
@@ -203,8 +204,11 @@ class Search:
     def run(self) -> Any:
         """Run until ``budget`` evaluations have finished; returns the archive.
 
-        Interrupting (Ctrl-C) or killing the process loses at most the evaluations in
-        flight: everything finished is already committed to the store.
+        The search stops earlier, with :attr:`stopped` saying why, when no configuration that has
+        not been evaluated can be made any more (:attr:`Scheduler.exhausted
+        <qd.scheduler.Scheduler.exhausted>`: every configuration of a small space is evaluated).
+        Interrupting (Ctrl-C) or killing the process loses at most the evaluations in flight:
+        everything finished is already committed to the store.
         """
         for listener in self.listeners:
             listener.on_start(self)
@@ -216,6 +220,9 @@ class Search:
                 waiting_on_llm = bool(self._llm_jobs)
                 if not self._inflight:
                     if not waiting_on_llm:
+                        if self.scheduler.exhausted:
+                            self.stopped = self.scheduler.exhausted
+                            break
                         raise RuntimeError("search stalled: nothing in flight and no offspring could be made")
                     cf.wait(self._llm_jobs, timeout=1.0, return_when=cf.FIRST_COMPLETED)
                     continue
@@ -290,7 +297,9 @@ class Search:
         """Move finished LLM generations to the ready queue (the scheduler replaces failures)."""
         for future in [f for f in self._llm_jobs if f.done()]:
             job = self._llm_jobs.pop(future)
-            self._ready.append(self.scheduler.complete(job, future.result()))
+            child = self.scheduler.complete(job, future.result())
+            if child is not None:  # None: nothing new can be made any more (scheduler.exhausted)
+                self._ready.append(child)
 
     def _drain_llm(self) -> None:
         """At the budget: wait (up to ``drain_s``) for LLM calls already running and count them.

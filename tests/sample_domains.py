@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 import time
 
+from qd.domain import Domain
 from qd.domains.arm import ArmDomain
 from qd.result import EvalResult
+from qd.space import Categorical, Int, Space
 
 
 class SlowArm(ArmDomain):
@@ -39,3 +41,17 @@ class FaultyArm(ArmDomain):
         if -0.05 < first < 0.05 and os.environ.get("QD_TEST_NAN"):
             return EvalResult(fitness=float("nan"))
         return super().evaluate(config)
+
+
+class SmallGrid(Domain):
+    """Eight configurations (``k`` in 0..3 times ``letter`` a/b): a space a short run exhausts."""
+
+    name = "small-grid"
+    space = Space({"k": Int(0, 3), "letter": Categorical(["a", "b"])})
+    default_measures = ("k", "b")
+    default_ranges = ((0.0, 3.0), (0.0, 1.0))
+    default_bins = (4, 2)
+
+    def evaluate(self, config: dict) -> EvalResult:
+        b = float(config["letter"] == "b")
+        return EvalResult(fitness=config["k"] + b, measures={"k": float(config["k"]), "b": b})

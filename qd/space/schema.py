@@ -54,6 +54,31 @@ class Param:
         """A deterministic valid value."""
         raise NotImplementedError
 
+    def cardinality(self) -> int | float:
+        """How many distinct valid values there are: an exact int, or ``math.inf``.
+
+        Float leaves and Text of any length are infinite; :meth:`value_at` lists a finite one.
+        """
+        raise NotImplementedError
+
+    def value_at(self, index: int) -> Any:
+        """The ``index``-th of the :meth:`cardinality` distinct values (a finite parameter only).
+
+        Raises
+        ------
+        IndexError
+            When ``index`` is outside ``[0, cardinality())``; ValueError when the parameter is infinite.
+        """
+        n = self.cardinality()
+        if n == math.inf:
+            raise ValueError(f"{self!r} has infinitely many values: none can be listed by index")
+        if not 0 <= index < n:
+            raise IndexError(f"value index {index} outside [0, {n})")
+        return self._value_at(int(index))
+
+    def _value_at(self, index: int) -> Any:
+        raise NotImplementedError
+
     def validate(self, value: Any, path: str = "") -> list[str]:
         """Every problem of ``value``, each message prefixed by ``path``; empty when valid."""
         raise NotImplementedError
@@ -156,6 +181,10 @@ class Float(Numeric):
             return min(max(math.exp(self._log_low + 0.5 * self._log_span), self.low), self.high)
         return self.low + 0.5 * self._span
 
+    def cardinality(self) -> float:
+        """Infinite (``low < high``)."""
+        return math.inf
+
     def is_valid(self, value: Any) -> bool:
         """Whether ``value`` is a finite number in ``[low, high]``."""
         t = type(value)
@@ -205,6 +234,13 @@ class Int(Numeric):
     def default(self) -> int:
         """The midpoint, rounded down."""
         return self.low + self._span // 2
+
+    def cardinality(self) -> int:
+        """``high - low + 1``."""
+        return self._span + 1
+
+    def _value_at(self, index: int) -> int:
+        return self.low + index
 
     def is_valid(self, value: Any) -> bool:
         """Whether ``value`` is an integer in ``[low, high]``."""
@@ -269,6 +305,13 @@ class Categorical(Param):
         """The first choice."""
         return self.choices[0]
 
+    def cardinality(self) -> int:
+        """The number of choices."""
+        return len(self.choices)
+
+    def _value_at(self, index: int) -> Any:
+        return self.choices[index]
+
     def is_valid(self, value: Any) -> bool:
         """Whether ``value`` is one of the choices."""
         return self.index(value) is not None
@@ -300,6 +343,13 @@ class Bool(Param):
     def default(self) -> bool:
         """False."""
         return False
+
+    def cardinality(self) -> int:
+        """Two."""
+        return 2
+
+    def _value_at(self, index: int) -> bool:
+        return bool(index)
 
     def is_valid(self, value: Any) -> bool:
         """Whether ``value`` is a bool (numpy's too)."""
@@ -340,6 +390,13 @@ class Text(Param):
     def default(self) -> str:
         """The ``default`` given to the constructor."""
         return self._default
+
+    def cardinality(self) -> int | float:
+        """One (the empty text) when ``max_len`` is 0, else infinite."""
+        return 1 if self.max_len == 0 else math.inf
+
+    def _value_at(self, index: int) -> str:
+        return ""
 
     def is_valid(self, value: Any) -> bool:
         """Whether ``value`` is a string of ``min_len..max_len`` characters."""
@@ -393,6 +450,19 @@ class Seq(Param):
         """``min_len`` default items."""
         return [self.item.default() for _ in range(self.min_len)]
 
+    def cardinality(self) -> int | float:
+        """The sum over lengths ``n`` of (the item's cardinality) ** ``n``."""
+        items = self.item.cardinality()
+        return sum(items ** n for n in range(self.min_len, self.max_len + 1)) if items != math.inf else math.inf
+
+    def _value_at(self, index: int) -> list:
+        items = self.item.cardinality()
+        for n in range(self.min_len, self.max_len + 1):  # shorter lists first
+            if index < items ** n:
+                return [self.item.value_at(digit) for digit in _digits(index, [items] * n)]
+            index -= items ** n
+        raise IndexError(index)  # unreachable: value_at checked the index
+
     def is_valid(self, value: Any) -> bool:
         """Whether ``value`` is a list of ``min_len..max_len`` valid items."""
         if type(value) is not list or not self.min_len <= len(value) <= self.max_len:
@@ -443,6 +513,15 @@ class Seq(Param):
     def to_dict(self) -> dict:
         """See :meth:`Param.to_dict`."""
         return {"type": "seq", "item": self.item.to_dict(), "min_len": self.min_len, "max_len": self.max_len}
+
+
+def _digits(index: int, radices: Sequence[int]) -> list[int]:
+    """``index`` in the mixed radix ``radices``, the first digit the most significant."""
+    digits = []
+    for radix in reversed(radices):
+        index, digit = divmod(index, radix)
+        digits.append(digit)
+    return digits[::-1]
 
 
 def _as_param(value: Any) -> Param:
@@ -507,6 +586,14 @@ class Space(Param):
     def default(self) -> dict:
         """The configuration made of every parameter's default."""
         return {k: p.default() for k, p in self._items}
+
+    def cardinality(self) -> int | float:
+        """The product of the parameters' cardinalities: how many distinct configurations there are."""
+        return math.prod(p.cardinality() for _, p in self._items)
+
+    def _value_at(self, index: int) -> dict:
+        digits = _digits(index, [p.cardinality() for _, p in self._items])
+        return {k: p.value_at(d) for (k, p), d in zip(self._items, digits)}
 
     def is_valid(self, value: Any) -> bool:
         """Whether ``value`` is a dict with exactly these keys, each value valid."""
