@@ -579,10 +579,13 @@ class Scheduler:
         return names[int(self.rng.choice(len(names), p=weights / weights.sum()))]
 
     def _select_parents(self, k: int) -> list[Parent]:
+        """``k`` elites as parents; ``feedback`` and ``id`` may be missing (an archive filled by plain add)."""
         elites = self.archive.sample_elites(k, rng=self.rng)
+        feedback, ids = elites.get("feedback"), elites.get("id")
         return [Parent(elites["solution"][i], float(elites["objective"][i]),
                        dict(zip(self.measure_names, map(float, elites["measures"][i]))),
-                       feedback=str(elites["feedback"][i]), id=int(elites["id"][i]))
+                       feedback="" if feedback is None or feedback[i] is None else str(feedback[i]),
+                       id=int(ids[i]) if ids is not None and ids[i] >= 0 else None)  # -1: an elite added without one
                 for i in range(k)]
 
     def _target_region(self, parent: Parent) -> dict[str, float] | None:

@@ -237,3 +237,28 @@ def test_an_operator_that_raises_is_reported_once_with_its_error(capsys):
     err = capsys.readouterr().err
     assert err.count("qd: warning: operator 'broken' raised KeyError: \"no 'prompt' in template\"") == 1
     assert scheduler.stats["broken"].llm_failures == 3
+
+
+@pytest.mark.parametrize("fill", ["add", "add_single", "add_single_with_id"])
+def test_ask_works_on_an_archive_filled_without_qds_extra_fields(fill):
+    """A warm start as the README shows: elites added by add/add_single, no feedback (nor id) given."""
+    domain = ArmDomain(joints=JOINTS)
+    archive = arm_archive(domain)
+    rng = np.random.default_rng(0)
+    configs = [domain.space.sample(rng) for _ in range(5)]
+    scored = [evaluate(domain, c) for c in configs]
+    if fill == "add":
+        archive.add(configs, [f for f, _ in scored], [m for _, m in scored])
+    else:
+        for i, (config, (f, m)) in enumerate(zip(configs, scored)):
+            archive.add_single(config, f, m, **({"id": 100 + i} if fill == "add_single_with_id" else {}))
+    scheduler = Scheduler(archive, domain.space, {"mutation": (Mutation(domain.space), 1.0)},
+                          SchedulerOptions(init_random=0))
+    child = scheduler.ask()
+    assert child.operator == "mutation" and domain.space.is_valid(child.config)
+    parents = scheduler._select_parents(2)
+    assert all(p.feedback == "" for p in parents)
+    if fill == "add_single_with_id":
+        assert set(child.parent_ids) <= set(range(100, 105)) and child.parent_ids
+    else:
+        assert child.parent_ids == [] and all(p.id is None for p in parents)  # no lineage where none was given
