@@ -5,7 +5,7 @@
 * :func:`meaning` / :func:`check_resume`: the config keys that give a score and a cell their
   meaning (domain and its options, the archive's measures, ranges, bins and type) may not change
   on resume; the others (budget, workers, operator weights, LLM endpoint, ...) may, and each
-  change is recorded in the store.
+  change is recorded in the store (:func:`record_resume`) once the resumed search has started.
 * :func:`archive_spec` / :func:`read_run`: the archive's layout is stored in the run, so
   ``qd status``, ``qd plot`` and ``qd elites`` rebuild the archive from the store alone and
   never import the domain named in ``config.toml`` (a run directory may come from someone else).
@@ -28,8 +28,9 @@ from qd.config import load_config
 from qd.search import replay
 from qd.store import RunStore
 
-__all__ = ["RunLock", "RunLockedError", "ReadRun", "meaning", "fingerprint", "check_resume", "archive_spec",
-           "archive_from_spec", "check_same_archive", "read_run", "open_store", "LOCK_NAME", "MEANING_KEYS"]
+__all__ = ["RunLock", "RunLockedError", "ReadRun", "meaning", "fingerprint", "check_resume", "record_resume",
+           "archive_spec", "archive_from_spec", "check_same_archive", "read_run", "open_store", "LOCK_NAME",
+           "MEANING_KEYS"]
 
 LOCK_NAME = "lock"
 
@@ -137,7 +138,10 @@ def _flat(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def check_resume(store: RunStore, config: dict[str, dict[str, Any]]) -> dict[str, list[Any]]:
-    """Refuse a resume that changes what scores and cells mean; record what else changed.
+    """Refuse a resume that changes what scores and cells mean; return what else changed.
+
+    Nothing is written: the resume records the changes (:func:`record_resume`) once it has
+    started, so a resume that fails to start leaves the run as it was.
 
     Parameters
     ----------
@@ -149,8 +153,7 @@ def check_resume(store: RunStore, config: dict[str, dict[str, Any]]) -> dict[str
     Returns
     -------
     dict
-        ``section.key -> [old, new]`` for every key that changed (all of them safe), also
-        appended to the store's ``resumes`` meta.
+        ``section.key -> [old, new]`` for every key that changed (all of them safe).
 
     Raises
     ------
@@ -170,13 +173,16 @@ def check_resume(store: RunStore, config: dict[str, dict[str, Any]]) -> dict[str
                          "restore these keys (or start a new run with --out); budget, workers, operator weights "
                          "and the LLM endpoint may change on resume")
     old_flat, new_flat = _flat(previous), _flat(now)
-    diff = {k: [old_flat.get(k), new_flat.get(k)] for k in sorted(old_flat.keys() | new_flat.keys())
+    return {k: [old_flat.get(k), new_flat.get(k)] for k in sorted(old_flat.keys() | new_flat.keys())
             if old_flat.get(k) != new_flat.get(k)}
-    if diff:
+
+
+def record_resume(store: RunStore, changed: dict[str, list[Any]]) -> None:
+    """Append a resume's changed keys (:func:`check_resume`) to the store's ``resumes`` meta (none: nothing)."""
+    if changed:
         resumes = store.get_meta("resumes", [])
-        resumes.append({"at": time.strftime("%Y-%m-%d %H:%M:%S"), "evaluations": store.count(), "changed": diff})
+        resumes.append({"at": time.strftime("%Y-%m-%d %H:%M:%S"), "evaluations": store.count(), "changed": changed})
         store.set_meta("resumes", resumes)
-    return diff
 
 
 # -- reading a run without its domain -------------------------------------------------------------

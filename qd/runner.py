@@ -24,7 +24,15 @@ from qd.llm.pipeline import PipelineLLM
 from qd.llm.prices import normalize_prices
 from qd.llm.threads import ThreadTuner
 from qd.operators import build_operators as _build_operators
-from qd.rundir import ARCHIVE_META, RunLock, archive_spec, check_resume, check_same_archive, open_store
+from qd.rundir import (
+    ARCHIVE_META,
+    RunLock,
+    archive_spec,
+    check_resume,
+    check_same_archive,
+    open_store,
+    record_resume,
+)
 from qd.search import Search, replay
 from qd.seeds import load_seeds
 from qd.store import RunStore
@@ -163,9 +171,11 @@ def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progr
 
 def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, progress: bool) -> Run:
     store = RunStore(store_path) if resume else None
+    evaluator = None
     try:
+        changed: dict[str, list[Any]] = {}
         if store is not None:
-            check_resume(store, config)  # refuses changed domain/archive keys before anything is written
+            changed = check_resume(store, config)  # refuses changed domain/archive keys
             budget, done = config["run"]["evaluations"], store.count()
             if budget < done:
                 raise ConfigError(f"{run_dir} already holds {done} evaluations: the budget (run.evaluations, "
@@ -182,11 +192,7 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
             store = RunStore(store_path)
         else:
             check_same_archive(store, archive)
-        (run_dir / "config.toml").write_text(dump_config(config))
-        store.set_meta("config", config)
-        store.set_meta("budget", config["run"]["evaluations"])
-        store.set_meta(ARCHIVE_META, archive_spec(archive))  # read-only commands rebuild it without the domain
-        evaluator = build_evaluator(config, domain)
+        evaluator = build_evaluator(config, domain)  # joins Ray: an unreachable cluster fails here
         search = Search(domain, archive, evaluator, operators=operators, measures=measures,
                         budget=config["run"]["evaluations"], store=store, seeds=seeds,
                         init_random=config["run"]["init_random"], seed=config["run"]["seed"],
@@ -194,7 +200,15 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
                         llm_threads=config["llm"]["concurrency"], ordered=config["run"]["ordered"],
                         progress=progress and config["run"]["progress"], llm_client=client,
                         noise=config["archive"]["noise"], noise_samples=config["archive"]["noise_samples"])
+        # Written only now that everything has started: a resume that fails to start leaves the run as it was.
+        (run_dir / "config.toml").write_text(dump_config(config))
+        store.set_meta("config", config)
+        store.set_meta("budget", config["run"]["evaluations"])
+        store.set_meta(ARCHIVE_META, archive_spec(archive))  # read-only commands rebuild it without the domain
+        record_resume(store, changed)
     except BaseException:
+        if evaluator is not None:
+            evaluator.close()
         if store is not None:
             store.close()
             if not resume:  # nothing was evaluated: the directory takes a corrected config without --resume

@@ -171,6 +171,34 @@ def test_resume_allows_budget_workers_weights_and_llm_endpoint_and_records_them(
     assert resume["changed"]["llm.base_url"] == ["", "http://127.0.0.1:9/v1"]
 
 
+def _closed_port() -> int:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        return closed.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+def _run_state(run_dir):
+    with RunStore(run_dir / "run.sqlite", readonly=True) as store:
+        meta = {key: store.get_meta(key) for key in ("config", "budget", "archive", "resumes", "noise")}
+        return (run_dir / "config.toml").read_text(), meta, store.count()
+
+
+def test_a_resume_that_fails_to_start_leaves_the_run_as_it_was(finished_run):
+    """Issue 22: a resume on an unreachable Ray head rewrote config.toml and the budget, so a plain resume failed too."""
+    before = _run_state(finished_run)
+    # a fresh process: no Ray runtime is running there, so the address is really tried
+    failed = subprocess.run([*QD, "run", "--resume", str(finished_run), "--backend", "ray", "--ray-address",
+                             f"127.0.0.1:{_closed_port()}", "--evals", "80", "--no-progress"],
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2 and "evaluator.ray_address" in failed.stderr, failed.stderr
+    assert _run_state(finished_run) == before  # config.toml, stored config, budget, resumes: untouched
+    assert main(["run", "--resume", str(finished_run), "--evals", "70", "--no-progress"]) == 0  # plain: serial
+    config_toml, meta, count = _run_state(finished_run)
+    assert count == 70 and meta["budget"] == 70 and 'backend = "serial"' in config_toml
+    (resume,) = meta["resumes"]
+    assert resume["changed"] == {"run.evaluations": [60, 70]}
+
+
 # -- item 7: one writer per run directory ---------------------------------------------------------------
 def _count(run_dir):
     if not (run_dir / "run.sqlite").exists():
