@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -256,8 +257,43 @@ def resolve_config(raw: dict[str, Any],
         config = RunConfig.model_validate(_lists(merged)).model_dump()
     except ValidationError as exc:
         raise ConfigError(_explain(exc, merged)) from None
+    for section, values in config.items():
+        for name, value in values.items():
+            if isinstance(value, (dict, list)):
+                _check_toml(value, f"{section}.{name}")
     _check_across_keys(config)
     return config
+
+
+def _check_toml(value: Any, path: str) -> None:
+    """Refuse what ``config.toml`` cannot keep: a resume reads the run's config back from it.
+
+    TOML has no null (``dump_config`` would drop the key, and the resume then sees a changed
+    option), and a NaN never equals itself (the resume could not tell it unchanged).
+
+    Raises
+    ------
+    ConfigError
+        Naming the key (``domain.options.retries``) and what to do instead.
+    """
+    if value is None:
+        where = ("; put seed configurations with None values in a seeds file (run.seeds = \"seeds.jsonl\")"
+                 if path.startswith("run.seeds") else "")
+        raise ConfigError(f"{path} is None, which TOML cannot hold (config.toml, which a resume reads back, would "
+                          f"lose it): leave the key out to use the default, or give a value{where}")
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"{path} is NaN, which never equals itself, so a resume could not tell it unchanged: "
+                          "give a number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"{path} has the key {k!r}; TOML keys are strings")
+            _check_toml(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_toml(v, f"{path}[{i}]")
+    elif not isinstance(value, (bool, int, float, str)):
+        raise ConfigError(f"{path} = {_show(value)} is not a TOML value (a string, number, boolean, array or table)")
 
 
 def _lists(value: Any) -> Any:

@@ -1,4 +1,5 @@
 import math
+import re
 import string
 from pathlib import Path
 
@@ -129,9 +130,10 @@ def test_any_value_gives_a_config_or_a_config_error_naming_its_key(where, value)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(where=names, value=toml_values)
+@given(where=names, value=toml_values | python_values)
 @example(where=("run", "seeds"), value="0")  # a relative seeds file: read next to the config file
-def test_any_accepted_toml_value_round_trips_through_the_run_directory(tmp_path_factory, where, value):
+@example(where=("domain", "options"), value={"a": None})  # issue 22: dropped from config.toml, then refused on resume
+def test_any_accepted_value_from_toml_or_python_round_trips_through_the_run_directory(tmp_path_factory, where, value):
     section, name = where
     try:
         config = resolve_config({section: {name: value}})
@@ -184,3 +186,20 @@ def test_a_directory_given_as_the_config_file_points_to_resume(tmp_path):
     with pytest.raises(ConfigError, match=r"is a directory, not a config file \(to continue the run in it: "
                                           r"qd run --resume "):
         load_config(tmp_path)
+
+
+@pytest.mark.parametrize("raw, named", [
+    ({"domain": {"name": "arm", "options": {"joints": None}}}, "domain.options.joints is None"),
+    ({"domain": {"name": "arm", "options": {"limits": {"low": None}}}}, "domain.options.limits.low is None"),
+    ({"domain": {"name": "arm", "options": {"angles": [0.1, None]}}}, "domain.options.angles[1] is None"),
+    ({"operators": {"mutation": {"weight": 1.0, "sigma": None}}}, "operators.mutation.sigma is None"),
+    ({"run": {"seeds": [{"k": None}]}}, "run.seeds[0].k is None"),
+    ({"domain": {"name": "arm", "options": {"scale": math.nan}}}, "domain.options.scale is NaN"),
+    ({"domain": {"name": "arm", "options": {"blob": b"x"}}}, "domain.options.blob = b'x' is not a TOML value"),
+    ({"domain": {"name": "arm", "options": {"by_id": {1: "a"}}}}, "domain.options.by_id has the key 1"),
+])
+def test_a_value_config_toml_cannot_keep_is_refused_when_the_config_loads(raw, named):
+    """Issue 22: a None option given through the Python API was dropped from config.toml; the resume then refused it."""
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        resolve_config(raw)
+

@@ -184,7 +184,7 @@ def _run_state(run_dir):
 
 
 def test_a_resume_that_fails_to_start_leaves_the_run_as_it_was(finished_run):
-    """Issue 22: a resume on an unreachable Ray head rewrote config.toml and the budget, so a plain resume failed too."""
+    """Issue 22: a resume on an unreachable Ray head rewrote config.toml and the budget; a plain resume then failed."""
     before = _run_state(finished_run)
     # a fresh process: no Ray runtime is running there, so the address is really tried
     failed = subprocess.run([*QD, "run", "--resume", str(finished_run), "--backend", "ray", "--ray-address",
