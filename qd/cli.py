@@ -312,7 +312,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         "statuses": statuses, "failures": failures(rows), "operators": operators, "llm": llm, "spend": spend,
         "out_of_range": _out_of_range(run.archive, rows),
         "stopped": run.store.get_meta("stopped"),  # why the last session ended before its budget, or None
-        **noise_status(run.store),  # noise handling and held-out validation, once there are any
+        **noise_status(run.store, run.archive),  # noise handling and held-out validation, once there are any
     }
 
 
@@ -372,8 +372,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         v = status["validation"]
         corrected = (f"corrected qd_score {v['corrected_qd_score']:.4g}, coverage {v['corrected_coverage']:.1%}"
                      if v.get("corrected_qd_score") is not None else "no corrected score (not every elite)")
+        stale = (f"  STALE: the archive changed since this validation (at {v.get('evaluations', '?')} evaluations, "
+                 f"now {status['evaluations']}): run qd validate again" if v.get("stale") else "")
         print(f"validation ({v['split']}, {v['samples']} per elite, {v['elites']} elites): {corrected}; "
-              f"mean gap {v['mean_gap'] if v['mean_gap'] is None else format(v['mean_gap'], '.4g')}")
+              f"mean gap {v['mean_gap'] if v['mean_gap'] is None else format(v['mean_gap'], '.4g')}{stale}")
     width = max([14, *(len(name) for name in status["operators"])])
     print(f"  {'operator':<{width}} {'offspring':>9} {'valid':>6} {'dup':>6} {'evaluated':>9} {'gains':>6} "
           f"{'gain/eval':>9} {'tokens':>8} {'tok/gain':>8} {'time_s':>8} {'llm_fail':>8} {'share':>6}")

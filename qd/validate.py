@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from qd.analysis.validation import (
     META_KEY,
     ValidationReport,
+    archive_digest,
     corrected_archive,
     mean_sem,
     validate,
@@ -108,8 +109,13 @@ def validated_archive(store: RunStore, archive: Any, empty: Any, split: str = VA
     return corrected_archive(empty, archive, validated_scores(store, split), lambda e: hashes.get(int(e["id"]), ""))
 
 
-def noise_status(store: RunStore) -> dict[str, Any]:
-    """What ``qd status`` shows of noise handling and validation (empty parts omitted)."""
+def noise_status(store: RunStore, archive: Any = None) -> dict[str, Any]:
+    """What ``qd status`` shows of noise handling and validation (empty parts omitted).
+
+    With the run's ``archive``, the validation says whether it is ``stale``: the archive has
+    changed since (a resume), so its corrected QD score and coverage describe another archive
+    (None: validated by a qd that did not record the archive, or no archive given).
+    """
     out: dict[str, Any] = {}
     saved = store.get_meta("noise")
     if saved:
@@ -123,5 +129,7 @@ def noise_status(store: RunStore) -> dict[str, Any]:
                         "noise_sd": counters.get("noise_sd") if counters.get("noise_sd", -1) >= 0 else None}
     validation = store.get_meta(META_KEY)
     if validation:
+        recorded = validation.pop("archive", None)
+        validation["stale"] = None if recorded is None or archive is None else recorded != archive_digest(archive)
         out["validation"] = validation
     return out

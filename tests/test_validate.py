@@ -134,3 +134,54 @@ def test_a_validation_draw_with_a_nan_objective_is_an_invalid_failure_not_an_ok_
                           samples=2)
         statuses = [row[0] for row in store._db.execute("SELECT status FROM validations")]
     assert report.failures == 2 and statuses == ["invalid", "invalid"]
+
+
+def test_status_marks_the_corrected_score_stale_once_a_resume_changed_the_archive(tmp_path, capsys):
+    """Issue 22: qd status showed an earlier validation's corrected QD score after a resume changed the archive."""
+    import json
+
+    from qd.cli import main
+
+    config = tmp_path / "arm.toml"
+    config.write_text("""
+[run]
+name = "stale"
+evaluations = 40
+init_random = 20
+plot = false
+progress = false
+[domain]
+name = "arm"
+options = {joints = 4, noise = 0.3}
+[archive]
+measures = ["x", "y"]
+bins = [5, 5]
+noise = "none"
+[operators]
+iso_line_dd = 1.0
+[evaluator]
+backend = "serial"
+""")
+    run_dir = tmp_path / "run"
+
+    def status() -> tuple[dict, str]:
+        assert main(["status", str(run_dir), "--json"]) == 0
+        as_json = json.loads(capsys.readouterr().out)["validation"]
+        assert main(["status", str(run_dir)]) == 0
+        line = next(t for t in capsys.readouterr().out.splitlines() if t.startswith("validation"))
+        return as_json, line
+
+    assert main(["run", str(config), "--out", str(run_dir), "--no-progress"]) == 0
+    assert main(["validate", str(run_dir), "--samples", "2"]) == 0
+    capsys.readouterr()
+    validation, line = status()
+    assert validation["stale"] is False and validation["evaluations"] == 40 and "stale" not in line
+    assert main(["run", "--resume", str(run_dir), "--evals", "120", "--no-progress"]) == 0  # the archive changes
+    capsys.readouterr()
+    validation, line = status()
+    assert validation["stale"] is True and validation["corrected_qd_score"] is not None
+    assert "STALE: the archive changed since this validation (at 40 evaluations, now 120)" in line
+    assert main(["validate", str(run_dir), "--samples", "2"]) == 0
+    capsys.readouterr()
+    validation, line = status()
+    assert validation["stale"] is False and validation["evaluations"] == 120

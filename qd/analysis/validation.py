@@ -11,6 +11,8 @@ measures into an empty archive of the same shape.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
     from qd.result import EvalResult
     from qd.store import RunStore
 
-__all__ = ["ValidatedElite", "ValidationReport", "validate", "validated_scores", "corrected_archive", "mean_sem"]
+__all__ = ["ValidatedElite", "ValidationReport", "validate", "validated_scores", "corrected_archive", "mean_sem",
+           "archive_digest"]
 
 META_KEY = "validation"
 
@@ -204,9 +207,18 @@ def validate(store: RunStore, archive: Any, domain: Domain, evaluator: Any, *,
                               corrected_cov, len(jobs), failures)
     previous = store.get_meta(META_KEY) or {}
     summary = report.summary()
-    if corrected_qd is None and previous.get("corrected_qd_score") is not None:
-        # A partial validation (--top, --diverse) keeps the corrected numbers of an earlier full one.
+    # The archive validated: `qd status` marks these numbers stale once the archive has changed (a resume).
+    summary.update(archive=archive_digest(archive), evaluations=store.count())
+    if corrected_qd is None and previous.get("corrected_qd_score") is not None \
+            and previous.get("archive") == summary["archive"]:
+        # A partial validation (--top, --diverse) keeps the corrected numbers of an earlier full one of this archive.
         for k in ("corrected_qd_score", "corrected_coverage"):
             summary[k] = previous[k]
     store.set_meta(META_KEY, summary)
     return report
+
+
+def archive_digest(archive: Any) -> str:
+    """sha256 of an archive's elites (id, objective and measures, by id): it changes whenever an elite does."""
+    rows = sorted((int(e["id"]), float(e["objective"]), [float(m) for m in e["measures"]]) for e in archive)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
