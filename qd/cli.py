@@ -501,8 +501,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_dict(), default=_json_default))
         return 0
     s = report.summary()
-    print(f"validated {len(report.elites)} elites on {report.samples} {report.split} draws each "
-          f"({report.evaluations} new evaluations, {report.failures} failed)")
+    print(f"validated {len(report.elites)} elites on {report.samples} {report.split} draw"
+          f"{'s' if report.samples != 1 else ''} each ({report.evaluations} new evaluations, {report.failures} failed)")
+    if report.samples < args.samples:
+        print(f"(the domain has {report.samples} distinct {report.split} draw{'s' if report.samples != 1 else ''}: "
+              "a fixed held-out set and a deterministic score; more would repeat it)")
     if report.corrected_qd_score is not None:
         print(f"qd_score {report.qd_score:.4g} -> corrected {report.corrected_qd_score:.4g}; "
               f"coverage {report.coverage:.1%} -> corrected {report.corrected_coverage:.1%}")

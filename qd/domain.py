@@ -40,6 +40,10 @@ class Domain:
     splits : sequence of str
         Instance splits :meth:`evaluate` accepts: ``"search"`` always; ``"validation"`` when the
         domain holds instances the search never sees (``qd validate`` needs it).
+    validation_draws : int or None
+        How many ``"validation"`` draws differ; ``qd validate`` makes no more than that per elite.
+        None (the default): every draw differs (fresh instances or seeds, or a noisy score). 1: a
+        fixed held-out set and a deterministic score, so a second draw would repeat the first.
     uses_llm : bool
         The domain calls the run's LLM (:func:`qd.pipeline_llm`): with the embedded model, its
         server starts in the driver before the evaluator, so Ray workers share it.
@@ -68,6 +72,7 @@ class Domain:
     objective_name: str = "fitness"
     qd_score_offset: float = 0.0
     splits: Sequence[str] = (SEARCH,)
+    validation_draws: int | None = None
     uses_llm: bool = False
     source_modules: Sequence[str] = ()
     pipeline_llm: PipelineLLM | None = None

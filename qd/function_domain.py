@@ -106,7 +106,14 @@ class FunctionDomain(Domain):
         Examples of one configuration run at once.
     sample : int, optional
         Score a random subset of this many examples per evaluation (draw ``d`` of the noise
-        machinery uses subset ``d``); ``None`` scores them all every time.
+        machinery uses subset ``d``), and as many held-out examples per validation draw (each
+        draw another subset); ``None`` scores them all every time.
+    deterministic : bool
+        The score function gives the same score for the same configuration and example (no
+        sampling temperature, no randomness). With a fixed held-out set (no ``sample``, or at
+        least as large as ``validation``), ``qd validate`` then scores it once per elite: further
+        draws would repeat it. False (the default): each draw re-scores the held-out set, which
+        measures the score's own noise.
     name : str
         Name shown in reports.
     uses_llm : bool
@@ -117,7 +124,7 @@ class FunctionDomain(Domain):
     def __init__(self, space: Space, examples: Sequence[Any], score: Callable[..., Any], *,
                  validation: Sequence[Any] | None = None, measures: Mapping[str, tuple[float, float]] | None = None,
                  bins: int = 10, concurrency: int = 8, sample: int | None = None, name: str = "function",
-                 uses_llm: bool = True) -> None:
+                 uses_llm: bool = True, deterministic: bool = False) -> None:
         if not isinstance(space, Space):
             raise TypeError(f"space must be a qd.Space, got {type(space).__name__}")
         if not callable(score):
@@ -146,15 +153,18 @@ class FunctionDomain(Domain):
         self.default_bins = tuple(int(bins) for _ in measures)
         self.objective_name = getattr(score, "__name__", "score")
         self.splits = (SEARCH, VALIDATION) if self.validation else (SEARCH,)
+        self.deterministic = bool(deterministic)
+        fixed_held_out = sample is None or sample >= len(self.validation)
+        self.validation_draws = 1 if self.deterministic and fixed_held_out else None
         # Ray ships the score function's module to workers that cannot import it.
         self.source_modules = tuple(m for m in (getattr(score, "__module__", None),) if m)
 
     def _chosen(self, draw: int, split: str) -> list[tuple[int, Any]]:
         pool = self.validation if split == VALIDATION else self.examples
         indexed = list(enumerate(pool))
-        if self.sample is None or split == VALIDATION:
+        if self.sample is None or self.sample >= len(pool):
             return indexed
-        return random.Random(draw).sample(indexed, self.sample)
+        return random.Random(f"{split}-{draw}" if split == VALIDATION else draw).sample(indexed, self.sample)
 
     def evaluate(self, config: dict, *, draw: int = 0, split: str = SEARCH) -> EvalResult:
         """Score ``config`` on every example (or draw ``draw``'s subset); the objective is the mean."""

@@ -185,3 +185,55 @@ backend = "serial"
     capsys.readouterr()
     validation, line = status()
     assert validation["stale"] is False and validation["evaluations"] == 120
+
+
+# -- issue 22: qd validate on a FunctionDomain re-scored the identical held-out set on every draw ---------------------
+def _function_domain(**options):
+    import qd
+
+    calls: list[tuple[float, int]] = []
+
+    def score(config, example):
+        calls.append((config["x"], example))
+        return float(abs(config["x"] - example / 10) < 0.3)
+
+    domain = qd.FunctionDomain(qd.Space({"x": qd.Float(0.0, 1.0)}), examples=list(range(10)), score=score,
+                               validation=list(range(10, 18)), measures={"llm_calls": (0.0, 1.0)}, **options)
+    archive = GridArchive(dims=[4], ranges=[(0.0, 1.0)], measure_names=["llm_calls"])  # cells by x, for the test
+    for i, x in enumerate((0.1, 0.4, 0.9)):
+        archive.add_single({"x": x}, 0.5, [x], id=i)
+    return domain, archive, calls
+
+
+def test_function_domain_validation_draws_score_different_held_out_subsets_when_sample_is_set(tmp_path):
+    domain, archive, calls = _function_domain(sample=3)
+    with RunStore(tmp_path / "run.sqlite") as store:
+        report = validate(store, archive, domain, SerialEvaluator(domain),
+                          measures=resolve_measures(["llm_calls"], domain), samples=10)
+    assert report.samples == 10 and report.evaluations == 30
+    assert len(calls) == 30 * 3 and {e for _, e in calls} <= set(range(10, 18))  # held-out examples only
+    subsets = {}
+    for x, example in calls:
+        subsets.setdefault(x, []).append(example)
+    for examples in subsets.values():  # one elite's 10 draws: 3 examples each, not the same 3 every time
+        draws = [frozenset(examples[i:i + 3]) for i in range(0, 30, 3)]
+        assert all(len(d) == 3 for d in draws) and len(set(draws)) > 1
+
+
+def test_a_deterministic_function_domain_with_a_fixed_held_out_set_is_validated_once(tmp_path):
+    domain, archive, calls = _function_domain(deterministic=True)
+    with RunStore(tmp_path / "run.sqlite") as store:
+        report = validate(store, archive, domain, SerialEvaluator(domain),
+                          measures=resolve_measures(["llm_calls"], domain), samples=10)
+        assert store.get_meta("validation")["samples"] == 1
+    assert report.samples == 1 and report.evaluations == 3 and len(calls) == 3 * 8  # one pass over the held-out set
+    assert all(e.n == 1 for e in report.elites)
+
+
+def test_a_function_domain_that_may_be_noisy_still_repeats_its_fixed_held_out_set(tmp_path):
+    """Without ``deterministic=True`` the draws re-score the same examples: they measure the score's own noise."""
+    domain, archive, calls = _function_domain()
+    with RunStore(tmp_path / "run.sqlite") as store:
+        report = validate(store, archive, domain, SerialEvaluator(domain),
+                          measures=resolve_measures(["llm_calls"], domain), samples=4)
+    assert report.samples == 4 and len(calls) == 3 * 4 * 8

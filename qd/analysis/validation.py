@@ -145,7 +145,8 @@ def validate(store: RunStore, archive: Any, domain: Domain, evaluator: Any, *,
     elites : sequence of dict, optional
         Elites to validate (default: all of the archive's).
     samples : int
-        Held-out re-evaluations per elite (draws ``0 .. samples-1`` of the split).
+        Held-out re-evaluations per elite (draws ``0 .. samples-1`` of the split); at most the
+        domain's ``validation_draws`` (a fixed held-out set with a deterministic score: one).
     split : str
         The held-out split.
     empty_archive : callable, optional
@@ -166,6 +167,8 @@ def validate(store: RunStore, archive: Any, domain: Domain, evaluator: Any, *,
                          f"{', '.join(domain.splits)}); give it held-out instances: qd.FunctionDomain(..., "
                          f"validation=[...]), or, for a Domain class, list 'validation' in `splits` and "
                          f"accept evaluate(config, *, draw, split)")
+    if domain.validation_draws is not None:  # further draws would repeat these: no need to pay for them
+        samples = min(samples, int(domain.validation_draws))
     everyone = list(archive)
     chosen = everyone if elites is None else list(elites)
     space = domain.space
