@@ -237,33 +237,47 @@ def test_replay_from_the_store_rebuilds_every_sample_count_mean_and_contest(tmp_
     world = KnownTruth(seed=5, sigma=0.4, samples=4, n_configs=60, n_cells=3)
     store = RunStore(tmp_path / "run.sqlite")
     live = NoiseHandler(_archive(3), "auto", budget=500, samples=4, z=1.0)
-    next_id = 0
+    ids = iter(range(10**6))  # evaluation ids are given at submission, as the search gives them
+    landed: list[int] = []
 
-    def tell(c: int, draw: int, first_id: int, operator: str) -> None:
-        nonlocal next_id
+    def tell(eval_id: int, c: int, draw: int, first_id: int, operator: str) -> None:
         value, measures = world.evaluate(c, draw), world.measure(c)
         live.record(str(c), {"c": c}, value, measures, id=first_id, draw=draw)
-        store.add_evaluation(id=next_id, hash=str(c), config_json=f'{{"c":{c}}}', status="ok", fitness=value,
+        store.add_evaluation(id=eval_id, hash=str(c), config_json=f'{{"c":{c}}}', status="ok", fitness=value,
                              measures={"m": measures[0]}, error="", feedback="", operator=operator,
                              parent_ids=[], trace_summary={}, metrics={}, archive_status=0, submitted_at=0.0)
-        store.add_sample(next_id, str(c), draw, live.seq, None)
-        next_id += 1
+        store.add_sample(eval_id, str(c), draw, live.seq, None)
+        landed.append(eval_id)
 
     pending = []
+    landing = np.random.default_rng(5)
     for c in range(60):
-        tell(c, 0, next_id, "random")
+        first = next(ids)
+        tell(first, c, 0, first, "random")
         while (job := live.ask()) is not None:
-            pending.append(job)
-            if len(pending) > 2:  # results land late and out of order, as from parallel workers
-                done = pending.pop(0)
-                tell(done.config["c"], done.draw, done.id, RESAMPLE)
+            pending.append((next(ids), job))
+            if len(pending) > 4:  # results land late and in any order, after later submissions (parallel workers)
+                eval_id, done = pending.pop(int(landing.integers(len(pending))))
+                tell(eval_id, done.config["c"], done.draw, done.id, RESAMPLE)
+    assert landed != sorted(landed)
     # a "kill": what is still pending never lands
-    restored = NoiseHandler(_archive(3), "auto", budget=500, samples=4, z=1.0)
-    restored.replay(store.evaluations(), store.samples(), ["m"])
+
+    def replayed(samples) -> NoiseHandler:
+        handler = NoiseHandler(_archive(3), "auto", budget=500, samples=4, z=1.0)
+        handler.replay(store.evaluations(), samples, ["m"])
+        return handler
+
+    def state(handler: NoiseHandler) -> tuple:
+        return handler.elite_stats(), handler.archive.data()["objective"].tolist()
+
+    # The order matters on this run: results replayed in id order (their seq replaced by their id) end
+    # elsewhere, so a replay that ignored the recorded order could not pass the assertions below.
+    assert state(replayed({i: (h, d, i, s) for i, (h, d, _, s) in store.samples().items()})) != state(live)
+    restored = replayed(store.samples())
     assert restored.mode == live.mode == "on"
     assert restored.elite_stats() == live.elite_stats()
     assert restored.archive.data()["objective"].tolist() == live.archive.data()["objective"].tolist()
-    lost = {job.hash for job in pending}
+    lost = {job.hash for _, job in pending}
     assert lost <= set(restored._wanted) | {h for h in lost if not restored._needs_sample(h)}
 
 

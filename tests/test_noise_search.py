@@ -16,7 +16,7 @@ from qd.analysis.descriptors import resolve_measures
 from qd.archives import GridArchive
 from qd.domains import get_domain
 from qd.evaluators import SerialEvaluator
-from qd.noise import MAX_RESAMPLE_SHARE, RESAMPLE, probe_count, top_count
+from qd.noise import RESAMPLE, probe_count, top_count
 from qd.operators.classic import IsoLineDD, Mutation
 from qd.scheduler import Scheduler, SchedulerOptions
 from qd.search import Search
@@ -100,7 +100,9 @@ def test_re_evaluations_take_at_most_half_of_the_budget_even_when_every_cell_is_
                     noise="adaptive") as search:
             search.run()
         resampled = search.stats[RESAMPLE].evaluated
-        assert search.finished == budget and 0.3 * budget <= resampled <= MAX_RESAMPLE_SHARE * budget + 1
+        # The bound README and docs/noise.md promise ("at most about half of it"), written out: a test that
+        # read it from MAX_RESAMPLE_SHARE would follow any change of the constant and protect nothing.
+        assert search.finished == budget and 0.3 * budget <= resampled <= budget / 2 + 1
 
 
 def test_auto_switches_on_for_retrieval_on_a_few_questions():
