@@ -7,6 +7,7 @@ The public API, re-exported here::
     with qd.Search(domain, archive, qd.RayEvaluator(domain), operators=..., measures=..., budget=1000) as search:
         search.run()   # leaving the block stops LLM threads and the evaluator
 """
+import qd._source_tree  # noqa: F401  (first: in a checkout, qd.archives & co. are the folders beside qd/)
 from qd.archives import AddStatus, ArchiveStats, CVTArchive, GridArchive, cvt_centroids
 from qd.archives import load as load_archive
 from qd.domain import Domain
