@@ -58,8 +58,9 @@ class Param:
         """How many distinct valid values there are: an exact int, or ``math.inf``.
 
         Float leaves and Text of any length are infinite; :meth:`value_at` lists a finite one.
+        A parameter type that does not count its values is taken as infinite.
         """
-        raise NotImplementedError
+        return math.inf
 
     def value_at(self, index: int) -> Any:
         """The ``index``-th of the :meth:`cardinality` distinct values (a finite parameter only).
