@@ -368,9 +368,19 @@ def _check_across_keys(config: dict[str, dict[str, Any]]) -> None:
 
 
 def dump_config(config: dict[str, dict[str, Any]]) -> str:
-    """Render a resolved config as TOML (``None`` values are omitted, as TOML has no null)."""
+    """Render a resolved config as TOML (a key set to ``None`` is omitted: its default, as TOML has no null).
+
+    Raises
+    ------
+    ConfigError
+        For a value inside a table or array that TOML cannot keep (a config that did not go
+        through :func:`resolve_config`), rather than writing a config that reads back otherwise.
+    """
     lines: list[str] = []
     for section, values in config.items():
+        for name, value in values.items():
+            if isinstance(value, (dict, list)):
+                _check_toml(value, f"{section}.{name}")
         tables = {k: v for k, v in values.items() if isinstance(v, dict)}
         lines.append(f"[{section}]")
         for name, value in values.items():
@@ -378,7 +388,7 @@ def dump_config(config: dict[str, dict[str, Any]]) -> str:
                 lines.append(f"{_toml_key(name)} = {_toml_value(value)}")
         for name, table in tables.items():
             lines.append(f"\n[{section}.{_toml_key(name)}]")
-            lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items() if v is not None)
+            lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items())
         lines.append("")
     return "\n".join(lines)
 
@@ -403,5 +413,5 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None) + "}"
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise ConfigError(f"cannot write {value!r} to TOML")

@@ -203,3 +203,10 @@ def test_a_value_config_toml_cannot_keep_is_refused_when_the_config_loads(raw, n
     with pytest.raises(ConfigError, match=re.escape(named)):
         resolve_config(raw)
 
+
+
+def test_dump_config_refuses_a_none_it_would_drop_from_a_config_that_skipped_resolve_config():
+    config = resolve_config({"domain": {"name": "arm", "options": {"joints": 4}}})
+    config["domain"]["options"]["joints"] = None  # built by hand after resolving
+    with pytest.raises(ConfigError, match=re.escape("domain.options.joints is None")):
+        dump_config(config)
