@@ -16,6 +16,7 @@ from qd.analysis import (
     active_tracer,
     autotrace,
     available_measures,
+    critical_path_spans,
     export_trace_json,
     record_llm_call,
     resolve_measures,
@@ -97,6 +98,16 @@ def test_critical_path_matches_a_longest_path_recurrence(spec):
         best.append(max((best[d] for d in s["deps"]), default=0) + (s["kind"] == "llm"))
     assert trace_critical_path(trace) == max(best)
     assert trace_critical_path(trace) <= sum(s["kind"] == "llm" for s in trace)
+    # the chain behind the number: each span consumes the one before it, and it holds that many LLM calls
+    chain = critical_path_spans(trace)
+    assert sum(trace[i]["kind"] == "llm" for i in chain) == max(best)
+    assert all(a in trace[b]["deps"] for a, b in zip(chain, chain[1:]))
+    assert not chain or trace[chain[0]]["kind"] == trace[chain[-1]]["kind"] == "llm"
+
+
+def test_the_critical_path_of_the_hand_trace_is_plan_search_read_fuse_rewrite_final():
+    # any of the three reads gives a chain of 5: the one with the lowest id is taken
+    assert critical_path_spans(HAND_TRACE) == [1, 2, 3, 6, 9, 8, 10]
 
 
 def test_tracer_nesting_parent_ids_and_deps():
