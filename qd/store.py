@@ -128,6 +128,14 @@ class RunStore:
         """Close the connection (a no-op when already closed)."""
         self._db.close()
 
+    def begin_snapshot(self) -> None:
+        """Start a read transaction: every later read sees the store as it is now, until :meth:`close`.
+
+        For a read-only store read while a run writes to it (WAL keeps the snapshot's pages).
+        """
+        self._db.execute("BEGIN")
+        self._db.execute("SELECT COUNT(*) FROM meta").fetchone()  # a deferred transaction starts at its first read
+
     def __enter__(self) -> RunStore:
         return self
 
