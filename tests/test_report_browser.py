@@ -36,7 +36,7 @@ def _missing() -> str | None:
         import selenium  # noqa: F401
     except ImportError:
         return "selenium is not installed (pip install -e '.[test]')"
-    for path, package in ((CHROMIUM, "chromium"), (DRIVER, "chromium-driver")):
+    for path in (CHROMIUM, DRIVER):
         if not Path(path).exists():
             return f"{path} not found (apt-get install -y chromium chromium-driver; .ci/run does)"
     return None
@@ -267,7 +267,8 @@ def test_the_table_filter_gives_the_rows_qd_elites_where_would(browser, runs, ex
 def test_a_bad_filter_says_why(browser, runs):
     _, page = runs["sim"]
     open_report(browser, page, "view=table&q=" + "llm_callz < 3".replace(" ", "%20"))
-    assert "where: unknown name 'llm_callz'; available: accuracy, critical_path," in css(browser, "#filter-error")[0].text
+    error = css(browser, "#filter-error")[0].text
+    assert "where: unknown name 'llm_callz'; available: accuracy, critical_path," in error
     assert css(browser, "#filter-count")[0].text == "0 of 90 evaluations"
 
 
@@ -282,7 +283,8 @@ def _combine(children):
                                                   " and ", " or ", "//", " in "]), children)
     return st.one_of(binary.map(lambda t: f"{t[0]}{t[1]}{t[2]}"), children.map(lambda c: f"({c})"),
                      children.map(lambda c: f"not {c}"), children.map(lambda c: f"-{c}"),
-                     children.map(lambda c: f"+{c}"), st.tuples(children, children).map(lambda t: f"{t[0]} < {t[1]} < a"))
+                     children.map(lambda c: f"+{c}"),
+                     st.tuples(children, children).map(lambda t: f"{t[0]} < {t[1]} < a"))
 
 
 EXPRESSIONS = st.recursive(_leaf, _combine, max_leaves=8)

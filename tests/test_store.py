@@ -202,3 +202,18 @@ def test_a_search_stores_each_evaluation_trace_with_its_text_clipped(tmp_path):
         assert summarize(trace) == row.trace_summary  # the stored trace is the one the summary was made from
         llm = [s for s in trace if s["kind"] == "llm"]
         assert llm and all(0 < len(s["input"]) <= 40 and s["output"] for s in llm)
+
+
+@pytest.mark.parametrize("chars", [0, 25])
+def test_run_trace_text_chars_reaches_the_stored_spans(tmp_path, chars):
+    from report_runs import make_run, sim_config
+
+    run_dir = make_run(sim_config(evaluations=6, init_random=6, trace_text_chars=chars), tmp_path / "run")
+    with RunStore(run_dir / "run.sqlite", readonly=True) as store:
+        spans = [s for t in store.traces(range(6)).values() for s in t if s["kind"] == "llm"]
+    assert spans
+    if chars:
+        assert all(0 < len(s["input"]) <= chars and len(s["output"]) <= chars for s in spans)
+        assert any(len(s["input"]) == chars and "…" in s["input"] for s in spans)
+    else:
+        assert not any("input" in s or "output" in s for s in spans)

@@ -458,7 +458,9 @@ function archiveModel(xi, yi) {
       if (!cur || (en.objective ?? -Infinity) > (cur.objective ?? -Infinity)) best.set(key, { ...en, cell });
     }
     const shapes = [];
+    const all = dx * dy <= 2500; // beyond, only filled cells are drawn (on a background): fewer nodes, faster
     for (let a = 0; a < dx; a++) for (let b = 0; b < dy; b++) {
+      if (!all && !best.has(a * dy + b)) continue;
       const x0 = A.lower[xi] + (a / dx) * (A.upper[xi] - A.lower[xi]), x1 = A.lower[xi] + ((a + 1) / dx) * (A.upper[xi] - A.lower[xi]);
       const y0 = A.lower[yi] + (b / dy) * (A.upper[yi] - A.lower[yi]), y1 = A.lower[yi] + ((b + 1) / dy) * (A.upper[yi] - A.lower[yi]);
       shapes.push({ rect: [x0, y0, x1, y1], entry: best.get(a * dy + b) || null });
@@ -624,6 +626,7 @@ function drawMap() {
     const X = model.x, Y = model.y;
     sx = (v) => L + ((v - X.lo) / (X.hi - X.lo || 1)) * (W - L - R);
     sy = (v) => H - B - ((v - Y.lo) / (Y.hi - Y.lo || 1)) * (H - T - B);
+    svg.append(s("rect", { x: L, y: T, width: W - L - R, height: H - T - B, fill: "#f1f2f5" }));
     for (const sh of model.shapes) {
       if (sh.rect) { const [x0, y0, x1, y1] = sh.rect;
         svg.append(shape("rect", { x: sx(x0), y: sy(y1), width: Math.max(0.5, sx(x1) - sx(x0)), height: Math.max(0.5, sy(y0) - sy(y1)) }, sh.entry, scale)); }
@@ -956,7 +959,8 @@ function renderProgress(root) {
     h("thead", {}, h("tr", {}, cols.map((c) => h("th", {}, c)))),
     h("tbody", {}, names.map((n) => { const o = per.get(n) || { n: 0, added: 0, deltas: [], cost: 0 }, c = ops[n] || {}, u = byOp[n] || {};
       const mean = o.deltas.length ? o.deltas.reduce((a, b) => a + b, 0) / o.deltas.length : null;
-      return h("tr", {}, h("td", {}, n), h("td", { cls: "num" }, o.n), h("td", { cls: "num" }, o.added), h("td", { cls: "num" }, o.n ? pct(o.added / o.n) : "–"),
+      const evaluated = c.evaluated ?? o.n; // the run's counter: the table may hold a sample of a large run
+      return h("tr", {}, h("td", {}, n), h("td", { cls: "num" }, evaluated), h("td", { cls: "num" }, o.added), h("td", { cls: "num" }, evaluated ? pct(o.added / evaluated) : "–"),
         h("td", { cls: "num" }, fmt(mean, 3)), h("td", { cls: "num" }, c.offspring ?? "–"), h("td", { cls: "num" }, c.valid ?? "–"),
         h("td", { cls: "num" }, c.duplicates ?? "–"), h("td", { cls: "num" }, (u.tokens_in || 0) + (u.tokens_out || 0)), h("td", { cls: "num" }, money(o.cost))); }))));
 }
