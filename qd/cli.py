@@ -276,8 +276,11 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         run.store.close()
 
 
-def status_of(run: Any) -> dict[str, Any]:
-    """The ``qd status --json`` object of a run opened with :func:`qd.rundir.read_run`."""
+def status_of(run: Any, rows: list[Any] | None = None) -> dict[str, Any]:
+    """The ``qd status --json`` object of a run opened with :func:`qd.rundir.read_run`.
+
+    ``rows`` are the run's evaluations when the caller has read them already (they are read otherwise).
+    """
     from qd.result import STATUSES
 
     s = run.archive.stats
@@ -312,7 +315,8 @@ def status_of(run: Any) -> dict[str, Any]:
     # LLM answers no configuration could be read from (operators' invalid offspring), by operator
     llm["unusable_answers"] = _unusable_answers(operators, llm["by_operator"])
     llm["last_errors"] = run.store.get_meta("llm_last_errors", {})
-    rows = list(run.store.evaluations())  # read once: spend, failures and out-of-range go over every row
+    if rows is None:  # read once: spend, failures and out-of-range go over every row
+        rows = list(run.store.evaluations())
     spend = _spend(rows, run.config["llm"], llm)
     from qd.validate import noise_status
     return {

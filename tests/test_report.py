@@ -201,7 +201,13 @@ def test_a_large_run_keeps_elites_ancestors_and_insertions_within_the_limits(sim
             ancestors.add(i)
             stack.extend(rows[i].parent_ids)
     assert elites | ancestors | inserted <= kept and len(kept) == max(40, len(elites | ancestors | inserted))
-    assert set(map(int, data["configs"])) == elites | ancestors  # configurations over the limit: the lineage only
+    # configurations up to the limit, the elites' first
+    configs = {int(i): c for i, c in data["configs"].items()}
+    assert sum(len(json.dumps(c, separators=(",", ":"))) for c in configs.values()) <= 2_000
+    assert all(configs[i] == rows[i].config for i in configs)
+    assert set(configs) < elites or elites <= set(configs)
+    assert any(p.startswith(f"configurations are embedded for {len(configs)} of {len(kept)} evaluations")
+               for p in data["problems"])
     assert sum(len(t["spans"]) for t in data["traces"].values()) <= 300
     assert any(p.startswith(f"the table holds {len(kept)} of 90 evaluations") for p in data["problems"])
     run.store.close()

@@ -82,8 +82,8 @@ def collect(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]
 
 def _collect(run: Any, limits: Limits) -> dict[str, Any]:
     store, archive = run.store, run.archive
-    status = status_of(run)
     rows = list(store.evaluations())
+    status = status_of(run, rows)
     problems: list[str] = []
     elites = _elites(store, archive)
     by_id = {r.id: r for r in rows}
@@ -202,14 +202,22 @@ def _params(rows: list[Any]) -> dict[str, list[Any]]:
 
 def _configs(rows: list[Any], elites: list[dict], ancestors: set[int], limit: int,
              problems: list[str]) -> dict[str, Any]:
-    """Configurations by evaluation id: every kept one while they fit in ``limit`` characters, else the elites' line."""
-    texts = {r.id: json.dumps(r.config, separators=(",", ":")) for r in rows}
-    if sum(len(t) for t in texts.values()) > limit:
-        wanted = {e["id"] for e in elites} | ancestors
-        problems.append(f"configurations are embedded for the {len(wanted & texts.keys())} elites and their "
-                        f"ancestors only (all {len(texts)} exceed {limit} characters)")
-        texts = {i: t for i, t in texts.items() if i in wanted}
-    return {str(i): json.loads(t) for i, t in texts.items()}
+    """Configurations by evaluation id, up to ``limit`` characters: the elites', their ancestors', then the others'."""
+    by_id = {r.id: r for r in rows}
+    order = list(dict.fromkeys([e["id"] for e in elites] + sorted(ancestors) + list(by_id)))
+    out, total = {}, 0
+    for i in order:
+        if i not in by_id:
+            continue
+        text = json.dumps(by_id[i].config, separators=(",", ":"))
+        if total + len(text) > limit:
+            break
+        out[str(i)] = by_id[i].config
+        total += len(text)
+    if len(out) < len(rows):
+        problems.append(f"configurations are embedded for {len(out)} of {len(rows)} evaluations (at most {limit} "
+                        f"characters; elites first, then their ancestors)")
+    return out
 
 
 def _traces(store: Any, rows: list[Any], elites: list[dict], ancestors: set[int], limit: int,
@@ -221,15 +229,16 @@ def _traces(store: Any, rows: list[Any], elites: list[dict], ancestors: set[int]
         return {}
     first = [e["id"] for e in elites] + sorted(ancestors)
     order = list(dict.fromkeys(first + [r.id for r in rows]))
-    sizes = {r.id: int(r.trace_summary.get("spans", 0)) for r in rows}
+    # an evaluation whose summary counts no span recorded none: the page says so without its trace
+    sizes = {r.id: int(r.trace_summary.get("spans", 0)) for r in rows if r.trace_summary.get("spans", 0)}
     wanted, total = [], 0
     for i in order:
         if i in sizes and total + sizes[i] <= limit:
             wanted.append(i)
             total += sizes[i]
-    if len(wanted) < len(rows):
-        problems.append(f"traces are embedded for {len(wanted)} of {len(rows)} evaluations (at most {limit} spans; "
-                        f"elites and their ancestors first)")
+    if len(wanted) < len(sizes):
+        problems.append(f"traces are embedded for {len(wanted)} of the {len(sizes)} evaluations that recorded spans "
+                        f"(at most {limit} spans; elites and their ancestors first)")
     stored = _read_traces(store, wanted, problems)
     missing = [i for i in wanted if i not in stored]
     if missing:

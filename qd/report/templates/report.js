@@ -43,6 +43,12 @@ function fmt(v, digits) {
   if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential((digits || 4) - 1);
   return String(Number(v.toPrecision(digits || 4)));
 }
+// min and max of a long array (spreading it into Math.min overflows the stack beyond ~100k values)
+function lowHigh(values) {
+  let lo = Infinity, hi = -Infinity;
+  for (const v of values) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  return [lo, hi];
+}
 const pct = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1) + "%");
 const money = (v) => (v ? "$" + (v < 0.01 ? v.toPrecision(2) : v.toFixed(4)) : "$0");
 const link = (id, label) => h("a", { cls: "link", "data-eval": id, on: { click: (ev) => { ev.preventDefault();
@@ -88,7 +94,7 @@ async function decode() {
 function prepare() {
   E = D.evals; N = E.id.length;
   E.id.forEach((id, i) => IDX.set(id, i));
-  E.parents.forEach((ps, i) => { for (const p of ps) { if (!CHILDREN.has(p)) CHILDREN.set(p, []); CHILDREN.get(p).push(E.id[i]); } });
+  E.parents.forEach((ps, i) => { for (const p of new Set(ps)) { if (!CHILDREN.has(p)) CHILDREN.set(p, []); CHILDREN.get(p).push(E.id[i]); } });
   for (const e of D.elites) { ELITE.set(e.id, e); CELL_ELITE.set(e.cell, e); }
   COLOURS.objective = D.meta.objective_name;
   COLOURS.validated = "validated " + D.meta.objective_name;
@@ -408,7 +414,7 @@ function colourScale(mode, values) {
     legend: () => h("div", { cls: "legend" }, E.operators.map((o, k) =>
       h("span", {}, h("span", { cls: "sw", style: `background:${CATEGORICAL[k % CATEGORICAL.length]}` }), o))) };
   const finite = values.filter((v) => v !== null && !isNaN(v));
-  const lo = finite.length ? Math.min(...finite) : 0, hi = finite.length ? Math.max(...finite) : 1;
+  const [lo, hi] = finite.length ? lowHigh(finite) : [0, 1];
   const span = hi > lo ? hi - lo : 1;
   return { fn: (v) => ramp(v === null ? null : (v - lo) / span), lo, hi,
     legend: () => h("div", { cls: "legend" }, h("span", {}, COLOURS[mode] + ": "), h("span", {}, fmt(lo)),
@@ -511,7 +517,7 @@ function projectionModel() {
   }
   const dim = (a, vals) => {
     if (a.categorical) { const cats = [...new Set(a.values.filter((v) => v !== null))].sort(); return { cats, n: cats.length }; }
-    const lo = Math.min(...vals), hi0 = Math.max(...vals), hi = hi0 > lo ? hi0 : lo + 1;
+    const [lo, hi0] = lowHigh(vals), hi = hi0 > lo ? hi0 : lo + 1;
     return { lo, hi, n: Math.min(50, Math.max(2, new Set(vals).size)) };
   };
   const dx = dim(ax, pts.map((p) => p.x)), dy = dim(ay, pts.map((p) => p.y));
@@ -663,7 +669,7 @@ function drawParallel(scale) {
   const names = [...D.archive.names, D.meta.objective_name];
   const W = Math.max(500, 130 * names.length), H = 260, T = 24, B = 20, L = 40, R = 40;
   const cols = names.map((_, k) => D.elites.map((e) => (k < D.archive.names.length ? e.measures[k] : e.objective)));
-  const rng = cols.map((c) => { const f = c.filter((v) => v !== null); const lo = Math.min(...f), hi = Math.max(...f); return [lo, hi > lo ? hi : lo + 1]; });
+  const rng = cols.map((c) => { const [lo, hi] = lowHigh(c.filter((v) => v !== null)); return [lo, hi > lo ? hi : lo + 1]; });
   const x = (k) => L + (k * (W - L - R)) / (names.length - 1), y = (k, v) => H - B - ((v - rng[k][0]) / (rng[k][1] - rng[k][0])) * (H - T - B);
   const svg = s("svg", { width: W, height: H, id: "parallel-svg" });
   D.elites.forEach((e, j) => {
@@ -772,7 +778,8 @@ function diffSection(id, i) {
   const input = h("input", { type: "text", id: "cmp-input", size: 8, placeholder: "id", value: S.cmp ?? "",
     on: { change: (ev) => set({ cmp: ev.target.value === "" ? null : Number(ev.target.value) }) } });
   box.append(h("h3", {}, "Difference"), h("p", { cls: "controls" }, "compared with ",
-    other === undefined ? "nothing (no parent)" : link(other), S.cmp !== null ? " (chosen)" : " (its first parent)", " · compare with #", input));
+    other === undefined ? "nothing (it has no parent)" : link(other), other === undefined ? "" : S.cmp !== null && S.cmp !== id ? " (chosen)" : " (its first parent)",
+    " · compare with #", input));
   if (other === undefined) return box;
   const a = D.configs[String(other)], b = D.configs[String(id)];
   if (a === undefined || b === undefined) { box.append(h("p", { cls: "muted" }, "one of the two configurations is not embedded in this report")); return box; }
@@ -813,6 +820,10 @@ function lineage(id) {
 function traceSection(id, i) {
   const box = h("div", { id: "trace-box" });
   const tr = D.traces[String(id)];
+  if (!tr && D.meta.traces_kept && E.spans[i] === 0) {
+    box.append(h("p", { cls: "muted", id: "trace-summary" }, "The evaluation recorded no spans (no LLM or tool calls)."));
+    return box;
+  }
   if (!tr) {
     box.append(h("p", { cls: "muted", id: "trace-missing" }, D.meta.traces_kept ? "This evaluation's trace is not in this report (see What this report is missing)."
       : "This run's store keeps no traces (written by an older qd): `qd elites RUN --traces DIR` re-runs elites to record theirs."));
@@ -841,8 +852,8 @@ function traceSection(id, i) {
   const order = [];
   const walk = (p, d) => { for (const sp of kids.get(p) || []) { order.push([sp, d]); walk(sp.id, d + 1); } };
   walk(null, 0);
-  const t0 = Math.min(...spans.map((sp) => sp.start_s ?? 0));
-  const t1 = Math.max(...spans.map((sp) => (sp.start_s ?? 0) + (sp.latency_s ?? 0)));
+  const t0 = lowHigh(spans.map((sp) => sp.start_s ?? 0))[0];
+  const t1 = lowHigh(spans.map((sp) => (sp.start_s ?? 0) + (sp.latency_s ?? 0)))[1];
   const span_ = t1 - t0 || 1;
   const LIMIT = 3000;
   const shown = order.slice(0, LIMIT);
@@ -920,8 +931,8 @@ function lineChart(xs, ys, xlabel, ylabel, id) {
   const pts = xs.map((x, k) => [x, ys[k]]).filter(([x, y]) => x !== null && y !== null);
   const svg = s("svg", { width: W, height: H, cls: "chart", id });
   if (!pts.length) { svg.append(s("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no data yet")); return svg; }
-  const xlo = Math.min(...pts.map((p) => p[0])), xhi = Math.max(...pts.map((p) => p[0])) || 1;
-  const ylo = Math.min(...pts.map((p) => p[1])), yhi0 = Math.max(...pts.map((p) => p[1])), yhi = yhi0 > ylo ? yhi0 : ylo + 1;
+  const [xlo, xhi0] = lowHigh(pts.map((p) => p[0])), xhi = xhi0 || 1;
+  const [ylo, yhi0] = lowHigh(pts.map((p) => p[1])), yhi = yhi0 > ylo ? yhi0 : ylo + 1;
   const sx = (v) => L + ((v - xlo) / (xhi - xlo || 1)) * (W - L - R), sy = (v) => H - B - ((v - ylo) / (yhi - ylo)) * (H - T - B);
   const g = s("g", { cls: "axis" });
   g.append(s("line", { x1: L, y1: H - B, x2: W - R, y2: H - B }), s("line", { x1: L, y1: T, x2: L, y2: H - B }));
