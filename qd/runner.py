@@ -24,6 +24,7 @@ from qd.llm.pipeline import PipelineLLM
 from qd.llm.prices import normalize_prices
 from qd.llm.threads import ThreadTuner
 from qd.operators import build_operators as _build_operators
+from qd.result import DEFAULT_TRACE_TEXT_CHARS
 from qd.rundir import ARCHIVE_META, RunLock, archive_spec, check_resume, check_same_archive, open_store
 from qd.search import Search, replay
 from qd.seeds import load_seeds
@@ -52,7 +53,8 @@ def build_domain(config: dict) -> Domain:
                             **config["domain"]["options"])
     except TypeError as exc:  # a misspelt option reaches the constructor as an unexpected keyword
         raise ConfigError(f"[domain.options] for {config['domain']['name']!r}: {exc}") from None
-    domain.trace_text_chars = config["run"]["trace_text_chars"]
+    # a run stored by a qd before the key reads as its default
+    domain.trace_text_chars = config["run"].get("trace_text_chars", DEFAULT_TRACE_TEXT_CHARS)
     return domain
 
 

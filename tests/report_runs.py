@@ -54,6 +54,9 @@ def as_older_qd(src: Path, dst: Path) -> Path:
     with RunStore(dst / "run.sqlite") as store:
         store._db.execute("DROP TABLE traces")
         store._db.execute("DELETE FROM meta WHERE key = 'schema_version'")
+        config = store.get_meta("config")
+        del config["run"]["trace_text_chars"]  # a key that qd did not have
+        store.set_meta("config", config)
     return dst
 
 
