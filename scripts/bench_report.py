@@ -95,6 +95,23 @@ def measure(name: str, run_dir: Path, out: Path, driver, repeats: int) -> None:
         print(f"  note: {problem}")
 
 
+def showcase(data: dict) -> int | None:
+    """The elite the pictures show: the longest lineage among the better half, then the best score."""
+    evals = data["evals"]
+    parents = dict(zip(evals["id"], evals["parents"]))
+
+    def depth(i: int) -> int:
+        n = 0
+        while parents.get(i):
+            i, n = parents[i][0], n + 1
+        return n
+
+    scores = sorted(e["objective"] or 0 for e in data["elites"])
+    good = [e for e in data["elites"] if (e["objective"] or 0) >= scores[len(scores) // 2]] if scores else []
+    pick = max(good, key=lambda e: (depth(e["id"]), e["objective"] or 0, -e["id"]), default=None)
+    return pick and pick["id"]
+
+
 def screenshots(driver, page: Path, directory: Path, elite: int | None) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     views = {"summary": "view=summary", "map": "view=map" + (f"&e={elite}" if elite is not None else ""),
@@ -102,12 +119,17 @@ def screenshots(driver, page: Path, directory: Path, elite: int | None) -> None:
     if elite is not None:
         views["evaluation"] = f"view=elite&e={elite}"
         views["trace"] = f"view=elite&e={elite}"
+        views["span"] = f"view=elite&e={elite}"
     for name, fragment in views.items():
         driver.set_window_size(1400, 1000 if name != "evaluation" else 1900)
         load(driver, page, fragment)
         if name == "trace":
-            driver.execute_script("document.getElementById('trace').scrollIntoView()")
-            time.sleep(0.3)
+            driver.execute_script("document.getElementById('trace').scrollIntoView(); window.scrollBy(0, -60)")
+        if name == "span":  # the last LLM call on the critical path, its prompt and answer
+            driver.execute_script("const rows = document.querySelectorAll('#waterfall-table tr.cp-llm');"
+                                  "rows[rows.length - 1].click();"
+                                  "document.getElementById('span-detail').scrollIntoView(); window.scrollBy(0, -60)")
+        time.sleep(0.3)
         driver.save_screenshot(str(directory / f"report_{name}.png"))
         print(f"wrote {directory / f'report_{name}.png'}")
     driver.set_window_size(1400, 1000)
@@ -140,9 +162,7 @@ def main() -> None:
             measure(name, run_dir, work, driver, args.repeats)
         if args.screenshots and args.run:
             first = Path(args.run[0])
-            data = collect(first)
-            best = max(data["elites"], key=lambda e: (e["objective"] or 0, -e["id"]), default=None)
-            screenshots(driver, work / f"{first.name}.html", Path(args.screenshots), best and best["id"])
+            screenshots(driver, work / f"{first.name}.html", Path(args.screenshots), showcase(collect(first)))
     finally:
         driver.quit()
     print(f"load: {os.getloadavg()[0]:.1f} (1 min)")

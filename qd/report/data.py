@@ -53,7 +53,7 @@ class Limits:
     """
 
     rows: int = 50_000
-    config_chars: int = 4_000_000
+    config_chars: int = 2_500_000
     trace_spans: int = 60_000
 
 

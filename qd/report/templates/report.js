@@ -3,11 +3,11 @@
 // prompts, errors) is only ever inserted as text nodes, never parsed as HTML.
 (function () {
 const SVGNS = "http://www.w3.org/2000/svg";
-const qd = (window.qd = { ready: false, timings: {} });
+const qd = (window.qd = { interactive: false, timings: {} });
 let D, E, N; // the data, its evaluation columns, their count
 const S = { view: "map", e: null, cmp: null, x: null, y: null, c: "objective", t: null, q: "", sort: "id", desc: 0,
             page: 0, ts: "", span: null };
-const IDX = new Map(), CHILDREN = new Map(), ELITE = new Map(), CELL_ELITE = new Map();
+const IDX = new Map(), CHILDREN = new Map(), ELITE = new Map();
 
 // -- small DOM helpers ---------------------------------------------------------------------------
 function h(tag, attrs, ...kids) {
@@ -95,7 +95,7 @@ function prepare() {
   E = D.evals; N = E.id.length;
   E.id.forEach((id, i) => IDX.set(id, i));
   E.parents.forEach((ps, i) => { for (const p of new Set(ps)) { if (!CHILDREN.has(p)) CHILDREN.set(p, []); CHILDREN.get(p).push(E.id[i]); } });
-  for (const e of D.elites) { ELITE.set(e.id, e); CELL_ELITE.set(e.cell, e); }
+  for (const e of D.elites) ELITE.set(e.id, e);
   COLOURS.objective = D.meta.objective_name;
   COLOURS.validated = "validated " + D.meta.objective_name;
   const names = D.meta.measure_names;
@@ -381,7 +381,6 @@ function rowEnv(i) {
   return env;
 }
 const num = (v) => (v === null ? NaN : v);
-qd.rowEnv = (id) => rowEnv(row(id));
 
 // -- colours -------------------------------------------------------------------------------------
 const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
@@ -532,7 +531,6 @@ function projectionModel() {
     shapes.push({ band: [a, b], entry: best.get(a * dy.n + b) || null });
   return { kind: "projection", bx: dx, by: dy, shapes, filled: best.size };
 }
-qd.mapFilled = () => mapModel().shapes.filter((sh) => sh.entry).length;
 
 // -- views ---------------------------------------------------------------------------------------
 function render() {
@@ -568,6 +566,8 @@ function renderSummary(root) {
     if (llmCauses.length) root.append(h("p", {}, "LLM calls failed, by cause: ", llmCauses.map(([c, n]) => `${c.replace(/_/g, " ")} ${n}`).join(", ")),
       h("pre", {}, Object.entries(st.llm.last_errors || {}).map(([c, m]) => `${c}: ${m}`).join("\n")));
   }
+  const unusable = Object.entries((st.llm || {}).unusable_answers || {});
+  if (unusable.length) root.append(h("p", {}, "LLM answers with no usable configuration: ", unusable.map(([o, n]) => `${o} ${n}`).join(", ")));
   if (st.noise) root.append(h("p", {}, `Noise: ${st.noise.policy} (${st.noise.active ? "on" : "off"}), ${st.noise.resamples} re-evaluations, up to ${st.noise.samples} per configuration.`));
   const problems = [...D.problems];
   if (!N) problems.unshift("the run has no evaluations yet");
@@ -653,7 +653,6 @@ function drawMap() {
     model.kind === "projection" ? `${filled} cells: each configuration at its mean ${D.meta.objective_name} and mean values (the archive's own cells are shown when both axes are its measures)`
       : S.t === null ? `${filled} of ${D.archive.cells} cells filled (the archive)` : `${filled} cells: the latest insertion into each by evaluation ${S.t}`));
   drawParallel(scale);
-  qd.ready = true;
 }
 function shape(tag, attrs, entry, scale) {
   if (!entry) return s(tag, { ...attrs, cls: "cell empty" });
@@ -998,7 +997,6 @@ function filteredRows() {
   }
   return { rows, error };
 }
-qd.filteredIds = () => { const f = filteredRows(); return f.error ? { error: f.error } : { ids: f.rows.map((i) => E.id[i]) }; };
 function renderTable(root) {
   root.replaceChildren();
   const cols = tableColumns();
