@@ -317,3 +317,15 @@ def test_elites_traces_of_a_store_without_them_are_re_run_and_say_so(sim_run, tm
     (record,) = json.loads(captured.out)
     written = json.loads((tmp_path / "t" / f"elite-{record['id']}.json").read_text())
     assert written["meta"]["source"] == "rerun" and written["meta"]["rerun_status"] == "ok"
+
+
+def test_a_run_is_reported_in_progress_while_its_lock_is_held(sim_run, tmp_path):
+    import shutil
+
+    from qd.rundir import RunLock, is_running
+
+    shutil.copytree(sim_run, tmp_path / "run")
+    assert not is_running(tmp_path / "run") and not collect(tmp_path / "run")["meta"]["running"]
+    with RunLock(tmp_path / "run"):
+        assert is_running(tmp_path / "run") and collect(tmp_path / "run")["meta"]["running"]
+    assert not is_running(tmp_path / "run")
