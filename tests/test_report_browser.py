@@ -292,8 +292,16 @@ ENVS = st.fixed_dictionaries({"a": st.sampled_from([0.0, 1.0, -2.5, 3.0, math.na
                               "b": st.integers(-3, 3), "s": st.sampled_from(["x", "y", ""]), "flag": st.booleans()})
 
 
+# Token soup: mostly not Python at all, so the page must refuse exactly what Python refuses.
+TOKENS = ["a", "b", "s", "flag", "1", "2.5", "1.", ".5", "1e3", "1e", "0o7", "0b1", "0x", "07", "1_000", "1__0", "'x'",
+          '"y"', "'a\\nb'", "r'\\n'", "b'x'", "f'x'", "'''t'''", "(", ")", "[", "]", ",", ".", "+", "-", "*", "/", "//",
+          "%", "**", "<", "<=", ">", ">=", "==", "!=", "=", "and", "or", "not", "in", "is", "if", "else", "None",
+          "True", "lambda", ":", "~", "&", "|", "<<", "@", ";", "\n", "\t", "# note\n", "\\\n", "é", "$"]
+SOUP = st.lists(st.sampled_from(TOKENS), min_size=1, max_size=9).map(" ".join)
+
+
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(expression=EXPRESSIONS, env=ENVS)
+@given(expression=st.one_of(EXPRESSIONS, SOUP), env=ENVS)
 def test_filter_expressions_mean_the_same_in_the_page_as_in_python(browser, runs, expression, env):
     if not browser.execute_script("return !!(window.qd && window.qd.interactive)"):
         open_report(browser, runs["sim"][1])

@@ -111,13 +111,35 @@ const KEYWORDS = new Set(["False", "None", "True", "and", "as", "assert", "async
   "continue", "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is",
   "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while", "with", "yield"]);
 class WhereError extends Error {}
+// Python's lines: blank and comment lines are skipped, the expression is one logical line (brackets and a
+// backslash continue it), and that line may not be indented.
 function tokenize(src) {
+  src = src.replace(/\r\n?/g, "\n");
   const out = [];
-  let i = 0;
+  let i = 0, depth = 0, lineStart = true, ended = false, continued = false;
   const num = /^(?:0[xX](?:_?[0-9a-fA-F])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+|(?:(?:\d(?:_?\d)*)?\.\d(?:_?\d)*|\d(?:_?\d)*\.?)(?:[eE][+-]?\d(?:_?\d)*)?)/;
   while (i < src.length) {
+    if (lineStart && depth === 0) {
+      let j = i, indent = false;
+      while (src[j] === " " || src[j] === "\t" || src[j] === "\f") { indent = src[j] === "\f" ? false : true; j++; }
+      if (j >= src.length) { if (indent) throw new WhereError("unexpected indent"); i = j; break; }
+      if (src[j] === "\n") { i = j + 1; continue; }
+      if (src[j] === "#") { while (j < src.length && src[j] !== "\n") j++; i = j; continue; }
+      if (ended) throw new WhereError("invalid syntax");
+      if (indent) throw new WhereError("unexpected indent");
+      i = j; lineStart = false; continue;
+    }
     const c = src[i];
-    if (c === " " || c === "\t" || c === "\n" || c === "\r" || c === "\f") { i++; continue; }
+    if (c === "\n") { if (depth === 0) { ended = true; lineStart = true; } i++; continue; }
+    if (c === " " || c === "\t" || c === "\f") { i++; continue; }
+    if (c === "#") { while (i < src.length && src[i] !== "\n") i++; continue; }
+    if (c === "\\") {
+      if (src[i + 1] !== "\n") throw new WhereError("unexpected character after line continuation character");
+      i += 2; continued = true; continue;
+    }
+    continued = false;
+    if ("([{".includes(c)) depth++;
+    if (")]}".includes(c)) depth = Math.max(0, depth - 1);
     const rest = src.slice(i);
     let m = /^([rRuUbBfF]{0,2})('|")/.exec(rest);
     if (m && (m[1] === "" || /^(?:[rRuU]|[bBfF][rR]?|[rR][bBfF])$/.test(m[1]))) {
@@ -175,6 +197,7 @@ function tokenize(src) {
     if (m) { out.push({ t: "op", v: m[0] }); i += m[0].length; continue; }
     throw new WhereError("invalid character " + JSON.stringify(c));
   }
+  if (continued) throw new WhereError("unexpected EOF while parsing");
   out.push({ t: "end" });
   return out;
 }
