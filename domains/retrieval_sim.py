@@ -120,5 +120,6 @@ class SimulatedLLM:
         latency = t_in / _PROMPT_TOK_PER_S + t_out / _GEN_TOK_PER_S
         # No price table knows the simulated model: its calls are marked unpriced (cost_usd=None).
         span_id = record_llm_call(name=name, model=SIM_MODEL, tokens_in=t_in, tokens_out=t_out, cached=False,
-                                  latency_s=latency, start_s=start, ok=True, cost_usd=None, deps=deps)
+                                  latency_s=latency, start_s=start, ok=True, cost_usd=None, deps=deps,
+                                  input=prompt, output=text)
         return LLMResponse(text, t_in, t_out, latency, False, 0.0, span_id, "stop", SIM_MODEL)

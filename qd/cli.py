@@ -1,4 +1,4 @@
-"""Command line: ``qd run | status | plot | elites | validate | domains | llm serve``."""
+"""Command line: ``qd run | status | plot | elites | validate | report | domains | llm serve``."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +19,7 @@ from qd.llm.client import CAUSES, LLMError
 from qd.measure_range import describe, out_of_range
 from qd.rundir import RunLockedError, read_run
 
-__all__ = ["main", "run_status", "select_elites"]
+__all__ = ["main", "run_status", "status_of", "select_elites"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,10 +83,17 @@ def _parser() -> argparse.ArgumentParser:
                         help="filter, e.g. 'llm_calls <= 4 and objective > 0.5' (names: objective, id, measures)")
     elites.add_argument("--format", choices=["json", "csv"], default="json")
     elites.add_argument("--traces", metavar="DIR",
-                        help="also re-run the selected elites under the tracer and write each full trace "
-                             "as DIR/elite-ID.json (LLM calls replay from the request cache when it is on); "
-                             "this imports and runs the domain named in the run's config: use it only on runs "
-                             "you trust")
+                        help="also write each selected elite's full trace, as the run stored it, as "
+                             "DIR/elite-ID.json; elites without a stored trace (a store written before qd kept "
+                             "traces) are re-run under the tracer, which imports and runs the domain named in the "
+                             "run's config: qd says so first")
+    elites.add_argument("--export-traces", metavar="FILE",
+                        help="also write the selected elites' traces as OpenTelemetry spans with OpenInference "
+                             "attributes, in OTLP JSON (for Phoenix, an OpenTelemetry Collector, ...)")
+    elites.add_argument("--rerun", action="store_true",
+                        help="get --traces/--export-traces by re-running the elites even when the store keeps "
+                             "their traces (LLM calls replay from the request cache when it is on; imports the "
+                             "domain)")
     elites.add_argument("--export", metavar="DIR",
                         help="also write each selected elite in its domain's own format as DIR/elite-ID/ (a DSPy "
                              "domain: program.json for program.load, program/ for dspy.load); imports the domain")
@@ -103,6 +110,11 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--backend", choices=["serial", "ray"], help="evaluator (default: the run's)")
     validate.add_argument("--json", action="store_true", help="one JSON object with a row per elite")
     validate.set_defaults(func=_cmd_validate)
+
+    report = sub.add_parser("report", help="one self-contained HTML file to explore a run (reads the store only)")
+    report.add_argument("run_dir")
+    report.add_argument("-o", "--output", help="HTML file (default: RUN_DIR/report.html)")
+    report.set_defaults(func=_cmd_report)
 
     domains = sub.add_parser("domains", help="list the built-in domains")
     domains.set_defaults(func=_cmd_domains)
@@ -265,9 +277,20 @@ def _cut(text: str, limit: int) -> str:
 # -- status ------------------------------------------------------------------------------------
 def run_status(run_dir: str | Path) -> dict[str, Any]:
     """The ``qd status --json`` object of a run directory."""
+    run = read_run(run_dir)
+    try:
+        return status_of(run)
+    finally:
+        run.store.close()
+
+
+def status_of(run: Any, rows: list[Any] | None = None) -> dict[str, Any]:
+    """The ``qd status --json`` object of a run opened with :func:`qd.rundir.read_run`.
+
+    ``rows`` are the run's evaluations when the caller has read them already (they are read otherwise).
+    """
     from qd.result import STATUSES
 
-    run = read_run(run_dir)
     s = run.archive.stats
     statuses = {k: 0 for k in STATUSES}
     statuses.update(run.store.status_counts())
@@ -300,7 +323,8 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     # LLM answers no configuration could be read from (operators' invalid offspring), by operator
     llm["unusable_answers"] = _unusable_answers(operators, llm["by_operator"])
     llm["last_errors"] = run.store.get_meta("llm_last_errors", {})
-    rows = list(run.store.evaluations())  # read once: spend, failures and out-of-range go over every row
+    if rows is None:  # read once: spend, failures and out-of-range go over every row
+        rows = list(run.store.evaluations())
     spend = _spend(rows, run.config["llm"], llm)
     from qd.validate import noise_status
     return {
@@ -456,17 +480,22 @@ def _cmd_elites(args: argparse.Namespace) -> int:
     columns = elite_columns(run.store, run.archive)  # samples per elite; validated score and gap once validated
     for r in records:
         r.update(columns.get(r["id"], {}))
-    if args.traces:
-        from qd.analysis.elites import export_elite_traces
-        from qd.runner import build_domain
+    if args.traces or args.export_traces:
+        traces = _elite_traces(run, records, rerun=args.rerun)
+        if args.traces:
+            from qd.analysis.elites import write_trace_files
 
-        domain = run.config["domain"]
-        print(f"qd: --traces imports and runs the domain named in {run.path / 'run.sqlite'}: {domain['name']!r} "
-              f"with options {json.dumps(domain['options'], default=str)} (its code runs with your permissions)",
-              file=sys.stderr)
-        elites = [{"id": r["id"], "objective": r["objective"], "solution": r["config"]} for r in records]
-        paths = export_elite_traces(build_domain(run.config), elites, args.traces)
-        print(f"wrote {len(paths)} trace(s) to {args.traces}", file=sys.stderr)
+            paths = write_trace_files(traces, args.traces)
+            print(f"wrote {len(paths)} trace(s) to {args.traces}", file=sys.stderr)
+        if args.export_traces:
+            from qd.analysis.otlp import to_otlp
+
+            described = [({"id": meta["elite_id"], "objective": meta["objective"], "config": meta["config"],
+                           "trace_source": meta["source"]}, spans) for meta, spans in traces]
+            out = Path(args.export_traces)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(to_otlp(described, run=str(run.path)), separators=(",", ":")) + "\n")
+            print(f"wrote {len(traces)} trace(s) as OTLP JSON to {out}", file=sys.stderr)
     if args.export:
         from qd.runner import build_domain
 
@@ -488,6 +517,39 @@ def _cmd_elites(args: argparse.Namespace) -> int:
     writer.writeheader()
     for r in records:
         writer.writerow({**r, "config": json.dumps(r["config"], sort_keys=True, separators=(",", ":"))})
+    return 0
+
+
+def _elite_traces(run: Any, records: list[dict], rerun: bool) -> list[tuple[dict[str, Any], list]]:
+    """``(meta, spans)`` per selected elite: the trace its evaluation stored, else (or with ``rerun``) a re-run's."""
+    stored = {} if rerun else run.store.traces(r["id"] for r in records)
+    missing = [r for r in records if r["id"] not in stored]
+    rerun_of: dict[int, tuple[dict[str, Any], list]] = {}
+    if missing:
+        from qd.analysis.elites import rerun_traces
+        from qd.runner import build_domain
+
+        domain = run.config["domain"]
+        why = ("--rerun" if rerun else f"{len(missing)} of {len(records)} selected elites have no stored trace "
+               f"(the store was written before qd kept traces), so")
+        print(f"qd: {why} re-running them imports and runs the domain named in {run.path / 'run.sqlite'}: "
+              f"{domain['name']!r} with options {json.dumps(domain['options'], default=str)} (its code runs with "
+              f"your permissions)", file=sys.stderr)
+        elites = [{"id": r["id"], "objective": r["objective"], "solution": r["config"]} for r in missing]
+        rerun_of = {meta["elite_id"]: (meta, spans) for meta, spans in rerun_traces(build_domain(run.config), elites)}
+    return [rerun_of[r["id"]] if r["id"] in rerun_of else
+            ({"elite_id": r["id"], "objective": r["objective"], "config": r["config"], "source": "stored"},
+             stored[r["id"]]) for r in records]
+
+
+# -- report --------------------------------------------------------------------------------------
+def _cmd_report(args: argparse.Namespace) -> int:
+    from qd.report import report
+
+    started = time.perf_counter()
+    path = report(args.run_dir, args.output)
+    print(f"{path} ({path.stat().st_size / 1e6:.2f} MB, {time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    print(path)
     return 0
 
 

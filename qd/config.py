@@ -23,6 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from qd.llm.models import MODEL_ALIAS
 from qd.llm.prices import normalize_prices
 from qd.operators.registry import check_operators
+from qd.result import DEFAULT_TRACE_TEXT_CHARS
 
 __all__ = ["ConfigError", "DEFAULTS", "DEMO_CONFIG", "OPERATOR_FLAGS", "SCHEMA", "load_config", "resolve_config",
            "dump_config"]
@@ -79,6 +80,9 @@ class RunSection(_Section):
     ordered: bool = key(False, "true or false")
     seeds: Annotated[str, Field(min_length=1)] | list[SeedEntry] | None = key(
         None, '"default", a path to a seeds file, or an array of "default" and tables of configurations')
+    # Characters of each traced LLM call's prompt and answer text kept in the run store (0: no text).
+    trace_text_chars: int = key(DEFAULT_TRACE_TEXT_CHARS, "an integer >= 0 (0: keep no prompt or answer text)",
+                                ge=0)
 
 
 class DomainSection(_Section):

@@ -5,7 +5,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from qd.result import EvalResult
+from qd.result import DEFAULT_TRACE_TEXT_CHARS, EvalResult
 from qd.space import Space
 
 if TYPE_CHECKING:
@@ -54,6 +54,9 @@ class Domain:
         Set by the runner from ``[llm]``: what :func:`qd.pipeline_llm` returns inside evaluations.
     llm_prices : dict or None
         Set by the runner from ``[llm] prices``: the price table of the evaluations' traced calls.
+    trace_text_chars : int
+        Set by the runner from ``[run] trace_text_chars``: characters of prompt and answer text kept
+        per traced call (0: none).
 
     Notes
     -----
@@ -77,6 +80,7 @@ class Domain:
     source_modules: Sequence[str] = ()
     pipeline_llm: PipelineLLM | None = None
     llm_prices: Mapping[str, tuple[float, float]] | None = None
+    trace_text_chars: int = DEFAULT_TRACE_TEXT_CHARS
 
     def evaluate(self, config: dict) -> EvalResult:
         """Run ``config`` and score it. Must be safe to call from worker processes."""

@@ -12,7 +12,7 @@ from qd.analysis import autotrace
 from qd.analysis.tracer import Tracer, take_untraced
 from qd.domain import SEARCH, Domain, evaluate_draw
 from qd.llm.pipeline import pipeline_scope
-from qd.result import EvalResult, MalformedResult, check_result
+from qd.result import DEFAULT_TRACE_TEXT_CHARS, EvalResult, MalformedResult, check_result
 
 # Reserved key carrying (draw, split) of a re-evaluation through every evaluator's submit(key, config)
 # unchanged; stripped before the domain sees the config (see with_draw).
@@ -36,8 +36,9 @@ def evaluate_config(domain: Domain, config: dict) -> EvalResult:
     start = time.perf_counter()
     draw = config.get(DRAW_KEY) if isinstance(config, dict) else None
     autotrace.install()  # the user's own openai / LiteLLM / DSPy calls become spans (once per process)
-    with pipeline_scope(getattr(domain, "pipeline_llm", None)), Tracer(prices=getattr(domain, "llm_prices", None)) \
-            as tracer:
+    tracer = Tracer(prices=getattr(domain, "llm_prices", None),
+                    text_chars=getattr(domain, "trace_text_chars", DEFAULT_TRACE_TEXT_CHARS))
+    with pipeline_scope(getattr(domain, "pipeline_llm", None)), tracer:
         try:
             if draw is None:
                 result = domain.evaluate(config)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from qd.analysis.descriptors import summarize
 from qd.archives import AddStatus
-from qd.result import EvalResult
+from qd.result import DEFAULT_TRACE_TEXT_CHARS, EvalResult, clip_trace_text
 from qd.scheduler import Candidate
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class WarningListener(SearchListener):
 
 
 class StoreRecorder(SearchListener):
-    """Commits every evaluation, the archive history and the counters to a :class:`~qd.store.RunStore`.
+    """Commits every evaluation (with its trace), the archive history and the counters to a :class:`~qd.store.RunStore`.
 
     Parameters
     ----------
@@ -127,7 +127,7 @@ class StoreRecorder(SearchListener):
             operator=child.operator, parent_ids=child.parent_ids, trace_summary=summarize(result.trace),
             metrics={k: v for k, v in result.metrics.items() if k != "traceback"},
             archive_status=int(event.status), submitted_at=child.submitted_at, counters=self._changed(search),
-            sample=sample)
+            sample=sample, trace=clip_trace_text(result.trace, self._text_chars(search)))
         if search.finished % self._every == 0 or search.finished == search.budget:
             s = search.archive.stats
             self.store.add_history(search.finished, s.num_elites, s.coverage, s.qd_score,
@@ -139,6 +139,14 @@ class StoreRecorder(SearchListener):
         if search.stopped or self.store.get_meta("stopped"):  # a later session that did not stop clears it
             self.store.set_meta("stopped", search.stopped and {
                 "reason": search.stopped, "evaluations": search.finished, "budget": search.budget})
+
+    @staticmethod
+    def _text_chars(search: Search) -> int:
+        """The prompt and answer text kept per span: the domain's ``trace_text_chars`` (``[run]``).
+
+        The tracer clipped what it recorded already; a domain that returns its own trace is clipped here.
+        """
+        return int(getattr(search.domain, "trace_text_chars", DEFAULT_TRACE_TEXT_CHARS))
 
     def _changed(self, search: Search) -> dict[str, dict[str, dict[str, float]]]:
         """The counter fields that changed since the last write (a handful per evaluation)."""

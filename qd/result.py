@@ -28,9 +28,48 @@ class Span(TypedDict, total=False):
     ok: bool
     error: str
     cost_usd: float
+    input: str  # prompt text, clipped to [run] trace_text_chars (clip_text)
+    output: str  # answer text, clipped likewise
 
 
 Trace = list[Span]
+
+# [run] trace_text_chars: characters of a span's prompt and answer text kept (0 keeps none).
+DEFAULT_TRACE_TEXT_CHARS = 300
+TEXT_FIELDS: tuple[str, ...] = ("input", "output")
+
+
+def clip_text(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters: its start, "…", and its last third.
+
+    Prompts put their constant part first and what varies (the question) last, so both ends
+    are kept.
+    """
+    if len(text) <= limit:
+        return text
+    if limit <= 0:
+        return ""
+    tail = limit // 3
+    return text[:limit - 1 - tail] + "…" + text[len(text) - tail:]
+
+
+def clip_trace_text(trace: list[Span], limit: int) -> list[Span]:
+    """``trace`` with every span's ``input``/``output`` clipped by :func:`clip_text` (dropped when ``limit`` is 0).
+
+    Spans without text are returned as they are; the others are copied.
+    """
+    out = []
+    for span in trace:
+        if any(f in span for f in TEXT_FIELDS):
+            span = dict(span)  # type: ignore[assignment]
+            for f in TEXT_FIELDS:
+                if f in span:
+                    if limit > 0 and isinstance(span[f], str):
+                        span[f] = clip_text(span[f], limit)  # type: ignore[literal-required]
+                    else:
+                        del span[f]  # type: ignore[misc]
+        out.append(span)
+    return out
 
 
 @dataclass
@@ -107,6 +146,8 @@ _SPAN_FIELDS: dict[str, tuple[Any, str]] = {
     "ok": (lambda v: isinstance(v, bool), "true or false"),
     "error": (lambda v: isinstance(v, str), "a string"),
     "cost_usd": (lambda v: _is_real(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    "input": (lambda v: isinstance(v, str), "a string (the prompt text)"),
+    "output": (lambda v: isinstance(v, str), "a string (the answer text)"),
 }
 
 

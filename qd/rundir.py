@@ -29,8 +29,8 @@ from qd.search import replay
 from qd.store import RunStore
 
 __all__ = ["RunLock", "RunLockedError", "ReadRun", "meaning", "fingerprint", "check_resume", "record_resume",
-           "archive_spec", "archive_from_spec", "check_same_archive", "read_run", "open_store", "LOCK_NAME",
-           "MEANING_KEYS"]
+           "archive_spec", "archive_from_spec", "check_same_archive", "read_run", "open_store", "is_running",
+           "LOCK_NAME", "MEANING_KEYS"]
 
 LOCK_NAME = "lock"
 
@@ -249,8 +249,12 @@ class ReadRun:
     archive: Any
 
 
-def read_run(run_dir: str | Path) -> ReadRun:
+def read_run(run_dir: str | Path, *, snapshot: bool = False) -> ReadRun:
     """Open a run directory for reading: the store only, never the domain named in its config.
+
+    With ``snapshot``, every read of the returned store, the archive's replay included, sees the
+    run as it was when it was opened, even while a search writes to it (one read transaction,
+    held until ``store.close()``).
 
     Raises
     ------
@@ -260,14 +264,40 @@ def read_run(run_dir: str | Path) -> ReadRun:
         When the store does not describe its archive (a run written before qd stored it).
     """
     run_dir, store, config = open_store(run_dir)
+    if snapshot:
+        store.begin_snapshot()
     spec = store.get_meta(ARCHIVE_META)
     if spec is None:
         store.close()
         raise ValueError(f"{run_dir}/run.sqlite does not describe its archive (written by an older qd); "
                          "`qd run --resume` it once with this qd to add the description")
-    archive = archive_from_spec(spec)
-    replay(store, archive)
+    try:
+        archive = archive_from_spec(spec)
+        replay(store, archive)
+    except BaseException:
+        store.close()
+        raise
     return ReadRun(run_dir, config, store, archive)
+
+
+def is_running(run_dir: str | Path) -> bool:
+    """True while a live process holds the run directory's lock (a search writing to it).
+
+    Tested with a shared, non-blocking ``flock`` on the existing lock file, released at once: the
+    directory and its store are left as they are.
+    """
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+    return False
 
 
 def open_store(run_dir: str | Path, *, readonly: bool = True) -> tuple[Path, RunStore, dict]:

@@ -24,6 +24,7 @@ from qd.llm.pipeline import PipelineLLM
 from qd.llm.prices import normalize_prices
 from qd.llm.threads import ThreadTuner
 from qd.operators import build_operators as _build_operators
+from qd.result import DEFAULT_TRACE_TEXT_CHARS
 from qd.rundir import (
     ARCHIVE_META,
     RunLock,
@@ -53,12 +54,16 @@ class Run:
 
 
 def build_domain(config: dict) -> Domain:
-    """The domain named by ``[domain]``."""
+    """The domain named by ``[domain]``, with ``[run] trace_text_chars`` as its tracer's text limit."""
     try:  # [llm] reaches the domain too: one endpoint per run, one price table for all spend
-        return get_domain(config["domain"]["name"], pipeline_llm=PipelineLLM.from_config(config["llm"]),
-                          llm_prices=normalize_prices(config["llm"]["prices"] or None), **config["domain"]["options"])
+        domain = get_domain(config["domain"]["name"], pipeline_llm=PipelineLLM.from_config(config["llm"]),
+                            llm_prices=normalize_prices(config["llm"]["prices"] or None),
+                            **config["domain"]["options"])
     except TypeError as exc:  # a misspelt option reaches the constructor as an unexpected keyword
         raise ConfigError(f"[domain.options] for {config['domain']['name']!r}: {exc}") from None
+    # a run stored by a qd before the key reads as its default
+    domain.trace_text_chars = config["run"].get("trace_text_chars", DEFAULT_TRACE_TEXT_CHARS)
+    return domain
 
 
 def resolve_measures_config(config: dict, domain: Domain) -> tuple[list[str], list[list[float]], list[int]]:

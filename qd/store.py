@@ -1,4 +1,4 @@
-"""SQLite run store: every evaluation, its lineage and trace summary, committed as it lands.
+"""SQLite run store: every evaluation, its lineage, trace summary and trace, committed as it lands.
 
 The store is the run's source of truth: ``qd run --resume`` rebuilds the archive by
 replaying it, ``qd status`` and ``qd elites`` read it. WAL mode with
@@ -12,7 +12,8 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ CREATE TABLE IF NOT EXISTS history (evaluations INTEGER PRIMARY KEY, num_elites 
 -- per-instance scores of an evaluation, by its id
 CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY, hash TEXT NOT NULL, draw INTEGER NOT NULL,
     seq INTEGER NOT NULL, scores TEXT);
+-- each evaluation's spans (qd.result.Span, text clipped to [run] trace_text_chars) as zlib-compressed compact JSON;
+-- written in the evaluation's transaction (docs/architecture.md, Run directory)
+CREATE TABLE IF NOT EXISTS traces (id INTEGER PRIMARY KEY, spans BLOB NOT NULL);
 -- qd validate: re-evaluations of elites on held-out draws, accumulated per (config hash, split, draw)
 CREATE TABLE IF NOT EXISTS validations (hash TEXT NOT NULL, split TEXT NOT NULL, draw INTEGER NOT NULL,
     status TEXT NOT NULL, objective REAL, measures TEXT NOT NULL, scores TEXT, PRIMARY KEY (hash, split, draw));
@@ -107,16 +111,30 @@ class RunStore:
             live = Path(f"{self.path}-wal").exists()
             self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}",
                                        uri=True, isolation_level=None, check_same_thread=False)
+            self.has_traces = self._has_table("traces")
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self.has_traces = True
+
+    def _has_table(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
+            is not None
 
     def close(self) -> None:
         """Close the connection (a no-op when already closed)."""
         self._db.close()
+
+    def begin_snapshot(self) -> None:
+        """Start a read transaction: every later read sees the store as it is now, until :meth:`close`.
+
+        For a read-only store read while a run writes to it (WAL keeps the snapshot's pages).
+        """
+        self._db.execute("BEGIN")
+        self._db.execute("SELECT COUNT(*) FROM meta").fetchone()  # a deferred transaction starts at its first read
 
     def __enter__(self) -> RunStore:
         return self
@@ -140,23 +158,28 @@ class RunStore:
                        parent_ids: list[int], trace_summary: dict, metrics: dict, archive_status: int,
                        submitted_at: float, finished_at: float | None = None,
                        counters: dict[str, dict[str, dict[str, float]]] | None = None,
-                       sample: tuple[int, int, list[float] | None] | None = None) -> None:
+                       sample: tuple[int, int, list[float] | None] | None = None,
+                       trace: list[Any] | None = None) -> None:
         """Insert and commit one finished evaluation.
 
-        ``counters`` (scope -> name -> field -> value) and ``sample`` (draw, noise-policy order,
-        per-instance scores: :meth:`add_sample`) are written in the same transaction (counters:
-        only the fields given; the others keep their values), so they are exactly as durable as
-        the evaluation rows: a killed run resumes from the state of its last committed evaluation.
+        ``counters`` (scope -> name -> field -> value), ``sample`` (draw, noise-policy order,
+        per-instance scores: :meth:`add_sample`) and ``trace`` (the evaluation's spans, read back by
+        :meth:`trace`) are written in the same transaction (counters: only the fields given; the
+        others keep their values), so they are exactly as durable as the evaluation rows: a killed
+        run resumes from the state of its last committed evaluation.
         """
         row = (id, hash, config_json, status, fitness if math.isfinite(fitness) else None, _json(measures),
                error, feedback, operator, _json(parent_ids), _json(trace_summary), _json(metrics),
                archive_status, submitted_at, time.time() if finished_at is None else finished_at)
-        if not counters and sample is None:
+        if not counters and sample is None and trace is None:
             self._db.execute("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
             return
+        blob = None if trace is None else zlib.compress(_json(list(trace)).encode())
         self._db.execute("BEGIN")
         try:
             self._db.execute("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            if blob is not None:
+                self._db.execute("INSERT INTO traces VALUES (?, ?)", (id, blob))
             if counters:
                 self._db.executemany("INSERT OR REPLACE INTO counters VALUES (?,?,?,?)",
                                      [(scope, name, field, float(value)) for scope, table in counters.items()
@@ -211,6 +234,51 @@ class RunStore:
                 feedback=row[7], operator=row[8], parent_ids=json.loads(row[9]),
                 trace_summary=json.loads(row[10]), metrics=json.loads(row[11]), archive_status=row[12],
                 submitted_at=row[13], finished_at=row[14])
+
+    # -- traces ------------------------------------------------------------------------------------
+    def trace(self, eval_id: int) -> list[dict[str, Any]] | None:
+        """The spans stored with evaluation ``eval_id``; ``None`` when none were (a store of an older qd).
+
+        Raises
+        ------
+        ValueError
+            When the stored trace cannot be read (naming the evaluation and the store).
+        """
+        return self.traces([eval_id]).get(eval_id)
+
+    def traces(self, ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
+        """Evaluation id -> stored spans, for those of ``ids`` that have a trace.
+
+        Raises
+        ------
+        ValueError
+            When a stored trace cannot be read (naming the evaluation and the store).
+        """
+        if not self.has_traces:
+            return {}
+        wanted = sorted({int(i) for i in ids})
+        out: dict[int, list[dict[str, Any]]] = {}
+        for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+            chunk = wanted[start:start + 500]
+            rows = self._db.execute(f"SELECT id, spans FROM traces WHERE id IN ({','.join('?' * len(chunk))})",
+                                    chunk)
+            for i, blob in rows:
+                out[i] = self._spans(i, blob)
+        return out
+
+    def _spans(self, eval_id: int, blob: bytes) -> list[dict[str, Any]]:
+        try:
+            spans = json.loads(zlib.decompress(blob))
+        except (zlib.error, ValueError, TypeError) as exc:
+            raise ValueError(f"the trace of evaluation {eval_id} in {self.path} is unreadable "
+                             f"({type(exc).__name__}: {exc})") from None
+        if not isinstance(spans, list):
+            raise ValueError(f"the trace of evaluation {eval_id} in {self.path} is not a list of spans")
+        return spans
+
+    def trace_count(self) -> int:
+        """Evaluations with a stored trace (0 for a store of an older qd, which keeps none)."""
+        return self._db.execute("SELECT COUNT(*) FROM traces").fetchone()[0] if self.has_traces else 0
 
     def operator_summary(self) -> dict[str, dict[str, int]]:
         """Per operator: evaluated offspring and archive gains (new cells + improvements)."""

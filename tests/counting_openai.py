@@ -4,7 +4,8 @@ Speaks ``/v1/chat/completions``, ``/v1/completions`` and ``/v1/responses``, plai
 (Server-Sent Events; the final usage event only when the request asks for it with
 ``stream_options={"include_usage": true}``, as OpenAI does; the responses API always reports it).
 ``served`` counts requests and the tokens each response reported (or would have reported, for a
-stream without usage), so tests compare a trace with what the server did. A request for the model
+stream without usage), and ``log`` keeps each request's prompt text and reply, so tests compare a
+trace with what the server did. A request for the model
 ``error-NNN`` is answered with HTTP status NNN and not counted.
 
 The default reply answers DSPy's chat format: every output field the prompt asks for
@@ -86,13 +87,13 @@ class CountingOpenAI:
             self.calls = self.tokens_in = self.tokens_out = 0
             self.log.clear()
 
-    def _count(self, path: str, t_in: int, t_out: int, stream: bool) -> None:
+    def _count(self, path: str, t_in: int, t_out: int, stream: bool, prompt: str = "", reply: str = "") -> None:
         with self._lock:
             self.calls += 1
             self.tokens_in += t_in
             self.tokens_out += t_out
             self.log.append({"path": path, "tokens_in": t_in, "tokens_out": t_out, "stream": stream,
-                             "time": time.monotonic()})
+                             "time": time.monotonic(), "prompt": prompt, "reply": reply})
 
     def __enter__(self) -> CountingOpenAI:
         threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -149,10 +150,11 @@ def _handler(server: CountingOpenAI) -> type[BaseHTTPRequestHandler]:
             if server.delay_s:
                 time.sleep(server.delay_s)
             text = server.reply(req)
-            t_in, t_out = count_tokens(_prompt_text(req)), count_tokens(text)
+            prompt = _prompt_text(req)
+            t_in, t_out = count_tokens(prompt), count_tokens(text)
             model = req.get("model", "counting")
             stream = bool(req.get("stream"))
-            server._count(path, t_in, t_out, stream)
+            server._count(path, t_in, t_out, stream, prompt, text)
             usage = {"prompt_tokens": t_in, "completion_tokens": t_out, "total_tokens": t_in + t_out}
             words = text.split(" ")
             pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]

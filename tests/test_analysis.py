@@ -16,6 +16,7 @@ from qd.analysis import (
     active_tracer,
     autotrace,
     available_measures,
+    critical_path_spans,
     export_trace_json,
     record_llm_call,
     resolve_measures,
@@ -97,6 +98,16 @@ def test_critical_path_matches_a_longest_path_recurrence(spec):
         best.append(max((best[d] for d in s["deps"]), default=0) + (s["kind"] == "llm"))
     assert trace_critical_path(trace) == max(best)
     assert trace_critical_path(trace) <= sum(s["kind"] == "llm" for s in trace)
+    # the chain behind the number: each span consumes the one before it, and it holds that many LLM calls
+    chain = critical_path_spans(trace)
+    assert sum(trace[i]["kind"] == "llm" for i in chain) == max(best)
+    assert all(a in trace[b]["deps"] for a, b in zip(chain, chain[1:]))
+    assert not chain or trace[chain[0]]["kind"] == trace[chain[-1]]["kind"] == "llm"
+
+
+def test_the_critical_path_of_the_hand_trace_is_plan_search_read_fuse_rewrite_final():
+    # any of the three reads gives a chain of 5: the one with the lowest id is taken
+    assert critical_path_spans(HAND_TRACE) == [1, 2, 3, 6, 9, 8, 10]
 
 
 def test_tracer_nesting_parent_ids_and_deps():
@@ -326,3 +337,32 @@ def test_a_map_over_other_measures_holds_each_configuration_once_at_its_means(tm
     assert sorted(elites) == ["A", "B"] and archive.qd_score_offset == -5.0
     assert elites["A"]["objective"] == 2.0 and list(elites["A"]["measures"]) == [1.0, 1.0] and elites["A"]["id"] == 0
     assert elites["B"]["objective"] == 0.5
+
+
+@given(st.text(max_size=300), st.integers(0, 400))
+def test_clipped_text_keeps_both_ends_within_the_limit(text, limit):
+    from qd.result import clip_text
+
+    clipped = clip_text(text, limit)
+    assert len(clipped) <= limit
+    if len(text) <= limit:
+        assert clipped == text
+    elif limit > 0:
+        head, _, tail = clipped.rpartition("…")
+        assert len(clipped) == limit and text.startswith(head) and text.endswith(tail)
+        assert len(tail) == limit // 3
+
+
+def test_recorded_calls_keep_text_up_to_the_tracer_limit():
+    from qd.analysis.tracer import record_llm_call
+
+    with Tracer(text_chars=9) as tracer:
+        record_llm_call(name="a", model="m", tokens_in=1, tokens_out=1, cached=False, latency_s=0.1, start_s=0.0,
+                        input=[{"role": "user", "content": "hi"}], output="yes")
+        tracer.add_span(kind="llm", name="b", input="x" * 20, output=None)
+    a, b = tracer.spans
+    assert (a["input"], a["output"]) == ("user: hi", "yes")
+    assert b["input"] == "xxxxx…xxx" and "output" not in b
+    with Tracer(text_chars=0) as tracer:
+        tracer.add_span(kind="llm", name="c", input="prompt", output="answer")
+    assert "input" not in tracer.spans[0] and "output" not in tracer.spans[0]

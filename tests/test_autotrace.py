@@ -488,3 +488,50 @@ def test_a_compressed_stream_keeps_its_reported_tokens():
     assert text == "one two"
     (span,) = tracer.spans
     assert (span["tokens_in"], span["tokens_out"]) == (11, 7) and "tokens_estimated" not in span
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_each_call_pattern_keeps_the_prompt_it_sent_and_the_answer_it_got(server, pattern):
+    domain = UserPipeline(server.base_url)
+    domain.trace_text_chars = 100_000  # nothing clipped: the whole text is compared
+    result, _, _ = run(domain, server, pattern)
+    served = list(server.log)
+    assert sorted(s["output"] for s in result.trace) == sorted(e["reply"] for e in served)
+    for entry in served:  # every word the server read is in the input of the span that got its reply
+        assert any(s["output"] == entry["reply"] and set(entry["prompt"].split()) <= set(s["input"].split())
+                   for s in result.trace), (entry, [s["input"] for s in result.trace])
+
+
+def test_text_is_clipped_to_the_tracer_limit_and_absent_at_zero(server):
+    domain = UserPipeline(server.base_url)
+    domain.trace_text_chars = 12
+    result, _, _ = run(domain, server, "sync")
+    first = result.trace[0]
+    assert first["input"] == "user: one" and first["output"] == "fine thanks"  # short texts are whole
+    third = result.trace[2]  # prompt "three fine thanks": head, an ellipsis, the last third
+    assert len(third["input"]) == 12 and third["input"] == "three f" + "…" + "anks"
+    domain.trace_text_chars = 0
+    result, _, _ = run(domain, server, "sync")
+    assert not any("input" in s or "output" in s for s in result.trace)
+
+
+@pytest.mark.parametrize("path, body, reply, expected", [
+    ("/v1/messages", {"model": "claude-x", "system": "be brief", "messages": [{"role": "user", "content": "hi"}]},
+     {"type": "message", "content": [{"type": "text", "text": "hello"}], "usage": {"input_tokens": 3,
+                                                                                    "output_tokens": 1}},
+     ("be brief\nuser: hi", "hello")),
+    ("/v1beta/models/gemini-2.0-flash:generateContent", {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+     {"candidates": [{"content": {"parts": [{"text": "hel"}, {"text": "lo"}]}}],
+      "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 3}}, ("user: hi", "hello")),
+    ("/api/generate", {"model": "llama3", "prompt": "hi"}, {"model": "llama3", "response": "hello",
+                                                            "prompt_eval_count": 9, "eval_count": 4}, ("hi", "hello")),
+])
+def test_other_providers_prompts_and_answers_are_kept(path, body, reply, expected):
+    import httpx
+
+    autotrace.install()
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=reply))
+    with httpx.Client(transport=transport, base_url="https://provider.example") as http, Tracer() as tracer:
+        http.post(path, json=body)
+    (span,) = tracer.spans
+    assert (span["input"], span["output"]) == expected

@@ -10,9 +10,10 @@ Layers, lowest first (a module may import from its own layer and the ones below)
     4  scheduler    qd.scheduler, qd.noise (its re-evaluation policy); evaluation of one configuration
                     (qd.evaluation, qd.evaluators.*)
     5  driver       qd.search, qd.listeners, qd.measure_range, qd.failure_watch (listeners)
-    6  after runs   qd.analysis.{elites,validation,selection}, qd.testing.* (contract tests)
+    6  after runs   qd.analysis.{elites,otlp,validation,selection}, qd.testing.* (contract tests)
     7  runner       qd.config, qd.rundir, qd.runner, qd.validate
-    8  interface    qd.cli, and the ``qd`` package itself (it re-exports the public API)
+    8  interface    qd.cli, qd.report.* (the HTML report; it reads runs as ``qd status`` does), and the ``qd``
+                    package itself (it re-exports the public API)
 
 Imports inside functions count (they are dependencies too); imports under ``if TYPE_CHECKING:``
 do not. Importing ``a.b.c`` also runs the ``a.b`` package's ``__init__``, so a module depends on
@@ -39,10 +40,10 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("operators", ["qd.operators", "qd.operators.*", "qd.domains", "qd.domains.*"]),
     ("scheduler", ["qd.scheduler", "qd.noise", "qd.evaluation", "qd.evaluators", "qd.evaluators.*"]),
     ("driver", ["qd.search", "qd.listeners", "qd.measure_range", "qd.failure_watch"]),
-    ("after runs", ["qd.analysis.elites", "qd.analysis.validation", "qd.analysis.selection", "qd.testing",
-                    "qd.testing.*"]),
+    ("after runs", ["qd.analysis.elites", "qd.analysis.otlp", "qd.analysis.validation", "qd.analysis.selection",
+                    "qd.testing", "qd.testing.*"]),
     ("runner", ["qd.config", "qd.rundir", "qd.runner", "qd.validate"]),
-    ("interface", ["qd.cli", "qd"]),
+    ("interface", ["qd.cli", "qd", "qd.report", "qd.report.*"]),
 ]
 
 

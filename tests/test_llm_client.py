@@ -231,6 +231,18 @@ def test_calls_are_traced_when_a_tracer_is_active(fake, tmp_path):
     assert [s["ok"] for s in spans] == [True, True, False]
     assert spans[1]["deps"] == [first.span_id] and second.span_id == spans[1]["id"]
     assert spans[1]["tokens_in"] == spans[0]["tokens_in"]  # a cache hit still counts as a logical call
+    # prompt and answer text on every span: the cache hit carries the answer it replays, a failure its prompt
+    assert [s["input"] for s in spans] == ["a", "a", "b"]
+    assert spans[0]["output"] == spans[1]["output"] == first.text != "" and "output" not in spans[2]
+
+
+def test_chat_messages_are_kept_as_role_lines(fake):
+    tracer_mod = pytest.importorskip("qd.analysis.tracer")
+    client = make(fake, api="chat")
+    with tracer_mod.Tracer() as tracer:
+        answer = client.chat([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}])
+    (span,) = tracer.spans
+    assert (span["input"], span["output"]) == ("system: be brief\nuser: hi", answer.text)
 
 
 def test_two_servers_with_one_model_name_never_share_cached_answers(tmp_path):

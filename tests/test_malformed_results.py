@@ -16,7 +16,7 @@ from qd.search import Search
 from qd.store import RunStore
 
 FAULTS = ["fitness_none", "feedback_none", "span_tokens_none", "measure_str", "fitness_str", "trace_not_list",
-          "span_not_dict", "scores_none_entry"]
+          "span_not_dict", "scores_none_entry", "span_input_bytes"]
 
 
 class SloppyArm(ArmDomain):
@@ -43,6 +43,8 @@ class SloppyArm(ArmDomain):
             good.trace = [("llm", 3)]
         elif fault == "scores_none_entry":
             good.scores = [1.0, None]
+        elif fault == "span_input_bytes":
+            good.trace = [{"id": 0, "kind": "llm", "name": "ask", "input": b"raw prompt", "output": "ok"}]
         return good
 
     @staticmethod
@@ -60,6 +62,7 @@ EXPECTED = {
     "trace_not_list": "trace must be a list of spans, got 'spans'",
     "span_not_dict": "trace[0] must be a dict (a Span), got ('llm', 3)",
     "scores_none_entry": "scores[1] must be a number, got None",
+    "span_input_bytes": "trace[0].input must be a string (the prompt text), got b'raw prompt'",
 }
 
 
@@ -82,12 +85,12 @@ def test_a_search_over_malformed_results_finishes_and_stores_every_one(tmp_path)
                           qd_score_offset=domain.qd_score_offset)
     with RunStore(tmp_path / "run.sqlite") as store:
         search = Search(domain, archive, SerialEvaluator(domain), operators={"mutation": (Mutation(domain.space), 1.0)},
-                        measures=resolve_measures(["x", "y"], domain), budget=120, store=store, init_random=20,
+                        measures=resolve_measures(["x", "y"], domain), budget=200, store=store, init_random=20,
                         seed=1)
         with search:
             search.run()
         rows = list(store.evaluations())
-    assert len(rows) == 120
+    assert len(rows) == 200
     errors = [r for r in rows if r.status == "error"]
     assert {f for r in errors for f, text in EXPECTED.items() if text in r.error} == set(FAULTS)
     assert all(r.status == "ok" for r in rows if domain.fault(r.config) is None)

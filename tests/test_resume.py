@@ -107,3 +107,16 @@ backend = "serial"
     assert {name: int(c.get("evaluated", 0)) for name, c in counters.items() if c.get("evaluated")} == by_operator
     assert sum(int(c.get("spent", 0)) for c in counters.values()) == len(rows)
     assert sum(int(c.get("gains", 0)) for c in counters.values()) == sum(r.archive_status > 0 for r in rows)
+
+
+def test_a_store_from_before_traces_resumes_and_its_new_evaluations_keep_theirs(tmp_path):
+    path = tmp_path / "run.sqlite"
+    first = run(path, budget=40, init_random=20)
+    with RunStore(path) as store:
+        store._db.execute("DROP TABLE traces")  # the layout qd wrote before it kept traces
+    resumed = run(path, budget=60, init_random=20)
+    assert resumed[:40] == first and len(resumed) == 60
+    with RunStore(path, readonly=True) as store:
+        traces = store.traces(range(60))
+    assert sorted(traces) == list(range(40, 60))  # the arm records no spans: an empty trace, but a stored one
+    assert all(t == [] for t in traces.values())

@@ -289,13 +289,20 @@ def test_demo_job_on_the_simulated_backend_prints_the_trade_off(tmp_path, capsys
     cutoff = float(label.rsplit(">= ", 1)[1].split(";")[0])
     near_best = [e["measures"][0] for e in archive.top() if e["objective"] >= cutoff]
     assert picks[label]["measures"][0] == min(near_best)
-    # `qd elites --traces` re-runs the chosen elites under the tracer: the same calls as in the run
+    # `qd elites --traces` writes the traces the run stored; `--rerun` runs the elites again: the same calls
+    store = open_run(tmp_path / "run").store
+    rows = {r.id: r for r in store.evaluations()}
     assert main(["elites", str(tmp_path / "run"), "--top", "2", "--traces", str(tmp_path / "traces")]) == 0
-    rows = {r.id: r for r in open_run(tmp_path / "run").store.evaluations()}
     records = json.loads(capsys.readouterr().out)
     assert len(records) == 2
     for record in records:
         trace = json.loads((tmp_path / "traces" / f"elite-{record['id']}.json").read_text())
+        assert trace["meta"]["config"] == record["config"] and trace["meta"]["source"] == "stored"
+        assert [{k: v for k, v in s.items() if k != "rel_start_s"} for s in trace["spans"]] == store.trace(record["id"])
+        assert trace["summary"] == rows[record["id"]].trace_summary
+    assert main(["elites", str(tmp_path / "run"), "--top", "2", "--rerun", "--traces", str(tmp_path / "rerun")]) == 0
+    for record in json.loads(capsys.readouterr().out):
+        trace = json.loads((tmp_path / "rerun" / f"elite-{record['id']}.json").read_text())
         assert trace["meta"]["config"] == record["config"] and trace["meta"]["rerun_status"] == "ok"
         assert trace["summary"]["llm_calls"] == rows[record["id"]].trace_summary["llm_calls"] > 0
 

@@ -84,12 +84,15 @@ def test_read_only_commands_never_import_the_domain_named_in_the_run(finished_ru
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["domain"] == "evil_domain:Evil"
     assert main(["plot", str(finished_run), "-o", str(tmp_path / "map.png")]) == 0
     assert main(["elites", str(finished_run), "--top", "2", "--where", "x > -10"]) == 0
+    assert main(["elites", str(finished_run), "--top", "1", "--traces", str(tmp_path / "traces"),
+                 "--export-traces", str(tmp_path / "otlp.json")]) == 0  # the stored traces
+    assert main(["report", str(finished_run), "-o", str(tmp_path / "report.html")]) == 0
     assert not marker.exists() and "evil_domain" not in sys.modules
     assert _snapshot(finished_run) == before  # wrote nothing into the run directory either
     # The one command that runs the domain says so first (and then does: the marker proves the module is live).
-    assert main(["elites", str(finished_run), "--top", "1", "--traces", str(tmp_path / "traces")]) == 0
+    assert main(["elites", str(finished_run), "--top", "1", "--rerun", "--traces", str(tmp_path / "traces")]) == 0
     err = capsys.readouterr().err
-    assert "--traces imports and runs the domain named in" in err and "'evil_domain:Evil'" in err
+    assert "--rerun re-running them imports and runs the domain named in" in err and "'evil_domain:Evil'" in err
     assert marker.exists()
 
 

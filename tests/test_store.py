@@ -124,3 +124,96 @@ def test_the_counters_committed_with_each_evaluation_are_the_whole_tables(tmp_pa
         assert check.checked == 40
         assert store.counters("llm")["earlier_only"] == {"calls": 2.0}
         assert store.counters("llm")["total"]["calls"] == 5 + sum(1 for i in range(40) if spend[i % len(spend)][1])
+
+
+SPAN = st.fixed_dictionaries(
+    {"id": st.integers(0, 50), "parent_id": st.none() | st.integers(0, 50), "deps": st.lists(st.integers(0, 50)),
+     "kind": st.sampled_from(["llm", "tool", "step"]), "name": st.text(max_size=10),
+     "tokens_in": st.integers(0, 10**6), "latency_s": st.floats(0, 1e4), "start_s": st.floats(0, 2e9),
+     "ok": st.booleans(), "cached": st.booleans(), "cost_usd": st.floats(0, 10)},
+    optional={"input": st.text(max_size=40), "output": st.text(max_size=40), "unpriced": st.just(True)})
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(traces=st.lists(st.lists(SPAN, max_size=5), min_size=1, max_size=4))
+def test_stored_traces_read_back_exactly(tmp_path_factory, traces):
+    path = tmp_path_factory.mktemp("traces") / "run.sqlite"
+    with RunStore(path) as store:
+        for i, trace in enumerate(traces):
+            store.add_evaluation(id=i, hash=f"h{i}", config_json="{}", status="ok", fitness=1.0, measures={},
+                                 error="", feedback="", operator="seed", parent_ids=[], trace_summary={}, metrics={},
+                                 archive_status=1, submitted_at=0.0, trace=trace)
+        _add(store, len(traces))  # written without a trace
+    with RunStore(path, readonly=True) as store:
+        assert store.traces(range(len(traces) + 1)) == dict(enumerate(traces))
+        assert store.trace(0) == traces[0] and store.trace(len(traces)) is None
+        assert store.trace_count() == len(traces)
+
+
+def test_a_trace_is_committed_in_its_evaluation_transaction(tmp_path):
+    with RunStore(tmp_path / "run.sqlite") as store:
+        store._db.execute("INSERT INTO traces VALUES (1, x'00')")  # a clash makes the trace insert fail
+        with pytest.raises(sqlite3.IntegrityError):
+            store.add_evaluation(id=1, hash="h1", config_json="{}", status="ok", fitness=1.0, measures={}, error="",
+                                 feedback="", operator="seed", parent_ids=[], trace_summary={}, metrics={},
+                                 archive_status=1, submitted_at=0.0, trace=[{"id": 0, "kind": "llm"}])
+        assert store.count() == 0  # the evaluation went with it
+
+
+def test_a_store_without_a_traces_table_reads_as_having_no_traces(tmp_path):
+    path = tmp_path / "run.sqlite"
+    with RunStore(path) as store:
+        _add(store, 0)
+        store._db.execute("DROP TABLE traces")  # the layout of a store written by qd before traces were kept
+    with RunStore(path, readonly=True) as store:
+        assert not store.has_traces and store.trace(0) is None and store.traces([0]) == {}
+        assert store.trace_count() == 0
+    with RunStore(path) as store:  # a resume opens it for writing: the table appears, new rows get traces
+        assert store.has_traces and store.trace(0) is None
+
+
+def test_an_unreadable_trace_is_an_error_naming_the_evaluation_and_store(tmp_path):
+    path = tmp_path / "run.sqlite"
+    with RunStore(path) as store:
+        _add(store, 0)
+        store._db.execute("INSERT INTO traces VALUES (0, x'0102')")
+        with pytest.raises(ValueError, match=r"the trace of evaluation 0 in .*run.sqlite is unreadable"):
+            store.trace(0)
+
+
+def test_a_search_stores_each_evaluation_trace_with_its_text_clipped(tmp_path):
+    from qd.analysis.descriptors import summarize
+    from qd.domains import get_domain
+
+    domain = get_domain("retrieval-sim", n_pairs=8, n_instances=2)
+    domain.trace_text_chars = 40
+    archive = GridArchive(dims=[4, 4], ranges=[[0, 6], [0, 200]], measure_names=["log2_calls", "max_prompt_tokens"])
+    with RunStore(tmp_path / "run.sqlite") as store:
+        search = Search(domain, archive, SerialEvaluator(domain), operators={"mutation": (Mutation(domain.space), 1.0)},
+                        measures=resolve_measures(archive.measure_names, domain), budget=12, store=store,
+                        init_random=4, seed=2)
+        with search:
+            search.run()
+        rows = list(store.evaluations())
+        traces = store.traces(r.id for r in rows)
+    assert sorted(traces) == [r.id for r in rows]
+    for row in rows:
+        trace = traces[row.id]
+        assert summarize(trace) == row.trace_summary  # the stored trace is the one the summary was made from
+        llm = [s for s in trace if s["kind"] == "llm"]
+        assert llm and all(0 < len(s["input"]) <= 40 and s["output"] for s in llm)
+
+
+@pytest.mark.parametrize("chars", [0, 25])
+def test_run_trace_text_chars_reaches_the_stored_spans(tmp_path, chars):
+    from report_runs import make_run, sim_config
+
+    run_dir = make_run(sim_config(evaluations=6, init_random=6, trace_text_chars=chars), tmp_path / "run")
+    with RunStore(run_dir / "run.sqlite", readonly=True) as store:
+        spans = [s for t in store.traces(range(6)).values() for s in t if s["kind"] == "llm"]
+    assert spans
+    if chars:
+        assert all(0 < len(s["input"]) <= chars and len(s["output"]) <= chars for s in spans)
+        assert any(len(s["input"]) == chars and "…" in s["input"] for s in spans)
+    else:
+        assert not any("input" in s or "output" in s for s in spans)

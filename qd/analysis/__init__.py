@@ -10,6 +10,7 @@ from qd.analysis.descriptors import (
     DYNAMIC,
     STATIC,
     available_measures,
+    critical_path_spans,
     resolve_measures,
     summarize,
     trace_critical_path,
@@ -28,5 +29,5 @@ from qd.analysis.tracer import (
 __all__ = [
     "Tracer", "active_tracer", "current_span_id", "export_trace_json", "record_llm_call", "span", "traced",
     "BUILTINS", "DYNAMIC", "STATIC", "available_measures", "resolve_measures", "summarize",
-    "trace_critical_path", "trace_max_fanout",
+    "trace_critical_path", "trace_max_fanout", "critical_path_spans",
 ]

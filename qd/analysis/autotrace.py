@@ -16,7 +16,9 @@ HTTP (``httpx`` and ``httpx2``: ``Client.send`` / ``AsyncClient.send``)
     one (``stream_options={"include_usage": True}``), otherwise the tokens are estimated (prompt
     characters / 4, one token per streamed event) and the span carries ``tokens_estimated=True``. Each HTTP
     attempt is a call: a request the SDK retries after a 429 appears as a failed span and a
-    successful one.
+    successful one. The prompt (the request's system text, messages, prompt or contents) and the
+    answer (the response's, or a stream's deltas joined) become the span's ``input`` and ``output``
+    when the tracer keeps text (``Tracer.text_chars``).
 DSPy (``dspy.clients.execution.execute`` / ``aexecute``, used by every ``dspy.LM`` call)
     DSPy 3.4's native engine speaks HTTP over its own sockets, so DSPy calls are recorded at
     DSPy's layer, with the usage DSPy reads and its cache flag (a DSPy cache hit is a span with
@@ -62,6 +64,7 @@ from typing import Any
 
 from qd.analysis.tracer import (
     PendingCall,
+    as_text,
     begin_llm_call,
     finish_llm_call,
     flow_joined,
@@ -145,10 +148,79 @@ def _estimate_prompt_tokens(body: bytes) -> int:
     return max(1, chars // 4)
 
 
+def _request_text(body: bytes) -> str | None:
+    """The prompt of an LLM request body: its system text, then its messages, prompt, input or contents."""
+    try:
+        req = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(req, dict):
+        return None
+    parts = []
+    for key in ("system", "instructions", "systemInstruction", "messages", "prompt", "input", "contents"):
+        value = req.get(key)
+        if key in ("contents", "systemInstruction"):  # Gemini: {"role", "parts": [{"text"}]}
+            items = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+            value = [{"role": c.get("role", ""), "content": c.get("parts", [])} for c in items if isinstance(c, dict)]
+        if value:
+            parts.append(as_text(value))
+    return "\n".join(parts) if parts else None
+
+
+def _answer_pieces(obj: Any) -> list[str]:
+    """Answer text in one response body or one streamed event of the APIs :data:`LLM_PATHS` names."""
+    if not isinstance(obj, dict):
+        return []
+    out: list[str] = []
+    for choice in obj.get("choices") or ():  # OpenAI chat/completions, and their stream deltas (first choice)
+        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            continue
+        message = choice.get("message") or choice.get("delta") or {}
+        text = message.get("content") if isinstance(message, dict) else None
+        text = text if isinstance(text, str) else choice.get("text")
+        if isinstance(text, str):
+            out.append(text)
+    output = obj.get("output")  # responses API
+    for item in output if isinstance(output, list) else ():
+        parts = item.get("content") if isinstance(item, dict) else None
+        out += [p["text"] for p in parts or () if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    if obj.get("type") == "response.output_text.delta" and isinstance(obj.get("delta"), str):
+        out.append(obj["delta"])
+    content = obj.get("content")  # Anthropic messages
+    if isinstance(content, list):
+        out += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    delta = obj.get("delta")  # Anthropic stream: content_block_delta
+    if isinstance(delta, dict) and isinstance(delta.get("text"), str):
+        out.append(delta["text"])
+    for cand in obj.get("candidates") or ():  # Gemini
+        parts = (cand.get("content") or {}).get("parts") if isinstance(cand, dict) else None
+        out += [p["text"] for p in parts or () if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    message = obj.get("message")  # Ollama chat
+    if isinstance(message, dict) and isinstance(message.get("content"), str):
+        out.append(message["content"])
+    if isinstance(obj.get("response"), str):  # Ollama generate
+        out.append(obj["response"])
+    return out
+
+
+def _event_pieces(line: bytes) -> list[str]:
+    """Answer text in one line of a stream: a server-sent ``data:`` event or a JSON line (Ollama)."""
+    line = line.strip()
+    if line.startswith(b"data:"):
+        line = line[5:].strip()
+    if not line.startswith(b"{"):
+        return []
+    try:
+        return _answer_pieces(json.loads(line))
+    except ValueError:
+        return []
+
+
 class _Observer:
     """What one HTTP call has shown so far, and how to finish its span."""
 
-    __slots__ = ("call", "name", "model", "body", "tokens", "events", "done", "status", "tail", "decoder")
+    __slots__ = ("call", "name", "model", "body", "tokens", "events", "done", "status", "tail", "decoder",
+                 "keep_text", "answer", "line", "content")
 
     def __init__(self, call: PendingCall, request: Any) -> None:
         self.call = call
@@ -169,6 +241,10 @@ class _Observer:
         self.status = 0
         self.tail = b""  # the end of the last streamed chunk: a usage field may straddle two chunks
         self.decoder: Any = None  # a stream's raw bytes are still compressed (Content-Encoding gzip/deflate)
+        self.keep_text = call.tracer is not None and call.tracer.text_chars > 0
+        self.answer: list[str] = []  # a stream's answer text so far
+        self.line = b""  # a stream's unfinished last line
+        self.content: bytes | None = None  # a whole (non-streamed) response body
         call.flush = self.finish
 
     def feed(self, chunk: bytes) -> None:
@@ -181,6 +257,24 @@ class _Observer:
         self.events += chunk.count(b"data:") - chunk.count(b"[DONE]")
         self.scan(self.tail + chunk)
         self.tail = chunk[-_TAIL:]
+        if self.keep_text:
+            lines = (self.line + chunk).split(b"\n")
+            self.line = lines.pop()
+            for line in lines:
+                self.answer += _event_pieces(line)
+
+    def texts(self) -> tuple[str | None, str | None]:
+        """The call's prompt and answer text (``None`` where not seen), when the tracer keeps text."""
+        if not self.keep_text:
+            return None, None
+        if self.content is not None:
+            try:
+                answer = "".join(_answer_pieces(json.loads(self.content)))
+            except ValueError:
+                answer = ""
+        else:
+            answer = "".join(self.answer + _event_pieces(self.line))
+        return _request_text(self.body), answer or None
 
     def scan(self, data: bytes) -> None:
         if b"_tokens" in data or b"TokenCount" in data or b"eval_count" in data:
@@ -206,8 +300,9 @@ class _Observer:
             estimated = True
             t_in = _estimate_prompt_tokens(self.body) if t_in is None else t_in
             t_out = max(0, self.events) if t_out is None else t_out
+        prompt, answer = self.texts()
         finish_llm_call(self.call, name=self.name, model=self.model, tokens_in=t_in or 0, tokens_out=t_out or 0,
-                        ok=ok, error=error, estimated=estimated, via="http")
+                        ok=ok, error=error, estimated=estimated, via="http", input=prompt, output=answer)
 
 
 def _stream_classes(mod: Any) -> tuple[type, type]:
@@ -263,6 +358,7 @@ def _observe(observer: _Observer, response: Any, wrapper: type) -> None:
     content = getattr(response, "_content", None)  # set once the body was read (non-streamed requests)
     if content is not None:
         observer.scan(content)
+        observer.content = content
         observer.finish()
     elif observer.status >= 400:  # an error body left unread: the call failed, whatever it says
         observer.finish()
@@ -344,13 +440,23 @@ def _dspy_tokens(result: Any) -> tuple[int | None, int | None]:
     return sum(a or 0 for a, _ in pairs), sum(b or 0 for _, b in pairs)
 
 
-def _finish_dspy(call: PendingCall, lm: Any, result: Any, error: str = "") -> None:
+def _dspy_texts(prepared: Any, result: Any) -> tuple[Any, Any]:
+    """The prompt (messages or prompt) of a DSPy call and its answers (its outputs' text)."""
+    prompt = getattr(prepared, "messages", None) or getattr(prepared, "prompt", None)
+    outputs = getattr(result, "outputs", None) or ()
+    texts = [o if isinstance(o, str) else o.get("text") for o in outputs if isinstance(o, (str, dict))]
+    texts = [t for t in texts if isinstance(t, str)]
+    return prompt, "\n".join(texts) if texts else None
+
+
+def _finish_dspy(call: PendingCall, lm: Any, prepared: Any, result: Any, error: str = "") -> None:
     model = str(getattr(result, "response_model", None) or getattr(lm, "model", "") or "")
     t_in, t_out = _dspy_tokens(result)
     cached = bool(getattr(result, "cache_hit", False))
+    prompt, answer = _dspy_texts(prepared, result)
     finish_llm_call(call, name="dspy", model=model, tokens_in=t_in or 0, tokens_out=t_out or 0, cached=cached,
                     ok=not error, error=error, estimated=not error and not cached and (t_in is None or t_out is None),
-                    via="dspy")
+                    via="dspy", input=prompt, output=answer)
 
 
 def _patch_dspy(execution: Any) -> None:
@@ -364,11 +470,11 @@ def _patch_dspy(execution: Any) -> None:
         try:
             result = execute(lm, call_)
         except BaseException as exc:
-            _finish_dspy(call, lm, None, f"{type(exc).__name__}: {exc}")
+            _finish_dspy(call, lm, call_, None, f"{type(exc).__name__}: {exc}")
             raise
         finally:
             _IN_CALL.reset(token)
-        _finish_dspy(call, lm, result)
+        _finish_dspy(call, lm, call_, result)
         return result
 
     async def traced_aexecute(lm: Any, call_: Any) -> Any:
@@ -379,11 +485,11 @@ def _patch_dspy(execution: Any) -> None:
         try:
             result = await aexecute(lm, call_)
         except BaseException as exc:
-            _finish_dspy(call, lm, None, f"{type(exc).__name__}: {exc}")
+            _finish_dspy(call, lm, call_, None, f"{type(exc).__name__}: {exc}")
             raise
         finally:
             _IN_CALL.reset(token)
-        _finish_dspy(call, lm, result)
+        _finish_dspy(call, lm, call_, result)
         return result
 
     traced_execute.__qd_original__ = execute  # type: ignore[attr-defined]

@@ -52,7 +52,7 @@ __all__ = [
     "DYNAMIC", "STATIC", "BUILTINS", "Descriptor", "resolve_measures", "available_measures", "summarize",
     "llm_calls", "tool_calls", "tokens_in", "tokens_out", "tokens_total", "critical_path", "max_fanout",
     "latency_s", "max_prompt_tokens", "cost_usd", "n_components", "prompt_chars", "max_depth",
-    "trace_critical_path", "trace_max_fanout",
+    "trace_critical_path", "trace_max_fanout", "critical_path_spans",
 ]
 
 Descriptor = Callable[[dict, EvalResult], float]
@@ -67,7 +67,18 @@ def trace_critical_path(trace: Sequence[Span]) -> int:
     """Longest chain of dependent LLM calls in ``trace`` (see the module docstring).
 
     Dependencies on ids absent from the trace are ignored; a cycle (which well-formed traces
-    cannot have) is cut where it closes.
+    cannot have) is cut where it closes. The chain itself is :func:`critical_path_spans`.
+    """
+    by_id = {s["id"]: s for s in trace if "id" in s}
+    return sum(by_id[sid].get("kind") == "llm" for sid in critical_path_spans(trace))
+
+
+def critical_path_spans(trace: Sequence[Span]) -> list[int]:
+    """Span ids of one longest chain of dependent LLM calls, first to last (``critical_path`` counts its LLM calls).
+
+    The chain runs through ``deps`` and, for tool/step spans, the calls made inside them (module
+    docstring), so it may hold tool or step spans between LLM calls; of several longest chains the
+    one ending at the LLM call with the lowest span id is taken, and at each step the input with the lowest id.
     """
     by_id = {s["id"]: s for s in trace if "id" in s}
     children: dict[int, list[int]] = defaultdict(list)
@@ -76,6 +87,7 @@ def trace_critical_path(trace: Sequence[Span]) -> int:
         if parent is not None and parent in by_id and s.get("id") is not None:
             children[parent].append(s["id"])
     depth: dict[int, int] = {}
+    best_input: dict[int, int | None] = {}
     on_stack: set[int] = set()
 
     def inputs(sid: int) -> list[int]:
@@ -100,9 +112,22 @@ def trace_critical_path(trace: Sequence[Span]) -> int:
                 continue
             stack.pop()
             on_stack.discard(sid)
-            best = max((depth.get(d, 0) for d in inputs(sid)), default=0)
-            depth[sid] = best + (1 if by_id[sid].get("kind") == "llm" else 0)
-    return max(depth.values(), default=0)
+            done = sorted(d for d in set(inputs(sid)) if d in depth)  # an input still on the stack closes a cycle
+            best = max(done, key=lambda d: depth[d], default=None)  # max keeps the first (lowest id) of ties
+            best_input[sid] = best
+            depth[sid] = (depth[best] if best is not None else 0) + (1 if by_id[sid].get("kind") == "llm" else 0)
+    if not depth or max(depth.values()) == 0:
+        return []
+    top = max(depth.values())
+    end: int | None = min(sid for sid, d in depth.items() if d == top and by_id[sid].get("kind") == "llm")
+    chain = []
+    while end is not None:
+        chain.append(end)
+        end = best_input[end]
+    chain.reverse()
+    # a chain starts at its first LLM call: what it read before that adds no length
+    first = next(i for i, sid in enumerate(chain) if by_id[sid].get("kind") == "llm")
+    return chain[first:]
 
 
 def trace_max_fanout(trace: Sequence[Span]) -> int:

@@ -1,14 +1,16 @@
-"""Full traces of chosen configurations (elites): the run store keeps only trace summaries.
+"""Full traces of chosen configurations (elites), as files.
 
-A trace is recorded while a configuration runs, so the full trace of an elite is obtained by running
-it again under a tracer. Domains whose LLM calls go through a request cache (or are deterministic,
-like the simulated retrieval backend) replay the same calls at no cost: the spans are the same
-logical calls, marked ``cached=True`` where the cache answered.
+The run store keeps every evaluation's trace (``RunStore.trace``); :func:`write_trace_files`
+writes stored ones. A store written before qd kept traces has none, and :func:`export_elite_traces`
+records an elite's trace by running it again under a tracer. Domains whose LLM calls go through
+a request cache (or are deterministic, like the simulated retrieval backend) replay the same
+calls at no cost: the spans are the same logical calls, marked ``cached=True`` where the cache
+answered.
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from qd.analysis.tracer import export_trace_json
 from qd.evaluation import evaluate_config
 from qd.result import Span
 
-__all__ = ["trace_config", "export_elite_traces"]
+__all__ = ["trace_config", "export_elite_traces", "rerun_traces", "write_trace_files"]
 
 
 def trace_config(domain: Any, config: dict) -> tuple[list[Span], Any]:
@@ -49,16 +51,29 @@ def export_elite_traces(domain: Any, elites: Iterable[dict], directory: str | Pa
     -------
     list of Path
         The files written, in the order of ``elites``. Each holds ``spans``, ``summary`` and
-        ``meta`` (elite id, archived objective, re-run fitness and status, configuration).
+        ``meta`` (elite id, archived objective, re-run fitness and status, configuration, and
+        ``source: "rerun"``).
+    """
+    return write_trace_files(rerun_traces(domain, elites), directory)
+
+
+def rerun_traces(domain: Any, elites: Iterable[dict]) -> Iterator[tuple[dict[str, Any], list[Span]]]:
+    """``(meta, spans)`` of each elite, run again under a tracer (meta as :func:`export_elite_traces` writes it)."""
+    for i, elite in enumerate(elites):
+        spans, result = trace_config(domain, elite["solution"])
+        yield ({"elite_id": elite.get("id", i), "objective": float(elite["objective"]),
+                "rerun_fitness": float(result.fitness), "rerun_status": result.status,
+                "config": elite["solution"], "source": "rerun"}, spans)
+
+
+def write_trace_files(items: Iterable[tuple[dict[str, Any], list[Span]]], directory: str | Path) -> list[Path]:
+    """Write each ``(meta, spans)`` as ``DIRECTORY/elite-<meta["elite_id"]>.json`` (:func:`export_trace_json`).
+
+    Returns the files written, in order.
     """
     directory = Path(directory)
     paths = []
-    for i, elite in enumerate(elites):
-        spans, result = trace_config(domain, elite["solution"])
-        ident = elite.get("id", i)
-        name = re.sub(r"[^0-9A-Za-z_-]", "_", str(ident))
-        meta = {"elite_id": ident, "objective": float(elite["objective"]),
-                "rerun_fitness": float(result.fitness), "rerun_status": result.status,
-                "config": elite["solution"]}
+    for meta, spans in items:
+        name = re.sub(r"[^0-9A-Za-z_-]", "_", str(meta["elite_id"]))
         paths.append(export_trace_json(spans, directory / f"elite-{name}.json", meta=meta))
     return paths

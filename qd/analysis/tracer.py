@@ -19,6 +19,9 @@ Span conventions
     Ids whose outputs this operation consumed (data flow; defines the critical path).
 ``start_s``
     Wall-clock epoch seconds (``time.time()``), like :class:`qd.llm.LLMClient` records.
+``input``, ``output``
+    An LLM call's prompt and answer text where the recorder saw them, clipped to the tracer's
+    ``text_chars`` (:func:`qd.result.clip_text`; ``[run] trace_text_chars``); absent with 0.
 
 Inferred data flow
 ------------------
@@ -61,9 +64,9 @@ from typing import Any, TypeVar
 
 from qd.analysis.descriptors import summarize
 from qd.llm.prices import DEFAULT_PRICES, Price, cost_of
-from qd.result import Span
+from qd.result import DEFAULT_TRACE_TEXT_CHARS, Span, clip_text
 
-__all__ = ["Tracer", "active_tracer", "span", "traced", "record_llm_call", "export_trace_json", "KINDS",
+__all__ = ["Tracer", "active_tracer", "as_text", "span", "traced", "record_llm_call", "export_trace_json", "KINDS",
            "PendingCall", "begin_llm_call", "finish_llm_call", "take_untraced", "fork_context", "run_forked",
            "flow_joined"]
 
@@ -291,12 +294,13 @@ def begin_llm_call(deps: Sequence[int | None] | None = None) -> PendingCall:
 
 def finish_llm_call(call: PendingCall, *, name: str, model: str, tokens_in: int, tokens_out: int,
                     cached: bool = False, ok: bool = True, error: str = "", estimated: bool = False,
-                    via: str = "") -> int | None:
+                    via: str = "", input: Any = None, output: Any = None) -> int | None:
     """Record a call begun by :func:`begin_llm_call` as an ``llm`` span; its id, or ``None`` if untraced.
 
     The cost comes from the tracer's price table (:func:`qd.llm.prices.cost_of`); a model missing
     from it is marked ``unpriced`` (and costs 0). ``estimated`` marks token counts the endpoint did
-    not report.
+    not report. ``input`` and ``output`` (prompt and answer text) are kept clipped to the tracer's
+    ``text_chars``.
     """
     latency = time.perf_counter() - call.t0
     tracer = call.tracer
@@ -316,6 +320,7 @@ def finish_llm_call(call: PendingCall, *, name: str, model: str, tokens_in: int,
         extra["via"] = via
     if not call.in_context:
         extra["attributed"] = "process"
+    extra.update(tracer.text(input, output))
     with tracer._lock:
         if call not in tracer._pending:
             return None  # already flushed when the tracer exited
@@ -349,13 +354,14 @@ class Tracer:
     ['tool', 'llm']
     """
 
-    def __init__(self, prices: Mapping[str, Price] | None = None) -> None:
+    def __init__(self, prices: Mapping[str, Price] | None = None, text_chars: int = DEFAULT_TRACE_TEXT_CHARS) -> None:
         self._spans: list[Span] = []
         self._lock = threading.Lock()
         self._tokens: list[tuple[contextvars.Token, ...]] = []
         self._pending: set[PendingCall] = set()
         self._entered = 0  # open `with` blocks: a closed tracer takes no more calls from stray threads
         self.prices: Mapping[str, Price] = DEFAULT_PRICES if prices is None else prices
+        self.text_chars = int(text_chars)  # characters of prompt and answer text kept per span (0: none)
         self.start_wall: float = time.time()
 
     # -- context manager ------------------------------------------------------------------------
@@ -392,6 +398,13 @@ class Tracer:
     def __len__(self) -> int:
         return len(self._spans)
 
+    def text(self, input: Any, output: Any) -> dict[str, str]:
+        """A span's ``input``/``output`` fields: the texts given (:func:`as_text`) clipped to :attr:`text_chars`."""
+        if self.text_chars <= 0:
+            return {}
+        return {k: clip_text(as_text(v), self.text_chars) for k, v in (("input", input), ("output", output))
+                if v is not None}
+
     def _add(self, **fields: Any) -> int:
         with self._lock:
             sid = len(self._spans)
@@ -406,10 +419,11 @@ class Tracer:
     def add_span(self, *, kind: str, name: str, parent_id: int | None = None, deps: Sequence[int | None] | None = None,
                  model: str = "", tokens_in: int = 0, tokens_out: int = 0, cached: bool = False,
                  latency_s: float = 0.0, start_s: float | None = None, ok: bool = True, error: str = "",
-                 cost_usd: float = 0.0) -> int:
+                 cost_usd: float = 0.0, input: Any = None, output: Any = None) -> int:
         """Append a finished span directly (no context needed) and return its id.
 
-        Useful for domains that simulate calls, or to replay a trace.
+        Useful for domains that simulate calls, or to replay a trace. ``input`` and ``output``
+        (prompt and answer text) are kept clipped to :attr:`text_chars`.
         """
         if kind not in KINDS:
             raise ValueError(f"span kind {kind!r} not in {list(KINDS)}")
@@ -417,8 +431,27 @@ class Tracer:
             parent_id=parent_id, deps=_clean_deps(deps), kind=kind, name=str(name), model=str(model),
             tokens_in=int(tokens_in), tokens_out=int(tokens_out), cached=bool(cached), latency_s=float(latency_s),
             start_s=float(time.time() if start_s is None else start_s), ok=bool(ok), error=str(error),
-            cost_usd=float(cost_usd),
+            cost_usd=float(cost_usd), **self.text(input, output),
         )
+
+
+def as_text(value: Any) -> str:
+    """A prompt or answer as one text: a string as it is, chat messages as ``role: content`` lines.
+
+    Message content given as parts (``[{"type": "text", "text": ...}, ...]``) keeps its text parts;
+    anything else is shown as compact JSON.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "content" in value:
+        content = value["content"]
+        role = value.get("role")
+        return f"{role}: {as_text(content)}" if role else as_text(content)
+    if isinstance(value, dict) and isinstance(value.get("text"), str):
+        return value["text"]
+    if isinstance(value, (list, tuple)):
+        return "\n".join(as_text(v) for v in value)
+    return json.dumps(value, default=str, separators=(",", ":"))
 
 
 def active_tracer() -> Tracer | None:
@@ -499,14 +532,16 @@ def traced(kind: str = "tool", name: str | None = None) -> Callable[[F], F]:
 
 def record_llm_call(*, name: str, model: str, tokens_in: int, tokens_out: int, cached: bool, latency_s: float,
                     start_s: float, ok: bool = True, error: str = "", cost_usd: float | None = None,
-                    deps: Sequence[int | None] | None = None) -> int | None:
+                    deps: Sequence[int | None] | None = None, input: Any = None, output: Any = None) -> int | None:
     """Record one logical LLM call (cache hits too) with the active tracer.
 
     Returns the span id, or ``None`` (doing nothing) when no tracer is active. The parent is
     the innermost open span of the calling context; ``deps=None`` infers the deps from the
     calling flow (module docstring). ``cost_usd`` is the caller's price of the call; ``None``
     (no price from the caller) prices it from the tracer's table (:func:`qd.llm.prices.cost_of`),
-    and a model missing there too costs 0 and is marked ``unpriced``.
+    and a model missing there too costs 0 and is marked ``unpriced``. ``input`` and ``output`` are
+    the prompt (a string or chat messages) and the answer, kept as text (:func:`as_text`) clipped
+    to the tracer's ``text_chars``.
     """
     tracer = _TRACER.get()
     if tracer is None:
@@ -519,7 +554,7 @@ def record_llm_call(*, name: str, model: str, tokens_in: int, tokens_out: int, c
         cost_usd = cost_of(tracer.prices, model, tokens_in, tokens_out)
     sid = tracer.add_span(kind="llm", name=name, parent_id=_PARENT.get(), deps=deps, model=model,
                           tokens_in=tokens_in, tokens_out=tokens_out, cached=cached, latency_s=latency_s,
-                          start_s=start_s, ok=ok, error=error, cost_usd=cost_usd or 0.0)
+                          start_s=start_s, ok=ok, error=error, cost_usd=cost_usd or 0.0, input=input, output=output)
     with tracer._lock:
         flow.last = [sid] if ok else list(deps)
         if cost_usd is None:

@@ -324,6 +324,11 @@ class _Call:
     start_wall: float
     last_cause: str = ""  # of the latest failed attempt
 
+    @property
+    def prompt(self) -> Any:
+        """What the call asks: the prompt text, or the chat messages (the span's ``input``)."""
+        return self.req.get("messages", self.req.get("prompt"))
+
 
 class LLMClient(LLMEndpoint):
     r"""OpenAI-compatible client with retries, cache, concurrency limit, accounting and tracing.
@@ -639,7 +644,7 @@ class LLMClient(LLMEndpoint):
         span = _record_span(
             name=call.name, model=hit.get("model") or self.model, tokens_in=hit["tokens_in"],
             tokens_out=hit["tokens_out"], cached=True, latency_s=latency, start_s=call.start_wall, ok=True,
-            cost_usd=cost, deps=call.deps,
+            cost_usd=cost, deps=call.deps, input=call.prompt, output=hit["text"],
         )
         return LLMResponse(hit["text"], hit["tokens_in"], hit["tokens_out"], latency, True, cost or 0.0, span,
                            hit.get("finish_reason", ""), hit.get("model", ""))
@@ -655,7 +660,7 @@ class LLMClient(LLMEndpoint):
         self._outcome(None)
         span = _record_span(name=call.name, model=model or self.model, tokens_in=t_in, tokens_out=t_out,
                             cached=False, latency_s=latency, start_s=call.start_wall, ok=True, cost_usd=cost,
-                            deps=call.deps)
+                            deps=call.deps, input=call.prompt, output=text)
         return LLMResponse(text, t_in, t_out, latency, False, cost or 0.0, span, finish, model)
 
     def _fail(self, call: _Call, attempts: int, message: str, retryable: bool, cause: str) -> LLMError:
@@ -667,7 +672,7 @@ class LLMClient(LLMEndpoint):
         # The span's cost is 0, or None for a model the price table lacks (marked unpriced, as on success).
         _record_span(name=call.name, model=self.model, tokens_in=0, tokens_out=0, cached=False, latency_s=latency,
                      start_s=call.start_wall, ok=False, error=message, cost_usd=self._cost(self.model, 0, 0),
-                     deps=call.deps)
+                     deps=call.deps, input=call.prompt)
         where = self.base_url or "the embedded model"
         verb = "failed after" if retryable else "failed (not retryable) after"
         return LLMError(
