@@ -28,6 +28,7 @@ class Span(TypedDict, total=False):
     ok: bool
     error: str
     cost_usd: float
+    example: int  # the example (instance) of the evaluation it ran for; absent outside examples
 
 
 Trace = list[Span]
@@ -107,6 +108,7 @@ _SPAN_FIELDS: dict[str, tuple[Any, str]] = {
     "ok": (lambda v: isinstance(v, bool), "true or false"),
     "error": (lambda v: isinstance(v, str), "a string"),
     "cost_usd": (lambda v: _is_real(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    "example": (_is_int, "an integer (the example's index)"),
 }
 
 
@@ -131,7 +133,7 @@ def check_span(span: Any, index: int = 0) -> Span:
     for name, (ok, allowed) in _SPAN_FIELDS.items():
         if name in out and not ok(out[name]):
             raise _bad(f"{where}.{name}", allowed, out[name])
-    for name in ("id", "tokens_in", "tokens_out"):
+    for name in ("id", "tokens_in", "tokens_out", "example"):
         if name in out:
             out[name] = int(out[name])
     for name in ("latency_s", "start_s", "cost_usd"):

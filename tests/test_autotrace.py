@@ -488,3 +488,63 @@ def test_a_compressed_stream_keeps_its_reported_tokens():
     assert text == "one two"
     (span,) = tracer.spans
     assert (span["tokens_in"], span["tokens_out"]) == (11, 7) and "tokens_estimated" not in span
+
+
+# -- requests, and calls the client gave up on -----------------------------------------------------
+class RequestsPipeline(Domain):
+    """Calls the chat API with `requests`, plain and streamed, as hand-written clients do."""
+
+    space = Space({"patterns": Categorical(["plain", "stream"])})
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+
+    def evaluate(self, config: dict) -> EvalResult:
+        import requests
+
+        url = self.base_url + "/chat/completions"
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "over requests"}]}
+        if config["patterns"] == "plain":
+            requests.post(url, json=body, timeout=30).json()
+        else:
+            with requests.post(url, json={**body, "stream": True, "stream_options": {"include_usage": True}},
+                               stream=True, timeout=30) as response:
+                lines = [line for line in response.iter_lines() if line]
+            assert lines[-1] == b"data: [DONE]"
+        return EvalResult(fitness=1.0)
+
+
+@pytest.mark.parametrize("pattern", ["plain", "stream"])
+def test_calls_made_with_requests_are_spans_with_the_tokens_the_server_counted(server, pattern):
+    result, summary, served = run(RequestsPipeline(server.base_url), server, pattern)
+    assert summary["llm_calls"] == served["calls"] == 1
+    assert (summary["tokens_in"], summary["tokens_out"]) == (served["tokens_in"], served["tokens_out"])
+    (span,) = result.trace
+    assert span["via"] == "http" and span["ok"] and "tokens_estimated" not in span
+    assert "untraced_llm_calls" not in result.metrics
+
+
+def test_a_call_the_client_cancelled_is_a_failed_span_marked_cancelled_with_estimated_tokens():
+    with CountingOpenAI(delay_s=1.0) as slow:
+        class GivesUp(Domain):
+            space = Space({"patterns": Categorical(["x"])})
+
+            def evaluate(self, config: dict) -> EvalResult:
+                async def main() -> None:
+                    client = openai.AsyncOpenAI(base_url=slow.base_url, api_key="k", max_retries=0)
+                    with pytest.raises(TimeoutError):
+                        await asyncio.wait_for(client.chat.completions.create(
+                            model="gpt-4o-mini", messages=[{"role": "user", "content": "a prompt of some words"}]),
+                            timeout=0.2)
+                asyncio.run(main())
+                return EvalResult(fitness=0.0)
+
+        result, summary, _ = run(GivesUp(), slow, "x")
+        deadline = time.monotonic() + 10
+        while slow.served()["calls"] < 1 and time.monotonic() < deadline:  # the server computes it all the same
+            time.sleep(0.05)
+        assert slow.served()["calls"] == 1
+    (span,) = result.trace
+    assert (span["ok"], span["cancelled"], span["tokens_estimated"]) == (False, True, True)
+    assert span["tokens_in"] > 0 and "CancelledError" in span["error"]
+    assert (summary["llm_calls"], summary["failed_calls"], summary["cancelled_calls"]) == (1, 1, 1)

@@ -459,3 +459,65 @@ def test_a_run_whose_pipeline_always_fails_says_so_during_the_run_in_its_summary
         assert (failed["evaluations"], failed["examples"]) == ((4, 0) if attribute == "crashing" else (0, 12))
     finally:
         sys.modules.pop(name, None)
+
+
+# -- defects of issue 22 ---------------------------------------------------------------------------
+def examples_seen(config: dict, result) -> float:
+    """A descriptor a user names as 'module:function' in FunctionDomain(measures=...)."""
+    return float(len(result.scores))
+
+
+def test_a_module_function_measure_of_a_function_domain_is_computed_not_read_from_the_result(monkeypatch):
+    from qd.analysis import resolve_measures
+    from qd.analysis.measuring import measure_result
+
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    name = "test_user_domain:examples_seen"
+    domain = qd.FunctionDomain(SPACE, [1, 2, 3], lambda c, e: 1.0, measures={name: (0, 10)})
+    result = evaluate_config(domain, {"k": 1})
+    values = measure_result({"k": 1}, result, resolve_measures(domain.default_measures, domain),
+                            domain.default_measures)
+    assert result.status == "ok", result.error
+    assert values[name] == 3.0
+
+
+def test_measures_given_as_a_list_of_names_take_their_ranges_from_the_run_config():
+    domain = qd.FunctionDomain(SPACE, [1], lambda c, e: 1.0, measures=["llm_calls", "tokens_total"], bins=4)
+    assert domain.default_measures == ("llm_calls", "tokens_total") and domain.default_bins == (4, 4)
+    assert domain.default_ranges == ()
+    from qd.config import ConfigError, resolve_config
+    from qd.runner import resolve_measures_config
+
+    config = resolve_config({"domain": {"name": "x"}})
+    with pytest.raises(ConfigError, match=r"archive.ranges is required .*: llm_calls, tokens_total"):
+        resolve_measures_config(config, domain)
+    config["archive"]["ranges"] = [[0, 8], [0, 400]]
+    assert resolve_measures_config(config, domain) == (["llm_calls", "tokens_total"], [[0, 8], [0, 400]], [4, 4])
+    with pytest.raises(ValueError, match=r"measures: 'tokens' is not a built-in descriptor"):
+        qd.FunctionDomain(SPACE, [1], lambda c, e: 1.0, measures=["llm_calls", "tokens"])
+
+
+AUTOTRACE_OFF = '''
+import warnings
+import qd
+from qd.evaluation import evaluate_config
+
+seen = []
+domain = qd.FunctionDomain(qd.Space({"k": qd.Int(0, 3)}), [0, 1, 2, 3], lambda c, e: seen.append(qd.pipeline_llm().model) or 1.0,
+                           concurrency=2, uses_llm=False)
+domain.pipeline_llm = qd.PipelineLLM(base_url="http://127.0.0.1:9/v1", model="the-runs-model")
+with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    result = evaluate_config(domain, {"k": 1})
+print(result.status, result.metrics["failed_examples"], sorted(set(seen)))
+'''
+
+
+def test_with_autotrace_off_the_example_threads_keep_the_evaluations_pipeline_llm():
+    import os
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", AUTOTRACE_OFF], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "QD_AUTOTRACE": "0"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ok", "0", "['the-runs-model']"]
