@@ -503,8 +503,8 @@ import qd
 from qd.evaluation import evaluate_config
 
 seen = []
-domain = qd.FunctionDomain(qd.Space({"k": qd.Int(0, 3)}), [0, 1, 2, 3], lambda c, e: seen.append(qd.pipeline_llm().model) or 1.0,
-                           concurrency=2, uses_llm=False)
+domain = qd.FunctionDomain(qd.Space({"k": qd.Int(0, 3)}), [0, 1, 2, 3],
+                           lambda c, e: seen.append(qd.pipeline_llm().model) or 1.0, concurrency=2, uses_llm=False)
 domain.pipeline_llm = qd.PipelineLLM(base_url="http://127.0.0.1:9/v1", model="the-runs-model")
 with warnings.catch_warnings():
     warnings.simplefilter("error")
