@@ -650,3 +650,14 @@ def test_a_pipeline_calling_its_own_endpoint_starts_no_embedded_model(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"uses_llm": False, "server": False, "ok": 4}
     assert served["calls"] == 4 * 2
+
+
+def test_a_pipeline_llm_sent_to_a_worker_without_a_running_model_warns_before_loading_one_there():
+    import subprocess
+
+    code = ("import pickle, warnings; from qd.llm.pipeline import PipelineLLM\n"
+            "clone = pickle.loads(pickle.dumps(PipelineLLM()))  # the driver runs no embedded model\n"
+            "warnings.simplefilter('error')\n"
+            "try:\n    clone.resolved_base_url()\nexcept UserWarning as w:\n    print(w)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "declare uses_llm=True on the domain" in done.stdout, done.stderr
