@@ -17,6 +17,7 @@ import pytest
 from autotrace_domains import CALLS, PATTERNS, UserPipeline
 from counting_openai import CountingOpenAI
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qd.analysis import Tracer, autotrace, summarize
 from qd.analysis.tracer import begin_llm_call, finish_llm_call, take_untraced
@@ -548,3 +549,55 @@ def test_a_call_the_client_cancelled_is_a_failed_span_marked_cancelled_with_esti
     assert (span["ok"], span["cancelled"], span["tokens_estimated"]) == (False, True, True)
     assert span["tokens_in"] > 0 and "CancelledError" in span["error"]
     assert (summary["llm_calls"], summary["failed_calls"], summary["cancelled_calls"]) == (1, 1, 1)
+
+
+# -- examples: structure per example ---------------------------------------------------------------
+@settings(max_examples=30, deadline=None)
+@given(programs=st.lists(_programs(), min_size=1, max_size=4), workers=st.integers(1, 4), reverse=st.booleans())
+def test_each_examples_structure_is_its_own_whatever_the_concurrency_and_order(programs, workers, reverse):
+    from qd.analysis import trace_critical_path, trace_max_fanout
+    from qd.analysis.descriptors import split_examples
+    from qd.analysis.tracer import example_scope
+
+    autotrace.install()
+    alone = []
+    for program in programs:  # each program run by itself, in a trace of its own
+        with Tracer() as tracer:
+            _run_program(program)
+        alone.append((trace_critical_path(tracer.spans), trace_max_fanout(tracer.spans)))
+
+    def example(item: tuple) -> None:
+        index, program = item
+        with example_scope(index):
+            _run_program(program)
+
+    order = list(enumerate(programs))[::-1] if reverse else list(enumerate(programs))
+    with Tracer() as together:
+        if workers == 1:
+            for item in order:
+                example(item)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(example, order))
+    spans = together.spans
+    assert {s["example"] for s in spans} == set(range(len(programs)))
+    for group in split_examples(spans):
+        index = group[0]["example"]
+        assert (trace_critical_path(group), trace_max_fanout(group)) == alone[index]
+    assert trace_critical_path(spans) == max(c for c, _ in alone)
+    assert trace_max_fanout(spans) == max(f for _, f in alone)
+
+
+def test_a_failed_call_counts_as_a_call_and_is_no_node_of_the_data_flow():
+    from qd.analysis import trace_critical_path, trace_max_fanout
+
+    with Tracer() as tracer:  # an answer, then a call that fails and is not retried
+        _call()
+        _call(ok=False)
+    summary = summarize(tracer.spans)
+    assert (summary["llm_calls"], summary["failed_calls"]) == (2, 1)
+    assert (trace_critical_path(tracer.spans), trace_max_fanout(tracer.spans)) == (1, 1)
+    with Tracer() as alone:
+        _call(ok=False)
+    assert (summarize(alone.spans)["llm_calls"], trace_critical_path(alone.spans), trace_max_fanout(alone.spans)) \
+        == (1, 0, 0)
