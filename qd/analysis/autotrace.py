@@ -236,6 +236,31 @@ class _Observer:
         self.finish(f"{type(exc).__name__}: {exc}", cancelled=_gave_up(exc))
 
 
+def _fed(observer: _Observer, chunks: Any) -> Any:
+    """``chunks`` of a streamed response, each read by ``observer`` on the way; the call ends with them."""
+    try:
+        for chunk in chunks:
+            observer.feed(chunk)
+            yield chunk
+    except BaseException as exc:
+        observer.fail(exc)
+        raise
+    observer.finish()
+
+
+@contextlib.contextmanager
+def _recording(observer: _Observer) -> Any:
+    """Around sending an observed request: inner layers record nothing, and a failure ends the call."""
+    token = _IN_CALL.set(True)
+    try:
+        yield
+    except BaseException as exc:
+        observer.fail(exc)
+        raise
+    finally:
+        _IN_CALL.reset(token)
+
+
 def _stream_classes(mod: Any) -> tuple[type, type]:
     """Byte-stream wrappers for one HTTP module (httpx or httpx2) that feed an observer."""
 
@@ -244,15 +269,7 @@ def _stream_classes(mod: Any) -> tuple[type, type]:
             self._inner, self._observer = inner, observer
 
         def __iter__(self) -> Any:
-            observer = self._observer
-            try:
-                for chunk in self._inner:
-                    observer.feed(chunk)
-                    yield chunk
-            except BaseException as exc:
-                observer.fail(exc)
-                raise
-            observer.finish()
+            yield from _fed(self._observer, self._inner)
 
         def close(self) -> None:
             try:
@@ -318,14 +335,8 @@ def _patch_http(mod: Any) -> None:
         observer = observed(self, request)
         if observer is None:
             return send(self, request, *args, **kwargs)
-        token = _IN_CALL.set(True)
-        try:
+        with _recording(observer):
             response = send(self, request, *args, **kwargs)
-        except BaseException as exc:
-            observer.fail(exc)
-            raise
-        finally:
-            _IN_CALL.reset(token)
         _observe(observer, response, sync_wrapper)
         return response
 
@@ -333,14 +344,8 @@ def _patch_http(mod: Any) -> None:
         observer = observed(self, request)
         if observer is None:
             return await asend(self, request, *args, **kwargs)
-        token = _IN_CALL.set(True)
-        try:
+        with _recording(observer):
             response = await asend(self, request, *args, **kwargs)
-        except BaseException as exc:
-            observer.fail(exc)
-            raise
-        finally:
-            _IN_CALL.reset(token)
         _observe(observer, response, async_wrapper)
         return response
 
@@ -370,14 +375,7 @@ def _observe_requests(observer: _Observer, response: Any) -> None:
     inner, close = raw.stream, response.close
 
     def stream(*args: Any, **kwargs: Any) -> Any:
-        try:
-            for chunk in inner(*args, **kwargs):
-                observer.feed(chunk)
-                yield chunk
-        except BaseException as exc:
-            observer.fail(exc)
-            raise
-        observer.finish()
+        return _fed(observer, inner(*args, **kwargs))
 
     def closing() -> None:
         try:
@@ -399,14 +397,8 @@ def _patch_requests(sessions: Any) -> None:
         if not _is_llm_post(request.method or "", path, lambda: _requests_body(request.body)):
             return send(self, request, **kwargs)
         observer = _Observer(begin_llm_call(), path, _requests_body(request.body))
-        token = _IN_CALL.set(True)
-        try:
+        with _recording(observer):
             response = send(self, request, **kwargs)
-        except BaseException as exc:
-            observer.fail(exc)
-            raise
-        finally:
-            _IN_CALL.reset(token)
         _observe_requests(observer, response)
         return response
 
