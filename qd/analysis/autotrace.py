@@ -269,7 +269,7 @@ def _stream_classes(mod: Any) -> tuple[type, type]:
             self._inner, self._observer = inner, observer
 
         def __iter__(self) -> Any:
-            yield from _fed(self._observer, self._inner)
+            return _fed(self._observer, self._inner)
 
         def close(self) -> None:
             try:
