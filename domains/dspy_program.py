@@ -12,7 +12,10 @@ The space is derived from the program. Each *slot* (an attribute holding a ``dsp
 ``instruction`` (:class:`~qd.space.Text`)
     The signature's instructions (the program's own as the default).
 ``demos`` (:class:`~qd.space.Int`, 0..``max_demos``)
-    How many trainset examples the slot shows as labelled demos (the first ones).
+    How many labelled demos the slot shows: the first ones of the *demo pool*, examples that are
+    never scored, so a configuration cannot score by repeating an answer it was shown. The pool is
+    ``demoset`` when given, else the first ``min(max_demos, len(trainset) // 2)`` trainset examples,
+    and the search scores the rest. (No parameter when the pool is empty.)
 ``kind`` (:class:`~qd.space.Categorical`)
     ``"Predict"`` or ``"ChainOfThought"``: the slot is rebuilt as that module over the same signature.
 
@@ -23,9 +26,11 @@ program state (``program.load(path)``) and as a whole saved program (``dspy.load
 
 Calls go to the run's ``[llm]`` endpoint (:func:`qd.pipeline_llm`; ``pipeline_model`` picks another
 model than the operators') with DSPy's cache off, so every evaluation's trace counts its real calls.
-The objective is the metric's mean over the trainset; an example whose program or metric fails
-(e.g. a small model's reply DSPy cannot parse) scores 0 and is reported with its index. The
-default map is accuracy over ``llm_calls`` x ``tokens_total``.
+The objective is the metric's mean over the scored examples (the trainset less the demo pool); an
+example whose program or metric fails (e.g. a small model's reply DSPy cannot parse) scores 0 and is
+reported with its index. The default map is accuracy over ``llm_calls_per_example`` x
+``tokens_total_per_example`` (one example's calls and tokens, on average); ``critical_path`` and
+``max_fanout`` describe one example (the largest), as for every :class:`~qd.FunctionDomain`.
 """
 from __future__ import annotations
 
@@ -98,8 +103,11 @@ class DSPyDomain(FunctionDomain):
     program : dspy.Module
         The program (it is copied, never changed); it needs at least one Predict/ChainOfThought attribute.
     trainset : sequence of dspy.Example
-        Examples with inputs marked (``.with_inputs(...)``); the search scores on these and takes
-        demos from them.
+        Examples with inputs marked (``.with_inputs(...)``). The search scores on these, less the
+        first ``min(max_demos, len(trainset) // 2)`` when no ``demoset`` is given: those are the
+        demo pool, never scored.
+    demoset : sequence of dspy.Example, optional
+        Labelled examples the slots show as demos (never scored); the whole trainset is then scored.
     metric : callable
         ``metric(example, prediction) -> float | bool`` (DSPy's convention; a ``trace`` argument is
         passed as ``None`` when the metric takes one).
@@ -110,20 +118,22 @@ class DSPyDomain(FunctionDomain):
     temperature : (float, float)
         Range of the LM temperature.
     max_demos : int
-        Most demos per slot.
+        Most demos per slot (and the most examples the demo pool takes from the trainset).
     max_instruction_chars : int
         Longest instruction the space allows.
     max_tokens : int
         Completion limit of each LM call.
     measures : mapping, optional
-        Default measures and ranges; default ``llm_calls`` and ``tokens_total`` with ranges from
-        the program's size.
+        Default measures and ranges; default ``llm_calls_per_example`` and
+        ``tokens_total_per_example`` (one example's calls and tokens on average; ``llm_calls`` and
+        ``tokens_total`` count the whole evaluation) with ranges from the program's size.
     concurrency : int
         Examples run at once.
     """
 
     def __init__(self, program: dspy.Module, trainset: Sequence[Any], metric: Callable[..., Any], *,
-                 devset: Sequence[Any] | None = None, models: Sequence[str] | None = None,
+                 devset: Sequence[Any] | None = None, demoset: Sequence[Any] | None = None,
+                 models: Sequence[str] | None = None,
                  temperature: tuple[float, float] = (0.0, 1.5), max_demos: int = 4, max_instruction_chars: int = 600,
                  max_tokens: int = 256, measures: dict[str, tuple[float, float]] | None = None,
                  concurrency: int = 4, name: str = "dspy") -> None:
@@ -137,20 +147,28 @@ class DSPyDomain(FunctionDomain):
         self._metric_takes_trace = len(inspect.signature(metric).parameters) >= 3
         self.models = list(models or [])
         self.max_tokens = int(max_tokens)
+        trainset = list(trainset)
+        if demoset is None:  # demos from examples the search never scores (no answer leakage)
+            pool = min(max_demos, len(trainset) // 2)
+            self.demo_pool, scored = trainset[:pool], trainset[pool:]
+        else:
+            self.demo_pool, scored = list(demoset), trainset
+        most_demos = min(max_demos, len(self.demo_pool))
         params: dict[str, Any] = {}
         for path, _, _, module in slots:
             instructions = _base_signature(module).instructions or ""
-            params[path] = Space({
-                "instruction": Text(max(max_instruction_chars, len(instructions)), default=instructions),
-                "demos": Int(0, min(max_demos, len(trainset))),
-                "kind": Categorical(list(KINDS)),
-            })
+            slot: dict[str, Any] = {"instruction": Text(max(max_instruction_chars, len(instructions)),
+                                                        default=instructions)}
+            if most_demos:
+                slot["demos"] = Int(0, most_demos)
+            slot["kind"] = Categorical(list(KINDS))
+            params[path] = Space(slot)
         params["temperature"] = Float(float(temperature[0]), float(temperature[1]))
         if len(self.models) > 1:
             params["model"] = Categorical(self.models)
-        calls = 2 * len(slots) * len(trainset)
-        measures = measures or {"llm_calls": (0, calls), "tokens_total": (0, calls * 800)}
-        super().__init__(Space(params), list(trainset), self._score_example, validation=devset, measures=measures,
+        calls = 2 * len(slots)  # per example: a ChainOfThought and a retried parse at most
+        measures = measures or {"llm_calls_per_example": (0, calls), "tokens_total_per_example": (0, calls * 800)}
+        super().__init__(Space(params), scored, self._score_example, validation=devset, measures=measures,
                          concurrency=concurrency, name=name, uses_llm=True)
         self.objective_name = getattr(metric, "__name__", "metric")
         user = {type(program).__module__, getattr(metric, "__module__", "")}
@@ -164,7 +182,7 @@ class DSPyDomain(FunctionDomain):
             slot = config[path]
             signature = _base_signature(module).with_instructions(slot["instruction"])
             rebuilt = dspy.ChainOfThought(signature) if slot["kind"] == "ChainOfThought" else dspy.Predict(signature)
-            _inner(rebuilt).demos = [ex for ex in self.examples[: int(slot["demos"])]]
+            _inner(rebuilt).demos = list(self.demo_pool[: int(slot.get("demos", 0))])
             setattr(parent, attr, rebuilt)
         return program
 

@@ -18,7 +18,11 @@ aggregates the chunk answers, and may verify the result:
     question over the candidate records.
 
 So an instance costs ``samples * ceil(N / chunk_size) + fusion + verify`` LLM calls with a critical
-path of 1 + fusion + verify (:func:`predict_calls`, checked against traces in the tests).
+path of 1 + fusion + verify (:func:`predict_calls`, checked against traces in the tests). Each
+instance is an example of the evaluation (:func:`~qd.analysis.tracer.example_scope`): the demo's map
+is ``log2_calls`` (calls per instance) by ``max_prompt_tokens`` (the largest prompt of any call),
+and ``critical_path`` and ``max_fanout`` are an instance's (the largest); ``llm_calls`` and
+``tokens_total`` count the whole evaluation.
 
 ``backend="simulated"`` swaps the model for :class:`qd.domains.retrieval_sim.SimulatedLLM` (fitted to
 the real curve; domain name ``retrieval-sim``, spans ``model="simulated"``, feedback says so).
@@ -32,7 +36,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from qd.analysis.tracer import active_tracer, span
+from qd.analysis.descriptors import llm_calls_per_example
+from qd.analysis.tracer import active_tracer, example_scope, span
 from qd.domain import SEARCH, VALIDATION, Domain
 from qd.domains.retrieval_task import (
     DEFAULT_INSTRUCTION,
@@ -227,17 +232,12 @@ class RetrievalDomain(Domain):
     def descriptors(self) -> dict[str, Callable[[dict, EvalResult], float]]:
         """Domain descriptors.
 
-        ``log2_calls``, ``calls_per_instance`` (from the trace), ``predicted_calls`` (static, per
+        ``log2_calls`` (log2 of the LLM calls per instance, from the trace: the built-in
+        ``llm_calls_per_example``, an instance being an example), ``predicted_calls`` (static, per
         instance), ``chunk_size`` (effective), ``n_chunks``, ``samples``.
         """
-        n = self.n_instances
-
-        def calls_per_instance(config: dict, result: EvalResult) -> float:
-            return sum(s.get("kind") == "llm" for s in result.trace) / n
-
         return {
-            "calls_per_instance": calls_per_instance,
-            "log2_calls": lambda c, r: math.log2(max(1.0, calls_per_instance(c, r))),
+            "log2_calls": lambda c, r: math.log2(max(1.0, llm_calls_per_example(c, r))),
             "predicted_calls": lambda c, r: float(predict_calls(c, self.n_pairs)["llm_calls"]),
             "chunk_size": lambda c, r: float(min(int(c["chunk_size"]), self.n_pairs)),
             "n_chunks": lambda c, r: float(n_chunks(self.n_pairs, int(c["chunk_size"]))),
@@ -350,7 +350,7 @@ class RetrievalDomain(Domain):
         first_span = len(tracer) if tracer is not None else 0
 
         def run(i: int, inst: Instance, pool: ThreadPoolExecutor | None) -> dict:
-            with span("step", f"instance{i}"):
+            with example_scope(i, f"instance{i}"):  # structural descriptors are per instance
                 return self._run_instance(config, i, inst, pool, errors)
 
         if self.backend == "simulated":

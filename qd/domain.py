@@ -45,8 +45,12 @@ class Domain:
         None (the default): every draw differs (fresh instances or seeds, or a noisy score). 1: a
         fixed held-out set and a deterministic score, so a second draw would repeat the first.
     uses_llm : bool
-        The domain calls the run's LLM (:func:`qd.pipeline_llm`): with the embedded model, its
-        server starts in the driver before the evaluator, so Ray workers share it.
+        Whether the domain calls the run's LLM (:func:`qd.pipeline_llm`). With the embedded model
+        (``[llm] base_url = ""``) and ``True``, its server starts in the driver before the
+        evaluator, so Ray workers share it; with ``False`` (the default) no model starts for the
+        domain, and the embedded model runs only if an LLM operator calls it. A pipeline that calls
+        its own endpoint declares ``False`` (:class:`qd.FunctionDomain` reads it from the score
+        function's code).
     source_modules : sequence of str
         Modules holding the domain's code besides its class's (a score function's): Ray ships
         those the workers cannot import.

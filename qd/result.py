@@ -30,6 +30,7 @@ class Span(TypedDict, total=False):
     cost_usd: float
     input: str  # prompt text, clipped to [run] trace_text_chars (clip_text)
     output: str  # answer text, clipped likewise
+    example: int  # the example (instance) of the evaluation it ran for; absent outside examples
 
 
 Trace = list[Span]
@@ -148,6 +149,7 @@ _SPAN_FIELDS: dict[str, tuple[Any, str]] = {
     "cost_usd": (lambda v: _is_real(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
     "input": (lambda v: isinstance(v, str), "a string (the prompt text)"),
     "output": (lambda v: isinstance(v, str), "a string (the answer text)"),
+    "example": (_is_int, "an integer (the example's index)"),
 }
 
 
@@ -172,7 +174,7 @@ def check_span(span: Any, index: int = 0) -> Span:
     for name, (ok, allowed) in _SPAN_FIELDS.items():
         if name in out and not ok(out[name]):
             raise _bad(f"{where}.{name}", allowed, out[name])
-    for name in ("id", "tokens_in", "tokens_out"):
+    for name in ("id", "tokens_in", "tokens_out", "example"):
         if name in out:
             out[name] = int(out[name])
     for name in ("latency_s", "start_s", "cost_usd"):

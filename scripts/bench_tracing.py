@@ -105,11 +105,12 @@ def _hook_cost(base_url: str, stream: bool) -> float:
 
     def one(traced: bool) -> None:
         if traced:
-            if not autotrace._is_llm_post(request):
+            if not autotrace._is_llm_post(request.method, request.url.path, lambda: autotrace._httpx_body(request)):
                 raise AssertionError("not an LLM call")
-            observer = autotrace._Observer(tracer_mod.begin_llm_call(), request)
-            token = autotrace._IN_CALL.set(True)
-            autotrace._IN_CALL.reset(token)
+            observer = autotrace._Observer(tracer_mod.begin_llm_call(), request.url.path,
+                                           autotrace._httpx_body(request))
+            with autotrace._recording(observer):
+                pass
         if stream:
             response = httpx2.Response(200, headers=recorded.headers, stream=_Chunks(chunks))
             if traced:

@@ -9,7 +9,9 @@ def ray_session():
     """A local Ray runtime shared by every test that needs one (Ray is slow to start)."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # "local": a fresh runtime even while a `ray start` cluster of this machine (the multi-host test's
+        # head) is named in /tmp/ray/ray_current_cluster, which ray.init would otherwise join
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

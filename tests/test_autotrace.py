@@ -17,6 +17,7 @@ import pytest
 from autotrace_domains import CALLS, PATTERNS, UserPipeline
 from counting_openai import CountingOpenAI
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qd.analysis import Tracer, autotrace, summarize
 from qd.analysis.tracer import begin_llm_call, finish_llm_call, take_untraced
@@ -535,3 +536,113 @@ def test_other_providers_prompts_and_answers_are_kept(path, body, reply, expecte
         http.post(path, json=body)
     (span,) = tracer.spans
     assert (span["input"], span["output"]) == expected
+# -- requests, and calls the client gave up on -----------------------------------------------------
+class RequestsPipeline(Domain):
+    """Calls the chat API with `requests`, plain and streamed, as hand-written clients do."""
+
+    space = Space({"patterns": Categorical(["plain", "stream"])})
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+
+    def evaluate(self, config: dict) -> EvalResult:
+        import requests
+
+        url = self.base_url + "/chat/completions"
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "over requests"}]}
+        if config["patterns"] == "plain":
+            requests.post(url, json=body, timeout=30).json()
+        else:
+            with requests.post(url, json={**body, "stream": True, "stream_options": {"include_usage": True}},
+                               stream=True, timeout=30) as response:
+                lines = [line for line in response.iter_lines() if line]
+            assert lines[-1] == b"data: [DONE]"
+        return EvalResult(fitness=1.0)
+
+
+@pytest.mark.parametrize("pattern", ["plain", "stream"])
+def test_calls_made_with_requests_are_spans_with_the_tokens_the_server_counted(server, pattern):
+    result, summary, served = run(RequestsPipeline(server.base_url), server, pattern)
+    assert summary["llm_calls"] == served["calls"] == 1
+    assert (summary["tokens_in"], summary["tokens_out"]) == (served["tokens_in"], served["tokens_out"])
+    (span,) = result.trace
+    assert span["via"] == "http" and span["ok"] and "tokens_estimated" not in span
+    assert "untraced_llm_calls" not in result.metrics
+
+
+def test_a_call_the_client_cancelled_is_a_failed_span_marked_cancelled_with_estimated_tokens():
+    with CountingOpenAI(delay_s=1.0) as slow:
+        class GivesUp(Domain):
+            space = Space({"patterns": Categorical(["x"])})
+
+            def evaluate(self, config: dict) -> EvalResult:
+                async def main() -> None:
+                    client = openai.AsyncOpenAI(base_url=slow.base_url, api_key="k", max_retries=0)
+                    with pytest.raises(TimeoutError):
+                        await asyncio.wait_for(client.chat.completions.create(
+                            model="gpt-4o-mini", messages=[{"role": "user", "content": "a prompt of some words"}]),
+                            timeout=0.2)
+                asyncio.run(main())
+                return EvalResult(fitness=0.0)
+
+        result, summary, _ = run(GivesUp(), slow, "x")
+        deadline = time.monotonic() + 10
+        while slow.served()["calls"] < 1 and time.monotonic() < deadline:  # the server computes it all the same
+            time.sleep(0.05)
+        assert slow.served()["calls"] == 1
+    (span,) = result.trace
+    assert (span["ok"], span["cancelled"], span["tokens_estimated"]) == (False, True, True)
+    assert span["tokens_in"] > 0 and "CancelledError" in span["error"]
+    assert (summary["llm_calls"], summary["failed_calls"], summary["cancelled_calls"]) == (1, 1, 1)
+
+
+# -- examples: structure per example ---------------------------------------------------------------
+@settings(max_examples=30, deadline=None)
+@given(programs=st.lists(_programs(), min_size=1, max_size=4), workers=st.integers(1, 4), reverse=st.booleans())
+def test_each_examples_structure_is_its_own_whatever_the_concurrency_and_order(programs, workers, reverse):
+    from qd.analysis import trace_critical_path, trace_max_fanout
+    from qd.analysis.descriptors import split_examples
+    from qd.analysis.tracer import example_scope
+
+    autotrace.install()
+    alone = []
+    for program in programs:  # each program run by itself, in a trace of its own
+        with Tracer() as tracer:
+            _run_program(program)
+        alone.append((trace_critical_path(tracer.spans), trace_max_fanout(tracer.spans)))
+
+    def example(item: tuple) -> None:
+        index, program = item
+        with example_scope(index):
+            _run_program(program)
+
+    order = list(enumerate(programs))[::-1] if reverse else list(enumerate(programs))
+    with Tracer() as together:
+        if workers == 1:
+            for item in order:
+                example(item)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(example, order))
+    spans = together.spans
+    assert {s["example"] for s in spans} == set(range(len(programs)))
+    for group in split_examples(spans):
+        index = group[0]["example"]
+        assert (trace_critical_path(group), trace_max_fanout(group)) == alone[index]
+    assert trace_critical_path(spans) == max(c for c, _ in alone)
+    assert trace_max_fanout(spans) == max(f for _, f in alone)
+
+
+def test_a_failed_call_counts_as_a_call_and_is_no_node_of_the_data_flow():
+    from qd.analysis import trace_critical_path, trace_max_fanout
+
+    with Tracer() as tracer:  # an answer, then a call that fails and is not retried
+        _call()
+        _call(ok=False)
+    summary = summarize(tracer.spans)
+    assert (summary["llm_calls"], summary["failed_calls"]) == (2, 1)
+    assert (trace_critical_path(tracer.spans), trace_max_fanout(tracer.spans)) == (1, 1)
+    with Tracer() as alone:
+        _call(ok=False)
+    assert (summarize(alone.spans)["llm_calls"], trace_critical_path(alone.spans), trace_max_fanout(alone.spans)) \
+        == (1, 0, 0)

@@ -30,6 +30,8 @@ class TwoStage(dspy.Module):
 
 TRAIN = [dspy.Example(question=q, answer=a).with_inputs("question")
          for q, a in [("What is 2+2?", "4"), ("Capital of France?", "Paris"), ("Opposite of hot?", "cold")]]
+DEMOS = [dspy.Example(question=q, answer=a).with_inputs("question")
+         for q, a in [("What is 3+3?", "6"), ("Capital of Italy?", "Rome")]]
 
 
 def exact(example: dspy.Example, prediction: dspy.Prediction) -> float:
@@ -37,7 +39,7 @@ def exact(example: dspy.Example, prediction: dspy.Prediction) -> float:
 
 
 def test_the_space_is_derived_from_the_program():
-    domain = DSPyDomain(TwoStage(), TRAIN, exact, models=["a", "b"], max_demos=2)
+    domain = DSPyDomain(TwoStage(), TRAIN, exact, demoset=DEMOS, models=["a", "b"], max_demos=2)
     space = domain.space
     assert list(space.params) == ["draft", "answer", "temperature", "model"]
     draft = space["draft"]
@@ -45,13 +47,19 @@ def test_the_space_is_derived_from_the_program():
     assert isinstance(draft["kind"], Categorical) and isinstance(space["temperature"], Float)
     assert draft["instruction"].default() == "Given the fields `question`, produce the fields `draft`."
     assert (draft["demos"].low, draft["demos"].high) == (0, 2)
-    assert domain.default_measures == ("llm_calls", "tokens_total")
+    assert domain.default_measures == ("llm_calls_per_example", "tokens_total_per_example")
+    assert domain.examples == TRAIN and domain.demo_pool == DEMOS
+    # without a demoset, the first examples (at most half) are the demos and the rest are scored
+    carved = DSPyDomain(TwoStage(), TRAIN, exact, max_demos=2)
+    assert carved.demo_pool == TRAIN[:1] and carved.examples == TRAIN[1:]
+    assert (carved.space["draft"]["demos"].low, carved.space["draft"]["demos"].high) == (0, 1)
+    assert "demos" not in DSPyDomain(TwoStage(), TRAIN[:1], exact).space["draft"].params  # no pool, no demos
     with pytest.raises(ValueError, match="has no dspy.Predict or dspy.ChainOfThought"):
         DSPyDomain(dspy.Module(), TRAIN, exact)
 
 
 def test_a_config_maps_back_to_a_runnable_program():
-    domain = DSPyDomain(TwoStage(), TRAIN, exact)
+    domain = DSPyDomain(TwoStage(), TRAIN, exact, demoset=DEMOS)
     config = {"draft": {"instruction": "Think first.", "demos": 2, "kind": "Predict"},
               "answer": {"instruction": "Answer in one word.", "demos": 0, "kind": "ChainOfThought"},
               "temperature": 0.3}
@@ -59,7 +67,7 @@ def test_a_config_maps_back_to_a_runnable_program():
     program = domain.program(config)
     slots = {path: module for path, _, _, module in program_slots(program)}
     assert type(slots["draft"]) is dspy.Predict and isinstance(slots["answer"], dspy.ChainOfThought)
-    assert slots["draft"].signature.instructions == "Think first." and len(slots["draft"].demos) == 2
+    assert slots["draft"].signature.instructions == "Think first." and slots["draft"].demos == DEMOS
     assert slots["answer"].predict.signature.instructions == "Answer in one word."
     assert list(slots["answer"].predict.signature.output_fields) == ["reasoning", "answer"]
     original = {path: type(m) for path, _, _, m in program_slots(domain.base_program)}
@@ -68,7 +76,7 @@ def test_a_config_maps_back_to_a_runnable_program():
 
 def test_evaluation_traces_every_call_and_export_loads_back_into_dspy(tmp_path):
     with CountingOpenAI() as server:
-        domain = DSPyDomain(TwoStage(), TRAIN, exact)
+        domain = DSPyDomain(TwoStage(), TRAIN, exact, demoset=DEMOS)
         domain.pipeline_llm = qd.PipelineLLM(base_url=server.base_url, model="gpt-4o-mini")
         config = domain.space.sample(np.random.default_rng(1))
         result = evaluate_config(domain, config)
@@ -77,7 +85,7 @@ def test_evaluation_traces_every_call_and_export_loads_back_into_dspy(tmp_path):
     assert result.status == "ok" and len(result.scores) == 3
     assert summary["llm_calls"] == served["calls"] == 6  # two stages x three examples
     assert (summary["tokens_in"], summary["tokens_out"]) == (served["tokens_in"], served["tokens_out"])
-    assert {s["via"] for s in result.trace} == {"dspy"} and summary["critical_path"] == 2
+    assert {s["via"] for s in result.trace if s["kind"] == "llm"} == {"dspy"} and summary["critical_path"] == 2
     paths = domain.export(config, tmp_path / "elite")
     whole = dspy.load(str(paths["program"]), allow_pickle=True)
     # the state loads into a program of the same structure (same kinds), here with other instructions and no demos
@@ -112,7 +120,7 @@ class CountingBuilds(DSPyDomain):
 
 def test_one_evaluation_builds_its_program_and_lm_once_for_all_its_examples():
     with CountingOpenAI() as server:
-        domain = CountingBuilds(TwoStage(), TRAIN, exact, concurrency=3)
+        domain = CountingBuilds(TwoStage(), TRAIN, exact, demoset=DEMOS, concurrency=3)
         domain.pipeline_llm = qd.PipelineLLM(base_url=server.base_url, model="gpt-4o-mini")
         config = domain.space.sample(np.random.default_rng(2))
         result = evaluate_config(domain, config)
@@ -121,7 +129,7 @@ def test_one_evaluation_builds_its_program_and_lm_once_for_all_its_examples():
     assert result.status == "ok" and len(result.scores) == 3 and result.metrics["failed_examples"] == 0
     assert summarize(result.trace)["llm_calls"] == served["calls"] == 6  # every example's calls, traced
     # a build that fails is tried once and fails the evaluation with its error (no example runs)
-    failing = CountingBuilds(TwoStage(), TRAIN, exact, fail_lm=True)
+    failing = CountingBuilds(TwoStage(), TRAIN, exact, demoset=DEMOS, fail_lm=True)
     result = evaluate_config(failing, config)
     assert failing.built == {"program": 1, "lm": 1}
     assert result.status == "error" and "RuntimeError: no endpoint for this model" in result.error
@@ -193,7 +201,8 @@ def test_qd_run_on_a_dspy_module_and_elites_export(tmp_path, monkeypatch, capsys
             capsys.readouterr()
             assert main(["status", "out", "--json"]) == 0
             status = json.loads(capsys.readouterr().out)
-            assert status["spend"]["pipeline"]["calls"] == served["calls"] == 4 * 2 * 2
+            # 4 evaluations x 2 stages x 1 scored example (of 2: the other is the demo pool)
+            assert status["spend"]["pipeline"]["calls"] == served["calls"] == 4 * 2 * 1
             _check_elite_loads(tmp_path, capsys)
         finally:
             sys.modules.pop(name, None)
@@ -210,7 +219,43 @@ def test_a_short_search_of_a_real_dspy_program_on_the_embedded_model(tmp_path, m
         status = json.loads(capsys.readouterr().out)
         assert status["evaluations"] == 3 and status["statuses"]["ok"] == 3
         assert status["spend"]["pipeline"]["calls"] >= 3 and status["spend"]["pipeline"]["tokens_in"] > 0
-        assert status["num_elites"] >= 1  # placed by llm_calls x tokens_total
+        assert status["num_elites"] >= 1  # placed by llm_calls_per_example x tokens_total_per_example
         _check_elite_loads(tmp_path, capsys)
     finally:
         sys.modules.pop(name, None)
+
+
+def repeat_shown_answers(req: dict) -> str:
+    """A stub model that answers every field with the first value a demo showed for it (answer leakage)."""
+    import re
+
+    from counting_openai import dspy_reply
+
+    shown: dict[str, str] = {}
+    for message in req.get("messages", [])[:-1]:
+        if message.get("role") == "assistant":
+            for field, value in re.findall(r"\[\[ ## (\w+) ## \]\]\n(.*?)\n", str(message.get("content")) + "\n"):
+                shown.setdefault(field, value)
+    reply = dspy_reply(req)
+    return re.sub(r"\[\[ ## (\w+) ## \]\]\nvalue of \w+",
+                  lambda m: f"[[ ## {m[1]} ## ]]\n{shown.get(m[1], 'value of ' + m[1])}", reply)
+
+
+LEAKY = [dspy.Example(question=q, answer=a).with_inputs("question")
+         for q, a in [("What is 2+2?", "4"), ("Capital of France?", "Paris"), ("Opposite of hot?", "cold"),
+                      ("Colour of the sky?", "blue"), ("Legs of a spider?", "eight"), ("Frozen water?", "ice")]]
+
+
+def test_demos_come_from_examples_the_evaluation_does_not_score():
+    with CountingOpenAI(reply=repeat_shown_answers) as server:
+        domain = DSPyDomain(TwoStage(), LEAKY, exact, max_demos=3)
+        domain.pipeline_llm = qd.PipelineLLM(base_url=server.base_url, model="gpt-4o-mini")
+        fitness = {}
+        for demos in range(domain.space["answer"]["demos"].high + 1):
+            config = {"draft": {"instruction": "Draft.", "demos": 0, "kind": "Predict"},
+                      "answer": {"instruction": "Answer.", "demos": demos, "kind": "Predict"}, "temperature": 0.0}
+            result = evaluate_config(domain, config)
+            assert result.status == "ok" and result.metrics["failed_examples"] == 0, result.metrics
+            fitness[demos] = result.fitness
+    assert set(fitness) == {0, 1, 2, 3}
+    assert all(f == 0.0 for f in fitness.values()), fitness  # repeating a shown answer never scores

@@ -2,7 +2,8 @@
 
 Layers, lowest first (a module may import from its own layer and the ones below)::
 
-    0  foundation   qd._source_tree (imported first by qd), qd.result, qd.space.*, qd.references, qd.store
+    0  foundation   qd._source_tree (imported first by qd), qd.result, qd.space.*, qd.references, qd.store,
+                    qd.worker_loop
     1  interfaces   qd.domain, qd.function_domain, qd.seeds; tracing and descriptors (the qd.analysis package,
                     qd.analysis.{tracer,descriptors,measuring,autotrace}); LLM access (qd.llm.*)
     2  archives     qd.archives.*
@@ -32,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"qd": "qd", "archives": "qd.archives", "operators": "qd.operators", "domains": "qd.domains"}
 
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundation", ["qd._source_tree", "qd.result", "qd.space", "qd.space.*", "qd.references", "qd.store"]),
+    ("foundation", ["qd._source_tree", "qd.result", "qd.space", "qd.space.*", "qd.references", "qd.store",
+                    "qd.worker_loop"]),
     ("interfaces", ["qd.domain", "qd.function_domain", "qd.seeds", "qd.analysis", "qd.analysis.tracer",
                     "qd.analysis.descriptors", "qd.analysis.measuring", "qd.analysis.autotrace", "qd.llm",
                     "qd.llm.*"]),

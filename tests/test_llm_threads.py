@@ -88,13 +88,14 @@ def test_server_threads_change_on_the_same_address_and_the_tuner_records_its_dec
 
 def test_the_tuner_never_restarts_the_embedded_model_under_a_pipeline_that_calls_it():
     # A user's score function calls the model with its own client: a restart would fail its calls.
-    from qd import FunctionDomain, PipelineLLM
+    from qd import FunctionDomain, PipelineLLM, pipeline_llm
     from qd.domains import get_domain
     from qd.runner import _embedded_model_threads
     from qd.space import Int, Space
 
     def user_domain(pipeline: PipelineLLM) -> FunctionDomain:
-        domain = FunctionDomain(Space({"k": Int(0, 3)}), [1], lambda config, example: 1.0)
+        domain = FunctionDomain(Space({"k": Int(0, 3)}), [1], lambda config, example: pipeline_llm().openai_client())
+        assert domain.uses_llm  # read from the score function's code
         domain.pipeline_llm = pipeline
         return domain
 

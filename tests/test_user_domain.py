@@ -459,3 +459,205 @@ def test_a_run_whose_pipeline_always_fails_says_so_during_the_run_in_its_summary
         assert (failed["evaluations"], failed["examples"]) == ((4, 0) if attribute == "crashing" else (0, 12))
     finally:
         sys.modules.pop(name, None)
+
+
+# -- defects of issue 22 ---------------------------------------------------------------------------
+def examples_seen(config: dict, result) -> float:
+    """A descriptor a user names as 'module:function' in FunctionDomain(measures=...)."""
+    return float(len(result.scores))
+
+
+def test_a_module_function_measure_of_a_function_domain_is_computed_not_read_from_the_result(monkeypatch):
+    from qd.analysis import resolve_measures
+    from qd.analysis.measuring import measure_result
+
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    name = "test_user_domain:examples_seen"
+    domain = qd.FunctionDomain(SPACE, [1, 2, 3], lambda c, e: 1.0, measures={name: (0, 10)})
+    result = evaluate_config(domain, {"k": 1})
+    values = measure_result({"k": 1}, result, resolve_measures(domain.default_measures, domain),
+                            domain.default_measures)
+    assert result.status == "ok", result.error
+    assert values[name] == 3.0
+
+
+def test_measures_given_as_a_list_of_names_take_their_ranges_from_the_run_config():
+    domain = qd.FunctionDomain(SPACE, [1], lambda c, e: 1.0, measures=["llm_calls", "tokens_total"], bins=4)
+    assert domain.default_measures == ("llm_calls", "tokens_total") and domain.default_bins == (4, 4)
+    assert domain.default_ranges == ()
+    from qd.config import ConfigError, resolve_config
+    from qd.runner import resolve_measures_config
+
+    config = resolve_config({"domain": {"name": "x"}})
+    with pytest.raises(ConfigError, match=r"archive.ranges is required .*: llm_calls, tokens_total"):
+        resolve_measures_config(config, domain)
+    config["archive"]["ranges"] = [[0, 8], [0, 400]]
+    assert resolve_measures_config(config, domain) == (["llm_calls", "tokens_total"], [[0, 8], [0, 400]], [4, 4])
+    with pytest.raises(ValueError, match=r"measures: 'tokens' is not a built-in descriptor"):
+        qd.FunctionDomain(SPACE, [1], lambda c, e: 1.0, measures=["llm_calls", "tokens"])
+
+
+AUTOTRACE_OFF = '''
+import warnings
+import qd
+from qd.evaluation import evaluate_config
+
+seen = []
+domain = qd.FunctionDomain(qd.Space({"k": qd.Int(0, 3)}), [0, 1, 2, 3],
+                           lambda c, e: seen.append(qd.pipeline_llm().model) or 1.0, concurrency=2, uses_llm=False)
+domain.pipeline_llm = qd.PipelineLLM(base_url="http://127.0.0.1:9/v1", model="the-runs-model")
+with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    result = evaluate_config(domain, {"k": 1})
+print(result.status, result.metrics["failed_examples"], sorted(set(seen)))
+'''
+
+
+def test_with_autotrace_off_the_example_threads_keep_the_evaluations_pipeline_llm():
+    import os
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", AUTOTRACE_OFF], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "QD_AUTOTRACE": "0"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ok", "0", "['the-runs-model']"]
+
+
+ASYNC_MODULE = '''
+import openai
+
+import qd
+
+client = openai.AsyncOpenAI(base_url="BASE_URL", api_key="sk-test", max_retries=0)  # module level, as the docs do
+
+
+async def score(config, question):
+    reply = await client.chat.completions.create(
+        model="gpt-4o-mini", temperature=config["temperature"], messages=[{"role": "user", "content": question}])
+    return float("fine" in reply.choices[0].message.content)
+
+
+domain = qd.FunctionDomain(qd.Space({"temperature": qd.Float(0.0, 1.0)}), ["one", "two", "three"], score,
+                           measures={"llm_calls": (0, 8)})
+'''
+
+
+@pytest.mark.parametrize("backend, mode", [("serial", "task"), pytest.param("ray", "task", marks=pytest.mark.slow),
+                                           ("ray", "actor")])
+def test_a_module_level_async_openai_client_serves_every_evaluation(tmp_path, monkeypatch, backend, mode):
+    import subprocess
+
+    name = f"asyncuser_{abs(hash(tmp_path)) % 10**8}"
+    monkeypatch.chdir(tmp_path)
+    try:
+        with CountingOpenAI() as server:
+            (tmp_path / f"{name}.py").write_text(ASYNC_MODULE.replace("BASE_URL", server.base_url))
+            _run_config(tmp_path / "run.toml", name, server.base_url, backend, mode, evaluations=20)
+            if backend == "serial":
+                assert main(["run", "run.toml", "--out", "out", "--no-progress"]) == 0
+            else:  # as a user starts it: its own Ray, whose workers import the module (a client does not pickle)
+                done = subprocess.run([sys.executable, "-c", "import sys; from qd.cli import main; sys.exit(main(["
+                                       "'run', 'run.toml', '--out', 'out', '--no-progress', '--workers', '2']))"],
+                                      capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                assert done.returncode == 0, done.stderr[-2000:]
+            served = server.served()
+        from qd.store import RunStore
+
+        with RunStore(tmp_path / "out" / "run.sqlite", readonly=True) as store:
+            rows = list(store.evaluations())
+        assert len(rows) == 20 and all(r.status == "ok" for r in rows)
+        assert [r.metrics["failed_examples"] for r in rows] == [0] * 20, [r.feedback for r in rows][:3]
+        assert all(r.fitness == 1.0 for r in rows)
+        assert served["calls"] == sum(r.trace_summary["llm_calls"] for r in rows) == 20 * 3
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_an_async_score_runs_when_evaluate_is_called_inside_a_running_loop():
+    import asyncio
+
+    async def score(config: dict, example: int) -> float:
+        await asyncio.sleep(0.01)
+        return float(config["k"] == example)
+
+    domain = qd.FunctionDomain(SPACE, [1, 2], score)
+
+    async def notebook_cell():  # a notebook runs its cells inside a running event loop
+        return evaluate_config(domain, {"k": 2})
+
+    result = asyncio.run(notebook_cell())
+    assert result.status == "ok", result.error
+    assert result.scores == [0.0, 1.0]
+
+
+def test_uses_llm_is_read_from_the_score_functions_code():
+    from qd import pipeline_llm as endpoint
+
+    def ask(question):
+        return qd.pipeline_llm().openai_client()
+
+    def via_helper(config, example):
+        return ask(example)
+
+    def via_alias(config, example):
+        return endpoint().model
+
+    def own_endpoint(config, example):
+        import openai
+
+        return openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="k")
+
+    assert qd.FunctionDomain(SPACE, [1], via_helper).uses_llm is True
+    assert qd.FunctionDomain(SPACE, [1], via_alias).uses_llm is True
+    assert qd.FunctionDomain(SPACE, [1], own_endpoint).uses_llm is False
+    assert qd.FunctionDomain(SPACE, [1], own_endpoint, uses_llm=True).uses_llm is True  # declared wins
+
+
+OWN_ENDPOINT_RUN = '''
+import json, sys
+import openai
+import qd
+from qd.config import resolve_config
+from qd.llm import local
+from qd.runner import run_search
+
+client = openai.OpenAI(base_url=sys.argv[1], api_key="k", max_retries=0)
+
+
+def score(config, question):
+    return float(bool(client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": question}]).choices[0].message.content))
+
+
+domain = qd.FunctionDomain(qd.Space({"k": qd.Int(0, 9)}), ["a", "b"], score, measures={"llm_calls": (0, 4)})
+sys.modules["ownendpoint"] = sys.modules["__main__"]
+config = resolve_config({"run": {"evaluations": 4, "init_random": 4, "plot": False, "progress": False},
+                         "domain": {"name": "ownendpoint:domain"}, "operators": {"mutation": 1.0},
+                         "llm": {"base_url": ""}, "evaluator": {"backend": "serial"}})
+run = run_search(config, sys.argv[2])
+print(json.dumps({"uses_llm": domain.uses_llm, "server": local.local_server() is not None,
+                  "ok": run.store.status_counts()["ok"]}))
+'''
+
+
+def test_a_pipeline_calling_its_own_endpoint_starts_no_embedded_model(tmp_path):
+    import subprocess
+
+    with CountingOpenAI() as server:
+        done = subprocess.run([sys.executable, "-c", OWN_ENDPOINT_RUN, server.base_url, str(tmp_path / "out")],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        served = server.served()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"uses_llm": False, "server": False, "ok": 4}
+    assert served["calls"] == 4 * 2
+
+
+def test_a_pipeline_llm_sent_to_a_worker_without_a_running_model_warns_before_loading_one_there():
+    import subprocess
+
+    code = ("import pickle, warnings; from qd.llm.pipeline import PipelineLLM\n"
+            "clone = pickle.loads(pickle.dumps(PipelineLLM()))  # the driver runs no embedded model\n"
+            "warnings.simplefilter('error')\n"
+            "try:\n    clone.resolved_base_url()\nexcept UserWarning as w:\n    print(w)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "declare uses_llm=True on the domain" in done.stdout, done.stderr

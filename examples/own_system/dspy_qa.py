@@ -18,6 +18,11 @@ def exact(example, prediction):
     return float(example.answer.lower() in str(prediction.answer).lower())
 
 
-trainset = [dspy.Example(question=q, answer=a).with_inputs("question")
-            for q, a in [("What is the capital of France?", "Paris"), ("What is 3 times 4?", "12")]]
-domain = DSPyDomain(DraftThenAnswer(), trainset, exact)   # map: accuracy over llm_calls x tokens_total
+def examples(pairs):
+    return [dspy.Example(question=q, answer=a).with_inputs("question") for q, a in pairs]
+
+
+trainset = examples([("What is the capital of France?", "Paris"), ("What is 3 times 4?", "12")])
+demos = examples([("What is the capital of Spain?", "Madrid")])   # shown as demos, never scored
+domain = DSPyDomain(DraftThenAnswer(), trainset, exact, demoset=demos)
+# map: accuracy over llm_calls_per_example x tokens_total_per_example

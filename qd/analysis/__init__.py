@@ -20,6 +20,7 @@ from qd.analysis.tracer import (
     Tracer,
     active_tracer,
     current_span_id,
+    example_scope,
     export_trace_json,
     record_llm_call,
     span,
@@ -27,7 +28,8 @@ from qd.analysis.tracer import (
 )
 
 __all__ = [
-    "Tracer", "active_tracer", "current_span_id", "export_trace_json", "record_llm_call", "span", "traced",
+    "Tracer", "active_tracer", "current_span_id", "example_scope", "export_trace_json", "record_llm_call", "span",
+    "traced",
     "BUILTINS", "DYNAMIC", "STATIC", "available_measures", "resolve_measures", "summarize",
     "trace_critical_path", "trace_max_fanout", "critical_path_spans",
 ]

@@ -1,7 +1,7 @@
 """Automatic tracing of the LLM calls a user's own code makes, with no change to that code.
 
 :func:`install` (called by :func:`qd.evaluation.evaluate_config` before every evaluation; it is
-idempotent, and after its first call, which imports ``httpx``, free) hooks three layers once per
+idempotent, and after its first call, which imports ``httpx``, free) hooks these layers once per
 process:
 
 HTTP (``httpx`` and ``httpx2``: ``Client.send`` / ``AsyncClient.send``)
@@ -16,9 +16,15 @@ HTTP (``httpx`` and ``httpx2``: ``Client.send`` / ``AsyncClient.send``)
     one (``stream_options={"include_usage": True}``), otherwise the tokens are estimated (prompt
     characters / 4, one token per streamed event) and the span carries ``tokens_estimated=True``. Each HTTP
     attempt is a call: a request the SDK retries after a 429 appears as a failed span and a
-    successful one. The prompt (the request's system text, messages, prompt or contents) and the
-    answer (the response's, or a stream's deltas joined) become the span's ``input`` and ``output``
-    when the tracer keeps text (``Tracer.text_chars``).
+    successful one. A call the client gives up on after sending it (a cancelled task, a read
+    timeout, no answer yet when its evaluation ends) is a failed span marked ``cancelled=True``
+    whose tokens (what the server computed is unknown) are estimated and marked so. The prompt
+    (the request's system text, messages, prompt or contents) and the answer (the response's, or a
+    stream's deltas joined) become the span's ``input`` and ``output`` when the tracer keeps text
+    (``Tracer.text_chars``).
+requests (``requests.Session.send``)
+    The same LLM endpoints called with ``requests`` (``requests.post(url + "/chat/completions", ...)``),
+    streamed (``stream=True``, read through ``iter_lines``/``iter_content``) or not.
 DSPy (``dspy.clients.execution.execute`` / ``aexecute``, used by every ``dspy.LM`` call)
     DSPy 3.4's native engine speaks HTTP over its own sockets, so DSPy calls are recorded at
     DSPy's layer, with the usage DSPy reads and its cache flag (a DSPy cache hit is a span with
@@ -58,6 +64,7 @@ import os
 import re
 import sys
 import threading
+import urllib.parse
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -108,18 +115,32 @@ def suppressed() -> contextvars.Token:
     return _IN_CALL.set(True)
 
 
-def _is_llm_post(request: Any) -> bool:
-    if request.method != "POST":
+def _httpx_body(request: Any) -> bytes:
+    try:
+        return request.content
+    except Exception:  # a streamed upload: nothing to read the model from
+        return b""
+
+
+def _is_llm_post(method: str, path: str, body: Callable[[], bytes]) -> bool:
+    """Whether a request is an LLM call (``body`` is read only when the path needs it)."""
+    if method != "POST":
         return False
-    path = request.url.path.rstrip("/")
+    path = path.rstrip("/")
     if not path.endswith(LLM_PATHS):
         return False
     if path.endswith(_NEEDS_MODEL):
-        try:
-            return _MODEL.search(request.content) is not None
-        except Exception:  # a streamed upload
-            return False
+        return _MODEL.search(body()) is not None
     return True
+
+
+# Exceptions that mean the client stopped waiting for a request it had sent: the server may have
+# computed the call all the same (a cancelled task, a read timeout).
+_GAVE_UP = ("CancelledError", "KeyboardInterrupt", "ReadTimeout", "ReadTimeoutError")
+
+
+def _gave_up(exc: BaseException) -> bool:
+    return type(exc).__name__ in _GAVE_UP
 
 
 def _estimate_prompt_tokens(body: bytes) -> int:
@@ -222,14 +243,11 @@ class _Observer:
     __slots__ = ("call", "name", "model", "body", "tokens", "events", "done", "status", "tail", "decoder",
                  "keep_text", "answer", "line", "content")
 
-    def __init__(self, call: PendingCall, request: Any) -> None:
+    def __init__(self, call: PendingCall, path: str, body: bytes) -> None:
         self.call = call
-        path = request.url.path.rstrip("/")
+        path = path.rstrip("/")
         self.name = next((p.strip(":").replace("/", ".") for p in LLM_PATHS if path.endswith(p)), "llm")
-        try:
-            self.body: bytes = request.content
-        except Exception:  # a streamed upload: nothing to read the model from
-            self.body = b""
+        self.body = body
         found = _MODEL.search(self.body)
         self.model = found.group(1).decode("utf-8", "replace") if found else ""
         if not self.model and ":" in path:  # Gemini names the model in the URL
@@ -285,7 +303,8 @@ class _Observer:
             if found:
                 self.model = found.group(1).decode("utf-8", "replace")
 
-    def finish(self, error: str = "") -> None:
+    def finish(self, error: str = "", cancelled: bool = False) -> None:
+        """Record the call: ``error`` when it failed, ``cancelled`` when the client gave up on it after sending it."""
         # A stream's end and its close may both get here (even from two threads): the first wins,
         # and finish_llm_call records a call once whatever happens.
         if self.done:
@@ -293,16 +312,50 @@ class _Observer:
         self.done = True
         ok = not error and 0 < self.status < 400
         if not error and not ok:
+            cancelled = cancelled or not self.status
             error = f"HTTP {self.status}" if self.status else "no response when its evaluation ended"
+        # Tokens the server reported, else estimated, for every call it computed or may have been computing:
+        # an answered call, a stream cut after its status line, a call the client gave up on.
+        computing = ok or cancelled or 0 < self.status < 400
         estimated = False
         t_in, t_out = self.tokens.get("in"), self.tokens.get("out")
-        if ok and (t_in is None or t_out is None):
+        if computing and (t_in is None or t_out is None):
             estimated = True
             t_in = _estimate_prompt_tokens(self.body) if t_in is None else t_in
             t_out = max(0, self.events) if t_out is None else t_out
         prompt, answer = self.texts()
         finish_llm_call(self.call, name=self.name, model=self.model, tokens_in=t_in or 0, tokens_out=t_out or 0,
-                        ok=ok, error=error, estimated=estimated, via="http", input=prompt, output=answer)
+                        ok=ok, error=error, estimated=estimated, via="http", cancelled=cancelled,
+                        input=prompt, output=answer)
+
+    def fail(self, exc: BaseException) -> None:
+        """Record the call as failed with ``exc`` (cancelled when the client gave up waiting)."""
+        self.finish(f"{type(exc).__name__}: {exc}", cancelled=_gave_up(exc))
+
+
+def _fed(observer: _Observer, chunks: Any) -> Any:
+    """``chunks`` of a streamed response, each read by ``observer`` on the way; the call ends with them."""
+    try:
+        for chunk in chunks:
+            observer.feed(chunk)
+            yield chunk
+    except BaseException as exc:
+        observer.fail(exc)
+        raise
+    observer.finish()
+
+
+@contextlib.contextmanager
+def _recording(observer: _Observer) -> Any:
+    """Around sending an observed request: inner layers record nothing, and a failure ends the call."""
+    token = _IN_CALL.set(True)
+    try:
+        yield
+    except BaseException as exc:
+        observer.fail(exc)
+        raise
+    finally:
+        _IN_CALL.reset(token)
 
 
 def _stream_classes(mod: Any) -> tuple[type, type]:
@@ -313,15 +366,7 @@ def _stream_classes(mod: Any) -> tuple[type, type]:
             self._inner, self._observer = inner, observer
 
         def __iter__(self) -> Any:
-            observer = self._observer
-            try:
-                for chunk in self._inner:
-                    observer.feed(chunk)
-                    yield chunk
-            except BaseException as exc:
-                observer.finish(f"{type(exc).__name__}: {exc}")
-                raise
-            observer.finish()
+            return _fed(self._observer, self._inner)
 
         def close(self) -> None:
             try:
@@ -340,7 +385,7 @@ def _stream_classes(mod: Any) -> tuple[type, type]:
                     observer.feed(chunk)
                     yield chunk
             except BaseException as exc:
-                observer.finish(f"{type(exc).__name__}: {exc}")
+                observer.fail(exc)
                 raise
             observer.finish()
 
@@ -377,33 +422,28 @@ def _patch_http(mod: Any) -> None:
     send = mod.Client.send
     asend = mod.AsyncClient.send
 
+    def observed(client: Any, request: Any) -> _Observer | None:
+        if _IN_CALL.get() or _self_traced(client):
+            return None
+        if not _is_llm_post(request.method, request.url.path, lambda: _httpx_body(request)):
+            return None
+        return _Observer(begin_llm_call(), request.url.path, _httpx_body(request))
+
     def traced_send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        if _IN_CALL.get() or not _is_llm_post(request) or _self_traced(self):
+        observer = observed(self, request)
+        if observer is None:
             return send(self, request, *args, **kwargs)
-        observer = _Observer(begin_llm_call(), request)
-        token = _IN_CALL.set(True)
-        try:
+        with _recording(observer):
             response = send(self, request, *args, **kwargs)
-        except BaseException as exc:
-            observer.finish(f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            _IN_CALL.reset(token)
         _observe(observer, response, sync_wrapper)
         return response
 
     async def traced_asend(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        if _IN_CALL.get() or not _is_llm_post(request) or _self_traced(self):
+        observer = observed(self, request)
+        if observer is None:
             return await asend(self, request, *args, **kwargs)
-        observer = _Observer(begin_llm_call(), request)
-        token = _IN_CALL.set(True)
-        try:
+        with _recording(observer):
             response = await asend(self, request, *args, **kwargs)
-        except BaseException as exc:
-            observer.finish(f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            _IN_CALL.reset(token)
         _observe(observer, response, async_wrapper)
         return response
 
@@ -411,6 +451,58 @@ def _patch_http(mod: Any) -> None:
     traced_asend.__qd_original__ = asend  # type: ignore[attr-defined]
     mod.Client.send = traced_send
     mod.AsyncClient.send = traced_asend
+
+
+# -- requests ------------------------------------------------------------------------------------
+def _requests_body(body: Any) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    return body.encode("utf-8", "replace") if isinstance(body, str) else b""  # a generator or file: unread
+
+
+def _observe_requests(observer: _Observer, response: Any) -> None:
+    observer.status = response.status_code
+    if response._content_consumed and isinstance(response._content, bytes):  # read by Session.send (no stream)
+        observer.scan(response._content)
+        observer.content = response._content
+        observer.finish()
+        return
+    if observer.status >= 400:
+        observer.finish()
+        return
+    raw = response.raw  # streamed: iter_content/iter_lines read raw.stream, decoded; the span ends with it
+    inner, close = raw.stream, response.close
+
+    def stream(*args: Any, **kwargs: Any) -> Any:
+        return _fed(observer, inner(*args, **kwargs))
+
+    def closing() -> None:
+        try:
+            close()
+        finally:
+            observer.finish()
+
+    raw.stream = stream
+    response.close = closing
+
+
+def _patch_requests(sessions: Any) -> None:
+    send = sessions.Session.send
+
+    def traced_send(self: Any, request: Any, **kwargs: Any) -> Any:
+        if _IN_CALL.get():
+            return send(self, request, **kwargs)
+        path = urllib.parse.urlsplit(request.url or "").path
+        if not _is_llm_post(request.method or "", path, lambda: _requests_body(request.body)):
+            return send(self, request, **kwargs)
+        observer = _Observer(begin_llm_call(), path, _requests_body(request.body))
+        with _recording(observer):
+            response = send(self, request, **kwargs)
+        _observe_requests(observer, response)
+        return response
+
+    traced_send.__qd_original__ = send  # type: ignore[attr-defined]
+    sessions.Session.send = traced_send
 
 
 # -- DSPy ----------------------------------------------------------------------------------------
@@ -449,14 +541,15 @@ def _dspy_texts(prepared: Any, result: Any) -> tuple[Any, Any]:
     return prompt, "\n".join(texts) if texts else None
 
 
-def _finish_dspy(call: PendingCall, lm: Any, prepared: Any, result: Any, error: str = "") -> None:
+def _finish_dspy(call: PendingCall, lm: Any, prepared: Any, result: Any, exc: BaseException | None = None) -> None:
     model = str(getattr(result, "response_model", None) or getattr(lm, "model", "") or "")
     t_in, t_out = _dspy_tokens(result)
     cached = bool(getattr(result, "cache_hit", False))
+    error = "" if exc is None else f"{type(exc).__name__}: {exc}"
     prompt, answer = _dspy_texts(prepared, result)
     finish_llm_call(call, name="dspy", model=model, tokens_in=t_in or 0, tokens_out=t_out or 0, cached=cached,
                     ok=not error, error=error, estimated=not error and not cached and (t_in is None or t_out is None),
-                    via="dspy", input=prompt, output=answer)
+                    via="dspy", cancelled=exc is not None and _gave_up(exc), input=prompt, output=answer)
 
 
 def _patch_dspy(execution: Any) -> None:
@@ -470,7 +563,7 @@ def _patch_dspy(execution: Any) -> None:
         try:
             result = execute(lm, call_)
         except BaseException as exc:
-            _finish_dspy(call, lm, call_, None, f"{type(exc).__name__}: {exc}")
+            _finish_dspy(call, lm, call_, None, exc)
             raise
         finally:
             _IN_CALL.reset(token)
@@ -485,7 +578,7 @@ def _patch_dspy(execution: Any) -> None:
         try:
             result = await aexecute(lm, call_)
         except BaseException as exc:
-            _finish_dspy(call, lm, call_, None, f"{type(exc).__name__}: {exc}")
+            _finish_dspy(call, lm, call_, None, exc)
             raise
         finally:
             _IN_CALL.reset(token)
@@ -618,7 +711,8 @@ def _patch_threads() -> None:
 
 # Patched now if imported, else right after their import (httpx is imported by install itself; the
 # others are heavy imports a domain that never uses them should not pay).
-_DEFERRED = {"httpx": _patch_http, "httpx2": _patch_http, "dspy.clients.execution": _patch_dspy}
+_DEFERRED = {"httpx": _patch_http, "httpx2": _patch_http, "requests.sessions": _patch_requests,
+             "dspy.clients.execution": _patch_dspy}
 
 
 def install() -> None:

@@ -2,31 +2,62 @@
 
 Every descriptor is a function ``f(config, result) -> float``.
 
+Examples and evaluations
+------------------------
+An evaluation usually runs its configuration on several examples (questions, test cases); each
+runs inside :func:`qd.analysis.tracer.example_scope`, which marks its spans with ``example``.
+A trace without marks is one example.
+
+* **Structure** (``critical_path``, ``max_fanout``, ``max_prompt_tokens``) is computed **per
+  example, and the evaluation gets the largest** (max over examples; spans outside every example
+  form one more group). So how many examples run at once, and in which order, never changes them,
+  and they are the pipeline's own: a chain of 2 calls gives a critical path of 2 whether 1 or 3
+  examples ran, one after another or 8 at once.
+* **Volume** is either **per evaluation** (the sum over all its examples: ``llm_calls``,
+  ``tool_calls``, ``tokens_in``, ``tokens_out``, ``tokens_total``, ``cost_usd``; ``latency_s``,
+  the evaluation's wall time, which also depends on how many examples run at once) or **per
+  example**, with ``_per_example`` in the name: ``llm_calls_per_example``,
+  ``tokens_total_per_example``, ``cost_usd_per_example`` (the evaluation's total over its number
+  of examples) and ``latency_s_per_example`` (the mean of each example's own wall time). Per
+  example is what to map when evaluations score different numbers of examples (``sample=``, a
+  validation set of another size).
+
+Failed calls
+------------
+One rule for every descriptor: a failed LLM call (an HTTP error, a retried attempt, a call
+cancelled or cut off; ``ok=False``) is a call, counted with the tokens it is known to have used
+(``llm_calls``, tokens, cost, prompt size, latency), but it produced no output: it is not a node
+of the data-flow graph, so it adds no length to ``critical_path`` and no width to ``max_fanout``
+(a retry stands in its place).
+
 Dynamic descriptors read ``result.trace`` (dynamic program analysis):
 
 ``llm_calls``
-    Logical LLM calls (cache hits count: the configuration asked for them).
+    Logical LLM calls of the evaluation (cache hits count: the configuration asked for them).
 ``tool_calls``
-    Spans of kind ``"tool"``.
+    Spans of kind ``"tool"`` of the evaluation.
 ``tokens_in``, ``tokens_out``, ``tokens_total``
-    Tokens of all LLM calls (cache hits carry their original tokens).
+    Tokens of all the evaluation's LLM calls (cache hits carry their original tokens).
 ``critical_path``
-    Longest chain of dependent LLM calls through the ``deps`` data-flow DAG. Non-LLM spans
-    pass dependencies through without adding length, and a tool/step span's output is taken to
-    depend on the LLM calls made inside it (its children) as well as on its ``deps``: an LLM call
-    that consumes a tool whose result came from an LLM call is a chain of 2.
+    Longest chain of dependent LLM calls through the ``deps`` data-flow DAG, per example (max).
+    Non-LLM spans pass dependencies through without adding length, and a tool/step span's output
+    is taken to depend on the LLM calls made inside it (its children) as well as on its ``deps``:
+    an LLM call that consumes a tool whose result came from an LLM call is a chain of 2.
 ``max_fanout``
-    The widest single fan-out of LLM calls: the larger of (a) the most LLM calls that list one
-    span in their ``deps`` and (b) the most LLM calls launched under the same parent span with the
-    same ``deps`` (siblings that could run in parallel, e.g. the map step of map/reduce or
-    ``k`` votes). Failed calls are not counted (a retried attempt widens nothing). A sequential
-    chain has fan-out 1; no LLM calls gives 0.
+    The widest single fan-out of LLM calls, per example (max): the larger of (a) the most LLM
+    calls that list one span in their ``deps`` and (b) the most LLM calls launched under the same
+    parent span with the same ``deps`` (siblings that could run in parallel, e.g. the map step of
+    map/reduce or ``k`` votes). A sequential chain has fan-out 1; no LLM calls gives 0.
 ``latency_s``
-    Wall time covered by the trace: latest span end minus earliest span start.
+    Wall time covered by the evaluation's trace: latest span end minus earliest span start.
 ``max_prompt_tokens``
     Largest single prompt (the long-context error regime).
 ``cost_usd``
-    Sum of the LLM calls' nominal cost.
+    Sum of the evaluation's LLM calls' nominal cost.
+``llm_calls_per_example``, ``tokens_total_per_example``, ``cost_usd_per_example``
+    The evaluation's ``llm_calls``, ``tokens_total`` and ``cost_usd`` over its number of examples.
+``latency_s_per_example``
+    Mean over the examples of each one's wall time.
 
 Static descriptors read the configuration alone (static program analysis); when the domain's
 :class:`~qd.space.Space` is known (always, through :func:`resolve_measures`) they use it:
@@ -52,7 +83,8 @@ __all__ = [
     "DYNAMIC", "STATIC", "BUILTINS", "Descriptor", "resolve_measures", "available_measures", "summarize",
     "llm_calls", "tool_calls", "tokens_in", "tokens_out", "tokens_total", "critical_path", "max_fanout",
     "latency_s", "max_prompt_tokens", "cost_usd", "n_components", "prompt_chars", "max_depth",
-    "trace_critical_path", "trace_max_fanout", "critical_path_spans",
+    "llm_calls_per_example", "tokens_total_per_example", "cost_usd_per_example", "latency_s_per_example",
+    "trace_critical_path", "trace_max_fanout", "critical_path_spans", "trace_examples", "split_examples",
 ]
 
 Descriptor = Callable[[dict, EvalResult], float]
@@ -63,22 +95,29 @@ def _llm(trace: Iterable[Span]) -> list[Span]:
     return [s for s in trace if s.get("kind") == "llm"]
 
 
-def trace_critical_path(trace: Sequence[Span]) -> int:
-    """Longest chain of dependent LLM calls in ``trace`` (see the module docstring).
+def split_examples(trace: Sequence[Span]) -> list[list[Span]]:
+    """The trace split by example (``span["example"]``); spans outside every example form one more group.
 
-    Dependencies on ids absent from the trace are ignored; a cycle (which well-formed traces
-    cannot have) is cut where it closes. The chain itself is :func:`critical_path_spans`.
+    A trace without examples is one group; an empty trace gives no group.
     """
-    by_id = {s["id"]: s for s in trace if "id" in s}
-    return sum(by_id[sid].get("kind") == "llm" for sid in critical_path_spans(trace))
+    groups: dict[Any, list[Span]] = {}
+    for s in trace:
+        groups.setdefault(s.get("example"), []).append(s)
+    return list(groups.values())
 
 
-def critical_path_spans(trace: Sequence[Span]) -> list[int]:
-    """Span ids of one longest chain of dependent LLM calls, first to last (``critical_path`` counts its LLM calls).
+def trace_examples(trace: Sequence[Span]) -> int:
+    """Examples the trace ran: distinct ``example`` marks, and 1 when there are none."""
+    return max(1, len({s["example"] for s in trace if s.get("example") is not None}))
+
+
+def _critical_chain(trace: Sequence[Span]) -> list[int]:
+    """Span ids of one longest chain of dependent successful LLM calls in one example's spans, first to last.
 
     The chain runs through ``deps`` and, for tool/step spans, the calls made inside them (module
-    docstring), so it may hold tool or step spans between LLM calls; of several longest chains the
-    one ending at the LLM call with the lowest span id is taken, and at each step the input with the lowest id.
+    docstring), so it may hold tool or step spans (and failed calls, which pass their inputs
+    through) between LLM calls; of several longest chains the one ending at the call with the
+    lowest span id is taken, and at each step the input with the lowest id.
     """
     by_id = {s["id"]: s for s in trace if "id" in s}
     children: dict[int, list[int]] = defaultdict(list)
@@ -115,23 +154,41 @@ def critical_path_spans(trace: Sequence[Span]) -> list[int]:
             done = sorted(d for d in set(inputs(sid)) if d in depth)  # an input still on the stack closes a cycle
             best = max(done, key=lambda d: depth[d], default=None)  # max keeps the first (lowest id) of ties
             best_input[sid] = best
-            depth[sid] = (depth[best] if best is not None else 0) + (1 if by_id[sid].get("kind") == "llm" else 0)
+            depth[sid] = (depth[best] if best is not None else 0) + _length(by_id[sid])
     if not depth or max(depth.values()) == 0:
         return []
     top = max(depth.values())
-    end: int | None = min(sid for sid, d in depth.items() if d == top and by_id[sid].get("kind") == "llm")
+    end: int | None = min(sid for sid, d in depth.items() if d == top and _length(by_id[sid]))
     chain = []
     while end is not None:
         chain.append(end)
         end = best_input[end]
     chain.reverse()
-    # a chain starts at its first LLM call: what it read before that adds no length
-    first = next(i for i, sid in enumerate(chain) if by_id[sid].get("kind") == "llm")
+    # a chain starts at its first counted call: what it read before that adds no length
+    first = next(i for i, sid in enumerate(chain) if _length(by_id[sid]))
     return chain[first:]
 
 
-def trace_max_fanout(trace: Sequence[Span]) -> int:
-    """Widest fan-out of LLM calls in ``trace`` (see the module docstring)."""
+def _length(s: Span) -> int:
+    """What a span adds to a chain: 1 for a successful LLM call; a failed one gave no output (module docstring)."""
+    return 1 if s.get("kind") == "llm" and s.get("ok", True) else 0
+
+
+def critical_path_spans(trace: Sequence[Span]) -> list[int]:
+    """Span ids of the chain ``critical_path`` counts: the longest of the examples' chains (the first of ties).
+
+    Each example's chain is one longest chain of dependent successful LLM calls in its spans, first to
+    last (module docstring); ``critical_path`` is the number of successful LLM calls on it.
+    """
+    by_id = {s["id"]: s for s in trace if "id" in s}
+    chains = [_critical_chain(group) for group in split_examples(trace)]
+    return max(chains, key=lambda c: sum(_length(by_id[sid]) for sid in c), default=[])
+
+
+
+
+def _max_fanout(trace: Sequence[Span]) -> int:
+    """Widest fan-out of successful LLM calls in one example's spans."""
     calls = [s for s in _llm(trace) if s.get("ok", True)]
     if not calls:
         return 0
@@ -144,6 +201,22 @@ def trace_max_fanout(trace: Sequence[Span]) -> int:
     return max(max(consumers.values(), default=0), max(siblings.values()))
 
 
+def trace_critical_path(trace: Sequence[Span]) -> int:
+    """Longest chain of dependent LLM calls in ``trace``, per example, the largest (module docstring).
+
+    Dependencies on ids absent from the example's spans are ignored; a cycle (which well-formed
+    traces cannot have) is cut where it closes. Failed calls add no length. The chain itself is
+    :func:`critical_path_spans`.
+    """
+    by_id = {s["id"]: s for s in trace if "id" in s}
+    return sum(_length(by_id[sid]) for sid in critical_path_spans(trace))
+
+
+def trace_max_fanout(trace: Sequence[Span]) -> int:
+    """Widest fan-out of LLM calls in ``trace``, per example, the largest (module docstring)."""
+    return max((_max_fanout(group) for group in split_examples(trace)), default=0)
+
+
 def _latency(trace: Sequence[Span]) -> float:
     if not trace:
         return 0.0
@@ -152,15 +225,26 @@ def _latency(trace: Sequence[Span]) -> float:
     return max(0.0, end - start)
 
 
+def _example_latency(trace: Sequence[Span]) -> float:
+    """Mean wall time of the examples (of the whole trace when it has none)."""
+    marked = [g for g in split_examples(trace) if g[0].get("example") is not None]
+    if not marked:
+        return _latency(trace)
+    return sum(_latency(g) for g in marked) / len(marked)
+
+
 def summarize(trace: Sequence[Span]) -> dict[str, Any]:
     """Per-evaluation trace summary (stored in the run store): counts, tokens, depth, latency.
+
+    Counts, tokens, cost and latencies are the evaluation's (summed over its examples);
+    ``critical_path`` and ``max_fanout`` are per example, the largest (module docstring).
 
     Returns
     -------
     dict
-        ``spans, llm_calls, tool_calls, steps, cached_calls, failed_calls, tokens_in, tokens_out,
-        tokens_total, max_prompt_tokens, critical_path, max_fanout, latency_s, llm_latency_s,
-        cost_usd, models, unpriced_models, estimated_calls`` (JSON-ready).
+        ``spans, examples, llm_calls, tool_calls, steps, cached_calls, failed_calls, cancelled_calls,
+        tokens_in, tokens_out, tokens_total, max_prompt_tokens, critical_path, max_fanout, latency_s,
+        llm_latency_s, cost_usd, models, unpriced_models, estimated_calls`` (JSON-ready).
     """
     trace = list(trace or ())
     calls = _llm(trace)
@@ -168,11 +252,13 @@ def summarize(trace: Sequence[Span]) -> dict[str, Any]:
     t_out = sum(int(s.get("tokens_out", 0)) for s in calls)
     return {
         "spans": len(trace),
+        "examples": trace_examples(trace),
         "llm_calls": len(calls),
         "tool_calls": sum(s.get("kind") == "tool" for s in trace),
         "steps": sum(s.get("kind") == "step" for s in trace),
         "cached_calls": sum(bool(s.get("cached")) for s in calls),
         "failed_calls": sum(not s.get("ok", True) for s in calls),
+        "cancelled_calls": sum(bool(s.get("cancelled")) for s in calls),
         "tokens_in": t_in,
         "tokens_out": t_out,
         "tokens_total": t_in + t_out,
@@ -191,53 +277,73 @@ def summarize(trace: Sequence[Span]) -> dict[str, Any]:
 
 # -- dynamic descriptors -------------------------------------------------------------------------
 def llm_calls(config: dict, result: EvalResult) -> float:
-    """Logical LLM calls, cache hits included."""
+    """Logical LLM calls of the evaluation (all its examples), cache hits and failed attempts included."""
     return float(len(_llm(result.trace)))
 
 
 def tool_calls(config: dict, result: EvalResult) -> float:
-    """Tool spans in the trace."""
+    """Tool spans of the evaluation."""
     return float(sum(s.get("kind") == "tool" for s in result.trace))
 
 
 def tokens_in(config: dict, result: EvalResult) -> float:
-    """Prompt tokens over all LLM calls."""
+    """Prompt tokens over all LLM calls of the evaluation."""
     return float(sum(int(s.get("tokens_in", 0)) for s in _llm(result.trace)))
 
 
 def tokens_out(config: dict, result: EvalResult) -> float:
-    """Completion tokens over all LLM calls."""
+    """Completion tokens over all LLM calls of the evaluation."""
     return float(sum(int(s.get("tokens_out", 0)) for s in _llm(result.trace)))
 
 
 def tokens_total(config: dict, result: EvalResult) -> float:
-    """Prompt plus completion tokens over all LLM calls."""
+    """Prompt plus completion tokens over all LLM calls of the evaluation."""
     return tokens_in(config, result) + tokens_out(config, result)
 
 
 def critical_path(config: dict, result: EvalResult) -> float:
-    """Longest chain of dependent LLM calls (sequential LLM depth)."""
+    """Longest chain of dependent LLM calls (sequential LLM depth), per example, the largest."""
     return float(trace_critical_path(result.trace))
 
 
 def max_fanout(config: dict, result: EvalResult) -> float:
-    """Widest fan-out of LLM calls."""
+    """Widest fan-out of LLM calls, per example, the largest."""
     return float(trace_max_fanout(result.trace))
 
 
 def latency_s(config: dict, result: EvalResult) -> float:
-    """Wall time covered by the trace."""
+    """Wall time covered by the evaluation's trace (depends on how many examples run at once)."""
     return _latency(result.trace)
 
 
 def max_prompt_tokens(config: dict, result: EvalResult) -> float:
-    """Largest single prompt in tokens."""
+    """Largest single prompt in tokens (of any call, so of any example: the largest)."""
     return float(max((int(s.get("tokens_in", 0)) for s in _llm(result.trace)), default=0))
 
 
 def cost_usd(config: dict, result: EvalResult) -> float:
-    """Nominal cost of all LLM calls."""
+    """Nominal cost of all LLM calls of the evaluation."""
     return float(sum(float(s.get("cost_usd", 0.0)) for s in _llm(result.trace)))
+
+
+def llm_calls_per_example(config: dict, result: EvalResult) -> float:
+    """LLM calls of the evaluation over its number of examples."""
+    return llm_calls(config, result) / trace_examples(result.trace)
+
+
+def tokens_total_per_example(config: dict, result: EvalResult) -> float:
+    """Tokens of the evaluation over its number of examples."""
+    return tokens_total(config, result) / trace_examples(result.trace)
+
+
+def cost_usd_per_example(config: dict, result: EvalResult) -> float:
+    """Nominal cost of the evaluation over its number of examples."""
+    return cost_usd(config, result) / trace_examples(result.trace)
+
+
+def latency_s_per_example(config: dict, result: EvalResult) -> float:
+    """Mean wall time of one example (of the whole trace when it marks no examples)."""
+    return _example_latency(result.trace)
 
 
 # -- static descriptors --------------------------------------------------------------------------
@@ -284,6 +390,8 @@ DYNAMIC: dict[str, Descriptor] = {
     "llm_calls": llm_calls, "tool_calls": tool_calls, "tokens_in": tokens_in, "tokens_out": tokens_out,
     "tokens_total": tokens_total, "critical_path": critical_path, "max_fanout": max_fanout,
     "latency_s": latency_s, "max_prompt_tokens": max_prompt_tokens, "cost_usd": cost_usd,
+    "llm_calls_per_example": llm_calls_per_example, "tokens_total_per_example": tokens_total_per_example,
+    "cost_usd_per_example": cost_usd_per_example, "latency_s_per_example": latency_s_per_example,
 }
 STATIC: dict[str, Callable[..., float]] = {
     "n_components": n_components, "prompt_chars": prompt_chars, "max_depth": max_depth,
@@ -334,8 +442,9 @@ def resolve_measures(names: Sequence[str], domain: Any = None) -> list[Descripto
     """Turn descriptor names into functions ``f(config, result) -> float``.
 
     Each name is looked up, in order, among the built-ins (static ones bound to the domain's
-    space), ``domain.descriptors()``, the domain's ``default_measures`` (read from
-    ``result.measures``), and finally as ``"package.module:function"``.
+    space), ``domain.descriptors()``, as ``"package.module:function"`` (any name with a colon,
+    even one the domain lists among its ``default_measures``), and finally among the domain's
+    ``default_measures`` (read from ``result.measures``).
 
     Raises
     ------
@@ -359,10 +468,10 @@ def resolve_measures(names: Sequence[str], domain: Any = None) -> list[Descripto
             out.append(_named(name, lambda c, r, fn=fn: fn(c, r, space=space)))
         elif name in domain_fns:
             out.append(_named(name, domain_fns[name]))
+        elif ":" in name:  # before the pass-through: a domain may list a reference among its measures
+            out.append(_named(name, _import(name)))
         elif name in declared:
             out.append(_passthrough(name, domain_name))
-        elif ":" in name:
-            out.append(_named(name, _import(name)))
         else:
             import difflib
 

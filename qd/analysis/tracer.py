@@ -40,6 +40,15 @@ starts, a function it submits to a thread pool. The rule:
   and a fan-out of 5; a call that follows a call of a started flow does not also depend on
   what that flow followed, so a chain through threads keeps a fan-out of 1).
 
+Examples
+--------
+An evaluation that runs several examples (instances: questions, test cases) runs each inside
+:func:`example_scope` (``FunctionDomain``, ``DSPyDomain`` and the retrieval demo do). Every span
+recorded in that context, in the threads and tasks it starts too, carries the example's index as
+``example``, and the example starts a flow of its own with nothing before it: inferred deps never
+link two examples, however many run at once and in whatever order. Descriptors compute structure
+per example (:mod:`qd.analysis.descriptors`).
+
 Limits: the rule sees control flow, not values, so a call that ignores an earlier call's output
 still depends on it, and work handed between flows through a queue or shared variable is not
 seen. Threads and tasks are recognised when started through ``ThreadPoolExecutor.submit``,
@@ -67,8 +76,8 @@ from qd.llm.prices import DEFAULT_PRICES, Price, cost_of
 from qd.result import DEFAULT_TRACE_TEXT_CHARS, Span, clip_text
 
 __all__ = ["Tracer", "active_tracer", "as_text", "span", "traced", "record_llm_call", "export_trace_json", "KINDS",
-           "PendingCall", "begin_llm_call", "finish_llm_call", "take_untraced", "fork_context", "run_forked",
-           "flow_joined"]
+           "example_scope", "PendingCall", "begin_llm_call", "finish_llm_call", "take_untraced", "fork_context",
+           "run_forked", "flow_joined"]
 
 KINDS: tuple[str, ...] = ("llm", "tool", "step")
 
@@ -77,6 +86,9 @@ _TRACER: contextvars.ContextVar[Tracer | None] = contextvars.ContextVar("qd_trac
 _PARENT: contextvars.ContextVar[int | None] = contextvars.ContextVar("qd_span_parent", default=None)
 # The flow (thread of control) of the current context, for inferred deps (see the module docstring).
 _FLOW: contextvars.ContextVar[_Flow | None] = contextvars.ContextVar("qd_flow", default=None)
+
+# The example (instance) of the evaluation the current context runs, if any (see example_scope).
+_EXAMPLE: contextvars.ContextVar[int | None] = contextvars.ContextVar("qd_example", default=None)
 
 # Tracers entered and not yet exited in this process: a call seen outside any tracer's context is
 # attributed to the only open one (serial and Ray task mode run one evaluation per process).
@@ -245,6 +257,7 @@ class PendingCall:
     t0: float
     in_context: bool
     flush: Callable[[], None] | None = None
+    example: int | None = None
 
 
 _UNTRACED = {"calls": 0, "tokens_in": 0, "tokens_out": 0}
@@ -278,7 +291,8 @@ def begin_llm_call(deps: Sequence[int | None] | None = None) -> PendingCall:
         tracer = None
     if tracer is not None:
         flow = _current_flow(tracer)
-        call = PendingCall(tracer, flow, [], _PARENT.get(), time.time(), time.perf_counter(), True)
+        call = PendingCall(tracer, flow, [], _PARENT.get(), time.time(), time.perf_counter(), True,
+                           example=_EXAMPLE.get())
         with tracer._lock:
             call.deps = _inferred_deps(tracer, flow) if deps is None else _clean_deps(deps)
             tracer._pending.add(call)
@@ -294,13 +308,14 @@ def begin_llm_call(deps: Sequence[int | None] | None = None) -> PendingCall:
 
 def finish_llm_call(call: PendingCall, *, name: str, model: str, tokens_in: int, tokens_out: int,
                     cached: bool = False, ok: bool = True, error: str = "", estimated: bool = False,
-                    via: str = "", input: Any = None, output: Any = None) -> int | None:
+                    via: str = "", cancelled: bool = False, input: Any = None, output: Any = None) -> int | None:
     """Record a call begun by :func:`begin_llm_call` as an ``llm`` span; its id, or ``None`` if untraced.
 
     The cost comes from the tracer's price table (:func:`qd.llm.prices.cost_of`); a model missing
     from it is marked ``unpriced`` (and costs 0). ``estimated`` marks token counts the endpoint did
-    not report. ``input`` and ``output`` (prompt and answer text) are kept clipped to the tracer's
-    ``text_chars``.
+    not report; ``cancelled`` a call the client gave up on (cancelled, timed out, or still without
+    an answer when its evaluation ended) after sending it. ``input`` and ``output`` (prompt and
+    answer text) are kept clipped to the tracer's ``text_chars``.
     """
     latency = time.perf_counter() - call.t0
     tracer = call.tracer
@@ -318,9 +333,13 @@ def finish_llm_call(call: PendingCall, *, name: str, model: str, tokens_in: int,
         extra["unpriced"] = True
     if via:
         extra["via"] = via
+    if cancelled:
+        extra["cancelled"] = True
     if not call.in_context:
         extra["attributed"] = "process"
     extra.update(tracer.text(input, output))
+    if call.example is not None:
+        extra["example"] = call.example
     with tracer._lock:
         if call not in tracer._pending:
             return None  # already flushed when the tracer exited
@@ -367,8 +386,9 @@ class Tracer:
     # -- context manager ------------------------------------------------------------------------
     def __enter__(self) -> Tracer:
         self.start_wall = time.time()
-        # Reset the parent and the flow: spans of an outer tracer are not valid ids in this one.
-        self._tokens.append((_TRACER.set(self), _PARENT.set(None), _FLOW.set(_Flow(_owner(), []))))
+        # Reset the parent, the flow and the example: they belong to an outer tracer's spans.
+        self._tokens.append((_TRACER.set(self), _PARENT.set(None), _FLOW.set(_Flow(_owner(), [])),
+                             _EXAMPLE.set(None)))
         with _OPEN_LOCK:
             _OPEN.append(self)
             self._entered += 1
@@ -383,7 +403,8 @@ class Tracer:
         for call in unfinished:  # streams never read to the end: record what was seen
             if call.flush is not None:
                 call.flush()
-        tracer_token, parent_token, flow_token = self._tokens.pop()
+        tracer_token, parent_token, flow_token, example_token = self._tokens.pop()
+        _EXAMPLE.reset(example_token)
         _FLOW.reset(flow_token)
         _PARENT.reset(parent_token)
         _TRACER.reset(tracer_token)
@@ -419,19 +440,22 @@ class Tracer:
     def add_span(self, *, kind: str, name: str, parent_id: int | None = None, deps: Sequence[int | None] | None = None,
                  model: str = "", tokens_in: int = 0, tokens_out: int = 0, cached: bool = False,
                  latency_s: float = 0.0, start_s: float | None = None, ok: bool = True, error: str = "",
-                 cost_usd: float = 0.0, input: Any = None, output: Any = None) -> int:
+                 cost_usd: float = 0.0, example: int | None = None, input: Any = None, output: Any = None) -> int:
         """Append a finished span directly (no context needed) and return its id.
 
-        Useful for domains that simulate calls, or to replay a trace. ``input`` and ``output``
+        Useful for domains that simulate calls, or to replay a trace. ``example`` defaults to the
+        example the calling context runs (:func:`example_scope`), if any. ``input`` and ``output``
         (prompt and answer text) are kept clipped to :attr:`text_chars`.
         """
         if kind not in KINDS:
             raise ValueError(f"span kind {kind!r} not in {list(KINDS)}")
+        example = _EXAMPLE.get() if example is None else example
+        extra = {} if example is None else {"example": int(example)}
         return self._add(
             parent_id=parent_id, deps=_clean_deps(deps), kind=kind, name=str(name), model=str(model),
             tokens_in=int(tokens_in), tokens_out=int(tokens_out), cached=bool(cached), latency_s=float(latency_s),
             start_s=float(time.time() if start_s is None else start_s), ok=bool(ok), error=str(error),
-            cost_usd=float(cost_usd), **self.text(input, output),
+            cost_usd=float(cost_usd), **extra, **self.text(input, output),
         )
 
 
@@ -497,6 +521,37 @@ def span(kind: str, name: str, deps: Sequence[int | None] | None = None) -> Iter
     finally:
         _PARENT.reset(token)
         tracer._update(sid, latency_s=time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def example_scope(index: int, name: str = "example") -> Iterator[int | None]:
+    """Run one example (instance) of an evaluation: yields the id of its ``step`` span (``None`` without a tracer).
+
+    Every span recorded inside, in threads and tasks started inside too, carries ``example=index``,
+    and the example's calls infer their deps from a flow of their own that starts empty, so no call
+    depends on another example's (module docstring, Examples). Descriptors compute structure
+    (``critical_path``, ``max_fanout``) per example and give the largest.
+
+    Parameters
+    ----------
+    index : int
+        The example's index in the evaluation (its position among the scored examples).
+    name : str
+        Name of the example's step span.
+    """
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise TypeError(f"example index must be an int, got {index!r}")
+    if _TRACER.get() is None:
+        yield None
+        return
+    example_token = _EXAMPLE.set(index)
+    flow_token = _FLOW.set(_Flow(_owner(), []))
+    try:
+        with span("step", name) as sid:
+            yield sid
+    finally:
+        _FLOW.reset(flow_token)
+        _EXAMPLE.reset(example_token)
 
 
 def traced(kind: str = "tool", name: str | None = None) -> Callable[[F], F]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import socket
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -75,6 +76,20 @@ class PipelineLLM(LLMEndpoint):
     # Pickled for Ray workers: the embedded server's address travels when it already runs here.
     def __getstate__(self) -> dict[str, Any]:
         return self._pickled_endpoint(dict(self.__dict__), start=False)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        same_host = state.get("_resolved_on") == socket.gethostname()
+        super().__setstate__(state)
+        # Sent from this machine with no embedded model running there: the domain did not declare uses_llm.
+        self._unstarted_by_sender = self.is_local and same_host and self._resolved_url is None
+
+    def resolved_base_url(self) -> str:
+        """The endpoint to call, starting the embedded server in this process if needed (see the class)."""
+        if getattr(self, "_unstarted_by_sender", False) and self._resolved_url is None:
+            warnings.warn("qd.pipeline_llm() starts the embedded model in this worker process, because the domain "
+                          "does not declare uses_llm=True and the driver started none for its workers to share (each "
+                          "worker loads its own): declare uses_llm=True on the domain", stacklevel=2)
+        return super().resolved_base_url()
 
 
 def pipeline_llm() -> PipelineLLM:
