@@ -565,10 +565,20 @@ class RayEvaluator:
         Calls submitted while Ray restarts an actor fail as unavailable; on a busy machine the
         restart (a fresh process that imports qd and the domain) takes seconds.
         """
-        try:
-            ray.get(self._actors[lane].ready.remote(), timeout=_RESTART_TIMEOUT_S)
-        except Exception as exc:  # still down: later calls on it come back as crashes
-            log.warning("Ray evaluation actor %d did not come back after a crash: %s", lane, _short(str(exc)))
+        end = time.monotonic() + _RESTART_TIMEOUT_S
+        while True:
+            try:
+                ray.get(self._actors[lane].ready.remote(), timeout=max(0.1, end - time.monotonic()))
+                return
+            except rex.ActorUnavailableError as exc:  # Ray answers at once while the actor restarts
+                if time.monotonic() >= end:
+                    error = exc
+                    break
+                time.sleep(0.05)
+            except Exception as exc:  # still down: later calls on it come back as crashes
+                error = exc
+                break
+        log.warning("Ray evaluation actor %d did not come back after a crash: %s", lane, _short(str(error)))
 
     def _expire(self, now: float) -> list[tuple[int, EvalResult]]:
         overdue = [ref for ref, job in self._jobs.items() if now >= self._deadline(job)]
