@@ -475,7 +475,8 @@ def test_lane_model_starts_jobs_in_order_within_capacity(capacity, ops):
     for submit, pick in ops:
         now += 1.0
         if submit or not jobs:
-            job = _Job(key=len(jobs), ref=None, lane=0)
+            job = _Job([(len(jobs), {})], ref=None, lane=0)
+            job.key = len(jobs)
             job.submitted = now
             jobs.append(job)
             lane.admit(job, now)
