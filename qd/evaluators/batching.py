@@ -38,7 +38,9 @@ class BatchSizer:
     Attributes
     ----------
     eval_s : float or None
-        Moving average of the seconds one evaluation takes on a worker (``None`` before the first).
+        Moving average of the seconds one evaluation takes on a worker (``None`` before the first):
+        each evaluation weighs ``smoothing`` against those before it, so a call of many evaluations
+        moves it further than a call of one.
     """
 
     calls_per_s: float = 250.0    # calls per second the whole cluster may need from the driver
@@ -46,7 +48,7 @@ class BatchSizer:
     max_call_s: float = 1.0       # longest expected call: results stay fresh, and a lost call loses little
     timeout_share: float = 0.1    # ... and at most this share of timeout_s
     max_in_flight: int = 65536    # evaluations in the search's window (2 * slots * batch), for driver memory
-    smoothing: float = 0.25       # weight of the newest call in eval_s
+    smoothing: float = 0.25       # weight of the newest evaluation in eval_s
 
     def __init__(self, timeout_s: float | None = None, fixed: int | None = None):
         if fixed is not None and (not isinstance(fixed, int) or isinstance(fixed, bool) or fixed < 1):
@@ -78,8 +80,8 @@ class BatchSizer:
         per_eval = max(seconds / count, 1e-7)
         if self.eval_s is None:
             self.eval_s = per_eval
-        else:
-            self.eval_s += self.smoothing * (per_eval - self.eval_s)
+        else:  # as if each evaluation of the call moved the average by `smoothing`
+            self.eval_s += (1.0 - (1.0 - self.smoothing) ** count) * (per_eval - self.eval_s)
 
     def size(self, slots: int) -> int:
         """Configurations per call for ``slots`` evaluations at once."""

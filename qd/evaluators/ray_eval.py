@@ -538,13 +538,15 @@ class RayEvaluator:
         self._lanes[lane].admit(job, time.monotonic())
 
     def _send_buffer(self) -> None:
-        """Send the partial batch queued by :meth:`submit`, spread over the slots that would idle."""
-        if not self._buffer:
-            return
-        idle = sum(max(0, lane.capacity - lane.load) for lane in self._lanes)
-        if idle == 0:
-            return  # every slot has a call running or queued: the batch may still fill up
-        count = min(idle, len(self._buffer))
+        """Send the partial batch queued by :meth:`submit` while fewer than two calls per slot are out.
+
+        It is split into as many calls as that leaves room for, so a window too small to fill
+        batches (a short run, ``ordered``) is sent one configuration per call, as unbatched.
+        """
+        room = 2 * sum(lane.capacity for lane in self._lanes) - len(self._jobs)
+        if not self._buffer or room <= 0:
+            return  # every slot has a call running and one queued: the batch may still fill up
+        count = min(room, len(self._buffer))
         size = -(-len(self._buffer) // count)
         for start in range(0, len(self._buffer), size):
             self._send(self._buffer[start:start + size])
