@@ -171,48 +171,56 @@ class _EvalActor:
         # min(32, cpus + 4) threads, which would cap an actor's concurrency at 6 on a
         # 2-core node, and a hung evaluation would hold a pool thread for ever.
         loop = asyncio.get_running_loop()
-        landed: asyncio.Queue[tuple[EvalResult, float]] = asyncio.Queue()
-        stop = threading.Event()  # set when the caller stopped waiting: start nothing more
+        finished = loop.create_future()
+        results: list[EvalResult] = []
+        took = [0.0]
+        running = [(0, time.perf_counter())]  # (index, start) of the evaluation in progress, replaced whole
+        stop = threading.Event()  # set when the caller stopped waiting: record and start nothing more
 
-        def post(item: tuple[EvalResult, float] | None) -> None:
-            try:
-                loop.call_soon_threadsafe(landed.put_nowait, item)
-            except RuntimeError:  # the loop closed while we ran (actor shutting down)
-                pass
+        def end() -> None:
+            if not finished.done():
+                finished.set_result(None)
 
         def run() -> None:
             start = time.perf_counter()
             try:
-                for config in configs:
+                for index, config in enumerate(configs):
                     began = time.perf_counter()
+                    running[0] = (index, began)
                     try:
                         result = evaluate_config(self.domain, config)
                     except BaseException as exc:  # evaluate_config catches Exception; this is SystemExit & co.
                         result = EvalResult.failure("error", f"{type(exc).__name__}: {exc}")
-                    post((result, time.perf_counter() - began))
-                    if stop.is_set() or time.perf_counter() - start >= budget_s:
-                        break
+                    if stop.is_set():
+                        return
+                    results.append(result)
+                    took[0] += time.perf_counter() - began
+                    if time.perf_counter() - start >= budget_s:
+                        return  # what was not started is sent again
             finally:
-                post(None)  # the end: the caller stops waiting; what was not started is sent again
+                try:
+                    loop.call_soon_threadsafe(end)
+                except RuntimeError:  # the loop closed while we ran (actor shutting down)
+                    pass
 
         thread = threading.Thread(target=run, name="qd-actor-eval", daemon=True)
         thread.start()
-        results: list[EvalResult] = []
-        seconds = 0.0
-        while len(results) < len(configs):
+        while True:
+            # One wake-up per deadline, not per evaluation: at the deadline of the evaluation that
+            # was running, either it is still the one running (a timeout) or the wait starts over.
+            index, began = running[0]
+            wait = None if timeout_s is None else max(0.0, began + timeout_s - time.perf_counter())
             try:
-                item = landed.get_nowait() if not landed.empty() else await asyncio.wait_for(landed.get(), timeout_s)
+                await asyncio.wait_for(asyncio.shield(finished), wait)
+                return results, took[0], len(results)
             except TimeoutError:
-                stop.set()
-                self._lingering = [t for t in self._lingering if t.is_alive()] + [thread]
-                result = EvalResult.failure("timeout", f"evaluation exceeded timeout_s={timeout_s:g}")
-                result.metrics["lingering_threads"] = len(self._lingering)
-                return [*results, result], seconds, len(results)
-            if item is None:
-                break
-            results.append(item[0])
-            seconds += item[1]
-        return results, seconds, len(results)
+                if running[0] != (index, began) or len(results) > index:
+                    continue
+            stop.set()
+            self._lingering = [t for t in self._lingering if t.is_alive()] + [thread]
+            result = EvalResult.failure("timeout", f"evaluation exceeded timeout_s={timeout_s:g}")
+            result.metrics["lingering_threads"] = len(self._lingering)
+            return [*results[:index], result], took[0], index
 
 
 def _can_import(module: str) -> bool:
