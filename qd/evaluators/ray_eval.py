@@ -111,6 +111,7 @@ _MAX_ERROR_CHARS = 2000
 # -- worker side ---------------------------------------------------------------------------------
 
 _DOMAINS: dict[bytes, Domain] = {}  # per worker process: object id -> deserialized domain
+_WARM: list[bool] = []  # per worker process: not empty once it has run an evaluation
 
 
 def _domain_of(holder: list) -> Domain:
@@ -138,16 +139,20 @@ def _evaluate(domain: Domain, config: dict) -> EvalResult:
 def _run_task(holder: list, configs: list[dict], budget_s: float) -> tuple[list[EvalResult], float, int]:
     """Evaluate ``configs`` in order, starting none past ``budget_s``.
 
-    Returns the results (a prefix of ``configs``), the seconds they took and how many they are.
+    Returns the results (a prefix of ``configs``), and the seconds the evaluations took and how
+    many they are (without the first of a fresh worker process, which imports and connects).
     """
     domain = _domain_of(holder)
-    start = time.perf_counter()
+    start = measured = time.perf_counter()
     results = []
     for config in configs:
         results.append(_evaluate(domain, config))
+        if not _WARM:  # a fresh process's first evaluation imports and connects: not its speed
+            _WARM.append(True)
+            measured = time.perf_counter()
         if time.perf_counter() - start >= budget_s:
             break
-    return results, time.perf_counter() - start, len(results)
+    return results, time.perf_counter() - measured, len(results) - (measured != start)
 
 
 class _EvalActor:
@@ -156,6 +161,7 @@ class _EvalActor:
     def __init__(self, domain: Domain):
         self.domain = domain
         self._lingering: list[threading.Thread] = []
+        self._warm = False
 
     def ready(self) -> bool:
         return True
@@ -165,7 +171,8 @@ class _EvalActor:
         """Evaluate ``configs`` in order, each within ``timeout_s``, starting none past ``budget_s``.
 
         Returns the results (a prefix of ``configs``: an evaluation that times out ends the call),
-        the seconds the evaluations that returned by themselves took, and how many they are.
+        and the seconds the evaluations that returned by themselves took and how many they are
+        (without the actor's first, which imports and connects).
         """
         # A thread per call rather than asyncio.to_thread: the default executor holds
         # min(32, cpus + 4) threads, which would cap an actor's concurrency at 6 on a
@@ -173,7 +180,7 @@ class _EvalActor:
         loop = asyncio.get_running_loop()
         finished = loop.create_future()
         results: list[EvalResult] = []
-        took = [0.0]
+        took = [0.0, 0]  # seconds and count of the evaluations measured
         running = [(0, time.perf_counter())]  # (index, start) of the evaluation in progress, replaced whole
         stop = threading.Event()  # set when the caller stopped waiting: record and start nothing more
 
@@ -194,7 +201,10 @@ class _EvalActor:
                     if stop.is_set():
                         return
                     results.append(result)
-                    took[0] += time.perf_counter() - began
+                    if self._warm:  # the actor's first evaluation imports and connects: not its speed
+                        took[1] += 1
+                        took[0] += time.perf_counter() - began
+                    self._warm = True
                     if time.perf_counter() - start >= budget_s:
                         return  # what was not started is sent again
             finally:
@@ -212,7 +222,7 @@ class _EvalActor:
             wait = None if timeout_s is None else max(0.0, began + timeout_s - time.perf_counter())
             try:
                 await asyncio.wait_for(asyncio.shield(finished), wait)
-                return results, took[0], len(results)
+                return results, took[0], took[1]
             except TimeoutError:
                 if running[0] != (index, began) or len(results) > index:
                     continue
@@ -220,7 +230,7 @@ class _EvalActor:
             self._lingering = [t for t in self._lingering if t.is_alive()] + [thread]
             result = EvalResult.failure("timeout", f"evaluation exceeded timeout_s={timeout_s:g}")
             result.metrics["lingering_threads"] = len(self._lingering)
-            return [*results[:index], result], took[0], index
+            return [*results[:index], result], took[0], min(took[1], index)
 
 
 def _can_import(module: str) -> bool:
