@@ -760,7 +760,7 @@ def test_batch_size_moving_average_and_fixed_sizes():
     sizer.observe(0.012, 2)
     assert sizer.eval_s == pytest.approx(0.002 + (1 - 0.75 ** 2) * 0.004)
     assert BatchSizer(60.0, fixed=7).size(1000) == 7
-    assert BatchSizer(0.5).longest_call_s == pytest.approx(0.05) and BatchSizer(None).call_budget_s == 2.0
+    assert BatchSizer(0.5).longest_call_s == pytest.approx(0.05) and BatchSizer(None).call_budget_s == 20.0
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="batch_size must be a positive integer or None"):
             BatchSizer(60.0, fixed=bad)

@@ -45,7 +45,7 @@ class BatchSizer:
 
     calls_per_s: float = 250.0    # calls per second the whole cluster may need from the driver
     max_batch: int = 256          # beyond this the per-call cost is noise against the per-evaluation cost
-    max_call_s: float = 1.0       # longest expected call: results stay fresh, and a lost call loses little
+    max_call_s: float = 10.0      # longest expected call: results come back fresh, a lost call loses little
     timeout_share: float = 0.1    # ... and at most this share of timeout_s
     max_in_flight: int = 65536    # evaluations in the search's window (2 * slots * batch), for driver memory
     smoothing: float = 0.25       # weight of the newest evaluation in eval_s
