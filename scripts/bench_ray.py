@@ -310,7 +310,8 @@ def main() -> None:
             slots = evaluator.slots
             busy = ideal_slots or slots  # evaluations that can truly progress at once
             ideal = busy / args.duration if load != "noop" else float("nan")
-            expected = ideal if load != "noop" else 500.0 if label == "serial" or batch_size == 1 else 15000.0
+            expected = ideal if load != "noop" else 50000.0 if label == "serial" else 500.0 if batch_size == 1 \
+                else 15000.0
             count = max(4 * busy, int(expected * args.seconds))
             # Warm-up: workers import qd and unpickle the domain on their first evaluation, and the
             # batch size settles on the measured evaluation time.
