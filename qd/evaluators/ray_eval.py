@@ -538,8 +538,9 @@ class RayEvaluator:
             raise ValueError(f"key {key!r} is already pending")
         self._keys.add(key)
         self._buffer.append((key, config))
-        if len(self._buffer) >= self._batch:
-            self._send(self._buffer)
+        if len(self._buffer) >= self._batch:  # more than one batch when the batch size just shrank
+            for start in range(0, len(self._buffer), self._batch):
+                self._send(self._buffer[start:start + self._batch])
             self._buffer = []
 
     def _send(self, items: list[tuple[int, dict]], retried: bool = False) -> None:
