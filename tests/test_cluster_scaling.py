@@ -61,8 +61,7 @@ def scaling() -> dict:
 def test_throughput_grows_with_the_nodes_of_a_simulated_cluster(scaling, mode):
     one, three = scaling[f"{mode}-1"], scaling[f"{mode}-3"]
     assert three["slots"] == 3 * one["slots"]  # each node brings its CPUs (tasks) or its actor (actors)
-    # Tasks ran on every node; the actors (one per node, Ray's SPREAD: best effort) on more than one.
-    assert one["nodes_seen"] == 1 and three["nodes_seen"] >= (3 if mode == "task" else 2)
+    assert (one["nodes_seen"], three["nodes_seen"]) == (1, 3)  # evaluations ran on every node (one actor each)
     assert set(one["statuses"]) == set(three["statuses"]) == {"ok"}
     assert one["rate"] >= 0.6 * one["ideal"], one  # one node: the workers are the limit, not the driver
     assert three["rate"] >= 2.0 * one["rate"], (one, three)  # three nodes: at least twice as many evaluations

@@ -9,9 +9,10 @@ Two modes, one driver-side bookkeeping:
     and keeps it, so a domain's clients and caches live as long as the worker.
 
 ``mode="actor"`` (I/O-bound domains: LLM pipelines)
-    ``num_actors`` async actors (``num_cpus=0``, ``max_concurrency=actor_concurrency``)
-    each hold the domain (and so its HTTP clients). A call runs its evaluations in a
-    thread of its own and waits for each with :func:`asyncio.wait_for`; one actor at
+    ``num_actors`` async actors (``num_cpus=0``, ``max_concurrency=actor_concurrency``,
+    spread over the nodes)
+    each hold the domain (and so its HTTP clients). A call runs its evaluations one after
+    another in a thread of its own, which the actor's event loop times out; one actor at
     concurrency 64 keeps 64 slow requests in flight where fractional-CPU tasks would
     need 64 worker processes.
 
@@ -21,7 +22,8 @@ A call evaluates one configuration, or, when evaluations are short, several one 
 another (:class:`~qd.evaluators.batching.BatchSizer` sizes the batch from the measured
 evaluation time and the slots; ``batch_size`` fixes it). :meth:`RayEvaluator.submit`
 queues a configuration and sends a call once a batch is full; :meth:`~RayEvaluator.collect`
-sends a partial batch when slots would otherwise idle. The search keeps
+sends a partial batch while fewer than two calls per slot are out (split over that room, so
+a small window goes one configuration per call). The search keeps
 ``2 * slots * batch_size`` evaluations in flight. A worker starts no further evaluation of
 a call past its budget (twice the expected length of a call); what it did not start is
 sent again. Each evaluation's result keeps its own key, status and error, and a failure
@@ -465,8 +467,11 @@ class RayEvaluator:
         else:
             alive = sum(1 for node in ray.nodes() if node.get("Alive"))
             count = num_actors or max(1, alive)
+            # SPREAD leaves actors that ask for no resource at all where it likes (two or three
+            # of three on one node, measured); a byte of memory, which no task asks for, makes it
+            # spread them, and takes no CPU from tasks.
             actor_cls = _remote("actor").options(
-                num_cpus=0, max_concurrency=actor_concurrency, max_restarts=-1, max_task_retries=0,
+                num_cpus=0, memory=1, max_concurrency=actor_concurrency, max_restarts=-1, max_task_retries=0,
                 scheduling_strategy="SPREAD")
             # The domain travels by value in the creation task (inlined when small): an
             # object-store argument would make Ray warn that restarts depend on it.
