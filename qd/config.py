@@ -155,6 +155,8 @@ class EvaluatorSection(_Section):
     ray_address: str = key("", "a string: '', 'auto' or HOST:PORT")
     mode: Literal["task", "actor"] = key("task", "one of 'task', 'actor'")
     actor_concurrency: int = key(64, "an integer >= 1", ge=1)
+    # Configurations per Ray call; 0 sizes batches from the measured evaluation time (1 for slow ones).
+    batch_size: int = key(0, "an integer >= 0 (0: chosen from the measured evaluation time)", ge=0)
 
 
 class RunConfig(_Section):

@@ -112,7 +112,7 @@ def build_evaluator(config: dict, domain: Domain, backend: str | None = None) ->
     options: dict[str, Any] = {"timeout_s": ev["timeout_s"]}
     if backend == "ray":
         options.update(workers=ev["workers"] or None, address=ev["ray_address"] or None, mode=ev["mode"],
-                       actor_concurrency=ev["actor_concurrency"])
+                       actor_concurrency=ev["actor_concurrency"], batch_size=ev["batch_size"] or None)
     return make_evaluator(backend, domain, **options)
 
 

@@ -1,6 +1,7 @@
 """The steady-state MAP-Elites driver: evaluator window, LLM threads, listeners.
 
-:class:`Search` keeps ``2 × evaluator.slots`` evaluations in flight, tells each result to the
+:class:`Search` keeps ``2 × evaluator.slots`` evaluations in flight (times the evaluator's
+``batch_size``, configurations per Ray call, up to a tenth of the budget), tells each result to the
 :class:`~qd.scheduler.Scheduler` as it lands, and asks it for the next candidate meanwhile. LLM
 operators generate in a thread pool so that waiting on a model never leaves evaluation workers
 idle: an LLM operator drawn while every LLM thread is busy yields its turn to a classic operator
@@ -55,8 +56,11 @@ class SearchOptions(SchedulerOptions):
     llm_threads : int
         LLM operator calls generated concurrently.
     window : int or None
-        Evaluations kept in flight (default ``2 × evaluator.slots``, re-read as the slots change:
-        nodes joining or leaving a Ray cluster).
+        Evaluations kept in flight (default ``2 × evaluator.slots × evaluator.batch_size``, at most
+        a tenth of the budget unless that is below ``2 × evaluator.slots``; re-read as they change:
+        nodes joining or leaving a Ray cluster, batches sized from the measured evaluation time; an
+        evaluator without ``batch_size`` counts as 1; ``ordered`` runs keep ``2 × evaluator.slots``,
+        since the batch size depends on timing).
     ordered : bool
         Tell results in submission order rather than as they land. With a fixed ``window`` this
         makes the archive independent of evaluation timing, so serial and Ray runs with the same
@@ -193,7 +197,16 @@ class Search:
     @property
     def window(self) -> int:
         """Evaluations kept in flight."""
-        return self.options.window or 2 * self.evaluator.slots
+        if self.options.window:
+            return self.options.window
+        slots = self.evaluator.slots
+        if self.options.ordered:  # reproducible: the batch size follows measured times, so it must not count
+            return 2 * slots
+        batched = slots * getattr(self.evaluator, "batch_size", 1)
+        # Batches widen the window, at most to a tenth of the budget: offspring bred while the
+        # whole window is out see none of its results, so a short run must not send most of
+        # its budget blind.
+        return 2 * max(slots, min(batched, self.budget // 20))
 
     @property
     def elapsed_s(self) -> float:

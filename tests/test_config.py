@@ -35,6 +35,7 @@ def test_demo_config_resolves_and_round_trips_through_toml(tmp_path):
     ({"llm": {"api_key_env": 5}}, "llm.api_key_env must be an environment variable name"),
     ({"evaluator": {"actor_concurrency": "many"}}, "evaluator.actor_concurrency must be an integer >= 1, got 'many'"),
     ({"evaluator": {"ray_address": 5}}, "evaluator.ray_address must be a string"),
+    ({"evaluator": {"batch_size": -1}}, "evaluator.batch_size must be an integer >= 0 (0: chosen from the measured"),
     ({"run": {"seed": True}}, "run.seed must be an integer, got True"),
     ({"run": {"evaluations": "10"}}, "run.evaluations must be an integer >= 1, got '10'"),
     ({"evaluator": {"timeout_s": math.inf}}, "evaluator.timeout_s must be a number > 0, got inf"),

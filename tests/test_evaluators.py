@@ -461,7 +461,7 @@ def test_ray_exceptions_map_to_statuses():
 
 # -- the driver's model of running slots (deadline start estimates) -----------------------------
 
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 
@@ -475,7 +475,8 @@ def test_lane_model_starts_jobs_in_order_within_capacity(capacity, ops):
     for submit, pick in ops:
         now += 1.0
         if submit or not jobs:
-            job = _Job(key=len(jobs), ref=None, lane=0)
+            job = _Job([(len(jobs), {})], ref=None, lane=0)
+            job.key = len(jobs)
             job.submitted = now
             jobs.append(job)
             lane.admit(job, now)
@@ -515,3 +516,251 @@ def test_an_unreachable_ray_address_fails_at_once_naming_the_key():
                                               rf"at 127.0.0.1:{port} .*ray start --head --port {port}"):
         _check_reachable(f"127.0.0.1:{port}", "evaluator.ray_address")
     _check_reachable("auto", "RAY_ADDRESS (environment)")  # no port: Ray resolves it
+
+
+# -- batches: several configurations per Ray call ----------------------------------------------
+
+class ProbeDomain(ToyDomain):
+    """ToyDomain that drops a ``<x>`` marker file in ``marker_dir`` when an evaluation starts, and
+    reports the process and thread it ran in and how many evaluations that thread had started."""
+
+    def __init__(self, marker_dir: str):
+        self.marker_dir = marker_dir
+
+    def evaluate(self, config: dict) -> EvalResult:
+        thread = threading.get_ident()
+        _STARTED[thread] = _STARTED.get(thread, 0) + 1
+        with open(os.path.join(self.marker_dir, f"{config['x']!r}"), "a") as marker:
+            marker.write("started\n")
+        result = super().evaluate(config)
+        result.metrics.update(runner=(os.getpid(), thread), seq=_STARTED[thread])
+        return result
+
+
+_STARTED: dict[int, int] = {}  # per thread of a worker process: evaluations ProbeDomain started there
+
+
+def starts(marker_dir: str) -> dict[float, int]:
+    """How many times each configuration (by ``x``) was started."""
+    counts = {}
+    for name in os.listdir(marker_dir):
+        with open(os.path.join(marker_dir, name)) as marker:
+            counts[float(name)] = marker.read().count("started")
+    return counts
+
+
+@pytest.mark.parametrize("mode", ["task", "actor"])
+def test_a_batch_runs_its_configurations_one_after_another_in_one_call(ray_session, tmp_path, mode):
+    from qd.evaluators import RayEvaluator
+
+    ev = RayEvaluator(ProbeDomain(str(tmp_path)), mode=mode, num_actors=1, batch_size=4, timeout_s=30.0)
+    try:
+        assert ev.batch_size == 4
+        for key in range(8):
+            ev.submit(key, cfg(key / 10))
+        assert ev.pending() == 8
+        results = drain(ev)
+    finally:
+        ev.close()
+    assert [results[key].status for key in range(8)] == ["ok"] * 8
+    for first in (0, 4):  # keys 0-3 ran in one call, 4-7 in another: one thread, one after another
+        batch = [results[first + i].metrics for i in range(4)]
+        assert len({m["runner"] for m in batch}) == 1
+        assert [m["seq"] - batch[0]["seq"] for m in batch] == [0, 1, 2, 3]
+    assert set(starts(str(tmp_path)).values()) == {1}
+
+
+def test_a_worker_starts_nothing_past_its_call_budget_so_slow_batches_are_not_run_twice(ray_session, tmp_path):
+    """Eight 0.5 s evaluations in one batch would take 4 s, past the 2 s deadline (plus 2 s allowance):
+    the whole call would be cancelled and every configuration run again. The worker stops starting
+    them at its budget (0.4 s here) and the driver sends the rest again, so each runs once."""
+    from qd.evaluators import RayEvaluator
+
+    ev = RayEvaluator(ProbeDomain(str(tmp_path)), batch_size=8, timeout_s=2.0)
+    try:
+        for key in range(8):
+            ev.submit(key, cfg(key / 10, "sleep", delay=0.5))
+        results = drain(ev)
+    finally:
+        ev.close()
+    assert [results[key].status for key in range(8)] == ["ok"] * 8
+    assert starts(str(tmp_path)) == {key / 10: 1 for key in range(8)}
+
+
+ACTION_ODDS = ["ok"] * 6 + ["sleep", "raise", "sys_exit", "unpicklable"]
+
+
+@st.composite
+def batch_workloads(draw):
+    """Configurations under unique keys, at most one os._exit and one hang among them."""
+    actions = draw(st.lists(st.sampled_from(ACTION_ODDS), min_size=1, max_size=18))
+    for bad in ("exit", "hang"):
+        if draw(st.booleans()):
+            actions.insert(draw(st.integers(0, len(actions))), bad)
+    keys = draw(st.lists(st.integers(0, 10**6), min_size=len(actions), max_size=len(actions), unique=True))
+    configs = [cfg(round(0.05 + 0.9 * i / len(actions), 4), action, delay=60.0 if action == "hang" else 0.05)
+               for i, action in enumerate(actions)]
+    return dict(zip(keys, configs)), draw(st.integers(2, 6)), draw(st.integers(1, len(actions)))
+
+
+@pytest.mark.parametrize("mode", ["task", "actor"])
+@settings(max_examples=3, deadline=None)
+@given(workload=batch_workloads())
+@example(workload=({7: cfg(0.1), 3: cfg(0.2, "exit"), 11: cfg(0.3, "raise"), 5: cfg(0.4, "hang", delay=60.0),
+                    2: cfg(0.5, "sleep", delay=0.05), 9: cfg(0.6, "unpicklable"), 4: cfg(0.7, "sys_exit")}, 3, 7))
+def test_batches_keep_each_configurations_key_result_and_status(ray_session, mode, workload):
+    """Whatever mix of errors, crashes and hangs a batch holds, each configuration comes back once,
+    under its own key, with the result it gets when evaluated alone (a crash or a hang only for
+    the configuration that does it). The deadline leaves a fresh worker process (after a crash or
+    a cancel) time to start on a loaded machine."""
+    from qd.evaluators import RayEvaluator
+
+    configs, batch_size, chunk = workload
+    ev = RayEvaluator(ToyDomain(), mode=mode, num_actors=1, actor_concurrency=4, batch_size=batch_size,
+                      timeout_s=5.0)
+    try:
+        results: dict[int, EvalResult] = {}
+        keys = list(configs)
+        for start in range(0, len(keys), chunk):  # submissions interleaved with collects
+            for key in keys[start:start + chunk]:
+                ev.submit(key, configs[key])
+            results.update(ev.collect(0.0))
+        later = drain(ev, limit_s=120.0)
+        assert not set(later) & set(results), "a key was collected twice"
+        results.update(later)
+        assert ev.pending() == 0
+    finally:
+        ev.close()
+    assert sorted(results) == sorted(configs)
+    alone = SerialEvaluator(ToyDomain())
+    for key, config in configs.items():
+        action, got = config["action"], results[key]
+        if action == "exit":
+            assert got.status == "crash", (action, got)
+        elif action == "hang":
+            assert got.status == "timeout" and "timeout_s=5" in got.error, (action, got)
+        elif action == "unpicklable":
+            assert got.status == "error" and "pickle" in got.error.lower(), (action, got)
+        else:
+            alone.submit(key, config)
+            assert comparable(got) == comparable(alone.collect(10.0)[0][1]), (action, got)
+
+
+def test_an_actor_frozen_inside_a_batch_is_restarted_and_only_the_culprit_times_out(ray_session):
+    from qd.evaluators import RayEvaluator
+
+    ev = RayEvaluator(GilDomain(), mode="actor", num_actors=1, actor_concurrency=2, batch_size=3, timeout_s=1.0)
+    try:
+        actions = ["ok", "hang", "ok", "raise", "ok", "ok"]
+        for key, action in enumerate(actions):
+            ev.submit(key, cfg(0.1 * (key + 1), action))
+        results = drain(ev, limit_s=120.0)
+    finally:
+        ev.close()
+    assert results[1].status == "timeout" and "actor did not answer" in results[1].error
+    assert results[3].status == "error" and "bad x 0.400" in results[3].error
+    assert [results[key].status for key in (0, 2, 4, 5)] == ["ok"] * 4
+
+
+def test_the_automatic_batch_follows_the_measured_evaluation_time(ray_session):
+    """No-op evaluations on 2 slots: a driver call per evaluation would cap throughput, so batches
+    grow to the cap; once evaluations take 30 ms (2 slots need 67 calls/s, under the driver's
+    250), they shrink back to one configuration per call."""
+    from qd.evaluators import RayEvaluator
+    from qd.evaluators.batching import BatchSizer
+
+    ev = RayEvaluator(ToyDomain(), timeout_s=60.0)
+    try:
+        assert ev.batch_size == 1 and ev.eval_s is None  # nothing measured yet
+        key = rounds = 0
+        while ev.batch_size < BatchSizer(60.0, None).max_batch:
+            rounds += 1
+            assert rounds <= 10, f"batch only {ev.batch_size} with eval_s {ev.eval_s}"
+            for _ in range(2 * ev.slots * ev.batch_size):
+                ev.submit(key, cfg(0.5))
+                key += 1
+            assert {r.status for r in drain(ev).values()} == {"ok"}
+        assert ev.eval_s < 0.002
+        rounds = 0
+        while ev.batch_size > 1:
+            rounds += 1
+            assert rounds <= 10, f"batch still {ev.batch_size} with eval_s {ev.eval_s}"
+            for _ in range(2 * ev.slots):
+                ev.submit(key, cfg(0.5, "sleep", delay=0.03))
+                key += 1
+            assert {r.status for r in drain(ev).values()} == {"ok"}
+        assert 0.02 < ev.eval_s < 0.1
+    finally:
+        ev.close()
+
+
+def test_a_search_keeps_twice_the_batched_slots_in_flight_up_to_a_tenth_of_its_budget_unless_ordered(ray_session):
+    from qd.analysis.descriptors import resolve_measures
+    from qd.archives import GridArchive
+    from qd.evaluators import RayEvaluator
+    from qd.operators.classic import Mutation
+    from qd.search import Search
+
+    domain = FlakyDomain()
+    ev = RayEvaluator(domain, batch_size=50, timeout_s=30.0)
+    try:
+        def search(budget: int, **options) -> Search:
+            archive = GridArchive(dims=[10, 10], ranges=domain.default_ranges, measure_names=["x", "y"])
+            return Search(domain, archive, ev, operators={"mutation": (Mutation(domain.space), 1.0)},
+                          measures=resolve_measures(["x", "y"], domain), budget=budget, **options)
+
+        assert search(100_000).window == 2 * 2 * 50
+        assert search(1_000).window == 100
+        assert search(40).window == 4  # never below 2 x slots
+        assert search(100_000, ordered=True).window == 4  # reproducible: no window that follows timing
+        assert search(100_000, window=7).window == 7
+    finally:
+        ev.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(slots=st.integers(1, 5000), eval_s=st.floats(1e-6, 100.0), timeout_s=st.one_of(st.none(), st.floats(0.01, 1e4)),
+       slower=st.floats(1.0, 1e3), more=st.integers(0, 5000))
+def test_batch_size_rule(slots, eval_s, timeout_s, slower, more):
+    """The batch keeps the driver's calls under calls_per_s where its limits allow, never makes a
+    call longer than longest_call_s nor a window wider than max_in_flight, and shrinks as
+    evaluations get slower (never grows) and grows with the slots (never shrinks) until a limit."""
+    from qd.evaluators.batching import BatchSizer
+
+    sizer = BatchSizer(timeout_s)
+    assert sizer.size(slots) == 1  # unmeasured: one configuration per call
+    sizer.observe(eval_s * 7, 7)
+    assert sizer.eval_s == pytest.approx(eval_s)
+    size = sizer.size(slots)
+    assert 1 <= size <= sizer.max_batch
+    if size > 1:
+        assert size * eval_s <= sizer.longest_call_s * (1 + 1e-9)
+        assert 2 * slots * size <= sizer.max_in_flight
+    limit = max(1, min(sizer.max_batch, int(sizer.longest_call_s / eval_s), sizer.max_in_flight // (2 * slots)))
+    assert size == limit or slots / (size * eval_s) <= sizer.calls_per_s * (1 + 1e-9)  # below its limits: enough
+    assert size == 1 or slots / ((size - 1) * eval_s) > sizer.calls_per_s  # and no larger than that needs
+    wider = sizer.size(slots + more)
+    assert wider >= size or wider == max(1, sizer.max_in_flight // (2 * (slots + more)))
+    slow = BatchSizer(timeout_s)
+    slow.observe(eval_s * slower, 1)
+    assert slow.size(slots) <= size
+
+
+def test_batch_size_moving_average_and_fixed_sizes():
+    from qd.evaluators.batching import BatchSizer
+
+    sizer = BatchSizer(60.0)
+    sizer.observe(1.0, 0)  # nothing measured: ignored
+    sizer.observe(float("nan"), 3)
+    assert sizer.eval_s is None
+    sizer.observe(0.004, 4)  # 1 ms each
+    sizer.observe(0.005, 1)  # one of 5 ms: the average moves a quarter of the way
+    assert sizer.eval_s == pytest.approx(0.002)
+    sizer.observe(0.004, 2)  # two of 2 ms ... no move; then two of 6 ms: 1 - 0.75 ** 2 of the way
+    sizer.observe(0.012, 2)
+    assert sizer.eval_s == pytest.approx(0.002 + (1 - 0.75 ** 2) * 0.004)
+    assert BatchSizer(60.0, fixed=7).size(1000) == 7
+    assert BatchSizer(0.5).longest_call_s == pytest.approx(0.05) and BatchSizer(None).call_budget_s == 20.0
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer or None"):
+            BatchSizer(60.0, fixed=bad)

@@ -8,7 +8,8 @@ configuration runs; failures (exceptions, crashed workers, deadlines) come back
 as :class:`~qd.result.EvalResult` statuses and never as exceptions.
 
 - :class:`RayEvaluator` (the default of ``qd run``): Ray tasks (CPU-bound domains) or async
-  Ray actors (I/O-bound domains such as LLM pipelines), locally or on a cluster.
+  Ray actors (I/O-bound domains such as LLM pipelines), locally or on a cluster; several
+  configurations per call when evaluations are short.
 - :class:`SerialEvaluator`: in the driver process, one at a time (debugging, domains whose
   evaluations take microseconds).
 """
@@ -33,6 +34,10 @@ class Evaluator(Protocol):
     ----------
     slots : int
         Evaluations that run at once; the search keeps ``2 * slots`` in flight.
+    batch_size : int, optional
+        Configurations an evaluator sends per call to a worker (:class:`RayEvaluator` sizes it from
+        the measured evaluation time); the search then keeps ``2 * slots * batch_size`` in flight.
+        Not part of the checked protocol: an evaluator without it counts as 1.
     """
 
     slots: int
@@ -61,7 +66,8 @@ def __getattr__(name: str) -> Any:
 
 _OPTIONS = {
     "serial": {"timeout_s"},
-    "ray": {"workers", "timeout_s", "address", "mode", "actor_concurrency", "num_actors", "num_cpus"},
+    "ray": {"workers", "timeout_s", "address", "mode", "actor_concurrency", "num_actors", "num_cpus",
+            "batch_size"},
 }
 
 

@@ -3,27 +3,42 @@
 Two modes, one driver-side bookkeeping:
 
 ``mode="task"`` (CPU-bound domains)
-    Each evaluation is a task with ``num_cpus=1`` and ``max_retries=0`` (in Ray 2.60
+    Each call is a task with ``num_cpus=1`` and ``max_retries=0`` (in Ray 2.60
     any retry turns an out-of-memory kill into an endless retry loop). The domain is
     put in the object store once; each worker process deserializes it on first use
     and keeps it, so a domain's clients and caches live as long as the worker.
 
 ``mode="actor"`` (I/O-bound domains: LLM pipelines)
-    ``num_actors`` async actors (``num_cpus=0``, ``max_concurrency=actor_concurrency``)
-    each hold the domain (and so its HTTP clients). A call runs the evaluation in a
-    thread of its own and waits for it with :func:`asyncio.wait_for`; one actor at
+    ``num_actors`` async actors (``num_cpus=0``, ``max_concurrency=actor_concurrency``,
+    spread over the nodes)
+    each hold the domain (and so its HTTP clients). A call runs its evaluations one after
+    another in a thread of its own, which the actor's event loop times out; one actor at
     concurrency 64 keeps 64 slow requests in flight where fractional-CPU tasks would
     need 64 worker processes.
+
+Batches
+-------
+A call evaluates one configuration, or, when evaluations are short, several one after
+another (:class:`~qd.evaluators.batching.BatchSizer` sizes the batch from the measured
+evaluation time and the slots; ``batch_size`` fixes it). :meth:`RayEvaluator.submit`
+queues a configuration and sends a call once a batch is full; :meth:`~RayEvaluator.collect`
+sends a partial batch while fewer than two calls per slot are out (split over that room, so
+a small window goes one configuration per call). The search keeps
+``2 * slots * batch_size`` evaluations in flight. A worker starts no further evaluation of
+a call past its budget (twice the expected length of a call); what it did not start is
+sent again. Each evaluation's result keeps its own key, status and error, and a failure
+that takes a whole call down is pinned on one configuration by sending the call's
+configurations again one per call (below).
 
 Deadlines
 ---------
 Ray does not tell the driver when a task starts running, so the driver *estimates*
-the start: it knows how many evaluations can run at once (a "lane" per actor, or one
+the start: it knows how many calls can run at once (a "lane" per actor, or one
 lane for the cluster's CPUs in task mode) and runs its own FIFO model of the lanes
-(Ray dispatches one driver's tasks of one shape in submission order). An evaluation
+(Ray dispatches one driver's tasks of one shape in submission order). A call
 is deemed started when it is submitted to a lane with a free slot, or when the
 driver sees an earlier one finish and free its slot. As long as the lane capacity
-is right, a queued evaluation is never timed out for time spent waiting in the
+is right, a queued call is never timed out for time spent waiting in the
 queue. The estimate can be late (the driver notices a free slot at its next
 :meth:`collect`), which only makes the deadline lenient; it is early by Ray's
 dispatch latency and by the start-up of a fresh worker process (importing qd,
@@ -37,21 +52,32 @@ nodes joining and leaving; on a cluster shared with other jobs it is an
 over-estimate and queued evaluations may be timed out early.
 
 Past the deadline a task is cancelled with ``ray.cancel(ref, force=True)`` (a soft
-cancel does not interrupt blocking calls; ``force`` kills the worker process) and
-recorded as ``"timeout"``. Actor calls cannot be force-cancelled: the actor itself
-stops waiting at the deadline (measured from the real start of the call) and returns
-``"timeout"``, but the evaluation's thread keeps running until it returns on its own
-(Python cannot stop a thread). Those lingering threads are counted in
+cancel does not interrupt blocking calls; ``force`` kills the worker process). A
+one-configuration task is recorded as ``"timeout"``; a batch's deadline is that of one
+evaluation too (a batch is expected to last a small share of it, and its worker stops
+starting evaluations well before it), so an overdue batch holds one evaluation that
+overran, which one unknown: its configurations are sent again one per task, and the
+culprit times out alone. Actor calls cannot be force-cancelled: the actor itself stops
+waiting for an evaluation at its deadline (measured from the evaluation's real start)
+and returns ``"timeout"`` for it (and, in a batch, leaves the rest to be sent again),
+but the evaluation's thread keeps running until it returns on its own (Python cannot
+stop a thread). Those lingering threads are counted in
 ``result.metrics["lingering_threads"]``; a domain that hangs for ever leaks one
 thread per timeout in its actor. The driver also keeps a backstop deadline (estimated
-start + timeout + grace) for an actor that stops answering.
+start + timeout + grace) for an actor that stops answering (code holding the GIL):
+it kills and restarts the actor.
 
 Failures
 --------
 ``WorkerCrashedError`` (the domain called ``os._exit``, segfaulted), a dead actor,
 a dead node, and ``OutOfMemoryError`` come back as ``"crash"``; a task we cancelled
 as ``"timeout"``; any other ``RayTaskError`` as ``"error"`` with the exception
-message. :meth:`RayEvaluator.collect` never raises for a failed evaluation.
+message. A batch that fails as a whole (its worker crashed, its results could not be
+pickled) is sent again one configuration per call, so that only the culprit is
+recorded with the failure. An actor that crashes takes every call on it down, queued
+ones included; those are sent once more, one call at a time among them, a batch that
+crashes again split into single configurations. :meth:`RayEvaluator.collect` never
+raises for a failed evaluation.
 """
 from __future__ import annotations
 
@@ -71,6 +97,7 @@ from ray import exceptions as rex
 
 from qd.domain import Domain
 from qd.evaluation import evaluate_config
+from qd.evaluators.batching import BatchSizer
 from qd.result import EvalResult
 
 __all__ = ["RayEvaluator"]
@@ -86,6 +113,7 @@ _MAX_ERROR_CHARS = 2000
 # -- worker side ---------------------------------------------------------------------------------
 
 _DOMAINS: dict[bytes, Domain] = {}  # per worker process: object id -> deserialized domain
+_WARM: list[bool] = []  # per worker process: not empty once it has run an evaluation
 
 
 def _domain_of(holder: list) -> Domain:
@@ -103,53 +131,108 @@ def _domain_of(holder: list) -> Domain:
     return domain
 
 
-def _run_task(holder: list, config: dict) -> EvalResult:
+def _evaluate(domain: Domain, config: dict) -> EvalResult:
     try:
-        return evaluate_config(_domain_of(holder), config)
+        return evaluate_config(domain, config)
     except SystemExit as exc:  # as in the serial evaluator; Ray would otherwise retire the worker
         return EvalResult.failure("error", f"SystemExit: {exc}")
 
 
+def _run_task(holder: list, configs: list[dict], budget_s: float) -> tuple[list[EvalResult], float, int]:
+    """Evaluate ``configs`` in order, starting none past ``budget_s``.
+
+    Returns the results (a prefix of ``configs``), and the seconds the evaluations took and how
+    many they are (without the first of a fresh worker process, which imports and connects).
+    """
+    domain = _domain_of(holder)
+    start = measured = time.perf_counter()
+    results = []
+    for config in configs:
+        results.append(_evaluate(domain, config))
+        if not _WARM:  # a fresh process's first evaluation imports and connects: not its speed
+            _WARM.append(True)
+            measured = time.perf_counter()
+        if time.perf_counter() - start >= budget_s:
+            break
+    return results, time.perf_counter() - measured, len(results) - (measured != start)
+
+
 class _EvalActor:
-    """Holds a domain and runs its evaluations concurrently, each in its own thread."""
+    """Holds a domain and runs its evaluations concurrently, each call's in a thread of its own."""
 
     def __init__(self, domain: Domain):
         self.domain = domain
         self._lingering: list[threading.Thread] = []
+        self._warm = False
 
     def ready(self) -> bool:
         return True
 
-    async def evaluate(self, config: dict, timeout_s: float | None) -> EvalResult:
+    async def evaluate(self, configs: list[dict], timeout_s: float | None,
+                       budget_s: float) -> tuple[list[EvalResult], float, int]:
+        """Evaluate ``configs`` in order, each within ``timeout_s``, starting none past ``budget_s``.
+
+        Returns the results (a prefix of ``configs``: an evaluation that times out ends the call),
+        and the seconds the evaluations that returned by themselves took and how many they are
+        (without the actor's first, which imports and connects).
+        """
         # A thread per call rather than asyncio.to_thread: the default executor holds
         # min(32, cpus + 4) threads, which would cap an actor's concurrency at 6 on a
         # 2-core node, and a hung evaluation would hold a pool thread for ever.
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[EvalResult] = loop.create_future()
+        finished = loop.create_future()
+        results: list[EvalResult] = []
+        took = [0.0, 0]  # seconds and count of the evaluations measured
+        running = [(0, time.perf_counter())]  # (index, start) of the evaluation in progress, replaced whole
+        stop = threading.Event()  # set when the caller stopped waiting: record and start nothing more
 
-        def deliver(result: EvalResult) -> None:
-            if not future.done():
-                future.set_result(result)
+        def end() -> None:
+            if not finished.done():
+                finished.set_result(None)
 
         def run() -> None:
+            start = time.perf_counter()
             try:
-                result = evaluate_config(self.domain, config)
-            except BaseException as exc:  # evaluate_config catches Exception; this is SystemExit & co.
-                result = EvalResult.failure("error", f"{type(exc).__name__}: {exc}")
-            try:
-                loop.call_soon_threadsafe(deliver, result)
-            except RuntimeError:  # the loop closed while we ran (actor shutting down)
-                pass
+                for index, config in enumerate(configs):
+                    began = time.perf_counter()
+                    running[0] = (index, began)
+                    try:
+                        result = evaluate_config(self.domain, config)
+                    except BaseException as exc:  # evaluate_config catches Exception; this is SystemExit & co.
+                        result = EvalResult.failure("error", f"{type(exc).__name__}: {exc}")
+                    if stop.is_set():
+                        return
+                    results.append(result)
+                    if self._warm:  # the actor's first evaluation imports and connects: not its speed
+                        took[1] += 1
+                        took[0] += time.perf_counter() - began
+                    self._warm = True
+                    if time.perf_counter() - start >= budget_s:
+                        return  # what was not started is sent again
+            finally:
+                try:
+                    loop.call_soon_threadsafe(end)
+                except RuntimeError:  # the loop closed while we ran (actor shutting down)
+                    pass
 
         thread = threading.Thread(target=run, name="qd-actor-eval", daemon=True)
         thread.start()
-        try:
-            return await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
+        while True:
+            # One wake-up per deadline, not per evaluation: at the deadline of the evaluation that
+            # was running, either it is still the one running (a timeout) or the wait starts over.
+            index, began = running[0]
+            wait = None if timeout_s is None else max(0.0, began + timeout_s - time.perf_counter())
+            try:
+                await asyncio.wait_for(asyncio.shield(finished), wait)
+                return results, took[0], took[1]
+            except TimeoutError:
+                if running[0] != (index, began) or len(results) > index:
+                    continue
+            stop.set()
             self._lingering = [t for t in self._lingering if t.is_alive()] + [thread]
             result = EvalResult.failure("timeout", f"evaluation exceeded timeout_s={timeout_s:g}")
             result.metrics["lingering_threads"] = len(self._lingering)
-            return result
+            return [*results[:index], result], took[0], min(took[1], index)
 
 
 def _can_import(module: str) -> bool:
@@ -223,12 +306,13 @@ def _check_reachable(address: str, source: str, timeout_s: float = 10.0) -> None
 
 @dataclasses.dataclass(eq=False)
 class _Job:
-    key: int
+    """One Ray call in flight: the ``(key, config)`` pairs it evaluates, in order."""
+
+    items: list[tuple[int, dict]]
     ref: Any
     lane: int
     started: float | None = None  # estimated start (time.monotonic), None while deemed queued
-    config: dict | None = None    # kept in actor mode: a call lost with its actor is sent once more
-    retried: bool = False
+    retried: bool = False         # actor mode: sent once more after a crash (one such call at a time)
 
 
 class _Lane:
@@ -317,17 +401,23 @@ class RayEvaluator:
         Actor mode: number of actors (default: one per alive node, spread over nodes).
     num_cpus : float
         Task mode: CPUs reserved per evaluation task.
+    batch_size : int or None
+        Configurations per Ray call: ``None`` chooses it from the measured evaluation time
+        and the slots (:class:`~qd.evaluators.batching.BatchSizer`; 1 for evaluations slower
+        than a few milliseconds per slot); 1 sends every configuration in a call of its own.
 
     Attributes
     ----------
     slots : int
         Evaluations that run at once: ``workers``, else the cluster's CPUs now (tasks: it
         follows nodes that join or leave), or ``num_actors * actor_concurrency`` (actors).
+    batch_size : int
+        Configurations per call now; the search keeps ``2 * slots * batch_size`` in flight.
     """
 
     def __init__(self, domain: Domain, *, workers: int | None = None, timeout_s: float | None = 60.0,
                  address: str | None = None, mode: str = "task", actor_concurrency: int = 64,
-                 num_actors: int | None = None, num_cpus: float = 1.0):
+                 num_actors: int | None = None, num_cpus: float = 1.0, batch_size: int | None = None):
         if mode not in ("task", "actor"):
             raise ValueError(f"mode must be 'task' or 'actor', got {mode!r}")
         for name, value in (("workers", workers), ("num_actors", num_actors)):
@@ -339,15 +429,18 @@ class RayEvaluator:
             raise ValueError(f"timeout_s must be a positive number of seconds or None, got {timeout_s!r}")
         if not num_cpus > 0:
             raise ValueError(f"num_cpus must be positive, got {num_cpus!r}")
+        self._sizer = BatchSizer(timeout_s, fixed=batch_size)  # checks batch_size
         self.domain = domain
         self.mode = mode
         self.timeout_s = timeout_s
         self.num_cpus = float(num_cpus)
         self._owns_runtime = False
         self._closed = False
-        self._jobs: dict[Any, _Job] = {}  # ObjectRef -> job
-        self._keys: set[int] = set()
-        self._again: collections.deque[tuple[int, dict]] = collections.deque()  # lost with a crashed actor
+        self._jobs: dict[Any, _Job] = {}  # ObjectRef -> call in flight
+        self._keys: set[int] = set()      # every key submitted and not yet collected
+        self._buffer: list[tuple[int, dict]] = []  # submitted, not yet sent: the next batch
+        # Actor mode: calls lost with a crashed actor, sent once more one at a time.
+        self._again: collections.deque[list[tuple[int, dict]]] = collections.deque()
         self._connect(workers, address)
         try:
             _ship_domain_code(domain)
@@ -374,8 +467,11 @@ class RayEvaluator:
         else:
             alive = sum(1 for node in ray.nodes() if node.get("Alive"))
             count = num_actors or max(1, alive)
+            # SPREAD leaves actors that ask for no resource at all where it likes (two or three
+            # of three on one node, measured); a byte of memory, which no task asks for, makes it
+            # spread them, and takes no CPU from tasks.
             actor_cls = _remote("actor").options(
-                num_cpus=0, max_concurrency=actor_concurrency, max_restarts=-1, max_task_retries=0,
+                num_cpus=0, memory=1, max_concurrency=actor_concurrency, max_restarts=-1, max_task_retries=0,
                 scheduling_strategy="SPREAD")
             # The domain travels by value in the creation task (inlined when small): an
             # object-store argument would make Ray warn that restarts depend on it.
@@ -389,11 +485,22 @@ class RayEvaluator:
             self._fixed_slots = count * actor_concurrency
             # The actor enforces the deadline itself; the driver's backstop only catches a stuck actor.
             self._grace_s = 0.0 if timeout_s is None else max(5.0, 0.25 * timeout_s)
+        self._batch = self._sizer.size(self.slots)
 
     @property
     def slots(self) -> int:
         """Evaluations that run at once (see the class docstring)."""
         return self._fixed_slots or self._lanes[0].capacity
+
+    @property
+    def batch_size(self) -> int:
+        """Configurations per Ray call now (see :class:`~qd.evaluators.batching.BatchSizer`)."""
+        return self._batch
+
+    @property
+    def eval_s(self) -> float | None:
+        """Seconds per evaluation measured on the workers (moving average; ``None`` before the first)."""
+        return self._sizer.eval_s
 
     # -- runtime -------------------------------------------------------------------------------
     def _connect(self, workers: int | None, address: str | None) -> None:
@@ -425,38 +532,59 @@ class RayEvaluator:
         lane = self._lanes[0]
         lane.capacity = self._cluster_capacity()
         lane.promote(now)
+        self._batch = self._sizer.size(self.slots)
 
     # -- protocol ------------------------------------------------------------------------------
     def submit(self, key: int, config: dict) -> None:
-        """Start evaluating ``config`` under ``key``."""
+        """Queue ``config`` under ``key``; a call goes out once :attr:`batch_size` are queued."""
         if self._closed:
             raise RuntimeError("RayEvaluator is closed")
         if key in self._keys:
             raise ValueError(f"key {key!r} is already pending")
-        self._send(key, config, retried=False)
+        self._keys.add(key)
+        self._buffer.append((key, config))
+        if len(self._buffer) >= self._batch:  # more than one batch when the batch size just shrank
+            for start in range(0, len(self._buffer), self._batch):
+                self._send(self._buffer[start:start + self._batch])
+            self._buffer = []
 
-    def _send(self, key: int, config: dict, retried: bool) -> None:
+    def _send(self, items: list[tuple[int, dict]], retried: bool = False) -> None:
+        """Start one call evaluating ``items`` in order."""
+        configs = [config for _, config in items]
         if self.mode == "task":
             lane = 0
-            ref = self._task.remote(self._holder, config)
+            ref = self._task.remote(self._holder, configs, self._sizer.call_budget_s)
         else:
             lane = min(range(len(self._lanes)), key=lambda i: self._lanes[i].load)
-            ref = self._actors[lane].evaluate.remote(config, self.timeout_s)
-        job = _Job(key, ref, lane, config=config if self.mode == "actor" else None, retried=retried)
+            ref = self._actors[lane].evaluate.remote(configs, self.timeout_s, self._sizer.call_budget_s)
+        job = _Job(items, ref, lane, retried=retried)
         self._jobs[ref] = job
-        self._keys.add(key)
         self._lanes[lane].admit(job, time.monotonic())
+
+    def _send_buffer(self) -> None:
+        """Send the partial batch queued by :meth:`submit` while fewer than two calls per slot are out.
+
+        It is split into as many calls as that leaves room for, so a window too small to fill
+        batches (a short run, ``ordered``) is sent one configuration per call, as unbatched.
+        """
+        room = 2 * sum(lane.capacity for lane in self._lanes) - len(self._jobs)
+        if not self._buffer or room <= 0:
+            return  # every slot has a call running and one queued: the batch may still fill up
+        count = min(room, len(self._buffer))
+        size = -(-len(self._buffer) // count)
+        for start in range(0, len(self._buffer), size):
+            self._send(self._buffer[start:start + size])
+        self._buffer = []
 
     def _send_again(self) -> None:
         """Send the next call lost with a crashed actor, one at a time, so no two of them share an actor."""
         if self._again and not any(job.retried for job in self._jobs.values()):
-            key, config = self._again.popleft()
-            self._keys.discard(key)
-            self._send(key, config, retried=True)
+            self._send(self._again.popleft(), retried=True)
 
     def collect(self, timeout: float) -> list[tuple[int, EvalResult]]:
         """Wait up to ``timeout`` seconds for evaluations; return those that finished or timed out."""
         self._send_again()
+        self._send_buffer()
         if not self._jobs:
             return []
         now = time.monotonic()
@@ -470,11 +598,12 @@ class RayEvaluator:
         done = self._finish(ready)
         done += self._expire(time.monotonic())
         self._send_again()
+        self._send_buffer()
         return done
 
     def pending(self) -> int:
         """Evaluations submitted and not yet collected."""
-        return len(self._jobs) + len(self._again)
+        return len(self._keys)
 
     def close(self) -> None:
         """Cancel in-flight evaluations; shut Ray down if this evaluator started it."""
@@ -492,6 +621,7 @@ class RayEvaluator:
                     pass
         self._jobs.clear()
         self._again.clear()
+        self._buffer = []
         self._keys.clear()
         self._actors = []
         self._holder = []
@@ -517,9 +647,12 @@ class RayEvaluator:
 
     def _pop(self, ref: Any, now: float) -> _Job:
         job = self._jobs.pop(ref)
-        self._keys.discard(job.key)
         self._lanes[job.lane].release(job, now)
         return job
+
+    def _result(self, key: int, result: EvalResult) -> tuple[int, EvalResult]:
+        self._keys.discard(key)
+        return key, result
 
     def _finish(self, refs: list) -> list[tuple[int, EvalResult]]:
         if not refs:
@@ -536,28 +669,54 @@ class RayEvaluator:
                 except Exception as exc:
                     values.append(_failure(exc))
         now = time.monotonic()
-        done = []
+        done: list[tuple[int, EvalResult]] = []
         crashed_lanes = set()
         for ref, value in zip(refs, values):
             job = self._pop(ref, now)
-            if not isinstance(value, EvalResult):  # cannot happen through evaluate_config; be safe
-                value = EvalResult.failure("error", f"evaluation returned {type(value).__name__}, not EvalResult")
-            if value.status == "crash" and self.mode == "actor":
-                crashed_lanes.add(job.lane)
-                # One evaluation took its actor down, and with it every call there, queued ones
-                # included: none can be told from the culprit, so each is sent once more, alone
-                # among those (_send_again). The culprit crashes again; the others come back
-                # with their own results.
-                if not job.retried and job.config is not None:
-                    self._again.append((job.key, job.config))
-                    self._keys.add(job.key)
-                    continue
+            if isinstance(value, EvalResult):  # the call failed as a whole
+                if value.status == "crash" and self.mode == "actor":
+                    crashed_lanes.add(job.lane)
+                done += self._call_failed(job, value)
+                continue
+            results, seconds, measured = value
+            self._sizer.observe(seconds, measured)
+            for (key, _), result in zip(job.items, results):
+                if not isinstance(result, EvalResult):  # cannot happen through evaluate_config; be safe
+                    result = EvalResult.failure("error", f"evaluation returned {type(result).__name__}, "
+                                                         "not EvalResult")
+                done.append(self._result(key, result))
+            rest = job.items[len(results):]
+            if rest:  # the worker passed its budget (or an actor's evaluation timed out) before these
                 if job.retried:
-                    value.error += " (it crashed its actor again when sent once more)"
-            done.append((job.key, value))
+                    self._again.appendleft(rest)
+                else:
+                    self._send(rest)
+        self._batch = self._sizer.size(self.slots)
         for lane in crashed_lanes:
             self._await_restart(lane)
         return done
+
+    def _call_failed(self, job: _Job, failure: EvalResult) -> list[tuple[int, EvalResult]]:
+        """Results for a call that failed as a whole: its configurations' own, or sent again."""
+        if failure.status == "crash" and self.mode == "actor":
+            # One evaluation took its actor down, and with it every call there, queued ones
+            # included: none can be told from the culprit, so each call is sent once more, alone
+            # among those (_send_again), and a batch that crashes again one configuration per
+            # call. The culprit crashes again; the others come back with their own results.
+            if not job.retried:
+                self._again.append(job.items)
+                return []
+            if len(job.items) > 1:
+                self._again.extendleft([item] for item in reversed(job.items))
+                return []
+            failure.error += " (it crashed its actor again when sent once more)"
+        elif len(job.items) > 1:
+            # A batch whose worker crashed or whose results failed to pickle: which configuration
+            # did it is unknown, so each is sent again alone and gets its own result.
+            for item in job.items:
+                self._send([item])
+            return []
+        return [self._result(job.items[0][0], failure)]
 
     def _await_restart(self, lane: int) -> None:
         """Block until a crashed actor is back, so that later submissions reach a live actor.
@@ -565,10 +724,20 @@ class RayEvaluator:
         Calls submitted while Ray restarts an actor fail as unavailable; on a busy machine the
         restart (a fresh process that imports qd and the domain) takes seconds.
         """
-        try:
-            ray.get(self._actors[lane].ready.remote(), timeout=_RESTART_TIMEOUT_S)
-        except Exception as exc:  # still down: later calls on it come back as crashes
-            log.warning("Ray evaluation actor %d did not come back after a crash: %s", lane, _short(str(exc)))
+        end = time.monotonic() + _RESTART_TIMEOUT_S
+        while True:
+            try:
+                ray.get(self._actors[lane].ready.remote(), timeout=max(0.1, end - time.monotonic()))
+                return
+            except rex.ActorUnavailableError as exc:  # Ray answers at once while the actor restarts
+                if time.monotonic() >= end:
+                    error = exc
+                    break
+                time.sleep(0.05)
+            except Exception as exc:  # still down: later calls on it come back as crashes
+                error = exc
+                break
+        log.warning("Ray evaluation actor %d did not come back after a crash: %s", lane, _short(str(error)))
 
     def _expire(self, now: float) -> list[tuple[int, EvalResult]]:
         overdue = [ref for ref, job in self._jobs.items() if now >= self._deadline(job)]
@@ -583,9 +752,19 @@ class RayEvaluator:
             job = self._pop(ref, now)
             if self.mode == "actor":
                 frozen.add(job.lane)
+            if len(job.items) > 1:
+                # One of them overran (a batch lasts a small share of the deadline); which one is
+                # unknown, so each is sent again alone: the culprit times out by itself. On an actor
+                # it froze the whole process, so they go one at a time.
+                for item in job.items:
+                    if self.mode == "task":
+                        self._send([item])
+                    else:
+                        self._again.append([item])
+                continue
             result = EvalResult.failure("timeout", f"evaluation exceeded timeout_s={self.timeout_s:g}"
                                         + (" (actor did not answer)" if self.mode == "actor" else ""))
-            done.append((job.key, result))
+            done.append(self._result(job.items[0][0], result))
         for lane in frozen:
             # Its own timeout could not fire: code holding the GIL (a regex that backtracks for
             # ever, a C extension) froze the whole actor. Restart it, or every later call on it
