@@ -115,8 +115,8 @@ def restore(archive: ArchiveBase, cells: Any, objective: Any, threshold: Any, me
     best = state.get("best_elite")
     if best is not None:
         dtypes = archive.dtypes
-        archive._best_copy = {k: (v if dtypes.get(k, np.dtype(object)).kind == "O" else np.asarray(v, dtype=dtypes[k])[()])
-                              for k, v in best.items()}
+        archive._best_copy = {k: (v if dtypes.get(k, np.dtype(object)).kind == "O"
+                                  else np.asarray(v, dtype=dtypes[k])[()]) for k, v in best.items()}
         archive._obj_max = archive._best_copy["objective"]
     archive._updates += 1
     archive._stats_cache = None

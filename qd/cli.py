@@ -8,16 +8,17 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from qd.analysis.selection import archive_over, select_elites, spanning_elites
 from qd.config import ConfigError
-from qd.failure_watch import failure_lines, failures
+from qd.failure_watch import failure_lines
 from qd.llm.client import CAUSES, LLMError
-from qd.measure_range import describe, out_of_range
+from qd.measure_range import describe
 from qd.rundir import RunLockedError, read_run
+from qd.totals import TOTALS_META
 
 __all__ = ["main", "run_status", "select_elites"]
 
@@ -198,11 +199,11 @@ def _print_summary(run: Any) -> None:
     unusable = _unusable_answers(run.store.counters("operators"), llm_counters)
     if unusable:
         print("LLM answers with no usable configuration: " + ", ".join(f"{op} {n}" for op, n in unusable.items()))
-    rows = list(run.store.evaluations())
-    for line in failure_lines(failures(rows)):
+    totals = getattr(run, "totals", None) or run.store.get_meta(TOTALS_META)
+    for line in failure_lines(totals["failures"]):
         print(line)
     lows, highs = run.archive.lower_bounds, run.archive.upper_bounds
-    for i, (name, c) in enumerate(_out_of_range(run.archive, rows).items()):
+    for i, (name, c) in enumerate(totals["out_of_range"].items()):
         if c["below"] + c["above"]:
             print(f"out of range: {describe(name, i, float(lows[i]), float(highs[i]), c)}")
     if (run.path / "heatmap.png").exists():
@@ -226,12 +227,6 @@ def _llm_failure_lines(total: dict, last_errors: dict) -> list[str]:
         message = last_errors.get(cause, "")
         lines.append(f"  {cause.replace('_', ' ')} {n}" + (f": {_cut(message, 200)}" if message else ""))
     return lines
-
-
-def _out_of_range(archive: Any, rows: Iterable[Any]) -> dict[str, dict[str, int]]:
-    """Per archive measure: values of the ``ok`` evaluations among ``rows`` below and above the archive's range."""
-    measures = (r.measures for r in rows if r.status == "ok")
-    return out_of_range(measures, archive.measure_names, archive.lower_bounds, archive.upper_bounds)
 
 
 def _config_line(config: Any, limit: int = 160) -> str:
@@ -262,7 +257,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     run = read_run(run_dir)
     s = run.archive.stats
     statuses = {k: 0 for k in STATUSES}
-    statuses.update(run.store.status_counts())
+    statuses.update(run.totals["statuses"])
     counters = run.store.counters("operators")
     operators = {}
     for name, c in counters.items():
@@ -292,47 +287,35 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     # LLM answers no configuration could be read from (operators' invalid offspring), by operator
     llm["unusable_answers"] = _unusable_answers(operators, llm["by_operator"])
     llm["last_errors"] = run.store.get_meta("llm_last_errors", {})
-    rows = list(run.store.evaluations())  # read once: spend, failures and out-of-range go over every row
-    spend = _spend(rows, run.config["llm"], llm)
+    spend = _spend(run.totals["pipeline"], run.config["llm"], llm)
     from qd.validate import noise_status
     return {
         "run_dir": str(run.path), "name": run.config["run"]["name"], "domain": run.config["domain"]["name"],
-        "evaluations": run.store.count(), "budget": run.config["run"]["evaluations"],
+        "evaluations": run.totals["evaluations"], "budget": run.config["run"]["evaluations"],
         "num_elites": s.num_elites, "coverage": s.coverage, "qd_score": s.qd_score,
         "obj_max": s.obj_max if s.num_elites else None,
         "invalid": statuses["invalid"], "errors": statuses["error"] + statuses["crash"] + statuses["timeout"],
-        "statuses": statuses, "failures": failures(rows), "operators": operators, "llm": llm, "spend": spend,
-        "out_of_range": _out_of_range(run.archive, rows),
-        **noise_status(run.store),  # noise handling and held-out validation, once there are any
+        "statuses": statuses, "failures": run.totals["failures"], "operators": operators, "llm": llm, "spend": spend,
+        "out_of_range": run.totals["out_of_range"],
+        **noise_status(run.store, run.totals["evaluations"]),  # noise handling and held-out validation, if any
     }
 
 
-def _spend(rows: Iterable[Any], llm_cfg: dict, operators_llm: dict) -> dict[str, Any]:
+def _spend(pipeline_totals: dict[str, Any], llm_cfg: dict, operators_llm: dict) -> dict[str, Any]:
     """LLM calls, tokens and cost of the pipeline, of the operators, and in total.
 
-    The pipeline's come from the traces of ``rows`` (the run's evaluations), the operators' from
-    ``operators_llm``, priced by ``llm_cfg`` (the run's ``[llm]``). Models missing from the price
-    table are listed as ``unpriced`` (their calls cost 0 here); ``untraced_calls`` are pipeline
-    calls no evaluation could own (``qd.analysis.autotrace``).
+    The pipeline's are the run's running totals of its evaluations' traces (``qd.totals``), the
+    operators' come from ``operators_llm``, priced by ``llm_cfg`` (the run's ``[llm]``). Models
+    missing from the price table are listed as ``unpriced`` (their calls cost 0 here);
+    ``untraced_calls`` are pipeline calls no evaluation could own (``qd.analysis.autotrace``).
     """
     from qd.llm.prices import normalize_prices, price_of
 
     keys = ("calls", "tokens_in", "tokens_out", "cost_usd")
-    pipeline: dict[str, Any] = dict.fromkeys(keys, 0)
-    pipeline.update(estimated_calls=0, untraced_calls=0, untraced_tokens=0)
-    unpriced: set[str] = set()
-    for row in rows:
-        t = row.trace_summary
-        pipeline["calls"] += int(t.get("llm_calls", 0))
-        pipeline["tokens_in"] += int(t.get("tokens_in", 0))
-        pipeline["tokens_out"] += int(t.get("tokens_out", 0))
-        pipeline["cost_usd"] += float(t.get("cost_usd", 0.0))
-        pipeline["estimated_calls"] += int(t.get("estimated_calls", 0))
-        pipeline["untraced_calls"] += int(row.metrics.get("untraced_llm_calls", 0))
-        pipeline["untraced_tokens"] += int(row.metrics.get("untraced_tokens", 0))
-        unpriced.update(t.get("unpriced_models", ()))
+    pipeline: dict[str, Any] = {k: pipeline_totals.get(k, 0) for k in keys}
+    pipeline.update({k: pipeline_totals.get(k, 0) for k in ("estimated_calls", "untraced_calls", "untraced_tokens")})
     pipeline["cost_usd"] = round(pipeline["cost_usd"], 6)
-    pipeline["unpriced_models"] = sorted(unpriced)
+    pipeline["unpriced_models"] = sorted(pipeline_totals.get("unpriced_models", ()))
     operators = {k: operators_llm.get(k, 0) for k in keys}
     table = normalize_prices(llm_cfg.get("prices") or None)
     priced = price_of(table, llm_cfg["model"]) is not None

@@ -24,8 +24,8 @@ from qd.llm.pipeline import PipelineLLM
 from qd.llm.prices import normalize_prices
 from qd.llm.threads import ThreadTuner
 from qd.operators import build_operators as _build_operators
-from qd.rundir import ARCHIVE_META, RunLock, archive_spec, check_resume, check_same_archive, open_store
-from qd.search import Search, replay
+from qd.rundir import ARCHIVE_META, RunLock, archive_spec, check_resume, check_same_archive, open_store, read_archive
+from qd.search import Search
 from qd.seeds import load_seeds
 from qd.store import RunStore
 
@@ -35,7 +35,7 @@ __all__ = ["Run", "build_domain", "build_archive", "build_evaluator", "build_ope
 
 @dataclass
 class Run:
-    """A run directory opened for reading: its config, store, domain and replayed archive."""
+    """A run directory opened for reading: its config, store, domain and archive."""
 
     path: Path
     config: dict
@@ -233,15 +233,14 @@ def save_heatmap(archive: Any, path: Path, title: str = "") -> Path:
 
 
 def open_run(run_dir: str | Path) -> Run:
-    """Open a run directory and rebuild its archive by replaying the store.
+    """Open a run directory with its domain, and read its archive as it stands.
 
     The config is the one the run stored, not ``config.toml``, which a user may have edited since.
     """
     run_dir, store, config = open_store(run_dir, readonly=False)  # validation writes to the store
     try:
         domain = build_domain(config)
-        archive = build_archive(config, domain)
-        replay(store, archive)
+        archive = read_archive(store, build_archive(config, domain))
     except BaseException:
         store.close()
         raise

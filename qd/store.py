@@ -1,30 +1,57 @@
-"""SQLite run store: every evaluation, its lineage and trace summary, committed as it lands.
+"""SQLite run store: every evaluation, its lineage and trace summary, and the archive as it stands.
 
-The store is the run's source of truth: ``qd run --resume`` rebuilds the archive by
-replaying it, ``qd status`` and ``qd elites`` read it. WAL mode with
-``synchronous=NORMAL`` keeps a commit to a write into the WAL (no fsync), so one
-commit per evaluation is cheap, and a process killed with SIGKILL loses nothing
-it committed.
+The store is the run's source of truth. Writers commit evaluations in groups (one transaction
+per group, :meth:`RunStore.transaction`), and with each group what readers need so that reading
+a run costs the archive, not the history: the archive's current elites (table ``elites``) and its
+statistics state, the running totals ``qd status`` prints, the counters. ``qd status``,
+``qd elites`` and ``qd plot`` read those (one read transaction, so their figures agree with each
+other even while a run writes). WAL mode with ``synchronous=NORMAL`` keeps a commit to a write
+into the WAL (no fsync), and a process killed with SIGKILL loses nothing it committed.
+
+Layout (``meta.schema_version``; a store without it is version 1, see docs/architecture.md, Run
+directory): version 2 stores each configuration zlib-compressed, its 64-bit dedup key instead of
+its sha256 text (the hash is recomputed from the configuration when a row is read), only the
+non-zero fields of the trace summary, and metrics compressed when long. Version 1 stores are
+read as they are; :meth:`RunStore.migrate` converts one in place, in one transaction.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunStore", "EvaluationRow"]
+import numpy as np
 
-_SCHEMA = """
+from qd.keyset import key_of
+
+__all__ = ["RunStore", "EvaluationRow", "EvaluationRecord", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 2
+
+_COMMON = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (scope TEXT NOT NULL, name TEXT NOT NULL, field TEXT NOT NULL,
+    value REAL NOT NULL, PRIMARY KEY (scope, name, field));
+CREATE TABLE IF NOT EXISTS history (evaluations INTEGER PRIMARY KEY, num_elites INTEGER, coverage REAL,
+    qd_score REAL, obj_max REAL, wall_s REAL);
+-- qd validate: re-evaluations of elites on held-out draws, accumulated per (config hash, split, draw)
+CREATE TABLE IF NOT EXISTS validations (hash TEXT NOT NULL, split TEXT NOT NULL, draw INTEGER NOT NULL,
+    status TEXT NOT NULL, objective REAL, measures TEXT NOT NULL, scores TEXT, PRIMARY KEY (hash, split, draw));
+"""
+
+_V2 = """
 CREATE TABLE IF NOT EXISTS evaluations (
     id INTEGER PRIMARY KEY,
-    hash TEXT NOT NULL,
-    config TEXT NOT NULL,
+    key INTEGER NOT NULL,          -- dedup key: the first 8 bytes of the configuration's sha256, signed
+    config BLOB NOT NULL,          -- zlib of the canonical JSON
     status TEXT NOT NULL,
     fitness REAL,
     measures TEXT NOT NULL,
@@ -32,25 +59,41 @@ CREATE TABLE IF NOT EXISTS evaluations (
     feedback TEXT NOT NULL DEFAULT '',
     operator TEXT NOT NULL,
     parent_ids TEXT NOT NULL,
-    trace_summary TEXT NOT NULL,
-    metrics TEXT NOT NULL,
+    trace_summary TEXT NOT NULL,   -- JSON of the summary's non-zero fields
+    metrics BLOB NOT NULL,         -- JSON text, or zlib of it when long
     archive_status INTEGER NOT NULL DEFAULT 0,
     submitted_at REAL NOT NULL,
     finished_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS evaluations_hash ON evaluations(hash);
-CREATE TABLE IF NOT EXISTS counters (scope TEXT NOT NULL, name TEXT NOT NULL, field TEXT NOT NULL,
-    value REAL NOT NULL, PRIMARY KEY (scope, name, field));
-CREATE TABLE IF NOT EXISTS history (evaluations INTEGER PRIMARY KEY, num_elites INTEGER, coverage REAL,
-    qd_score REAL, obj_max REAL, wall_s REAL);
+-- re-evaluations (qd.noise) by configuration: an elite's evaluations are its own row and these
+CREATE INDEX IF NOT EXISTS evaluations_resample ON evaluations(key) WHERE operator = 'resample';
 -- qd.noise: the draw (fresh instances/seeds), the order the noise policy saw it (seq) and the
 -- per-instance scores of an evaluation, by its id
+CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY, draw INTEGER NOT NULL, seq INTEGER NOT NULL, scores TEXT);
+-- the archive as it stands: one row per occupied cell (its configuration and feedback are its
+-- evaluation's), rank = when the cell was occupied (the archive lists elites by it)
+CREATE TABLE IF NOT EXISTS elites (cell INTEGER PRIMARY KEY, id INTEGER NOT NULL, objective REAL NOT NULL,
+    threshold REAL NOT NULL, measures BLOB NOT NULL, rank INTEGER NOT NULL);
+"""
+
+# Version 1 (written before schema_version existed): kept to create such stores in tests and to read them.
+V1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS evaluations (
+    id INTEGER PRIMARY KEY, hash TEXT NOT NULL, config TEXT NOT NULL, status TEXT NOT NULL, fitness REAL,
+    measures TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', feedback TEXT NOT NULL DEFAULT '', operator TEXT NOT NULL,
+    parent_ids TEXT NOT NULL, trace_summary TEXT NOT NULL, metrics TEXT NOT NULL,
+    archive_status INTEGER NOT NULL DEFAULT 0, submitted_at REAL NOT NULL, finished_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS evaluations_hash ON evaluations(hash);
 CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY, hash TEXT NOT NULL, draw INTEGER NOT NULL,
     seq INTEGER NOT NULL, scores TEXT);
--- qd validate: re-evaluations of elites on held-out draws, accumulated per (config hash, split, draw)
-CREATE TABLE IF NOT EXISTS validations (hash TEXT NOT NULL, split TEXT NOT NULL, draw INTEGER NOT NULL,
-    status TEXT NOT NULL, objective REAL, measures TEXT NOT NULL, scores TEXT, PRIMARY KEY (hash, split, draw));
 """
+
+_COMPRESS_ABOVE = 120  # metrics JSON longer than this is stored compressed
+_RESAMPLE = "resample"  # qd.noise.RESAMPLE (the store is below qd.noise)
+_ELITE_STATE = "archive_state"
+_COUNT = "evaluations"
+_EVAL_COLUMNS = ("id", "hash", "config", "status", "fitness", "measures", "error", "feedback", "operator", "parent_ids",
+                 "trace_summary", "metrics", "archive_status", "submitted_at", "finished_at")
 
 
 @dataclass
@@ -74,6 +117,34 @@ class EvaluationRow:
     finished_at: float
 
 
+@dataclass
+class EvaluationRecord:
+    """One evaluation to write (:meth:`RunStore.add_evaluations`).
+
+    ``hash`` is the sha256 hex digest of ``config_json`` (``Space.hash``; None computes it).
+    ``sample`` is ``(draw, noise-policy order, per-instance scores)`` (:meth:`RunStore.add_sample`),
+    ``trace`` the evaluation's spans, for the traces table (docs/architecture.md, Run directory).
+    """
+
+    id: int
+    config_json: str
+    status: str
+    fitness: float
+    measures: dict[str, float]
+    operator: str
+    parent_ids: list[int]
+    hash: str | None = None
+    error: str = ""
+    feedback: str = ""
+    trace_summary: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    archive_status: int = 0
+    submitted_at: float = 0.0
+    finished_at: float | None = None
+    sample: tuple[int, int, list[float] | None] | None = None
+    trace: list | None = None
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=_jsonable)
 
@@ -84,16 +155,31 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def _text(value: str | bytes) -> str:
+    """A stored JSON column as text (version 2 compresses some into BLOBs)."""
+    return zlib.decompress(value).decode() if isinstance(value, bytes) else value
+
+
+def _packed(text: str) -> str | bytes:
+    return zlib.compress(text.encode(), 1) if len(text) > _COMPRESS_ABOVE else text
+
+
+def _digest(config_text: str) -> str:
+    return hashlib.sha256(config_text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class RunStore:
     """The run's SQLite file (``RUN_DIR/run.sqlite``).
 
     Parameters
     ----------
     path : str or Path
-        Database file; created with its schema when missing.
+        Database file; created with its schema (version 2) when missing.
     readonly : bool
         Open an existing file for reading only (``qd status``, ``qd plot``, ``qd elites``): no
-        schema is created and every write fails.
+        schema is created, every write fails, and every read sees the store as it was at the first
+        one (one read transaction, held until :meth:`close`), so figures read one after another
+        agree even while a run writes.
     """
 
     def __init__(self, path: str | Path, *, readonly: bool = False):
@@ -107,12 +193,25 @@ class RunStore:
             live = Path(f"{self.path}-wal").exists()
             self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}",
                                        uri=True, isolation_level=None, check_same_thread=False)
+            self._db.execute("BEGIN")  # one snapshot for every read of this connection
+            self.version = self._read_version()
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        fresh = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'evaluations'").fetchone() is None
+        self._db.executescript(_COMMON)
+        if fresh:
+            with self.transaction():
+                for statement in _statements(_V2):
+                    self._db.execute(statement)
+                self.set_meta("schema_version", SCHEMA_VERSION)
+        self.version = self._read_version()
+
+    def _read_version(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return 1 if row is None else int(json.loads(row[0]))
 
     def close(self) -> None:
         """Close the connection (a no-op when already closed)."""
@@ -123,6 +222,28 @@ class RunStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[RunStore]:
+        """Group the writes of the ``with`` block into one transaction (a group commit).
+
+        Inside an enclosing transaction the block joins it. An exception rolls the group back.
+        """
+        if self._db.in_transaction:
+            yield self
+            return
+        self._db.execute("BEGIN")
+        try:
+            yield self
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _require_v2(self) -> None:
+        if self.version < 2:
+            raise RuntimeError(f"{self.path} is a version {self.version} run store: `qd run --resume` converts it "
+                               "(RunStore.migrate) before anything is written")
 
     # -- meta ---------------------------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
@@ -135,41 +256,63 @@ class RunStore:
         return default if row is None else json.loads(row[0])
 
     # -- evaluations --------------------------------------------------------------------------
-    def add_evaluation(self, *, id: int, hash: str, config_json: str, status: str, fitness: float,
+    def add_evaluation(self, *, id: int, config_json: str, status: str, fitness: float,
                        measures: dict[str, float], error: str, feedback: str, operator: str,
                        parent_ids: list[int], trace_summary: dict, metrics: dict, archive_status: int,
-                       submitted_at: float, finished_at: float | None = None,
+                       submitted_at: float, finished_at: float | None = None, hash: str | None = None,
                        counters: dict[str, dict[str, dict[str, float]]] | None = None,
-                       sample: tuple[int, int, list[float] | None] | None = None) -> None:
-        """Insert and commit one finished evaluation.
+                       sample: tuple[int, int, list[float] | None] | None = None, trace: list | None = None) -> None:
+        """Insert and commit one finished evaluation (:meth:`add_evaluations` of one).
 
-        ``counters`` (scope -> name -> field -> value) and ``sample`` (draw, noise-policy order,
-        per-instance scores: :meth:`add_sample`) are written in the same transaction (counters:
-        only the fields given; the others keep their values), so they are exactly as durable as
-        the evaluation rows: a killed run resumes from the state of its last committed evaluation.
+        ``counters`` (scope -> name -> field -> value, :meth:`update_counters`) and ``sample``
+        (draw, noise-policy order, per-instance scores: :meth:`add_sample`) are written in the same
+        transaction, so they are exactly as durable as the evaluation rows: a killed run resumes
+        from the state of its last committed evaluation.
         """
-        row = (id, hash, config_json, status, fitness if math.isfinite(fitness) else None, _json(measures),
-               error, feedback, operator, _json(parent_ids), _json(trace_summary), _json(metrics),
-               archive_status, submitted_at, time.time() if finished_at is None else finished_at)
-        if not counters and sample is None:
-            self._db.execute("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
-            return
-        self._db.execute("BEGIN")
-        try:
-            self._db.execute("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+        record = EvaluationRecord(id=id, hash=hash, config_json=config_json, status=status, fitness=fitness,
+                                  measures=measures, error=error, feedback=feedback, operator=operator,
+                                  parent_ids=parent_ids, trace_summary=trace_summary, metrics=metrics,
+                                  archive_status=archive_status, submitted_at=submitted_at, finished_at=finished_at,
+                                  sample=sample, trace=trace)
+        with self.transaction():
+            self.add_evaluations([record])
             if counters:
-                self._db.executemany("INSERT OR REPLACE INTO counters VALUES (?,?,?,?)",
-                                     [(scope, name, field, float(value)) for scope, table in counters.items()
-                                      for name, fields in table.items() for field, value in fields.items()])
-            if sample is not None:
-                self.add_sample(id, hash, *sample)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+                self.update_counters(counters)
+
+    def add_evaluations(self, records: Sequence[EvaluationRecord]) -> None:
+        """Insert evaluations with their samples (and traces) in one transaction (joining an enclosing one)."""
+        self._require_v2()
+        now = time.time()
+        rows, samples, traces = [], [], []
+        for r in records:
+            digest = r.hash if r.hash is not None else _digest(r.config_json)
+            rows.append((r.id, key_of(digest), zlib.compress(r.config_json.encode(), 1), r.status,
+                         r.fitness if math.isfinite(r.fitness) else None, _json(r.measures), r.error, r.feedback,
+                         r.operator, _json(r.parent_ids),
+                         _json({k: v for k, v in r.trace_summary.items() if v}), _packed(_json(r.metrics)),
+                         r.archive_status, r.submitted_at, now if r.finished_at is None else r.finished_at))
+            if r.sample is not None:
+                draw, seq, scores = r.sample
+                samples.append((r.id, int(draw), int(seq), None if scores is None else _json(scores)))
+            if r.trace is not None:
+                traces.append((r.id, r.trace))
+        with self.transaction():
+            self._db.executemany("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            if samples:
+                self._db.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?)", samples)
+            if traces:
+                self._add_traces(traces)
+            self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                             "value = CAST(CAST(value AS INTEGER) + excluded.value AS TEXT)", (_COUNT, str(len(rows))))
+
+    def _add_traces(self, traces: list[tuple[int, list]]) -> None:
+        """Write evaluations' spans (the traces table is the report's: docs/architecture.md, Run directory)."""
+        raise NotImplementedError("this store keeps no traces table yet: pass trace=None")
 
     def count(self) -> int:
         """Number of finished evaluations."""
+        if self.version >= 2:
+            return int(self.get_meta(_COUNT, 0))
         return self._db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
 
     def max_id(self) -> int:
@@ -177,57 +320,175 @@ class RunStore:
         value = self._db.execute("SELECT MAX(id) FROM evaluations").fetchone()[0]
         return -1 if value is None else value
 
-    def hashes(self) -> set[str]:
-        """Dedup keys of every finished evaluation."""
-        return {row[0] for row in self._db.execute("SELECT hash FROM evaluations")}
+    def keys(self) -> np.ndarray:
+        """The 64-bit dedup key (:func:`qd.keyset.key_of`) of every finished evaluation (an ``int64`` array)."""
+        column = "key" if self.version >= 2 else "hash"
+        parts, cursor = [], self._db.execute(f"SELECT {column} FROM evaluations")
+        while chunk := cursor.fetchmany(65536):
+            values = [v for (v,) in chunk] if self.version >= 2 else [key_of(h) for (h,) in chunk]
+            parts.append(np.array(values, dtype=np.int64))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def status_counts(self) -> dict[str, int]:
-        """Count of evaluations per status."""
+        """Count of evaluations per status (reads every row; ``qd status`` reads the running totals)."""
         return dict(self._db.execute("SELECT status, COUNT(*) FROM evaluations GROUP BY status").fetchall())
 
     def evaluations(self, status: str | None = None) -> Iterator[EvaluationRow]:
-        """Every stored evaluation in id order (the order the archive saw them)."""
+        """Every stored evaluation in id order, read as it is consumed (reads every row).
+
+        The archive saw them in this order unless results landed out of order.
+        """
         if status is None:
             return self._rows("", ())
         return self._rows("WHERE status = ?", (status,))
 
-    def objectives(self) -> Iterator[tuple[int, str, str, float]]:
-        """``(id, hash, status, fitness)`` of every evaluation in id order (NaN for no fitness).
+    def evaluations_in_seq_order(self) -> Iterator[tuple[EvaluationRow, tuple[int, int] | None]]:
+        """Every evaluation with its ``(draw, seq)`` sample, in the order the noise policy saw them.
 
-        A lean :meth:`evaluations`: the JSON columns (config, trace, ...) are not read.
+        Evaluations without a sample come last, in id order (what ``qd.noise`` replays).
         """
-        for i, h, status, fitness in self._db.execute("SELECT id, hash, status, fitness FROM evaluations ORDER BY id"):
-            yield i, h, status, math.nan if fitness is None else fitness
+        query = (f"SELECT {self._columns('e.')}, s.draw, s.seq FROM evaluations e LEFT JOIN samples s ON s.id = e.id "
+                 "ORDER BY s.seq IS NULL, s.seq, e.id")
+        for row in self._db.execute(query):
+            yield self._row(row[:15]), (None if row[16] is None else (row[15], row[16]))
+
+    def objectives(self) -> Iterator[tuple[int, str, str, float]]:
+        """``(id, hash, status, fitness)`` of every evaluation in id order (NaN for no fitness; reads every row)."""
+        for row in self._rows("", ()):
+            yield row.id, row.hash, row.status, row.fitness
+
+    def objectives_of(self, ids: Iterable[int]) -> dict[int, list[tuple[int, str, float]]]:
+        """Per evaluation id: ``(id, status, fitness)`` of every evaluation of its configuration, in id order.
+
+        What ``qd elites`` reads of the elites' repeated evaluations (``qd.noise``), without reading
+        the other rows.
+        """
+        ids = sorted(set(int(i) for i in ids))
+        out: dict[int, list[tuple[int, str, float]]] = {}
+        column = "key" if self.version >= 2 else "hash"
+        own: dict[Any, int] = {}
+        for chunk in _chunks(ids, 500):
+            marks = ",".join("?" * len(chunk))
+            for i, k in self._db.execute(f"SELECT id, {column} FROM evaluations WHERE id IN ({marks})", chunk):
+                own[k] = i
+        where = f"{column} IN ({{}})" + (f" AND operator = '{_RESAMPLE}'" if self.version >= 2 else "")
+        found: dict[int, list[tuple[int, str, float]]] = {}
+        for chunk in _chunks(list(own), 500):
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT {column}, id, status, fitness FROM evaluations WHERE {where.format(marks)}"
+            for k, i, status, fitness in self._db.execute(query, chunk):
+                found.setdefault(own[k], []).append((i, status, math.nan if fitness is None else fitness))
+        if self.version >= 2:  # the resample index holds the repeats; the elite's own row comes from its id
+            for chunk in _chunks(ids, 500):
+                marks = ",".join("?" * len(chunk))
+                for i, status, fitness in self._db.execute(
+                        f"SELECT id, status, fitness FROM evaluations WHERE id IN ({marks})", chunk):
+                    found.setdefault(i, []).append((i, status, math.nan if fitness is None else fitness))
+        for i in ids:
+            if i in found:
+                out[i] = sorted(set(found[i]))
+        return out
+
+    def hashes_of(self, ids: Iterable[int]) -> dict[int, str]:
+        """Per evaluation id: its configuration's hash (sha256 of the canonical JSON)."""
+        out: dict[int, str] = {}
+        column = "config" if self.version >= 2 else "hash"
+        for chunk in _chunks(sorted(set(int(i) for i in ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            for i, value in self._db.execute(f"SELECT id, {column} FROM evaluations WHERE id IN ({marks})", chunk):
+                out[i] = _digest(_text(value)) if self.version >= 2 else value
+        return out
 
     def get(self, eval_id: int) -> EvaluationRow | None:
         """One evaluation by id, or None."""
         return next(self._rows("WHERE id = ?", (eval_id,)), None)
 
+    def _columns(self, prefix: str = "") -> str:
+        """The evaluation columns in :class:`EvaluationRow` order (NULL for a version 2 store's hash)."""
+        return ", ".join("NULL" if c == "hash" and self.version >= 2 else prefix + c for c in _EVAL_COLUMNS)
+
     def _rows(self, where: str, args: tuple) -> Iterator[EvaluationRow]:
-        for row in self._db.execute(f"SELECT * FROM evaluations {where} ORDER BY id", args):
-            yield EvaluationRow(
-                id=row[0], hash=row[1], config=json.loads(row[2]), status=row[3],
-                fitness=math.nan if row[4] is None else row[4], measures=json.loads(row[5]), error=row[6],
-                feedback=row[7], operator=row[8], parent_ids=json.loads(row[9]),
-                trace_summary=json.loads(row[10]), metrics=json.loads(row[11]), archive_status=row[12],
-                submitted_at=row[13], finished_at=row[14])
+        for row in self._db.execute(f"SELECT {self._columns()} FROM evaluations {where} ORDER BY id", args):
+            yield self._row(row)
+
+    @staticmethod
+    def _row(row: Sequence[Any]) -> EvaluationRow:
+        config = _text(row[2])
+        return EvaluationRow(
+            id=row[0], hash=row[1] if row[1] is not None else _digest(config), config=json.loads(config),
+            status=row[3], fitness=math.nan if row[4] is None else row[4], measures=json.loads(row[5]),
+            error=row[6], feedback=row[7], operator=row[8], parent_ids=json.loads(row[9]),
+            trace_summary=json.loads(row[10]), metrics=json.loads(_text(row[11])), archive_status=row[12],
+            submitted_at=row[13], finished_at=row[14])
 
     def operator_summary(self) -> dict[str, dict[str, int]]:
-        """Per operator: evaluated offspring and archive gains (new cells + improvements)."""
+        """Per operator: evaluated offspring and archive gains (new cells + improvements); reads every row."""
         rows = self._db.execute(
             "SELECT operator, COUNT(*), SUM(archive_status > 0), SUM(status = 'ok') FROM evaluations GROUP BY operator")
         return {op: {"evaluated": n, "gains": int(g or 0), "ok": int(ok or 0)} for op, n, g, ok in rows}
 
+    # -- the archive as it stands (version 2) -------------------------------------------------
+    def put_elites(self, elites: Iterable[tuple[int, int, float, float, np.ndarray, int]], emptied: Iterable[int],
+                   state: dict[str, Any]) -> None:
+        """Write changed cells of the archive, the cells now empty, and the archive's statistics state.
+
+        ``elites`` rows are ``(cell, id, objective, threshold, measures, rank)``; ``state`` is
+        ``qd.archives.archive_state``.
+        """
+        self._require_v2()
+        with self.transaction():
+            self._db.executemany("DELETE FROM elites WHERE cell = ?", [(int(c),) for c in emptied])
+            self._db.executemany("INSERT OR REPLACE INTO elites VALUES (?,?,?,?,?,?)",
+                                 [(int(c), int(i), float(o), float(t), np.asarray(m, dtype=np.float64).tobytes(),
+                                   int(r)) for c, i, o, t, m, r in elites])
+            self.set_meta(_ELITE_STATE, state)
+
+    def clear_elites(self) -> None:
+        """Remove every stored elite (before the whole archive is written again)."""
+        self._db.execute("DELETE FROM elites")
+
+    def elites(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The stored archive and its statistics state; None for a store that keeps none (version 1).
+
+        Per elite, in rank order: ``cell, id, objective, threshold, measures, rank, config, feedback``.
+        """
+        if self.version < 2:
+            return None
+        state = self.get_meta(_ELITE_STATE)
+        if state is None:
+            return None
+        out: dict[str, list] = {k: [] for k in ("cell", "id", "objective", "threshold", "measures", "rank",
+                                                "config", "feedback")}
+        query = ("SELECT l.cell, l.id, l.objective, l.threshold, l.measures, l.rank, e.config, e.feedback "
+                 "FROM elites l JOIN evaluations e ON e.id = l.id ORDER BY l.rank")
+        for cell, i, obj, thr, meas, rank, config, feedback in self._db.execute(query):
+            out["cell"].append(cell)
+            out["id"].append(i)
+            out["objective"].append(obj)
+            out["threshold"].append(thr)
+            out["measures"].append(np.frombuffer(meas, dtype=np.float64))
+            out["rank"].append(rank)
+            out["config"].append(json.loads(_text(config)))
+            out["feedback"].append(feedback)
+        return out, state
+
     # -- samples and validations (qd.noise, qd validate) --------------------------------------
     def add_sample(self, id: int, hash: str, draw: int, seq: int, scores: list[float] | None) -> None:
-        """Record the draw, the noise policy's order ``seq`` and the per-instance scores of evaluation ``id``."""
-        self._db.execute("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?)",
-                         (id, hash, int(draw), int(seq), None if scores is None else _json(scores)))
+        """Record the draw, the noise policy's order ``seq`` and the per-instance scores of evaluation ``id``.
 
-    def samples(self) -> dict[int, tuple[str, int, int, list[float] | None]]:
-        """Evaluation id -> (config hash, draw, seq, per-instance scores or None)."""
-        return {i: (h, d, q, None if s is None else json.loads(s))
-                for i, h, d, q, s in self._db.execute("SELECT id, hash, draw, seq, scores FROM samples")}
+        ``hash`` is the configuration's (version 1 stores keep it; version 2 has it in the evaluation).
+        """
+        score_text = None if scores is None else _json(scores)
+        if self.version >= 2:
+            self._db.execute("INSERT OR REPLACE INTO samples VALUES (?,?,?,?)", (id, int(draw), int(seq), score_text))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?)",
+                             (id, hash, int(draw), int(seq), score_text))
+
+    def samples(self) -> dict[int, tuple[int, int, list[float] | None]]:
+        """Evaluation id -> (draw, seq, per-instance scores or None)."""
+        return {i: (d, q, None if s is None else json.loads(s))
+                for i, d, q, s in self._db.execute("SELECT id, draw, seq, scores FROM samples")}
 
     def add_validation(self, hash: str, split: str, draw: int, status: str, objective: float,
                        measures: dict[str, float], scores: list[float] | None) -> None:
@@ -252,26 +513,22 @@ class RunStore:
     # -- counters (operator and LLM accounting that is not one row per evaluation) ------------
     def set_counters(self, scope: str, counters: dict[str, dict[str, float]]) -> None:
         """Replace the counters of ``scope`` (e.g. "operators", "llm") with ``{name: {field: value}}``."""
-        self._db.execute("BEGIN")
-        try:
-            self._replace_counters(scope, counters)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self.transaction():
+            rows = [(scope, name, f, float(value)) for name, fields in counters.items() for f, value in fields.items()]
+            self._db.execute("DELETE FROM counters WHERE scope = ?", (scope,))
+            self._db.executemany("INSERT INTO counters VALUES (?,?,?,?)", rows)
 
-    def _replace_counters(self, scope: str, counters: dict[str, dict[str, float]]) -> None:
-        rows = [(scope, name, field, float(value)) for name, fields in counters.items()
-                for field, value in fields.items()]
-        self._db.execute("DELETE FROM counters WHERE scope = ?", (scope,))
-        self._db.executemany("INSERT INTO counters VALUES (?,?,?,?)", rows)
+    def update_counters(self, counters: dict[str, dict[str, dict[str, float]]]) -> None:
+        """Write the given counter fields (scope -> name -> field -> value); the others keep their values."""
+        self._db.executemany("INSERT OR REPLACE INTO counters VALUES (?,?,?,?)",
+                             [(scope, name, f, float(value)) for scope, table in counters.items()
+                              for name, fields in table.items() for f, value in fields.items()])
 
     def counters(self, scope: str) -> dict[str, dict[str, float]]:
         """The counters of ``scope`` as ``{name: {field: value}}``."""
         out: dict[str, dict[str, float]] = {}
-        for name, field, value in self._db.execute(
-                "SELECT name, field, value FROM counters WHERE scope = ?", (scope,)):
-            out.setdefault(name, {})[field] = value
+        for name, f, value in self._db.execute("SELECT name, field, value FROM counters WHERE scope = ?", (scope,)):
+            out.setdefault(name, {})[f] = value
         return out
 
     # -- history (QD curve) -------------------------------------------------------------------
@@ -286,3 +543,57 @@ class RunStore:
         """Archive stats over the run, in evaluation order."""
         cols = ("evaluations", "num_elites", "coverage", "qd_score", "obj_max", "wall_s")
         return [dict(zip(cols, row)) for row in self._db.execute("SELECT * FROM history ORDER BY evaluations")]
+
+    # -- version 1 -> 2 -------------------------------------------------------------------------
+    def migrate(self, rebuild: Callable[[RunStore], None] | None = None) -> None:
+        """Convert a version 1 store to version 2 in place, in one transaction.
+
+        Every evaluation is rewritten in the version 2 layout (configurations compressed, dedup keys
+        instead of hashes), samples lose their copy of the hash, and ``rebuild(store)`` (called inside
+        the transaction, on the converted tables) writes what version 1 did not keep: the archive's
+        elites and the running totals. A crash part-way leaves the version 1 store as it was.
+        """
+        if self.version >= 2:
+            return
+        try:
+            with self.transaction():
+                db = self._db
+                db.execute("ALTER TABLE evaluations RENAME TO evaluations_v1")
+                db.execute("DROP INDEX IF EXISTS evaluations_hash")
+                db.execute("ALTER TABLE samples RENAME TO samples_v1")
+                for statement in _statements(_V2):
+                    db.execute(statement)
+                self.version = SCHEMA_VERSION
+                cursor = db.execute(f"SELECT {', '.join(_EVAL_COLUMNS)} FROM evaluations_v1 ORDER BY id")
+                while chunk := cursor.fetchmany(4096):
+                    self.add_evaluations([_record(row) for row in chunk])
+                db.execute("INSERT INTO samples SELECT id, draw, seq, scores FROM samples_v1")
+                db.execute("DROP TABLE evaluations_v1")
+                db.execute("DROP TABLE samples_v1")
+                self.set_meta(_COUNT, db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0])
+                self.set_meta("schema_version", SCHEMA_VERSION)
+                if rebuild is not None:
+                    rebuild(self)
+        except BaseException:
+            self.version = 1
+            raise
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a schema script, comments removed."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _record(row: Sequence[Any]) -> EvaluationRecord:
+    """A version 1 row (its columns in :data:`_EVAL_COLUMNS` order) as a record to write again."""
+    return EvaluationRecord(id=row[0], hash=row[1], config_json=row[2], status=row[3],
+                            fitness=math.nan if row[4] is None else row[4], measures=json.loads(row[5]), error=row[6],
+                            feedback=row[7], operator=row[8], parent_ids=json.loads(row[9]),
+                            trace_summary=json.loads(row[10]), metrics=json.loads(row[11]), archive_status=row[12],
+                            submitted_at=row[13], finished_at=row[14])
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

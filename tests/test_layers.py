@@ -2,14 +2,15 @@
 
 Layers, lowest first (a module may import from its own layer and the ones below)::
 
-    0  foundation   qd.result, qd.space.*, qd.references, qd.store
+    0  foundation   qd.result, qd.space.*, qd.references, qd.store, qd.keyset (compact dedup keys)
     1  interfaces   qd.domain, qd.function_domain, qd.seeds; tracing and descriptors (the qd.analysis package,
                     qd.analysis.{tracer,descriptors,measuring,autotrace}); LLM access (qd.llm.*)
     2  archives     qd.archives.*
     3  operators    qd.operators.*; the built-in domains qd.domains.* (they use LLMs and tracing, never archives)
     4  scheduler    qd.scheduler, qd.noise (its re-evaluation policy); evaluation of one configuration
                     (qd.evaluation, qd.evaluators.*)
-    5  driver       qd.search, qd.listeners, qd.measure_range, qd.failure_watch (listeners)
+    5  driver       qd.search, qd.listeners, qd.measure_range, qd.failure_watch (listeners), qd.totals (running
+                    totals of the run), qd.archive_store (the archive in the run store)
     6  after runs   qd.analysis.{elites,validation,selection}, qd.testing.* (contract tests)
     7  runner       qd.config, qd.rundir, qd.runner, qd.validate
     8  interface    qd.cli, and the ``qd`` package itself (it re-exports the public API)
@@ -31,14 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"qd": "qd", "archives": "qd.archives", "operators": "qd.operators", "domains": "qd.domains"}
 
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundation", ["qd.result", "qd.space", "qd.space.*", "qd.references", "qd.store"]),
+    ("foundation", ["qd.result", "qd.space", "qd.space.*", "qd.references", "qd.store", "qd.keyset"]),
     ("interfaces", ["qd.domain", "qd.function_domain", "qd.seeds", "qd.analysis", "qd.analysis.tracer",
                     "qd.analysis.descriptors", "qd.analysis.measuring", "qd.analysis.autotrace", "qd.llm",
                     "qd.llm.*"]),
     ("archives", ["qd.archives", "qd.archives.*"]),
     ("operators", ["qd.operators", "qd.operators.*", "qd.domains", "qd.domains.*"]),
     ("scheduler", ["qd.scheduler", "qd.noise", "qd.evaluation", "qd.evaluators", "qd.evaluators.*"]),
-    ("driver", ["qd.search", "qd.listeners", "qd.measure_range", "qd.failure_watch"]),
+    ("driver", ["qd.search", "qd.listeners", "qd.measure_range", "qd.failure_watch", "qd.totals",
+                "qd.archive_store"]),
     ("after runs", ["qd.analysis.elites", "qd.analysis.validation", "qd.analysis.selection", "qd.testing",
                     "qd.testing.*"]),
     ("runner", ["qd.config", "qd.rundir", "qd.runner", "qd.validate"]),

@@ -20,6 +20,7 @@ from qd.noise import (
     decide,
     probe_count,
 )
+from qd.space import Space
 from qd.store import RunStore
 
 
@@ -242,11 +243,12 @@ def test_replay_from_the_store_rebuilds_every_sample_count_mean_and_contest(tmp_
     def tell(c: int, draw: int, first_id: int, operator: str) -> None:
         nonlocal next_id
         value, measures = world.evaluate(c, draw), world.measure(c)
-        live.record(str(c), {"c": c}, value, measures, id=first_id, draw=draw)
-        store.add_evaluation(id=next_id, hash=str(c), config_json=f'{{"c":{c}}}', status="ok", fitness=value,
+        text = f'{{"c":{c}}}'
+        live.record(Space.digest(text), {"c": c}, value, measures, id=first_id, draw=draw)
+        store.add_evaluation(id=next_id, config_json=text, status="ok", fitness=value,
                              measures={"m": measures[0]}, error="", feedback="", operator=operator,
-                             parent_ids=[], trace_summary={}, metrics={}, archive_status=0, submitted_at=0.0)
-        store.add_sample(next_id, str(c), draw, live.seq, None)
+                             parent_ids=[], trace_summary={}, metrics={}, archive_status=0, submitted_at=0.0,
+                             sample=(draw, live.seq, None))
         next_id += 1
 
     pending = []
@@ -259,7 +261,7 @@ def test_replay_from_the_store_rebuilds_every_sample_count_mean_and_contest(tmp_
                 tell(done.config["c"], done.draw, done.id, RESAMPLE)
     # a "kill": what is still pending never lands
     restored = NoiseHandler(_archive(3), "auto", budget=500, samples=4, z=1.0)
-    restored.replay(store.evaluations(), store.samples(), ["m"])
+    restored.replay(store.evaluations_in_seq_order(), ["m"])
     assert restored.mode == live.mode == "on"
     assert restored.elite_stats() == live.elite_stats()
     assert restored.archive.data()["objective"].tolist() == live.archive.data()["objective"].tolist()

@@ -198,6 +198,16 @@ class UnitTransform:
             raise ValueError(f"{len(units)} unit values for {umap.size} numeric leaves")
         return self._rebuild(config, umap.from_unit(units), 0)[0]
 
+    def with_units_many(self, configs: Sequence[dict], units: np.ndarray, key: tuple) -> list[dict]:
+        """:meth:`with_units` for many configurations of one structure ``key`` (a row of ``units`` each)."""
+        if not configs:
+            return []
+        umap = self._unit_map(configs[0], key)
+        if units.ndim != 2 or units.shape != (len(configs), umap.size):
+            raise ValueError(f"units of shape {units.shape} for {len(configs)} configurations of {umap.size} "
+                             "numeric leaves")
+        return [self._rebuild(c, values, 0)[0] for c, values in zip(configs, umap.from_unit(units))]
+
 
 class _UnitMap:
     """Vectorized unit <-> value maps for one ordered list of Float/Int leaves."""
@@ -225,18 +235,21 @@ class _UnitMap:
         return u
 
     def from_unit(self, units: np.ndarray | Sequence[float]) -> list:
+        """The values at unit positions ``units``: a list, or a list per row of a 2-D array."""
         u = np.minimum(np.maximum(np.asarray(units, dtype=float), 0.0), 1.0)
         x = self.low + u * self.span
         if self.log_idx.size:
-            x[self.log_idx] = np.exp(self.log_low + u[self.log_idx] * self.log_span)
+            x[..., self.log_idx] = np.exp(self.log_low + u[..., self.log_idx] * self.log_span)
         # clamp: low + 1 * span can miss high by an ulp, exp/log round-trips likewise
         np.minimum(np.maximum(x, self.low, out=x), self.high, out=x)
         values = x.tolist()
         if self.int_idx:
-            if self._exact_ints:
-                for i in self.int_idx:
-                    values[i] = int(round(values[i]))
-            else:  # ranges beyond float precision: map through Python ints
-                for i in self.int_idx:
-                    values[i] = from_unit(self._params[i], float(u[i]))
+            rows, unit_rows = (values, u) if u.ndim > 1 else ([values], u[None])
+            for row, urow in zip(rows, unit_rows):
+                if self._exact_ints:
+                    for i in self.int_idx:
+                        row[i] = int(round(row[i]))
+                else:  # ranges beyond float precision: map through Python ints
+                    for i in self.int_idx:
+                        row[i] = from_unit(self._params[i], float(urow[i]))
         return values
