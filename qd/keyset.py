@@ -58,6 +58,8 @@ class KeySet:
 
     def add(self, key: int) -> None:
         """Add one key."""
+        if key in self:
+            return
         self._recent.add(key)
         if len(self._recent) >= _MERGE_AT:
             self._merge()

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["Search", "SearchOptions", "OperatorStats", "replay", "SEED", "RANDOM", "FALLBACK", "CHEAP_EVAL_S",
            "MAX_BATCH", "BATCH_SHARE"]
 
-CHEAP_EVAL_S = 0.001  # evaluations quicker than this on average (first BATCH_SHARE results) are told in batches
+CHEAP_EVAL_S = 0.001  # on several slots, evaluations quicker than this on average are told in batches
 MAX_BATCH = 256       # of at most this many candidates
 BATCH_SHARE = 32      # and at most one per this many results told so far
 
@@ -66,11 +66,13 @@ class SearchOptions(SchedulerOptions):
         Evaluations kept in flight (default ``2 × evaluator.slots × batch``, re-read as the slots
         change: nodes joining or leaving a Ray cluster).
     batch : int
-        Candidates asked and results told at once. 0 (default): 1 (plain steady state) unless the
-        first :data:`BATCH_SHARE` evaluations took less than :data:`CHEAP_EVAL_S` each on average;
-        then one per :data:`BATCH_SHARE` results told so far, at most :data:`MAX_BATCH` (a
-        schedule that depends on the count only, so a serial run stays the same run for a seed).
-        1 with ``ordered``.
+        Candidates asked and results told at once. 0 (default): one per :data:`BATCH_SHARE`
+        results told so far, at most :data:`MAX_BATCH`, when evaluations run one at a time (one
+        slot: the serial backend) or when, on several slots, the first :data:`BATCH_SHARE`
+        evaluations took under :data:`CHEAP_EVAL_S` each on average; otherwise 1 (plain steady
+        state: each result is told before the next candidate is made), and always 1 with LLM
+        operators or ``ordered``. The schedule depends on counts only, so a serial run stays the
+        same run for a seed.
     ordered : bool
         Tell results in submission order rather than as they land, in batches of exactly
         ``batch``. With a fixed ``window`` this makes the archive independent of evaluation
@@ -194,7 +196,7 @@ class Search:
         """Candidates asked and results told at once (see :class:`SearchOptions`)."""
         if self.options.batch:
             return int(self.options.batch)
-        if self.options.ordered or not self._cheap:
+        if self.options.ordered or self._llm_ops or (self.evaluator.slots > 1 and not self._cheap):
             return 1
         # Candidates of a batch come from an archive that misses the results still in flight (up to
         # two batches): keep those a small share of the results told so far.
