@@ -364,15 +364,18 @@ class IsoLineDD(Operator):
         if self._mixed or self.children != 1 or not parent_groups:
             return super().generate_many(parent_groups, rng)
         firsts = [_config(g[0]) for g in parent_groups]
-        views = [self._units.unit_view(c) for c in firsts]
-        key = views[0][1]
-        if not views[0][0].size or any(k != key for _, k in views):
+        view = self._units.unit_views(firsts)
+        if view is None or not view[0].shape[1]:
             return super().generate_many(parent_groups, rng)
-        x1 = np.stack([x for x, _ in views])
+        x1, key = view
         direction = np.zeros_like(x1)
-        for i, group in enumerate(parent_groups):
-            if len(group) > 1:
-                x2, key2 = self._units.unit_view(_config(group[1]))
+        pairs = [i for i, group in enumerate(parent_groups) if len(group) > 1]
+        seconds = self._units.unit_views([_config(parent_groups[i][1]) for i in pairs]) if pairs else None
+        if seconds is not None and seconds[1] == key:
+            direction[pairs] = seconds[0] - x1[pairs]
+        else:  # second parents of other structures get the isotropic term only
+            for i in pairs:
+                x2, key2 = self._units.unit_view(_config(parent_groups[i][1]))
                 if key2 == key and x2.size == x1.shape[1]:
                     direction[i] = x2 - x1[i]
         children = x1 + self._iso(firsts[0], key) * rng.standard_normal(x1.shape)

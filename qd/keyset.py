@@ -58,11 +58,16 @@ class KeySet:
 
     def add(self, key: int) -> None:
         """Add one key."""
+        self.insert(key)
+
+    def insert(self, key: int) -> bool:
+        """Add one key; whether it was new (one lookup for both)."""
         if key in self:
-            return
+            return False
         self._recent.add(key)
         if len(self._recent) >= _MERGE_AT:
             self._merge()
+        return True
 
     def update(self, keys: Iterable[int] | np.ndarray) -> None:
         """Add many keys."""

@@ -580,12 +580,13 @@ class Scheduler:
         canonical = self.space.canonical(config)
         digest = self.space.digest(canonical)
         key = key_of(digest)
-        if key in self._seen:
+        if not mark_seen:
+            if key in self._seen:
+                stats.duplicates += 1
+            return None
+        if not self._seen.insert(key):
             stats.duplicates += 1
             return None
-        if not mark_seen:
-            return None
-        self._seen.add(key)
         self._asked += 1
         return Candidate(config, canonical, digest, name,
                          [p.id for p in parents if p.id is not None])

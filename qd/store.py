@@ -145,14 +145,22 @@ class EvaluationRecord:
     trace: list | None = None
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=lambda v: _jsonable(v))
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=_jsonable)
+    return _ENCODER.encode(value)
 
 
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy scalars and arrays
         return value.tolist()
     return repr(value)
+
+
+def _int_list(values: list[int]) -> str:
+    """JSON of a list of ints (parent ids), without the encoder's overhead."""
+    return "[" + ",".join(map(str, values)) + "]" if all(type(v) is int for v in values) else _json(values)
 
 
 def _text(value: str | bytes) -> str:
@@ -287,13 +295,16 @@ class RunStore:
         self._require_v2()
         now = time.time()
         rows, samples, traces = [], [], []
+        compress, dumps, isfinite = zlib.compress, _json, math.isfinite
         for r in records:
             digest = r.hash if r.hash is not None else _digest(r.config_json)
-            rows.append((r.id, key_of(digest), zlib.compress(r.config_json.encode(), 1), r.status,
-                         r.fitness if math.isfinite(r.fitness) else None, _json(r.measures), r.error, r.feedback,
-                         r.operator, _json(r.parent_ids),
-                         _json({k: v for k, v in r.trace_summary.items() if v}), _packed(_json(r.metrics)),
-                         r.archive_status, r.submitted_at, now if r.finished_at is None else r.finished_at))
+            summary = r.trace_summary
+            rows.append((r.id, key_of(digest), compress(r.config_json.encode(), 1), r.status,
+                         r.fitness if isfinite(r.fitness) else None, dumps(r.measures), r.error, r.feedback,
+                         r.operator, _int_list(r.parent_ids),
+                         dumps({k: v for k, v in summary.items() if v}) if any(summary.values()) else "{}",
+                         _packed(dumps(r.metrics)), r.archive_status, r.submitted_at,
+                         now if r.finished_at is None else r.finished_at))
             if r.sample is not None:
                 draw, seq, scores = r.sample
                 samples.append((r.id, int(draw), int(seq), None if scores is None else _json(scores)))

@@ -178,6 +178,25 @@ class UnitTransform:
         key = tuple(shape)
         return self._unit_map(config, key).to_unit(raw), key
 
+    def unit_views(self, configs: Sequence[dict]) -> tuple[np.ndarray, tuple] | None:
+        """:meth:`unit_view` of many configurations of one structure: a matrix (a row each) and the key.
+
+        None when their structure keys differ (or ``configs`` is empty).
+        """
+        raws, key = [], None
+        for config in configs:
+            raw: list = []
+            shape: list = []
+            self._raw(config, raw, shape)
+            if key is None:
+                key = tuple(shape)
+            elif tuple(shape) != key:
+                return None
+            raws.append(raw)
+        if key is None:
+            return None
+        return self._unit_map(configs[0], key).to_unit(raws).reshape(len(raws), -1), key
+
     def with_units(self, config: dict, units: np.ndarray | Sequence[float], key: tuple | None = None) -> dict:
         """Inverse of :meth:`unit_view`: copy of valid ``config`` with its numeric leaves from ``units``.
 
@@ -227,11 +246,12 @@ class _UnitMap:
         self._params = list(params)
 
     def to_unit(self, raw: list) -> np.ndarray:
+        """Unit values of one list of leaf values, or of a list of them (a row each)."""
         x = np.array(raw, dtype=float)
         u = (x - self.low) / self.span
         if self.log_idx.size:
-            v = np.clip(x[self.log_idx], self.low[self.log_idx], self.high[self.log_idx])
-            u[self.log_idx] = (np.log(v) - self.log_low) / self.log_span
+            v = np.clip(x[..., self.log_idx], self.low[self.log_idx], self.high[self.log_idx])
+            u[..., self.log_idx] = (np.log(v) - self.log_low) / self.log_span
         return u
 
     def from_unit(self, units: np.ndarray | Sequence[float]) -> list:
