@@ -325,6 +325,8 @@ class NoiseHandler:
             h = next(iter(self._wanted))
             del self._wanted[h]
             if self._inflight[h] or not self._needs_sample(h):
+                self._touched.add(h)  # no longer wanted: it may no longer matter
+                self._prune()
                 continue
             s = self.stats[h]
             self._inflight[h] += 1

@@ -11,11 +11,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from qd.analysis.descriptors import resolve_measures
+from qd.archive_store import replay
 from qd.archives import GridArchive
 from qd.domains.arm import ArmDomain
 from qd.evaluators import SerialEvaluator
 from qd.operators.classic import IsoLineDD
+from qd.rundir import ARCHIVE_META, archive_from_spec, read_run
 from qd.search import Search
 from qd.store import RunStore
 
@@ -60,15 +64,17 @@ def _count(db):
         return 0
 
 
-def test_a_killed_run_keeps_counters_that_match_its_committed_evaluations(tmp_path):
+@pytest.mark.parametrize("batch", [0, 1])  # 0: serial runs grow their batches; 1: one result at a time
+def test_a_killed_run_keeps_counters_that_match_its_committed_evaluations(tmp_path, batch):
     config = tmp_path / "slow.toml"
-    config.write_text("""
+    config.write_text(f"""
 [run]
 name = "counters"
 evaluations = 100000
 init_random = 30
 plot = false
 progress = false
+batch = {batch}
 [domain]
 name = "sample_domains:SlowArm"
 [domain.options]
@@ -101,9 +107,20 @@ backend = "serial"
     with RunStore(run_dir / "run.sqlite", readonly=True) as store:
         rows = list(store.evaluations())
         counters = store.counters("operators")
+        replayed = archive_from_spec(store.get_meta(ARCHIVE_META))
+        replay(store, replayed)
     by_operator: dict[str, int] = {}
     for row in rows:
         by_operator[row.operator] = by_operator.get(row.operator, 0) + 1
     assert {name: int(c.get("evaluated", 0)) for name, c in counters.items() if c.get("evaluated")} == by_operator
     assert sum(int(c.get("spent", 0)) for c in counters.values()) == len(rows)
     assert sum(int(c.get("gains", 0)) for c in counters.values()) == sum(r.archive_status > 0 for r in rows)
+    # the archive and the totals committed with the rows are exactly what those rows give
+    run = read_run(run_dir)
+    try:
+        assert run.totals["evaluations"] == len(rows) == sum(run.totals["statuses"].values())
+        stored, again = run.archive.data(), replayed.data()
+        assert stored["index"].tolist() == again["index"].tolist() and stored["id"].tolist() == again["id"].tolist()
+        assert run.archive.stats == replayed.stats
+    finally:
+        run.store.close()

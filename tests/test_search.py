@@ -125,14 +125,16 @@ def _run_cli(*args, **kw):
                           text=True, **kw)
 
 
-def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
+@pytest.mark.parametrize("batch", [0, 16])  # 0: 4 ms evaluations on Ray are told one by one; 16: in batches
+def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path, batch):
     config = tmp_path / "slow.toml"
-    config.write_text("""
+    config.write_text(f"""
 [run]
 name = "kill-test"
 evaluations = 1500
 init_random = 50
 plot = false
+batch = {batch}
 [domain]
 name = "sample_domains:SlowArm"
 [domain.options]
