@@ -46,12 +46,13 @@ def write_archive(store: RunStore, archive: Any) -> None:
         write_changes(store, archive)
 
 
-def load_archive(store: RunStore, archive: Any) -> bool:
+def load_archive(store: RunStore, archive: Any, solutions: bool = True) -> bool:
     """Fill the empty ``archive`` with the stored elites and state; False when the store keeps none.
 
-    Configurations and feedback come from each elite's evaluation row.
+    Configurations and feedback come from each elite's evaluation row; without ``solutions`` they
+    are left None and those rows are not read (``RunStore.configs_of`` reads the ones needed).
     """
-    stored = store.elites()
+    stored = store.elites(configs=solutions)
     if stored is None:
         return False
     elites, state = stored

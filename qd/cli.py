@@ -12,15 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from qd.analysis.selection import archive_over, select_elites, spanning_elites
-from qd.config import ConfigError
-from qd.failure_watch import failure_lines
-from qd.llm.client import CAUSES, LLMError
-from qd.measure_range import describe
 from qd.rundir import RunLockedError, read_run
-from qd.totals import TOTALS_META
+from qd.totals import TOTALS_META, describe, failure_lines
 
-__all__ = ["main", "run_status", "select_elites"]
+# A read command imports what it reads with, and nothing of the search (docs/architecture.md, Run
+# directory): the selection, the LLM client and the runner are imported by the commands that use them.
+
+__all__ = ["main", "run_status"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `qd status RUN | head`: the reader left; say nothing more (before ConnectionError)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RunLockedError, ConnectionError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, RunLockedError, ConnectionError) as exc:  # ConfigError too
         print(f"qd: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -120,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # -- run ---------------------------------------------------------------------------------------
 def _cmd_run(args: argparse.Namespace) -> int:
+    from qd.llm.client import LLMError
     from qd.runner import resolve_run_config, run_search
 
     overrides: dict[str, dict[str, Any]] = {}
@@ -180,6 +179,8 @@ def _default_name(config_path: str | None) -> str:
 
 
 def _print_summary(run: Any) -> None:
+    from qd.analysis.selection import spanning_elites
+
     s = run.archive.stats
     best = f"{s.obj_max:.4g}" if s.num_elites else "-"
     print(f"\nevaluations: {run.store.count()}  elites: {s.num_elites}  coverage: {s.coverage:.1%}  "
@@ -219,6 +220,8 @@ def _unusable_answers(operators: dict[str, dict], llm_tags: Any) -> dict[str, in
 
 def _llm_failure_lines(total: dict, last_errors: dict) -> list[str]:
     """``LLM calls failed: authentication 5 (HTTP 401: ...)``: the run's LLM failures by cause."""
+    from qd.llm.client import CAUSES
+
     failed = {c: int(total.get(f"failed_{c}", 0)) for c in CAUSES if total.get(f"failed_{c}")}
     if not failed:
         return []
@@ -252,9 +255,10 @@ def _cut(text: str, limit: int) -> str:
 # -- status ------------------------------------------------------------------------------------
 def run_status(run_dir: str | Path) -> dict[str, Any]:
     """The ``qd status --json`` object of a run directory."""
+    from qd.llm.client import CAUSES
     from qd.result import STATUSES
 
-    run = read_run(run_dir)
+    run = read_run(run_dir, solutions=False)
     s = run.archive.stats
     statuses = {k: 0 for k in STATUSES}
     statuses.update(run.totals["statuses"])
@@ -384,9 +388,11 @@ def _pct(rate: float | None) -> str:
 def _cmd_plot(args: argparse.Namespace) -> int:
     from qd.runner import save_heatmap
 
-    run = read_run(args.run_dir)
+    run = read_run(args.run_dir, solutions=bool(args.measures))
     archive = run.archive
     if args.measures:
+        from qd.analysis.selection import archive_over
+
         archive = archive_over(run.store, [m.strip() for m in args.measures.split(",") if m.strip()], like=run.archive)
     if args.validated:
         from qd.rundir import ARCHIVE_META, archive_from_spec
@@ -419,8 +425,14 @@ def _save_curve(run: Any, path: Path) -> None:
 
 # -- elites ------------------------------------------------------------------------------------
 def _cmd_elites(args: argparse.Namespace) -> int:
-    run = read_run(args.run_dir)
+    from qd.analysis.selection import select_elites
+
+    run = read_run(args.run_dir, solutions=args.where is not None)  # a filter may read any field
     records = select_elites(run.archive, top=args.top, diverse=args.diverse, where=args.where)
+    if args.where is None:  # the configurations and feedback of the selected elites only
+        stored = run.store.configs_of(r["id"] for r in records)
+        for r in records:
+            r["config"], r["feedback"] = stored[r["id"]][0], stored[r["id"]][1] or ""
     from qd.validate import elite_columns
 
     columns = elite_columns(run.store, run.archive)  # samples per elite; validated score and gap once validated

@@ -8,28 +8,15 @@ the error; the run store counts them (``qd.totals.RunTotals``) for the run summa
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qd.listeners import Evaluated, WarningListener
-from qd.totals import example_failures
+from qd.totals import example_failures, failure_lines
 
 if TYPE_CHECKING:
     from qd.search import Search
 
 __all__ = ["FailureWatch", "failure_lines"]
-
-
-def failure_lines(summary: dict[str, Any]) -> list[str]:
-    """What the run summary and ``qd status`` print of :func:`failures` (nothing when nothing failed)."""
-    lines = []
-    if summary["evaluations"]:
-        statuses = ", ".join(f"{k} {v}" for k, v in sorted(summary["by_status"].items()))
-        lines.append(f"failed evaluations: {summary['evaluations']} of {summary['of']} ({statuses}); "
-                     f"last: {summary['last_error'][:600]}")
-    if summary["examples"]:
-        lines.append(f"examples the score function failed on (scored 0): {summary['examples']} of "
-                     f"{summary['examples_of']}; last: {summary['last_example_error'][:600]}")
-    return lines
 
 
 class FailureWatch(WarningListener):

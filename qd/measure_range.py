@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from qd.listeners import Evaluated, WarningListener
-from qd.totals import count_out_of_range
+from qd.totals import count_out_of_range, describe
 
 if TYPE_CHECKING:
     from qd.search import Search
@@ -30,14 +30,6 @@ def out_of_range(values: Iterable[dict[str, float]], names: Sequence[str], lows:
     for measures in values:
         count_out_of_range(counts, measures, names, lows, highs)
     return counts
-
-
-def describe(name: str, index: int, low: float, high: float, c: dict[str, int]) -> str:
-    """One line: how many values of ``name`` fell outside ``[low, high]`` and the key to widen."""
-    out = c["below"] + c["above"]
-    return (f"{out / c['of']:.0%} of {name} values ({out} of {c['of']}: {c['below']} below, {c['above']} above) "
-            f"fall outside its archive range [{low:g}, {high:g}] and are clipped into the edge cells; "
-            f"widen archive.ranges[{index}]")
 
 
 class RangeWatch(WarningListener):

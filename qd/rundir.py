@@ -264,11 +264,13 @@ class ReadRun:
     totals: dict
 
 
-def read_run(run_dir: str | Path) -> ReadRun:
+def read_run(run_dir: str | Path, solutions: bool = True) -> ReadRun:
     """Open a run directory for reading: the store only, never the domain named in its config.
 
     What it reads costs the archive, not the history: the stored elites and running totals (a
-    version 1 store, which kept neither, is replayed and counted row by row).
+    version 1 store, which kept neither, is replayed and counted row by row). Without
+    ``solutions`` the elites' configurations and feedback are left None (``qd status``, ``qd plot``:
+    their evaluation rows are not read; ``store.configs_of(ids)`` reads the ones needed).
 
     Raises
     ------
@@ -283,7 +285,7 @@ def read_run(run_dir: str | Path) -> ReadRun:
         if spec is None:
             raise ValueError(f"{run_dir}/run.sqlite does not describe its archive (written by an older qd); "
                              "`qd run --resume` it once with this qd to add the description")
-        archive = read_archive(store, archive_from_spec(spec))
+        archive = read_archive(store, archive_from_spec(spec), solutions)
         totals = store.get_meta(TOTALS_META)
         if totals is None:
             counted = RunTotals(archive.measure_names, archive.lower_bounds, archive.upper_bounds)
@@ -294,9 +296,9 @@ def read_run(run_dir: str | Path) -> ReadRun:
     return ReadRun(run_dir, config, store, archive, totals)
 
 
-def read_archive(store: RunStore, archive: Any) -> Any:
+def read_archive(store: RunStore, archive: Any, solutions: bool = True) -> Any:
     """Fill the empty ``archive`` with the run's archive as it stands (replayed for a version 1 store)."""
-    if not load_archive(store, archive):
+    if not load_archive(store, archive, solutions):
         replay(store, archive)
     return archive
 

@@ -461,10 +461,11 @@ class RunStore:
         """Remove every stored elite (before the whole archive is written again)."""
         self._db.execute("DELETE FROM elites")
 
-    def elites(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    def elites(self, configs: bool = True) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """The stored archive and its statistics state; None for a store that keeps none (version 1).
 
-        Per elite, in rank order: ``cell, id, objective, threshold, measures, rank, config, feedback``.
+        Per elite, in rank order: ``cell, id, objective, threshold, measures, rank, config, feedback``
+        (``config`` and ``feedback`` None each without ``configs``: then no evaluation row is read).
         """
         if self.version < 2:
             return None
@@ -473,8 +474,11 @@ class RunStore:
             return None
         out: dict[str, list] = {k: [] for k in ("cell", "id", "objective", "threshold", "measures", "rank",
                                                 "config", "feedback")}
-        query = ("SELECT l.cell, l.id, l.objective, l.threshold, l.measures, l.rank, e.config, e.feedback "
-                 "FROM elites l JOIN evaluations e ON e.id = l.id ORDER BY l.rank")
+        if configs:
+            query = ("SELECT l.cell, l.id, l.objective, l.threshold, l.measures, l.rank, e.config, e.feedback "
+                     "FROM elites l JOIN evaluations e ON e.id = l.id ORDER BY l.rank")
+        else:
+            query = "SELECT cell, id, objective, threshold, measures, rank, NULL, NULL FROM elites ORDER BY rank"
         for cell, i, obj, thr, meas, rank, config, feedback in self._db.execute(query):
             out["cell"].append(cell)
             out["id"].append(i)
@@ -482,9 +486,19 @@ class RunStore:
             out["threshold"].append(thr)
             out["measures"].append(np.frombuffer(meas, dtype=np.float64))
             out["rank"].append(rank)
-            out["config"].append(json.loads(_text(config)))
+            out["config"].append(None if config is None else json.loads(_text(config)))
             out["feedback"].append(feedback)
         return out, state
+
+    def configs_of(self, ids: Iterable[int]) -> dict[int, tuple[dict, str]]:
+        """Per evaluation id: its configuration and feedback."""
+        out: dict[int, tuple[dict, str]] = {}
+        for chunk in _chunks(sorted(set(int(i) for i in ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            for i, config, feedback in self._db.execute(
+                    f"SELECT id, config, feedback FROM evaluations WHERE id IN ({marks})", chunk):
+                out[i] = (json.loads(_text(config)), feedback)
+        return out
 
     # -- samples and validations (qd.noise, qd validate) --------------------------------------
     def add_sample(self, id: int, hash: str, draw: int, seq: int, scores: list[float] | None) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from qd.result import STATUSES
 
-__all__ = ["RunTotals", "TOTALS_META", "example_failures", "count_out_of_range"]
+__all__ = ["RunTotals", "TOTALS_META", "example_failures", "count_out_of_range", "failure_lines", "describe"]
 
 TOTALS_META = "totals"  # the run store's meta key
 
@@ -40,6 +40,30 @@ def count_out_of_range(counts: dict[str, dict[str, int]], measures: dict[str, fl
         c["of"] += 1
         c["below"] += int(value < low)
         c["above"] += int(value > high)
+
+
+def failure_lines(summary: dict[str, Any]) -> list[str]:
+    """What the run summary and ``qd status`` print of the failure totals (nothing when nothing failed).
+
+    ``summary`` is :attr:`RunTotals.failures`.
+    """
+    lines = []
+    if summary["evaluations"]:
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(summary["by_status"].items()))
+        lines.append(f"failed evaluations: {summary['evaluations']} of {summary['of']} ({statuses}); "
+                     f"last: {summary['last_error'][:600]}")
+    if summary["examples"]:
+        lines.append(f"examples the score function failed on (scored 0): {summary['examples']} of "
+                     f"{summary['examples_of']}; last: {summary['last_example_error'][:600]}")
+    return lines
+
+
+def describe(name: str, index: int, low: float, high: float, c: dict[str, int]) -> str:
+    """One line: how many values of ``name`` fell outside ``[low, high]`` and the key to widen."""
+    out = c["below"] + c["above"]
+    return (f"{out / c['of']:.0%} of {name} values ({out} of {c['of']}: {c['below']} below, {c['above']} above) "
+            f"fall outside its archive range [{low:g}, {high:g}] and are clipped into the edge cells; "
+            f"widen archive.ranges[{index}]")
 
 
 class RunTotals:
