@@ -266,15 +266,17 @@ class ArchiveBase:
         self._allocate()
 
     # -- change tracking (what a run store writes after each group of results) -------------------
-    def track_changes(self, current: bool = False) -> None:
+    def track_changes(self, current: bool = False, cells: Collection[int] = ()) -> None:
         """Start recording which cells change (insertions, replacements, removals, clear).
 
-        With ``current``, the cells occupied now count as changed too (to write the whole archive).
+        With ``current``, the cells occupied now count as changed too (to write the whole archive);
+        ``cells`` count as changed (changes taken but not written after all).
         """
         if self._changed is None:
             self._changed = set()
         if current:
             self._changed.update(self._order[:self._num_elites].tolist())
+        self._changed.update(int(c) for c in cells)
 
     def take_changes(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The cells changed since the last call (or since :meth:`track_changes`), and forget them.

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from qd.noise import NoiseHandler
     from qd.store import RunStore
 
-__all__ = ["write_changes", "write_archive", "load_archive", "replay"]
+__all__ = ["write_elites", "write_archive", "load_archive", "replay"]
 
 _REPLAY_CHUNK = 4096
 
@@ -32,9 +32,8 @@ def _rows(elites: dict[str, np.ndarray]) -> list[tuple[int, int, float, float, n
                     elites["measures"], elites["rank"].tolist()))
 
 
-def write_changes(store: RunStore, archive: Any) -> None:
-    """Write the cells of ``archive`` changed since the last call (``archive.take_changes``) and its state."""
-    elites, emptied = archive.take_changes()
+def write_elites(store: RunStore, archive: Any, elites: dict[str, np.ndarray], emptied: np.ndarray) -> None:
+    """Write changed cells of ``archive`` (``archive.take_changes()``'s ``elites`` and ``emptied``) and its state."""
     store.put_elites(_rows(elites), emptied.tolist(), archive_state(archive))
 
 
@@ -43,7 +42,7 @@ def write_archive(store: RunStore, archive: Any) -> None:
     with store.transaction():
         store.clear_elites()
         archive.track_changes(current=True)
-        write_changes(store, archive)
+        write_elites(store, archive, *archive.take_changes())
 
 
 def load_archive(store: RunStore, archive: Any, solutions: bool = True) -> bool:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from qd.analysis.descriptors import summarize
-from qd.archive_store import write_changes
+from qd.archive_store import write_elites
 from qd.archives import AddStatus
 from qd.result import EvalResult
 from qd.scheduler import Candidate
@@ -197,39 +197,43 @@ class StoreRecorder(SearchListener):
 
     def commit(self, search: Search) -> None:
         """Write the buffered evaluations, with everything that goes with them, in one transaction."""
-        store = self.store
-        with store.transaction():
-            store.add_evaluations(self._pending)
-            changed = self._changed(search)
-            if changed:
-                store.update_counters(changed)
-            write_changes(store, search.archive)
-            if self.totals is not None:
-                store.set_meta(TOTALS_META, self.totals.as_dict())
-            for row in self._history:
-                store.add_history(*row)
+        store, archive = self.store, search.archive
+        changed, tables = self._changed(search)
+        elites, emptied = archive.take_changes()
+        try:
+            with store.transaction():
+                store.add_evaluations(self._pending)
+                if changed:
+                    store.update_counters(changed)
+                write_elites(store, archive, elites, emptied)
+                if self.totals is not None:
+                    store.set_meta(TOTALS_META, self.totals.as_dict())
+                for row in self._history:
+                    store.add_history(*row)
+        except BaseException:  # nothing was written: these cells are still to write with the next group
+            archive.track_changes(cells=[*elites["index"].tolist(), *emptied.tolist()])
+            raise
+        self._written.update({scope: {n: dict(f) for n, f in table.items()} for scope, table in tables.items()})
         self._pending.clear()
         self._history.clear()
         self._last_commit = time.monotonic()
 
-    def _changed(self, search: Search) -> dict[str, dict[str, dict[str, float]]]:
-        """The counter fields that changed since the last write (a handful per evaluation)."""
-        changed: dict[str, dict[str, dict[str, float]]] = {}
-        for scope, table in self.counters(search).items():
-            self._diff(scope, table, changed)
-        return changed
+    def _changed(self, search: Search) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict]]:
+        """The counter fields that changed since the last write (a handful per group).
 
-    def _diff(self, scope: str, table: dict[str, dict[str, float]],
-              changed: dict[str, dict[str, dict[str, float]]]) -> None:
-        """Add the fields of ``table`` that differ from the last write to ``changed``; remember them."""
-        written = self._written[scope]
-        for name, fields in table.items():
-            old = written.get(name)
-            if fields == old:
-                continue
-            old = old or {}
-            changed.setdefault(scope, {})[name] = {k: v for k, v in fields.items() if old.get(k) != v}
-            written[name] = fields
+        Also the whole tables, to remember as written once the group is committed.
+        """
+        changed: dict[str, dict[str, dict[str, float]]] = {}
+        tables = self.counters(search)
+        for scope, table in tables.items():
+            written = self._written.get(scope, {})
+            for name, fields in table.items():
+                old = written.get(name)
+                if fields == old:
+                    continue
+                old = old or {}
+                changed.setdefault(scope, {})[name] = {k: v for k, v in fields.items() if old.get(k) != v}
+        return changed, tables
 
     def _llm_usage(self) -> list[tuple[str, Usage]]:
         """``("total", usage)`` and each tag's usage (a list: LLM threads may add tags meanwhile)."""

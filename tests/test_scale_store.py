@@ -275,3 +275,36 @@ def test_a_key_is_the_first_8_bytes_of_the_hash_signed():
     assert key_of("8000000000000000" + "0" * 48) == -(2**63)
     assert key_of("ffffffffffffffff" + "0" * 48) == -1
     assert not math.isnan(key_of("a" * 64))
+
+
+def test_a_group_that_fails_to_commit_is_written_whole_by_the_next(tmp_path):
+    # Ctrl-C (or a full disk) during a group commit rolls it back; what it held (rows, counters,
+    # archive cells) goes with the next commit, so the store still agrees with itself.
+    from qd.listeners import StoreRecorder
+
+    config = load_config(_write_config(tmp_path / "c.toml", evaluations=400, delay_s=0.0),
+                         {"domain": {"name": "arm", "options": {"joints": 6}}})
+    fail = {"left": 3}
+    add = RunStore.add_evaluations
+
+    def flaky(self, records):
+        add(self, records)
+        if fail["left"] and records:
+            fail["left"] -= 1
+            raise OSError("disk full")
+
+    commit = StoreRecorder.commit
+
+    def retrying(self, search):
+        try:
+            commit(self, search)
+        except OSError:
+            pass  # the next batch commits again
+
+    RunStore.add_evaluations, StoreRecorder.commit = flaky, retrying
+    try:
+        run_search(config, tmp_path / "run", progress=False).store.close()
+    finally:
+        RunStore.add_evaluations, StoreRecorder.commit = add, commit
+    assert fail["left"] == 0
+    assert _check_consistent(tmp_path / "run") == 400
