@@ -15,12 +15,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# The one name that is also a submodule: importing qd.function_domain (as anything may) binds the
+# module to this attribute, so the function is bound here, after it, once and for all.
+from qd.function_domain import FunctionDomain, function_domain
+
 if TYPE_CHECKING:
     from qd.archives import AddStatus, ArchiveStats, CVTArchive, GridArchive, cvt_centroids
     from qd.archives import load as load_archive
     from qd.domain import Domain
     from qd.evaluators import RayEvaluator, SerialEvaluator, make_evaluator
-    from qd.function_domain import FunctionDomain, function_domain
     from qd.llm import LLMClient
     from qd.llm.pipeline import PipelineLLM, pipeline_llm
     from qd.result import EvalResult, Span, Trace
@@ -42,7 +45,6 @@ _WHERE: dict[str, tuple[str, str]] = {
     "load_archive": ("qd.archives", "load"),
     "Domain": ("qd.domain", "Domain"),
     **{n: ("qd.evaluators", n) for n in ("SerialEvaluator", "make_evaluator", "RayEvaluator")},
-    **{n: ("qd.function_domain", n) for n in ("FunctionDomain", "function_domain")},
     **{n: ("qd.llm.pipeline", n) for n in ("PipelineLLM", "pipeline_llm")},
     **{n: ("qd.result", n) for n in ("EvalResult", "Span", "Trace")},
     **{n: ("qd.search", n) for n in ("Search", "SearchOptions")},

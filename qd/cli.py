@@ -6,6 +6,7 @@ import csv
 import ipaddress
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -33,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `qd status RUN | head`: the reader left; say nothing more (before ConnectionError)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (FileNotFoundError, FileExistsError, ValueError, RunLockedError, ConnectionError) as exc:  # ConfigError too
+    except (FileNotFoundError, FileExistsError, ValueError, RunLockedError, ConnectionError,
+            sqlite3.OperationalError) as exc:  # ValueError: ConfigError too; OperationalError: a store being made
         print(f"qd: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -435,7 +437,8 @@ def _cmd_elites(args: argparse.Namespace) -> int:
             r["config"], r["feedback"] = stored[r["id"]][0], stored[r["id"]][1] or ""
     from qd.validate import elite_columns
 
-    columns = elite_columns(run.store, run.archive)  # samples per elite; validated score and gap once validated
+    # samples per elite; validated score and gap once validated
+    columns = elite_columns(run.store, run.archive, ids=[r["id"] for r in records])
     for r in records:
         r.update(columns.get(r["id"], {}))
     if args.traces:

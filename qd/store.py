@@ -220,7 +220,7 @@ class RunStore:
     def _read_version(self) -> int:
         if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
             self._db.close()
-            raise ValueError(f"{self.path} holds no run store (yet: a run may be creating it)")
+            raise sqlite3.OperationalError(f"{self.path} holds no run store (yet: a run may be creating it)")
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         return 1 if row is None else int(json.loads(row[0]))
 

@@ -7,6 +7,7 @@ and reads back what earlier validations stored for ``qd elites``, ``qd plot`` an
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,23 +69,27 @@ def validate_run(run_dir: str | Path, *, top: int | None = None, diverse: int | 
         run.store.close()
 
 
-def _elite_objectives(store: RunStore, archive: Any) -> dict[int, list[float]]:
+def _elite_objectives(store: RunStore, ids: list[int]) -> dict[int, list[float]]:
     """Per elite id: the usable search objectives of its configuration (its re-evaluations included)."""
-    found = store.objectives_of(int(e["id"]) for e in archive)
+    found = store.objectives_of(ids)
     return {i: [f for _, status, f in rows if status == "ok" and math.isfinite(f)] for i, rows in found.items()}
 
 
-def elite_columns(store: RunStore, archive: Any, split: str = VALIDATION) -> dict[int, dict[str, Any]]:
-    """Columns ``qd elites`` adds per elite id.
+def elite_columns(store: RunStore, archive: Any, split: str = VALIDATION,
+                  ids: Iterable[int] | None = None) -> dict[int, dict[str, Any]]:
+    """Columns ``qd elites`` adds per elite id (of the elites ``ids``, default all).
 
     ``n`` and ``sem``: its search evaluations; once validated, ``validated``, ``validated_n`` and
     ``gap`` (search score minus validated score).
     """
-    objectives = _elite_objectives(store, archive)
+    wanted = None if ids is None else {int(i) for i in ids}
+    elites = [e for e in archive if wanted is None or int(e["id"]) in wanted]
+    chosen = [int(e["id"]) for e in elites]
+    objectives = _elite_objectives(store, chosen)
     held = validated_scores(store, split)
-    hashes = store.hashes_of(int(e["id"]) for e in archive) if held else {}
+    hashes = store.hashes_of(chosen) if held else {}
     out: dict[int, dict[str, Any]] = {}
-    for e in archive:
+    for e in elites:
         i = int(e["id"])
         n, _, sem = mean_sem(objectives[i]) if objectives.get(i) else (1, math.nan, math.nan)
         row: dict[str, Any] = {"n": n, "sem": None if math.isnan(sem) else sem}
