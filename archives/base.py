@@ -450,6 +450,19 @@ class ArchiveBase:
             extra[name] = values
         return extra
 
+    def _check_batch(self, solution: Any, objective: Any, measures: Any, fields: dict[str, Any],
+                     dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, Any, dict[str, Any]]:
+        """A batch's objectives (as ``dtype``), measures, solutions and extra fields, checked."""
+        obj = np.asarray(objective, dtype=dtype)
+        if obj.ndim != 1:
+            raise ValueError(f"objective must be a 1-D array, got shape {obj.shape}")
+        if not np.all(np.isfinite(obj)):
+            raise ValueError(f"objective must be finite; item {int(np.flatnonzero(~np.isfinite(obj))[0])} is "
+                             f"{obj[~np.isfinite(obj)][0]}")
+        batch = len(obj)
+        return (obj, self._check_batch_measures(measures, batch), self._check_solutions(solution, batch),
+                self._check_batch_fields(fields, batch))
+
     # -- insertion -----------------------------------------------------------------------------
     def add(self, solution: Any, objective: Any, measures: Any, **fields: Any) -> dict[str, np.ndarray]:
         """Insert a batch (pyribs's rule).
@@ -480,16 +493,8 @@ class ArchiveBase:
             the archive before the batch) and ``value`` (objective minus the cell's
             threshold; for new cells minus ``threshold_min``, or minus 0 when that is -inf).
         """
-        obj = np.asarray(objective, dtype=self._obj_dt)
-        if obj.ndim != 1:
-            raise ValueError(f"objective must be a 1-D array, got shape {obj.shape}")
-        if not np.all(np.isfinite(obj)):
-            raise ValueError(f"objective must be finite; item {int(np.flatnonzero(~np.isfinite(obj))[0])} is "
-                             f"{obj[~np.isfinite(obj)][0]}")
+        obj, meas, sols, extra = self._check_batch(solution, objective, measures, fields, self._obj_dt)
         batch = len(obj)
-        meas = self._check_batch_measures(measures, batch)
-        sols = self._check_solutions(solution, batch)
-        extra = self._check_batch_fields(fields, batch)
         for name in extra:
             self._field(name)
         status = np.zeros(batch, dtype=np.int32)
@@ -655,16 +660,8 @@ class ArchiveBase:
         ndarray of int32
             :class:`~qd.archives.AddStatus` of each item, as ``add_single`` returned it.
         """
-        obj = np.asarray(objective, dtype=np.float64)
-        if obj.ndim != 1:
-            raise ValueError(f"objective must be a 1-D array, got shape {obj.shape}")
-        if not np.all(np.isfinite(obj)):
-            raise ValueError(f"objective must be finite; item {int(np.flatnonzero(~np.isfinite(obj))[0])} is "
-                             f"{obj[~np.isfinite(obj)][0]}")
+        obj, meas, sols, extra = self._check_batch(solution, objective, measures, fields, np.dtype(np.float64))
         batch = len(obj)
-        meas = self._check_batch_measures(measures, batch)
-        sols = self._check_solutions(solution, batch)
-        extra = self._check_batch_fields(fields, batch)
         status = np.zeros(batch, dtype=np.int32)
         if batch == 0:
             return status
