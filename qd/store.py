@@ -11,7 +11,7 @@ into the WAL (no fsync), and a process killed with SIGKILL loses nothing it comm
 Layout (``meta.schema_version``; a store without it is version 1, see docs/architecture.md, Run
 directory): version 2 stores each configuration zlib-compressed, its 64-bit dedup key instead of
 its sha256 text (the hash is recomputed from the configuration when a row is read), only the
-non-zero fields of the trace summary, and metrics compressed when long. Version 1 stores are
+non-zero fields of the trace summary, and metrics and feedback compressed when long. Version 1 stores are
 read as they are; :meth:`RunStore.migrate` converts one in place, in one transaction.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     fitness REAL,
     measures TEXT NOT NULL,
     error TEXT NOT NULL DEFAULT '',
-    feedback TEXT NOT NULL DEFAULT '',
+    feedback TEXT NOT NULL DEFAULT '',  -- or zlib of it when long
     operator TEXT NOT NULL,
     parent_ids TEXT NOT NULL,
     trace_summary TEXT NOT NULL,   -- JSON of the summary's non-zero fields
@@ -88,7 +88,7 @@ CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY, hash TEXT NOT NULL, 
     seq INTEGER NOT NULL, scores TEXT);
 """
 
-_COMPRESS_ABOVE = 120  # metrics JSON longer than this is stored compressed
+_COMPRESS_ABOVE = 120  # metrics JSON and feedback longer than this are stored compressed
 _RESAMPLE = "resample"  # qd.noise.RESAMPLE (the store is below qd.noise)
 _ELITE_STATE = "archive_state"
 _COUNT = "evaluations"
@@ -300,7 +300,7 @@ class RunStore:
             digest = r.hash if r.hash is not None else _digest(r.config_json)
             summary = r.trace_summary
             rows.append((r.id, key_of(digest), compress(r.config_json.encode(), 1), r.status,
-                         r.fitness if isfinite(r.fitness) else None, dumps(r.measures), r.error, r.feedback,
+                         r.fitness if isfinite(r.fitness) else None, dumps(r.measures), r.error, _packed(r.feedback),
                          r.operator, _int_list(r.parent_ids),
                          dumps({k: v for k, v in summary.items() if v}) if any(summary.values()) else "{}",
                          _packed(dumps(r.metrics)), r.archive_status, r.submitted_at,
@@ -431,7 +431,7 @@ class RunStore:
         return EvaluationRow(
             id=row[0], hash=row[1] if row[1] is not None else _digest(config), config=json.loads(config),
             status=row[3], fitness=math.nan if row[4] is None else row[4], measures=json.loads(row[5]),
-            error=row[6], feedback=row[7], operator=row[8], parent_ids=json.loads(row[9]),
+            error=row[6], feedback=_text(row[7]), operator=row[8], parent_ids=json.loads(row[9]),
             trace_summary=json.loads(row[10]), metrics=json.loads(_text(row[11])), archive_status=row[12],
             submitted_at=row[13], finished_at=row[14])
 
@@ -487,7 +487,7 @@ class RunStore:
             out["measures"].append(np.frombuffer(meas, dtype=np.float64))
             out["rank"].append(rank)
             out["config"].append(None if config is None else json.loads(_text(config)))
-            out["feedback"].append(feedback)
+            out["feedback"].append(None if feedback is None else _text(feedback))
         return out, state
 
     def configs_of(self, ids: Iterable[int]) -> dict[int, tuple[dict, str]]:
@@ -497,7 +497,7 @@ class RunStore:
             marks = ",".join("?" * len(chunk))
             for i, config, feedback in self._db.execute(
                     f"SELECT id, config, feedback FROM evaluations WHERE id IN ({marks})", chunk):
-                out[i] = (json.loads(_text(config)), feedback)
+                out[i] = (json.loads(_text(config)), _text(feedback))
         return out
 
     # -- samples and validations (qd.noise, qd validate) --------------------------------------
