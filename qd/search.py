@@ -216,8 +216,9 @@ class Search:
     def run(self) -> Any:
         """Run until ``budget`` evaluations have finished; returns the archive.
 
-        Interrupting (Ctrl-C) or killing the process loses at most the evaluations in
-        flight: everything finished is already committed to the store.
+        Interrupting (Ctrl-C) loses the evaluations in flight only (what finished is committed as
+        the search stops); killing the process (SIGKILL) also loses the group of finished
+        evaluations not yet committed (at most ``commit_s`` of results).
         """
         for listener in self.listeners:
             listener.on_start(self)
