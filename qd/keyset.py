@@ -95,11 +95,19 @@ class KeySet:
         return int(self._sorted.nbytes)
 
     def _merge(self, more: np.ndarray | None = None) -> None:
-        parts = [self._sorted]
-        if self._recent:
-            parts.append(np.fromiter(self._recent, dtype=np.int64, count=len(self._recent)))
-            self._recent = set()
         if more is not None and len(more):
-            parts.append(more)
-        if len(parts) > 1:
-            self._sorted = np.unique(np.concatenate(parts))
+            if self._recent:
+                self._merge()
+            self._sorted = np.unique(np.concatenate([self._sorted, more]))
+            return
+        if not self._recent:
+            return
+        # The recent keys are not in the array (insert() looked): one new array, sorted in place,
+        # rather than the copies np.unique makes (they leave the allocator with freed memory that
+        # grows with the set).
+        merged = np.empty(len(self._sorted) + len(self._recent), dtype=np.int64)
+        merged[:len(self._sorted)] = self._sorted
+        merged[len(self._sorted):] = np.fromiter(self._recent, dtype=np.int64, count=len(self._recent))
+        self._recent = set()
+        self._sorted = merged  # the old array goes before the sort takes its buffer
+        merged.sort(kind="stable")
