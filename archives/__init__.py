@@ -11,12 +11,12 @@ from typing import Any
 from qd.archives.base import ArchiveBase, ArchiveStats
 from qd.archives.cvt import CVTArchive, cvt_centroids, k_means_centroids
 from qd.archives.grid import GridArchive
-from qd.archives.io import load, save
+from qd.archives.io import archive_state, load, restore, save
 from qd.archives.query import compile_where
 from qd.archives.status import AddStatus
 
 __all__ = ["AddStatus", "ArchiveBase", "ArchiveDataFrame", "ArchiveStats", "GridArchive", "CVTArchive",
-           "cvt_centroids", "k_means_centroids", "load", "save", "compile_where"]
+           "cvt_centroids", "k_means_centroids", "load", "save", "archive_state", "restore", "compile_where"]
 
 
 def __getattr__(name: str) -> Any:

@@ -206,6 +206,7 @@ class ArchiveBase:
         self._sol_dt = sol_dt
         self._seed = seed
         self._rng = np.random.default_rng(seed)
+        self._changed: set[int] | None = None  # cells changed since take_changes(), while tracking
         self._allocate()
 
     # -- storage -------------------------------------------------------------------------------
@@ -221,6 +222,10 @@ class ArchiveBase:
             name: np.zeros((n, *shape), dtype=dt) for name, (shape, dt) in self._declared.items()}
         # Occupied cells in order of first occupation: O(1) uniform sampling and pyribs's data() order.
         self._order = np.empty(n, dtype=np.int32)
+        # When each cell was last occupied (a count of occupations), so that a snapshot of some
+        # cells keeps that order (take_changes, qd.archives.io.restore).
+        self._rank = np.zeros(n, dtype=np.int64)
+        self._occupations = 0
         self._num_elites = 0
         self._osum = self._ocast(0.0)
         # The best elite ever inserted: the objective (compared on every insertion), and the elite
@@ -256,7 +261,44 @@ class ArchiveBase:
 
     def clear(self) -> None:
         """Remove every elite (fields and statistics included)."""
+        if self._changed is not None:
+            self._changed.update(self._order[:self._num_elites].tolist())
         self._allocate()
+
+    # -- change tracking (what a run store writes after each group of results) -------------------
+    def track_changes(self, current: bool = False, cells: Collection[int] = ()) -> None:
+        """Start recording which cells change (insertions, replacements, removals, clear).
+
+        With ``current``, the cells occupied now count as changed too (to write the whole archive);
+        ``cells`` count as changed (changes taken but not written after all).
+        """
+        if self._changed is None:
+            self._changed = set()
+        if current:
+            self._changed.update(self._order[:self._num_elites].tolist())
+        self._changed.update(int(c) for c in cells)
+
+    def take_changes(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The cells changed since the last call (or since :meth:`track_changes`), and forget them.
+
+        Returns
+        -------
+        elites : dict of arrays
+            Every field (:meth:`data`'s) of the changed cells that hold an elite, plus ``rank``:
+            when each was last occupied (``data()`` lists elites by ascending rank).
+        emptied : ndarray of int
+            Changed cells that hold no elite now.
+        """
+        if self._changed is None:
+            raise RuntimeError("call track_changes() before take_changes()")
+        cells = np.fromiter(self._changed, dtype=np.int64, count=len(self._changed))
+        cells.sort()
+        self._changed = set()
+        occupied = self._occupied[cells]
+        live = cells[occupied].astype(np.int32)
+        data = self._collect(live, None, "dict")
+        data["rank"] = self._rank[live]
+        return data, cells[~occupied]
 
     # -- geometry and dtypes -------------------------------------------------------------------
     @property
@@ -408,6 +450,19 @@ class ArchiveBase:
             extra[name] = values
         return extra
 
+    def _check_batch(self, solution: Any, objective: Any, measures: Any, fields: dict[str, Any],
+                     dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, Any, dict[str, Any]]:
+        """A batch's objectives (as ``dtype``), measures, solutions and extra fields, checked."""
+        obj = np.asarray(objective, dtype=dtype)
+        if obj.ndim != 1:
+            raise ValueError(f"objective must be a 1-D array, got shape {obj.shape}")
+        if not np.all(np.isfinite(obj)):
+            raise ValueError(f"objective must be finite; item {int(np.flatnonzero(~np.isfinite(obj))[0])} is "
+                             f"{obj[~np.isfinite(obj)][0]}")
+        batch = len(obj)
+        return (obj, self._check_batch_measures(measures, batch), self._check_solutions(solution, batch),
+                self._check_batch_fields(fields, batch))
+
     # -- insertion -----------------------------------------------------------------------------
     def add(self, solution: Any, objective: Any, measures: Any, **fields: Any) -> dict[str, np.ndarray]:
         """Insert a batch (pyribs's rule).
@@ -438,16 +493,8 @@ class ArchiveBase:
             the archive before the batch) and ``value`` (objective minus the cell's
             threshold; for new cells minus ``threshold_min``, or minus 0 when that is -inf).
         """
-        obj = np.asarray(objective, dtype=self._obj_dt)
-        if obj.ndim != 1:
-            raise ValueError(f"objective must be a 1-D array, got shape {obj.shape}")
-        if not np.all(np.isfinite(obj)):
-            raise ValueError(f"objective must be finite; item {int(np.flatnonzero(~np.isfinite(obj))[0])} is "
-                             f"{obj[~np.isfinite(obj)][0]}")
+        obj, meas, sols, extra = self._check_batch(solution, objective, measures, fields, self._obj_dt)
         batch = len(obj)
-        meas = self._check_batch_measures(measures, batch)
-        sols = self._check_solutions(solution, batch)
-        extra = self._check_batch_fields(fields, batch)
         for name in extra:
             self._field(name)
         status = np.zeros(batch, dtype=np.int32)
@@ -496,6 +543,10 @@ class ArchiveBase:
         n = self._num_elites
         self._order[n:n + len(new_cells)] = new_cells
         self._num_elites = n + len(new_cells)
+        self._rank[new_cells] = np.arange(self._occupations, self._occupations + len(new_cells))
+        self._occupations += len(new_cells)
+        if self._changed is not None:
+            self._changed.update(cells.tolist())
         self._occupied[new_cells] = True
         self._objective[cells] = won_obj
         self._threshold[cells] = new_threshold[winners]
@@ -542,6 +593,10 @@ class ArchiveBase:
             solution = np.asarray(solution, dtype=self._sol_dt)
             if solution.shape != self._solution_shape:
                 raise ValueError(f"solution must have shape {self._solution_shape}, got {solution.shape}")
+        return self._insert(i, obj, values, solution, fields)
+
+    def _insert(self, i: int, obj: Any, values: Any, solution: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        """The single-item rule on cell ``i`` (checked inputs): what :meth:`add_single` does after the checks."""
         if self._occupied[i]:
             cur = self._threshold.item(i)
             if not cur < obj:
@@ -559,6 +614,8 @@ class ArchiveBase:
             self._occupied[i] = True
             self._order[self._num_elites] = i
             self._num_elites += 1
+            self._rank[i] = self._occupations
+            self._occupations += 1
         self._objective[i] = obj
         self._threshold[i] = cur * self._one_minus_lr + obj * self._lr
         self._measures[i] = values
@@ -573,7 +630,49 @@ class ArchiveBase:
         if self._obj_max is None or obj > self._obj_max:
             self._set_best(obj, i)
         self._stats_cache = None
+        if self._changed is not None:
+            self._changed.add(i)
         return {"status": status, "value": obj - cur}
+
+    def add_in_order(self, solution: Any, objective: Any, measures: Any, **fields: Any) -> np.ndarray:
+        """Insert a batch exactly as :meth:`add_single` would insert its items one after another.
+
+        The result (elites, thresholds, statistics to the last bit, the order of ``data()``) and
+        the statuses are those of the loop of ``add_single`` calls, which a steady-state search
+        relies on (a run replayed result by result rebuilds the same archive); the cells of the
+        whole batch are found at once, and only the items that beat their cell's threshold as
+        it was before the batch are inserted one by one (thresholds never fall during insertion,
+        so no other item can enter).
+
+        Parameters
+        ----------
+        solution : sequence or array-like
+            As for :meth:`add`.
+        objective : array-like of shape (batch,)
+            Finite objectives.
+        measures : array-like of shape (batch, measure_dim)
+            Finite measures.
+        **fields : sequence of length batch
+            As for :meth:`add`.
+
+        Returns
+        -------
+        ndarray of int32
+            :class:`~qd.archives.AddStatus` of each item, as ``add_single`` returned it.
+        """
+        obj, meas, sols, extra = self._check_batch(solution, objective, measures, fields, np.dtype(np.float64))
+        batch = len(obj)
+        status = np.zeros(batch, dtype=np.int32)
+        if batch == 0:
+            return status
+        cells = self._index_cells(meas).astype(np.int64, copy=False)
+        cast = self._ocast
+        before = np.where(self._occupied[cells], self._threshold[cells], self._tmin)
+        for p in np.flatnonzero(obj.astype(self._obj_dt) > before).tolist():
+            values = meas[p].tolist() if self._fast else meas[p]
+            status[p] = self._insert(int(cells[p]), cast(float(obj[p])), values, sols[p],
+                                     {name: v[p] for name, v in extra.items()})["status"]
+        return status
 
     def remove_single(self, index: int) -> bool:
         """Empty cell ``index``; returns whether it held an elite.
@@ -607,6 +706,8 @@ class ArchiveBase:
                 self._obj_max, self._best_cell, self._best_copy = None, -1, None
         self._updates += 1
         self._stats_cache = None
+        if self._changed is not None:
+            self._changed.add(i)
         return True
 
     # -- statistics ----------------------------------------------------------------------------

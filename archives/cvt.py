@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.spatial import KDTree, cKDTree
 
 from qd.archives.base import ArchiveBase
 
@@ -63,6 +62,8 @@ def cvt_centroids(cells: int, ranges: Sequence[Sequence[float]], *, samples: int
     centroids = points[rng.choice(n, size=cells, replace=False)].copy()
     points = points[_spatial_order(points, low, high)]  # neighbours in memory: faster KD-tree queries
     for _ in range(int(iterations)):
+        from scipy.spatial import cKDTree
+
         _, nearest = cKDTree(centroids).query(points, workers=-1)
         counts = np.bincount(nearest, minlength=cells)
         filled = counts > 0
@@ -200,7 +201,8 @@ class CVTArchive(ArchiveBase):
         self._kdtree_kwargs = dict(kdtree_kwargs or {})
         self._query_kwargs = dict(kdtree_query_kwargs or {})
         self._sklearn_nn_kwargs = dict(sklearn_nn_kwargs or {})
-        self._tree = KDTree(self._centroids, **self._kdtree_kwargs)
+        self._kdtree: Any = None  # built on first use: reading a stored archive needs no cell lookups
+        self._ckdtree_query: Any = None
         if nearest_neighbors == "sklearn_nn":
             try:
                 from sklearn.neighbors import NearestNeighbors
@@ -213,6 +215,16 @@ class CVTArchive(ArchiveBase):
     def centroids(self) -> np.ndarray:
         """``(cells, measure_dim)`` centroid of each cell."""
         return self._centroids.copy()
+
+    @property
+    def _tree(self) -> Any:
+        """The KD-tree of the centroids (scipy), built on first use."""
+        if self._kdtree is None:
+            from scipy.spatial import KDTree, cKDTree
+
+            self._kdtree = KDTree(self._centroids, **self._kdtree_kwargs)
+            self._ckdtree_query = cKDTree.query
+        return self._kdtree
 
     def _index_cells(self, measures: np.ndarray) -> np.ndarray:
         # Nearest centroid of the point itself, unclipped (pyribs): a point outside the ranges
@@ -232,7 +244,8 @@ class CVTArchive(ArchiveBase):
 
     def _index_single(self, measures: list[float]) -> int:
         if self._nearest_neighbors == "scipy_kd_tree" and not self._query_kwargs:
-            return int(cKDTree.query(self._tree, measures)[1])  # skips KDTree's Python wrapper; same answer
+            tree = self._tree
+            return int(self._ckdtree_query(tree, measures)[1])  # skips KDTree's Python wrapper; same answer
         return int(self._index_cells(np.asarray([measures], dtype=self._meas_dt))[0])
 
     def _params(self) -> dict[str, Any]:

@@ -5,8 +5,9 @@ Format (version 2), every key an array readable with ``np.load(path, allow_pickl
 ``header``
     0-d string: JSON object with ``format`` ("qd-archive"), ``version``, ``type``
     ("GridArchive" | "CVTArchive"), ``params`` (constructor arguments), ``fields``
-    (names of the extra per-elite fields), ``objective_sum`` and ``best_elite`` (the
-    statistics state, so a loaded archive reports the same ``stats`` bit for bit).
+    (names of the extra per-elite fields), ``objective_sum``, ``best_elite`` and
+    ``occupations`` (:func:`archive_state`: the statistics state, so a loaded archive reports
+    the same ``stats`` bit for bit).
 ``index``, ``objective``, ``threshold``, ``measures``
     Per-elite arrays in the archive's ``data()`` order.
 ``solution``
@@ -29,7 +30,7 @@ import numpy as np
 
 from qd.archives.base import ArchiveBase
 
-__all__ = ["save", "load", "FORMAT_VERSION"]
+__all__ = ["save", "load", "archive_state", "restore", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 2
 
@@ -49,18 +50,87 @@ def _dumps(values: Any, what: str) -> np.ndarray:
         raise ValueError(f"cannot save {what}: {exc}") from None
 
 
+def archive_state(archive: ArchiveBase) -> dict[str, Any]:
+    """What the elites alone do not tell of an archive, as JSON-able values.
+
+    ``objective_sum`` (the running sum behind ``qd_score``, bit for bit), ``best_elite`` (the best
+    elite ever inserted, which may have left the archive) and ``occupations`` (cell occupations so
+    far: the next elite's rank). With the elites and their ranks, :func:`restore` rebuilds the
+    archive exactly.
+    """
+    best = archive.best_elite
+    return {"objective_sum": float(archive._osum), "occupations": int(archive._occupations),
+            "best_elite": None if best is None else {k: _json_default(v) if isinstance(v, (np.generic, np.ndarray))
+                                                     else v for k, v in best.items()}}
+
+
+def restore(archive: ArchiveBase, cells: Any, objective: Any, threshold: Any, measures: Any, solutions: Any,
+            fields: dict[str, Any], state: dict[str, Any], ranks: Any = None) -> ArchiveBase:
+    """Fill an empty ``archive`` with elites and :func:`archive_state`; returns it.
+
+    Parameters
+    ----------
+    archive : ArchiveBase
+        An empty archive laid out as the one the elites come from.
+    cells, objective, threshold, measures : array-like
+        Per elite: its cell, objective, threshold and measures.
+    solutions : sequence
+        Per elite: its solution (configuration or numeric array).
+    fields : dict of str to sequence
+        Per elite values of each extra field, in the order the fields were created.
+    state : dict
+        :func:`archive_state` of the archive the elites come from.
+    ranks : array-like, optional
+        When each elite's cell was occupied (``take_changes``'s ``rank``): elites are listed in
+        that order. Without ranks they are listed as given.
+    """
+    if not archive.empty:
+        raise ValueError("restore() needs an empty archive")
+    cells = np.asarray(cells, dtype=np.int64)
+    n = len(cells)
+    order = np.argsort(np.asarray(ranks, dtype=np.int64), kind="stable") if ranks is not None else np.arange(n)
+    cells = cells[order]
+    archive._occupied[cells] = True
+    archive._order[:n] = cells
+    archive._num_elites = n
+    archive._rank[cells] = np.asarray(ranks, dtype=np.int64)[order] if ranks is not None else np.arange(n)
+    archive._occupations = int(state.get("occupations", n))
+    archive._objective[cells] = np.asarray(objective)[order]
+    archive._threshold[cells] = np.asarray(threshold)[order]
+    archive._measures[cells] = np.asarray(measures, dtype=archive._meas_dt).reshape(n, archive.measure_dim)[order]
+    order_list = order.tolist()
+    if archive.solution_dim is not None:
+        archive._solution[cells] = np.asarray(solutions)[order]
+    else:
+        for cell, i in zip(cells.tolist(), order_list):
+            archive._solution[cell] = solutions[i]
+    for name, values in fields.items():
+        arr = archive._field(name)
+        if arr.dtype == object:
+            for cell, i in zip(cells.tolist(), order_list):
+                arr[cell] = values[i]
+        else:
+            arr[cells] = np.asarray(values)[order]
+    archive._osum = archive._ocast(state["objective_sum"])
+    best = state.get("best_elite")
+    if best is not None:
+        dtypes = archive.dtypes
+        archive._best_copy = {k: (v if dtypes.get(k, np.dtype(object)).kind == "O"
+                                  else np.asarray(v, dtype=dtypes[k])[()]) for k, v in best.items()}
+        archive._obj_max = archive._best_copy["objective"]
+    archive._updates += 1
+    archive._stats_cache = None
+    return archive
+
+
 def save(archive: ArchiveBase, path: str | Path) -> None:
     """Write ``archive`` to ``path`` (see the module docstring for the format)."""
     from qd.archives.cvt import CVTArchive
 
     data = archive.data()
     extra = list(archive._fields)
-    best = archive.best_elite
     header = {"format": "qd-archive", "version": FORMAT_VERSION, "type": type(archive).__name__,
-              "params": archive._params(), "fields": extra,
-              "objective_sum": float(archive._osum),
-              "best_elite": None if best is None else {k: _json_default(v) if isinstance(v, (np.generic, np.ndarray))
-                                                       else v for k, v in best.items()}}
+              "params": archive._params(), "fields": extra, **archive_state(archive)}
     arrays: dict[str, np.ndarray] = {
         "index": data["index"], "objective": data["objective"], "threshold": data["threshold"],
         "measures": data["measures"],
@@ -105,39 +175,24 @@ def load(path: str | Path) -> ArchiveBase:
         archive = kinds[header["type"]](**params)
         cells = npz["index"].astype(np.int64)
         n = len(cells)
-        archive._occupied[cells] = True
-        archive._order[:n] = cells
-        archive._num_elites = n
-        archive._objective[cells] = npz["objective"]
-        archive._threshold[cells] = npz["threshold"]
-        archive._measures[cells] = npz["measures"]
         if archive.solution_dim is not None:
-            archive._solution[cells] = npz["solution"]
+            solutions: Any = npz["solution"]
         else:
-            for cell, solution in zip(cells.tolist(), json.loads(str(npz["solution"]))):
-                archive._solution[cell] = solution
+            solutions = json.loads(str(npz["solution"]))
+        fields: dict[str, Any] = {}
         if version == 1:
-            archive._field("id")[cells] = npz["id"]
+            fields["id"] = npz["id"]
         for name in header["fields"][1 if version == 1 else 0:]:
-            arr = archive._field(name)
             stored = npz[f"field_{name}"]
-            if stored.ndim == 0 and stored.dtype.kind == "U":
-                for cell, value in zip(cells.tolist(), json.loads(str(stored))):
-                    arr[cell] = value
-            else:
-                arr[cells] = stored
-        t = archive._ocast
+            fields[name] = json.loads(str(stored)) if stored.ndim == 0 and stored.dtype.kind == "U" else stored
+        objective = npz["objective"]
         if version == 1:
-            archive._osum = t(float(np.sum(npz["objective"])))
+            state = {"objective_sum": float(np.sum(objective)), "best_elite": None}
+        else:
+            state = header
+        restore(archive, cells, objective, npz["threshold"], npz["measures"], solutions, fields, state)
+        if version == 1:
             archive._obj_max = None if header["obj_max"] is None else archive._obj_dt.type(header["obj_max"])
             if n:
-                archive._best_cell = int(cells[np.argmax(npz["objective"])])
-        else:
-            archive._osum = t(header["objective_sum"])
-            best = header["best_elite"]
-            if best is not None:
-                dtypes = archive.dtypes
-                archive._best_copy = {k: (v if dtypes.get(k, np.dtype(object)).kind == "O"
-                                          else np.asarray(v, dtype=dtypes[k])[()]) for k, v in best.items()}
-                archive._obj_max = archive._best_copy["objective"]
+                archive._best_cell = int(cells[np.argmax(objective)])
     return archive

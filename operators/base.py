@@ -116,5 +116,14 @@ class Operator:
         """
         return Generation(list(self.vary(parents, rng)))
 
+    def generate_many(self, parent_groups: Sequence[Sequence[Parent]], rng: np.random.Generator) -> list[list[dict]]:
+        """The children of each group of parents, one list per group (the scheduler's batches).
+
+        The default calls :meth:`generate` once per group; an operator whose children are numpy
+        arithmetic makes them all at once. Not for operators that use an LLM (their calls report
+        tokens and failures: the scheduler calls :meth:`generate` for them).
+        """
+        return [list(self.generate(parents, rng).configs) for parents in parent_groups]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

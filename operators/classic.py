@@ -355,6 +355,33 @@ class IsoLineDD(Operator):
         return out
 
 
+    def generate_many(self, parent_groups: Sequence[Sequence[Parent]], rng: np.random.Generator) -> list[list[dict]]:
+        """Children of many parent groups in one numpy step when their numeric leaves line up.
+
+        Configurations whose every leaf is numeric and share one structure, one child each: the
+        formula of :meth:`vary` on a matrix of parents; anything else goes group by group.
+        """
+        if self._mixed or self.children != 1 or not parent_groups:
+            return super().generate_many(parent_groups, rng)
+        firsts = [_config(g[0]) for g in parent_groups]
+        view = self._units.unit_views(firsts)
+        if view is None or not view[0].shape[1]:
+            return super().generate_many(parent_groups, rng)
+        x1, key = view
+        direction = np.zeros_like(x1)
+        pairs = [i for i, group in enumerate(parent_groups) if len(group) > 1]
+        seconds = self._units.unit_views([_config(parent_groups[i][1]) for i in pairs]) if pairs else None
+        if seconds is not None and seconds[1] == key:
+            direction[pairs] = seconds[0] - x1[pairs]
+        else:  # second parents of other structures get the isotropic term only
+            for i in pairs:
+                x2, key2 = self._units.unit_view(_config(parent_groups[i][1]))
+                if key2 == key and x2.size == x1.shape[1]:
+                    direction[i] = x2 - x1[i]
+        children = x1 + self._iso(firsts[0], key) * rng.standard_normal(x1.shape)
+        children += (self.line_sigma * rng.standard_normal((len(x1), 1))) * direction
+        return [[c] for c in self._units.with_units_many(firsts, children, key)]  # clamps to the bounds
+
     def _iso(self, config: dict, key: tuple) -> float | np.ndarray:
         """The isotropic sigma in unit space: one number, or one per numeric leaf (value units)."""
         if not self._value_units:

@@ -6,20 +6,20 @@ import csv
 import ipaddress
 import json
 import os
+import sqlite3
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from qd.analysis.selection import archive_over, select_elites, spanning_elites
-from qd.config import ConfigError
-from qd.failure_watch import failure_lines, failures
-from qd.llm.client import CAUSES, LLMError
-from qd.measure_range import describe, out_of_range
 from qd.rundir import RunLockedError, read_run
+from qd.totals import TOTALS_META, describe, failure_lines
 
-__all__ = ["main", "run_status", "status_of", "select_elites"]
+# A read command imports what it reads with, and nothing of the search (docs/architecture.md, Run
+# directory): the selection, the LLM client and the runner are imported by the commands that use them.
+
+__all__ = ["main", "run_status", "status_of"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `qd status RUN | head`: the reader left; say nothing more (before ConnectionError)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RunLockedError, ConnectionError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, RunLockedError, ConnectionError,
+            sqlite3.OperationalError) as exc:  # ValueError: ConfigError too; OperationalError: a store being made
         print(f"qd: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -131,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # -- run ---------------------------------------------------------------------------------------
 def _cmd_run(args: argparse.Namespace) -> int:
+    from qd.llm.client import LLMError
     from qd.runner import resolve_run_config, run_search
 
     overrides: dict[str, dict[str, Any]] = {}
@@ -199,6 +201,8 @@ def _default_name(config_path: str | None) -> str:
 
 
 def _print_summary(run: Any) -> None:
+    from qd.analysis.selection import spanning_elites
+
     s = run.archive.stats
     best = f"{s.obj_max:.4g}" if s.num_elites else "-"
     print(f"\nevaluations: {run.store.count()}  elites: {s.num_elites}  coverage: {s.coverage:.1%}  "
@@ -218,11 +222,11 @@ def _print_summary(run: Any) -> None:
     unusable = _unusable_answers(run.store.counters("operators"), llm_counters)
     if unusable:
         print("LLM answers with no usable configuration: " + ", ".join(f"{op} {n}" for op, n in unusable.items()))
-    rows = list(run.store.evaluations())
-    for line in failure_lines(failures(rows)):
+    totals = getattr(run, "totals", None) or run.store.get_meta(TOTALS_META)
+    for line in failure_lines(totals["failures"]):
         print(line)
     lows, highs = run.archive.lower_bounds, run.archive.upper_bounds
-    for i, (name, c) in enumerate(_out_of_range(run.archive, rows).items()):
+    for i, (name, c) in enumerate(totals["out_of_range"].items()):
         if c["below"] + c["above"]:
             print(f"out of range: {describe(name, i, float(lows[i]), float(highs[i]), c)}")
     if (run.path / "heatmap.png").exists():
@@ -238,6 +242,8 @@ def _unusable_answers(operators: dict[str, dict], llm_tags: Any) -> dict[str, in
 
 def _llm_failure_lines(total: dict, last_errors: dict) -> list[str]:
     """``LLM calls failed: authentication 5 (HTTP 401: ...)``: the run's LLM failures by cause."""
+    from qd.llm.client import CAUSES
+
     failed = {c: int(total.get(f"failed_{c}", 0)) for c in CAUSES if total.get(f"failed_{c}")}
     if not failed:
         return []
@@ -246,12 +252,6 @@ def _llm_failure_lines(total: dict, last_errors: dict) -> list[str]:
         message = last_errors.get(cause, "")
         lines.append(f"  {cause.replace('_', ' ')} {n}" + (f": {_cut(message, 200)}" if message else ""))
     return lines
-
-
-def _out_of_range(archive: Any, rows: Iterable[Any]) -> dict[str, dict[str, int]]:
-    """Per archive measure: values of the ``ok`` evaluations among ``rows`` below and above the archive's range."""
-    measures = (r.measures for r in rows if r.status == "ok")
-    return out_of_range(measures, archive.measure_names, archive.lower_bounds, archive.upper_bounds)
 
 
 def _config_line(config: Any, limit: int = 160) -> str:
@@ -277,23 +277,24 @@ def _cut(text: str, limit: int) -> str:
 # -- status ------------------------------------------------------------------------------------
 def run_status(run_dir: str | Path) -> dict[str, Any]:
     """The ``qd status --json`` object of a run directory."""
-    run = read_run(run_dir)
+    run = read_run(run_dir, solutions=False)
     try:
         return status_of(run)
     finally:
         run.store.close()
 
 
-def status_of(run: Any, rows: list[Any] | None = None) -> dict[str, Any]:
-    """The ``qd status --json`` object of a run opened with :func:`qd.rundir.read_run`.
+def status_of(run: Any) -> dict[str, Any]:
+    """The ``qd status --json`` object of a run opened with :func:`qd.rundir.read_run` (``qd report`` shows it too).
 
-    ``rows`` are the run's evaluations when the caller has read them already (they are read otherwise).
+    Reads the stored archive, running totals and counters only, never every evaluation.
     """
+    from qd.llm.client import CAUSES
     from qd.result import STATUSES
 
     s = run.archive.stats
     statuses = {k: 0 for k in STATUSES}
-    statuses.update(run.store.status_counts())
+    statuses.update(run.totals["statuses"])
     counters = run.store.counters("operators")
     operators = {}
     for name, c in counters.items():
@@ -323,49 +324,37 @@ def status_of(run: Any, rows: list[Any] | None = None) -> dict[str, Any]:
     # LLM answers no configuration could be read from (operators' invalid offspring), by operator
     llm["unusable_answers"] = _unusable_answers(operators, llm["by_operator"])
     llm["last_errors"] = run.store.get_meta("llm_last_errors", {})
-    if rows is None:  # read once: spend, failures and out-of-range go over every row
-        rows = list(run.store.evaluations())
-    spend = _spend(rows, run.config["llm"], llm)
+    spend = _spend(run.totals["pipeline"], run.config["llm"], llm)
     from qd.validate import noise_status
     return {
         "run_dir": str(run.path), "name": run.config["run"]["name"], "domain": run.config["domain"]["name"],
-        "evaluations": run.store.count(), "budget": run.config["run"]["evaluations"],
+        "evaluations": run.totals["evaluations"], "budget": run.config["run"]["evaluations"],
         "num_elites": s.num_elites, "coverage": s.coverage, "qd_score": s.qd_score,
         "obj_max": s.obj_max if s.num_elites else None,
         "invalid": statuses["invalid"], "errors": statuses["error"] + statuses["crash"] + statuses["timeout"],
-        "statuses": statuses, "failures": failures(rows), "operators": operators, "llm": llm, "spend": spend,
-        "out_of_range": _out_of_range(run.archive, rows),
+        "statuses": statuses, "failures": run.totals["failures"], "operators": operators, "llm": llm, "spend": spend,
+        "out_of_range": run.totals["out_of_range"],
         "stopped": run.store.get_meta("stopped"),  # why the last session ended before its budget, or None
-        **noise_status(run.store, run.archive),  # noise handling and held-out validation, once there are any
+        # noise handling and held-out validation (stale once the archive changed), if any
+        **noise_status(run.store, run.archive, run.totals["evaluations"]),
     }
 
 
-def _spend(rows: Iterable[Any], llm_cfg: dict, operators_llm: dict) -> dict[str, Any]:
+def _spend(pipeline_totals: dict[str, Any], llm_cfg: dict, operators_llm: dict) -> dict[str, Any]:
     """LLM calls, tokens and cost of the pipeline, of the operators, and in total.
 
-    The pipeline's come from the traces of ``rows`` (the run's evaluations), the operators' from
-    ``operators_llm``, priced by ``llm_cfg`` (the run's ``[llm]``). Models missing from the price
-    table are listed as ``unpriced`` (their calls cost 0 here); ``untraced_calls`` are pipeline
-    calls no evaluation could own (``qd.analysis.autotrace``).
+    The pipeline's are the run's running totals of its evaluations' traces (``qd.totals``), the
+    operators' come from ``operators_llm``, priced by ``llm_cfg`` (the run's ``[llm]``). Models
+    missing from the price table are listed as ``unpriced`` (their calls cost 0 here);
+    ``untraced_calls`` are pipeline calls no evaluation could own (``qd.analysis.autotrace``).
     """
     from qd.llm.prices import normalize_prices, price_of
 
     keys = ("calls", "tokens_in", "tokens_out", "cost_usd")
-    pipeline: dict[str, Any] = dict.fromkeys(keys, 0)
-    pipeline.update(estimated_calls=0, untraced_calls=0, untraced_tokens=0)
-    unpriced: set[str] = set()
-    for row in rows:
-        t = row.trace_summary
-        pipeline["calls"] += int(t.get("llm_calls", 0))
-        pipeline["tokens_in"] += int(t.get("tokens_in", 0))
-        pipeline["tokens_out"] += int(t.get("tokens_out", 0))
-        pipeline["cost_usd"] += float(t.get("cost_usd", 0.0))
-        pipeline["estimated_calls"] += int(t.get("estimated_calls", 0))
-        pipeline["untraced_calls"] += int(row.metrics.get("untraced_llm_calls", 0))
-        pipeline["untraced_tokens"] += int(row.metrics.get("untraced_tokens", 0))
-        unpriced.update(t.get("unpriced_models", ()))
+    pipeline: dict[str, Any] = {k: pipeline_totals.get(k, 0) for k in keys}
+    pipeline.update({k: pipeline_totals.get(k, 0) for k in ("estimated_calls", "untraced_calls", "untraced_tokens")})
     pipeline["cost_usd"] = round(pipeline["cost_usd"], 6)
-    pipeline["unpriced_models"] = sorted(unpriced)
+    pipeline["unpriced_models"] = sorted(pipeline_totals.get("unpriced_models", ()))
     operators = {k: operators_llm.get(k, 0) for k in keys}
     table = normalize_prices(llm_cfg.get("prices") or None)
     priced = price_of(table, llm_cfg["model"]) is not None
@@ -438,9 +427,11 @@ def _pct(rate: float | None) -> str:
 def _cmd_plot(args: argparse.Namespace) -> int:
     from qd.runner import save_heatmap
 
-    run = read_run(args.run_dir)
+    run = read_run(args.run_dir, solutions=bool(args.measures))
     archive = run.archive
     if args.measures:
+        from qd.analysis.selection import archive_over
+
         archive = archive_over(run.store, [m.strip() for m in args.measures.split(",") if m.strip()], like=run.archive)
     if args.validated:
         from qd.rundir import ARCHIVE_META, archive_from_spec
@@ -473,11 +464,18 @@ def _save_curve(run: Any, path: Path) -> None:
 
 # -- elites ------------------------------------------------------------------------------------
 def _cmd_elites(args: argparse.Namespace) -> int:
-    run = read_run(args.run_dir)
+    from qd.analysis.selection import select_elites
+
+    run = read_run(args.run_dir, solutions=args.where is not None)  # a filter may read any field
     records = select_elites(run.archive, top=args.top, diverse=args.diverse, where=args.where)
+    if args.where is None:  # the configurations and feedback of the selected elites only
+        stored = run.store.configs_of(r["id"] for r in records)
+        for r in records:
+            r["config"], r["feedback"] = stored[r["id"]][0], stored[r["id"]][1] or ""
     from qd.validate import elite_columns
 
-    columns = elite_columns(run.store, run.archive)  # samples per elite; validated score and gap once validated
+    # samples per elite; validated score and gap once validated
+    columns = elite_columns(run.store, run.archive, ids=[r["id"] for r in records])
     for r in records:
         r.update(columns.get(r["id"], {}))
     if args.traces or args.export_traces:

@@ -78,6 +78,9 @@ class RunSection(_Section):
     # ordered: insert results in submission order, so the same seed and workers give the same
     # archive run to run on Ray too (classic operators; slots may idle behind a slow evaluation).
     ordered: bool = key(False, "true or false")
+    # batch: candidates asked and results told at once; 0 chooses (1, or growing batches when
+    # evaluations take under a millisecond: qd.search.SearchOptions.batch).
+    batch: int = key(0, "an integer >= 0 (0: chosen from the evaluation time)", ge=0)
     seeds: Annotated[str, Field(min_length=1)] | list[SeedEntry] | None = key(
         None, '"default", a path to a seeds file, or an array of "default" and tables of configurations')
     # Characters of each traced LLM call's prompt and answer text kept in the run store (0: no text).

@@ -1,23 +1,29 @@
 """What a search reports as it runs: the run store, the archive history, the progress bar.
 
 The search driver (:class:`qd.search.Search`) calls every listener's ``on_start`` once,
-``on_result`` after each result is told to the scheduler, and ``on_end`` when it stops (also on
-an interrupt). Listeners read the search (``finished``, ``budget``, ``archive``, ``scheduler``)
-and never change it. Write your own by subclassing :class:`SearchListener`.
+``on_results`` after each batch of results is told to the scheduler (by default ``on_result``
+for each, in the order they were told), ``on_idle`` while it waits, and ``on_end`` when it stops
+(also on an interrupt). Listeners read the search (``finished``, ``budget``, ``archive``,
+``scheduler``) and never change it. Write your own by subclassing :class:`SearchListener`.
 """
 from __future__ import annotations
 
 import math
 import sys
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from qd.analysis.descriptors import summarize
+from qd.archive_store import write_elites
 from qd.archives import AddStatus
 from qd.result import DEFAULT_TRACE_TEXT_CHARS, EvalResult, clip_trace_text
 from qd.scheduler import Candidate
+from qd.store import EvaluationRecord
+from qd.totals import TOTALS_META, RunTotals
 
 if TYPE_CHECKING:
     from qd.llm.client import Usage
@@ -43,6 +49,9 @@ class Evaluated:
         The result's own measures plus the archive's measure values.
     status : AddStatus
         What the archive did with the result.
+    seq : int or None
+        The noise policy's count of recorded results after this one (``qd.noise``; None without
+        a policy): the order a replay follows.
     """
 
     id: int
@@ -50,6 +59,7 @@ class Evaluated:
     result: EvalResult
     measures: dict[str, float]
     status: AddStatus
+    seq: int | None = None
 
 
 class SearchListener:
@@ -59,7 +69,15 @@ class SearchListener:
         """Called once when :meth:`Search.run` starts."""
 
     def on_result(self, search: Search, event: Evaluated) -> None:
-        """Called after each result has been told to the scheduler."""
+        """Called for each result, after its batch has been told to the scheduler (see :meth:`on_results`)."""
+
+    def on_results(self, search: Search, events: Sequence[Evaluated]) -> None:
+        """Called after a batch of results has been told to the scheduler; calls :meth:`on_result` for each."""
+        for event in events:
+            self.on_result(search, event)
+
+    def on_idle(self, search: Search) -> None:
+        """Called while the driver waits for results (about once a second at most)."""
 
     def on_end(self, search: Search) -> None:
         """Called once when :meth:`Search.run` stops (budget reached, error or interrupt)."""
@@ -91,7 +109,17 @@ class WarningListener(SearchListener):
 
 
 class StoreRecorder(SearchListener):
-    """Commits every evaluation (with its trace), the archive history and the counters to a :class:`~qd.store.RunStore`.
+    """Commits evaluations (with their traces) to a :class:`~qd.store.RunStore` in groups, with what goes with them.
+
+    With each group: the archive's changed cells, the running totals, the history and the counters.
+
+    Evaluations are buffered and committed in one transaction when ``commit_rows`` are waiting
+    or ``commit_s`` seconds have passed since the last commit (checked after each batch of results
+    and while the driver waits), and when the search stops. Each group carries, in the same
+    transaction, the evaluations' traces (their spans, text clipped to ``[run] trace_text_chars``),
+    the counters that changed, the archive's changed cells and state, the running totals and the
+    history: a run killed with SIGKILL loses at most the group not yet committed, and what is
+    committed always agrees with itself.
 
     Parameters
     ----------
@@ -101,71 +129,128 @@ class StoreRecorder(SearchListener):
         Its usage is saved in the store's ``llm`` counters, added to earlier sessions' usage.
     history_every : int, optional
         Record archive stats every this many evaluations (default: budget / 200).
+    commit_s : float
+        Seconds between group commits at most while results arrive (0: one commit per batch).
+    commit_rows : int
+        Evaluations that trigger a commit whatever the time.
     """
 
-    def __init__(self, store: RunStore, llm_client: Any = None, history_every: int | None = None):
+    def __init__(self, store: RunStore, llm_client: Any = None, history_every: int | None = None,
+                 commit_s: float = 0.2, commit_rows: int = 4096):
         self.store, self.llm_client, self.history_every = store, llm_client, history_every
+        self.commit_s, self.commit_rows = float(commit_s), int(commit_rows)
         self._llm_base = store.counters("llm")  # LLM usage of earlier sessions of a resumed run
-        # Counters as last committed (scope -> name -> fields): each evaluation writes only what changed.
+        # Counters as last committed (scope -> name -> fields): each commit writes only what changed.
         self._written: dict[str, dict[str, dict[str, float]]] = {"operators": {}, "noise": {}, "llm": {}}
         self._every = 1
+        self._pending: list[EvaluationRecord] = []
+        self._history: list[tuple] = []
+        self._last_commit = time.monotonic()
+        self._no_trace = summarize([])
+        self.totals: RunTotals | None = None
+        self._text_chars = DEFAULT_TRACE_TEXT_CHARS
 
     def on_start(self, search: Search) -> None:
-        """Fix the history interval from the budget."""
+        """Fix the history interval, start tracking the archive's changes, and continue the stored totals."""
         self._every = self.history_every or max(1, search.budget // 200)
+        archive = search.archive
+        archive.track_changes(current=self.store.get_meta("archive_state") is None)
+        self.totals = RunTotals(search.measure_names, archive.lower_bounds, archive.upper_bounds,
+                                self.store.get_meta(TOTALS_META))
+        # The prompt and answer text kept per span ([run] trace_text_chars, set on the domain by the
+        # runner): the tracer clipped what it recorded already; a domain that returns its own trace is
+        # clipped here.
+        self._text_chars = int(getattr(search.domain, "trace_text_chars", DEFAULT_TRACE_TEXT_CHARS))
+        self._last_commit = time.monotonic()
 
-    def on_result(self, search: Search, event: Evaluated) -> None:
-        """Commit the evaluation with the counters (one transaction); every ``history_every`` results, the history."""
-        child, result = event.candidate, event.result
+    def on_results(self, search: Search, events: Sequence[Evaluated]) -> None:
+        """Buffer the evaluations (and the history when due); commit when a group is full or old enough."""
         noise = search.scheduler.noise
-        sample = None
-        if noise is not None or result.scores is not None:  # draws, policy order and per-instance scores
-            sample = (child.draw, noise.seq if noise is not None else event.id, result.scores)
-        self.store.add_evaluation(
-            id=event.id, hash=child.hash, config_json=child.canonical, status=result.status,
-            fitness=result.fitness, measures=event.measures, error=result.error, feedback=result.feedback,
-            operator=child.operator, parent_ids=child.parent_ids, trace_summary=summarize(result.trace),
-            metrics={k: v for k, v in result.metrics.items() if k != "traceback"},
-            archive_status=int(event.status), submitted_at=child.submitted_at, counters=self._changed(search),
-            sample=sample, trace=clip_trace_text(result.trace, self._text_chars(search)))
-        if search.finished % self._every == 0 or search.finished == search.budget:
+        now = time.time()
+        totals = self.totals
+        assert totals is not None, "on_start() was not called"
+        chars = self._text_chars
+        for event in events:
+            child, result = event.candidate, event.result
+            sample = None
+            if noise is not None or result.scores is not None:  # draws, policy order and per-instance scores
+                sample = (child.draw, event.seq if noise is not None else event.id, result.scores)
+            summary = summarize(result.trace) if result.trace else self._no_trace
+            metrics = {k: v for k, v in result.metrics.items() if k != "traceback"}
+            # a trace without spans is not stored: its summary says so (RunStore.traces)
+            trace = clip_trace_text(result.trace, chars) if result.trace else None
+            self._pending.append(EvaluationRecord(
+                id=event.id, hash=child.hash, config_json=child.canonical, status=result.status,
+                fitness=result.fitness, measures=event.measures, error=result.error, feedback=result.feedback,
+                operator=child.operator, parent_ids=child.parent_ids, trace_summary=summary, metrics=metrics,
+                archive_status=int(event.status), submitted_at=child.submitted_at, finished_at=now, sample=sample,
+                trace=trace))
+            totals.add(event.id, result.status, result.error, metrics, summary, event.measures)
+        done = search.finished
+        if done // self._every > (done - len(events)) // self._every or done == search.budget:
             s = search.archive.stats
-            self.store.add_history(search.finished, s.num_elites, s.coverage, s.qd_score,
-                                   s.obj_max if s.num_elites else math.nan, search.elapsed_s)
+            self._history.append((done, s.num_elites, s.coverage, s.qd_score,
+                                  s.obj_max if s.num_elites else math.nan, search.elapsed_s))
+        if len(self._pending) >= self.commit_rows or time.monotonic() - self._last_commit >= self.commit_s:
+            self.commit(search)
+
+    def on_idle(self, search: Search) -> None:
+        """Commit what waits once ``commit_s`` has passed."""
+        if self._pending and time.monotonic() - self._last_commit >= self.commit_s:
+            self.commit(search)
 
     def on_end(self, search: Search) -> None:
-        """Save the final counters, and why the search stopped before its budget (meta ``stopped``)."""
-        self.save_counters(search)
-        if search.stopped or self.store.get_meta("stopped"):  # a later session that did not stop clears it
-            self.store.set_meta("stopped", search.stopped and {
-                "reason": search.stopped, "evaluations": search.finished, "budget": search.budget})
+        """Commit what waits with the final counters (whole tables) and the LLM endpoint's latest errors.
 
-    @staticmethod
-    def _text_chars(search: Search) -> int:
-        """The prompt and answer text kept per span: the domain's ``trace_text_chars`` (``[run]``).
-
-        The tracer clipped what it recorded already; a domain that returns its own trace is clipped here.
+        In the same transaction, why the search stopped before its budget (meta ``stopped``; a
+        later session that reaches its budget clears it).
         """
-        return int(getattr(search.domain, "trace_text_chars", DEFAULT_TRACE_TEXT_CHARS))
+        with self.store.transaction():
+            self.commit(search)
+            self.save_counters(search)
+            if search.stopped or self.store.get_meta("stopped"):
+                self.store.set_meta("stopped", search.stopped and {
+                    "reason": search.stopped, "evaluations": search.finished, "budget": search.budget})
 
-    def _changed(self, search: Search) -> dict[str, dict[str, dict[str, float]]]:
-        """The counter fields that changed since the last write (a handful per evaluation)."""
+    def commit(self, search: Search) -> None:
+        """Write the buffered evaluations, with everything that goes with them, in one transaction."""
+        store, archive = self.store, search.archive
+        changed, tables = self._changed(search)
+        elites, emptied = archive.take_changes()
+        try:
+            with store.transaction():
+                store.add_evaluations(self._pending)
+                if changed:
+                    store.update_counters(changed)
+                write_elites(store, archive, elites, emptied)
+                if self.totals is not None:
+                    store.set_meta(TOTALS_META, self.totals.as_dict())
+                for row in self._history:
+                    store.add_history(*row)
+        except BaseException:  # nothing was written: these cells are still to write with the next group
+            archive.track_changes(cells=[*elites["index"].tolist(), *emptied.tolist()])
+            raise
+        self._written.update({scope: {n: dict(f) for n, f in table.items()} for scope, table in tables.items()})
+        self._pending.clear()
+        self._history.clear()
+        self._last_commit = time.monotonic()
+
+    def _changed(self, search: Search) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict]]:
+        """The counter fields that changed since the last write (a handful per group).
+
+        Also the whole tables, to remember as written once the group is committed.
+        """
         changed: dict[str, dict[str, dict[str, float]]] = {}
-        for scope, table in self.counters(search).items():
-            self._diff(scope, table, changed)
-        return changed
-
-    def _diff(self, scope: str, table: dict[str, dict[str, float]],
-              changed: dict[str, dict[str, dict[str, float]]]) -> None:
-        """Add the fields of ``table`` that differ from the last write to ``changed``; remember them."""
-        written = self._written[scope]
-        for name, fields in table.items():
-            old = written.get(name)
-            if fields == old:
-                continue
-            old = old or {}
-            changed.setdefault(scope, {})[name] = {k: v for k, v in fields.items() if old.get(k) != v}
-            written[name] = fields
+        tables = self.counters(search)
+        for scope, table in tables.items():
+            written = self._written.get(scope, {})
+            for name, fields in table.items():
+                old = written.get(name)
+                if fields == old:
+                    continue
+                old = old or {}
+                changed.setdefault(scope, {})[name] = {k: v for k, v in fields.items() if old.get(k) != v}
+        return changed, tables
 
     def _llm_usage(self) -> list[tuple[str, Usage]]:
         """``("total", usage)`` and each tag's usage (a list: LLM threads may add tags meanwhile)."""
@@ -183,6 +268,7 @@ class StoreRecorder(SearchListener):
         """Write the counters (:meth:`counters`) and the LLM endpoint's latest error per cause."""
         for scope, table in self.counters(search).items():
             self.store.set_counters(scope, table)
+            self._written[scope] = {name: dict(fields) for name, fields in table.items()}
         if self.llm_client is not None and self.llm_client.last_errors:
             self.store.set_meta("llm_last_errors", {**self.store.get_meta("llm_last_errors", {}),
                                                     **self.llm_client.last_errors})
@@ -217,10 +303,11 @@ class ProgressBar(SearchListener):
         self._bar = tqdm(total=search.budget, initial=search.finished, unit="eval", dynamic_ncols=True,
                          mininterval=0.5)
 
-    def on_result(self, search: Search, event: Evaluated) -> None:
+    def on_results(self, search: Search, events: Sequence[Evaluated]) -> None:
         """Advance the bar; refresh the archive figures every 25 results."""
-        self._bar.update(1)
-        if search.finished % 25 == 0 or search.finished == search.budget:
+        self._bar.update(len(events))
+        done = search.finished
+        if done // 25 > (done - len(events)) // 25 or done == search.budget:
             self._show_figures(search)
 
     def _show_figures(self, search: Search) -> None:

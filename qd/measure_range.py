@@ -7,11 +7,11 @@ naming the range to widen; :func:`out_of_range` counts them from the run store f
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from qd.listeners import Evaluated, WarningListener
+from qd.totals import count_out_of_range, describe
 
 if TYPE_CHECKING:
     from qd.search import Search
@@ -26,24 +26,10 @@ def out_of_range(values: Iterable[dict[str, float]], names: Sequence[str], lows:
                  highs: Sequence[float]) -> dict[str, dict[str, int]]:
     """Per measure: ``{"below": n, "above": n, "of": n}`` over measure dicts (finite values only)."""
     counts = {name: {"below": 0, "above": 0, "of": 0} for name in names}
+    lows, highs = [float(v) for v in lows], [float(v) for v in highs]
     for measures in values:
-        for name, low, high in zip(names, lows, highs):
-            value = measures.get(name)
-            if value is None or not math.isfinite(value):
-                continue
-            c = counts[name]
-            c["of"] += 1
-            c["below"] += int(value < float(low))
-            c["above"] += int(value > float(high))
+        count_out_of_range(counts, measures, names, lows, highs)
     return counts
-
-
-def describe(name: str, index: int, low: float, high: float, c: dict[str, int]) -> str:
-    """One line: how many values of ``name`` fell outside ``[low, high]`` and the key to widen."""
-    out = c["below"] + c["above"]
-    return (f"{out / c['of']:.0%} of {name} values ({out} of {c['of']}: {c['below']} below, {c['above']} above) "
-            f"fall outside its archive range [{low:g}, {high:g}] and are clipped into the edge cells; "
-            f"widen archive.ranges[{index}]")
 
 
 class RangeWatch(WarningListener):
@@ -56,23 +42,20 @@ class RangeWatch(WarningListener):
     def on_start(self, search: Search) -> None:
         """Start counting over the archive's measures."""
         self.counts = {name: {"below": 0, "above": 0, "of": 0} for name in search.measure_names}
+        self._lows = [float(v) for v in search.archive.lower_bounds]
+        self._highs = [float(v) for v in search.archive.upper_bounds]
 
-    def on_result(self, search: Search, event: Evaluated) -> None:
-        """Count this result's measure values; warn the first time a measure passes the threshold."""
-        if event.result.status != "ok":
-            return
-        lows, highs = search.archive.lower_bounds, search.archive.upper_bounds
-        for i, name in enumerate(search.measure_names):
-            value = event.measures.get(name)
-            if value is None or not math.isfinite(value):
-                continue
+    def on_results(self, search: Search, events: Sequence[Evaluated]) -> None:
+        """Count these results' measure values; warn the first time a measure passes the threshold."""
+        names = search.measure_names
+        for event in events:
+            if event.result.status == "ok":
+                count_out_of_range(self.counts, event.measures, names, self._lows, self._highs)
+        for i, name in enumerate(names):
             c = self.counts[name]
-            c["of"] += 1
-            c["below"] += int(value < float(lows[i]))
-            c["above"] += int(value > float(highs[i]))
             if (name not in self.warned and c["of"] >= WARN_MIN_VALUES
                     and c["below"] + c["above"] > WARN_SHARE * c["of"]):
-                self.warn_once(name, describe(name, i, float(lows[i]), float(highs[i]), c))
+                self.warn_once(name, describe(name, i, self._lows[i], self._highs[i], c))
 
     def as_dict(self) -> dict[str, Any]:
         """The counts per measure."""

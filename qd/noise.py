@@ -267,10 +267,16 @@ class NoiseHandler:
         self._since_top = 0
         self.seq = 0              # results recorded (the order a replay must follow)
         self.resamples = 0        # re-evaluations handed out (probes included)
+        self._touched: set[str] = set()  # configurations whose part may have ended in this call (see _prune)
         if self.mode == "probing" and self.probes == 0:
             self.mode = "off"
 
     # -- state ---------------------------------------------------------------------------------
+    @property
+    def plain(self) -> bool:
+        """True once ``auto`` found no noise: results go straight into the archive (:meth:`record_plain`)."""
+        return self.mode == "off"
+
     @property
     def active(self) -> bool:
         """True while the adaptive policy decides (``auto`` after detecting noise)."""
@@ -319,6 +325,8 @@ class NoiseHandler:
             h = next(iter(self._wanted))
             del self._wanted[h]
             if self._inflight[h] or not self._needs_sample(h):
+                self._touched.add(h)  # no longer wanted: it may no longer matter
+                self._prune()
                 continue
             s = self.stats[h]
             self._inflight[h] += 1
@@ -341,9 +349,16 @@ class NoiseHandler:
         self.seq += 1
         if self.mode == "off":
             return self._plain(hash, config, objective, measures, id, feedback)
-        if self._inflight[hash]:
-            self._inflight[hash] -= 1
+        self._landed(hash)
         self._wanted.pop(hash, None)  # a replayed re-evaluation fulfils the request it answered
+        self._touched.add(hash)
+        try:
+            return self._record(hash, config, objective, measures, id, feedback, draw)
+        finally:
+            self._prune()
+
+    def _record(self, hash: str, config: dict, objective: float, measures: Sequence[float], id: int, feedback: str,
+                draw: int) -> int:
         s = self.stats.get(hash)
         first = s is None
         if first:
@@ -359,14 +374,32 @@ class NoiseHandler:
             return self._probe(hash, objective, measures, first, id, feedback)
         return self._settle(hash)
 
+    def record_plain(self, configs: Sequence[dict], objectives: Sequence[float], measures: Sequence[Sequence[float]],
+                     *, ids: Sequence[int], feedback: Sequence[str]) -> list[int]:
+        """Usable first evaluations while :attr:`plain`, inserted at once; their archive gains.
+
+        What :meth:`record` does for each of them in turn (``archive.add_in_order``).
+        """
+        if not self.plain:
+            raise RuntimeError("record_plain() is for a policy that found no noise (mode off)")
+        self.seq += len(configs)
+        return self.archive.add_in_order(list(configs), objectives, measures, id=list(ids),
+                                         feedback=list(feedback)).tolist()
+
     def failed(self, hash: str) -> None:
         """A re-evaluation of ``hash`` returned no usable result (error, timeout, bad measures)."""
         self.seq += 1
-        if self._inflight[hash]:
-            self._inflight[hash] -= 1
+        self._landed(hash)
         s = self.stats.get(hash)
         if s is None:
             return
+        self._touched.add(hash)
+        try:
+            self._failed(hash, s)
+        finally:
+            self._prune()
+
+    def _failed(self, hash: str, s: SampleStats) -> None:
         s.failures += 1
         if self.mode == "probing" and hash in self._probe_first:
             self._probe_back(differs=False)
@@ -374,6 +407,33 @@ class NoiseHandler:
             self._want(hash)
         elif self.mode == "on":
             self._drop_challenger(hash)
+
+    def _landed(self, hash: str) -> None:
+        """A re-evaluation of ``hash`` that was handed out came back (or one replayed)."""
+        if self._inflight[hash]:
+            self._inflight[hash] -= 1
+            if not self._inflight[hash]:
+                del self._inflight[hash]
+
+    def _prune(self) -> None:
+        """Forget the configurations touched by this call that can no longer matter.
+
+        One matters while it holds a cell, waits in a contest, is wanted or being re-evaluated, or is
+        a probe not yet back; anything else is never evaluated again, so the policy keeps state for
+        about as many configurations as the archive has cells, not one per evaluation. A replay
+        prunes at the same points: a re-evaluation still out in the live run is still wanted in
+        the replay (:meth:`ask` never runs there), so no pruned configuration ever comes back.
+        """
+        for h in self._touched:
+            if (h in self.cell_of or h in self._waiting_cell or h in self._wanted or self._inflight[h]
+                    or h in self._probe_first):
+                continue
+            self.stats.pop(h, None)
+            self.configs.pop(h, None)
+            self.ids.pop(h, None)
+            self.feedback.pop(h, None)
+            self._order.pop(h, None)
+        self._touched.clear()
 
     # -- auto: probing -------------------------------------------------------------------------
     def _probe(self, hash: str, objective: float, measures: Sequence[float], first: bool, id: int,
@@ -417,6 +477,7 @@ class NoiseHandler:
             cell = self.archive.index_of_single(list(measures))
             old = self.holder.get(cell)
             if old is not None:
+                self._touched.add(old)
                 self.cell_of.pop(old, None)
                 self._untrack(old)
             self.holder[cell], self.cell_of[hash] = hash, cell
@@ -442,6 +503,7 @@ class NoiseHandler:
         return self._contest(hash, cell)
 
     def _contest(self, hash: str, cell: int) -> int:
+        self._touched.add(hash)
         self._leave_contest(hash)
         incumbent = self.holder.get(cell)
         if incumbent is None:
@@ -498,6 +560,7 @@ class NoiseHandler:
         """Empty ``cell``; its holder leaves the archive for good (it is sampled no more)."""
         h = self.holder.pop(cell, None)
         if h is not None:
+            self._touched.add(h)
             self.cell_of.pop(h, None)
             self._untrack(h)
             self.archive.remove_single(cell)
@@ -545,16 +608,14 @@ class NoiseHandler:
             self._want(hash)
 
     # -- resume --------------------------------------------------------------------------------
-    def replay(self, rows: Iterable[Any], samples: dict[int, tuple[str, int, int, list[float] | None]],
-               measure_names: Sequence[str]) -> set[str]:
-        """Rebuild the state (and the archive) from stored evaluations; returns every config hash.
+    def replay(self, rows: Iterable[tuple[Any, tuple[int, int] | None]], measure_names: Sequence[str]) -> None:
+        """Rebuild the state (and the archive) from stored evaluations.
 
         Parameters
         ----------
-        rows : iterable of EvaluationRow
-            Every stored evaluation (``RunStore.evaluations()``).
-        samples : dict
-            ``RunStore.samples()``: the order (``seq``) and draw the handler saw each result in.
+        rows : iterable of (EvaluationRow, (draw, seq) or None)
+            Every stored evaluation in the order the handler recorded them, with its sample
+            (``RunStore.evaluations_in_seq_order()``); read as it is consumed.
         measure_names : sequence of str
             The archive's measures, in order.
 
@@ -562,29 +623,37 @@ class NoiseHandler:
         -----
         Results are replayed in the order the handler recorded them, so the archive, every
         configuration's samples, and the pending contests are those of the interrupted run;
-        re-evaluations that were in flight are asked again.
+        re-evaluations that were in flight are asked again. Once the policy is :attr:`plain`, rows
+        are inserted in chunks (:meth:`record_plain`), as the run inserted them.
         """
-        seen: set[str] = set()
-        ordered = []
-        for row in rows:
-            seen.add(row.hash)
-            info = samples.get(row.id)
-            ordered.append((info[2] if info is not None else -1, row.id, row, info))
-        ordered.sort(key=lambda item: (item[0] < 0, item[0], item[1]))
-        for _, _, row, info in ordered:
+        plain: list[tuple[Any, list[float]]] = []
+        for row, info in rows:
             self.resamples += row.operator == RESAMPLE
-            draw = info[1] if info is not None else 0
+            draw = info[0] if info is not None else 0
+            values: list[float] = []
             usable = row.status == "ok" and math.isfinite(row.fitness)
             if usable:
                 try:
                     values = [float(row.measures[n]) for n in measure_names]
                 except (KeyError, TypeError, ValueError):
                     usable = False
-            if usable and all(math.isfinite(v) for v in values):
+            usable = usable and all(math.isfinite(v) for v in values)
+            if usable and self.plain and row.operator != RESAMPLE:
+                plain.append((row, values))
+                if len(plain) >= 4096:
+                    self._replay_plain(plain)
+                continue
+            self._replay_plain(plain)
+            if usable:
                 original = self.ids.get(row.hash, row.id)
-                self.record(row.hash, row.config, row.fitness, values, id=original, feedback=row.feedback,
-                            draw=draw)
+                self.record(row.hash, row.config, row.fitness, values, id=original, feedback=row.feedback, draw=draw)
             elif row.operator == RESAMPLE:
                 self.failed(row.hash)
+        self._replay_plain(plain)
         self._inflight.clear()
-        return seen
+
+    def _replay_plain(self, plain: list[tuple[Any, list[float]]]) -> None:
+        if plain:
+            self.record_plain([r.config for r, _ in plain], [r.fitness for r, _ in plain], [v for _, v in plain],
+                              ids=[r.id for r, _ in plain], feedback=[r.feedback for r, _ in plain])
+            plain.clear()

@@ -1,7 +1,6 @@
 """Result of evaluating one configuration, and the span type of its trace."""
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -125,11 +124,12 @@ class MalformedResult(ValueError):
 
 # Span fields with a declared type: name -> (check, what is allowed). Other keys pass through.
 def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    return type(v) is int or (isinstance(v, numbers.Integral) and not isinstance(v, bool))
 
 
 def _is_real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+    # plain floats and ints first: the ABC check costs more than the rest of a cheap evaluation's checks
+    return type(v) is float or type(v) is int or (isinstance(v, numbers.Real) and not isinstance(v, bool))
 
 
 _SPAN_FIELDS: dict[str, tuple[Any, str]] = {
@@ -223,6 +223,6 @@ def check_result(result: Any) -> EvalResult:
     if not isinstance(result.trace, (list, tuple)):
         raise _bad("trace", "a list of spans", result.trace)
     trace = [check_span(s, i) for i, s in enumerate(result.trace)]
-    return dataclasses.replace(
-        result, fitness=float(result.fitness), measures={k: float(v) for k, v in result.measures.items()},
-        trace=trace, scores=None if result.scores is None else [float(v) for v in result.scores])
+    return EvalResult(fitness=float(result.fitness), measures={k: float(v) for k, v in result.measures.items()},
+                      trace=trace, metrics=result.metrics, feedback=result.feedback, status=result.status,
+                      error=result.error, scores=None if result.scores is None else [float(v) for v in result.scores])

@@ -8,7 +8,8 @@
   change is recorded in the store (:func:`record_resume`) once the resumed search has started.
 * :func:`archive_spec` / :func:`read_run`: the archive's layout is stored in the run, so
   ``qd status``, ``qd plot`` and ``qd elites`` rebuild the archive from the store alone and
-  never import the domain named in ``config.toml`` (a run directory may come from someone else).
+  never import the domain named in ``config.toml`` (a run directory may come from someone else);
+  they read the archive as it stands and the running totals, not every evaluation.
 """
 from __future__ import annotations
 
@@ -23,14 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qd.archive_store import load_archive, replay
 from qd.archives import CVTArchive, GridArchive
 from qd.config import load_config
-from qd.search import replay
 from qd.store import RunStore
+from qd.totals import TOTALS_META, RunTotals
 
 __all__ = ["RunLock", "RunLockedError", "ReadRun", "meaning", "fingerprint", "check_resume", "record_resume",
-           "archive_spec", "archive_from_spec", "check_same_archive", "read_run", "open_store", "is_running",
-           "LOCK_NAME", "MEANING_KEYS"]
+           "archive_spec", "archive_from_spec", "check_same_archive", "read_run", "read_archive", "open_store",
+           "is_running", "LOCK_NAME", "MEANING_KEYS"]
 
 LOCK_NAME = "lock"
 
@@ -241,20 +243,41 @@ def check_same_archive(store: RunStore, archive: Any) -> None:
 
 @dataclass
 class ReadRun:
-    """A run directory opened read-only: config (parsed, not acted on), store and replayed archive."""
+    """A run directory opened read-only: its config (parsed, not acted on), store, archive and totals.
+
+    Attributes
+    ----------
+    path : Path
+        The run directory.
+    config : dict
+        The config the run stored.
+    store : RunStore
+        Opened read-only in one read transaction: everything read from it agrees with ``archive``
+        and ``totals``, even while the run writes.
+    archive : archive
+        The archive as it stood at the last commit (elites with ``solution`` = configuration,
+        ``id`` = evaluation id, ``feedback``).
+    totals : dict
+        The running totals (``qd.totals.RunTotals.as_dict``): evaluations, statuses, failures,
+        the pipeline's LLM spend, measure values out of range.
+    """
 
     path: Path
     config: dict
     store: RunStore
     archive: Any
+    totals: dict
 
 
-def read_run(run_dir: str | Path, *, snapshot: bool = False) -> ReadRun:
+def read_run(run_dir: str | Path, solutions: bool = True) -> ReadRun:
     """Open a run directory for reading: the store only, never the domain named in its config.
 
-    With ``snapshot``, every read of the returned store, the archive's replay included, sees the
-    run as it was when it was opened, even while a search writes to it (one read transaction,
-    held until ``store.close()``).
+    What it reads costs the archive, not the history: the stored elites and running totals (a
+    version 1 store, which kept neither, is replayed and counted row by row). Without
+    ``solutions`` the elites' configurations and feedback are left None (``qd status``, ``qd plot``:
+    their evaluation rows are not read; ``store.configs_of(ids)`` reads the ones needed). Every
+    read of the returned store sees the run as it was when it was opened, even while a search
+    writes to it (one read transaction, held until ``store.close()``).
 
     Raises
     ------
@@ -264,20 +287,27 @@ def read_run(run_dir: str | Path, *, snapshot: bool = False) -> ReadRun:
         When the store does not describe its archive (a run written before qd stored it).
     """
     run_dir, store, config = open_store(run_dir)
-    if snapshot:
-        store.begin_snapshot()
-    spec = store.get_meta(ARCHIVE_META)
-    if spec is None:
-        store.close()
-        raise ValueError(f"{run_dir}/run.sqlite does not describe its archive (written by an older qd); "
-                         "`qd run --resume` it once with this qd to add the description")
     try:
-        archive = archive_from_spec(spec)
-        replay(store, archive)
+        spec = store.get_meta(ARCHIVE_META)
+        if spec is None:
+            raise ValueError(f"{run_dir}/run.sqlite does not describe its archive (written by an older qd); "
+                             "`qd run --resume` it once with this qd to add the description")
+        archive = read_archive(store, archive_from_spec(spec), solutions)
+        totals = store.get_meta(TOTALS_META)
+        if totals is None:
+            counted = RunTotals(archive.measure_names, archive.lower_bounds, archive.upper_bounds)
+            totals = counted.add_rows(store.evaluations()).as_dict()
     except BaseException:
         store.close()
         raise
-    return ReadRun(run_dir, config, store, archive)
+    return ReadRun(run_dir, config, store, archive, totals)
+
+
+def read_archive(store: RunStore, archive: Any, solutions: bool = True) -> Any:
+    """Fill the empty ``archive`` with the run's archive as it stands (replayed for a version 1 store)."""
+    if not load_archive(store, archive, solutions):
+        replay(store, archive)
+    return archive
 
 
 def is_running(run_dir: str | Path) -> bool:

@@ -32,9 +32,10 @@ from qd.rundir import (
     check_resume,
     check_same_archive,
     open_store,
+    read_archive,
     record_resume,
 )
-from qd.search import Search, replay
+from qd.search import Search
 from qd.seeds import load_seeds
 from qd.store import RunStore
 
@@ -44,7 +45,7 @@ __all__ = ["Run", "build_domain", "build_archive", "build_evaluator", "build_ope
 
 @dataclass
 class Run:
-    """A run directory opened for reading: its config, store, domain and replayed archive."""
+    """A run directory opened for reading: its config, store, domain and archive."""
 
     path: Path
     config: dict
@@ -203,6 +204,7 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
                         init_random=config["run"]["init_random"], seed=config["run"]["seed"],
                         adaptive=config["operators"]["adaptive"], wait_for_llm=config["operators"]["wait_for_llm"],
                         llm_threads=config["llm"]["concurrency"], ordered=config["run"]["ordered"],
+                        batch=config["run"]["batch"],
                         progress=progress and config["run"]["progress"], llm_client=client,
                         noise=config["archive"]["noise"], noise_samples=config["archive"]["noise_samples"])
         # Written only now that everything has started: a resume that fails to start leaves the run as it was.
@@ -252,15 +254,14 @@ def save_heatmap(archive: Any, path: Path, title: str = "") -> Path:
 
 
 def open_run(run_dir: str | Path) -> Run:
-    """Open a run directory and rebuild its archive by replaying the store.
+    """Open a run directory with its domain, and read its archive as it stands.
 
     The config is the one the run stored, not ``config.toml``, which a user may have edited since.
     """
     run_dir, store, config = open_store(run_dir, readonly=False)  # validation writes to the store
     try:
         domain = build_domain(config)
-        archive = build_archive(config, domain)
-        replay(store, archive)
+        archive = read_archive(store, build_archive(config, domain))
     except BaseException:
         store.close()
         raise

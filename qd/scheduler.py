@@ -42,6 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from qd.archives import AddStatus
+from qd.keyset import KeySet, key_of
 from qd.noise import RESAMPLE, Resample, make_handler
 from qd.operators.base import Generation, Operator, Parent
 from qd.operators.classic import Mutation
@@ -50,6 +51,7 @@ from qd.space import Param, Seq, Space, Text
 __all__ = ["Scheduler", "SchedulerOptions", "Candidate", "GenerationJob", "OperatorStats", "SpaceExhausted",
            "SEED", "RANDOM", "FALLBACK", "ENUMERATE_LIMIT", "MAX_MISSES"]
 
+_OPERATORS = object()  # _early_candidate: an operator's turn
 SEED = "seed"          # a configuration given by the user (``seeds``), evaluated before anything else
 RANDOM = "random"      # initial population, and the last resort when operators keep repeating configs
 FALLBACK = "fallback"  # classic offspring in place of an LLM one (failed, invalid, duplicate, or LLM busy)
@@ -245,7 +247,7 @@ class Scheduler:
         self._seeds = collections.deque(self._check_seeds(self.options.seeds))
         distinct_seeds = len({self.space.hash(config) for config in self._seeds})
         self._random_until = distinct_seeds + int(self.options.init_random)
-        self._seen: set[str] = set()
+        self._seen = KeySet()  # dedup keys (qd.keyset.key_of) of every configuration handed out
         self._asked = 0
         self._told = 0
         self._pending: str | None = None  # an LLM operator drawn while every LLM thread was busy
@@ -257,7 +259,7 @@ class Scheduler:
         self.exhausted: str | None = None  # why no new configuration can be made, once that is so
         self._misses = 0  # rounds in a row in which random draws and operators found nothing new
         self._space_size = space.cardinality()
-        self._all_hashes: list[str] | None = None  # every configuration's hash (a small finite space)
+        self._all_keys: np.ndarray | None = None  # every configuration's dedup key (a small finite space)
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -270,23 +272,26 @@ class Scheduler:
         """Candidates handed out and not told yet."""
         return self._asked - self._told
 
-    def resume(self, seen: Iterable[str], stats: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        """Continue after earlier evaluations: their config hashes, and the operator counters saved.
+    def resume(self, seen: KeySet | Iterable[str], stats: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """Continue after earlier evaluations: their dedup keys (or config hashes), and the operator counters saved.
 
-        The archive must already hold their results (``qd.search.replay``). Seeds already
+        The archive must already hold their results (``qd.archive_store``). Seeds already
         evaluated are not asked again. The random generator continues on a fresh stream derived
         from ``seed`` and the stored history (so a resumed session never re-draws the samples of
         the first one, and resuming the same store twice continues the same way).
         """
-        self._seen.update(seen)
-        self._asked = self._told = len(self._seen)
-        if self._seen:  # a fresh store keeps the stream of ``seed``: same run with or without a store
-            history = hashlib.sha256("".join(sorted(self._seen)).encode()).digest()
-            self.rng = np.random.default_rng([int(self.options.seed) % 2**64, len(self._seen),
+        if not isinstance(seen, KeySet):
+            seen = KeySet(key_of(h) for h in seen)
+        seen.update(self._seen.array())
+        self._seen = seen
+        self._asked = self._told = len(seen)
+        if len(seen):  # a fresh store keeps the stream of ``seed``: same run with or without a store
+            history = hashlib.sha256(seen.array().tobytes()).digest()
+            self.rng = np.random.default_rng([int(self.options.seed) % 2**64, len(seen),
                                               int.from_bytes(history[:8], "little")])
         for name, fields in (stats or {}).items():
             self.stats[name] = OperatorStats.from_dict(fields)
-        self._seeds = collections.deque(s for s in self._seeds if self.space.hash(s) not in self._seen)
+        self._seeds = collections.deque(s for s in self._seeds if key_of(self.space.hash(s)) not in self._seen)
         if self.options.adaptive:
             self._adapt_weights()  # resume with the weights the counters imply
 
@@ -325,20 +330,9 @@ class Scheduler:
             (or a free LLM thread) arrive, or when nothing new can be made at all
             (:attr:`exhausted`; re-evaluations asked by the noise policy still come).
         """
-        if self.noise is not None:
-            job = self.noise.ask()
-            if job is not None:
-                return self._resample_candidate(job)
-        while self._seeds:
-            child = self._admit(SEED, self._seeds.popleft(), [])
-            if child is not None:
-                child.chosen_by = SEED
-                return child
-        if self._asked - self._resampled < self._random_until:
-            child = self._random_candidate()
-            if child is not None:
-                return child
-            self._random_until = self._asked - self._resampled  # random draws repeat: operators take over
+        early = self._early_candidate()
+        if early is not _OPERATORS:
+            return early
         while not self.exhausted:
             item = self._propose_offspring(llm_free)
             if item is not _MISSED:
@@ -374,6 +368,94 @@ class Scheduler:
             return _MISSED
         child.chosen_by = name
         return child
+
+    def _early_candidate(self) -> Candidate | object:
+        """What comes before operators: a re-evaluation, a seed, an initial random sample.
+
+        :data:`_OPERATORS` when it is an operator's turn (also when random draws keep repeating
+        evaluated configurations: operators take over).
+        """
+        if self.noise is not None:
+            job = self.noise.ask()
+            if job is not None:
+                return self._resample_candidate(job)
+        while self._seeds:
+            child = self._admit(SEED, self._seeds.popleft(), [])
+            if child is not None:
+                child.chosen_by = SEED
+                return child
+        if self._asked - self._resampled < self._random_until:
+            child = self._random_candidate()
+            if child is not None:
+                return child
+            self._random_until = self._asked - self._resampled  # random draws repeat: operators take over
+        return _OPERATORS
+
+    def ask_many(self, n: int) -> list[Candidate]:
+        """Up to ``n`` candidates at once (fewer while results must come back first), for classic operators.
+
+        The batch form of :meth:`propose`: re-evaluations, seeds and initial samples first, then
+        operator children, whose operators are drawn together and whose parents are sampled in
+        one call, each operator making all its children in one :meth:`Operator.generate_many`
+        (vectorized by Gaussian and Iso+LineDD).
+
+        Fewer than ``n`` also when the space runs out (none once :attr:`exhausted`; re-evaluations
+        asked by the noise policy still come).
+
+        Raises
+        ------
+        TypeError
+            When an operator uses an LLM (its generations run in the driver's threads: use
+            :meth:`propose`).
+        """
+        if any(op.uses_llm for op in self.operators.values()):
+            raise TypeError("ask_many() is for classic operators; with LLM operators use propose()")
+        out: list[Candidate] = []
+        while len(out) < n:
+            early = self._early_candidate()
+            if early is not _OPERATORS:
+                out.append(early)  # type: ignore[arg-type]
+                continue
+            if self.exhausted:
+                break
+            if len(self.archive) == 0:
+                # Operators need an elite: wait for the seeds and samples in flight, else sample more.
+                if self.in_flight > 0:
+                    break
+                child = self._random_candidate()  # None: a miss, counted towards exhausted
+                if child is not None:
+                    out.append(child)
+                continue
+            children = self._operator_children(n - len(out))
+            out.extend(children)
+            if len(out) < n and not self.exhausted:
+                continue  # some children found nothing new: draw again, as propose() would
+            break
+        return out
+
+    def _operator_children(self, n: int) -> list[Candidate]:
+        """``n`` operator children: operators drawn by weight, each making its children in one call."""
+        names = self._choose_operators(n)
+        out: list[Candidate] = []
+        for name in dict.fromkeys(names):
+            op = self.operators[name]
+            count = names.count(name)
+            start = time.perf_counter()
+            groups = self._select_parent_groups(op.num_parents, count)
+            stats = self.stats[name]
+            for parents, configs in zip(groups, op.generate_many(groups, self.rng)):
+                stats.offspring += len(configs)
+                child = next((c for c in (self._admit(name, cfg, parents) for cfg in configs) if c is not None), None)
+                if child is None:  # every child invalid or seen: try again as one call would
+                    stats.time_s += time.perf_counter() - start
+                    start = time.perf_counter()
+                    child = self._classic_child(name, op, parents)
+                if child is None:  # nothing new (a miss, counted towards exhausted)
+                    continue
+                child.chosen_by = name
+                out.append(child)
+            stats.time_s += time.perf_counter() - start
+        return out
 
     def complete(self, job: GenerationJob, generation: Generation) -> Candidate | None:
         """The candidate a finished generation gives: its first new valid child, else a classic one.
@@ -437,28 +519,70 @@ class Scheduler:
         AddStatus
             What the archive did with the result (``NOT_ADDED`` for one without a usable result).
         """
-        self._told += 1
-        if id is None:  # a plain ask/tell loop: ids number the results from 0
-            id = self._told - 1
-        status = 0
-        if objective is not None and measures is not None:
-            if self.noise is not None:
-                status = self.noise.record(candidate.hash, candidate.config, objective, list(measures),
-                                           id=id, feedback=feedback,
-                                           draw=candidate.draw)
+        statuses, _ = self.tell_many([candidate], [objective], [measures], ids=None if id is None else [id],
+                                     feedback=[feedback])
+        return statuses[0]
+
+    def tell_many(self, candidates: Sequence[Candidate], objectives: Sequence[float | None],
+                  measures: Sequence[Sequence[float] | None], *, ids: Sequence[int] | None = None,
+                  feedback: Sequence[str] | None = None) -> tuple[list[AddStatus], list[int | None]]:
+        """Insert many results, exactly as :meth:`tell` one after another would.
+
+        Without a noise policy (or once ``auto`` found no noise) the usable results enter the
+        archive in one ``add_in_order``. Arguments are :meth:`tell`'s, one entry per result.
+
+        Returns
+        -------
+        statuses : list of AddStatus
+            What the archive did with each result.
+        seqs : list of int or None
+            The noise policy's count of recorded results after each one (None without a policy):
+            the order a replay follows (``RunStore.add_sample``).
+        """
+        n = len(candidates)
+        if ids is None:  # a plain ask/tell loop: ids number the results from 0
+            ids = range(self._told, self._told + n)
+        feedback = [""] * n if feedback is None else feedback
+        statuses = [0] * n
+        seqs: list[int | None] = [None] * n
+        noise = self.noise
+        usable = [j for j in range(n) if objectives[j] is not None and measures[j] is not None]
+        plain = noise is None or (noise.plain and all(c.operator != RESAMPLE for c in candidates))
+        if plain and usable:
+            configs = [candidates[j].config for j in usable]
+            values = [objectives[j] for j in usable]
+            points = [list(measures[j]) for j in usable]  # type: ignore[arg-type]
+            used_ids, texts = [ids[j] for j in usable], [feedback[j] for j in usable]
+            if noise is None:
+                gained = self.archive.add_in_order(configs, values, points, id=used_ids, feedback=texts).tolist()
             else:
-                out = self.archive.add_single(candidate.config, objective, list(measures), id=id,
-                                              feedback=feedback)
-                status = int(out["status"])
-        elif self.noise is not None and candidate.operator == RESAMPLE:
-            self.noise.failed(candidate.hash)
-        stats = self.stats[candidate.operator]
-        stats.evaluated += 1
-        stats.gains += status > 0
-        self.stats[candidate.chosen_by or candidate.operator].spent += 1
-        if self.options.adaptive and self._told % max(1, int(self.options.adapt_every)) == 0:
-            self._adapt_weights()
-        return AddStatus(status)
+                gained = noise.record_plain(configs, values, points, ids=used_ids, feedback=texts)
+            for j, status in zip(usable, gained):
+                statuses[j] = int(status)
+        if noise is not None:
+            seq = noise.seq - (len(usable) if plain else 0)
+            for j, c in enumerate(candidates):
+                if objectives[j] is not None and measures[j] is not None:
+                    if plain:
+                        seq += 1
+                    else:
+                        statuses[j] = noise.record(c.hash, c.config, objectives[j], list(measures[j]),  # type: ignore
+                                                   id=ids[j], feedback=feedback[j], draw=c.draw)
+                        seq = noise.seq
+                elif c.operator == RESAMPLE:
+                    noise.failed(c.hash)
+                    seq = noise.seq
+                seqs[j] = seq
+        adapt_every = max(1, int(self.options.adapt_every))
+        for j, c in enumerate(candidates):
+            self._told += 1
+            stats = self.stats[c.operator]
+            stats.evaluated += 1
+            stats.gains += statuses[j] > 0
+            self.stats[c.chosen_by or c.operator].spent += 1
+            if self.options.adaptive and self._told % adapt_every == 0:
+                self._adapt_weights()
+        return [AddStatus(s) for s in statuses], seqs
 
     def shares(self) -> dict[str, float]:
         """The current probability of drawing each operator (moves in adaptive mode)."""
@@ -503,9 +627,10 @@ class Scheduler:
         """
         size = self._space_size
         if size <= ENUMERATE_LIMIT:
-            if self._all_hashes is None:
-                self._all_hashes = [self.space.hash(self.space.value_at(i)) for i in range(size)]
-            unseen = [i for i, h in enumerate(self._all_hashes) if h not in self._seen]
+            if self._all_keys is None:
+                self._all_keys = np.fromiter((key_of(self.space.hash(self.space.value_at(i))) for i in range(size)),
+                                             dtype=np.int64, count=int(size))
+            unseen = np.flatnonzero(~self._seen.contains_many(self._all_keys)).tolist()
             if not unseen:
                 self.exhausted = f"all {size} configurations of the space have been evaluated"
                 return None
@@ -559,12 +684,14 @@ class Scheduler:
         stats.valid += 1
         canonical = self.space.canonical(config)
         digest = self.space.digest(canonical)
-        if digest in self._seen:
+        key = key_of(digest)
+        if not mark_seen:
+            if key in self._seen:
+                stats.duplicates += 1
+            return None
+        if not self._seen.insert(key):
             stats.duplicates += 1
             return None
-        if not mark_seen:
-            return None
-        self._seen.add(digest)
         self._asked += 1
         self._misses = 0
         return Candidate(config, canonical, digest, name,
@@ -577,6 +704,27 @@ class Scheduler:
             return names[0]
         weights = np.array([self.weights[n] for n in names])
         return names[int(self.rng.choice(len(names), p=weights / weights.sum()))]
+
+    def _choose_operators(self, n: int) -> list[str]:
+        """``n`` operator names drawn by the current weights, in one draw."""
+        names = list(self.weights)
+        if len(names) == 1:
+            return names * n
+        weights = np.array([self.weights[name] for name in names])
+        return [names[i] for i in self.rng.choice(len(names), size=n, p=weights / weights.sum()).tolist()]
+
+    def _select_parent_groups(self, k: int, groups: int) -> list[list[Parent]]:
+        """``groups`` lists of ``k`` parents, sampled in one call."""
+        elites = self.archive.sample_elites(k * groups, rng=self.rng)
+        solutions, n = elites["solution"], k * groups
+        objectives = elites["objective"].tolist()
+        measures = [dict(zip(self.measure_names, m)) for m in elites["measures"].tolist()]
+        feedback = elites["feedback"].tolist() if "feedback" in elites else [""] * n
+        ids = elites["id"].tolist() if "id" in elites else [None] * n
+        parents = [Parent(solutions[i], objectives[i], measures[i], feedback=str(feedback[i] or ""),
+                          id=ids[i] if ids[i] is not None and ids[i] >= 0 else None)  # -1: added without one
+                   for i in range(n)]
+        return [parents[g * k:(g + 1) * k] for g in range(groups)]
 
     def _select_parents(self, k: int) -> list[Parent]:
         """``k`` elites as parents; ``feedback`` and ``id`` may be missing (an archive filled by plain add)."""

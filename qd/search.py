@@ -1,12 +1,17 @@
-"""The steady-state MAP-Elites driver: evaluator window, LLM threads, listeners.
+"""The steady-state MAP-Elites driver: evaluator window, batches, LLM threads, listeners.
 
-:class:`Search` keeps ``2 × evaluator.slots`` evaluations in flight (times the evaluator's
-``batch_size``, configurations per Ray call, up to a tenth of the budget), tells each result to the
-:class:`~qd.scheduler.Scheduler` as it lands, and asks it for the next candidate meanwhile. LLM
-operators generate in a thread pool so that waiting on a model never leaves evaluation workers
-idle: an LLM operator drawn while every LLM thread is busy yields its turn to a classic operator
-(unless ``wait_for_llm``), so both the evaluators and the LLM threads stay busy. What the run
-reports (the run store, the archive history, the progress bar) are listeners
+:class:`Search` keeps a window of evaluations in flight (``2 × evaluator.slots`` times the
+larger of two batch sizes: the driver's ``batch`` and the evaluator's ``batch_size``, see
+:attr:`Search.window`), tells the results to the :class:`~qd.scheduler.Scheduler` as they land
+(all those one ``collect`` returns at once), and asks it for as many new candidates meanwhile.
+``batch`` is 1 for evaluations that take long (steady state: every result is told before the next
+candidate is made) and grows when they are cheap, so that the engine's cost per evaluation is
+paid once per batch (``SearchOptions.batch``); ``batch_size`` is how many configurations one Ray
+call evaluates (:mod:`qd.evaluators.batching`). LLM operators generate in a thread pool so that
+waiting on a model never leaves evaluation workers idle: an LLM operator drawn while every LLM
+thread is busy yields its turn to a classic operator (unless ``wait_for_llm``), so both the
+evaluators and the LLM threads stay busy. What the run reports (the run store, the archive
+history, the progress bar) are listeners
 (:mod:`qd.listeners`). See docs/architecture.md for the data flow of one evaluation.
 """
 from __future__ import annotations
@@ -14,19 +19,19 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from qd.analysis.measuring import measure_result
+from qd.archive_store import load_archive, replay, write_archive
 from qd.domain import Domain
 from qd.evaluation import with_draw
 from qd.failure_watch import FailureWatch
+from qd.keyset import KeySet
 from qd.listeners import Evaluated, ProgressBar, SearchListener, StoreRecorder
 from qd.measure_range import RangeWatch
-from qd.noise import make_handler
 from qd.result import EvalResult
 from qd.scheduler import (
     FALLBACK,
@@ -38,13 +43,18 @@ from qd.scheduler import (
     Scheduler,
     SchedulerOptions,
 )
+from qd.totals import TOTALS_META, RunTotals
 
 if TYPE_CHECKING:
-    from qd.noise import NoiseHandler
     from qd.operators.base import Operator
     from qd.store import RunStore
 
-__all__ = ["Search", "SearchOptions", "OperatorStats", "replay", "SEED", "RANDOM", "FALLBACK"]
+__all__ = ["Search", "SearchOptions", "OperatorStats", "replay", "SEED", "RANDOM", "FALLBACK", "CHEAP_EVAL_S",
+           "MAX_BATCH", "BATCH_SHARE"]
+
+CHEAP_EVAL_S = 0.001  # on several slots, evaluations quicker than this on average are told in batches
+MAX_BATCH = 256       # of at most this many candidates
+BATCH_SHARE = 32      # and at most one per this many results told so far
 
 
 @dataclass
@@ -56,15 +66,23 @@ class SearchOptions(SchedulerOptions):
     llm_threads : int
         LLM operator calls generated concurrently.
     window : int or None
-        Evaluations kept in flight (default ``2 × evaluator.slots × evaluator.batch_size``, at most
-        a tenth of the budget unless that is below ``2 × evaluator.slots``; re-read as they change:
-        nodes joining or leaving a Ray cluster, batches sized from the measured evaluation time; an
-        evaluator without ``batch_size`` counts as 1; ``ordered`` runs keep ``2 × evaluator.slots``,
-        since the batch size depends on timing).
+        Evaluations kept in flight (default :attr:`Search.window`: ``2 × evaluator.slots`` times
+        the larger of ``batch`` and the evaluator's ``batch_size``, the latter's share at most a
+        tenth of the budget; re-read as they change: nodes joining or leaving a Ray cluster, Ray
+        batches sized from the measured evaluation time).
+    batch : int
+        Candidates asked and results told at once. 0 (default): one per :data:`BATCH_SHARE`
+        results told so far, at most :data:`MAX_BATCH`, when evaluations run one at a time (one
+        slot: the serial backend) or when, on several slots, the first :data:`BATCH_SHARE`
+        evaluations took under :data:`CHEAP_EVAL_S` each on average; otherwise 1 (plain steady
+        state: each result is told before the next candidate is made), and always 1 with LLM
+        operators or ``ordered``. The schedule depends on counts only, so a serial run stays the
+        same run for a seed.
     ordered : bool
-        Tell results in submission order rather than as they land. With a fixed ``window`` this
-        makes the archive independent of evaluation timing, so serial and Ray runs with the same
-        seed give the same archive (at some cost in idle time).
+        Tell results in submission order rather than as they land, in batches of exactly
+        ``batch``. With a fixed ``window`` this makes the archive independent of evaluation
+        timing, so serial and Ray runs with the same seed give the same archive (at some cost in
+        idle time).
     history_every : int or None
         Record archive stats in the store every this many evaluations (default: budget / 200).
     drain_s : float
@@ -72,41 +90,23 @@ class SearchOptions(SchedulerOptions):
         failures are counted.
     progress : bool
         Show a tqdm progress bar.
+    commit_s : float
+        Seconds between group commits to the run store at most while results arrive (0: one
+        commit per batch); see :class:`~qd.listeners.StoreRecorder`.
     """
 
     llm_threads: int = 4
     window: int | None = None
+    batch: int = 0
     ordered: bool = False
     history_every: int | None = None
     drain_s: float = 30.0
     progress: bool = False
+    commit_s: float = 0.2
 
     def scheduler_options(self) -> SchedulerOptions:
         """The part of these options the scheduler reads."""
         return SchedulerOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SchedulerOptions)})
-
-
-def replay(store: RunStore, archive: Any, noise: NoiseHandler | None = None) -> set[str]:
-    """Insert every stored usable evaluation into ``archive`` in id order; returns all config hashes.
-
-    Replaying in the original order rebuilds exactly the archive the run had, because
-    insertion is deterministic. With a noise handler, results go through it in the order it
-    recorded them (:meth:`qd.noise.NoiseHandler.replay`), which rebuilds every sample too.
-    """
-    saved = store.get_meta("noise") if noise is None else None
-    if saved:  # a run made with a noise policy is rebuilt by that policy
-        noise = make_handler(archive, saved["noise"], samples=saved["noise_samples"], probes=saved["noise_probes"],
-                             top=saved.get("noise_top"))
-    if noise is not None:
-        return noise.replay(store.evaluations(), store.samples(), archive.measure_names)
-    seen: set[str] = set()
-    names = archive.measure_names
-    for row in store.evaluations():
-        seen.add(row.hash)
-        if row.status == "ok" and math.isfinite(row.fitness):
-            values = [row.measures[name] for name in names]
-            archive.add_single(row.config, row.fitness, values, id=row.id, feedback=row.feedback)
-    return seen
 
 
 class Search:
@@ -128,9 +128,9 @@ class Search:
     budget : int
         Number of finished evaluations to reach.
     store : RunStore, optional
-        Where every evaluation is committed as it lands (a :class:`~qd.listeners.StoreRecorder`);
-        a store that holds evaluations already is resumed: archive, dedup set and counters are
-        rebuilt from it.
+        Where every evaluation is committed, in groups (a :class:`~qd.listeners.StoreRecorder`);
+        a store that holds evaluations already is resumed: archive, dedup keys and counters are
+        read from it (a version 1 store is converted first, :meth:`qd.store.RunStore.migrate`).
     llm_client : LLMClient, optional
         Its usage is saved in the store's ``llm`` counters.
     options : SearchOptions, optional
@@ -165,19 +165,22 @@ class Search:
         self.finished = 0
         self.stopped: str | None = None  # why the search stopped before its budget (the space ran out)
         self._next_id = 0
-        self._inflight: dict[int, Candidate] = {}
+        self._eval_s: list[float] = []  # the first evaluations' own times (batch sizing)
+        self._cheap = False
+        self._inflight: dict[int, Candidate] = {}  # by key; keys increase, so the first is the oldest
         self._landed: dict[int, EvalResult] = {}
         self._ready: collections.deque[Candidate] = collections.deque()
         self._llm_threads = int(self.options.llm_threads)
         self._llm_pool = cf.ThreadPoolExecutor(max_workers=self._llm_threads, thread_name_prefix="qd-llm")
         self._llm_jobs: dict[cf.Future, GenerationJob] = {}
+        self._llm_ops = any(op.uses_llm for op in self.scheduler.operators.values())
         self._started = time.perf_counter()
         self.llm_client = llm_client
         self.range_watch = RangeWatch()  # counts measure values outside the archive's ranges; warns once
         self.failure_watch = FailureWatch()  # warns once at the first failure (evaluation, or every example)
         self.listeners: list[SearchListener] = [self.range_watch, self.failure_watch]
         if store is not None:
-            self.listeners.append(StoreRecorder(store, llm_client, self.options.history_every))
+            self.listeners.append(StoreRecorder(store, llm_client, self.options.history_every, self.options.commit_s))
             self.finished = self._resume(store)
         if self.options.progress:
             self.listeners.append(ProgressBar())
@@ -195,18 +198,36 @@ class Search:
         return self.scheduler.weights
 
     @property
+    def batch(self) -> int:
+        """Candidates asked and results told at once (see :class:`SearchOptions`)."""
+        if self.options.batch:
+            return int(self.options.batch)
+        if self.options.ordered or self._llm_ops or (self.evaluator.slots > 1 and not self._cheap):
+            return 1
+        # Candidates of a batch come from an archive that misses the results still in flight (up to
+        # two batches): keep those a small share of the results told so far.
+        return max(1, min(MAX_BATCH, self.finished // BATCH_SHARE))
+
+    @property
     def window(self) -> int:
-        """Evaluations kept in flight."""
+        """Evaluations kept in flight: ``options.window``, else by the two batch sizes.
+
+        Two batches per slot of the driver's :attr:`batch` (candidates asked and results told at
+        once), or of the evaluator's ``batch_size`` (configurations per Ray call; an evaluator
+        without one counts 1), whichever asks more. The evaluator's share stops at a tenth of the
+        budget (offspring bred while the whole window is out see none of its results, so a short
+        run must not send most of its budget blind); the driver's batch needs no such cap, being
+        at most a share of the results told so far. ``ordered`` runs leave ``batch_size`` out: it
+        follows measured times, and the window must not, for the run to be reproducible.
+        """
         if self.options.window:
             return self.options.window
         slots = self.evaluator.slots
-        if self.options.ordered:  # reproducible: the batch size follows measured times, so it must not count
-            return 2 * slots
-        batched = slots * getattr(self.evaluator, "batch_size", 1)
-        # Batches widen the window, at most to a tenth of the budget: offspring bred while the
-        # whole window is out see none of its results, so a short run must not send most of
-        # its budget blind.
-        return 2 * max(slots, min(batched, self.budget // 20))
+        driver = slots * self.batch
+        if self.options.ordered:
+            return 2 * driver
+        ray = min(slots * getattr(self.evaluator, "batch_size", 1), self.budget // 20)
+        return 2 * max(driver, ray)
 
     @property
     def elapsed_s(self) -> float:
@@ -220,8 +241,9 @@ class Search:
         The search stops earlier, with :attr:`stopped` saying why, when no configuration that has
         not been evaluated can be made any more (:attr:`Scheduler.exhausted
         <qd.scheduler.Scheduler.exhausted>`: every configuration of a small space is evaluated).
-        Interrupting (Ctrl-C) or killing the process loses at most the evaluations in flight:
-        everything finished is already committed to the store.
+        Interrupting (Ctrl-C) loses the evaluations in flight only (what finished is committed as
+        the search stops); killing the process (SIGKILL) also loses the group of finished
+        evaluations not yet committed (at most ``commit_s`` of results).
         """
         for listener in self.listeners:
             listener.on_start(self)
@@ -238,21 +260,43 @@ class Search:
                             break
                         raise RuntimeError("search stalled: nothing in flight and no offspring could be made")
                     cf.wait(self._llm_jobs, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+                    self._idle()
                     continue
-                for key, result in self.evaluator.collect(0.02 if waiting_on_llm else 1.0):
-                    if not self.options.ordered:
-                        self._tell(key, result)
-                        continue
-                    self._landed[key] = result
-                    while self._inflight and min(self._inflight) in self._landed:
-                        first = min(self._inflight)
-                        self._tell(first, self._landed.pop(first))
-                        self._fill()  # refill per result: offspring must not depend on how results batch
+                landed = self.evaluator.collect(0.02 if waiting_on_llm else 1.0)
+                if not landed:
+                    self._idle()
+                elif not self.options.ordered:
+                    self._tell(landed)
+                else:
+                    self._tell_in_order(landed)
             self._drain_llm()
         finally:
             for listener in self.listeners:
                 listener.on_end(self)
         return self.archive
+
+    def _tell_in_order(self, landed: list[tuple[int, EvalResult]]) -> None:
+        """Tell results in submission order, in batches of exactly ``batch``, refilling after each.
+
+        Offspring then depend on the order of submissions only, not on how results land or batch.
+        """
+        self._landed.update(landed)
+        ready: list[tuple[int, EvalResult]] = []
+        for key in self._inflight:
+            if key not in self._landed:
+                break
+            ready.append((key, self._landed.pop(key)))
+        batch = self.batch
+        while len(ready) >= batch or (ready and len(ready) == len(self._inflight)):
+            self._tell(ready[:batch])
+            ready = ready[batch:]
+            self._fill()
+        for key, result in ready:  # not yet a whole batch: wait for the rest
+            self._landed[key] = result
+
+    def _idle(self) -> None:
+        for listener in self.listeners:
+            listener.on_idle(self)
 
     def _stop_if_llm_unusable(self) -> None:
         """Raise the client's :attr:`~qd.llm.LLMClient.fatal` error (its first calls all failed alike).
@@ -281,22 +325,64 @@ class Search:
 
     # -- internals -----------------------------------------------------------------------------
     def _resume(self, store: RunStore) -> int:
-        """Rebuild the archive, dedup set and counters by replaying the store in id order."""
-        seen = replay(store, self.archive, self.scheduler.noise)
+        """Read the archive, the dedup keys and the counters of the evaluations stored so far.
+
+        A run made with a noise policy is replayed through it (the policy's samples and contests are
+        rebuilt, and the archive with them); otherwise the stored archive is read as it stands. A
+        version 1 store is converted first, in one transaction with what it lacked (the archive as
+        it stands, the running totals).
+        """
+        noise = self.scheduler.noise
+        if store.version < 2:
+            store.migrate(lambda converted: self._rebuild(converted, noise))
+        elif noise is not None:
+            with store.transaction():
+                replay(store, self.archive, noise)
+                write_archive(store, self.archive)
+        else:
+            load_archive(store, self.archive)
         self._next_id = store.max_id() + 1
-        self.scheduler.resume(seen, store.counters("operators"))
+        self.scheduler.resume(KeySet(store.keys()), store.counters("operators"))
         return store.count()  # re-evaluations (qd.noise) are evaluations of the budget too
 
+    def _rebuild(self, store: RunStore, noise: Any) -> None:
+        """Replay a converted version 1 store and write the archive and the totals it did not keep."""
+        replay(store, self.archive, noise)
+        write_archive(store, self.archive)
+        totals = RunTotals(self.measure_names, self.archive.lower_bounds, self.archive.upper_bounds)
+        store.set_meta(TOTALS_META, totals.add_rows(store.evaluations()).as_dict())
+
     def _fill(self) -> None:
-        while len(self._inflight) < self.window and self.finished + len(self._inflight) < self.budget:
-            child = self._ready.popleft() if self._ready else self._next_candidate()
-            if child is None:
-                return
-            child.submitted_at = time.time()
+        gap = min(self.window - len(self._inflight), self.budget - self.finished - len(self._inflight))
+        if gap <= 0:
+            return
+        children: list[Candidate] = []
+        while self._ready and len(children) < gap:
+            children.append(self._ready.popleft())
+        if self._llm_ops:
+            while len(children) < gap:
+                child = self._next_candidate()
+                if child is None:
+                    break
+                children.append(child)
+        elif len(children) < gap:
+            children.extend(self.scheduler.ask_many(gap - len(children)))
+        if not children:
+            return
+        now = time.time()
+        items = []
+        for child in children:
+            child.submitted_at = now
             key = self._next_id
             self._next_id += 1
             self._inflight[key] = child
-            self.evaluator.submit(key, with_draw(child.config, child.draw) if child.draw else child.config)
+            items.append((key, with_draw(child.config, child.draw) if child.draw else child.config))
+        submit_many = getattr(self.evaluator, "submit_many", None)
+        if submit_many is not None:
+            submit_many(items)
+        else:
+            for key, config in items:
+                self.evaluator.submit(key, config)
 
     def _next_candidate(self) -> Candidate | None:
         """A candidate ready to evaluate, or None while the scheduler waits (on LLMs or results)."""
@@ -329,13 +415,24 @@ class Search:
             for future in [f for f in self._llm_jobs if f.done()]:
                 self.scheduler.discard(self._llm_jobs.pop(future), future.result())
 
-    def _tell(self, key: int, result: EvalResult) -> None:
-        child = self._inflight.pop(key)
-        self.finished += 1
-        measures = measure_result(child.config, result, self.measure_fns, self.measure_names)
-        values = [measures[n] for n in self.measure_names] if result.usable else None
-        status = self.scheduler.tell(child, result.fitness if values is not None else None, values, id=key,
-                                     feedback=result.feedback)
-        event = Evaluated(key, child, result, measures, status)
+    def _tell(self, landed: list[tuple[int, EvalResult]]) -> None:
+        """Tell a batch of results to the scheduler, then to the listeners."""
+        children = [self._inflight.pop(key) for key, _ in landed]
+        self.finished += len(landed)
+        measures, objectives, values = [], [], []
+        for child, (_, result) in zip(children, landed):
+            m = measure_result(child.config, result, self.measure_fns, self.measure_names)
+            measures.append(m)
+            usable = result.usable
+            objectives.append(result.fitness if usable else None)
+            values.append([m[n] for n in self.measure_names] if usable else None)
+        statuses, seqs = self.scheduler.tell_many(children, objectives, values, ids=[key for key, _ in landed],
+                                                  feedback=[result.feedback for _, result in landed])
+        events = [Evaluated(key, child, result, m, status, seq) for (key, result), child, m, status, seq
+                  in zip(landed, children, measures, statuses, seqs)]
         for listener in self.listeners:
-            listener.on_result(self, event)
+            listener.on_results(self, events)
+        if len(self._eval_s) < BATCH_SHARE:  # decide once whether evaluations are cheap enough to batch
+            self._eval_s += [t for _, r in landed if isinstance(t := r.metrics.get("eval_s"), float)]
+            if len(self._eval_s) >= BATCH_SHARE:
+                self._cheap = sum(self._eval_s) / len(self._eval_s) < CHEAP_EVAL_S

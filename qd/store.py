@@ -1,60 +1,103 @@
-"""SQLite run store: every evaluation, its lineage, trace summary and trace, committed as it lands.
+"""SQLite run store: every evaluation, its lineage, trace summary and trace, and the archive as it stands.
 
-The store is the run's source of truth: ``qd run --resume`` rebuilds the archive by
-replaying it, ``qd status`` and ``qd elites`` read it. WAL mode with
-``synchronous=NORMAL`` keeps a commit to a write into the WAL (no fsync), so one
-commit per evaluation is cheap, and a process killed with SIGKILL loses nothing
-it committed.
+The store is the run's source of truth. Writers commit evaluations in groups (one transaction
+per group, :meth:`RunStore.transaction`), and with each group what readers need so that reading
+a run costs the archive, not the history: the archive's current elites (table ``elites``) and its
+statistics state, the running totals ``qd status`` prints, the counters. ``qd status``,
+``qd elites`` and ``qd plot`` read those (one read transaction, so their figures agree with each
+other even while a run writes). WAL mode with ``synchronous=NORMAL`` keeps a commit to a write
+into the WAL (no fsync), and a process killed with SIGKILL loses nothing it committed.
+
+Layout (``meta.schema_version``; a store without it is version 1, see docs/architecture.md, Run
+directory): version 2 stores each configuration zlib-compressed, its 64-bit dedup key instead of
+its sha256 text (the hash is recomputed from the configuration when a row is read), only the
+non-zero fields of the trace summary, and metrics and feedback compressed when long. Version 1 stores are
+read as they are; :meth:`RunStore.migrate` converts one in place, in one transaction.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunStore", "EvaluationRow"]
+import numpy as np
 
-_SCHEMA = """
+from qd.keyset import key_of
+
+__all__ = ["RunStore", "EvaluationRow", "EvaluationRecord", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 2
+
+_COMMON = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS evaluations (
-    id INTEGER PRIMARY KEY,
-    hash TEXT NOT NULL,
-    config TEXT NOT NULL,
-    status TEXT NOT NULL,
-    fitness REAL,
-    measures TEXT NOT NULL,
-    error TEXT NOT NULL DEFAULT '',
-    feedback TEXT NOT NULL DEFAULT '',
-    operator TEXT NOT NULL,
-    parent_ids TEXT NOT NULL,
-    trace_summary TEXT NOT NULL,
-    metrics TEXT NOT NULL,
-    archive_status INTEGER NOT NULL DEFAULT 0,
-    submitted_at REAL NOT NULL,
-    finished_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS evaluations_hash ON evaluations(hash);
 CREATE TABLE IF NOT EXISTS counters (scope TEXT NOT NULL, name TEXT NOT NULL, field TEXT NOT NULL,
     value REAL NOT NULL, PRIMARY KEY (scope, name, field));
 CREATE TABLE IF NOT EXISTS history (evaluations INTEGER PRIMARY KEY, num_elites INTEGER, coverage REAL,
     qd_score REAL, obj_max REAL, wall_s REAL);
--- qd.noise: the draw (fresh instances/seeds), the order the noise policy saw it (seq) and the
--- per-instance scores of an evaluation, by its id
-CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY, hash TEXT NOT NULL, draw INTEGER NOT NULL,
-    seq INTEGER NOT NULL, scores TEXT);
--- each evaluation's spans (qd.result.Span, text clipped to [run] trace_text_chars) as zlib-compressed compact JSON;
--- written in the evaluation's transaction (docs/architecture.md, Run directory)
-CREATE TABLE IF NOT EXISTS traces (id INTEGER PRIMARY KEY, spans BLOB NOT NULL);
 -- qd validate: re-evaluations of elites on held-out draws, accumulated per (config hash, split, draw)
 CREATE TABLE IF NOT EXISTS validations (hash TEXT NOT NULL, split TEXT NOT NULL, draw INTEGER NOT NULL,
     status TEXT NOT NULL, objective REAL, measures TEXT NOT NULL, scores TEXT, PRIMARY KEY (hash, split, draw));
 """
+
+_V2 = """
+CREATE TABLE IF NOT EXISTS evaluations (
+    id INTEGER PRIMARY KEY,
+    key INTEGER NOT NULL,          -- dedup key: the first 8 bytes of the configuration's sha256, signed
+    config BLOB NOT NULL,          -- zlib of the canonical JSON
+    status TEXT NOT NULL,
+    fitness REAL,
+    measures TEXT NOT NULL,
+    error TEXT NOT NULL DEFAULT '',
+    feedback TEXT NOT NULL DEFAULT '',  -- or zlib of it when long
+    operator TEXT NOT NULL,
+    parent_ids TEXT NOT NULL,
+    trace_summary TEXT NOT NULL,   -- JSON of the summary's non-zero fields
+    metrics BLOB NOT NULL,         -- JSON text, or zlib of it when long
+    archive_status INTEGER NOT NULL DEFAULT 0,
+    submitted_at REAL NOT NULL,
+    finished_at REAL NOT NULL
+);
+-- re-evaluations (qd.noise) by configuration: an elite's evaluations are its own row and these
+CREATE INDEX IF NOT EXISTS evaluations_resample ON evaluations(key) WHERE operator = 'resample';
+-- qd.noise: the draw (fresh instances/seeds), the order the noise policy saw it (seq) and the
+-- per-instance scores of an evaluation, by its id
+CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY, draw INTEGER NOT NULL, seq INTEGER NOT NULL, scores TEXT);
+-- the archive as it stands: one row per occupied cell (its configuration and feedback are its
+-- evaluation's), rank = when the cell was occupied (the archive lists elites by it)
+CREATE TABLE IF NOT EXISTS elites (cell INTEGER PRIMARY KEY, id INTEGER NOT NULL, objective REAL NOT NULL,
+    threshold REAL NOT NULL, measures BLOB NOT NULL, rank INTEGER NOT NULL);
+-- each evaluation's spans (qd.result.Span, text clipped to [run] trace_text_chars) as zlib-compressed compact JSON,
+-- written in the evaluation's transaction; none for an evaluation that recorded no spans (its summary says so)
+CREATE TABLE IF NOT EXISTS traces (id INTEGER PRIMARY KEY, spans BLOB NOT NULL);
+"""
+
+# Version 1 (written before schema_version existed): kept to create such stores in tests and to read them.
+# The last qd to write version 1 added the traces table of version 2 to it (RunStore.has_traces).
+V1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS evaluations (
+    id INTEGER PRIMARY KEY, hash TEXT NOT NULL, config TEXT NOT NULL, status TEXT NOT NULL, fitness REAL,
+    measures TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', feedback TEXT NOT NULL DEFAULT '', operator TEXT NOT NULL,
+    parent_ids TEXT NOT NULL, trace_summary TEXT NOT NULL, metrics TEXT NOT NULL,
+    archive_status INTEGER NOT NULL DEFAULT 0, submitted_at REAL NOT NULL, finished_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS evaluations_hash ON evaluations(hash);
+CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY, hash TEXT NOT NULL, draw INTEGER NOT NULL,
+    seq INTEGER NOT NULL, scores TEXT);
+"""
+
+_COMPRESS_ABOVE = 120  # metrics JSON and feedback longer than this are stored compressed
+_RESAMPLE = "resample"  # qd.noise.RESAMPLE (the store is below qd.noise)
+_ELITE_STATE = "archive_state"
+_COUNT = "evaluations"
+_EVAL_COLUMNS = ("id", "hash", "config", "status", "fitness", "measures", "error", "feedback", "operator", "parent_ids",
+                 "trace_summary", "metrics", "archive_status", "submitted_at", "finished_at")
 
 
 @dataclass
@@ -78,8 +121,39 @@ class EvaluationRow:
     finished_at: float
 
 
+@dataclass
+class EvaluationRecord:
+    """One evaluation to write (:meth:`RunStore.add_evaluations`).
+
+    ``hash`` is the sha256 hex digest of ``config_json`` (``Space.hash``; None computes it).
+    ``sample`` is ``(draw, noise-policy order, per-instance scores)`` (:meth:`RunStore.add_sample`),
+    ``trace`` the evaluation's spans, for the traces table (docs/architecture.md, Run directory).
+    """
+
+    id: int
+    config_json: str
+    status: str
+    fitness: float
+    measures: dict[str, float]
+    operator: str
+    parent_ids: list[int]
+    hash: str | None = None
+    error: str = ""
+    feedback: str = ""
+    trace_summary: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    archive_status: int = 0
+    submitted_at: float = 0.0
+    finished_at: float | None = None
+    sample: tuple[int, int, list[float] | None] | None = None
+    trace: list | None = None
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=lambda v: _jsonable(v))
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=_jsonable)
+    return _ENCODER.encode(value)
 
 
 def _jsonable(value: Any) -> Any:
@@ -88,16 +162,44 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def _int_list(values: list[int]) -> str:
+    """JSON of a list of ints (parent ids), without the encoder's overhead."""
+    return "[" + ",".join(map(str, values)) + "]" if all(type(v) is int for v in values) else _json(values)
+
+
+def _text(value: str | bytes) -> str:
+    """A stored JSON column as text (version 2 compresses some into BLOBs)."""
+    return zlib.decompress(value).decode() if isinstance(value, bytes) else value
+
+
+def _packed(text: str) -> str | bytes:
+    return zlib.compress(text.encode(), 1) if len(text) > _COMPRESS_ABOVE else text
+
+
+def _digest(config_text: str) -> str:
+    return hashlib.sha256(config_text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class RunStore:
     """The run's SQLite file (``RUN_DIR/run.sqlite``).
 
     Parameters
     ----------
     path : str or Path
-        Database file; created with its schema when missing.
+        Database file; created with its schema (version 2) when missing.
     readonly : bool
         Open an existing file for reading only (``qd status``, ``qd plot``, ``qd elites``): no
-        schema is created and every write fails.
+        schema is created, every write fails, and every read sees the store as it was at the first
+        one (one read transaction, held until :meth:`close`), so figures read one after another
+        agree even while a run writes.
+
+    Attributes
+    ----------
+    version : int
+        The store's layout (``meta.schema_version``; 1 for a store without it).
+    has_traces : bool
+        Whether the store keeps evaluations' spans (table ``traces``): every version 2 store,
+        and version 1 stores of the last qd that wrote that layout.
     """
 
     def __init__(self, path: str | Path, *, readonly: bool = False):
@@ -111,36 +213,66 @@ class RunStore:
             live = Path(f"{self.path}-wal").exists()
             self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}",
                                        uri=True, isolation_level=None, check_same_thread=False)
+            self._db.execute("BEGIN")  # one snapshot for every read of this connection
+            self.version = self._read_version()
             self.has_traces = self._has_table("traces")
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self.has_traces = True
+        fresh = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'evaluations'").fetchone() is None
+        self._db.executescript(_COMMON)
+        if fresh:
+            with self.transaction():
+                for statement in _statements(_V2):
+                    self._db.execute(statement)
+                self.set_meta("schema_version", SCHEMA_VERSION)
+        self.version = self._read_version()
+        self.has_traces = self._has_table("traces")
 
     def _has_table(self, name: str) -> bool:
         return self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
             is not None
 
+    def _read_version(self) -> int:
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+            self._db.close()
+            raise sqlite3.OperationalError(f"{self.path} holds no run store (yet: a run may be creating it)")
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return 1 if row is None else int(json.loads(row[0]))
+
     def close(self) -> None:
         """Close the connection (a no-op when already closed)."""
         self._db.close()
-
-    def begin_snapshot(self) -> None:
-        """Start a read transaction: every later read sees the store as it is now, until :meth:`close`.
-
-        For a read-only store read while a run writes to it (WAL keeps the snapshot's pages).
-        """
-        self._db.execute("BEGIN")
-        self._db.execute("SELECT COUNT(*) FROM meta").fetchone()  # a deferred transaction starts at its first read
 
     def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[RunStore]:
+        """Group the writes of the ``with`` block into one transaction (a group commit).
+
+        Inside an enclosing transaction the block joins it. An exception rolls the group back.
+        """
+        if self._db.in_transaction:
+            yield self
+            return
+        self._db.execute("BEGIN")
+        try:
+            yield self
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _require_v2(self) -> None:
+        if self.version < 2:
+            raise RuntimeError(f"{self.path} is a version {self.version} run store: `qd run --resume` converts it "
+                               "(RunStore.migrate) before anything is written")
 
     # -- meta ---------------------------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
@@ -153,46 +285,69 @@ class RunStore:
         return default if row is None else json.loads(row[0])
 
     # -- evaluations --------------------------------------------------------------------------
-    def add_evaluation(self, *, id: int, hash: str, config_json: str, status: str, fitness: float,
+    def add_evaluation(self, *, id: int, config_json: str, status: str, fitness: float,
                        measures: dict[str, float], error: str, feedback: str, operator: str,
                        parent_ids: list[int], trace_summary: dict, metrics: dict, archive_status: int,
-                       submitted_at: float, finished_at: float | None = None,
+                       submitted_at: float, finished_at: float | None = None, hash: str | None = None,
                        counters: dict[str, dict[str, dict[str, float]]] | None = None,
-                       sample: tuple[int, int, list[float] | None] | None = None,
-                       trace: list[Any] | None = None) -> None:
-        """Insert and commit one finished evaluation.
+                       sample: tuple[int, int, list[float] | None] | None = None, trace: list | None = None) -> None:
+        """Insert and commit one finished evaluation (:meth:`add_evaluations` of one).
 
-        ``counters`` (scope -> name -> field -> value), ``sample`` (draw, noise-policy order,
-        per-instance scores: :meth:`add_sample`) and ``trace`` (the evaluation's spans, read back by
-        :meth:`trace`) are written in the same transaction (counters: only the fields given; the
-        others keep their values), so they are exactly as durable as the evaluation rows: a killed
-        run resumes from the state of its last committed evaluation.
+        ``counters`` (scope -> name -> field -> value, :meth:`update_counters`), ``sample``
+        (draw, noise-policy order, per-instance scores: :meth:`add_sample`) and ``trace`` (the
+        evaluation's spans, read back by :meth:`trace`) are written in the same transaction, so
+        they are exactly as durable as the evaluation rows: a killed run resumes from the state of
+        its last committed evaluation.
         """
-        row = (id, hash, config_json, status, fitness if math.isfinite(fitness) else None, _json(measures),
-               error, feedback, operator, _json(parent_ids), _json(trace_summary), _json(metrics),
-               archive_status, submitted_at, time.time() if finished_at is None else finished_at)
-        if not counters and sample is None and trace is None:
-            self._db.execute("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
-            return
-        blob = None if trace is None else zlib.compress(_json(list(trace)).encode())
-        self._db.execute("BEGIN")
-        try:
-            self._db.execute("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
-            if blob is not None:
-                self._db.execute("INSERT INTO traces VALUES (?, ?)", (id, blob))
+        record = EvaluationRecord(id=id, hash=hash, config_json=config_json, status=status, fitness=fitness,
+                                  measures=measures, error=error, feedback=feedback, operator=operator,
+                                  parent_ids=parent_ids, trace_summary=trace_summary, metrics=metrics,
+                                  archive_status=archive_status, submitted_at=submitted_at, finished_at=finished_at,
+                                  sample=sample, trace=trace)
+        with self.transaction():
+            self.add_evaluations([record])
             if counters:
-                self._db.executemany("INSERT OR REPLACE INTO counters VALUES (?,?,?,?)",
-                                     [(scope, name, field, float(value)) for scope, table in counters.items()
-                                      for name, fields in table.items() for field, value in fields.items()])
-            if sample is not None:
-                self.add_sample(id, hash, *sample)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+                self.update_counters(counters)
+
+    def add_evaluations(self, records: Sequence[EvaluationRecord]) -> None:
+        """Insert evaluations with their samples (and traces) in one transaction (joining an enclosing one)."""
+        self._require_v2()
+        now = time.time()
+        rows, samples, traces = [], [], []
+        compress, dumps, isfinite = zlib.compress, _json, math.isfinite
+        for r in records:
+            digest = r.hash if r.hash is not None else _digest(r.config_json)
+            summary = r.trace_summary
+            rows.append((r.id, key_of(digest), compress(r.config_json.encode(), 1), r.status,
+                         r.fitness if isfinite(r.fitness) else None, dumps(r.measures), r.error, _packed(r.feedback),
+                         r.operator, _int_list(r.parent_ids),
+                         dumps({k: v for k, v in summary.items() if v}) if any(summary.values()) else "{}",
+                         _packed(dumps(r.metrics)), r.archive_status, r.submitted_at,
+                         now if r.finished_at is None else r.finished_at))
+            if r.sample is not None:
+                draw, seq, scores = r.sample
+                samples.append((r.id, int(draw), int(seq), None if scores is None else _json(scores)))
+            if r.trace is not None:
+                traces.append((r.id, r.trace))
+        with self.transaction():
+            self._db.executemany("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            if samples:
+                self._db.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?)", samples)
+            if traces:
+                self._add_traces(traces)
+            self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                             "value = CAST(CAST(value AS INTEGER) + excluded.value AS TEXT)", (_COUNT, str(len(rows))))
+
+    def _add_traces(self, traces: list[tuple[int, list]]) -> None:
+        """Write evaluations' spans as zlib-compressed compact JSON (inside :meth:`add_evaluations`'s transaction)."""
+        compress, dumps = zlib.compress, _json
+        self._db.executemany("INSERT INTO traces VALUES (?, ?)",
+                             [(i, compress(dumps(list(spans)).encode())) for i, spans in traces])
 
     def count(self) -> int:
         """Number of finished evaluations."""
+        if self.version >= 2:
+            return int(self.get_meta(_COUNT, 0))
         return self._db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
 
     def max_id(self) -> int:
@@ -200,44 +355,141 @@ class RunStore:
         value = self._db.execute("SELECT MAX(id) FROM evaluations").fetchone()[0]
         return -1 if value is None else value
 
-    def hashes(self) -> set[str]:
-        """Dedup keys of every finished evaluation."""
-        return {row[0] for row in self._db.execute("SELECT hash FROM evaluations")}
+    def keys(self) -> np.ndarray:
+        """The 64-bit dedup key (:func:`qd.keyset.key_of`) of every finished evaluation (an ``int64`` array)."""
+        column = "key" if self.version >= 2 else "hash"
+        parts, cursor = [], self._db.execute(f"SELECT {column} FROM evaluations")
+        while chunk := cursor.fetchmany(65536):
+            values = [v for (v,) in chunk] if self.version >= 2 else [key_of(h) for (h,) in chunk]
+            parts.append(np.array(values, dtype=np.int64))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def status_counts(self) -> dict[str, int]:
-        """Count of evaluations per status."""
+        """Count of evaluations per status (reads every row; ``qd status`` reads the running totals)."""
         return dict(self._db.execute("SELECT status, COUNT(*) FROM evaluations GROUP BY status").fetchall())
 
     def evaluations(self, status: str | None = None) -> Iterator[EvaluationRow]:
-        """Every stored evaluation in id order (the order the archive saw them)."""
+        """Every stored evaluation in id order, read as it is consumed (reads every row).
+
+        The archive saw them in this order unless results landed out of order.
+        """
         if status is None:
             return self._rows("", ())
         return self._rows("WHERE status = ?", (status,))
 
-    def objectives(self) -> Iterator[tuple[int, str, str, float]]:
-        """``(id, hash, status, fitness)`` of every evaluation in id order (NaN for no fitness).
+    def evaluations_in_seq_order(self) -> Iterator[tuple[EvaluationRow, tuple[int, int] | None]]:
+        """Every evaluation with its ``(draw, seq)`` sample, in the order the noise policy saw them.
 
-        A lean :meth:`evaluations`: the JSON columns (config, trace, ...) are not read.
+        Evaluations without a sample come last, in id order (what ``qd.noise`` replays).
         """
-        for i, h, status, fitness in self._db.execute("SELECT id, hash, status, fitness FROM evaluations ORDER BY id"):
-            yield i, h, status, math.nan if fitness is None else fitness
+        query = (f"SELECT {self._columns('e.')}, s.draw, s.seq FROM evaluations e LEFT JOIN samples s ON s.id = e.id "
+                 "ORDER BY s.seq IS NULL, s.seq, e.id")
+        for row in self._db.execute(query):
+            yield self._row(row[:15]), (None if row[16] is None else (row[15], row[16]))
+
+    def objectives(self) -> Iterator[tuple[int, str, str, float]]:
+        """``(id, hash, status, fitness)`` of every evaluation in id order (NaN for no fitness; reads every row)."""
+        for row in self._rows("", ()):
+            yield row.id, row.hash, row.status, row.fitness
+
+    def objectives_of(self, ids: Iterable[int]) -> dict[int, list[tuple[int, str, float]]]:
+        """Per evaluation id: ``(id, status, fitness)`` of every evaluation of its configuration, in id order.
+
+        What ``qd elites`` reads of the elites' repeated evaluations (``qd.noise``), without reading
+        the other rows.
+        """
+        ids = sorted(set(int(i) for i in ids))
+        out: dict[int, list[tuple[int, str, float]]] = {}
+        column = "key" if self.version >= 2 else "hash"
+        own: dict[Any, int] = {}
+        for chunk in _chunks(ids, 500):
+            marks = ",".join("?" * len(chunk))
+            for i, k in self._db.execute(f"SELECT id, {column} FROM evaluations WHERE id IN ({marks})", chunk):
+                own[k] = i
+        where = f"{column} IN ({{}})" + (f" AND operator = '{_RESAMPLE}'" if self.version >= 2 else "")
+        found: dict[int, list[tuple[int, str, float]]] = {}
+        for chunk in _chunks(list(own), 500):
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT {column}, id, status, fitness FROM evaluations WHERE {where.format(marks)}"
+            for k, i, status, fitness in self._db.execute(query, chunk):
+                found.setdefault(own[k], []).append((i, status, math.nan if fitness is None else fitness))
+        if self.version >= 2:  # the resample index holds the repeats; the elite's own row comes from its id
+            for chunk in _chunks(ids, 500):
+                marks = ",".join("?" * len(chunk))
+                for i, status, fitness in self._db.execute(
+                        f"SELECT id, status, fitness FROM evaluations WHERE id IN ({marks})", chunk):
+                    found.setdefault(i, []).append((i, status, math.nan if fitness is None else fitness))
+        for i in ids:
+            if i in found:
+                out[i] = sorted(set(found[i]))
+        return out
+
+    def hashes_of(self, ids: Iterable[int]) -> dict[int, str]:
+        """Per evaluation id: its configuration's hash (sha256 of the canonical JSON)."""
+        out: dict[int, str] = {}
+        column = "config" if self.version >= 2 else "hash"
+        for chunk in _chunks(sorted(set(int(i) for i in ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            for i, value in self._db.execute(f"SELECT id, {column} FROM evaluations WHERE id IN ({marks})", chunk):
+                out[i] = _digest(_text(value)) if self.version >= 2 else value
+        return out
 
     def get(self, eval_id: int) -> EvaluationRow | None:
         """One evaluation by id, or None."""
         return next(self._rows("WHERE id = ?", (eval_id,)), None)
 
+    def rows_of(self, ids: Iterable[int]) -> list[EvaluationRow]:
+        """The evaluations of ``ids`` that exist, in id order (reads those rows only)."""
+        out: list[EvaluationRow] = []
+        for chunk in _chunks(sorted(set(int(i) for i in ids)), 500):
+            out.extend(self._rows(f"WHERE id IN ({','.join('?' * len(chunk))})", tuple(chunk)))
+        return out
+
+    def parents_of(self, ids: Iterable[int]) -> dict[int, list[int]]:
+        """Per evaluation of ``ids`` that exists: its parents' ids (lineage, without reading configurations)."""
+        out: dict[int, list[int]] = {}
+        for chunk in _chunks(sorted(set(int(i) for i in ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            for i, parents in self._db.execute(f"SELECT id, parent_ids FROM evaluations WHERE id IN ({marks})", chunk):
+                out[i] = json.loads(parents)
+        return out
+
+    def outline(self, spend: bool = True) -> dict[str, np.ndarray]:
+        """The small columns of every evaluation, in id order, as arrays (no configuration is read).
+
+        ``id``, ``archive_status``, ``submitted_at``, ``finished_at``, and with ``spend`` the
+        pipeline's ``cost_usd`` and ``tokens_total`` from the trace summaries (0 without).
+        """
+        spent = ("COALESCE(json_extract(trace_summary, '$.cost_usd'), 0), "
+                 "COALESCE(json_extract(trace_summary, '$.tokens_total'), 0)") if spend else "0, 0"
+        rows = self._db.execute(f"SELECT id, archive_status, submitted_at, finished_at, {spent} FROM evaluations "
+                                "ORDER BY id").fetchall()
+        columns = list(zip(*rows)) if rows else [()] * 6
+        types = (np.int64, np.int64, float, float, float, np.int64)
+        names = ("id", "archive_status", "submitted_at", "finished_at", "cost_usd", "tokens_total")
+        return {n: np.array(c, dtype=t) for n, c, t in zip(names, columns, types)}
+
+    def _columns(self, prefix: str = "") -> str:
+        """The evaluation columns in :class:`EvaluationRow` order (NULL for a version 2 store's hash)."""
+        return ", ".join("NULL" if c == "hash" and self.version >= 2 else prefix + c for c in _EVAL_COLUMNS)
+
     def _rows(self, where: str, args: tuple) -> Iterator[EvaluationRow]:
-        for row in self._db.execute(f"SELECT * FROM evaluations {where} ORDER BY id", args):
-            yield EvaluationRow(
-                id=row[0], hash=row[1], config=json.loads(row[2]), status=row[3],
-                fitness=math.nan if row[4] is None else row[4], measures=json.loads(row[5]), error=row[6],
-                feedback=row[7], operator=row[8], parent_ids=json.loads(row[9]),
-                trace_summary=json.loads(row[10]), metrics=json.loads(row[11]), archive_status=row[12],
-                submitted_at=row[13], finished_at=row[14])
+        for row in self._db.execute(f"SELECT {self._columns()} FROM evaluations {where} ORDER BY id", args):
+            yield self._row(row)
+
+    @staticmethod
+    def _row(row: Sequence[Any]) -> EvaluationRow:
+        config = _text(row[2])
+        return EvaluationRow(
+            id=row[0], hash=row[1] if row[1] is not None else _digest(config), config=json.loads(config),
+            status=row[3], fitness=math.nan if row[4] is None else row[4], measures=json.loads(row[5]),
+            error=row[6], feedback=_text(row[7]), operator=row[8], parent_ids=json.loads(row[9]),
+            trace_summary=json.loads(row[10]), metrics=json.loads(_text(row[11])), archive_status=row[12],
+            submitted_at=row[13], finished_at=row[14])
 
     # -- traces ------------------------------------------------------------------------------------
     def trace(self, eval_id: int) -> list[dict[str, Any]] | None:
-        """The spans stored with evaluation ``eval_id``; ``None`` when none were (a store of an older qd).
+        """The spans of evaluation ``eval_id`` (:meth:`traces`); ``None`` when none were recorded.
 
         Raises
         ------
@@ -247,7 +499,12 @@ class RunStore:
         return self.traces([eval_id]).get(eval_id)
 
     def traces(self, ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
-        """Evaluation id -> stored spans, for those of ``ids`` that have a trace.
+        """Evaluation id -> spans, for those of ``ids`` whose trace the store knows.
+
+        A stored trace, or ``[]`` for an evaluation whose trace summary counts no spans (no row is
+        written for those). Left out: ids of no evaluation, evaluations whose spans were not
+        kept (run by a qd before traces were kept, then resumed), and every id of a store without
+        a traces table (a version 1 store of a qd before traces were kept: :attr:`has_traces`).
 
         Raises
         ------
@@ -258,12 +515,17 @@ class RunStore:
             return {}
         wanted = sorted({int(i) for i in ids})
         out: dict[int, list[dict[str, Any]]] = {}
-        for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
-            chunk = wanted[start:start + 500]
+        for chunk in _chunks(wanted, 500):  # SQLite's bound-parameter limit
             rows = self._db.execute(f"SELECT id, spans FROM traces WHERE id IN ({','.join('?' * len(chunk))})",
                                     chunk)
             for i, blob in rows:
                 out[i] = self._spans(i, blob)
+        for chunk in _chunks([i for i in wanted if i not in out], 500):
+            rows = self._db.execute(
+                f"SELECT id, trace_summary FROM evaluations WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            for i, summary in rows:
+                if not json.loads(summary).get("spans"):
+                    out[i] = []
         return out
 
     def _spans(self, eval_id: int, blob: bytes) -> list[dict[str, Any]]:
@@ -277,25 +539,91 @@ class RunStore:
         return spans
 
     def trace_count(self) -> int:
-        """Evaluations with a stored trace (0 for a store of an older qd, which keeps none)."""
+        """Evaluations with a stored trace row (those that recorded spans; 0 for a store without a traces table)."""
         return self._db.execute("SELECT COUNT(*) FROM traces").fetchone()[0] if self.has_traces else 0
 
     def operator_summary(self) -> dict[str, dict[str, int]]:
-        """Per operator: evaluated offspring and archive gains (new cells + improvements)."""
+        """Per operator: evaluated offspring and archive gains (new cells + improvements); reads every row."""
         rows = self._db.execute(
             "SELECT operator, COUNT(*), SUM(archive_status > 0), SUM(status = 'ok') FROM evaluations GROUP BY operator")
         return {op: {"evaluated": n, "gains": int(g or 0), "ok": int(ok or 0)} for op, n, g, ok in rows}
 
+    # -- the archive as it stands (version 2) -------------------------------------------------
+    def put_elites(self, elites: Iterable[tuple[int, int, float, float, np.ndarray, int]], emptied: Iterable[int],
+                   state: dict[str, Any]) -> None:
+        """Write changed cells of the archive, the cells now empty, and the archive's statistics state.
+
+        ``elites`` rows are ``(cell, id, objective, threshold, measures, rank)``; ``state`` is
+        ``qd.archives.archive_state``.
+        """
+        self._require_v2()
+        with self.transaction():
+            self._db.executemany("DELETE FROM elites WHERE cell = ?", [(int(c),) for c in emptied])
+            self._db.executemany("INSERT OR REPLACE INTO elites VALUES (?,?,?,?,?,?)",
+                                 [(int(c), int(i), float(o), float(t), np.asarray(m, dtype=np.float64).tobytes(),
+                                   int(r)) for c, i, o, t, m, r in elites])
+            self.set_meta(_ELITE_STATE, state)
+
+    def clear_elites(self) -> None:
+        """Remove every stored elite (before the whole archive is written again)."""
+        self._db.execute("DELETE FROM elites")
+
+    def elites(self, configs: bool = True) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The stored archive and its statistics state; None for a store that keeps none (version 1).
+
+        Per elite, in rank order: ``cell, id, objective, threshold, measures, rank, config, feedback``
+        (``config`` and ``feedback`` None each without ``configs``: then no evaluation row is read).
+        """
+        if self.version < 2:
+            return None
+        state = self.get_meta(_ELITE_STATE)
+        if state is None:
+            return None
+        out: dict[str, list] = {k: [] for k in ("cell", "id", "objective", "threshold", "measures", "rank",
+                                                "config", "feedback")}
+        if configs:
+            query = ("SELECT l.cell, l.id, l.objective, l.threshold, l.measures, l.rank, e.config, e.feedback "
+                     "FROM elites l JOIN evaluations e ON e.id = l.id ORDER BY l.rank")
+        else:
+            query = "SELECT cell, id, objective, threshold, measures, rank, NULL, NULL FROM elites ORDER BY rank"
+        for cell, i, obj, thr, meas, rank, config, feedback in self._db.execute(query):
+            out["cell"].append(cell)
+            out["id"].append(i)
+            out["objective"].append(obj)
+            out["threshold"].append(thr)
+            out["measures"].append(np.frombuffer(meas, dtype=np.float64))
+            out["rank"].append(rank)
+            out["config"].append(None if config is None else json.loads(_text(config)))
+            out["feedback"].append(None if feedback is None else _text(feedback))
+        return out, state
+
+    def configs_of(self, ids: Iterable[int]) -> dict[int, tuple[dict, str]]:
+        """Per evaluation id: its configuration and feedback."""
+        out: dict[int, tuple[dict, str]] = {}
+        for chunk in _chunks(sorted(set(int(i) for i in ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            for i, config, feedback in self._db.execute(
+                    f"SELECT id, config, feedback FROM evaluations WHERE id IN ({marks})", chunk):
+                out[i] = (json.loads(_text(config)), _text(feedback))
+        return out
+
     # -- samples and validations (qd.noise, qd validate) --------------------------------------
     def add_sample(self, id: int, hash: str, draw: int, seq: int, scores: list[float] | None) -> None:
-        """Record the draw, the noise policy's order ``seq`` and the per-instance scores of evaluation ``id``."""
-        self._db.execute("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?)",
-                         (id, hash, int(draw), int(seq), None if scores is None else _json(scores)))
+        """Record the draw, the noise policy's order ``seq`` and the per-instance scores of evaluation ``id``.
 
-    def samples(self) -> dict[int, tuple[str, int, int, list[float] | None]]:
-        """Evaluation id -> (config hash, draw, seq, per-instance scores or None)."""
-        return {i: (h, d, q, None if s is None else json.loads(s))
-                for i, h, d, q, s in self._db.execute("SELECT id, hash, draw, seq, scores FROM samples")}
+        ``hash`` is the configuration's (version 1 stores keep it; version 2 has it in the evaluation).
+        """
+        score_text = None if scores is None else _json(scores)
+        if self.version >= 2:
+            self._db.execute("INSERT OR REPLACE INTO samples VALUES (?,?,?,?)", (id, int(draw), int(seq), score_text))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?)",
+                             (id, hash, int(draw), int(seq), score_text))
+
+    def samples(self) -> dict[int, tuple[int, int, list[float] | None]]:
+        """Evaluation id -> (draw, seq, per-instance scores or None)."""
+        return {i: (d, q, None if s is None else json.loads(s))
+                for i, d, q, s in self._db.execute("SELECT id, draw, seq, scores FROM samples")}
 
     def add_validation(self, hash: str, split: str, draw: int, status: str, objective: float,
                        measures: dict[str, float], scores: list[float] | None) -> None:
@@ -320,26 +648,22 @@ class RunStore:
     # -- counters (operator and LLM accounting that is not one row per evaluation) ------------
     def set_counters(self, scope: str, counters: dict[str, dict[str, float]]) -> None:
         """Replace the counters of ``scope`` (e.g. "operators", "llm") with ``{name: {field: value}}``."""
-        self._db.execute("BEGIN")
-        try:
-            self._replace_counters(scope, counters)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self.transaction():
+            rows = [(scope, name, f, float(value)) for name, fields in counters.items() for f, value in fields.items()]
+            self._db.execute("DELETE FROM counters WHERE scope = ?", (scope,))
+            self._db.executemany("INSERT INTO counters VALUES (?,?,?,?)", rows)
 
-    def _replace_counters(self, scope: str, counters: dict[str, dict[str, float]]) -> None:
-        rows = [(scope, name, field, float(value)) for name, fields in counters.items()
-                for field, value in fields.items()]
-        self._db.execute("DELETE FROM counters WHERE scope = ?", (scope,))
-        self._db.executemany("INSERT INTO counters VALUES (?,?,?,?)", rows)
+    def update_counters(self, counters: dict[str, dict[str, dict[str, float]]]) -> None:
+        """Write the given counter fields (scope -> name -> field -> value); the others keep their values."""
+        self._db.executemany("INSERT OR REPLACE INTO counters VALUES (?,?,?,?)",
+                             [(scope, name, f, float(value)) for scope, table in counters.items()
+                              for name, fields in table.items() for f, value in fields.items()])
 
     def counters(self, scope: str) -> dict[str, dict[str, float]]:
         """The counters of ``scope`` as ``{name: {field: value}}``."""
         out: dict[str, dict[str, float]] = {}
-        for name, field, value in self._db.execute(
-                "SELECT name, field, value FROM counters WHERE scope = ?", (scope,)):
-            out.setdefault(name, {})[field] = value
+        for name, f, value in self._db.execute("SELECT name, field, value FROM counters WHERE scope = ?", (scope,)):
+            out.setdefault(name, {})[f] = value
         return out
 
     # -- history (QD curve) -------------------------------------------------------------------
@@ -354,3 +678,60 @@ class RunStore:
         """Archive stats over the run, in evaluation order."""
         cols = ("evaluations", "num_elites", "coverage", "qd_score", "obj_max", "wall_s")
         return [dict(zip(cols, row)) for row in self._db.execute("SELECT * FROM history ORDER BY evaluations")]
+
+    # -- version 1 -> 2 -------------------------------------------------------------------------
+    def migrate(self, rebuild: Callable[[RunStore], None] | None = None) -> None:
+        """Convert a version 1 store to version 2 in place, in one transaction.
+
+        Every evaluation is rewritten in the version 2 layout (configurations compressed, dedup keys
+        instead of hashes), samples lose their copy of the hash, and ``rebuild(store)`` (called inside
+        the transaction, on the converted tables) writes what version 1 did not keep: the archive's
+        elites and the running totals. A store without a traces table gets one (the converted
+        evaluations keep no spans; :meth:`traces` leaves them out). A crash part-way leaves the
+        version 1 store as it was.
+        """
+        if self.version >= 2:
+            return
+        try:
+            with self.transaction():
+                db = self._db
+                db.execute("ALTER TABLE evaluations RENAME TO evaluations_v1")
+                db.execute("DROP INDEX IF EXISTS evaluations_hash")
+                db.execute("ALTER TABLE samples RENAME TO samples_v1")
+                for statement in _statements(_V2):
+                    db.execute(statement)
+                self.version = SCHEMA_VERSION
+                cursor = db.execute(f"SELECT {', '.join(_EVAL_COLUMNS)} FROM evaluations_v1 ORDER BY id")
+                while chunk := cursor.fetchmany(4096):
+                    self.add_evaluations([_record(row) for row in chunk])
+                db.execute("INSERT INTO samples SELECT id, draw, seq, scores FROM samples_v1")
+                db.execute("DROP TABLE evaluations_v1")
+                db.execute("DROP TABLE samples_v1")
+                self.set_meta(_COUNT, db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0])
+                self.set_meta("schema_version", SCHEMA_VERSION)
+                if rebuild is not None:
+                    rebuild(self)
+        except BaseException:
+            self.version = 1
+            raise
+        self.has_traces = True  # version 2's table: the converted evaluations had none kept, unless qd kept them
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a schema script, comments removed."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _record(row: Sequence[Any]) -> EvaluationRecord:
+    """A version 1 row (its columns in :data:`_EVAL_COLUMNS` order) as a record to write again."""
+    return EvaluationRecord(id=row[0], hash=row[1], config_json=row[2], status=row[3],
+                            fitness=math.nan if row[4] is None else row[4], measures=json.loads(row[5]), error=row[6],
+                            feedback=row[7], operator=row[8], parent_ids=json.loads(row[9]),
+                            trace_summary=json.loads(row[10]), metrics=json.loads(row[11]), archive_status=row[12],
+                            submitted_at=row[13], finished_at=row[14])
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -7,6 +7,7 @@ and reads back what earlier validations stored for ``qd elites``, ``qd plot`` an
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,33 +70,31 @@ def validate_run(run_dir: str | Path, *, top: int | None = None, diverse: int | 
         run.store.close()
 
 
-def _elite_rows(store: RunStore, archive: Any) -> tuple[dict[int, str], dict[str, list[float]]]:
-    """One read of the evaluations: the elites' config hashes by id, and each hash's usable search objectives."""
-    ids = {int(e["id"]) for e in archive}
-    hashes: dict[int, str] = {}
-    objectives: dict[str, list[float]] = {}
-    for i, h, status, fitness in store.objectives():
-        if i in ids:
-            hashes[i] = h
-        if status == "ok" and math.isfinite(fitness):
-            objectives.setdefault(h, []).append(fitness)
-    return hashes, objectives
+def _elite_objectives(store: RunStore, ids: list[int]) -> dict[int, list[float]]:
+    """Per elite id: the usable search objectives of its configuration (its re-evaluations included)."""
+    found = store.objectives_of(ids)
+    return {i: [f for _, status, f in rows if status == "ok" and math.isfinite(f)] for i, rows in found.items()}
 
 
-def elite_columns(store: RunStore, archive: Any, split: str = VALIDATION) -> dict[int, dict[str, Any]]:
-    """Columns ``qd elites`` adds per elite id.
+def elite_columns(store: RunStore, archive: Any, split: str = VALIDATION,
+                  ids: Iterable[int] | None = None) -> dict[int, dict[str, Any]]:
+    """Columns ``qd elites`` adds per elite id (of the elites ``ids``, default all).
 
     ``n`` and ``sem``: its search evaluations; once validated, ``validated``, ``validated_n`` and
     ``gap`` (search score minus validated score).
     """
-    hashes, objectives = _elite_rows(store, archive)
+    wanted = None if ids is None else {int(i) for i in ids}
+    elites = [e for e in archive if wanted is None or int(e["id"]) in wanted]
+    chosen = [int(e["id"]) for e in elites]
+    objectives = _elite_objectives(store, chosen)
     held = validated_scores(store, split)
+    hashes = store.hashes_of(chosen) if held else {}
     out: dict[int, dict[str, Any]] = {}
-    for e in archive:
+    for e in elites:
         i = int(e["id"])
-        h = hashes.get(i)
-        n, _, sem = mean_sem(objectives[h]) if h in objectives else (1, math.nan, math.nan)
+        n, _, sem = mean_sem(objectives[i]) if objectives.get(i) else (1, math.nan, math.nan)
         row: dict[str, Any] = {"n": n, "sem": None if math.isnan(sem) else sem}
+        h = hashes.get(i)
         if h in held:
             vn, vmean, _, _ = held[h]
             row.update(validated=vmean, validated_n=vn, gap=float(e["objective"]) - vmean)
@@ -105,22 +104,23 @@ def elite_columns(store: RunStore, archive: Any, split: str = VALIDATION) -> dic
 
 def validated_archive(store: RunStore, archive: Any, empty: Any, split: str = VALIDATION) -> Any:
     """``empty`` filled with the run's validated elites by validated mean objective and measures (for plots)."""
-    hashes, _ = _elite_rows(store, archive)
+    hashes = store.hashes_of(int(e["id"]) for e in archive)
     return corrected_archive(empty, archive, validated_scores(store, split), lambda e: hashes.get(int(e["id"]), ""))
 
 
-def noise_status(store: RunStore, archive: Any = None) -> dict[str, Any]:
+def noise_status(store: RunStore, archive: Any = None, evaluations: int | None = None) -> dict[str, Any]:
     """What ``qd status`` shows of noise handling and validation (empty parts omitted).
 
     With the run's ``archive``, the validation says whether it is ``stale``: the archive has
     changed since (a resume), so its corrected QD score and coverage describe another archive
     (None: validated by a qd that did not record the archive, or no archive given).
+    ``evaluations``: the run's count, when already at hand.
     """
     out: dict[str, Any] = {}
     saved = store.get_meta("noise")
     if saved:
         counters = store.counters("noise").get("policy", {})
-        total = store.count()
+        total = store.count() if evaluations is None else evaluations
         resamples = int(counters.get("resamples", 0))
         out["noise"] = {"policy": saved["noise"], "samples": saved["noise_samples"], "probes": saved["noise_probes"],
                         "active": bool(counters.get("active", 0)), "resamples": resamples,

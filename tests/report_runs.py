@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import zlib
 from pathlib import Path
+
+from store_versions import as_version_1
 
 from qd.config import resolve_config
 from qd.rundir import ARCHIVE_META, archive_spec
@@ -49,19 +52,19 @@ def make_run(config: dict, run_dir: Path) -> Path:
 
 
 def as_older_qd(src: Path, dst: Path) -> Path:
-    """A copy of a run as a qd that kept no traces wrote it (no traces table)."""
-    shutil.copytree(src, dst)
-    with RunStore(dst / "run.sqlite") as store:
-        store._db.execute("DROP TABLE traces")
-        store._db.execute("DELETE FROM meta WHERE key = 'schema_version'")
-        config = store.get_meta("config")
+    """A copy of a run as a qd that kept no traces wrote it (run store version 1, no traces table)."""
+    as_version_1(src, dst)
+    db = sqlite3.connect(dst / "run.sqlite")
+    with db:
+        config = json.loads(db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
         del config["run"]["trace_text_chars"]  # a key that qd did not have
-        store.set_meta("config", config)
+        db.execute("UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(config),))
+    db.close()
     return dst
 
 
 def without_traces(src: Path, dst: Path) -> Path:
-    """A copy whose evaluations kept no trace rows (a v2 layout resumed from an older run, for instance)."""
+    """A copy whose evaluations kept no trace rows (a version 1 store of a qd before traces, resumed)."""
     shutil.copytree(src, dst)
     with RunStore(dst / "run.sqlite") as store:
         store._db.execute("DELETE FROM traces")

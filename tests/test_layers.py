@@ -3,14 +3,15 @@
 Layers, lowest first (a module may import from its own layer and the ones below)::
 
     0  foundation   qd._source_tree (imported first by qd), qd.result, qd.space.*, qd.references, qd.store,
-                    qd.worker_loop
+                    qd.worker_loop, qd.keyset (compact dedup keys)
     1  interfaces   qd.domain, qd.function_domain, qd.seeds; tracing and descriptors (the qd.analysis package,
                     qd.analysis.{tracer,descriptors,measuring,autotrace}); LLM access (qd.llm.*)
     2  archives     qd.archives.*
     3  operators    qd.operators.*; the built-in domains qd.domains.* (they use LLMs and tracing, never archives)
     4  scheduler    qd.scheduler, qd.noise (its re-evaluation policy); evaluation of one configuration
                     (qd.evaluation, qd.evaluators.*)
-    5  driver       qd.search, qd.listeners, qd.measure_range, qd.failure_watch (listeners)
+    5  driver       qd.search, qd.listeners, qd.measure_range, qd.failure_watch (listeners), qd.totals (running
+                    totals of the run), qd.archive_store (the archive in the run store)
     6  after runs   qd.analysis.{elites,otlp,validation,selection}, qd.testing.* (contract tests)
     7  runner       qd.config, qd.rundir, qd.runner, qd.validate
     8  interface    qd.cli, qd.report.* (the HTML report; it reads runs as ``qd status`` does), and the ``qd``
@@ -34,14 +35,15 @@ FOLDERS = {"qd": "qd", "archives": "qd.archives", "operators": "qd.operators", "
 
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["qd._source_tree", "qd.result", "qd.space", "qd.space.*", "qd.references", "qd.store",
-                    "qd.worker_loop"]),
+                    "qd.worker_loop", "qd.keyset"]),
     ("interfaces", ["qd.domain", "qd.function_domain", "qd.seeds", "qd.analysis", "qd.analysis.tracer",
                     "qd.analysis.descriptors", "qd.analysis.measuring", "qd.analysis.autotrace", "qd.llm",
                     "qd.llm.*"]),
     ("archives", ["qd.archives", "qd.archives.*"]),
     ("operators", ["qd.operators", "qd.operators.*", "qd.domains", "qd.domains.*"]),
     ("scheduler", ["qd.scheduler", "qd.noise", "qd.evaluation", "qd.evaluators", "qd.evaluators.*"]),
-    ("driver", ["qd.search", "qd.listeners", "qd.measure_range", "qd.failure_watch"]),
+    ("driver", ["qd.search", "qd.listeners", "qd.measure_range", "qd.failure_watch", "qd.totals",
+                "qd.archive_store"]),
     ("after runs", ["qd.analysis.elites", "qd.analysis.otlp", "qd.analysis.validation", "qd.analysis.selection",
                     "qd.testing", "qd.testing.*"]),
     ("runner", ["qd.config", "qd.rundir", "qd.runner", "qd.validate"]),

@@ -20,6 +20,7 @@ from qd.noise import (
     decide,
     probe_count,
 )
+from qd.space import Space
 from qd.store import RunStore
 
 
@@ -242,11 +243,12 @@ def test_replay_from_the_store_rebuilds_every_sample_count_mean_and_contest(tmp_
 
     def tell(eval_id: int, c: int, draw: int, first_id: int, operator: str) -> None:
         value, measures = world.evaluate(c, draw), world.measure(c)
-        live.record(str(c), {"c": c}, value, measures, id=first_id, draw=draw)
-        store.add_evaluation(id=eval_id, hash=str(c), config_json=f'{{"c":{c}}}', status="ok", fitness=value,
+        text = f'{{"c":{c}}}'
+        live.record(Space.digest(text), {"c": c}, value, measures, id=first_id, draw=draw)
+        store.add_evaluation(id=eval_id, config_json=text, status="ok", fitness=value,
                              measures={"m": measures[0]}, error="", feedback="", operator=operator,
-                             parent_ids=[], trace_summary={}, metrics={}, archive_status=0, submitted_at=0.0)
-        store.add_sample(eval_id, str(c), draw, live.seq, None)
+                             parent_ids=[], trace_summary={}, metrics={}, archive_status=0, submitted_at=0.0,
+                             sample=(draw, live.seq, None))
         landed.append(eval_id)
 
     pending = []
@@ -262,18 +264,19 @@ def test_replay_from_the_store_rebuilds_every_sample_count_mean_and_contest(tmp_
     assert landed != sorted(landed)
     # a "kill": what is still pending never lands
 
-    def replayed(samples) -> NoiseHandler:
+    def replayed(rows) -> NoiseHandler:
         handler = NoiseHandler(_archive(3), "auto", budget=500, samples=4, z=1.0)
-        handler.replay(store.evaluations(), samples, ["m"])
+        handler.replay(rows, ["m"])
         return handler
 
     def state(handler: NoiseHandler) -> tuple:
         return handler.elite_stats(), handler.archive.data()["objective"].tolist()
 
-    # The order matters on this run: results replayed in id order (their seq replaced by their id) end
-    # elsewhere, so a replay that ignored the recorded order could not pass the assertions below.
-    assert state(replayed({i: (h, d, i, s) for i, (h, d, _, s) in store.samples().items()})) != state(live)
-    restored = replayed(store.samples())
+    # The order matters on this run: results replayed in id order end elsewhere, so a replay that
+    # ignored the recorded order could not pass the assertions below.
+    in_seq_order = list(store.evaluations_in_seq_order())
+    assert state(replayed(sorted(in_seq_order, key=lambda item: item[0].id))) != state(live)
+    restored = replayed(in_seq_order)
     assert restored.mode == live.mode == "on"
     assert restored.elite_stats() == live.elite_stats()
     assert restored.archive.data()["objective"].tolist() == live.archive.data()["objective"].tolist()

@@ -127,14 +127,16 @@ def _elite_samples_from_rows(store: RunStore, archive) -> dict[str, tuple[int, f
     return out
 
 
-def test_kill_and_resume_keep_every_elite_sample_count_and_mean(tmp_path):
+@pytest.mark.parametrize("batch", [0, 1])  # 0: serial runs grow their batches; 1: one result at a time
+def test_kill_and_resume_keep_every_elite_sample_count_and_mean(tmp_path, batch):
     config = tmp_path / "noisy.toml"
-    config.write_text("""
+    config.write_text(f"""
 [run]
 name = "noisy-kill"
 evaluations = 1200
 init_random = 50
 plot = false
+batch = {batch}
 [domain]
 name = "noise_domains:SlowNoisyArm"
 [domain.options]
@@ -220,3 +222,25 @@ backend = "serial"
         summary = store.get_meta("validation")
         assert summary["samples"] == 4 and summary["corrected_qd_score"] is not None
         assert len(store.validations()) == 4 * summary["elites"]
+
+
+def test_the_policy_keeps_state_only_for_configurations_that_can_still_matter(tmp_path):
+    # Issue 23: per-configuration statistics for every evaluation grew the driver with the history;
+    # a configuration that lost its contest or its cell is never evaluated again, so it is forgotten.
+    with RunStore(tmp_path / "run.sqlite") as store:
+        with _arm_search(get_domain("arm", joints=6, noise=0.5), 3000, "adaptive", store=store) as search:
+            search.run()
+        noise = search.scheduler.noise
+        kept = set(noise.stats)
+        matter = (set(noise.cell_of) | set(noise._waiting_cell) | set(noise._wanted) | set(noise._inflight)
+                  | set(noise._probe_first))
+        assert kept <= matter and set(noise.configs) == set(noise.ids) == set(noise.feedback) == kept
+        assert len(kept) < 0.1 * search.finished  # about one per cell (100), not one per evaluation
+        assert len(noise.cell_of) == len(search.archive)
+        # a replay forgets the same ones and rebuilds the same elites with the same samples
+        again = _arm_search(get_domain("arm", joints=6, noise=0.5), 3000, "none", store=store)
+        try:
+            assert again.scheduler.noise.elite_stats() == noise.elite_stats()
+            assert set(again.scheduler.noise.stats) <= matter | set(again.scheduler.noise._wanted)
+        finally:
+            again.close()

@@ -11,11 +11,18 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+from report_runs import make_run, sim_config
+from store_versions import as_version_1
+
 from qd.analysis.descriptors import resolve_measures
+from qd.archive_store import replay
 from qd.archives import GridArchive
 from qd.domains.arm import ArmDomain
 from qd.evaluators import SerialEvaluator
 from qd.operators.classic import IsoLineDD
+from qd.rundir import ARCHIVE_META, archive_from_spec, read_run
+from qd.runner import run_search
 from qd.search import Search
 from qd.store import RunStore
 
@@ -60,15 +67,17 @@ def _count(db):
         return 0
 
 
-def test_a_killed_run_keeps_counters_that_match_its_committed_evaluations(tmp_path):
+@pytest.mark.parametrize("batch", [0, 1])  # 0: serial runs grow their batches; 1: one result at a time
+def test_a_killed_run_keeps_counters_that_match_its_committed_evaluations(tmp_path, batch):
     config = tmp_path / "slow.toml"
-    config.write_text("""
+    config.write_text(f"""
 [run]
 name = "counters"
 evaluations = 100000
 init_random = 30
 plot = false
 progress = false
+batch = {batch}
 [domain]
 name = "sample_domains:SlowArm"
 [domain.options]
@@ -101,22 +110,42 @@ backend = "serial"
     with RunStore(run_dir / "run.sqlite", readonly=True) as store:
         rows = list(store.evaluations())
         counters = store.counters("operators")
+        replayed = archive_from_spec(store.get_meta(ARCHIVE_META))
+        replay(store, replayed)
     by_operator: dict[str, int] = {}
     for row in rows:
         by_operator[row.operator] = by_operator.get(row.operator, 0) + 1
     assert {name: int(c.get("evaluated", 0)) for name, c in counters.items() if c.get("evaluated")} == by_operator
     assert sum(int(c.get("spent", 0)) for c in counters.values()) == len(rows)
     assert sum(int(c.get("gains", 0)) for c in counters.values()) == sum(r.archive_status > 0 for r in rows)
+    # the archive and the totals committed with the rows are exactly what those rows give
+    run = read_run(run_dir)
+    try:
+        assert run.totals["evaluations"] == len(rows) == sum(run.totals["statuses"].values())
+        stored, again = run.archive.data(), replayed.data()
+        assert stored["index"].tolist() == again["index"].tolist() and stored["id"].tolist() == again["id"].tolist()
+        assert run.archive.stats == replayed.stats
+    finally:
+        run.store.close()
 
 
 def test_a_store_from_before_traces_resumes_and_its_new_evaluations_keep_theirs(tmp_path):
-    path = tmp_path / "run.sqlite"
-    first = run(path, budget=40, init_random=20)
-    with RunStore(path) as store:
-        store._db.execute("DROP TABLE traces")  # the layout qd wrote before it kept traces
-    resumed = run(path, budget=60, init_random=20)
-    assert resumed[:40] == first and len(resumed) == 60
-    with RunStore(path, readonly=True) as store:
-        traces = store.traces(range(60))
-    assert sorted(traces) == list(range(40, 60))  # the arm records no spans: an empty trace, but a stored one
-    assert all(t == [] for t in traces.values())
+    first = make_run(sim_config(evaluations=30), tmp_path / "new")
+    old = as_version_1(first, tmp_path / "old")  # the layout a qd that kept no traces wrote
+    with RunStore(old / "run.sqlite", readonly=True) as store:
+        assert store.version == 1 and not store.has_traces and store.traces(range(30)) == {}
+        before = {r.id: r.trace_summary["spans"] for r in store.evaluations()}
+    run_search(sim_config(evaluations=45), old, resume=True, progress=False).store.close()
+    with RunStore(old / "run.sqlite", readonly=True) as store:
+        assert store.version == 2 and store.has_traces
+        rows = {r.id: r for r in store.evaluations()}
+        traces = store.traces(rows)
+        assert store.trace_count() == sum(1 for r in rows.values() if r.id >= 30 and r.trace_summary.get("spans"))
+    assert len(rows) == 45
+    # the converted evaluations kept no spans: those that recorded some have no trace, the others an empty one
+    assert {i for i in range(30) if before[i]} == set(range(30)) - set(traces)
+    assert all(traces[i] == [] for i in range(30) if not before[i])
+    # the resumed session's evaluations keep theirs, exactly as many spans as their summaries count
+    assert set(range(30, 45)) <= set(traces)
+    assert all(len(traces[i]) == rows[i].trace_summary.get("spans", 0) for i in range(30, 45))
+    assert any(traces[i] for i in range(30, 45))

@@ -1,3 +1,4 @@
+import hashlib
 import math
 import sqlite3
 
@@ -9,6 +10,7 @@ from qd.analysis.descriptors import resolve_measures
 from qd.archives import GridArchive
 from qd.domains.arm import ArmDomain
 from qd.evaluators import SerialEvaluator
+from qd.keyset import key_of
 from qd.listeners import SearchListener, StoreRecorder
 from qd.llm.client import LLMClient, Usage
 from qd.operators.classic import IsoLineDD, Mutation
@@ -16,8 +18,12 @@ from qd.search import Search
 from qd.store import RunStore
 
 
+def _digest(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _add(store, i, status="ok", fitness=1.0):
-    store.add_evaluation(id=i, hash=f"h{i}", config_json=f'{{"a":{i}}}', status=status, fitness=fitness,
+    store.add_evaluation(id=i, config_json=f'{{"a":{i}}}', status=status, fitness=fitness,
                          measures={"x": float(i)}, error="", feedback="fine", operator="mutation",
                          parent_ids=[i - 1] if i else [], trace_summary={"llm_calls": i}, metrics={},
                          archive_status=2, submitted_at=0.0)
@@ -42,7 +48,8 @@ def test_rows_survive_reopening_in_id_order(tmp_path):
         assert store.counters("operators") == {"mutation": {"offspring": 4.0, "valid": 3.0}}
         assert store.get(2).trace_summary == {"llm_calls": 2}
         assert store.get(99) is None
-        assert store.hashes() == {"h0", "h1", "h2", "h3"}
+        assert [r.hash for r in rows] == [_digest(f'{{"a":{i}}}') for i in range(4)]  # the config's sha256
+        assert sorted(store.keys().tolist()) == sorted(key_of(r.hash) for r in rows)
         lean = list(store.objectives())
         assert [(i, h, status) for i, h, status, _ in lean] == [(r.id, r.hash, r.status) for r in rows]
         assert [f for *_, f in lean[:3]] == [r.fitness for r in rows[:3]] and math.isnan(lean[3][3])
@@ -55,7 +62,7 @@ def test_store_uses_wal(tmp_path):
 
 def test_counters_are_committed_in_the_evaluation_transaction(tmp_path):
     with RunStore(tmp_path / "run.sqlite") as store:
-        store.add_evaluation(id=0, hash="h0", config_json="{}", status="ok", fitness=1.0, measures={}, error="",
+        store.add_evaluation(id=0, config_json="{}", status="ok", fitness=1.0, measures={}, error="",
                              feedback="", operator="mutation", parent_ids=[], trace_summary={}, metrics={},
                              archive_status=1, submitted_at=0.0,
                              counters={"operators": {"mutation": {"evaluated": 1}}, "llm": {"total": {"calls": 2}}})
@@ -63,7 +70,7 @@ def test_counters_are_committed_in_the_evaluation_transaction(tmp_path):
         assert store.counters("llm") == {"total": {"calls": 2.0}}
         # a counter that cannot be stored rolls the evaluation back with it: rows and counters never disagree
         with pytest.raises(ValueError, match="could not convert string to float"):
-            store.add_evaluation(id=1, hash="h1", config_json="{}", status="ok", fitness=1.0, measures={}, error="",
+            store.add_evaluation(id=1, config_json='{"b":1}', status="ok", fitness=1.0, measures={}, error="",
                                  feedback="", operator="mutation", parent_ids=[], trace_summary={}, metrics={},
                                  archive_status=1, submitted_at=0.0,
                                  counters={"operators": {"mutation": {"evaluated": "two"}}})
@@ -85,29 +92,30 @@ def test_a_readonly_store_writes_nothing(tmp_path):
 
 
 class _CheckCountersThenSpend(SearchListener):
-    """After each commit: the store holds every counter table exactly; then spends LLM usage for the next one."""
+    """After each group commit: the store holds every counter table exactly; then spends LLM usage for the next."""
 
     def __init__(self, spend: list[tuple[str, int]]):
         self.spend, self.checked = spend, 0
 
-    def on_result(self, search, event):
+    def on_results(self, search, events):
         recorder = next(x for x in search.listeners if isinstance(x, StoreRecorder))
         for scope, table in recorder.counters(search).items():
             assert search.store.counters(scope) == table, scope
-        self.checked += 1
-        tag, tokens = self.spend[(search.finished - 1) % len(self.spend)]
-        if tokens:  # what LLMClient counts for one call under this tag
-            for usage in (search.llm_client.usage, search.llm_client.usage_by_tag.setdefault(tag, Usage())):
-                usage.calls += 1
-                usage.tokens_in += tokens
+        for _ in events:
+            self.checked += 1
+            tag, tokens = self.spend[(self.checked - 1) % len(self.spend)]
+            if tokens:  # what LLMClient counts for one call under this tag
+                for usage in (search.llm_client.usage, search.llm_client.usage_by_tag.setdefault(tag, Usage())):
+                    usage.calls += 1
+                    usage.tokens_in += tokens
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spend=st.lists(st.tuples(st.sampled_from(["lmx", "llm_mutation", "pipeline"]), st.integers(0, 3)),
                       min_size=1, max_size=6),
        adapt_every=st.integers(1, 7))
-def test_the_counters_committed_with_each_evaluation_are_the_whole_tables(tmp_path_factory, spend, adapt_every):
-    # Each evaluation writes only the fields that moved; the store must still hold every table exactly
+def test_the_counters_committed_with_each_group_are_the_whole_tables(tmp_path_factory, spend, adapt_every):
+    # Each commit writes only the fields that moved; the store must still hold every table exactly
     # (operator shares moving with adaptive weights, noise policy, LLM usage added to an earlier session's).
     domain = ArmDomain(joints=4)
     archive = GridArchive(dims=[8, 8], ranges=domain.default_ranges, measure_names=["x", "y"])
@@ -118,7 +126,8 @@ def test_the_counters_committed_with_each_evaluation_are_the_whole_tables(tmp_pa
         search = Search(domain, archive, SerialEvaluator(domain), operators=ops,
                         measures=resolve_measures(["x", "y"], domain), budget=40, store=store,
                         llm_client=LLMClient(base_url="http://127.0.0.1:9", model="m"), listeners=[check],
-                        init_random=5, adaptive=True, adapt_every=adapt_every, noise="adaptive", progress=False)
+                        init_random=5, adaptive=True, adapt_every=adapt_every, noise="adaptive", progress=False,
+                        commit_s=0.0)  # one commit per batch: every spend is checked after the next commit
         search.run()
         search.close()
         assert check.checked == 40
@@ -140,10 +149,12 @@ def test_stored_traces_read_back_exactly(tmp_path_factory, traces):
     path = tmp_path_factory.mktemp("traces") / "run.sqlite"
     with RunStore(path) as store:
         for i, trace in enumerate(traces):
-            store.add_evaluation(id=i, hash=f"h{i}", config_json="{}", status="ok", fitness=1.0, measures={},
+            store.add_evaluation(id=i, config_json=f"{{\"t\":{i}}}", status="ok", fitness=1.0, measures={},
                                  error="", feedback="", operator="seed", parent_ids=[], trace_summary={}, metrics={},
                                  archive_status=1, submitted_at=0.0, trace=trace)
-        _add(store, len(traces))  # written without a trace
+        store.add_evaluation(id=len(traces), config_json='{"untraced":1}', status="ok", fitness=1.0, measures={},
+                             error="", feedback="", operator="seed", parent_ids=[], trace_summary={"spans": 2},
+                             metrics={}, archive_status=1, submitted_at=0.0)  # spans recorded, none kept
     with RunStore(path, readonly=True) as store:
         assert store.traces(range(len(traces) + 1)) == dict(enumerate(traces))
         assert store.trace(0) == traces[0] and store.trace(len(traces)) is None
@@ -154,22 +165,28 @@ def test_a_trace_is_committed_in_its_evaluation_transaction(tmp_path):
     with RunStore(tmp_path / "run.sqlite") as store:
         store._db.execute("INSERT INTO traces VALUES (1, x'00')")  # a clash makes the trace insert fail
         with pytest.raises(sqlite3.IntegrityError):
-            store.add_evaluation(id=1, hash="h1", config_json="{}", status="ok", fitness=1.0, measures={}, error="",
+            store.add_evaluation(id=1, config_json="{}", status="ok", fitness=1.0, measures={}, error="",
                                  feedback="", operator="seed", parent_ids=[], trace_summary={}, metrics={},
                                  archive_status=1, submitted_at=0.0, trace=[{"id": 0, "kind": "llm"}])
         assert store.count() == 0  # the evaluation went with it
 
 
 def test_a_store_without_a_traces_table_reads_as_having_no_traces(tmp_path):
-    path = tmp_path / "run.sqlite"
-    with RunStore(path) as store:
+    from store_versions import as_version_1
+
+    with RunStore(tmp_path / "src" / "run.sqlite") as store:
         _add(store, 0)
-        store._db.execute("DROP TABLE traces")  # the layout of a store written by qd before traces were kept
+    path = as_version_1(tmp_path / "src", tmp_path / "v1") / "run.sqlite"  # a qd before traces were kept
     with RunStore(path, readonly=True) as store:
         assert not store.has_traces and store.trace(0) is None and store.traces([0]) == {}
         assert store.trace_count() == 0
-    with RunStore(path) as store:  # a resume opens it for writing: the table appears, new rows get traces
-        assert store.has_traces and store.trace(0) is None
+    with RunStore(path) as store:  # a resume converts it: the table appears, new rows get traces
+        store.migrate()
+        assert store.has_traces and store.trace(0) == []  # its summary counts no spans
+        store.add_evaluation(id=1, config_json='{"a":1}', status="ok", fitness=1.0, measures={}, error="",
+                             feedback="", operator="seed", parent_ids=[], trace_summary={"spans": 1}, metrics={},
+                             archive_status=1, submitted_at=0.0, trace=[{"id": 0, "kind": "tool"}])
+        assert store.trace(1) == [{"id": 0, "kind": "tool"}]
 
 
 def test_an_unreadable_trace_is_an_error_naming_the_evaluation_and_store(tmp_path):
@@ -199,7 +216,8 @@ def test_a_search_stores_each_evaluation_trace_with_its_text_clipped(tmp_path):
     assert sorted(traces) == [r.id for r in rows]
     for row in rows:
         trace = traces[row.id]
-        assert summarize(trace) == row.trace_summary  # the stored trace is the one the summary was made from
+        # the stored trace is the one the summary (its non-zero fields) was made from
+        assert {k: v for k, v in summarize(trace).items() if v} == row.trace_summary
         llm = [s for s in trace if s["kind"] == "llm"]
         assert llm and all(0 < len(s["input"]) <= 40 and s["output"] for s in llm)
 

@@ -2,13 +2,16 @@
 
 :func:`collect` opens the run with :func:`qd.rundir.read_run` (the store alone, never the domain;
 one read transaction, so a run in progress is seen as it was at one moment) and returns one
-JSON-able dict: the ``qd status`` figures, one column per field of the evaluations, the archive's
-elites and cell shapes, configurations, traces with their critical paths, the archive's history,
-and the problems found (what is missing from the run and why).
+JSON-able dict: the ``qd status`` figures (:func:`qd.cli.status_of`, from the stored archive and
+running totals), one column per field of the evaluations, the archive's elites and cell shapes,
+configurations, traces with their critical paths, the archive's history, and the problems found
+(what is missing from the run and why).
 
 Large runs are cut to :class:`Limits`: the table keeps every elite, their ancestors and every
-archive insertion, then an even sample of the other evaluations; configurations and traces are
-embedded for all kept evaluations while they fit, else for the elites and their ancestors.
+archive insertion, then an even sample of the other evaluations, and only those rows are read
+whole (the others' small columns only: :meth:`qd.store.RunStore.outline`); configurations and
+traces are embedded for all kept evaluations while they fit, else for the elites and their
+ancestors.
 """
 from __future__ import annotations
 
@@ -23,10 +26,10 @@ import numpy as np
 
 from qd.analysis.descriptors import critical_path_spans
 from qd.cli import status_of
-from qd.failure_watch import failure_lines
 from qd.report.cells import layout
 from qd.result import MalformedResult, check_span
 from qd.rundir import is_running, read_run
+from qd.totals import failure_lines
 from qd.validate import elite_columns
 
 __all__ = ["Limits", "collect"]
@@ -73,7 +76,7 @@ def collect(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]
     ValueError
         When its store cannot describe its archive (the message names the run).
     """
-    run = read_run(run_dir, snapshot=True)
+    run = read_run(run_dir, solutions=True)
     try:
         return _collect(run, limits or Limits())
     finally:
@@ -82,31 +85,32 @@ def collect(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]
 
 def _collect(run: Any, limits: Limits) -> dict[str, Any]:
     store, archive = run.store, run.archive
-    rows = list(store.evaluations())
-    status = status_of(run, rows)
+    status = status_of(run)
     problems: list[str] = []
+    pipeline = run.totals["pipeline"]
+    outline = store.outline(spend=bool(pipeline["cost_usd"] or pipeline["tokens_in"] or pipeline["tokens_out"]))
+    total = len(outline["id"])
     elites = _elites(store, archive)
-    by_id = {r.id: r for r in rows}
-    ancestors = _ancestors([e["id"] for e in elites], by_id)
-    kept = _keep(rows, elites, ancestors, limits.rows)
-    if len(kept) < len(rows):
-        problems.append(f"the table holds {len(kept)} of {len(rows)} evaluations (every elite, their ancestors and "
+    ancestors = _ancestors(store, [e["id"] for e in elites])
+    rows = store.rows_of(_keep(outline, elites, ancestors, limits.rows))
+    if len(rows) < total:
+        problems.append(f"the table holds {len(rows)} of {total} evaluations (every elite, their ancestors and "
                         f"every archive insertion, then an even sample): filters and map projections see these")
-    evals = _columns(kept, archive)
-    configs = _configs(kept, elites, ancestors, limits.config_chars, problems)
-    traces = _traces(store, kept, elites, ancestors, limits.trace_spans, problems)
-    t0 = min((r.submitted_at for r in rows), default=0.0)
+    evals = _columns(rows, archive)
+    configs = _configs(rows, elites, ancestors, limits.config_chars, problems)
+    traces = _traces(store, rows, elites, ancestors, limits.trace_spans, problems)
+    t0 = float(outline["submitted_at"].min()) if total else 0.0
     meta = {
         "name": run.config["run"]["name"], "domain": run.config["domain"]["name"], "run_dir": str(run.path),
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"), "running": is_running(run.path),
-        "evaluations": len(rows), "budget": run.config["run"]["evaluations"], "t0": t0,
+        "evaluations": total, "budget": run.config["run"]["evaluations"], "t0": t0,
         "objective_name": archive.objective_name, "measure_names": list(archive.measure_names),
         "qd_score_offset": float(archive.qd_score_offset), "traces_kept": store.has_traces,
         "trace_text_chars": run.config["run"].get("trace_text_chars"),
     }
     status["failure_lines"] = failure_lines(status["failures"])
     return {"meta": meta, "status": status, "archive": layout(archive), "elites": elites, "evals": evals,
-            "configs": configs, "traces": traces, "history": _history(store, rows), "problems": problems}
+            "configs": configs, "traces": traces, "history": _history(store, outline), "problems": problems}
 
 
 def _elites(store: Any, archive: Any) -> list[dict[str, Any]]:
@@ -122,28 +126,31 @@ def _elites(store: Any, archive: Any) -> list[dict[str, Any]]:
     return sorted(out, key=lambda e: e["cell"])
 
 
-def _ancestors(ids: list[int], by_id: dict[int, Any]) -> set[int]:
-    """Every evaluation the given ones descend from (through all parents), themselves excluded."""
+def _ancestors(store: Any, ids: list[int]) -> set[int]:
+    """Every evaluation the given ones descend from (through all parents), themselves excluded.
+
+    Read a generation at a time (the parents of those found last), so a report reads the elites'
+    lineage, not every evaluation's.
+    """
     seen: set[int] = set()
-    stack = [p for i in ids if i in by_id for p in by_id[i].parent_ids]
-    while stack:
-        i = stack.pop()
-        if i in seen or i not in by_id:
-            continue
-        seen.add(i)
-        stack.extend(by_id[i].parent_ids)
+    pending = {p for parents in store.parents_of(ids).values() for p in parents}
+    while pending:
+        found = store.parents_of(pending)  # the ones that exist
+        seen.update(found)
+        pending = {p for parents in found.values() for p in parents} - seen
     return seen
 
 
-def _keep(rows: list[Any], elites: list[dict], ancestors: set[int], limit: int) -> list[Any]:
-    """The rows the report embeds: all of them up to ``limit``, else the ones it needs and an even sample."""
-    if len(rows) <= limit:
-        return rows
-    must = {e["id"] for e in elites} | ancestors | {r.id for r in rows if r.archive_status > 0}
-    rest = [r for r in rows if r.id not in must]
+def _keep(outline: dict[str, np.ndarray], elites: list[dict], ancestors: set[int], limit: int) -> list[int]:
+    """The ids the report embeds: all of them up to ``limit``, else the ones it needs and an even sample."""
+    ids = outline["id"]
+    if len(ids) <= limit:
+        return ids.tolist()
+    must = {e["id"] for e in elites} | ancestors | set(ids[outline["archive_status"] > 0].tolist())
+    rest = [i for i in ids.tolist() if i not in must]
     room = max(0, limit - len(must))
-    picked = {rest[int(i)].id for i in np.linspace(0, len(rest) - 1, room)} if room and rest else set()
-    return [r for r in rows if r.id in must or r.id in picked]
+    picked = {rest[int(i)] for i in np.linspace(0, len(rest) - 1, room)} if room and rest else set()
+    return sorted((must & set(ids.tolist())) | picked)
 
 
 def _columns(rows: list[Any], archive: Any) -> dict[str, Any]:
@@ -282,15 +289,15 @@ def _ids(ids: list[int], shown: int = 8) -> str:
     return text + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
 
 
-def _history(store: Any, rows: list[Any]) -> dict[str, list]:
+def _history(store: Any, outline: dict[str, np.ndarray]) -> dict[str, list]:
     """The archive's recorded statistics over the run, with the pipeline's spend when each was recorded.
 
     Spend is the traced LLM cost and tokens of the evaluations finished by then (in finishing order).
     """
     history = store.history()
-    order = sorted(rows, key=lambda r: (r.finished_at, r.id))
-    cost = np.cumsum([float(r.trace_summary.get("cost_usd", 0.0)) for r in order]) if order else np.zeros(0)
-    tokens = np.cumsum([int(r.trace_summary.get("tokens_total", 0)) for r in order]) if order else np.zeros(0)
+    order = np.lexsort((outline["id"], outline["finished_at"]))
+    cost = np.cumsum(outline["cost_usd"][order])
+    tokens = np.cumsum(outline["tokens_total"][order])
 
     def upto(values: np.ndarray, n: int) -> float:
         return float(values[min(n, len(values)) - 1]) if n > 0 and len(values) else 0.0

@@ -178,6 +178,25 @@ class UnitTransform:
         key = tuple(shape)
         return self._unit_map(config, key).to_unit(raw), key
 
+    def unit_views(self, configs: Sequence[dict]) -> tuple[np.ndarray, tuple] | None:
+        """:meth:`unit_view` of many configurations of one structure: a matrix (a row each) and the key.
+
+        None when their structure keys differ (or ``configs`` is empty).
+        """
+        raws, key = [], None
+        for config in configs:
+            raw: list = []
+            shape: list = []
+            self._raw(config, raw, shape)
+            if key is None:
+                key = tuple(shape)
+            elif tuple(shape) != key:
+                return None
+            raws.append(raw)
+        if key is None:
+            return None
+        return self._unit_map(configs[0], key).to_unit(raws).reshape(len(raws), -1), key
+
     def with_units(self, config: dict, units: np.ndarray | Sequence[float], key: tuple | None = None) -> dict:
         """Inverse of :meth:`unit_view`: copy of valid ``config`` with its numeric leaves from ``units``.
 
@@ -198,6 +217,16 @@ class UnitTransform:
             raise ValueError(f"{len(units)} unit values for {umap.size} numeric leaves")
         return self._rebuild(config, umap.from_unit(units), 0)[0]
 
+    def with_units_many(self, configs: Sequence[dict], units: np.ndarray, key: tuple) -> list[dict]:
+        """:meth:`with_units` for many configurations of one structure ``key`` (a row of ``units`` each)."""
+        if not configs:
+            return []
+        umap = self._unit_map(configs[0], key)
+        if units.ndim != 2 or units.shape != (len(configs), umap.size):
+            raise ValueError(f"units of shape {units.shape} for {len(configs)} configurations of {umap.size} "
+                             "numeric leaves")
+        return [self._rebuild(c, values, 0)[0] for c, values in zip(configs, umap.from_unit(units))]
+
 
 class _UnitMap:
     """Vectorized unit <-> value maps for one ordered list of Float/Int leaves."""
@@ -217,26 +246,30 @@ class _UnitMap:
         self._params = list(params)
 
     def to_unit(self, raw: list) -> np.ndarray:
+        """Unit values of one list of leaf values, or of a list of them (a row each)."""
         x = np.array(raw, dtype=float)
         u = (x - self.low) / self.span
         if self.log_idx.size:
-            v = np.clip(x[self.log_idx], self.low[self.log_idx], self.high[self.log_idx])
-            u[self.log_idx] = (np.log(v) - self.log_low) / self.log_span
+            v = np.clip(x[..., self.log_idx], self.low[self.log_idx], self.high[self.log_idx])
+            u[..., self.log_idx] = (np.log(v) - self.log_low) / self.log_span
         return u
 
     def from_unit(self, units: np.ndarray | Sequence[float]) -> list:
+        """The values at unit positions ``units``: a list, or a list per row of a 2-D array."""
         u = np.minimum(np.maximum(np.asarray(units, dtype=float), 0.0), 1.0)
         x = self.low + u * self.span
         if self.log_idx.size:
-            x[self.log_idx] = np.exp(self.log_low + u[self.log_idx] * self.log_span)
+            x[..., self.log_idx] = np.exp(self.log_low + u[..., self.log_idx] * self.log_span)
         # clamp: low + 1 * span can miss high by an ulp, exp/log round-trips likewise
         np.minimum(np.maximum(x, self.low, out=x), self.high, out=x)
         values = x.tolist()
         if self.int_idx:
-            if self._exact_ints:
-                for i in self.int_idx:
-                    values[i] = int(round(values[i]))
-            else:  # ranges beyond float precision: map through Python ints
-                for i in self.int_idx:
-                    values[i] = from_unit(self._params[i], float(u[i]))
+            rows, unit_rows = (values, u) if u.ndim > 1 else ([values], u[None])
+            for row, urow in zip(rows, unit_rows):
+                if self._exact_ints:
+                    for i in self.int_idx:
+                        row[i] = int(round(row[i]))
+                else:  # ranges beyond float precision: map through Python ints
+                    for i in self.int_idx:
+                        row[i] = from_unit(self._params[i], float(urow[i]))
         return values

@@ -1,0 +1,113 @@
+"""A set of 64-bit dedup keys that costs 8 bytes per key.
+
+The scheduler remembers every configuration it has handed out so that none is evaluated twice.
+Kept as sha256 hex strings in a Python set that costs about 170 bytes per evaluation; a million
+evaluations would keep 170 MB for dedup alone. :class:`KeySet` keeps the first 8 bytes of each
+digest (:func:`key_of`) as one sorted ``int64`` array plus a small Python set of recent keys
+that is merged into the array when it fills, so memory is 8 bytes per key and membership a
+set lookup or a binary search. Two distinct configurations share a key with probability about
+``n² / 2⁶⁵`` (3·10⁻⁸ after a million): the cost of such a collision is one configuration
+skipped as a duplicate.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+__all__ = ["KeySet", "key_of"]
+
+_MERGE_AT = 1 << 16  # recent keys held in the Python set before they join the sorted array
+
+
+def key_of(digest: str) -> int:
+    """The signed 64-bit key of a configuration's sha256 hex digest (its first 8 bytes).
+
+    Signed, so that it fits SQLite's INTEGER and numpy's ``int64``.
+    """
+    value = int(digest[:16], 16)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+class KeySet:
+    """A set of signed 64-bit integers (dedup keys): a sorted array plus recent additions.
+
+    Parameters
+    ----------
+    keys : iterable of int or array of int64, optional
+        Initial keys.
+    """
+
+    def __init__(self, keys: Iterable[int] | np.ndarray = ()):
+        self._sorted = np.unique(np.fromiter(keys, dtype=np.int64) if not isinstance(keys, np.ndarray)
+                                 else keys.astype(np.int64, copy=False))
+        self._recent: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._recent)
+
+    def __contains__(self, key: object) -> bool:
+        if key in self._recent:
+            return True
+        arr = self._sorted
+        i = int(arr.searchsorted(key))  # type: ignore[call-overload]
+        return i < len(arr) and int(arr[i]) == key
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.array().tolist())
+
+    def add(self, key: int) -> None:
+        """Add one key."""
+        self.insert(key)
+
+    def insert(self, key: int) -> bool:
+        """Add one key; whether it was new (one lookup for both)."""
+        if key in self:
+            return False
+        self._recent.add(key)
+        if len(self._recent) >= _MERGE_AT:
+            self._merge()
+        return True
+
+    def update(self, keys: Iterable[int] | np.ndarray) -> None:
+        """Add many keys."""
+        arr = np.fromiter(keys, dtype=np.int64) if not isinstance(keys, np.ndarray) else keys.astype(np.int64)
+        self._merge(arr)
+
+    def contains_many(self, keys: np.ndarray) -> np.ndarray:
+        """Membership of each key of an ``int64`` array (a bool array)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        arr = self._sorted
+        pos = np.minimum(arr.searchsorted(keys), max(len(arr) - 1, 0))
+        found = arr[pos] == keys if len(arr) else np.zeros(len(keys), dtype=bool)
+        if self._recent:
+            found |= np.fromiter((int(k) in self._recent for k in keys.tolist()), dtype=bool, count=len(keys))
+        return found
+
+    def array(self) -> np.ndarray:
+        """Every key, sorted (an ``int64`` array; merges the recent keys first)."""
+        self._merge()
+        return self._sorted
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the sorted array (the recent keys cost about 60 bytes each until merged)."""
+        return int(self._sorted.nbytes)
+
+    def _merge(self, more: np.ndarray | None = None) -> None:
+        if more is not None and len(more):
+            if self._recent:
+                self._merge()
+            self._sorted = np.unique(np.concatenate([self._sorted, more]))
+            return
+        if not self._recent:
+            return
+        # The recent keys are not in the array (insert() looked): one new array, sorted in place,
+        # rather than the copies np.unique makes (they leave the allocator with freed memory that
+        # grows with the set).
+        merged = np.empty(len(self._sorted) + len(self._recent), dtype=np.int64)
+        merged[:len(self._sorted)] = self._sorted
+        merged[len(self._sorted):] = np.fromiter(self._recent, dtype=np.int64, count=len(self._recent))
+        self._recent = set()
+        self._sorted = merged  # the old array goes before the sort takes its buffer
+        merged.sort(kind="stable")

@@ -1,0 +1,377 @@
+"""Scale: a million evaluations on one driver, reading the run in a second, and the engine's overhead.
+
+The issue's setting: the 20-joint arm, a 10,000-cell CVT archive (measures x, y), Iso+LineDD,
+the serial backend, ``[archive] noise`` left at its default. Four parts, each printed with the
+baseline it is compared with, measured in the same run:
+
+1. ``overhead``: the serial engine's cost per evaluation (the wall time of ``Search.run`` in
+   ``qd.runner.run_search``, every evaluation committed to the run store, minus the time spent
+   inside ``ArmDomain.evaluate``) against pyribs's ask/tell loop (``Scheduler`` with one
+   ``IsoLineEmitter`` of the same sigmas on a ``CVTArchive`` with the same centroids, minus its
+   own evaluation time), over the same number of evaluations; the two alternate ``--repeats`` times
+   and the best of each is kept (a shared machine's load moves). Target: qd / pyribs <= 5.
+2. ``scale``: ``qd run`` of ``--evals`` evaluations in a child process: its resident memory over
+   the run (sampled from /proc; the peak from ``wait4``), what it keeps per evaluation (the slope
+   of its memory after the first 100,000), and the wall time of the first and the last 100,000
+   evaluations (from the run's stored history). Targets: under 1 GB at the end, last / first
+   <= 1.2.
+3. ``read``: ``qd status``, ``qd status --json``, ``qd elites --top 10``, ``qd elites --diverse 10``
+   and ``qd plot`` on that run, each in a fresh process (wall time and peak memory), against the
+   start-up every command pays (``python -c "import qd.cli"``). Target: each under 2 s.
+4. ``store``: bytes per evaluation of the run store, for the arm (the overhead part's run) and
+   the demo's domain (retrieval with simulated LLM calls, mutation only), against the same
+   evaluations written in the version 1 layout.
+
+Needs the ``bench`` extra (``pip install -e '.[bench]'``; pyribs). Run it with ``nice`` on a
+shared machine and read the load it prints next to the figures.
+
+    python scripts/bench_scale.py [--evals 1000000] [--overhead-evals 100000] [--repeats 3]
+                                  [--parts overhead,scale,read,store] [--keep DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qd.config import DEMO_CONFIG, dump_config, resolve_config
+from qd.domains.arm import ArmDomain
+from qd.store import V1_SCHEMA, RunStore
+
+JOINTS, CELLS, ISO_SIGMA, LINE_SIGMA, SEED = 20, 10_000, 0.1, 0.2, 0
+WINDOW = 100_000  # the first and last this many evaluations are compared
+READS = [("status", []), ("status --json", ["--json"]), ("elites --top 10", ["--top", "10"]),
+         ("elites --diverse 10", ["--diverse", "10"]), ("plot", ["-o", "{tmp}/heatmap.png"])]
+
+
+def arm_config(evals: int, name: str = "arm-scale") -> dict:
+    """The run config of the issue's setting (what a user would write in TOML)."""
+    return resolve_config({
+        "run": {"name": name, "evaluations": evals, "seed": SEED, "init_random": 100, "progress": False,
+                "plot": False},
+        "domain": {"name": "arm", "options": {"joints": JOINTS}},
+        "archive": {"type": "cvt", "cells": CELLS, "measures": ["x", "y"]},
+        "operators": {"iso_line_dd": {"weight": 1.0, "iso_sigma": ISO_SIGMA, "line_sigma": LINE_SIGMA}},
+        "evaluator": {"backend": "serial"},
+    })
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+# -- 1. overhead ---------------------------------------------------------------------------------
+def qd_overhead(evals: int, run_dir: Path) -> dict:
+    """Per evaluation: wall and CPU seconds of qd's serial search, of its arm evaluations, and the rest (the engine)."""
+    import qd.runner
+    from qd.search import Search
+
+    spent = {"evaluate": 0.0, "evaluate_cpu": 0.0, "run": 0.0, "run_cpu": 0.0}
+    evaluate = ArmDomain.evaluate
+
+    def timed(self, config, **kw):
+        start, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return evaluate(self, config, **kw)
+        finally:
+            spent["evaluate"] += time.perf_counter() - start
+            spent["evaluate_cpu"] += time.thread_time() - cpu
+
+    class TimedSearch(Search):
+        def run(self):
+            start, cpu = time.perf_counter(), time.process_time()
+            try:
+                return super().run()
+            finally:
+                spent["run"], spent["run_cpu"] = time.perf_counter() - start, time.process_time() - cpu
+
+    ArmDomain.evaluate, qd.runner.Search = timed, TimedSearch
+    try:
+        run = qd.runner.run_search(arm_config(evals, "overhead"), run_dir, progress=False)
+        run.store.close()
+    finally:
+        ArmDomain.evaluate, qd.runner.Search = evaluate, Search
+    return {"wall": spent["run"] / evals, "evaluate": spent["evaluate"] / evals,
+            "engine": (spent["run"] - spent["evaluate"]) / evals,
+            "engine_cpu": (spent["run_cpu"] - spent["evaluate_cpu"]) / evals,
+            "elites": int(run.archive.stats.num_elites)}
+
+
+def pyribs_overhead(evals: int, centroids: np.ndarray) -> dict:
+    """Per evaluation: wall and CPU seconds of pyribs's ask/tell loop, of its arm evaluations, and the rest."""
+    from ribs.archives import CVTArchive
+    from ribs.emitters import IsoLineEmitter
+    from ribs.schedulers import Scheduler
+
+    archive = CVTArchive(solution_dim=JOINTS, centroids=centroids, ranges=[(-JOINTS, JOINTS)] * 2,
+                         qd_score_offset=-math.pi**2, seed=SEED)
+    emitter = IsoLineEmitter(archive, iso_sigma=ISO_SIGMA, line_sigma=LINE_SIGMA, x0=np.zeros(JOINTS),
+                             bounds=[(-math.pi, math.pi)] * JOINTS, seed=SEED)
+    scheduler = Scheduler(archive, [emitter])
+    done, evaluate_s, evaluate_cpu = 0, 0.0, 0.0
+    start, cpu = time.perf_counter(), time.process_time()
+    while done < evals:
+        solutions = scheduler.ask()
+        t, c = time.perf_counter(), time.process_time()
+        objective = -np.var(solutions, axis=1)
+        cumulative = np.cumsum(solutions, axis=1)
+        measures = np.stack([np.cos(cumulative).sum(axis=1), np.sin(cumulative).sum(axis=1)], axis=1)
+        evaluate_s += time.perf_counter() - t
+        evaluate_cpu += time.process_time() - c
+        scheduler.tell(objective, measures)
+        done += len(solutions)
+    wall, used = time.perf_counter() - start, time.process_time() - cpu
+    return {"wall": wall / done, "evaluate": evaluate_s / done, "engine": (wall - evaluate_s) / done,
+            "engine_cpu": (used - evaluate_cpu) / done, "elites": int(archive.stats.num_elites)}
+
+
+def part_overhead(evals: int, tmp: Path, repeats: int) -> Path:
+    from qd.archives import CVTArchive
+
+    print(f"\n## 1. engine overhead per evaluation, {evals:,} evaluations each, best of {repeats} alternating runs "
+          f"({load()})", flush=True)
+    centroids = CVTArchive(cells=CELLS, ranges=[(-JOINTS, JOINTS)] * 2, seed=SEED).centroids  # qd's run builds these
+    ours: list[dict] = []
+    theirs: list[dict] = []
+    for i in range(repeats):  # alternate, so that both sides meet the same load
+        ours.append(qd_overhead(evals, tmp / f"overhead-{i}"))
+        theirs.append(pyribs_overhead(evals, centroids))
+        print(f"  run {i + 1}: engine per evaluation, wall: qd {ours[-1]['engine'] * 1e6:.1f} µs, pyribs "
+              f"{theirs[-1]['engine'] * 1e6:.1f} µs; CPU: qd {ours[-1]['engine_cpu'] * 1e6:.1f} µs, pyribs "
+              f"{theirs[-1]['engine_cpu'] * 1e6:.1f} µs ({load()})", flush=True)
+    print("| loop | wall µs/eval | arm evaluation µs/eval | engine µs/eval (wall) | engine µs/eval (CPU) | elites |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, runs in (("qd `run_search`, serial, run store", ours), ("pyribs ask/tell (batch 64)", theirs)):
+        r = min(runs, key=lambda x: x["engine"])
+        print(f"| {name} | {r['wall'] * 1e6:.1f} | {r['evaluate'] * 1e6:.1f} | {r['engine'] * 1e6:.1f} "
+              f"| {min(x['engine_cpu'] for x in runs) * 1e6:.1f} | {r['elites']} |")
+    for what in ("engine", "engine_cpu"):
+        ratio = min(r[what] for r in ours) / min(r[what] for r in theirs)
+        label = ("wall time" if what == "engine"
+                 else "CPU time (all threads; what the load on a shared machine moves least)")
+        print(f"\nqd engine / pyribs engine, {label}: **{ratio:.2f}×** (target <= 5: "
+              f"{'met' if ratio <= 5 else 'NOT met'})")
+    print(f"({load()})", flush=True)
+    best = min(ours, key=lambda r: r["engine"])
+    return tmp / f"overhead-{ours.index(best)}"
+
+
+# -- 2. scale ------------------------------------------------------------------------------------
+def _proc(pid: int) -> tuple[float, float, float] | None:
+    """``(CPU seconds, resident MB, peak resident MB)`` of a live process, from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        rss = hwm = math.nan
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) / 1024
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) / 1024
+        return cpu, rss, hwm
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _count(db: Path) -> int | None:
+    try:
+        with RunStore(db, readonly=True) as store:
+            return store.count()
+    except Exception:  # not created yet
+        return None
+
+
+def part_scale(evals: int, tmp: Path) -> Path:
+    print(f"\n## 2. {evals:,} evaluations in one `qd run` ({load()})", flush=True)
+    config = tmp / "scale.toml"
+    config.write_text(dump_config(arm_config(evals)))
+    run_dir = tmp / "scale"
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "qd.cli", "run", str(config), "--out", str(run_dir),
+                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    samples: list[tuple[float, float, float, float, int]] = []  # wall, CPU s, MB, peak MB, evaluations
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            got, done = _proc(proc.pid), _count(run_dir / "run.sqlite")
+            if got is not None and done is not None:
+                samples.append((time.perf_counter() - start, *got, done))
+            stop.wait(1.0)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, status, _ = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if status != 0:
+        raise SystemExit(f"qd run failed ({status}):\n{err[-3000:]}")
+    with RunStore(run_dir / "run.sqlite", readonly=True) as store:
+        history = store.history()
+        count = store.count()
+    done = np.array([h["evaluations"] for h in history], dtype=float)
+    at = np.array([h["wall_s"] for h in history], dtype=float)
+    first = float(np.interp(WINDOW, done, at))
+    last = float(at[-1] - np.interp(count - WINDOW, done, at))
+    counts = np.array([x[4] for x in samples], dtype=float)
+    cpus = np.array([x[1] for x in samples], dtype=float)
+    order = np.argsort(counts, kind="stable")
+    counts, cpus = counts[order], cpus[order]
+    first_cpu = float(np.interp(WINDOW, counts, cpus) - np.interp(0, counts, cpus))
+    last_cpu = float(np.interp(count, counts, cpus) - np.interp(count - WINDOW, counts, cpus))
+    end_mb = samples[-1][2] if samples else math.nan
+    peak_mb = max((x[3] for x in samples), default=math.nan)  # VmHWM: the peak since the process started
+    after = [x for x in samples if x[4] >= WINDOW]
+    kept = ((after[-1][2] - after[0][2]) * 2**20 / max(1, after[-1][4] - after[0][4])
+            if len(after) > 1 else math.nan)
+    size = sum(p.stat().st_size for p in run_dir.iterdir() if p.name.startswith("run.sqlite"))
+    print("| figure | value | baseline (same run) | ratio | target |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    print(f"| evaluations | {count:,} in {wall:.0f} s ({count / wall:,.0f}/s) | | | |")
+    base_mb = after[0][2] if after else math.nan
+    print(f"| driver memory at the end | {end_mb:.0f} MB | after the first {WINDOW:,}: {base_mb:.0f} MB | "
+          f"{end_mb / base_mb:.2f}× | < 1 GB: {'met' if end_mb < 1024 else 'NOT met'} |")
+    print(f"| driver memory, peak (the run summary included) | {peak_mb:.0f} MB | | | "
+          f"< 1 GB: {'met' if peak_mb < 1024 else 'NOT met'} |")
+    print(f"| driver memory kept per evaluation (after the first {WINDOW:,}) | {kept:.0f} B | | | |")
+    print(f"| last {WINDOW:,} evaluations, wall | {last:.1f} s | first {WINDOW:,}: {first:.1f} s | "
+          f"{last / first:.2f}× | <= 1.2×: {'met' if last / first <= 1.2 else 'NOT met'} |")
+    print(f"| last {WINDOW:,} evaluations, CPU | {last_cpu:.1f} s | first {WINDOW:,}: {first_cpu:.1f} s | "
+          f"{last_cpu / first_cpu:.2f}× | <= 1.2×: {'met' if last_cpu / first_cpu <= 1.2 else 'NOT met'} |")
+    print(f"| run store | {size / 2**20:.0f} MB, {size / count:.0f} B per evaluation | | | |")
+    print(f"({load()})", flush=True)
+    return run_dir
+
+
+# -- 3. read ---------------------------------------------------------------------------------------
+def _timed(cmd: list[str]) -> tuple[float, float, int]:
+    """Wall seconds, peak resident MB (GNU time's, of the command itself) and exit status of ``cmd``."""
+    gnu_time = Path("/usr/bin/time")
+    with tempfile.NamedTemporaryFile("r") as out:
+        wrapped = [str(gnu_time), "-f", "%M", "-o", out.name, *cmd] if gnu_time.exists() else cmd
+        start = time.perf_counter()
+        status = subprocess.run(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        wall = time.perf_counter() - start
+        text = out.read().strip().splitlines()
+    peak = int(text[-1]) / 1024 if text and text[-1].isdigit() else math.nan
+    return wall, peak, status
+
+
+def part_read(run_dir: Path, tmp: Path) -> None:
+    with RunStore(run_dir / "run.sqlite", readonly=True) as store:
+        count = store.count()
+    print(f"\n## 3. reading the run ({count:,} evaluations), each command in a fresh process ({load()})", flush=True)
+    startup = min(_timed([sys.executable, "-c", "import qd.cli"])[0] for _ in range(3))
+    print("| command | wall s | peak memory MB | wall / start-up | target |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    print(f"| `python -c 'import qd.cli'` (start-up, best of 3) | {startup:.2f} | | 1.00× | |")
+    for label, args in READS:
+        command, *sub = label.split()[:1]
+        cmd = [sys.executable, "-m", "qd.cli", command, str(run_dir), *[a.format(tmp=tmp) for a in args]]
+        wall, peak, status = _timed(cmd)
+        ok = "met" if wall < 2 and status == 0 else "NOT met"
+        print(f"| `qd {label}` | {wall:.2f} | {peak:.0f} | {wall / startup:.2f}× | < 2 s: {ok} |", flush=True)
+    print(f"({load()})")
+
+
+# -- 4. store --------------------------------------------------------------------------------------
+def _v1_bytes(store_path: Path, out: Path) -> int:
+    """The size of the same evaluations written in the version 1 layout (rows, samples and their indexes)."""
+    db = sqlite3.connect(out)
+    db.executescript(V1_SCHEMA)
+    compact = {"separators": (",", ":")}
+    hashes = {}
+    with RunStore(store_path, readonly=True) as store:
+        for r in store.evaluations():
+            hashes[r.id] = r.hash
+            db.execute("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
+                r.id, r.hash, json.dumps(r.config, sort_keys=True, ensure_ascii=False, **compact), r.status,
+                r.fitness if math.isfinite(r.fitness) else None, json.dumps(r.measures, **compact), r.error,
+                r.feedback, r.operator, json.dumps(r.parent_ids, **compact),
+                json.dumps(_full_summary(r.trace_summary), **compact), json.dumps(r.metrics, **compact),
+                r.archive_status, r.submitted_at, r.finished_at))
+        db.executemany("INSERT INTO samples VALUES (?,?,?,?,?)",
+                       [(i, hashes[i], d, q, None if s is None else json.dumps(s, **compact))
+                        for i, (d, q, s) in store.samples().items()])
+    db.commit()
+    db.execute("VACUUM")
+    db.close()
+    return out.stat().st_size
+
+
+def _full_summary(sparse: dict) -> dict:
+    """The trace summary as version 1 stored it (every field)."""
+    from qd.analysis.descriptors import summarize
+
+    return {**summarize([]), **sparse}
+
+
+def _v2_bytes(store_path: Path, out: Path) -> int:
+    db = sqlite3.connect(store_path)
+    db.execute(f"VACUUM INTO '{out}'")
+    db.close()
+    return out.stat().st_size
+
+
+def part_store(arm_dir: Path, tmp: Path, demo_evals: int) -> None:
+    from qd.runner import run_search
+
+    print(f"\n## 4. run store bytes per evaluation ({load()})", flush=True)
+    demo = resolve_config({**DEMO_CONFIG, "run": {**DEMO_CONFIG["run"], "evaluations": demo_evals, "plot": False,
+                                                  "progress": False},
+                           "domain": {"name": "retrieval-sim", "options": DEMO_CONFIG["domain"]["options"]},
+                           "operators": {"mutation": 1.0}, "evaluator": {"backend": "serial"}})
+    demo_run = run_search(demo, tmp / "demo", progress=False)
+    demo_run.store.close()
+    print("| run | evaluations | v2 B/eval | v1 B/eval (same evaluations) | v2 / v1 |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    runs = (("arm, 20 joints, CVT 10,000", arm_dir), ("demo's domain (retrieval-sim), mutation", tmp / "demo"))
+    for name, run_dir in runs:
+        with RunStore(run_dir / "run.sqlite", readonly=True) as store:
+            count = store.count()
+        v2 = _v2_bytes(run_dir / "run.sqlite", tmp / f"{run_dir.name}-v2.sqlite")
+        v1 = _v1_bytes(run_dir / "run.sqlite", tmp / f"{run_dir.name}-v1.sqlite")
+        print(f"| {name} | {count:,} | {v2 / count:.0f} | {v1 / count:.0f} | {v2 / v1:.2f}× |", flush=True)
+    print(f"(sizes after VACUUM; {load()})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--evals", type=int, default=1_000_000, help="evaluations of the scale run")
+    parser.add_argument("--overhead-evals", type=int, default=100_000, help="evaluations of each overhead loop")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each overhead loop (best kept)")
+    parser.add_argument("--demo-evals", type=int, default=300, help="evaluations of the demo's domain (store part)")
+    parser.add_argument("--parts", default="overhead,scale,read,store")
+    parser.add_argument("--keep", help="keep the runs in this directory (default: a temporary one)")
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(args.keep or scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
+        print(f"bench_scale: arm {JOINTS} joints, CVT {CELLS:,} cells, Iso+LineDD (iso σ {ISO_SIGMA} rad, line σ "
+              f"{LINE_SIGMA}), serial; {os.cpu_count()} CPUs, {load()}")
+        arm_dir = (part_overhead(args.overhead_evals, tmp, args.repeats) if "overhead" in parts or "store" in parts
+                   else None)
+        scale_dir = part_scale(args.evals, tmp) if "scale" in parts else None
+        if "read" in parts:
+            part_read(scale_dir or (tmp / "scale"), tmp)
+        if "store" in parts and arm_dir is not None:
+            part_store(arm_dir, tmp, args.demo_evals)
+
+
+if __name__ == "__main__":
+    main()
