@@ -153,7 +153,8 @@ class Search:
             scheduler_options = dataclasses.replace(scheduler_options, **saved)
         else:
             scheduler_options.noise_budget = self.budget
-        self.scheduler = Scheduler(archive, domain.space, operators, scheduler_options)
+        self.scheduler = Scheduler(archive, domain.space, operators, scheduler_options,
+                                   predict=getattr(domain, "predict_measures", None))
         noise = self.scheduler.noise
         if store is not None and noise is not None and not saved:  # its resumes rebuild the same policy
             store.set_meta("noise", {"noise": noise.policy, "noise_samples": noise.max_samples,
@@ -263,6 +264,10 @@ class Search:
     def _resume(self, store: RunStore) -> int:
         """Rebuild the archive, dedup set and counters by replaying the store in id order."""
         seen = replay(store, self.archive, self.scheduler.noise)
+        if self.scheduler.predictor_learns:  # the learned predictor sees every stored result again
+            for row in store.evaluations():
+                if row.status == "ok" and math.isfinite(row.fitness):
+                    self.scheduler.learn(row.config, [row.measures[n] for n in self.measure_names])
         self._next_id = store.max_id() + 1
         self.scheduler.resume(seen, store.counters("operators"))
         return store.count()  # re-evaluations (qd.noise) are evaluations of the budget too
