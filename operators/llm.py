@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,6 +131,10 @@ class LLMOperator(Operator):
         self.target = target
         self.score_name = score_name
         self.flat = is_flat(space)
+        # Long texts (instructions) stay out of the lines a small model reads: they would crowd
+        # out the pattern; children take them from the parent.
+        self.keys = [key for key, p in space.params.items()
+                     if not (p.kind == "text" and p.max_len > _LINE_TEXT_CHARS)] if self.flat else None
         self._counts = {"offspring": 0, "invalid": 0, "tokens_in": 0, "tokens_out": 0, "calls": 0,
                         "llm_failures": 0, "unchanged": 0}
         self._lock = threading.Lock()
@@ -208,15 +213,23 @@ class LLMOperator(Operator):
         return child
 
     def _temperatures(self, n: int) -> list[float | None]:
-        """``n`` sampling temperatures: the operator's for one, spread from 1.25x down to 0.5x for several."""
+        """``n`` sampling temperatures: the operator's first, then others spread from 1.25x down to 0.5x.
+
+        The first sample is the one call :meth:`generate` makes (same seed, same temperature), so
+        with the request cache on, a single child and several proposals share their first call.
+        """
         if n == 1:
             return [self.temperature]
         base = self.client.temperature if self.temperature is None else self.temperature
-        return [float(min(2.0, base * f)) for f in np.linspace(1.25, 0.5, n)]
+        return [self.temperature, *(float(min(2.0, base * f)) for f in np.linspace(1.25, 0.5, n - 1))]
 
     def request(self, parents: Sequence[Any], target: str | dict[str, float] | None = None) -> _Request:
         """The prompt for ``parents`` and ``target`` (subclasses)."""
         raise NotImplementedError
+
+    def requests(self, parents: Sequence[Any], target: str | dict[str, float] | None, n: int) -> list[_Request]:
+        """The prompts of ``n`` samples: the same one ``n`` times (a subclass may vary how each ends)."""
+        return [self.request(parents, target)] * n
 
     def propose(self, parents: Sequence[Any], rng: np.random.Generator, n: int,
                 target: str | dict[str, float] | None = None) -> Generation:
@@ -227,9 +240,8 @@ class LLMOperator(Operator):
         """
         if not parents:
             raise ValueError(f"{type(self).__name__} needs at least one parent")
-        request = self.request(parents, target)
         configs, tokens, failed, answered = [], 0, 0, 0
-        for temperature in self._temperatures(int(n)):
+        for request, temperature in zip(self.requests(parents, target, int(n)), self._temperatures(int(n))):
             text, spent = self._ask(request, temperature, rng)
             tokens += spent
             if text is None:
@@ -296,9 +308,6 @@ class LMXCrossover(LLMOperator):
         super().__init__(space, client, **kwargs)
         self.k = int(k)
         self.num_parents = self.k
-        # Long texts (instructions) stay out of the lines: they would crowd out the pattern.
-        self.keys = [key for key, p in space.params.items()
-                     if not (p.kind == "text" and p.max_len > _LINE_TEXT_CHARS)] if self.flat else None
 
     def _line(self, score: float, measures: dict[str, Any] | None) -> str:
         head = ", ".join(filter(None, [_fmt_measures(measures), self._score(score)]))
@@ -353,10 +362,19 @@ class LMXCrossover(LLMOperator):
 
 
 class LLMMutation(LLMOperator):
-    """LLM mutation that reads what went wrong: one parent, its feedback, the goal, predicted edits.
+    """LLM mutation that reads what went wrong: a parent, its feedback, the goal and predicted edits.
 
-    Uses a chat prompt when the client's ``api`` is ``"chat"`` and a completion template (which a
-    base model continues with one line) otherwise.
+    The base-model prompt is a block per configuration: ``config:`` (pairs), ``result:`` (score
+    and measures), ``wrong:`` (the feedback's lines: the failed instances, or the components the
+    domain names), ``goal:`` (a target cell's measures and a higher score, or a higher score),
+    ``edit:`` (single edits the run predicts move toward the target, and where each lands) and
+    ``fix:``, the pairs to change, which the model writes. When the second parent's feedback names
+    a parameter, its block comes first with a fix that changes that parameter: the pattern of a
+    fix. When the parent's feedback names parameters (else, with a target, when single edits are
+    predicted to move toward it), each sample's ``fix:`` starts with one of them (the first sample
+    the first, and so on), so a small model edits what the feedback blames rather than copying the
+    configuration. Instruct models get the same content as a chat
+    request; a space that is not flat is written and read as JSON.
 
     Parameters
     ----------
@@ -366,7 +384,7 @@ class LLMMutation(LLMOperator):
     """
 
     name = "llm_mutation"
-    num_parents = 1
+    num_parents = 2  # the parent, and an elite whose feedback may show the pattern of a fix
     accepts_target = True
     uses_predictor = True
 
@@ -385,7 +403,8 @@ class LLMMutation(LLMOperator):
                 self._choices = self.space.to_prompt()
             else:
                 parts = []
-                for key, p in self.space.params.items():
+                for key in self.keys:
+                    p = self.space.params[key]
                     if p.kind == "categorical":
                         parts.append(f"{key} " + "|".join(map(str, p.choices)))
                     elif p.kind in ("int", "float"):
@@ -396,6 +415,19 @@ class LLMMutation(LLMOperator):
                         parts.append(f"{key} text")
                 self._choices = "; ".join(parts)
         return self._choices
+
+    def named(self, feedback: str) -> list[str]:
+        """The parameters a feedback text names (as whole words), in the order it names them."""
+        if not self.flat:
+            return []
+        text = " ".join(feedback_lines(feedback)).lower()
+        found = []
+        for key in self.keys:
+            words = {key.lower(), key.lower().replace("_", " ")}
+            hits = [m.start() for w in words for m in re.finditer(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text)]
+            if hits:
+                found.append((min(hits), key))
+        return [key for _, key in sorted(found)]
 
     def _goal(self, parent: Any, target: str | dict[str, float] | None) -> str:
         target = self.target if target is None else target
@@ -437,8 +469,8 @@ class LLMMutation(LLMOperator):
     def _alternatives(self, config: dict[str, Any]) -> list[tuple[str, Any]]:
         """Other values of each parameter: every other choice; numbers over their range and scaled by powers of 2."""
         out: list[tuple[str, Any]] = []
-        for key, p in self.space.params.items():
-            value = config[key]
+        for key in self.keys:
+            p, value = self.space.params[key], config[key]
             if p.kind == "categorical":
                 out += [(key, c) for c in p.choices if c != value]
             elif p.kind == "bool":
@@ -450,10 +482,35 @@ class LLMMutation(LLMOperator):
                 out += [(key, c) for c in sorted(values) if c != value]
         return out
 
+    def _other_value(self, key: str, value: Any) -> Any:
+        """A different value of ``key``, for the example fix: the next choice, the other bool, toward the middle."""
+        p = self.space.params[key]
+        if p.kind == "categorical":
+            return p.choices[((p.index(value) or 0) + 1) % len(p.choices)]
+        if p.kind == "bool":
+            return not value
+        if p.kind in ("int", "float"):
+            middle = (p.low + p.high) / 2
+            moved = (value + middle) / 2 if value != middle else p.low + (p.high - p.low) / 4
+            return int(round(moved)) if p.kind == "int" else float(moved)
+        return value
+
+    def _example(self, parent: Any, other: Any | None) -> list[str]:
+        """The block of ``other`` with a fix of the first parameter its feedback names (none: no block)."""
+        if other is None or not self.flat or self.space.hash(other.config) == self.space.hash(parent.config):
+            return []
+        named = self.named(getattr(other, "feedback", ""))
+        if not named:
+            return []
+        key = named[0]
+        fix = render_pairs(self.space, {key: self._other_value(key, other.config[key])}, [key])
+        return [f"config: {self._render(other.config, self.keys)}",
+                *(f"wrong: {line}" for line in feedback_lines(other.feedback)), f"fix: {fix}", ""]
+
     def _parts(self, parent: Any, target: str | dict[str, float] | None) -> dict[str, Any]:
         target_now = self.target if target is None else target
         return {
-            "config": self._render(parent.config),
+            "config": self._render(parent.config, self.keys),
             "result": ", ".join(filter(None, [self._score(parent.objective), _fmt_measures(parent.measures)])),
             "feedback": feedback_lines(getattr(parent, "feedback", "")),
             "goal": self._goal(parent, target),
@@ -472,35 +529,50 @@ class LLMMutation(LLMOperator):
         lines += ["", "Write one modified configuration that changes one to three fields toward the goal."]
         return [{"role": "system", "content": self.SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
-    def completion_prompt(self, parent: Any, target: str | dict[str, float] | None = None) -> str:
-        """Completion template for base models: ends with the start of the new configuration.
+    def completion_prompt(self, parent: Any, target: str | dict[str, float] | None = None,
+                          other: Any | None = None, start: str | None = None) -> str:
+        """Completion template for base models: ends where the model writes (see the class docstring).
 
-        On a flat space that is its first ``key=``; otherwise ``{"``, which keeps a base model on
-        one JSON line (ending at ``config:`` let gemma-3-270m open a multi-line object that the
-        newline stop cut; ending at ``{`` made that the usual answer; after ``{"`` it writes a key).
+        ``other`` may show the pattern of a fix first; ``start`` begins the ``fix:`` line (default:
+        the first parameter the feedback names). On a space that is not flat the template ends with
+        ``fixed config: {"`` instead, which keeps a base model on one JSON line.
         """
         parts = self._parts(parent, target)
-        lines = [f"values: {self.choices}", "", f"config: {parts['config']}", f"result: {parts['result']}"]
+        lines = [f"values: {self.choices}", "", *self._example(parent, other),
+                 f"config: {parts['config']}", f"result: {parts['result']}"]
         lines += [f"wrong: {line}" for line in parts["feedback"]] or ["wrong: nothing reported"]
         lines.append(f"goal: {parts['goal']}")
         lines += [f"edit: {edit}" for edit in parts["edits"]]
-        start = f"{next(iter(self.space.params))}=" if self.flat else _PREFILL
-        lines.append(f"fixed config: {start}")
-        return "\n".join(lines)
+        if not self.flat:
+            return "\n".join([*lines, f"fixed config: {_PREFILL}"])
+        if start is None:
+            named = self.named(getattr(parent, "feedback", "")) or self._edited(parent, target)
+            start = f"{named[0]}=" if named else ""
+        return "\n".join([*lines, f"fix: {start}"])
+
+    def requests(self, parents: Sequence[Any], target: str | dict[str, float] | None, n: int) -> list[_Request]:
+        """One request per sample; each sample's fix starts with the next parameter the feedback names."""
+        parent, other = parents[0], (parents[1] if len(parents) > 1 else None)
+        budget = self._token_budget([self._render(parent.config, self.keys)])
+        if self.client.api == "chat":
+            return [_Request(self.chat_messages(parent, target), True, None, 2 * budget + 32, parent.config)] * n
+        if not self.flat:
+            prompt = self.completion_prompt(parent, target, other)
+            return [_Request(prompt, False, ["\n"], budget, parent.config, _PREFILL)] * n
+        # What the feedback names, else the parameters of the predicted edits toward the target.
+        named = self.named(getattr(parent, "feedback", "")) or self._edited(parent, target)
+        starts = [f"{named[j % len(named)]}=" if named else "" for j in range(n)]
+        return [_Request(self.completion_prompt(parent, target, other, start), False, ["\n"], budget, parent.config,
+                         start) for start in starts]
+
+    def _edited(self, parent: Any, target: str | dict[str, float] | None) -> list[str]:
+        """The parameters of the predicted edits toward ``target`` (nearest first)."""
+        target = self.target if target is None else target
+        return [edit.split("=", 1)[0] for edit in self.edits(parent, target)] if isinstance(target, dict) else []
 
     def request(self, parents: Sequence[Any], target: str | dict[str, float] | None = None) -> _Request:
-        """LLMMutation's request for ``parents[0]``."""
-        parent = parents[0]
-        budget = self._token_budget([self._render(parent.config)])
-        if self.client.api == "chat":
-            return _Request(self.chat_messages(parent, target), True, None, 2 * budget + 32, parent.config)
-        prefill = f"{next(iter(self.space.params))}=" if self.flat else _PREFILL
-        return _Request(self.completion_prompt(parent, target), False, ["\n"], budget, parent.config, prefill)
-
-    def propose(self, parents: Sequence[Any], rng: np.random.Generator, n: int,
-                target: str | dict[str, float] | None = None) -> Generation:
-        """Mutated children of ``parents[0]`` only (see :meth:`LLMOperator.propose`)."""
-        return super().propose(list(parents)[:1], rng, n, target)
+        """LLMMutation's request for ``parents[0]`` (its first sample's)."""
+        return self.requests(parents, target, 1)[0]
 
 
 #: Registry entries for ``operators/__init__.py`` (merged by the lead).

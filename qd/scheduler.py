@@ -368,10 +368,10 @@ class Scheduler:
             child_rng = np.random.default_rng(self.rng.integers(2**63))
             target = None
             if op.accepts_target and self.rng.random() < self.options.target_rate:
-                target = self._target_region(parents[0])
+                target = self.target_region(parents[0])
             if getattr(op, "parents_near_target", False):
                 # the target first, then its neighbourhood as the context (or the first parent's)
-                parents = self._neighbours(target or parents[0].measures, op.num_parents, parents[0])
+                parents = self.neighbours(target or parents[0].measures, op.num_parents, parents[0])
             return GenerationJob(name, op, parents, child_rng, target, self._proposals())
         child = self._classic_child(name, op, parents)
         child.chosen_by = name
@@ -599,7 +599,7 @@ class Scheduler:
                        id=None if ids is None or ids[i] < 0 else int(ids[i]))
                 for i in rows]
 
-    def _neighbours(self, point: Mapping[str, float], k: int, first: Parent) -> list[Parent]:
+    def neighbours(self, point: Mapping[str, float], k: int, first: Parent) -> list[Parent]:
         """The ``k`` elites nearest ``point`` in measure space (ranges scaled to 1), nearest first.
 
         ``first`` (the elite the point was drawn near) is always one of them: the context is its
@@ -614,7 +614,7 @@ class Scheduler:
         rows = [i for i in order if first.id is None or int(elites["id"][i]) != first.id][: max(k - 1, 0)]
         return [first, *self._parents(elites, rows)]
 
-    def _target_region(self, parent: Parent) -> dict[str, float] | None:
+    def target_region(self, parent: Parent) -> dict[str, float] | None:
         """Measures of an empty cell near ``parent``'s: where an LLM mutation should try to land.
 
         Steps of ~15% of each range keep the goal reachable by editing a few fields; None when

@@ -114,10 +114,38 @@ def test_mutation_prompt_shows_feedback_lines_goal_and_choices():
     assert f"config: {GOOD_LINE}" in lines and "result: score 0.50, llm_calls 8" in lines
     assert [line for line in lines if line.startswith("wrong: ")] == [
         "wrong: 2 of 4 right", "wrong: stage strategy: vote is wrong", "wrong: verify: on is wrong", "wrong: more"]
-    assert "goal: score above 0.50" in lines and lines[-1] == "fixed config: temperature="
+    assert "goal: score above 0.50" in lines and lines[-1] == "fix: strategy="  # the first parameter it names
     targeted = op.completion_prompt(parent, {"llm_calls": 2.0, "latency_s": 0.1234})
     assert "goal: llm_calls 2, latency_s 0.12, score above 0.50" in targeted
     assert "edit:" not in targeted  # no predictor: no predicted edits
+    quiet = op.completion_prompt(Parent(GOOD, 0.5, {}, feedback="3 of 4 right"))
+    assert quiet.endswith("\nfix: ") and "result: score 0.50\n" in quiet  # nothing named: the model starts
+
+
+def test_mutation_samples_start_their_fix_with_each_named_parameter_in_turn():
+    domain = KModuleDomain()
+    op = LLMMutation(domain.space, LLMClient(base_url="http://127.0.0.1:9/v1"))
+    config = {**domain.default_config(), "model": "tree", "postprocess": "clip"}
+    parent = Parent(config, 0.5, {}, feedback=domain.evaluate(config).feedback)
+    assert op.named(parent.feedback) == ["model", "postprocess", "threshold"]
+    starts = [r.prompt.rsplit("\n", 1)[1] for r in op.requests([parent], None, 4)]
+    assert starts == ["fix: model=", "fix: postprocess=", "fix: threshold=", "fix: model="]
+    assert len({r.prompt.rsplit("\n", 1)[0] for r in op.requests([parent], None, 4)}) == 1  # one shared prefix
+    assert op.named("the loaders and pre-processing were fine; batch size too small") == ["batch_size"]
+
+
+def test_a_second_parent_whose_feedback_names_a_parameter_shows_a_fix_first():
+    domain = KModuleDomain()
+    op = LLMMutation(domain.space, LLMClient(base_url="http://127.0.0.1:9/v1"))
+    first, second = domain.default_config(), {**domain.default_config(), "loader": "json", "batch_size": 3}
+    parents_ = [Parent(c, domain.evaluate(c).fitness, domain.predict_measures(c), feedback=domain.evaluate(c).feedback)
+                for c in (first, second)]
+    prompt = op.completion_prompt(parents_[0], other=parents_[1])
+    example = prompt.split("\n\n")[1].split("\n")
+    assert example[0] == f"config: {render_pairs(domain.space, second)}"
+    assert "wrong: stage loader: json is wrong" in example
+    assert example[-1] == "fix: loader=parquet"  # the next choice: a different value for what it names
+    assert op.completion_prompt(parents_[0], other=parents_[0]).count("config: ") == 1  # no example from itself
 
 
 def test_mutation_shows_the_single_edits_predicted_to_reach_the_target():
@@ -135,7 +163,7 @@ def test_mutation_shows_the_single_edits_predicted_to_reach_the_target():
 
 def test_mutation_on_a_nested_space_writes_the_schema_and_json():
     op = LLMMutation(NESTED, LLMClient(base_url="http://127.0.0.1:9/v1"))
-    prompt = op.completion_prompt(Parent({"layers": [{"k": 1}], "t": 0.25}, 0.1))
+    prompt = op.completion_prompt(Parent({"layers": [{"k": 1}], "t": 0.25}, 0.1, feedback="t is wrong"))
     assert NESTED.to_prompt() in prompt and prompt.endswith('fixed config: {"')
 
 
@@ -163,6 +191,7 @@ def test_a_partial_pairs_answer_is_repaired_from_the_parent(fake):
     fake.reply = lambda req: "5 n_samples=99 bogus=1"
     op = LLMMutation(SPACE, client_for(fake))
     (parent,) = parents(1)
+    parent.feedback = "temperature is too high"  # the fix starts with temperature=
     (child,) = op.vary([parent], np.random.default_rng(0))
     assert SPACE.validate(child) == [] and child["n_samples"] == 16 and child["temperature"] == 2.0
     assert child["strategy"] == parent.config["strategy"] and "bogus" not in child
@@ -187,9 +216,11 @@ def test_propose_samples_one_prompt_several_times_at_spread_temperatures(fake):
     generation = op.propose(parents(1), np.random.default_rng(0), 4)
     bodies = [r["body"] for r in fake.requests]
     assert len(generation.configs) == 4 and len({b["prompt"] for b in bodies}) == 1
-    assert [b["temperature"] for b in bodies] == pytest.approx([1.0, 0.8, 0.6, 0.4])
+    assert [b["temperature"] for b in bodies] == pytest.approx([0.8, 1.0, 0.7, 0.4])  # its own first, then spread
+    first = op.generate(parents(1), np.random.default_rng(0))  # a single child is the first proposal
+    assert fake.requests[-1]["body"] == bodies[0] and first.configs == generation.configs[:1]
     assert len({b["seed"] for b in bodies}) == 4 and generation.tokens > 0
-    assert op.stats()["calls"] == 4 and op.stats()["offspring"] == 4
+    assert op.stats()["calls"] == 5 and op.stats()["offspring"] == 5
 
 
 def test_unparseable_output_returns_nothing_and_counts(fake):
