@@ -270,6 +270,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         gains, tokens = int(c.get("gains", 0)), int(c.get("tokens", 0))
         operators[name] = {
             "offspring": offspring, "valid": int(c.get("valid", 0)), "duplicates": int(c.get("duplicates", 0)),
+            "filtered": int(c.get("filtered", 0)),  # proposals the pre-evaluation filter did not choose
             "evaluated": int(c.get("evaluated", 0)), "gains": gains, "spent": int(c.get("spent", 0)),
             "llm_failures": int(c.get("llm_failures", 0)), "tokens": tokens,
             "time_s": round(c.get("time_s", 0.0), 3), "share": round(c["share"], 4) if "share" in c else None,
@@ -366,11 +367,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"validation ({v['split']}, {v['samples']} per elite, {v['elites']} elites): {corrected}; "
               f"mean gap {v['mean_gap'] if v['mean_gap'] is None else format(v['mean_gap'], '.4g')}")
     width = max([14, *(len(name) for name in status["operators"])])
-    print(f"  {'operator':<{width}} {'offspring':>9} {'valid':>6} {'dup':>6} {'evaluated':>9} {'gains':>6} "
-          f"{'gain/eval':>9} {'tokens':>8} {'tok/gain':>8} {'time_s':>8} {'llm_fail':>8} {'share':>6}")
+    filtering = any(o["filtered"] for o in status["operators"].values())
+    print(f"  {'operator':<{width}} {'offspring':>9} {'valid':>6} {'dup':>6} "
+          + (f"{'filtered':>8} " if filtering else "")
+          + f"{'evaluated':>9} {'gains':>6} {'gain/eval':>9} {'tokens':>8} {'tok/gain':>8} {'time_s':>8} "
+          f"{'llm_fail':>8} {'share':>6}")
     for name, o in status["operators"].items():
         print(f"  {name:<{width}} {o['offspring']:>9} {_pct(o['validity_rate']):>6} {_pct(o['duplicate_rate']):>6} "
-              f"{o['evaluated']:>9} {o['gains']:>6} {_pct(o['gain_rate']):>9} {o['tokens']:>8} "
+              + (f"{o['filtered']:>8} " if filtering else "")
+              + f"{o['evaluated']:>9} {o['gains']:>6} {_pct(o['gain_rate']):>9} {o['tokens']:>8} "
               f"{o['tokens_per_gain'] if o['tokens_per_gain'] is not None else '-':>8} {o['time_s']:>8.1f} "
               f"{o['llm_failures']:>8} {_pct(o['share']):>6}")
     for line in _floor_lines(status["operators"]):

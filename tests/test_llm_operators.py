@@ -371,3 +371,30 @@ def test_lmx_with_the_embedded_model(local_llm):
           f"{stats['tokens_out'] / elapsed:.1f} generated tok/s, stats={stats}")
     assert stats["calls"] == 5 and stats["llm_failures"] == 0
     assert valid >= 4
+
+
+def test_a_score_functions_feedback_text_reaches_the_mutation_prompt():
+    """(score, "what went wrong") from a user's score function → the evaluation's feedback → the elite → the prompt."""
+    from qd import FunctionDomain
+    from qd.evaluation import evaluate_config
+
+    space = Space({"strategy": Categorical(["cot", "direct", "vote"]), "n_samples": Int(1, 16)})
+
+    def graded(config, example):
+        if config["strategy"] == "vote":
+            return 1.0, ""
+        return 0.0, f"question {example}: strategy {config['strategy']} gave two answers"
+
+    domain = FunctionDomain(space, [1, 2], graded, measures={"n_components": (0, 4)}, uses_llm=False)
+    archive = GridArchive(dims=[4], ranges=[(0, 4)], measure_names=["n_components"])
+    op = LLMMutation(space, LLMClient(base_url="http://127.0.0.1:9/v1"))
+    config = {"strategy": "cot", "n_samples": 3}
+    scheduler = Scheduler(archive, space, {"llm_mutation": (op, 1.0)}, SchedulerOptions(seeds=[config], init_random=0))
+    candidate = scheduler.ask()
+    result = evaluate_config(domain, candidate.config)
+    scheduler.tell(candidate, result.fitness, [1.0], feedback=result.feedback)
+    job = scheduler.propose()
+    assert isinstance(job, GenerationJob) and job.parents[0].config == config
+    prompt = op.requests(job.parents, job.target, 1)[0].prompt
+    assert "wrong: #0 (score 0): question 1: strategy cot gave two answers" in prompt
+    assert prompt.endswith("fix: strategy=")  # the feedback names the strategy: the fix starts there
