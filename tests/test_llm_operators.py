@@ -290,28 +290,30 @@ def test_target_per_call_leaves_the_operator_unchanged(fake):
 
 
 # -- the real embedded model ----------------------------------------------------------------------
-def k_module_archive(seed: int = 0, evaluations: int = 60) -> tuple[KModuleDomain, GridArchive, Scheduler]:
-    """A k-module archive filled by a classic search, with its scheduler."""
+def k_module_archive(seed: int = 0, evaluations: int = 60) -> tuple[KModuleDomain, GridArchive, set[str]]:
+    """A k-module archive filled by a classic search, with the hashes it evaluated."""
     domain = KModuleDomain()
     archive = GridArchive(dims=domain.default_bins, ranges=domain.default_ranges,
                           measure_names=list(domain.default_measures))
     scheduler = Scheduler(archive, domain.space, {"mutation": (Mutation(domain.space), 1.0),
                                                   "uniform_crossover": (UniformCrossover(domain.space), 1.0)},
                           SchedulerOptions(seed=seed, init_random=20))
+    seen = set()
     for _ in range(evaluations):
         candidate = scheduler.ask()
         result = domain.evaluate(candidate.config)
         scheduler.tell(candidate, result.fitness, list(result.measures.values()), feedback=result.feedback)
-    return domain, archive, scheduler
+        seen.add(candidate.hash)
+    return domain, archive, seen
 
 
 def test_lmx_receives_a_target_and_its_neighbourhood_and_writes_toward_it(local_llm):
-    domain, archive, classic = k_module_archive()
+    domain, archive, seen = k_module_archive()
     lmx = LMXCrossover(domain.space, LLMClient(base_url=local_llm, cache=None), k=6)
     scheduler = Scheduler(archive, domain.space, {"lmx": (lmx, 1.0)},
                           SchedulerOptions(seed=3, init_random=0, target_rate=1.0, filter=True, proposals=3),
                           predict=domain.predict_measures)
-    scheduler.resume(classic._seen)
+    scheduler.resume(seen)
     job = scheduler.propose()
     assert isinstance(job, GenerationJob) and job.target is not None and job.proposals == 3
     occupied, _ = archive.retrieve_single([job.target[n] for n in archive.measure_names])

@@ -160,3 +160,23 @@ def test_a_generation_job_asks_for_its_proposals_in_one_call():
 def test_proposals_must_be_positive():
     with pytest.raises(ValueError, match="proposals"):
         Scheduler(grid(), SPACE, {"m": (Mutation(SPACE), 1.0)}, SchedulerOptions(filter=True, proposals=0))
+
+
+def test_a_run_config_with_the_filter_covers_more_of_the_k_module_map(tmp_path):
+    from qd.cli import run_status
+    from qd.config import resolve_config
+    from qd.runner import run_search
+
+    def run(filtered: bool) -> dict:
+        config = resolve_config({
+            "run": {"evaluations": 100, "init_random": 20, "progress": False, "plot": False},
+            "domain": {"name": "k-module"}, "archive": {"noise": "none"},
+            "operators": {"mutation": 1.0, "filter": filtered, "proposals": 4}, "evaluator": {"backend": "serial"}})
+        run_search(config, tmp_path / str(filtered), progress=False).store.close()
+        return run_status(tmp_path / str(filtered))
+
+    plain, filtered = run(False), run(True)
+    mutation = filtered["operators"]["mutation"]
+    assert plain["operators"]["mutation"]["filtered"] == 0
+    assert mutation["offspring"] >= 4 * 80 and mutation["filtered"] > 0.5 * mutation["offspring"]
+    assert filtered["coverage"] > plain["coverage"]
