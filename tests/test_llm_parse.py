@@ -142,7 +142,7 @@ FLAT = Space({
 })
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), prompt=st.text(max_size=40))
 def test_pairs_round_trip_up_to_float_rounding(seed, prompt):
     config = {**FLAT.sample(np.random.default_rng(seed)), "prompt": prompt}
