@@ -17,6 +17,12 @@ def _arm() -> type[Domain]:
     return ArmDomain
 
 
+def _k_module() -> type[Domain]:
+    from qd.domains.k_module import KModuleDomain
+
+    return KModuleDomain
+
+
 def _retrieval() -> type[Domain]:
     from qd.domains.retrieval import RetrievalDomain
 
@@ -26,6 +32,8 @@ def _retrieval() -> type[Domain]:
 # name -> (the domain class, options it is built with unless [domain.options] set them, description)
 _BUILTIN: dict[str, tuple[Callable[[], type[Domain]], dict[str, Any], str]] = {
     "arm": (_arm, {}, "planar robotic arm (classic MAP-Elites benchmark); measures x, y"),
+    "k-module": (_k_module, {}, "pipeline configuration: 4 stages x 5 options, one right combination; "
+                 "feedback names the wrong stages (feedback = 'count': only how many)"),
     "retrieval": (_retrieval, {}, "key-value retrieval pipeline on an LLM (default: the embedded model)"),
     "retrieval-sim": (_retrieval, {"backend": "simulated"},
                       "the retrieval pipeline with SIMULATED LLM calls (fast tests, benchmarks)"),

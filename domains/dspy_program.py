@@ -110,7 +110,8 @@ class DSPyDomain(FunctionDomain):
         Labelled examples the slots show as demos (never scored); the whole trainset is then scored.
     metric : callable
         ``metric(example, prediction) -> float | bool`` (DSPy's convention; a ``trace`` argument is
-        passed as ``None`` when the metric takes one).
+        passed as ``None`` when the metric takes one), or GEPA's feedback metric returning
+        ``dspy.Prediction(score=..., feedback="what went wrong")``: the text reaches the LLM operators.
     devset : sequence of dspy.Example, optional
         Held-out examples for re-scoring elites (the ``validation`` split).
     models : sequence of str, optional

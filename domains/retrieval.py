@@ -183,6 +183,7 @@ class RetrievalDomain(Domain):
         self.n_pairs, self.n_instances, self.seed, self.backend = n_pairs, n_instances, int(seed), backend
         self.name = "retrieval-sim" if backend == "simulated" else "retrieval"
         self.concurrency, self.max_tokens = int(concurrency), int(max_tokens)
+        self.fit_path = fit_path
         self.max_samples, self.max_few_shot = int(max_samples), int(max_few_shot)
         self.space = make_space(n_pairs, self.max_samples, self.max_few_shot)
         self.instances: list[Instance] = make_instances(n_pairs, n_instances, self.seed)
@@ -228,6 +229,39 @@ class RetrievalDomain(Domain):
     def predict(self, config: dict) -> dict[str, int]:
         """:func:`predict_calls` for one instance of this domain."""
         return predict_calls(config, self.n_pairs)
+
+    def predict_measures(self, config: dict) -> dict[str, float]:
+        """The measures ``config`` will get, computed without running it (the search's cost model).
+
+        Call counts are exact (:func:`predict_calls`; ``llm_calls`` over all instances,
+        ``log2_calls`` and ``calls_per_instance`` per instance). ``max_prompt_tokens`` is the
+        simulated model's token estimate of the longest chunk prompt, or of a fusion or verification
+        prompt; those carry the records the chunks' votes proposed, taken as
+        ``n_chunks * (1 + samples) // 2`` (on ``retrieval-sim``: within one of 16 bins for 99% of
+        random configurations).
+        """
+        from qd.domains.retrieval_sim import SimulatedLLM
+
+        calls = predict_calls(config, self.n_pairs)
+        size = max(1, int(config["chunk_size"]))
+        instr, shots = config["instruction"], int(config["few_shot"])
+        count = SimulatedLLM(self.fit_path).count_tokens if self.backend == "real" else self.llm.count_tokens
+        longest = 0
+        for inst in self.instances:
+            prompts = [forward_prompt(part, inst.key, instruction=instr, few_shot=shots)
+                       for part in chunks(inst.records, size)]
+            proposed = inst.records[: (n_chunks(self.n_pairs, size) * (1 + int(config["samples"]))) // 2]
+            if config["aggregation"] == "llm_fusion" or config["verify"]:
+                prompts.append(forward_prompt(proposed, inst.key, instruction=instr, few_shot=shots))
+            if config["verify"]:
+                prompts.append(reverse_prompt_with_example(proposed, inst.code, instruction=instr))
+            longest = max(longest, *(count(p) for p in prompts))
+        per_instance = calls["llm_calls"]
+        return {"llm_calls": float(per_instance * self.n_instances), "calls_per_instance": float(per_instance),
+                "predicted_calls": float(per_instance), "log2_calls": math.log2(max(1, per_instance)),
+                "critical_path": float(calls["critical_path"]), "max_prompt_tokens": float(longest),
+                "chunk_size": float(min(size, self.n_pairs)), "n_chunks": float(n_chunks(self.n_pairs, size)),
+                "samples": float(config["samples"])}
 
     def descriptors(self) -> dict[str, Callable[[dict, EvalResult], float]]:
         """Domain descriptors.

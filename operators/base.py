@@ -8,7 +8,7 @@ only ever calls :meth:`Operator.generate`, whose default wraps ``vary``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,12 +96,21 @@ class Operator:
         instead of inline.
     accepts_target : bool
         :meth:`generate` takes a ``target`` (measure values of an empty archive region to reach).
+    parents_near_target : bool
+        The parents are the elites nearest the target (or the first parent's neighbourhood),
+        not a uniform draw: the context of in-context QD operators such as targeted LMX.
+    uses_predictor : bool
+        The scheduler sets :attr:`predict_measures` (config -> predicted measures by name, or
+        None) on the operator: the domain's cost model, or what the run has learned.
     """
 
     name: str = "operator"
     num_parents: int = 1
     uses_llm: bool = False
     accepts_target: bool = False
+    parents_near_target: bool = False
+    uses_predictor: bool = False
+    predict_measures: Callable[[dict], dict[str, float] | None] | None = None
 
     def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:
         """Offspring of ``parents``; deterministic given ``rng``; parents are left untouched."""
@@ -124,6 +133,19 @@ class Operator:
         tokens and failures: the scheduler calls :meth:`generate` for them).
         """
         return [list(self.generate(parents, rng).configs) for parents in parent_groups]
+    def propose(self, parents: Sequence[Parent], rng: np.random.Generator, n: int,
+                target: dict[str, float] | str | None = None) -> Generation:
+        """``n`` calls' worth of candidate children, for the scheduler's pre-evaluation filter.
+
+        The default calls :meth:`generate` ``n`` times and pools what they produced (children,
+        tokens; failed or invalid only when every call was); operators that can write several
+        children more cheaply at once (one LLM prompt, several samples) override it.
+        """
+        calls = [self.generate(parents, rng, target) if self.accepts_target and target is not None
+                 else self.generate(parents, rng) for _ in range(int(n))]
+        return Generation([c for g in calls for c in g.configs], failed=all(g.failed for g in calls),
+                          invalid=all(g.invalid for g in calls), tokens=sum(g.tokens for g in calls),
+                          error=next((g.error for g in calls if g.error), ""))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

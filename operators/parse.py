@@ -1,8 +1,11 @@
-"""Turn free model text into a valid configuration: extract a JSON object, repair it, validate it.
+"""Turn free model text into a valid configuration: extract it, repair it, validate it.
 
-Language models wrap JSON in prose and code fences, use single quotes or Python literals, leave
-trailing commas, and get cut off by ``max_tokens``. :func:`extract_json_object` tolerates all of
-that where the meaning is unambiguous; :func:`parse_config` then lets the space repair what is
+Two formats. A JSON object, which language models wrap in prose and code fences, write with
+single quotes or Python literals, leave trailing commas in, and get cut off by ``max_tokens``:
+:func:`extract_json_object` tolerates all of that where the meaning is unambiguous. And the
+compact line a small base model completes best, ``chunk_size=4 aggregation=majority
+temperature=0.37`` (:func:`render_pairs` writes it for flat spaces, :func:`extract_pairs` reads
+it back; text values are JSON strings). :func:`parse_config` then lets the space repair what is
 safe to repair (clamp to bounds, drop unknown keys, fill missing keys from the parent) and raises
 :class:`ParseError` for anything that is still invalid. Nothing else ever escapes.
 """
@@ -10,9 +13,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["ParseError", "extract_json_object", "parse_config"]
+__all__ = ["ParseError", "extract_json_object", "extract_pairs", "is_flat", "parse_config", "render_pairs",
+           "short_number"]
+
+_PAIR = re.compile(r'([A-Za-z_][\w.-]*)\s*=\s*("(?:[^"\\]|\\.)*"?|[^\s,;|]+)')
+_LEAF_KINDS = ("float", "int", "categorical", "bool", "text")
 
 _MAX_TEXT = 20_000  # longer model outputs are truncated before scanning (bounded work)
 _MAX_STARTS = 32  # opening braces tried before giving up
@@ -195,6 +204,97 @@ def _finite(value: Any) -> bool:
     return True
 
 
+def is_flat(space: Any) -> bool:
+    """Whether every parameter of ``space`` is a leaf (no nested space, no list): pairs can hold it."""
+    return all(p.kind in _LEAF_KINDS for p in space.params.values())
+
+
+def short_number(value: float, step: float | None = None) -> str:
+    """A number as few characters as say it: to ``step`` (e.g. 1% of a range), else 2 digits.
+
+    Numbers of 10 or more are whole; ``nan`` stays ``nan``.
+    """
+    x = float(value)
+    if not math.isfinite(x):
+        return str(x)
+    if step is not None and step > 0:
+        digits = max(0, -math.floor(math.log10(step)))
+        text = f"{round(x / step) * step:.{digits}f}"
+    elif abs(x) >= 10:
+        text = str(int(round(x)))
+    else:
+        text = f"{x:.2g}"
+    return text.lstrip("-") if float(text) == 0 else text
+
+
+def render_pairs(space: Any, config: dict[str, Any], keys: Iterable[str] | None = None) -> str:
+    """``config`` as ``key=value`` pairs in the space's order (flat spaces only; see :func:`is_flat`).
+
+    Floats are rounded to 1% of their range, bools are ``true``/``false``, texts and choices that
+    hold spaces or quotes are JSON strings. ``keys`` picks and orders the parameters shown.
+    """
+    out = []
+    for key in space.params if keys is None else keys:
+        param, value = space.params[key], config[key]
+        if param.kind == "float":
+            text = short_number(value, (param.high - param.low) / 100 if not param.log else None)
+        elif param.kind == "bool":
+            text = "true" if value else "false"
+        elif isinstance(value, str) and (param.kind == "text" or not value or re.search(r'[\s"=,;|]', value)):
+            text = json.dumps(value, ensure_ascii=False)
+        else:
+            text = json.dumps(value) if not isinstance(value, str) else value
+        out.append(f"{key}={text}")
+    return " ".join(out)
+
+
+def _readable(param: Any, value: Any) -> bool:
+    """Whether ``param``'s repair reads ``value`` itself: it repairs alike whatever the fallback."""
+    kind = param.kind
+    if kind in ("float", "int"):
+        a, b = param.low, param.high
+    elif kind == "categorical":
+        a, b = param.choices[0], param.choices[-1]
+    elif kind == "bool":
+        a, b = False, True
+    else:
+        return True
+    return a == b or param.repair(value, fallback=a) == param.repair(value, fallback=b)
+
+
+def extract_pairs(text: str, space: Any) -> dict[str, Any]:
+    """The ``key=value`` pairs of the first line of ``text`` that name a parameter of ``space``.
+
+    A value is a JSON string (a cut-off one is closed) or a bare word; numbers stay text for the
+    space's repair to read. A value the parameter cannot read (``temperature=I``) is left out, and
+    the first value of a key wins.
+
+    Raises
+    ------
+    ParseError
+        If no pair names a parameter with a value it can read.
+    """
+    if not isinstance(text, str):
+        raise ParseError(f"expected model text, got {type(text).__name__}")
+    out: dict[str, Any] = {}
+    for key, raw in _PAIR.findall(text[:_MAX_TEXT].split("\n", 1)[0]):
+        if key not in space.params or key in out:
+            continue
+        if raw.startswith('"'):
+            closed = raw if len(raw) > 1 and raw.endswith('"') and not raw.endswith('\\"') else raw + '"'
+            try:
+                value = json.loads(closed)
+            except ValueError:
+                value = closed[1:-1]
+        else:
+            value = raw
+        if _readable(space.params[key], value):
+            out[key] = value
+    if not out:
+        raise ParseError("no key=value pair of a known parameter in model output: " + repr(text[:80]))
+    return out
+
+
 def parse_config(text: str, space: Any, fallback: dict[str, Any] | None = None) -> dict[str, Any]:
     """Extract, repair and validate a configuration from model text.
 
@@ -216,8 +316,18 @@ def parse_config(text: str, space: Any, fallback: dict[str, Any] | None = None) 
     ------
     ParseError
         If no object is found, or the repaired object is still invalid. No other exception escapes.
+
+    Notes
+    -----
+    The text is read as JSON when it holds a ``{``, and as ``key=value`` pairs
+    (:func:`extract_pairs`) when it holds no object and the space is flat.
     """
-    obj = extract_json_object(text)
+    try:
+        obj = extract_json_object(text)
+    except ParseError:
+        if not isinstance(text, str) or not is_flat(space):
+            raise
+        obj = extract_pairs(text, space)
     try:
         config = space.repair(obj, fallback=fallback)
         problems = list(space.validate(config))

@@ -302,6 +302,7 @@ def status_of(run: Any) -> dict[str, Any]:
         gains, tokens = int(c.get("gains", 0)), int(c.get("tokens", 0))
         operators[name] = {
             "offspring": offspring, "valid": int(c.get("valid", 0)), "duplicates": int(c.get("duplicates", 0)),
+            "filtered": int(c.get("filtered", 0)),  # proposals the pre-evaluation filter did not choose
             "evaluated": int(c.get("evaluated", 0)), "gains": gains, "spent": int(c.get("spent", 0)),
             "llm_failures": int(c.get("llm_failures", 0)), "tokens": tokens,
             "time_s": round(c.get("time_s", 0.0), 3), "share": round(c["share"], 4) if "share" in c else None,
@@ -310,6 +311,8 @@ def status_of(run: Any) -> dict[str, Any]:
             "duplicate_rate": round(c.get("duplicates", 0) / offspring, 4) if offspring else None,
             "gain_rate": round(gains / c["evaluated"], 4) if c.get("evaluated") else None,
             "tokens_per_gain": round(tokens / gains, 1) if tokens and gains else None,
+            # adaptive weights (qd.bandit): False when the operator does not pay and is held at the floor
+            "pays": bool(c["pays"]) if "pays" in c else None, "value": c.get("value"),
         }
     llm_counters = run.store.counters("llm")
     fields = ("calls", "tokens_in", "tokens_out", "cache_hits", "failures", "errors", "cost_usd", "latency_s")
@@ -390,13 +393,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"validation ({v['split']}, {v['samples']} per elite, {v['elites']} elites): {corrected}; "
               f"mean gap {v['mean_gap'] if v['mean_gap'] is None else format(v['mean_gap'], '.4g')}{stale}")
     width = max([14, *(len(name) for name in status["operators"])])
-    print(f"  {'operator':<{width}} {'offspring':>9} {'valid':>6} {'dup':>6} {'evaluated':>9} {'gains':>6} "
-          f"{'gain/eval':>9} {'tokens':>8} {'tok/gain':>8} {'time_s':>8} {'llm_fail':>8} {'share':>6}")
+    filtering = any(o["filtered"] for o in status["operators"].values())
+    print(f"  {'operator':<{width}} {'offspring':>9} {'valid':>6} {'dup':>6} "
+          + (f"{'filtered':>8} " if filtering else "")
+          + f"{'evaluated':>9} {'gains':>6} {'gain/eval':>9} {'tokens':>8} {'tok/gain':>8} {'time_s':>8} "
+          f"{'llm_fail':>8} {'share':>6}")
     for name, o in status["operators"].items():
         print(f"  {name:<{width}} {o['offspring']:>9} {_pct(o['validity_rate']):>6} {_pct(o['duplicate_rate']):>6} "
-              f"{o['evaluated']:>9} {o['gains']:>6} {_pct(o['gain_rate']):>9} {o['tokens']:>8} "
+              + (f"{o['filtered']:>8} " if filtering else "")
+              + f"{o['evaluated']:>9} {o['gains']:>6} {_pct(o['gain_rate']):>9} {o['tokens']:>8} "
               f"{o['tokens_per_gain'] if o['tokens_per_gain'] is not None else '-':>8} {o['time_s']:>8.1f} "
               f"{o['llm_failures']:>8} {_pct(o['share']):>6}")
+    for line in _floor_lines(status["operators"]):
+        print(line)
     llm = status["llm"]
     if llm["calls"] or llm["failures"] or llm["errors"]:
         print("llm: " + ", ".join(f"{k} {v}" for k, v in llm.items() if not isinstance(v, dict)))
@@ -417,6 +426,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"spend {part}: calls {row['calls']}, tokens {row['tokens_in']} in / {row['tokens_out']} out, "
                   f"cost ${row['cost_usd']:.4f}{extra}")
     return 0
+
+
+def _floor_lines(operators: dict[str, dict]) -> list[str]:
+    """What the adaptive weights concluded: the operators that do not pay, against the best one."""
+    judged = {name: o for name, o in operators.items() if o.get("pays") is not None}
+    if not judged:
+        return []
+    best = max(judged, key=lambda name: judged[name]["value"] or 0.0)
+    lines = []
+    for name, o in judged.items():
+        if not o["pays"]:
+            tokens = o["tokens"] / o["spent"] if o["spent"] else 0.0
+            lines.append(f"adaptive weights: {name} does not pay ({o['gains']} gains in {o['spent']} evaluations, "
+                         f"{tokens:.0f} tokens each; value {o['value']:.3g} against {judged[best]['value']:.3g} for "
+                         f"{best}): held at the floor, {_pct(o['share'])} of draws")
+    return lines
 
 
 def _pct(rate: float | None) -> str:

@@ -120,6 +120,10 @@ class OperatorsSection(_Section):
 
     adaptive: bool = key(False, "true or false")
     wait_for_llm: bool = key(False, "true or false")
+    # filter: every operator proposes `proposals` children per draw; the one predicted to fill an
+    # empty cell (else the weakest elite's) is evaluated (qd.prefilter)
+    filter: bool = key(False, "true or false")
+    proposals: int = key(4, "an integer in [1, 32]", ge=1, le=32)
 
 
 class LLMSection(_Section):

@@ -94,6 +94,15 @@ class Domain:
         """Domain-defined descriptors: name -> f(config, result) -> float."""
         return {}
 
+    def predict_measures(self, config: dict) -> dict[str, float] | None:
+        """Measures ``config`` is expected to get, computed without evaluating it (optional).
+
+        A domain with a static cost model (call counts from the configuration, say) returns them
+        by measure name; the search's pre-evaluation filter and LLM operators use it, and learn
+        the measures it leaves out from the run's results. The default knows none (None).
+        """
+        return None
+
     def default_config(self) -> dict:
         """The configuration the user runs today, where a search can start (``[run] seeds = "default"``).
 

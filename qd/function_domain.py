@@ -11,11 +11,15 @@
 qd runs the examples of one configuration concurrently (``concurrency`` at a time, in threads
 or, for an ``async def`` score, as asyncio tasks on the process's long-lived event loop,
 :mod:`qd.worker_loop`, so module-level async clients keep working). The objective is the mean
-score and the per-example scores are kept in :attr:`qd.result.EvalResult.scores`. An example
-whose score function raises, or returns something that is not a finite number (``None``, NaN, a
-string), scores 0 and is reported with its index in ``metrics["example_errors"]`` and the
-feedback; it never fails the evaluation. LLM calls inside the score function are traced
-automatically (:mod:`qd.analysis.autotrace`); each example runs in an
+score and the per-example scores are kept in :attr:`qd.result.EvalResult.scores`. A score
+function may say what went wrong besides the number, as GEPA's feedback metrics do:
+``(score, "text")`` or an object with ``.score`` and ``.feedback``
+(``dspy.Prediction(score=..., feedback=...)``); the lowest-scoring examples' texts go into the
+evaluation's feedback, which LLM operators read. An example whose score function raises, or
+returns something that is not a finite number (``None``, NaN, a string), scores 0 and is
+reported with its index in ``metrics["example_errors"]`` and the feedback; it never fails the
+evaluation. LLM calls inside the score function are traced automatically
+(:mod:`qd.analysis.autotrace`); each example runs in an
 :func:`~qd.analysis.tracer.example_scope`, so structural descriptors (``critical_path``,
 ``max_fanout``) describe one example whatever the concurrency (:mod:`qd.analysis.descriptors`).
 """
@@ -40,6 +44,22 @@ from qd.worker_loop import run_coroutine
 __all__ = ["FunctionDomain", "function_domain", "calls_pipeline_llm"]
 
 _MAX_REPORTED = 20  # example errors kept per evaluation (the count is always exact)
+_FEEDBACK_SHOWN = 4  # examples whose own feedback text the evaluation's feedback quotes (lowest scores first)
+_FEEDBACK_CHARS = 240  # of each example's feedback text
+
+
+def _split_feedback(value: Any) -> tuple[Any, str]:
+    """``(score, text)`` from what a score function returned.
+
+    A pair ``(score, "text")``, an object with ``.score`` and ``.feedback`` (``dspy.Prediction``),
+    or a bare score (no text).
+    """
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
+        return value[0], value[1]
+    if hasattr(value, "score") and hasattr(value, "feedback") and not isinstance(value, (str, bytes)):
+        feedback = value.feedback
+        return value.score, "" if feedback is None else str(feedback)
+    return value, ""
 
 
 def _as_score(value: Any) -> tuple[float, str]:
@@ -161,7 +181,8 @@ class FunctionDomain(Domain):
     examples : sequence
         The search split: inputs the score function receives one at a time (any picklable value).
     score : callable
-        ``score(config, example) -> float`` (or ``async def``): higher is better.
+        ``score(config, example) -> float`` (or ``async def``): higher is better. It may return
+        ``(score, "what went wrong")`` or an object with ``.score`` and ``.feedback`` instead.
     validation : sequence, optional
         Held-out examples, kept for re-scoring elites later (``split="validation"``); the search
         never sees them.
@@ -257,33 +278,39 @@ class FunctionDomain(Domain):
                 # qd.pipeline_llm()) even with autotrace, which copies contexts into threads, turned off.
                 futures = [pool.submit(contextvars.copy_context().run, self._one, config, i, ex) for i, ex in chosen]
                 outcomes = [f.result() for f in futures]
-        scores = [s for s, _ in outcomes]
-        errors = [{"index": i, "error": why} for (i, _), (_, why) in zip(chosen, outcomes) if why]
+        scores = [s for s, _, _ in outcomes]
+        errors = [{"index": i, "error": why} for (i, _), (_, why, _) in zip(chosen, outcomes) if why]
         metrics: dict[str, Any] = {"examples": len(chosen), "failed_examples": len(errors)}
         feedback = f"mean score {sum(scores) / len(scores):.4g} over {len(scores)} examples"
         if errors:
             metrics["example_errors"] = errors[:_MAX_REPORTED]
             shown = "; ".join(f"#{e['index']}: {e['error']}" for e in errors[:3])
             feedback += f"; {len(errors)} scored 0 because the score function failed ({shown})"
-        return EvalResult(fitness=sum(scores) / len(scores), scores=scores, metrics=metrics, feedback=feedback[:500])
+        said = sorted((score, i, " ".join(text.split())[:_FEEDBACK_CHARS])
+                      for (i, _), (score, _, text) in zip(chosen, outcomes) if text.strip())
+        feedback = "\n".join([feedback[:500], *(f"#{i} (score {score:.3g}): {text}"
+                                                for score, i, text in said[:_FEEDBACK_SHOWN])])
+        return EvalResult(fitness=sum(scores) / len(scores), scores=scores, metrics=metrics, feedback=feedback)
 
-    def _one(self, config: dict, index: int, example: Any) -> tuple[float, str]:
+    def _one(self, config: dict, index: int, example: Any) -> tuple[float, str, str]:
         with example_scope(index):
             try:
-                return _as_score(self.score(config, example))
+                value, text = _split_feedback(self.score(config, example))
             except Exception as exc:  # a failing example scores 0; the configuration is still evaluated
-                return 0.0, f"raised {type(exc).__name__}: {exc}"[:300]
+                return 0.0, f"raised {type(exc).__name__}: {exc}"[:300], ""
+            return (*_as_score(value), text)
 
-    async def _run_async(self, config: dict, chosen: list[tuple[int, Any]]) -> list[tuple[float, str]]:
+    async def _run_async(self, config: dict, chosen: list[tuple[int, Any]]) -> list[tuple[float, str, str]]:
         limit = asyncio.Semaphore(self.concurrency)
 
-        async def one(index: int, example: Any) -> tuple[float, str]:
+        async def one(index: int, example: Any) -> tuple[float, str, str]:
             async with limit:
                 with example_scope(index):
                     try:
-                        return _as_score(await self.score(config, example))
+                        value, text = _split_feedback(await self.score(config, example))
                     except Exception as exc:
-                        return 0.0, f"raised {type(exc).__name__}: {exc}"[:300]
+                        return 0.0, f"raised {type(exc).__name__}: {exc}"[:300], ""
+                    return (*_as_score(value), text)
 
         return list(await asyncio.gather(*(one(i, ex) for i, ex in chosen)))
 

@@ -276,11 +276,13 @@ class StoreRecorder(SearchListener):
     def counters(self, search: Search) -> dict[str, dict[str, dict[str, float]]]:
         """Every counter table, as scope -> name -> field -> value.
 
-        The operator counters (with each one's current ``share``), the noise policy's, and the LLM
-        usage added to earlier sessions' (zero fields left out).
+        The operator counters (with each one's current ``share`` and, once the adaptive weights
+        judged it, whether it ``pays`` and its ``value``: :mod:`qd.bandit`), the noise policy's,
+        and the LLM usage added to earlier sessions' (zero fields left out).
         """
-        shares = search.scheduler.shares()
-        out = {"operators": {n: {**s.as_dict(), **({"share": shares[n]} if n in shares else {})}
+        shares, judged = search.scheduler.shares(), search.scheduler.judgements
+        out = {"operators": {n: {**s.as_dict(), **({"share": shares[n]} if n in shares else {}),
+                                 **({"pays": float(judged[n].pays), "value": judged[n].value} if n in judged else {})}
                              for n, s in search.scheduler.stats.items()}}
         if search.scheduler.noise is not None:
             out["noise"] = {"policy": search.scheduler.noise.counters()}

@@ -203,6 +203,7 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
                         budget=config["run"]["evaluations"], store=store, seeds=seeds,
                         init_random=config["run"]["init_random"], seed=config["run"]["seed"],
                         adaptive=config["operators"]["adaptive"], wait_for_llm=config["operators"]["wait_for_llm"],
+                        filter=config["operators"]["filter"], proposals=config["operators"]["proposals"],
                         llm_threads=config["llm"]["concurrency"], ordered=config["run"]["ordered"],
                         batch=config["run"]["batch"],
                         progress=progress and config["run"]["progress"], llm_client=client,

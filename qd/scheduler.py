@@ -16,8 +16,12 @@ Used alone it is a plain ask/tell loop::
 
 Every selection of an operator costs exactly one evaluation: its own child, or, when an LLM
 operator's call fails or its output is invalid or a duplicate, a classic child made in its place
-(operator ``fallback``). That is the denominator of the adaptive operator weights, so an operator
-pays for the offspring it wastes.
+(operator ``fallback``). That is the denominator of the adaptive operator weights
+(:mod:`qd.bandit`), so an operator pays for the offspring it wastes.
+
+With ``filter``, every operator proposes ``proposals`` children per draw and the pre-evaluation
+filter (:mod:`qd.prefilter`) keeps the one predicted to land where it helps most; the others are
+counted (``filtered``) and never evaluated.
 
 A space can run out of configurations that have not been evaluated. Random draws that keep
 repeating evaluated ones are not taken for that: a finite space of at most ``ENUMERATE_LIMIT``
@@ -34,7 +38,7 @@ import hashlib
 import math
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,10 +46,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from qd.archives import AddStatus
+from qd.bandit import BanditSettings, Judgement, adapt_shares
 from qd.keyset import KeySet, key_of
 from qd.noise import RESAMPLE, Resample, make_handler
 from qd.operators.base import Generation, Operator, Parent
 from qd.operators.classic import Mutation
+from qd.prefilter import CellFilter, MeasurePredictor
 from qd.space import Param, Seq, Space, Text
 
 __all__ = ["Scheduler", "SchedulerOptions", "Candidate", "GenerationJob", "OperatorStats", "SpaceExhausted",
@@ -75,6 +81,7 @@ class OperatorStats:
     evaluated: int = 0     # offspring evaluated under this operator's name
     gains: int = 0         # evaluations that added a new cell or improved one
     spent: int = 0         # evaluations spent because this operator was chosen (own or fallback child)
+    filtered: int = 0      # valid new candidates the pre-evaluation filter did not choose (not evaluated)
     llm_failures: int = 0  # LLM calls that failed after retries (or generations that raised)
     tokens: int = 0        # LLM tokens spent (in + out)
     time_s: float = 0.0    # wall time spent generating
@@ -104,7 +111,8 @@ class SchedulerOptions:
         Random configurations evaluated after the seeds, before operators start (may be 0).
     adaptive : bool
         Shift operator weights toward the best archive gain per evaluation and per 1k tokens,
-        every ``adapt_every`` results.
+        every ``adapt_every`` results; an operator that does not pay is held at ``bandit.floor``
+        of the draws (:mod:`qd.bandit`).
     adapt_every : int
         Results between adaptive weight updates.
     target_rate : float
@@ -114,6 +122,14 @@ class SchedulerOptions:
         When an LLM operator is drawn while no LLM thread is free: ``False`` draws a classic
         operator instead, so evaluations never wait on the model; ``True`` keeps the draw until
         a thread frees, so every operator gets exactly its weight's share of evaluations.
+    filter : bool
+        Propose several, evaluate one: every operator (classic or LLM) writes ``proposals``
+        candidates per draw and :class:`~qd.prefilter.CellFilter` keeps the one predicted to fill
+        an empty cell (the target's first), else the one predicted into the weakest elite's cell.
+    proposals : int
+        Candidates per draw under ``filter``.
+    bandit : BanditSettings
+        How the adaptive weights judge operators (floor, evaluations before judging, token price).
     noise : {"none", "auto", "adaptive"}
         Noise handling (``qd.noise``): results go through a
         :class:`~qd.noise.NoiseHandler`, and the re-evaluations it asks for come before new
@@ -142,6 +158,9 @@ class SchedulerOptions:
     adapt_every: int = 20
     target_rate: float = 0.5
     wait_for_llm: bool = False
+    filter: bool = False
+    proposals: int = 4
+    bandit: BanditSettings = field(default_factory=BanditSettings)
 
 
 @dataclass
@@ -187,11 +206,14 @@ class GenerationJob:
     parents: list[Parent]
     rng: np.random.Generator
     target: dict[str, float] | None = None
+    proposals: int = 1
     started: float = field(default_factory=time.perf_counter)
 
     def run(self) -> Generation:
         """Call the operator; an exception (a bug, an unreachable model) is a failed generation."""
         try:
+            if self.proposals > 1:
+                return self.op.propose(self.parents, self.rng, self.proposals, self.target)
             if self.target is None:
                 return self.op.generate(self.parents, self.rng)
             return self.op.generate(self.parents, self.rng, self.target)
@@ -221,10 +243,15 @@ class Scheduler:
         Operator instances (:class:`qd.operators.Operator` subclasses) with their weights.
     options : SchedulerOptions, optional
         Seeds, random initial samples, adaptive weights and the rest.
+    predict : callable, optional
+        The domain's static cost model, ``predict_measures(config) -> {measure: value}``: where
+        the filter and the operators that ask for predictions (``uses_predictor``) get measures
+        before evaluating; measures it does not give are learned from the run's results.
     """
 
     def __init__(self, archive: Any, space: Space, operators: Mapping[str, tuple[Operator, float]],
-                 options: SchedulerOptions | None = None):
+                 options: SchedulerOptions | None = None,
+                 predict: Callable[[dict], Mapping[str, float] | None] | None = None):
         if not operators:
             raise ValueError("at least one operator with a positive weight is needed")
         for name, (op, _) in operators.items():
@@ -260,6 +287,16 @@ class Scheduler:
         self._misses = 0  # rounds in a row in which random draws and operators found nothing new
         self._space_size = space.cardinality()
         self._all_keys: np.ndarray | None = None  # every configuration's dedup key (a small finite space)
+        if self.options.filter and int(self.options.proposals) < 1:
+            raise ValueError(f"proposals must be >= 1, got {self.options.proposals}")
+        self.predictor = MeasurePredictor(space, self.measure_names, predict)
+        self.prefilter = CellFilter(archive, self.predictor) if self.options.filter else None
+        self._learning = self.prefilter is not None
+        for op in self.operators.values():
+            if getattr(op, "uses_predictor", False):
+                op.predict_measures = self.predict_measures
+                self._learning = True
+        self.judgements: dict[str, Judgement] = {}  # the adaptive weights' verdicts (qd status)
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -271,6 +308,21 @@ class Scheduler:
     def in_flight(self) -> int:
         """Candidates handed out and not told yet."""
         return self._asked - self._told
+
+    def predict_measures(self, config: dict) -> dict[str, float] | None:
+        """Measures ``config`` is predicted to get (by name), or None while they cannot be predicted."""
+        values = self.predictor.predict(config)
+        return None if values is None else dict(zip(self.measure_names, values))
+
+    @property
+    def predictor_learns(self) -> bool:
+        """Whether results teach the measure predictor (the filter or an operator uses it)."""
+        return self._learning
+
+    def learn(self, config: dict, measures: Sequence[float]) -> None:
+        """Let the learned predictor see one result (``tell`` does; a resume replays the stored ones)."""
+        if self._learning:
+            self.predictor.learn(config, measures)
 
     def resume(self, seen: KeySet | Iterable[str], stats: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """Continue after earlier evaluations: their dedup keys (or config hashes), and the operator counters saved.
@@ -361,8 +413,11 @@ class Scheduler:
             child_rng = np.random.default_rng(self.rng.integers(2**63))
             target = None
             if op.accepts_target and self.rng.random() < self.options.target_rate:
-                target = self._target_region(parents[0])
-            return GenerationJob(name, op, parents, child_rng, target)
+                target = self.target_region(parents[0])
+            if getattr(op, "parents_near_target", False):
+                # the target first, then its neighbourhood as the context (or the first parent's)
+                parents = self.neighbours(target or parents[0].measures, op.num_parents, parents[0])
+            return GenerationJob(name, op, parents, child_rng, target, self._proposals())
         child = self._classic_child(name, op, parents)
         if child is None:
             return _MISSED
@@ -437,6 +492,14 @@ class Scheduler:
         """``n`` operator children: operators drawn by weight, each making its children in one call."""
         names = self._choose_operators(n)
         out: list[Candidate] = []
+        if self.prefilter is not None:  # each draw proposes several for the filter: one at a time
+            for name in names:
+                op = self.operators[name]
+                child = self._classic_child(name, op, self._select_parents(op.num_parents))
+                if child is not None:
+                    child.chosen_by = name
+                    out.append(child)
+            return out
         for name in dict.fromkeys(names):
             op = self.operators[name]
             count = names.count(name)
@@ -460,11 +523,11 @@ class Scheduler:
     def complete(self, job: GenerationJob, generation: Generation) -> Candidate | None:
         """The candidate a finished generation gives: its first new valid child, else a classic one.
 
+        Under ``filter`` the child is the filter's choice among the generation's new valid ones.
         None when no new configuration can be made any more (:attr:`exhausted`).
         """
         configs = self.account(job, generation)
-        child = next((c for c in (self._admit(job.operator, cfg, job.parents) for cfg in configs)
-                      if c is not None), None)
+        child = self._pick(job.operator, configs, job.parents, job.target)
         while child is None and not self.exhausted:
             child = self._classic_child(FALLBACK, self._fallback, job.parents)
         if child is not None:
@@ -580,6 +643,8 @@ class Scheduler:
             stats.evaluated += 1
             stats.gains += statuses[j] > 0
             self.stats[c.chosen_by or c.operator].spent += 1
+            if self._learning and objectives[j] is not None and measures[j] is not None:
+                self.learn(c.config, measures[j])  # type: ignore[arg-type]
             if self.options.adaptive and self._told % adapt_every == 0:
                 self._adapt_weights()
         return [AddStatus(s) for s in statuses], seqs
@@ -659,43 +724,79 @@ class Scheduler:
         name = self._choose_operator(names)
         return name, self.operators[name]
 
+    def _proposals(self) -> int:
+        """Candidates an operator writes per draw: ``proposals`` under ``filter``, else one."""
+        return int(self.options.proposals) if self.prefilter is not None else 1
+
     def _classic_child(self, name: str, op: Operator, parents: list[Parent]) -> Candidate | None:
         start = time.perf_counter()
         stats = self.stats[name]
         for _ in range(_MAX_DUPLICATE_TRIES):
-            configs = op.generate(parents, self.rng).configs
+            n = self._proposals()
+            configs = (op.propose(parents, self.rng, n) if n > 1 else op.generate(parents, self.rng)).configs
             stats.offspring += len(configs)
-            for config in configs:
-                child = self._admit(name, config, parents)
-                if child is not None:
-                    stats.time_s += time.perf_counter() - start
-                    return child
+            child = self._pick(name, configs, parents)
+            if child is not None:
+                stats.time_s += time.perf_counter() - start
+                return child
         stats.time_s += time.perf_counter() - start
         return self._random_candidate()
 
-    def _admit(self, name: str, config: dict, parents: Sequence[Parent], mark_seen: bool = True) -> Candidate | None:
-        """Validate and dedup one candidate; count what happened to it.
+    def _pick(self, name: str, configs: Sequence[dict], parents: Sequence[Parent],
+              target: Mapping[str, float] | None = None) -> Candidate | None:
+        """The candidate to evaluate among ``configs``: the first new valid one, or the filter's choice.
 
-        Returns the candidate, now asked (or None, also when ``mark_seen`` is false: counting only).
+        Every config is counted (valid, duplicate); under ``filter`` the new valid ones the
+        filter does not choose are counted as ``filtered`` and stay unseen (never evaluated).
         """
+        if self.prefilter is None:
+            return next((c for c in (self._admit(name, cfg, parents) for cfg in configs) if c is not None), None)
+        fresh: dict[str, tuple[dict, str]] = {}
+        for config in configs:
+            screened = self._screen(name, config)
+            if screened is None:
+                continue
+            canonical, digest = screened
+            if digest in fresh:  # the operator wrote it twice in one go
+                self.stats[name].duplicates += 1
+                continue
+            fresh[digest] = (config, canonical)
+        if not fresh:
+            return None
+        choices = list(fresh.items())
+        digest, (config, canonical) = choices[self.prefilter.choose([c for _, (c, _) in choices], target)]
+        self.stats[name].filtered += len(choices) - 1
+        return self._take(name, config, canonical, digest, parents)
+
+    def _screen(self, name: str, config: dict) -> tuple[str, str] | None:
+        """``(canonical, hash)`` of a valid configuration not seen before; counts valid and duplicates."""
         stats = self.stats[name]
         if self.space.validate(config):
             return None
         stats.valid += 1
         canonical = self.space.canonical(config)
         digest = self.space.digest(canonical)
-        key = key_of(digest)
-        if not mark_seen:
-            if key in self._seen:
-                stats.duplicates += 1
-            return None
-        if not self._seen.insert(key):
+        if key_of(digest) in self._seen:
             stats.duplicates += 1
             return None
+        return canonical, digest
+
+    def _take(self, name: str, config: dict, canonical: str, digest: str, parents: Sequence[Parent]) -> Candidate:
+        """Mark a screened configuration seen and asked; its candidate."""
+        self._seen.insert(key_of(digest))
         self._asked += 1
         self._misses = 0
-        return Candidate(config, canonical, digest, name,
-                         [p.id for p in parents if p.id is not None])
+        return Candidate(config, canonical, digest, name, [p.id for p in parents if p.id is not None])
+
+    def _admit(self, name: str, config: dict, parents: Sequence[Parent], mark_seen: bool = True) -> Candidate | None:
+        """Validate and dedup one candidate; count what happened to it.
+
+        Returns the candidate, now asked (or None, also when ``mark_seen`` is false: counting only).
+        """
+        screened = self._screen(name, config)
+        if screened is None or not mark_seen:
+            return None
+        return self._take(name, config, *screened, parents)
 
     def _choose_operator(self, names: list[str] | None = None) -> str:
         """An operator name drawn by the current weights (among ``names``, default all)."""
@@ -729,14 +830,33 @@ class Scheduler:
     def _select_parents(self, k: int) -> list[Parent]:
         """``k`` elites as parents; ``feedback`` and ``id`` may be missing (an archive filled by plain add)."""
         elites = self.archive.sample_elites(k, rng=self.rng)
+        return self._parents(elites, range(k))
+
+    def _parents(self, elites: Mapping[str, Any], rows: Iterable[int]) -> list[Parent]:
+        """Rows of an archive's fields as parents (an archive filled without ``feedback`` or ``id`` has none)."""
         feedback, ids = elites.get("feedback"), elites.get("id")
         return [Parent(elites["solution"][i], float(elites["objective"][i]),
                        dict(zip(self.measure_names, map(float, elites["measures"][i]))),
                        feedback="" if feedback is None or feedback[i] is None else str(feedback[i]),
-                       id=int(ids[i]) if ids is not None and ids[i] >= 0 else None)  # -1: an elite added without one
-                for i in range(k)]
+                       id=None if ids is None or ids[i] < 0 else int(ids[i]))
+                for i in rows]
 
-    def _target_region(self, parent: Parent) -> dict[str, float] | None:
+    def neighbours(self, point: Mapping[str, float], k: int, first: Parent) -> list[Parent]:
+        """The ``k`` elites nearest ``point`` in measure space (ranges scaled to 1), nearest first.
+
+        ``first`` (the elite the point was drawn near) is always one of them: the context is its
+        neighbourhood even where elites crowd elsewhere.
+        """
+        elites = self.archive.data([f for f in ("solution", "objective", "measures", "feedback", "id")
+                                    if f in self.archive.field_list])
+        span = np.where(self.archive.interval_size > 0, self.archive.interval_size, 1.0)
+        goal = np.array([float(point[n]) for n in self.measure_names])
+        distance = np.max(np.abs((elites["measures"] - goal) / span), axis=1)
+        order = [int(i) for i in np.argsort(distance, kind="stable")]
+        rows = [i for i in order if first.id is None or int(elites["id"][i]) != first.id][: max(k - 1, 0)]
+        return [first, *self._parents(elites, rows)]
+
+    def target_region(self, parent: Parent) -> dict[str, float] | None:
         """Measures of an empty cell near ``parent``'s: where an LLM mutation should try to land.
 
         Steps of ~15% of each range keep the goal reachable by editing a few fields; None when
@@ -755,16 +875,11 @@ class Scheduler:
         return None
 
     def _adapt_weights(self) -> None:
-        """Weight ∝ base weight × gains per evaluation ÷ (1 + thousands of tokens per evaluation).
+        """Weights from :func:`qd.bandit.adapt_shares`: gains per evaluation charged and per 1k tokens.
 
         Evaluations are those charged to the operator (``spent``: its own children plus the
-        fallbacks that replaced its invalid, duplicate or failed ones), with a Laplace prior so
-        untried operators keep being tried. For an operator that spends ≫1k tokens per
-        evaluation the score tends to its archive gains per 1k tokens; for classic operators it
-        is the plain gain rate. A floor of 2% of the base weight keeps every operator alive.
+        fallbacks that replaced its invalid, duplicate or failed ones); an operator that does not
+        pay keeps the floor share only (:attr:`judgements` says which).
         """
-        for name, base in self.base_weights.items():
-            s = self.stats[name]
-            gain_rate = (s.gains + 1) / (s.spent + 2)
-            kilo_tokens = s.tokens / max(s.spent, 1) / 1000.0
-            self.weights[name] = base * max(gain_rate / (1.0 + kilo_tokens), 0.02)
+        self.judgements = adapt_shares(self.base_weights, self.stats, self.options.bandit)
+        self.weights = {name: j.share for name, j in self.judgements.items()}

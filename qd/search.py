@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -157,7 +158,8 @@ class Search:
             scheduler_options = dataclasses.replace(scheduler_options, **saved)
         else:
             scheduler_options.noise_budget = self.budget
-        self.scheduler = Scheduler(archive, domain.space, operators, scheduler_options)
+        self.scheduler = Scheduler(archive, domain.space, operators, scheduler_options,
+                                   predict=getattr(domain, "predict_measures", None))
         noise = self.scheduler.noise
         if store is not None and noise is not None and not saved:  # its resumes rebuild the same policy
             store.set_meta("noise", {"noise": noise.policy, "noise_samples": noise.max_samples,
@@ -330,7 +332,7 @@ class Search:
         A run made with a noise policy is replayed through it (the policy's samples and contests are
         rebuilt, and the archive with them); otherwise the stored archive is read as it stands. A
         version 1 store is converted first, in one transaction with what it lacked (the archive as
-        it stands, the running totals).
+        it stands, the running totals). A learned measure predictor sees every stored result again.
         """
         noise = self.scheduler.noise
         if store.version < 2:
@@ -341,6 +343,10 @@ class Search:
                 write_archive(store, self.archive)
         else:
             load_archive(store, self.archive)
+        if self.scheduler.predictor_learns:
+            for row in store.evaluations():
+                if row.status == "ok" and math.isfinite(row.fitness):
+                    self.scheduler.learn(row.config, [row.measures[n] for n in self.measure_names])
         self._next_id = store.max_id() + 1
         self.scheduler.resume(KeySet(store.keys()), store.counters("operators"))
         return store.count()  # re-evaluations (qd.noise) are evaluations of the budget too

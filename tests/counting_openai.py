@@ -18,8 +18,10 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from fake_openai import Server
 
 _FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]")
 
@@ -67,7 +69,7 @@ class CountingOpenAI:
         self.tokens_in = 0
         self.tokens_out = 0
         self.log: list[dict[str, Any]] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd = Server(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
 
     @property

@@ -46,6 +46,16 @@ _TRICKLE_PIECES = 40
 _RANDOM_FAULTS = ("429", "500", "nonjson", "truncated", "empty_choices")
 
 
+class Server(ThreadingHTTPServer):
+    """http.server's threading server with a real server's accept backlog.
+
+    Its default backlog of 5 refuses connections when many clients connect at once (a Ray actor's
+    concurrent evaluations), which no production endpoint does.
+    """
+
+    request_queue_size = 256
+
+
 class FakeOpenAI:
     """Threaded fake OpenAI endpoint on 127.0.0.1 (port chosen by the OS).
 
@@ -82,7 +92,7 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []  # every POST: path, body, time, behaviour
         self.inflight = 0  # requests being answered right now
         self.max_inflight = 0  # most requests answered at once (checks clients' concurrency limits)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd = Server(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 

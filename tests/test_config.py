@@ -7,7 +7,16 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from qd.config import DEFAULTS, DEMO_CONFIG, SCHEMA, ConfigError, dump_config, load_config, resolve_config
+from qd.config import (
+    DEFAULTS,
+    DEMO_CONFIG,
+    OPERATOR_FLAGS,
+    SCHEMA,
+    ConfigError,
+    dump_config,
+    load_config,
+    resolve_config,
+)
 
 
 def test_demo_config_resolves_and_round_trips_through_toml(tmp_path):
@@ -157,7 +166,7 @@ def test_demo_is_the_retrieval_pipeline_on_the_embedded_model_with_llm_operators
     config = resolve_config(DEMO_CONFIG)
     assert config["domain"]["name"] == "retrieval" and config["llm"]["base_url"] == ""
     assert "base_url" not in config["domain"]["options"]  # the domain's calls go to the embedded model too
-    ops = {k for k, v in config["operators"].items() if k not in ("adaptive", "wait_for_llm") and v > 0}
+    ops = {k for k, v in config["operators"].items() if k not in OPERATOR_FLAGS and v > 0}
     assert {"lmx", "llm_mutation"} <= ops and ops & set(CLASSIC)
     # every measure name resolves against the domain (a misspelt one would list the available names)
     options = {k: v for k, v in config["domain"]["options"].items() if k != "cache"}
@@ -211,3 +220,9 @@ def test_dump_config_refuses_a_none_it_would_drop_from_a_config_that_skipped_res
     config["domain"]["options"]["joints"] = None  # built by hand after resolving
     with pytest.raises(ConfigError, match=re.escape("domain.options.joints is None")):
         dump_config(config)
+def test_the_filter_switch_and_proposals_are_checked_and_reach_the_search():
+    config = resolve_config({"operators": {"mutation": 1.0, "filter": True, "proposals": 6}})
+    assert config["operators"]["filter"] is True and config["operators"]["proposals"] == 6
+    assert resolve_config({})["operators"]["filter"] is False
+    with pytest.raises(ConfigError, match=r"operators\.proposals must be an integer in \[1, 32\], got 0"):
+        resolve_config({"operators": {"mutation": 1.0, "proposals": 0}})

@@ -71,6 +71,12 @@ class TestArm(DomainContract):
         return get_domain("arm", joints=5)
 
 
+class TestKModule(DomainContract):
+    @pytest.fixture
+    def domain(self):
+        return get_domain("k-module")
+
+
 class TestRetrievalSim(DomainContract):
     @pytest.fixture
     def domain(self):

@@ -99,6 +99,22 @@ def test_evaluation_traces_every_call_and_export_loads_back_into_dspy(tmp_path):
             assert len(got[path].demos) == config[path]["demos"]
 
 
+def exact_with_feedback(example: dspy.Example, prediction: dspy.Prediction) -> dspy.Prediction:
+    """A GEPA feedback metric: the score and what the answer should have been."""
+    score = exact(example, prediction)
+    return dspy.Prediction(score=score, feedback="" if score else f"expected {example.answer}, got {prediction.answer}")
+
+
+def test_a_metric_returning_a_score_with_feedback_reaches_the_evaluations_feedback():
+    with CountingOpenAI() as server:  # answers every field "value of answer": every example is wrong
+        domain = DSPyDomain(TwoStage(), TRAIN, exact_with_feedback)
+        domain.pipeline_llm = qd.PipelineLLM(base_url=server.base_url, model="gpt-4o-mini")
+        result = evaluate_config(domain, domain.space.sample(np.random.default_rng(1)))
+    assert result.status == "ok" and result.scores == [0.0, 0.0, 0.0]
+    assert "#0 (score 0): expected 4, got value of answer" in result.feedback.split("\n")
+    assert "#1 (score 0): expected Paris, got value of answer" in result.feedback.split("\n")
+
+
 class CountingBuilds(DSPyDomain):
     """Counts the programs and LMs it builds (each still built for real)."""
 

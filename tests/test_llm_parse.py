@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qd.operators.parse import ParseError, extract_json_object, parse_config
+from qd.operators.parse import ParseError, extract_json_object, extract_pairs, parse_config, render_pairs, short_number
 from qd.space import Bool, Categorical, Float, Int, Seq, Space, Text
 
 SPACE = Space({
@@ -129,3 +129,55 @@ def test_extract_only_raises_parse_error_and_returns_dicts(text):
     except ParseError:
         return
     assert isinstance(obj, dict)
+
+
+# -- key=value pairs: the line format of flat spaces -------------------------------------------------
+FLAT = Space({
+    "temperature": Float(0.0, 2.0),
+    "top_p": Float(1e-3, 1.0, log=True),
+    "n": Int(1, 16),
+    "strategy": Categorical(["cot", "direct", "two words", 'say "x"']),
+    "verify": Bool(),
+    "prompt": Text(40),
+})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), prompt=st.text(max_size=40))
+def test_pairs_round_trip_up_to_float_rounding(seed, prompt):
+    config = {**FLAT.sample(np.random.default_rng(seed)), "prompt": prompt}
+    line = render_pairs(FLAT, config)
+    assert "\n" not in line or "\n" in prompt  # texts are JSON strings: one line
+    back = parse_config(line, FLAT)
+    assert {k: v for k, v in back.items() if k not in ("temperature", "top_p")} == \
+        {k: v for k, v in config.items() if k not in ("temperature", "top_p")}
+    assert back["temperature"] == pytest.approx(config["temperature"], abs=0.011)
+    assert back["top_p"] == pytest.approx(config["top_p"], rel=0.06)
+
+
+def test_pairs_tolerate_separators_case_and_a_cut_off_text():
+    text = 'temperature=0.5, n=3; strategy=DIRECT| verify=yes prompt="cut off'
+    assert extract_pairs(text, FLAT) == {"temperature": "0.5", "n": "3", "strategy": "DIRECT", "verify": "yes",
+                                         "prompt": "cut off"}
+    assert parse_config(text, FLAT, fallback=FLAT.default())["strategy"] == "direct"
+
+
+def test_pairs_drop_values_their_parameter_cannot_read_and_unknown_keys():
+    parent = FLAT.default()
+    assert extract_pairs("temperature=I n=4 colour=red n=5", FLAT) == {"n": "4"}  # the first n wins
+    with pytest.raises(ParseError, match="no key=value pair"):
+        parse_config("temperature= I would rather not", FLAT, fallback=parent)
+    with pytest.raises(ParseError):
+        parse_config("n=4", SPACE, fallback=PARENT)  # a nested space reads JSON only
+
+
+def test_pairs_read_only_the_first_line():
+    assert extract_pairs("n=4\nn=5 verify=true", FLAT) == {"n": "4"}
+
+
+@pytest.mark.parametrize("value, step, text", [
+    (0.123456, None, "0.12"), (123.4, None, "123"), (3.58, None, "3.6"), (-0.001, 0.01, "0.00"),
+    (0.37, 0.015, "0.38"), (float("nan"), None, "nan"), (1234.5, 10.0, "1230"),
+])
+def test_short_numbers(value, step, text):
+    assert short_number(value, step) == text

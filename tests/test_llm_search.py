@@ -200,13 +200,13 @@ def test_llm_mutation_is_asked_for_empty_regions_near_its_parent():
             arm_search(ops, budget=40, target_rate=target_rate)
             return [r["body"]["prompt"] for r in fake.requests]
 
-    targeted = [p for p in prompts(1.0) if "# Goal: reach x: " in p]
+    targeted = [p for p in prompts(1.0) if "\ngoal: x " in p]
     assert len(targeted) >= 20  # near-empty neighbourhoods are rare in a 10x10 grid this sparse
     for prompt in targeted:
-        goal = prompt.split("# Goal: reach ")[1].split(" with a high")[0]
-        values = dict(part.split(": ") for part in goal.split(", "))
+        goal = prompt.split("\ngoal: ")[1].split(", score above")[0]
+        values = dict(part.split(" ") for part in goal.split(", "))
         assert set(values) == {"x", "y"} and all(-JOINTS <= float(v) <= JOINTS for v in values.values())
-    assert not any("# Goal: reach" in p for p in prompts(0.0))
+    assert not any("\ngoal: x " in p for p in prompts(0.0))
 
 
 # -- the real embedded model ----------------------------------------------------------------------

@@ -57,6 +57,43 @@ def test_bad_scores_count_zero_and_are_reported_with_their_index():
     assert "str '0.9'" in errors[4] and "#1: raised ValueError" in result.feedback
 
 
+def said(config: dict, example: int):
+    """GEPA-style feedback metric: the score with what went wrong."""
+    if config["k"] >= example:
+        return 1.0, ""
+    return 0.0, f"k={config['k']} is below {example}"
+
+
+class Scored:
+    def __init__(self, score, feedback):
+        self.score, self.feedback = score, feedback
+
+
+@pytest.mark.parametrize("score", [
+    said,
+    lambda config, ex: Scored(*said(config, ex)),
+    lambda config, ex: __import__("dspy").Prediction(score=said(config, ex)[0], feedback=said(config, ex)[1]),
+], ids=["pair", "object", "dspy.Prediction"])
+def test_a_score_with_a_feedback_text_reaches_the_evaluations_feedback(score):
+    domain = qd.FunctionDomain(SPACE, [1, 2, 3, 4, 5, 6, 7], score, concurrency=2)
+    result = evaluate_config(domain, {"k": 2})
+    assert result.status == "ok" and result.scores == [1.0, 1.0, 0, 0, 0, 0, 0]
+    assert result.metrics["failed_examples"] == 0  # a text is not an error
+    lines = result.feedback.split("\n")
+    assert lines[0].startswith("mean score 0.2857 over 7 examples")
+    assert lines[1:] == [f"#{i} (score 0): k=2 is below {i + 1}" for i in (2, 3, 4, 5)]  # lowest scores, four
+    assert "below" not in evaluate_config(domain, {"k": 9}).feedback  # nothing went wrong: nothing said
+
+
+async def said_async(config: dict, example: int):
+    return said(config, example)
+
+
+def test_an_async_score_with_a_feedback_text():
+    result = evaluate_config(qd.FunctionDomain(SPACE, [1, 5], said_async), {"k": 3})
+    assert result.scores == [1.0, 0.0] and result.feedback.split("\n")[1] == "#1 (score 0): k=3 is below 5"
+
+
 def test_a_search_over_a_flaky_score_function_goes_on():
     domain = qd.FunctionDomain(SPACE, list(range(8)), flaky_score)
     archive = qd.GridArchive(dims=[5], ranges=[(0, 10)], measure_names=["k"])
@@ -566,7 +603,8 @@ def test_a_module_level_async_openai_client_serves_every_evaluation(tmp_path, mo
         with RunStore(tmp_path / "out" / "run.sqlite", readonly=True) as store:
             rows = list(store.evaluations())
         assert len(rows) == 20 and all(r.status == "ok" for r in rows)
-        assert [r.metrics["failed_examples"] for r in rows] == [0] * 20, [r.feedback for r in rows][:3]
+        failed = [r.feedback for r in rows if r.metrics["failed_examples"]]
+        assert not failed, failed[:3]
         assert all(r.fitness == 1.0 for r in rows)
         assert served["calls"] == sum(r.trace_summary["llm_calls"] for r in rows) == 20 * 3
     finally:

@@ -1,0 +1,206 @@
+"""Propose several, evaluate one: choose among candidate children by the cell they are predicted to land in.
+
+An evaluation of a compound AI system costs far more than writing a candidate, so the scheduler
+can ask an operator for several candidates (``[operators] filter = true``, ``proposals``) and
+evaluate one. :class:`CellFilter` chooses it by where the candidate is *predicted* to land, before
+anything runs (ShinkaEvolve's rejection sampling, re-expressed for configurations whose measures
+can be predicted):
+
+1. a candidate predicted into an **empty** cell first: the target cell, else the one nearest the
+   target, else the first in the operator's order;
+2. then a candidate whose cell cannot be predicted yet;
+3. then a candidate predicted into an occupied cell, the one whose elite is weakest first (the
+   likeliest to be beaten).
+
+So the filter never drops a candidate it predicts into an empty cell in favour of one it predicts
+into a full cell. Duplicates never reach it (the scheduler drops configurations already seen).
+
+Predictions come from the domain's static cost model where it has one
+(``Domain.predict_measures(config) -> {measure: value}``: the k-module domain's measures, the
+retrieval domain's call counts), and otherwise from what the run has learned:
+:class:`LearnedPredictor` averages the measures of the nearest configurations evaluated so far.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from qd.space import Bool, Categorical, Numeric, Space, Text
+from qd.space.units import to_unit
+
+__all__ = ["CellFilter", "LearnedPredictor", "MeasurePredictor", "config_features"]
+
+Predict = Callable[[dict], Mapping[str, float] | None]
+
+
+def config_features(space: Space, config: dict) -> dict[str, float]:
+    """A configuration as named numbers in ``[0, 1]`` (for distances between configurations).
+
+    Numbers map to their unit position, a categorical to a one-hot feature ``path=choice``, a
+    bool to 0/1 and a text to its length over the maximum (what it says is not compared).
+    """
+    out: dict[str, float] = {}
+    for path, param, value in space.walk(config):
+        key = "/".join(map(str, path))
+        if isinstance(param, Numeric):
+            out[key] = to_unit(param, value)
+        elif isinstance(param, Categorical):
+            out[f"{key}={value}"] = 1.0
+        elif isinstance(param, Bool):
+            out[key] = float(bool(value))
+        elif isinstance(param, Text):
+            out[key] = len(value) / max(param.max_len, 1)
+    return out
+
+
+class LearnedPredictor:
+    """Measures of a configuration predicted from the ``k`` nearest ones the run evaluated.
+
+    Distances are Euclidean over :func:`config_features`; the prediction is the mean of the
+    neighbours' measures. Until ``min_history`` results have been seen it predicts nothing.
+
+    Parameters
+    ----------
+    space : Space
+        The configurations.
+    names : sequence of str
+        Measure names, in the archive's order.
+    k : int
+        Neighbours averaged.
+    min_history : int
+        Results needed before the first prediction.
+    """
+
+    def __init__(self, space: Space, names: Sequence[str], k: int = 3, min_history: int = 5) -> None:
+        self.space, self.names, self.k, self.min_history = space, list(names), int(k), int(min_history)
+        self._columns: dict[str, int] = {}
+        self._features = np.zeros((64, 8))  # rows x columns, grown by doubling
+        self._measures = np.zeros((64, len(self.names)))
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _row(self, config: dict, grow: bool) -> np.ndarray:
+        features = config_features(self.space, config)
+        if grow:
+            for key in features:
+                self._columns.setdefault(key, len(self._columns))
+            if len(self._columns) > self._features.shape[1]:  # a new column is 0 for earlier rows
+                wider = np.zeros((self._features.shape[0], 2 * len(self._columns)))
+                wider[:, : self._features.shape[1]] = self._features
+                self._features = wider
+        row = np.zeros(self._features.shape[1])
+        for key, value in features.items():
+            j = self._columns.get(key)
+            if j is not None:
+                row[j] = value
+        return row
+
+    def learn(self, config: dict, measures: Sequence[float]) -> None:
+        """Remember one evaluated configuration and its measures (archive order)."""
+        row = self._row(config, grow=True)
+        if self._n == self._features.shape[0]:
+            self._features = np.concatenate([self._features, np.zeros_like(self._features)])
+            self._measures = np.concatenate([self._measures, np.zeros_like(self._measures)])
+        self._features[self._n] = row
+        self._measures[self._n] = [float(m) for m in measures]
+        self._n += 1
+
+    def predict(self, config: dict) -> dict[str, float] | None:
+        """The mean measures of the ``k`` nearest evaluated configurations (None before ``min_history``)."""
+        if self._n < self.min_history:
+            return None
+        distances = np.square(self._features[: self._n] - self._row(config, grow=False)).sum(axis=1)
+        nearest = np.argsort(distances, kind="stable")[: self.k]
+        return dict(zip(self.names, map(float, self._measures[nearest].mean(axis=0))))
+
+
+class MeasurePredictor:
+    """The domain's static predictions where it gives them, the learned ones for the other measures.
+
+    Parameters
+    ----------
+    space : Space
+        The configurations.
+    names : sequence of str
+        Measure names, in the archive's order.
+    static : callable, optional
+        ``predict_measures(config) -> {name: value}`` of the domain; names it leaves out (or a
+        call that raises or returns None) are learned.
+    """
+
+    def __init__(self, space: Space, names: Sequence[str], static: Predict | None = None) -> None:
+        self.names = list(names)
+        self.static = static
+        self.learned = LearnedPredictor(space, names)
+
+    def learn(self, config: dict, measures: Sequence[float]) -> None:
+        """Remember one evaluated configuration (the learned part)."""
+        self.learned.learn(config, measures)
+
+    def predict(self, config: dict) -> list[float] | None:
+        """Predicted measures in archive order, or None when some measure cannot be predicted yet."""
+        known: dict[str, float] = {}
+        if self.static is not None:
+            try:
+                known = dict(self.static(config) or {})
+            except Exception:  # noqa: BLE001 - a cost model that fails on one config leaves it to the learned one
+                known = {}
+        if any(n not in known for n in self.names):
+            learned = self.learned.predict(config)
+            if learned is None:
+                return None
+            known = {**learned, **known}
+        values = [float(known[n]) for n in self.names]
+        return values if all(math.isfinite(v) for v in values) else None
+
+
+class CellFilter:
+    """Chooses, among candidate children, the one to evaluate (see the module docstring).
+
+    Parameters
+    ----------
+    archive : GridArchive or CVTArchive
+        Where cells are looked up (read only).
+    predictor : MeasurePredictor
+        Predicts each candidate's measures.
+    """
+
+    def __init__(self, archive: Any, predictor: MeasurePredictor) -> None:
+        self.archive, self.predictor = archive, predictor
+
+    def rank(self, configs: Sequence[dict], target: Sequence[float] | Mapping[str, float] | None = None
+             ) -> list[int]:
+        """Indices of ``configs``, best first (the order of the module docstring)."""
+        span = np.where(self.archive.interval_size > 0, self.archive.interval_size, 1.0)
+        goal = None
+        if target is not None:
+            goal = np.array([float(target[n]) for n in self.predictor.names] if isinstance(target, Mapping)
+                            else [float(v) for v in target])
+        goal_cell = None if goal is None else self.archive.index_of_single(goal)
+        keys = []
+        for i, config in enumerate(configs):
+            point = self.predictor.predict(config)
+            if point is None:
+                keys.append((1, 0.0, i))
+                continue
+            cell = self.archive.index_of_single(point)
+            try:
+                elite = self.archive.elite(cell)
+            except KeyError:  # empty: the best kind, the target cell (then the nearest) first
+                distance = 0.0 if goal is None or cell == goal_cell else float(
+                    np.max(np.abs((np.asarray(point) - goal) / span)))
+                keys.append((0, distance, i))
+                continue
+            keys.append((2, float(elite["objective"]), i))
+        return [i for *_, i in sorted(keys)]
+
+    def choose(self, configs: Sequence[dict], target: Sequence[float] | Mapping[str, float] | None = None) -> int:
+        """Index of the candidate to evaluate (:meth:`rank`'s first)."""
+        if not configs:
+            raise ValueError("no candidates to choose from")
+        return self.rank(configs, target)[0]

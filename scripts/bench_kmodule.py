@@ -1,0 +1,135 @@
+"""Operator sets end to end on the k-module domain: paired seeds, equal evaluations.
+
+Each seed runs every arm with the same run config but the operators (same seed, so the same
+random initial configurations: the script asserts their hashes agree across arms), serially,
+``noise = "none"`` (the domain is deterministic) and ``wait_for_llm = true`` (every operator gets
+exactly its weight's share of evaluations):
+
+``classic``          mutation + uniform crossover
+``classic+filter``   the same, each draw proposing ``--proposals`` children to the pre-evaluation filter
+``llm+filter``       LMX + LLM mutation + mutation (equal weights) with the same filter
+``llm``              the LLM set without the filter (``--arms`` to include it)
+
+Per run: the QD score, coverage and best objective at the budget, whether the right combination
+was found and after how many evaluations, and the operators' LLM tokens. Then per arm the mean and
+median over seeds, and the paired difference of each arm against ``classic+filter`` (the best
+non-LLM set) with the two-sided Wilcoxon signed-rank p-value (scipy). LLM calls go to the embedded
+gemma-3-270m through the request cache (a rerun replays them).
+
+    nice -n 10 python scripts/bench_kmodule.py [--seeds 10] [--evals 120] [--init-random 20]
+        [--feedback attributable|count] [--arms classic,classic+filter,llm+filter]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from anywhere without installing
+
+from qd.cli import run_status  # noqa: E402
+from qd.config import resolve_config  # noqa: E402
+from qd.runner import run_search  # noqa: E402
+
+ARMS: dict[str, dict[str, Any]] = {
+    "classic": {"mutation": 1.0, "uniform_crossover": 1.0},
+    "classic+filter": {"mutation": 1.0, "uniform_crossover": 1.0, "filter": True},
+    "llm+filter": {"lmx": 1.0, "llm_mutation": 1.0, "mutation": 1.0, "filter": True},
+    "llm": {"lmx": 1.0, "llm_mutation": 1.0, "mutation": 1.0},
+}
+BASELINE = "classic+filter"
+
+
+def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """One run; its figures at the budget."""
+    operators = {**ARMS[arm], "wait_for_llm": True}
+    if operators.get("filter"):
+        operators["proposals"] = args.proposals
+    config = resolve_config({
+        "run": {"name": f"{arm}-{seed}", "evaluations": args.evals, "init_random": args.init_random, "seed": seed,
+                "progress": False, "plot": False},
+        "domain": {"name": "k-module", "options": {"feedback": args.feedback}},
+        "archive": {"noise": "none"},
+        "operators": operators,
+        "llm": {"cache": True, "timeout_s": 300.0},
+        "evaluator": {"backend": "serial"},
+    })
+    start = time.perf_counter()
+    run = run_search(config, root / f"{arm.replace('+', '_')}-{seed}", progress=False)
+    wall = time.perf_counter() - start
+    rows = list(run.store.evaluations())
+    solved = next((i + 1 for i, row in enumerate(rows) if row.metrics.get("solved")), None)
+    initial = [row.hash for row in rows[: args.init_random]]  # the random initial configurations
+    status = run_status(run.path)
+    run.store.close()
+    return {"qd": status["qd_score"], "coverage": status["coverage"], "best": status["obj_max"],
+            "solved_at": solved, "tokens": status["spend"]["operators"]["tokens_in"]
+            + status["spend"]["operators"]["tokens_out"], "wall_s": wall, "initial": initial}
+
+
+def summary(results: dict[str, list[dict]], arms: list[str]) -> str:
+    """Markdown: per arm mean/median and the paired comparison against the baseline."""
+    from scipy.stats import wilcoxon
+
+    base = np.array([r["qd"] for r in results[BASELINE]]) if BASELINE in results else None
+    lines = ["| arm | QD score mean (median) | coverage | best | solved | evaluations to solve, median | "
+             "LLM tokens/run | Δ QD vs classic+filter, median (wins/ties/losses, Wilcoxon p) | wall s/run |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for arm in arms:
+        rs = results[arm]
+        qd = np.array([r["qd"] for r in rs])
+        solved = [r["solved_at"] for r in rs if r["solved_at"] is not None]
+        versus = "-"
+        if base is not None and arm != BASELINE:
+            diff = qd - base
+            wins, ties, losses = int((diff > 0).sum()), int((diff == 0).sum()), int((diff < 0).sum())
+            p = wilcoxon(diff).pvalue if np.any(diff != 0) else 1.0
+            versus = f"{np.median(diff):+.2f} ({wins}/{ties}/{losses}, p = {p:.3f})"
+        lines.append(f"| {arm} | {qd.mean():.2f} ({np.median(qd):.2f}) | {np.mean([r['coverage'] for r in rs]):.1%} | "
+                     f"{np.mean([r['best'] for r in rs]):.3f} | {len(solved)}/{len(rs)} | "
+                     f"{np.median(solved) if solved else '-'} | {np.mean([r['tokens'] for r in rs]):.0f} | {versus} | "
+                     f"{np.mean([r['wall_s'] for r in rs]):.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--evals", type=int, default=120)
+    parser.add_argument("--init-random", type=int, default=20)
+    parser.add_argument("--proposals", type=int, default=4)
+    parser.add_argument("--feedback", default="attributable", choices=["attributable", "count", "none"])
+    parser.add_argument("--arms", default="classic,classic+filter,llm+filter")
+    args = parser.parse_args()
+    arms = args.arms.split(",")
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        parser.error(f"unknown arms {unknown}; choose from {', '.join(ARMS)}")
+    results: dict[str, list[dict]] = {arm: [] for arm in arms}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="qd-bench-kmodule-") as tmp:
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            runs = {arm: run_arm(arm, seed, args, Path(tmp)) for arm in arms}
+            initial = {tuple(r["initial"]) for r in runs.values()}
+            assert len(initial) == 1, f"seed {seed}: the arms' random initial configurations differ"
+            line = "  ".join(f"{arm} qd {r['qd']:.2f} solved@{r['solved_at'] or '-'} tok {r['tokens']}"
+                             for arm, r in runs.items())
+            print(f"seed {seed}: {line}  ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+            for arm, r in runs.items():
+                results[arm].append(r)
+    print(f"k-module ({args.feedback} feedback), {args.evals} evaluations ({args.init_random} random), "
+          f"{args.seeds} paired seeds, {(time.perf_counter() - start) / 60:.1f} min\n")
+    print(summary(results, arms))
+    print("\nper seed, QD score: " + "; ".join(
+        f"{arm}: " + " ".join(f"{r['qd']:.2f}" for r in results[arm]) for arm in arms))
+
+
+if __name__ == "__main__":
+    main()
