@@ -11,7 +11,7 @@ Layers, lowest first (a module may import from its own layer and the ones below)
                     (qd.evaluation, qd.evaluators.*)
     5  driver       qd.search, qd.listeners, qd.measure_range, qd.failure_watch (listeners)
     6  after runs   qd.analysis.{elites,validation,selection}, qd.testing.* (contract tests)
-    7  runner       qd.config, qd.rundir, qd.runner, qd.validate
+    7  runner       qd.config, qd.rundir, qd.runner, qd.validate; the benchmarks' arms and statistics (qd.bench.*)
     8  interface    qd.cli, and the ``qd`` package itself (it re-exports the public API)
 
 Imports inside functions count (they are dependencies too); imports under ``if TYPE_CHECKING:``
@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("driver", ["qd.search", "qd.listeners", "qd.measure_range", "qd.failure_watch"]),
     ("after runs", ["qd.analysis.elites", "qd.analysis.validation", "qd.analysis.selection", "qd.testing",
                     "qd.testing.*"]),
-    ("runner", ["qd.config", "qd.rundir", "qd.runner", "qd.validate"]),
+    ("runner", ["qd.config", "qd.rundir", "qd.runner", "qd.validate", "qd.bench", "qd.bench.*"]),
     ("interface", ["qd.cli", "qd"]),
 ]
 
