@@ -13,7 +13,8 @@ the space drawn from the seed, evaluated first by every arm), on the same domain
 ``optuna-tpe``    Optuna's TPE on the domain's objective
 ``optuna-nsga2``  Optuna's NSGA-II on the objective and the map's cost-like measures
 ``pyribs-iso``    pyribs's IsoLineEmitter (numeric domains) on a qd archive
-``pyribs-cmame``  pyribs's CMA-ME (five EvolutionStrategyEmitters, ranker ``2imp``; numeric domains)
+``pyribs-cmame``  pyribs's CMA-ME (five EvolutionStrategyEmitters, ranker ``2imp``, sigma0 0.5, batches of
+                  20; numeric domains)
 
 Optuna and pyribs see each configuration's single score; ``Text`` parameters are not theirs to
 search (they keep the initial configuration's text, as Optuna users keep a fixed prompt). A
@@ -436,7 +437,7 @@ def _run_pyribs(spec: BenchDomain, domain: Domain, seed: int, init: list[dict], 
             raise RuntimeError(f"{kind}: an initial configuration gave no usable result")
         archive.add(x_init, np.array([o[0] for o in outs]), np.array([o[1] for o in outs]))
         x0 = x_init[int(np.argmax([o[0] for o in outs]))]
-        emitters = [EvolutionStrategyEmitter(archive, x0=x0, sigma0=0.2, ranker="2imp", bounds=bounds, batch_size=20,
+        emitters = [EvolutionStrategyEmitter(archive, x0=x0, sigma0=0.5, ranker="2imp", bounds=bounds, batch_size=20,
                                              seed=seed * 10 + i) for i in range(5)]
     scheduler = RibsScheduler(archive, emitters)
     while rec.count < spec.budget:
