@@ -48,7 +48,7 @@ from qd.llm.client import LLMClient
 FORWARD_N = (4, 8, 16, 32, 64)
 WARM_N = (4, 16)
 REVERSE_N = (2, 4, 8)
-PROMPT_N = (4, 8)
+PROMPT_N = (8,)  # mid-range: the context curve's accuracy there is about 0.4
 FEW_SHOT = (0, 1, 2, 3)
 #: Instruction texts of the ``--prompt`` measurement, chosen so the features of
 #: :func:`~qd.domains.retrieval_sim.instruction_features` vary (task words, length) rather than to be good.
@@ -57,11 +57,7 @@ INSTRUCTIONS = {
     "empty": "",
     "terse": "Answer with the code.",
     "none_rule": "If the key is not in the records, answer none. Otherwise answer with its code.",
-    "none_only": "If you cannot find it, say none.",
     "off_task": "Write a short story about a dragon who guards a castle.",
-    "verbose": ("You will see a list of records. Each record is one line with a key, a colon and a four-digit "
-                "code. Read every line carefully, find the line whose key is exactly the asked key, and answer "
-                "with its code and nothing else. If no line has that key, answer none."),
 }
 
 
@@ -147,7 +143,7 @@ def measure_prompt_effects(client: LLMClient, trials: int) -> dict:
                      **{f: feats[f] - instruction_features(DEFAULT_INSTRUCTION)[f] for f in FEATURES}})
     shot_cols = [f"shot{s}" for s in FEW_SHOT[1:]]
     present_cols = [f"n{m}" for m in PROMPT_N] + shot_cols + list(FEATURES)
-    absent_cols = ["one", "log2_n"] + shot_cols + list(FEATURES)
+    absent_cols = ["one"] + (["log2_n"] if len(PROMPT_N) > 1 else []) + shot_cols + list(FEATURES)
     fits = {}
     for kind, cols in (("present", present_cols), ("absent", absent_cols)):
         beta, se = _logistic_fit([r for r in rows if r["present"] == (kind == "present")], cols)
@@ -156,8 +152,8 @@ def measure_prompt_effects(client: LLMClient, trials: int) -> dict:
         fits[kind] = {"shots": [0.0] + [coef[c] for c in shot_cols], "shots_se": [0.0] + [err[c] for c in shot_cols],
                       "features": {f: coef[f] for f in FEATURES}, "features_se": {f: err[f] for f in FEATURES}}
         if kind == "absent":
-            fits[kind].update(intercept=coef["one"], log2_n=coef["log2_n"], intercept_se=err["one"],
-                              log2_n_se=err["log2_n"])
+            fits[kind].update(intercept=coef["one"], intercept_se=err["one"], log2_n=coef.get("log2_n", 0.0),
+                              log2_n_se=err.get("log2_n", 0.0), n=list(PROMPT_N))
         else:
             fits[kind]["baseline_logit"] = {str(m): coef[f"n{m}"] for m in PROMPT_N}
     measured = [{k: r[k] for k in ("instruction", "few_shot", "n", "present", "k", "n_trials")} for r in rows]
@@ -169,7 +165,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--prompt", action="store_true", help="measure only the few-shot and instruction effects")
-    ap.add_argument("--prompt-trials", type=int, default=16, help="trials per (instruction, few_shot, n, present)")
+    ap.add_argument("--prompt-trials", type=int, default=8, help="trials per (instruction, few_shot, n, present)")
     ap.add_argument("--base-url", default=None)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "domains" / "retrieval_fit.json"))
     args = ap.parse_args()

@@ -167,9 +167,11 @@ def bench_domain(name: str, **overrides: Any) -> BenchDomain:
 def initial_configs(space: Space, seed: int, n: int) -> tuple[list[dict], np.random.Generator]:
     """``n`` distinct random configurations from ``seed``, and the generator that drew them.
 
-    Random search goes on drawing from that generator.
+    Random search goes on drawing from that generator. It is a stream of its own: qd's scheduler
+    draws from ``default_rng(seed)``, and the same stream would make its random configurations
+    repeat the initial ones.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([int(seed), 1])
     seen: dict[str, dict] = {}
     for _ in range(100 * n):
         if len(seen) == n:
