@@ -78,6 +78,18 @@ def test_qd_arms_evaluate_exactly_the_shared_initial_configurations():
     assert len({domain.space.hash(c) for c in init}) == spec.init
 
 
+def test_initial_configurations_do_not_replay_the_schedulers_stream():
+    # qd's scheduler draws its random configurations from default_rng(seed): drawn from the same
+    # stream, the shared initial ones came back as duplicates until the scheduler gave up.
+    domain = get_domain("arm", joints=10)
+    init, _ = initial_configs(domain.space, 16, 20)
+    scheduler_stream = np.random.default_rng(16)
+    replayed = {domain.space.hash(domain.space.sample(scheduler_stream)) for _ in range(20)}
+    assert replayed.isdisjoint(domain.space.hash(c) for c in init)
+    spec = small("arm", budget=200, init=100)
+    assert run_arm(spec, "qd-classic", 16).evaluations == 200
+
+
 def test_instance_digest_tells_domains_apart_and_is_stable():
     a, b = get_domain("retrieval-sim", n_pairs=16, n_instances=3), get_domain("retrieval-sim", n_pairs=16,
                                                                                n_instances=3, seed=1)
