@@ -43,7 +43,8 @@ from qd.domains.retrieval_task import (
     parse_key,
     reverse_prompt_with_example,
 )
-from qd.llm.client import LLMClient
+from qd.llm.cache import cache_path
+from qd.llm.client import LLMClient, LLMError
 
 FORWARD_N = (4, 8, 16, 32, 64)
 WARM_N = (4, 16)
@@ -85,11 +86,18 @@ def _reverse(client: LLMClient, n: int, seed: int) -> dict:
 
 
 def _prompt_trial(client: LLMClient, instruction: str, shots: int, n: int, present: bool, seed: int) -> dict:
-    """One greedy forward call; ``present=False`` asks for a key that is not among the records."""
+    """One greedy forward call; ``present=False`` asks for a key that is not among the records.
+
+    A call that fails after the client's retries is returned as such (``ok`` None) and left out of
+    the fit, so that a loaded machine costs trials, not the measurement.
+    """
     inst = make_instance(n + (0 if present else 1), seed)
     records = inst.records if present else tuple(r for r in inst.records if r[0] != inst.key)
     prompt = forward_prompt(records, inst.key, instruction=instruction, few_shot=shots)
-    r = client.complete(prompt, stop=["\n"], temperature=0.0, max_tokens=8, seed=seed)
+    try:
+        r = client.complete(prompt, stop=["\n"], temperature=0.0, max_tokens=8, seed=seed)
+    except LLMError as exc:
+        return {"ok": None, "latency_s": math.nan, "error": str(exc)[:200]}
     answer = parse_code(r.text)
     return {"ok": answer == inst.code if present else answer is None, "latency_s": r.latency_s}
 
@@ -133,7 +141,8 @@ def measure_prompt_effects(client: LLMClient, trials: int) -> dict:
         outs = list(tqdm(calls, total=len(jobs), desc="prompt effects", unit="call"))
     cells: dict[tuple, list[bool]] = {}
     for (name, k, n, present, _), out in zip(jobs, outs):
-        cells.setdefault((name, k, n, present), []).append(out["ok"])
+        if out["ok"] is not None:
+            cells.setdefault((name, k, n, present), []).append(out["ok"])
     rows = []
     for (name, k, n, present), oks in cells.items():
         feats = instruction_features(INSTRUCTIONS[name])
@@ -158,7 +167,8 @@ def measure_prompt_effects(client: LLMClient, trials: int) -> dict:
             fits[kind]["baseline_logit"] = {str(m): coef[f"n{m}"] for m in PROMPT_N}
     measured = [{k: r[k] for k in ("instruction", "few_shot", "n", "present", "k", "n_trials")} for r in rows]
     return {"instructions": INSTRUCTIONS, "trials_per_cell": trials, "cells": measured, **fits,
-            "mean_latency_s": round(float(np.mean([o["latency_s"] for o in outs])), 3)}
+            "failed_calls": sum(o["ok"] is None for o in outs),
+            "mean_latency_s": round(float(np.nanmean([o["latency_s"] for o in outs])), 3)}
 
 
 def main() -> None:
@@ -169,8 +179,10 @@ def main() -> None:
     ap.add_argument("--base-url", default=None)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "domains" / "retrieval_fit.json"))
     args = ap.parse_args()
-    client = LLMClient(base_url=args.base_url, max_tokens=8, concurrency=4)
     if args.prompt:
+        # Greedy calls through qd's request cache: an interrupted measurement resumes where it stopped.
+        # A loaded machine queues requests for minutes, hence the long timeout.
+        client = LLMClient(base_url=args.base_url, max_tokens=8, concurrency=4, cache=cache_path(True), timeout_s=600)
         t0 = time.time()
         prompt = measure_prompt_effects(client, args.prompt_trials)
         prompt["seconds"] = round(time.time() - t0, 1)
@@ -180,6 +192,7 @@ def main() -> None:
         out.write_text(json.dumps(fit, indent=1) + "\n")
         print(json.dumps({k: v for k, v in prompt.items() if k != "cells"}, indent=1))
         return
+    client = LLMClient(base_url=args.base_url, max_tokens=8, concurrency=4)
     t0 = time.time()
     jobs = [(_forward, (client, n, 50_000 + 97 * n + i, 0.0)) for n in FORWARD_N for i in range(args.trials)]
     jobs += [(_forward, (client, n, 60_000 + 97 * n + i, 0.8)) for n in WARM_N for i in range(args.trials)]

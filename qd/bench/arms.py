@@ -148,8 +148,9 @@ BENCH_DOMAINS: dict[str, Callable[[], BenchDomain]] = {
     "arm": lambda: BenchDomain("arm", {"joints": 10, "noise": 1.0}, ("x", "y"), ((-10.0, 10.0), (-10.0, 10.0)),
                                (10, 10), budget=3000, init=100, objective_range=(-math.pi**2, 0.0)),
     # Headline topics on the embedded model (real calls, request cache on), 4 headlines per evaluation.
-    "topics": lambda: BenchDomain("topics", {"cache": True, "n_instances": 4}, budget=60, init=12,
-                                  validation_samples=3),
+    # A loaded machine queues calls for minutes: a long timeout keeps load from turning into failures.
+    "topics": lambda: BenchDomain("topics", {"cache": True, "n_instances": 4, "timeout_s": 600.0}, budget=60,
+                                  init=12, validation_samples=3),
 }
 
 
@@ -331,11 +332,15 @@ class _SeedWatch(SearchListener):
 
 
 def _llm_client() -> Any:
-    """The LLM operators' client as the main job builds it, without the request cache (tokens are this run's)."""
+    """The LLM operators' client as the main job builds it, without the request cache (tokens are this run's).
+
+    Its timeout is long (10 min): on a loaded machine a call waits for minutes, and a timeout would
+    count as the operator's failure.
+    """
     from qd.config import resolve_config
     from qd.runner import build_llm_client
 
-    return build_llm_client(resolve_config({"llm": {"cache": False}}))
+    return build_llm_client(resolve_config({"llm": {"cache": False, "timeout_s": 600.0}}))
 
 
 def _run_qd(spec: BenchDomain, domain: Domain, seed: int, init: list[dict], table: Mapping[str, Any],
