@@ -13,8 +13,9 @@ Domains (``--domains``, any built-in or ``package.module:attribute`` name; the k
 :data:`qd.bench.arms.BENCH_DOMAINS`): ``retrieval-sim`` (SIMULATED LLM calls), ``arm`` (the
 noisy 10-joint arm) and ``topics`` (REAL calls to the embedded model).
 
-Each finished run is appended to ``--results`` (JSON lines) at once; a rerun skips the runs
-already there, so the bench resumes after an interruption and grows by seeds. Then it prints, per
+Runs go seed by seed (every arm on seed 0, then on seed 1, ...), so what has finished is paired;
+each is appended to ``--results`` (JSON lines) at once, and a rerun skips the runs already there,
+so the bench resumes after an interruption and grows by seeds. Then it prints, per
 domain, a table per arm, the paired comparisons and the issue's targets, and writes one plot per
 domain (every seed shown) to ``--out``. Usage::
 
@@ -75,10 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         specs[name] = spec = bench_domain(name, **overrides)
         if args.report_only:
             continue
-        for arm in arms_for(spec.build(), wanted):
-            seeds = args.llm_seeds if (arm in LLM_ARMS and args.llm_seeds is not None) else args.seeds
-            for seed in range(seeds):
-                if (name, arm, seed, spec.budget) in done:
+        arms = arms_for(spec.build(), wanted)
+        seeds_of = {arm: args.llm_seeds if (arm in LLM_ARMS and args.llm_seeds is not None) else args.seeds
+                    for arm in arms}
+        for seed in range(max(seeds_of.values(), default=0)):  # seed by seed: what has run so far is paired
+            for arm in arms:
+                if seed >= seeds_of[arm] or (name, arm, seed, spec.budget) in done:
                     continue
                 start = time.perf_counter()
                 row = bench_run(spec, arm, seed)
