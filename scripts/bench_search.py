@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere without installing
 
-from qd.bench.arms import ARMS, LLM_ARMS, arms_for, bench_domain, bench_run, check_paired  # noqa: E402
+from qd.bench.arms import ARMS, LLM_ARMS, arms_for, bench_domain, bench_run, check_paired, parse_arm  # noqa: E402
 from qd.bench.report import arm_table, comparison_table, plot_domain, targets_table  # noqa: E402
 
 
@@ -51,7 +51,9 @@ def _pairs(items: list[str], what: str) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--domains", default="retrieval-sim,arm", help="comma-separated domain names")
-    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
+    parser.add_argument("--arms", default=",".join(ARMS),
+                        help=f"comma-separated subset of {','.join(ARMS)}; a qd arm may take ':noise=POLICY' "
+                             "(then separate arms with ';')")
     parser.add_argument("--seeds", type=int, default=20, help="paired seeds per arm (default 20)")
     parser.add_argument("--llm-seeds", type=int, default=None,
                         help=f"seeds of the arms whose operators call the embedded model ({', '.join(LLM_ARMS)}; "
@@ -62,10 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "img"))
     parser.add_argument("--report-only", action="store_true", help="tables and plots from --results, no runs")
     args = parser.parse_args(argv)
-    wanted = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = sorted(set(wanted) - set(ARMS))
-    if unknown:
-        parser.error(f"unknown arms {unknown}; choose from {', '.join(ARMS)}")
+    wanted = [a.strip() for a in args.arms.split(";" if ":" in args.arms else ",") if a.strip()]
+    for arm in wanted:
+        try:
+            parse_arm(arm)
+        except ValueError as exc:
+            parser.error(str(exc))
     budgets, inits = _pairs(args.budget, "budget"), _pairs(args.init, "init")
     results = Path(args.results)
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()] if results.exists() else []
@@ -77,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_only:
             continue
         arms = arms_for(spec.build(), wanted)
-        seeds_of = {arm: args.llm_seeds if (arm in LLM_ARMS and args.llm_seeds is not None) else args.seeds
-                    for arm in arms}
+        seeds_of = {arm: args.llm_seeds if (parse_arm(arm)[0] in LLM_ARMS and args.llm_seeds is not None)
+                    else args.seeds for arm in arms}
         for seed in range(max(seeds_of.values(), default=0)):  # seed by seed: what has run so far is paired
             for arm in arms:
                 if seed >= seeds_of[arm] or (name, arm, seed, spec.budget) in done:

@@ -20,9 +20,10 @@ from qd.bench.arms import (
     front_hypervolume,
     initial_configs,
     instance_digest,
+    parse_arm,
     run_arm,
 )
-from qd.bench.report import arm_table, comparison_table, plot_domain, targets
+from qd.bench.report import arm_table, comparison_table, is_qd, plot_domain, targets
 from qd.bench.stats import a12, compare, holm, hypervolume, pareto_front
 from qd.domains import get_domain
 
@@ -144,6 +145,19 @@ def test_flat_space_round_trips_and_keeps_text():
     assert flat.from_vector(x)["angles"] == [0.1, -0.2, math.pi, 0.0]  # clipped to the bounds
     with pytest.raises(ValueError, match="variable-length Seq"):
         FlatSpace(qd.Space({"xs": qd.Seq(qd.Float(0, 1), 1, 3)}), {"xs": [0.5]})
+
+
+def test_arm_names_take_a_noise_policy_for_qd_arms_only():
+    assert parse_arm("qd-classic:noise=none") == ("qd-classic", {"noise": "none"})
+    assert parse_arm("optuna-tpe") == ("optuna-tpe", {})
+    for bad in ("random:noise=none", "qd-classic:noise=loud", "qd-classic:seed=3", "sgd"):
+        with pytest.raises(ValueError):
+            parse_arm(bad)
+    spec = small("retrieval-sim", budget=30)
+    plain, naive = bench_run(spec, "qd-classic", 2), bench_run(spec, "qd-classic:noise=none", 2)
+    assert naive["resamples"] == 0 < plain["resamples"] and naive["arm"] == "qd-classic:noise=none"
+    assert is_qd("qd-classic:noise=none") and not is_qd("optuna-tpe")
+    assert "qd-iso:noise=none" in arms_for(get_domain("arm", joints=3), ["qd-iso:noise=none"])
 
 
 def test_arms_for_numeric_and_structured_spaces():

@@ -61,9 +61,9 @@ from qd.search import Search
 from qd.space import Space
 from qd.store import RunStore
 
-__all__ = ["ARMS", "LLM_ARMS", "NUMERIC_ARMS", "BenchDomain", "bench_domain", "initial_configs", "run_arm",
-           "measure_run", "bench_run", "arms_for", "front_hypervolume", "check_paired", "instance_digest", "FlatSpace",
-           "COST_MEASURES", "MAX_REPEATS", "BENCH_DOMAINS", "RunOutput"]
+__all__ = ["ARMS", "LLM_ARMS", "NUMERIC_ARMS", "BENCH_DOMAINS", "COST_MEASURES", "MAX_REPEATS", "BenchDomain",
+           "FlatSpace", "RunOutput", "arms_for", "bench_domain", "bench_run", "check_paired", "front_hypervolume",
+           "initial_configs", "instance_digest", "measure_run", "parse_arm", "run_arm"]
 
 ARMS = ("qd-default", "qd-classic", "qd-iso", "random", "optuna-tpe", "optuna-nsga2", "pyribs-iso", "pyribs-cmame")
 LLM_ARMS = ("qd-default",)
@@ -474,7 +474,32 @@ def arms_for(domain: Domain, arms: Sequence[str] = ARMS) -> list[str]:
         flat = True
     except ValueError:
         numeric = flat = False
-    return [a for a in arms if (numeric or a not in NUMERIC_ARMS) and (flat or not a.startswith("optuna-"))]
+    return [a for a in arms
+            if (numeric or parse_arm(a)[0] not in NUMERIC_ARMS) and (flat or not a.startswith("optuna-"))]
+
+
+def parse_arm(name: str) -> tuple[str, dict[str, Any]]:
+    """An arm's name and its options: ``qd-classic:noise=none`` is ``qd-classic`` with plain MAP-Elites.
+
+    Only qd's arms take options, and only ``noise`` (a policy of ``qd.noise``), to compare them.
+
+    Raises
+    ------
+    ValueError
+        For an unknown arm or option.
+    """
+    from qd.noise import POLICIES
+
+    base, _, rest = name.partition(":")
+    if base not in ARMS:
+        raise ValueError(f"unknown arm {base!r}; arms: {', '.join(ARMS)}")
+    options: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        if not base.startswith("qd-") or key != "noise" or value not in POLICIES:
+            raise ValueError(f"arm {name!r}: only qd's arms take an option, noise=one of {', '.join(POLICIES)}")
+        options[key] = value
+    return base, options
 
 
 def run_arm(spec: BenchDomain, arm: str, seed: int, domain: Domain | None = None) -> RunOutput:
@@ -484,18 +509,17 @@ def run_arm(spec: BenchDomain, arm: str, seed: int, domain: Domain | None = None
     into an empty archive of the benchmark's shape (plain MAP-Elites), so that
     :func:`measure_run` scores them alike.
     """
-    if arm not in ARMS:
-        raise ValueError(f"unknown arm {arm!r}; arms: {', '.join(ARMS)}")
+    arm, options = parse_arm(arm)
     domain = spec.build() if domain is None else spec.bind(domain)
     init, rng = initial_configs(domain.space, seed, spec.init)
     if arm == "qd-default":
-        return _run_qd(spec, domain, seed, init, _default_operators())
+        return _run_qd(spec, domain, seed, init, _default_operators(), options)
     if arm == "qd-classic":
-        return _run_qd(spec, domain, seed, init, CLASSIC_OPERATORS)
+        return _run_qd(spec, domain, seed, init, CLASSIC_OPERATORS, options)
     if arm == "qd-iso":
         if not FlatSpace(domain.space, init[0]).numeric:
             raise ValueError(f"qd-iso: Iso+LineDD needs a space of numbers only; {spec.name}'s is not")
-        return _run_qd(spec, domain, seed, init, ISO_OPERATORS)
+        return _run_qd(spec, domain, seed, init, ISO_OPERATORS, options)
     if arm == "random":
         return _run_random(spec, domain, seed, init, rng)
     if arm.startswith("optuna-"):

@@ -15,13 +15,18 @@ import numpy as np
 
 from qd.bench.stats import Comparison, compare, holm
 
-__all__ = ["METRICS", "QD_ARMS", "arm_table", "comparisons", "comparison_table", "targets", "targets_table",
+__all__ = ["METRICS", "QD_ARMS", "is_qd", "arm_table", "comparisons", "comparison_table", "targets", "targets_table",
            "plot_domain", "by_arm"]
 
 #: Metric key -> label, in the order of tables and plots.
 METRICS = {"corrected_qd": "corrected QD score", "corrected_coverage": "corrected coverage",
            "best_validated": "best validated objective", "hypervolume": "hypervolume (objective, cost)"}
 QD_ARMS = ("qd-default", "qd-classic", "qd-iso")
+
+
+def is_qd(arm: str) -> bool:
+    """Whether ``arm`` is one of qd's searches (``qd-classic:noise=none`` included)."""
+    return arm.split(":", 1)[0] in QD_ARMS
 
 
 def by_arm(rows: Sequence[Mapping[str, Any]], domain: str) -> dict[str, dict[int, Mapping[str, Any]]]:
@@ -64,15 +69,16 @@ def arm_table(rows: Sequence[Mapping[str, Any]], domain: str) -> str:
     return "\n".join(lines)
 
 
-def comparisons(rows: Sequence[Mapping[str, Any]], domain: str,
-                qd_arms: Sequence[str] = QD_ARMS) -> list[tuple[str, str, str, Comparison, float]]:
+def comparisons(rows: Sequence[Mapping[str, Any]], domain: str) -> list[tuple[str, str, str, Comparison, float]]:
     """Every qd arm against every other arm, per metric, on their common seeds: ``(a, b, metric, comparison, holm p)``.
 
-    The Holm adjustment runs over all of the domain's comparisons together.
+    Each pair of qd arms is compared once. The Holm adjustment runs over all of the domain's
+    comparisons together.
     """
     arms = by_arm(rows, domain)
+    qd_arms = [a for a in arms if is_qd(a)]
     out = []
-    for a in [x for x in qd_arms if x in arms]:
+    for a in qd_arms:
         for b in arms:
             if b == a or (b in qd_arms and qd_arms.index(b) < qd_arms.index(a)):
                 continue
@@ -110,7 +116,7 @@ def targets(rows: Sequence[Mapping[str, Any]], domain: str, objective_range: tup
     if qd_arm not in arms:
         return {}
     mine = arms[qd_arm]
-    others = {b: runs for b, runs in arms.items() if b not in QD_ARMS}
+    others = {b: runs for b, runs in arms.items() if not is_qd(b)}
     out: dict[str, Any] = {"arm": qd_arm, "seeds": len(mine)}
     best_name, best_mean, best_ratio = None, -math.inf, math.nan
     for b, runs in others.items():
@@ -141,7 +147,7 @@ def targets_table(rows: Sequence[Mapping[str, Any]], domain: str, objective_rang
     """:func:`targets` of every qd arm on one domain, as markdown."""
     lines = ["| qd arm | seeds | corrected QD vs best non-qd arm (target ≥ 1.2×) | best validated − TPE's median "
              "(target ≥ −5% of range) | hypervolume vs NSGA-II's median (target ≥ 1×) |", "|---|---|---|---|---|"]
-    for arm in QD_ARMS:
+    for arm in [a for a in by_arm(rows, domain) if is_qd(a)]:
         t = targets(rows, domain, objective_range, arm)
         if not t:
             continue
@@ -175,7 +181,7 @@ def plot_domain(rows: Sequence[Mapping[str, Any]], domain: str, path: str | Path
             v = _values(arms[a], key)
             v = v[~np.isnan(v)]
             jitter = np.linspace(-0.12, 0.12, len(v)) if len(v) > 1 else np.zeros(len(v))
-            ax.scatter(i + jitter, v, s=10, zorder=2, color="tab:red" if a in QD_ARMS else "tab:blue")
+            ax.scatter(i + jitter, v, s=10, zorder=2, color="tab:red" if is_qd(a) else "tab:blue")
             if len(v):
                 ax.hlines(np.median(v), i - 0.3, i + 0.3, color="black", lw=1.5, zorder=3)
         ax.set_xticks(range(len(names)))
