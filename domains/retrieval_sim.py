@@ -6,15 +6,18 @@ examples (:func:`qd.domains.retrieval_task.prompt_head`), its last record block 
 (:func:`qd.domains.retrieval_task.parse_prompt`). When the asked key is among the records it
 answers correctly with probability
 
-    logit p = logit(p_max / (1 + (n / n50) ** slope) * exp(-beta * temperature)) + shots[k] + b . f(instruction)
+    logit p = logit(p_max / (1 + (n / n50) ** slope) * exp(-beta * temperature))
+              + shots[k] + slopes[k] * log2(n / n_ref) + b . f(instruction)
 
-where ``n`` is the number of records in its context, ``k`` the worked examples and ``f`` the
-instruction's features (:func:`instruction_features`, taken relative to the default instruction's);
+where ``n`` is the number of records in its context (held within the record counts the prompt
+effects were measured at, ``context_range``: the fit says nothing outside it), ``k`` the worked
+examples and ``f`` the instruction's features (:func:`instruction_features`, taken relative to the
+default instruction's);
 otherwise it answers what the real model answers when wrong (a code from the records, an invented
 code, or "none", in the measured proportions). When the key is not among the records (a chunk that
 does not hold it) it answers "none" with probability
 
-    logit q = c0 + c1 * log2(n) + shots'[k] + b' . f(instruction)
+    logit q = c0 + c1 * log2(n / n_ref) + shots'[k] + b' . f(instruction)
 
 and a wrong code otherwise. Reverse lookups ("which key has code C?") use their own fitted curve.
 Parameters come from ``domains/retrieval_fit.json`` (written by ``scripts/fit_retrieval_sim.py``;
@@ -115,12 +118,20 @@ class SimulatedLLM:
         """Token estimate consistent with the real model's counts on these prompts."""
         return max(1, int(round(self.tokens["per_char"] * len(text) + self.tokens["offset"])))
 
-    def _prompt_offset(self, kind: str, few_shot: int, instruction: str) -> float:
+    def _context(self, n_records: int) -> float:
+        """``log2(n / n_ref)`` held within the record counts the prompt effects were measured at."""
+        low, high = self.prompt["context_range"]  # type: ignore[index]
+        return math.log2(min(max(n_records, low), high) / self.prompt["reference_n"])  # type: ignore[index]
+
+    def _prompt_offset(self, kind: str, n_records: int, few_shot: int, instruction: str) -> float:
         """The fitted logit offset of ``few_shot`` worked examples and ``instruction`` (``kind``: present, absent)."""
         fit = self.prompt[kind]  # type: ignore[index]
-        shots = fit["shots"][min(max(int(few_shot), 0), len(fit["shots"]) - 1)]
+        k = min(max(int(few_shot), 0), len(fit["shots"]) - 1)
+        offset = fit["shots"][k]
+        if "slopes" in fit:  # the few-shot effect changes with the records in context
+            offset += fit["slopes"][k] * self._context(n_records)
         features = instruction_features(instruction)
-        return shots + sum(b * (features[f] - self._default_features[f]) for f, b in fit["features"].items())
+        return offset + sum(b * (features[f] - self._default_features[f]) for f, b in fit["features"].items())
 
     def p_correct(self, n_records: int, temperature: float = 0.0, kind: str = "forward", few_shot: int = 0,
                   instruction: str = DEFAULT_INSTRUCTION) -> float:
@@ -130,15 +141,15 @@ class SimulatedLLM:
         p = _curve(n_records, self.forward) * math.exp(-self.forward.get("temperature_beta", 0.0) * temperature)
         if self.prompt is None:
             return p
-        return _shift(p, self._prompt_offset("present", few_shot, instruction))
+        return _shift(p, self._prompt_offset("present", n_records, few_shot, instruction))
 
     def p_none(self, n_records: int, few_shot: int = 0, instruction: str = DEFAULT_INSTRUCTION) -> float:
         """Probability that one call answers "none" when the asked key is not among its ``n_records``."""
         if self.prompt is None:
             return self.wrong["none"]
         fit = self.prompt["absent"]
-        logit = fit["intercept"] + fit["log2_n"] * math.log2(max(n_records, 1)) + self._prompt_offset(
-            "absent", few_shot, instruction)
+        logit = (fit["intercept"] + fit["log2_n"] * self._context(n_records)
+                 + self._prompt_offset("absent", n_records, few_shot, instruction))
         return 1.0 / (1.0 + math.exp(-logit))
 
     def _answer(self, prompt: str, temperature: float, seed: int | None) -> str:

@@ -7,11 +7,13 @@ Single LLM calls over the whole record list (the prompts of :mod:`qd.domains.ret
 * reverse-lookup accuracy ("which key has code C?", the verification call);
 * prompt tokens vs. prompt characters (the simulated backend's token estimate);
 * ``--prompt``: the effect of the prompt's few-shot examples and instruction text
-  (:data:`INSTRUCTIONS` x ``few_shot`` 0-3 x :data:`PROMPT_N` records, greedy): the accuracy when
-  the asked key is in the records, and how often the model answers "none" when it is not (what a
-  chunk that does not hold the key should answer). Fitted as logit offsets per ``few_shot`` and as
-  a linear model of instruction features (:func:`qd.domains.retrieval_sim.instruction_features`),
-  by binomial maximum likelihood, with standard errors from the observed information.
+  (:data:`INSTRUCTIONS` x ``few_shot`` 0-3 at :data:`PROMPT_N` records, and the default instruction
+  x ``few_shot`` 0-3 at :data:`CONTEXT_N` records, greedy): the accuracy when the asked key is in
+  the records, and how often the model answers "none" when it is not (what a chunk that does not
+  hold the key should answer; an answer without a code counts, as the pipeline reads it). Fitted as
+  logit offsets per ``few_shot`` (with a slope in log2 of the records for the present key) and a
+  linear model of instruction features (:func:`qd.domains.retrieval_sim.instruction_features`), by
+  binomial maximum likelihood, with standard errors from the observed information.
 
 The fits go to ``domains/retrieval_fit.json``, which :mod:`qd.domains.retrieval_sim` loads;
 ``--prompt`` keeps the file's other entries and adds (or replaces) its ``prompt`` entry.
@@ -49,7 +51,8 @@ from qd.llm.client import LLMClient, LLMError
 FORWARD_N = (4, 8, 16, 32, 64)
 WARM_N = (4, 16)
 REVERSE_N = (2, 4, 8)
-PROMPT_N = (8,)  # mid-range: the context curve's accuracy there is about 0.4
+PROMPT_N = 8  # every instruction at this many records (mid-range: the context curve gives about 0.4 there)
+CONTEXT_N = (16, 32)  # the default instruction also here: how the few-shot effect changes with context length
 FEW_SHOT = (0, 1, 2, 3)
 #: Instruction texts of the ``--prompt`` measurement, chosen so the features of
 #: :func:`~qd.domains.retrieval_sim.instruction_features` vary (task words, length) rather than to be good.
@@ -99,7 +102,7 @@ def _prompt_trial(client: LLMClient, instruction: str, shots: int, n: int, prese
     except LLMError as exc:
         return {"ok": None, "latency_s": math.nan, "error": str(exc)[:200]}
     answer = parse_code(r.text)
-    return {"ok": answer == inst.code if present else answer is None, "latency_s": r.latency_s}
+    return {"ok": answer == inst.code if present else answer is None, "latency_s": r.latency_s, "cached": r.cached}
 
 
 def _logistic_fit(rows: list[dict], columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -128,14 +131,15 @@ def measure_prompt_effects(client: LLMClient, trials: int) -> dict:
     """The ``prompt`` entry of the fit file: measured counts, fitted offsets and their standard errors.
 
     Offsets are relative to the context-length measurement's prompt (``few_shot = 0``, the default
-    instruction), on the logit scale: the simulated model adds ``shots[k] + features(instruction) -
-    features(default)`` weighted by ``present``'s coefficients to the logit of its context curve, and
-    answers "none" for an absent key with ``sigmoid(intercept + log2_n * log2(n) + shots[k] +
-    features . coefficients)`` of ``absent``.
+    instruction), on the logit scale, with ``x = log2(n / reference_n)``: the simulated model adds
+    ``shots[k] + slopes[k] * x + features . (f(instruction) - f(default))`` of ``present`` to the
+    logit of its context curve, and answers "none" for an absent key with probability
+    ``sigmoid(intercept + log2_n * x + shots[k] + features . (f(instruction) - f(default)))`` of ``absent``.
     """
-    jobs = [(name, k, n, present, 80_000 + 9973 * j + 131 * n + 17 * k + (0 if present else 7))
-            for j, name in enumerate(INSTRUCTIONS) for k in FEW_SHOT for n in PROMPT_N for present in (True, False)]
-    jobs = [(*job[:4], job[4] + i) for job in jobs for i in range(trials)]
+    grid = [(name, k, PROMPT_N) for name in INSTRUCTIONS for k in FEW_SHOT]
+    grid += [("default", k, n) for n in CONTEXT_N for k in FEW_SHOT]
+    jobs = [(name, k, n, present, 80_000 + 9973 * list(INSTRUCTIONS).index(name) + 131 * n + 17 * k
+             + (0 if present else 7) + i) for name, k, n in grid for present in (True, False) for i in range(trials)]
     with ThreadPoolExecutor(4) as pool:
         calls = pool.map(lambda j: _prompt_trial(client, INSTRUCTIONS[j[0]], j[1], j[2], j[3], j[4]), jobs)
         outs = list(tqdm(calls, total=len(jobs), desc="prompt effects", unit="call"))
@@ -144,15 +148,19 @@ def measure_prompt_effects(client: LLMClient, trials: int) -> dict:
         if out["ok"] is not None:
             cells.setdefault((name, k, n, present), []).append(out["ok"])
     rows = []
+    all_n = (PROMPT_N, *CONTEXT_N)
     for (name, k, n, present), oks in cells.items():
         feats = instruction_features(INSTRUCTIONS[name])
+        x = math.log2(n / PROMPT_N)
         rows.append({"instruction": name, "few_shot": k, "n": n, "present": present, "k": int(sum(oks)),
                      "n_trials": len(oks), **{f"shot{s}": float(k == s) for s in FEW_SHOT[1:]},
-                     **{f"n{m}": float(n == m) for m in PROMPT_N}, "log2_n": math.log2(n), "one": 1.0,
+                     **{f"slope{s}": x * (k == s) for s in FEW_SHOT[1:]},
+                     **{f"n{m}": float(n == m) for m in all_n}, "log2_n": x, "one": 1.0,
                      **{f: feats[f] - instruction_features(DEFAULT_INSTRUCTION)[f] for f in FEATURES}})
     shot_cols = [f"shot{s}" for s in FEW_SHOT[1:]]
-    present_cols = [f"n{m}" for m in PROMPT_N] + shot_cols + list(FEATURES)
-    absent_cols = ["one"] + (["log2_n"] if len(PROMPT_N) > 1 else []) + shot_cols + list(FEATURES)
+    slope_cols = [f"slope{s}" for s in FEW_SHOT[1:]]
+    present_cols = [f"n{m}" for m in all_n] + shot_cols + slope_cols + list(FEATURES)
+    absent_cols = ["one", "log2_n"] + shot_cols + list(FEATURES)
     fits = {}
     for kind, cols in (("present", present_cols), ("absent", absent_cols)):
         beta, se = _logistic_fit([r for r in rows if r["present"] == (kind == "present")], cols)
@@ -161,14 +169,20 @@ def measure_prompt_effects(client: LLMClient, trials: int) -> dict:
         fits[kind] = {"shots": [0.0] + [coef[c] for c in shot_cols], "shots_se": [0.0] + [err[c] for c in shot_cols],
                       "features": {f: coef[f] for f in FEATURES}, "features_se": {f: err[f] for f in FEATURES}}
         if kind == "absent":
-            fits[kind].update(intercept=coef["one"], intercept_se=err["one"], log2_n=coef.get("log2_n", 0.0),
-                              log2_n_se=err.get("log2_n", 0.0), n=list(PROMPT_N))
+            fits[kind].update(intercept=coef["one"], intercept_se=err["one"], log2_n=coef["log2_n"],
+                              log2_n_se=err["log2_n"])
         else:
-            fits[kind]["baseline_logit"] = {str(m): coef[f"n{m}"] for m in PROMPT_N}
+            fits[kind].update(slopes=[0.0] + [coef[c] for c in slope_cols],
+                              slopes_se=[0.0] + [err[c] for c in slope_cols],
+                              baseline_logit={str(m): coef[f"n{m}"] for m in all_n})
     measured = [{k: r[k] for k in ("instruction", "few_shot", "n", "present", "k", "n_trials")} for r in rows]
-    return {"instructions": INSTRUCTIONS, "trials_per_cell": trials, "cells": measured, **fits,
+    return {"instructions": INSTRUCTIONS, "trials_per_cell": trials, "reference_n": PROMPT_N,
+            "context_range": [min(all_n), max(all_n)], "cells": measured,
+            **fits,
             "failed_calls": sum(o["ok"] is None for o in outs),
-            "mean_latency_s": round(float(np.nanmean([o["latency_s"] for o in outs])), 3)}
+            "computed_calls": sum(not o.get("cached", True) for o in outs),
+            "mean_latency_s": round(float(np.nanmean([o["latency_s"] for o in outs if not o.get("cached", True)]
+                                                     or [math.nan])), 3)}
 
 
 def main() -> None:
@@ -188,6 +202,8 @@ def main() -> None:
         prompt["seconds"] = round(time.time() - t0, 1)
         out = Path(args.out)
         fit = json.loads(out.read_text()) if out.exists() else {}
+        if not prompt["computed_calls"] and "prompt" in fit:  # a replay from the cache: keep the measurement's time
+            prompt.update({k: fit["prompt"][k] for k in ("seconds", "mean_latency_s") if k in fit["prompt"]})
         fit["prompt"] = prompt
         out.write_text(json.dumps(fit, indent=1) + "\n")
         print(json.dumps({k: v for k, v in prompt.items() if k != "cells"}, indent=1))
