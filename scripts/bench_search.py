@@ -20,7 +20,7 @@ domain, a table per arm, the paired comparisons and the issue's targets, and wri
 domain (every seed shown) to ``--out``. Usage::
 
     python scripts/bench_search.py [--domains retrieval-sim,arm] [--arms ARM,...] [--seeds 20]
-        [--llm-seeds 5] [--budget DOMAIN=N] [--init DOMAIN=N] [--results docs/bench_search.jsonl]
+        [--first-seed 0] [--llm-seeds 5] [--budget DOMAIN=N] [--init DOMAIN=N] [--results docs/bench_search.jsonl]
         [--out docs/img] [--report-only]
 """
 from __future__ import annotations
@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated subset of {','.join(ARMS)}; a qd arm may take ':noise=POLICY' "
                              "(then separate arms with ';')")
     parser.add_argument("--seeds", type=int, default=20, help="paired seeds per arm (default 20)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="start at this seed (several processes can share one --results file by seed ranges)")
     parser.add_argument("--llm-seeds", type=int, default=None,
                         help=f"seeds of the arms whose operators call the embedded model ({', '.join(LLM_ARMS)}; "
                              "default: --seeds)")
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         arms = arms_for(spec.build(), wanted)
         seeds_of = {arm: args.llm_seeds if (parse_arm(arm)[0] in LLM_ARMS and args.llm_seeds is not None)
                     else args.seeds for arm in arms}
-        for seed in range(max(seeds_of.values(), default=0)):  # seed by seed: what has run so far is paired
+        for seed in range(args.first_seed, max(seeds_of.values(), default=0)):  # seed by seed: what ran is paired
             for arm in arms:
                 if seed >= seeds_of[arm] or (name, arm, seed, spec.budget) in done:
                     continue
