@@ -110,6 +110,7 @@ class BenchDomain:
     objective_range: tuple[float, float] = (0.0, 1.0)
     validation_samples: int = 10
     cost_measures: tuple[str, ...] | None = None
+    offset: float | None = field(default=None, init=False)  # the domain's QD-score offset, once bound
 
     def __post_init__(self) -> None:
         if not 1 <= self.init < self.budget:
@@ -134,6 +135,8 @@ class BenchDomain:
 
     def empty_archive(self, solution_dim: int | None = None) -> GridArchive:
         """An empty archive of the benchmark's shape (numeric solutions with ``solution_dim``)."""
+        if self.offset is None:
+            raise RuntimeError(f"{self.name}: the spec has no map yet; build or bind its domain first")
         return GridArchive(solution_dim=solution_dim, dims=list(self.bins), ranges=[list(r) for r in self.ranges],
                            measure_names=list(self.measures), qd_score_offset=self.offset)
 
