@@ -29,6 +29,12 @@ def _retrieval() -> type[Domain]:
     return RetrievalDomain
 
 
+def _topics() -> type[Domain]:
+    from qd.domains.topics import TopicsDomain
+
+    return TopicsDomain
+
+
 # name -> (the domain class, options it is built with unless [domain.options] set them, description)
 _BUILTIN: dict[str, tuple[Callable[[], type[Domain]], dict[str, Any], str]] = {
     "arm": (_arm, {}, "planar robotic arm (classic MAP-Elites benchmark); measures x, y"),
@@ -37,6 +43,8 @@ _BUILTIN: dict[str, tuple[Callable[[], type[Domain]], dict[str, Any], str]] = {
     "retrieval": (_retrieval, {}, "key-value retrieval pipeline on an LLM (default: the embedded model)"),
     "retrieval-sim": (_retrieval, {"backend": "simulated"},
                       "the retrieval pipeline with SIMULATED LLM calls (fast tests, benchmarks)"),
+    "topics": (_topics, {}, "a prompt (instruction, field names, worked examples) classifying headlines by topic, "
+                            "scored on an LLM (default: the embedded model)"),
 }
 
 

@@ -17,7 +17,7 @@ import numpy as np
 __all__ = [
     "Instance", "make_instance", "make_instances", "records_text", "forward_prompt", "reverse_prompt",
     "reverse_prompt_with_example", "chunks", "n_chunks",
-    "parse_code", "parse_key", "parse_prompt", "few_shot_block", "DEFAULT_INSTRUCTION", "KEYS",
+    "parse_code", "parse_key", "parse_prompt", "prompt_head", "few_shot_block", "DEFAULT_INSTRUCTION", "KEYS",
 ]
 
 _ADJ = ("amber", "bold", "calm", "dark", "eager", "faint", "grand", "hazy", "icy", "jolly", "keen", "lucky",
@@ -152,6 +152,16 @@ def parse_prompt(prompt: str) -> tuple[list[tuple[str, str]], str, str]:
     if question.startswith("What is the code of "):
         return records, "forward", question[len("What is the code of "):].rstrip("?")  # type: ignore[return-value]
     raise ValueError(f"unknown question {question!r}")
+
+
+def prompt_head(prompt: str) -> tuple[str, int]:
+    """A prompt's instruction and the number of worked examples before its question's record block.
+
+    The simulated model reads both, as a real one does (the fitted prompt effects,
+    :mod:`qd.domains.retrieval_sim`).
+    """
+    blocks = prompt.split("Records:\n")
+    return blocks[0].strip(), max(0, len(blocks) - 2)
 
 
 def chunks(records, chunk_size: int) -> list[tuple[tuple[str, str], ...]]:

@@ -35,7 +35,10 @@ Policies (``[archive] noise``):
     stays plain.
 
 Every re-evaluation is an evaluation of the budget, and at most about half of the budget goes
-to them (:data:`MAX_RESAMPLE_SHARE`); wanted re-evaluations wait while the share is reached.
+to them (:data:`MAX_RESAMPLE_SHARE`), less while new configurations still find empty cells: each
+result adds ``MAX_RESAMPLE_SHARE`` times the share of recent new configurations that did *not*
+land in an empty cell to the re-evaluations allowed, so a search re-evaluates in proportion to
+how little exploring still pays. Wanted re-evaluations wait while the allowance is spent.
 Standard errors use a pooled
 within-configuration variance (shrunk towards each configuration's own), so one
 evaluation already has an error estimate once any configuration was evaluated twice.
@@ -61,6 +64,7 @@ _PRIOR_DOF = 2.0        # pseudo degrees of freedom of the pooled variance in ea
 _MAX_FAILURES = 2       # failed re-evaluations of one configuration before it is sampled no more
 _TOP_REFRESH = 32       # records between recomputations of the top-elite cut
 MAX_RESAMPLE_SHARE = 0.5  # re-evaluations handed out at most per result recorded: the search keeps exploring
+_NEW_CELL_WINDOW = 50    # first evaluations over which the share that found an empty cell is averaged
 
 
 @dataclass
@@ -268,6 +272,9 @@ class NoiseHandler:
         self.seq = 0              # results recorded (the order a replay must follow)
         self.resamples = 0        # re-evaluations handed out (probes included)
         self._touched: set[str] = set()  # configurations whose part may have ended in this call (see _prune)
+        self.allowance = MAX_RESAMPLE_SHARE  # re-evaluations allowed so far (see the module docstring)
+        self.new_cell_rate = 1.0  # recent share of first evaluations that landed in an empty cell
+        self._firsts = 0          # first evaluations recorded
         if self.mode == "probing" and self.probes == 0:
             self.mode = "off"
 
@@ -315,11 +322,11 @@ class NoiseHandler:
     def ask(self) -> Resample | None:
         """The next re-evaluation to run, or None.
 
-        None also while re-evaluations handed out reach :data:`MAX_RESAMPLE_SHARE` of the results
-        recorded: the wanted ones wait, and the search makes new configurations meanwhile, so
-        at most about half of any budget goes to re-evaluation.
+        None also while the re-evaluations handed out reach :attr:`allowance`: the wanted ones wait,
+        and the search makes new configurations meanwhile, so at most about half of any budget goes
+        to re-evaluation, and less while new configurations keep finding empty cells.
         """
-        if self.resamples >= MAX_RESAMPLE_SHARE * (self.seq + 1):
+        if self.resamples >= self.allowance:
             return None
         while self._wanted:
             h = next(iter(self._wanted))
@@ -346,6 +353,15 @@ class NoiseHandler:
             The archive gain it caused: 0 none, 1 a cell improved (or taken from an incumbent),
             2 a new cell.
         """
+        status = self._record_one(hash, config, objective, measures, id, feedback, draw)
+        if draw == 0:  # a new configuration: did exploring find an empty cell?
+            self._firsts += 1
+            self.new_cell_rate += (float(status == 2) - self.new_cell_rate) / min(self._firsts, _NEW_CELL_WINDOW)
+        self.allowance += MAX_RESAMPLE_SHARE * (1.0 - self.new_cell_rate)
+        return status
+
+    def _record_one(self, hash: str, config: dict, objective: float, measures: Sequence[float], id: int,
+                    feedback: str, draw: int) -> int:
         self.seq += 1
         if self.mode == "off":
             return self._plain(hash, config, objective, measures, id, feedback)
@@ -389,6 +405,7 @@ class NoiseHandler:
     def failed(self, hash: str) -> None:
         """A re-evaluation of ``hash`` returned no usable result (error, timeout, bad measures)."""
         self.seq += 1
+        self.allowance += MAX_RESAMPLE_SHARE * (1.0 - self.new_cell_rate)
         self._landed(hash)
         s = self.stats.get(hash)
         if s is None:

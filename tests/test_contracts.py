@@ -83,6 +83,14 @@ class TestRetrievalSim(DomainContract):
         return get_domain("retrieval-sim")
 
 
+class TestTopics(DomainContract):
+    n_samples = 1  # every evaluation asks the embedded model about 8 headlines
+
+    @pytest.fixture
+    def domain(self, local_llm):
+        return get_domain("topics", base_url=local_llm)
+
+
 def _closeness(config: dict, example: float) -> float:
     return -abs(config["x"] - example) - 0.1 * config["n"]
 

@@ -13,7 +13,7 @@ Layers, lowest first (a module may import from its own layer and the ones below)
     5  driver       qd.search, qd.listeners, qd.measure_range, qd.failure_watch (listeners), qd.totals (running
                     totals of the run), qd.archive_store (the archive in the run store)
     6  after runs   qd.analysis.{elites,otlp,validation,selection}, qd.testing.* (contract tests)
-    7  runner       qd.config, qd.rundir, qd.runner, qd.validate
+    7  runner       qd.config, qd.rundir, qd.runner, qd.validate; the benchmarks' arms and statistics (qd.bench.*)
     8  interface    qd.cli, qd.report.* (the HTML report; it reads runs as ``qd status`` does), and the ``qd``
                     package itself (it re-exports the public API)
 
@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                 "qd.archive_store"]),
     ("after runs", ["qd.analysis.elites", "qd.analysis.otlp", "qd.analysis.validation", "qd.analysis.selection",
                     "qd.testing", "qd.testing.*"]),
-    ("runner", ["qd.config", "qd.rundir", "qd.runner", "qd.validate"]),
+    ("runner", ["qd.config", "qd.rundir", "qd.runner", "qd.validate", "qd.bench", "qd.bench.*"]),
     ("interface", ["qd.cli", "qd", "qd.report", "qd.report.*"]),
 ]
 

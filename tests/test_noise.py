@@ -171,6 +171,7 @@ def test_noise_aware_elites_are_closer_to_the_truth_than_single_evaluations():
 def test_an_elite_whose_mean_falls_is_rewritten_and_a_moved_elite_leaves_its_cell():
     archive = _archive(2)
     h = NoiseHandler(archive, "adaptive", budget=100, samples=3, z=0.0, top=5)
+    h.allowance = math.inf  # what is re-evaluated, not how often: the allowance has its own test
     h.record("a", {"c": "a"}, 1.0, [0.2], id=0)
     assert h.ask().hash == "a"  # a top elite with one evaluation is verified
     h.record("a", {"c": "a"}, 0.0, [0.2], id=0, draw=1)
@@ -279,9 +280,31 @@ def test_replay_from_the_store_rebuilds_every_sample_count_mean_and_contest(tmp_
     restored = replayed(in_seq_order)
     assert restored.mode == live.mode == "on"
     assert restored.elite_stats() == live.elite_stats()
+    assert (restored.allowance, restored.new_cell_rate) == pytest.approx((live.allowance, live.new_cell_rate))
     assert restored.archive.data()["objective"].tolist() == live.archive.data()["objective"].tolist()
     lost = {job.hash for _, job in pending}
     assert lost <= set(restored._wanted) | {h for h in lost if not restored._needs_sample(h)}
+
+
+def test_re_evaluations_wait_while_new_configurations_keep_finding_empty_cells():
+    # 100 cells: each of the first 40 configurations fills an empty one, so exploring still pays and
+    # the top elites' re-evaluations wait (before, half of every result went to them: about 20 here).
+    handler = NoiseHandler(_archive(100), "adaptive", budget=1000, samples=3, top=10)
+    asked = 0
+    for c in range(40):
+        handler.record(str(c), {"c": c}, 0.5 + 0.001 * c, [(c + 0.5) / 100], id=c)
+        while handler.ask() is not None:
+            asked += 1
+    assert asked <= 1 and handler.new_cell_rate == 1.0
+    # then new configurations land in taken cells: their contests get re-evaluations again
+    for c in range(40, 120):
+        handler.record(str(c), {"c": c}, 0.4, [(c % 40 + 0.5) / 100], id=c)
+        while (job := handler.ask()) is not None:
+            asked += 1
+            handler.record(job.hash, job.config, 0.45, [(job.config["c"] % 40 + 0.5) / 100], id=job.id,
+                           draw=job.draw)
+    assert handler.new_cell_rate < 0.5 and asked >= 20
+    assert handler.resamples <= handler.allowance + 1 and handler.allowance <= 0.5 * (handler.seq + 1)
 
 
 def test_archive_remove_single_empties_the_cell_and_recomputes_the_best():

@@ -24,7 +24,7 @@ from qd.cli import main, run_status
 from qd.config import DEMO_CONFIG, dump_config, resolve_config
 from qd.domains import get_domain
 from qd.domains.retrieval import AGGREGATIONS, RetrievalDomain, predict_calls
-from qd.domains.retrieval_sim import FIT_PATH, SimulatedLLM
+from qd.domains.retrieval_sim import FEATURES, FIT_PATH, SimulatedLLM, instruction_features
 from qd.domains.retrieval_task import (
     DEFAULT_INSTRUCTION,
     forward_prompt,
@@ -32,6 +32,7 @@ from qd.domains.retrieval_task import (
     make_instances,
     parse_code,
     parse_prompt,
+    prompt_head,
     reverse_prompt_with_example,
 )
 from qd.evaluation import evaluate_config
@@ -101,6 +102,50 @@ def test_simulated_accuracy_falls_with_context_and_chunking_buys_it_back():
                                           verify=False, temperature=0.0))
     assert chunked.fitness > one_call.fitness
     assert summarize(chunked.trace)["max_prompt_tokens"] < summarize(one_call.trace)["max_prompt_tokens"]
+
+
+@pytest.mark.parametrize("few_shot,instruction", [(0, DEFAULT_INSTRUCTION), (3, DEFAULT_INSTRUCTION), (2, ""),
+                                                   (1, "Write a short story about a dragon.")])
+def test_simulated_model_reads_few_shot_and_instruction_from_the_prompt(few_shot, instruction):
+    llm = SimulatedLLM()
+    assert llm.prompt is not None  # the fit file holds the measured prompt effects
+    present = absent = 0
+    trials = 600
+    for seed in range(trials):
+        inst = make_instance(9, 9000 + seed)
+        others = tuple(r for r in inst.records if r[0] != inst.key)
+        hit = llm.complete(forward_prompt(others[:8], inst.key if seed % 2 else others[0][0], instruction=instruction,
+                                          few_shot=few_shot), temperature=0.2, seed=seed).text.strip()
+        if seed % 2:  # the key is not among the 8 records: "none" is right
+            absent += hit == "none"
+        else:
+            present += hit == others[0][1]
+    p_hit, p_none = llm.p_correct(8, 0.2, few_shot=few_shot, instruction=instruction), llm.p_none(8, few_shot,
+                                                                                                   instruction)
+    half = trials / 2
+    assert abs(present / half - p_hit) < 4 * math.sqrt(p_hit * (1 - p_hit) / half) + 1e-9
+    assert abs(absent / half - p_none) < 4 * math.sqrt(p_none * (1 - p_none) / half) + 1e-9
+
+
+def test_prompt_effects_follow_the_fit_and_a_fit_without_them_ignores_the_prompt(tmp_path):
+    fit = json.loads(FIT_PATH.read_text())
+    prompt = fit["prompt"]
+    for kind in ("present", "absent"):
+        assert len(prompt[kind]["shots"]) == 4 and set(prompt[kind]["features"]) == set(FEATURES)
+        assert all(se >= 0 for se in prompt[kind]["features_se"].values())
+    assert {c["instruction"] for c in prompt["cells"]} == set(prompt["instructions"])
+    llm = SimulatedLLM()
+    shift = prompt["present"]["shots"][3]  # 3 worked examples against none, on the logit scale
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    assert logit(llm.p_correct(8, few_shot=3)) - logit(llm.p_correct(8)) == pytest.approx(shift)
+    old = tmp_path / "fit.json"
+    old.write_text(json.dumps({k: v for k, v in fit.items() if k != "prompt"}))
+    plain = SimulatedLLM(str(old))
+    assert plain.p_correct(8, few_shot=3, instruction="") == plain.p_correct(8)
+    assert plain.p_none(8, 3, "") == fit["wrong"]["none"]
+    assert instruction_features("Answer with the CODE, or none.") == {"has_code": 1.0, "has_none": 1.0, "words": 0.6}
+    assert prompt_head(forward_prompt(make_instance(3, 1).records, "x", instruction=" Hi. ", few_shot=2)) == ("Hi.", 2)
+    assert prompt_head(forward_prompt(make_instance(3, 1).records, "x", instruction="")) == ("", 0)
 
 
 def test_token_estimate_matches_the_fit_and_fit_file_is_complete():
