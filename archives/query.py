@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import operator as op
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,9 @@ def _arith(node: ast.BinOp, left: Any, right: Any) -> float:
     return result
 
 
+_CONTINUATION = re.compile(r"\\(\r\n|\r|\n)")
+
+
 def compile_where(expr: str) -> Callable[[dict[str, Any]], bool]:
     """Compile a filter such as ``"llm_calls <= 4 and objective > 0.5"`` into a predicate on names.
 
@@ -75,6 +79,9 @@ def compile_where(expr: str) -> Callable[[dict[str, Any]], bool]:
     """
     if len(expr) > MAX_WHERE_CHARS:
         raise ValueError(f"where: expression of {len(expr)} characters; at most {MAX_WHERE_CHARS} are allowed")
+    if _CONTINUATION.search(expr):  # Python versions tokenize a continued line differently: one line, one meaning
+        raise ValueError(f"where {expr[:80]!r}: a backslash at the end of a line is not allowed; write the filter "
+                         "on one line")
     try:
         tree = ast.parse(expr, mode="eval").body
     except SyntaxError as exc:

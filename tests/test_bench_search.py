@@ -147,10 +147,12 @@ def test_flat_space_round_trips_and_keeps_text():
         FlatSpace(qd.Space({"xs": qd.Seq(qd.Float(0, 1), 1, 3)}), {"xs": [0.5]})
 
 
-def test_arm_names_take_a_noise_policy_for_qd_arms_only():
+def test_arm_names_take_a_noise_policy_and_the_filter_for_qd_arms_only():
     assert parse_arm("qd-classic:noise=none") == ("qd-classic", {"noise": "none"})
+    assert parse_arm("qd-classic:noise=none,filter=true") == ("qd-classic", {"noise": "none", "filter": True})
     assert parse_arm("optuna-tpe") == ("optuna-tpe", {})
-    for bad in ("random:noise=none", "qd-classic:noise=loud", "qd-classic:seed=3", "sgd"):
+    for bad in ("random:noise=none", "qd-classic:noise=loud", "qd-classic:seed=3", "qd-classic:filter=yes",
+                "random:filter=true", "sgd"):
         with pytest.raises(ValueError):
             parse_arm(bad)
     spec = small("retrieval-sim", budget=30)

@@ -107,7 +107,7 @@ def exact_with_feedback(example: dspy.Example, prediction: dspy.Prediction) -> d
 
 def test_a_metric_returning_a_score_with_feedback_reaches_the_evaluations_feedback():
     with CountingOpenAI() as server:  # answers every field "value of answer": every example is wrong
-        domain = DSPyDomain(TwoStage(), TRAIN, exact_with_feedback)
+        domain = DSPyDomain(TwoStage(), TRAIN, exact_with_feedback, demoset=DEMOS)  # every TRAIN example scored
         domain.pipeline_llm = qd.PipelineLLM(base_url=server.base_url, model="gpt-4o-mini")
         result = evaluate_config(domain, domain.space.sample(np.random.default_rng(1)))
     assert result.status == "ok" and result.scores == [0.0, 0.0, 0.0]

@@ -24,12 +24,12 @@ def arm_reply(req: dict) -> str:
     return " " + json.dumps({"angles": [round(float(a), 3) for a in rng.uniform(-math.pi, math.pi, JOINTS)]})
 
 
-def write_config(path, base_url: str, evaluations: int = 200, **llm) -> str:
+def write_config(path, base_url: str, evaluations: int = 200, wait_for_llm: bool = False, **llm) -> str:
     config = resolve_config({
         "run": {"name": "llm-fail", "evaluations": evaluations, "init_random": 10, "seed": 1, "plot": False},
         "domain": {"name": "arm", "options": {"joints": JOINTS}},
         "archive": {"measures": ["x", "y"], "bins": [10, 10], "ranges": [[-JOINTS, JOINTS], [-JOINTS, JOINTS]]},
-        "operators": {"lmx": 1.0, "llm_mutation": 1.0, "mutation": 1.0},
+        "operators": {"lmx": 1.0, "llm_mutation": 1.0, "mutation": 1.0, "wait_for_llm": wait_for_llm},
         "llm": {"base_url": base_url, "model": "fake", "cache": False, "retries": 0, **llm},
         "evaluator": {"backend": "serial"},
     })
@@ -65,7 +65,8 @@ def test_with_fail_fast_off_the_run_finishes_and_status_and_progress_show_the_ca
     with FakeOpenAI(reply=arm_reply) as fake:
         fake.push("404", times=3)
         fake.push("429", times=2)  # with retries = 0 a rate limit fails its call too
-        config = write_config(tmp_path / "run.toml", fake.base_url, evaluations=80, fail_fast=0)
+        # waiting for the model makes the LLM operators' calls (more than 5) whatever the machine's speed
+        config = write_config(tmp_path / "run.toml", fake.base_url, evaluations=80, wait_for_llm=True, fail_fast=0)
         assert main(["run", config, "--out", str(tmp_path / "run")]) == 0  # progress bar on (stderr)
     out, err = capsys.readouterr()
     status = run_status(tmp_path / "run")

@@ -32,6 +32,8 @@ from pathlib import Path
 import pytest
 from run_process import stop_group
 
+from qd.store import RunStore
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "launch_cluster.sh"
 BIN = Path(sys.executable).parent
@@ -155,17 +157,15 @@ def _wait_for(predicate, what: str, limit_s: float, procs: dict[str, subprocess.
 
 
 def _rows(db: Path) -> dict[int, tuple]:
+    """id -> (hash, status, objective or None, metrics JSON, trace summary JSON), read as a reader of a live run."""
     if not db.exists():
         return {}
     try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            rows = con.execute("SELECT id, hash, status, fitness, metrics, trace_summary FROM evaluations").fetchall()
-        finally:
-            con.close()
-    except sqlite3.OperationalError:  # the run is still creating its schema
+        with RunStore(db, readonly=True) as store:
+            return {r.id: (r.hash, r.status, None if r.fitness != r.fitness else r.fitness, json.dumps(r.metrics),
+                           json.dumps(r.trace_summary)) for r in store.evaluations()}
+    except (sqlite3.OperationalError, ValueError):  # the run is still creating its schema
         return {}
-    return {r[0]: tuple(r[1:]) for r in rows}
 
 
 def test_multihost_cluster_in_network_namespaces_survives_losing_the_worker_node():

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from report_runs import SIM_MEASURES, arm_config, as_older_qd, empty_run, make_run, sim_config, with_damaged_traces
 
@@ -302,6 +302,7 @@ SOUP = st.lists(st.sampled_from(TOKENS), min_size=1, max_size=9).map(" ".join)
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(expression=st.one_of(EXPRESSIONS, SOUP), env=ENVS)
+@example(expression="\\\n a", env={"a": 0.0, "b": 0, "s": "x", "flag": False})  # the page read it, Python refused
 def test_filter_expressions_mean_the_same_in_the_page_as_in_python(browser, runs, expression, env):
     if not browser.execute_script("return !!(window.qd && window.qd.interactive)"):
         open_report(browser, runs["sim"][1])

@@ -484,7 +484,9 @@ def arms_for(domain: Domain, arms: Sequence[str] = ARMS) -> list[str]:
 def parse_arm(name: str) -> tuple[str, dict[str, Any]]:
     """An arm's name and its options: ``qd-classic:noise=none`` is ``qd-classic`` with plain MAP-Elites.
 
-    Only qd's arms take options, and only ``noise`` (a policy of ``qd.noise``), to compare them.
+    Only qd's arms take options: ``noise`` (a policy of ``qd.noise``) and ``filter`` (``true`` or
+    ``false``: the pre-evaluation filter of ``qd.prefilter``, 4 proposals per draw), to compare them;
+    several are separated by commas (``qd-classic:noise=none,filter=true``).
 
     Raises
     ------
@@ -496,12 +498,14 @@ def parse_arm(name: str) -> tuple[str, dict[str, Any]]:
     base, _, rest = name.partition(":")
     if base not in ARMS:
         raise ValueError(f"unknown arm {base!r}; arms: {', '.join(ARMS)}")
+    allowed = {"noise": {p: p for p in POLICIES}, "filter": {"true": True, "false": False}}
     options: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
-        if not base.startswith("qd-") or key != "noise" or value not in POLICIES:
-            raise ValueError(f"arm {name!r}: only qd's arms take an option, noise=one of {', '.join(POLICIES)}")
-        options[key] = value
+        if not base.startswith("qd-") or value not in allowed.get(key, {}):
+            raise ValueError(f"arm {name!r}: only qd's arms take options, noise=one of {', '.join(POLICIES)} "
+                             "and filter=true|false")
+        options[key] = allowed[key][value]
     return base, options
 
 

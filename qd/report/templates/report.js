@@ -115,6 +115,8 @@ class WhereError extends Error {}
 // backslash continue it), and that line may not be indented.
 function tokenize(src) {
   src = src.replace(/\r\n?/g, "\n");
+  // refused as qd.archives.query.compile_where refuses it (Python versions read a continued line differently)
+  if (src.includes("\\\n")) throw new WhereError("a backslash at the end of a line is not allowed");
   const out = [];
   let i = 0, depth = 0, lineStart = true, ended = false, continued = false;
   const num = /^(?:0[xX](?:_?[0-9a-fA-F])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+|(?:(?:\d(?:_?\d)*)?\.\d(?:_?\d)*|\d(?:_?\d)*\.?)(?:[eE][+-]?\d(?:_?\d)*)?)/;
