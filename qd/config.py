@@ -15,11 +15,13 @@ import copy
 import json
 import math
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from qd.evaluators.registry import backend_names
 from qd.llm.models import MODEL_ALIAS
 from qd.llm.prices import normalize_prices
 from qd.operators.registry import check_operators
@@ -33,8 +35,11 @@ class ConfigError(ValueError):
     """A run config key is missing, unknown, or has a value that is not allowed."""
 
 
-def key(default: Any, allowed: str, **limits: Any) -> Any:
-    """A config key: its default, the text shown when a value is not allowed, and pydantic limits."""
+def key(default: Any, allowed: str | Callable[[], str], **limits: Any) -> Any:
+    """A config key: its default, the text shown when a value is not allowed, and pydantic limits.
+
+    ``allowed`` may be a function giving the text when an error is shown (for a registry that can grow).
+    """
     return Field(default, json_schema_extra={"allowed": allowed}, **limits)
 
 
@@ -49,6 +54,16 @@ def _cache_setting(value: bool | str) -> bool | str:
     if isinstance(value, str) and not value.endswith((".sqlite", ".sqlite3", ".db")):
         raise ValueError("a cache path must end in .sqlite, .sqlite3 or .db")
     return value
+
+
+def _backends_text() -> str:
+    return "one of " + ", ".join(map(repr, backend_names()))
+
+
+def _known_backend(name: str) -> str:
+    if name not in backend_names():  # the registry of qd.evaluators.registry, which may grow
+        raise ValueError("not a registered evaluator backend")
+    return name
 
 
 def _price_table(value: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +171,8 @@ class EvaluatorSection(_Section):
 
     # "ray": a local runtime (or a cluster with ray_address); workers = 0 uses every CPU.
     # "serial" evaluates in the driver: for debugging and for domains that take microseconds.
-    backend: Literal["serial", "ray"] = key("ray", "one of 'serial', 'ray'")
+    # Any backend of qd.evaluators.registry (register_backend adds one).
+    backend: Annotated[str, AfterValidator(_known_backend)] = key("ray", _backends_text)
     workers: int = key(0, "an integer >= 0 (0: every CPU)", ge=0)
     timeout_s: float = key(60.0, "a number > 0", gt=0)
     ray_address: str = key("", "a string: '', 'auto' or HOST:PORT")
@@ -339,6 +355,8 @@ def _explain(exc: ValidationError, merged: dict[str, Any]) -> str:
             element = f"{path}[{loc[2]}] = {_show(error['input'])}{_detail(error)}: "
         if name in model.model_fields:
             allowed = (model.model_fields[name].json_schema_extra or {}).get("allowed", error["msg"])
+            if callable(allowed):
+                allowed = allowed()
         elif section == "operators":
             allowed = "a non-negative weight or a table of the operator's options"
         else:

@@ -16,7 +16,7 @@ from qd.archives.plot import plot_archive
 from qd.config import DEMO_CONFIG, OPERATOR_FLAGS, ConfigError, dump_config, load_config, resolve_config
 from qd.domain import Domain
 from qd.domains import get_domain
-from qd.evaluators import make_evaluator
+from qd.evaluators.registry import evaluator_from_config
 from qd.llm import LLMClient
 from qd.llm.cache import cache_path
 from qd.llm.local import set_local_server_threads
@@ -108,13 +108,7 @@ def build_archive(config: dict, domain: Domain) -> Any:
 
 def build_evaluator(config: dict, domain: Domain, backend: str | None = None) -> Any:
     """The evaluator of ``[evaluator]`` for ``domain``; ``backend`` overrides ``[evaluator] backend``."""
-    ev = config["evaluator"]
-    backend = backend or ev["backend"]
-    options: dict[str, Any] = {"timeout_s": ev["timeout_s"]}
-    if backend == "ray":
-        options.update(workers=ev["workers"] or None, address=ev["ray_address"] or None, mode=ev["mode"],
-                       actor_concurrency=ev["actor_concurrency"], batch_size=ev["batch_size"] or None)
-    return make_evaluator(backend, domain, **options)
+    return evaluator_from_config(config["evaluator"], domain, backend)
 
 
 def build_llm_client(config: dict) -> Any:

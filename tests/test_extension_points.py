@@ -1,0 +1,79 @@
+"""Each extension point has one registry: a backend, an operator's parameters and a listener are declared once."""
+from __future__ import annotations
+
+import pytest
+from test_run_dir import arm_config
+
+from qd.cli import main
+from qd.config import ConfigError, resolve_config
+from qd.evaluators import SerialEvaluator, registry
+from qd.rundir import read_run
+from qd.runner import build_evaluator
+
+
+class CountingEvaluator(SerialEvaluator):
+    """A serial evaluator that keeps count of what it ran: a backend registered by a user."""
+
+    built: list[CountingEvaluator] = []
+
+    def __init__(self, domain, timeout_s=None, label="counting"):
+        super().__init__(domain, timeout_s=timeout_s)
+        self.label, self.evaluated = label, 0
+        CountingEvaluator.built.append(self)
+
+    def collect(self, timeout):
+        done = super().collect(timeout)
+        self.evaluated += len(done)
+        return done
+
+
+@pytest.fixture
+def counting_backend(monkeypatch):
+    """Register ``counting`` for one test; the registry is left as it was afterwards."""
+    monkeypatch.setattr(registry, "_BACKENDS", dict(registry._BACKENDS))
+    CountingEvaluator.built.clear()
+    return registry.register_backend("counting", CountingEvaluator, options=("timeout_s", "label"))
+
+
+def test_an_unregistered_backend_is_refused_by_the_config_naming_the_registered_ones():
+    with pytest.raises(ConfigError, match="evaluator.backend must be one of 'serial', 'ray', got 'counting'"):
+        resolve_config({"evaluator": {"backend": "counting"}})
+
+
+def test_one_registration_makes_a_backend_known_to_the_config_the_runner_and_the_cli(counting_backend, tmp_path,
+                                                                                        capsys):
+    config = resolve_config({"evaluator": {"backend": "counting", "timeout_s": 7.0}})
+    assert config["evaluator"]["backend"] == "counting"
+    assert "counting" in registry.backend_names()
+    from qd.domains.arm import ArmDomain
+
+    evaluator = build_evaluator(config, ArmDomain(joints=2))  # [evaluator] keys named like its options
+    assert isinstance(evaluator, CountingEvaluator) and evaluator.timeout_s == 7.0
+    # the CLI's --backend takes it, and a whole run goes through it
+    out = tmp_path / "run"
+    assert main(["run", str(arm_config(tmp_path / "arm.toml", evaluations=20)), "--out", str(out),
+                 "--backend", "counting", "--no-progress"]) == 0
+    assert CountingEvaluator.built[-1].evaluated == 20
+    assert read_run(out).config["evaluator"]["backend"] == "counting"
+
+
+def test_a_backend_refuses_an_option_it_did_not_declare_and_a_name_cannot_be_taken_twice(counting_backend):
+    from qd.domains.arm import ArmDomain
+
+    with pytest.raises(ValueError, match=r"'counting' does not take option\(s\) \['workers'\]"):
+        registry.make_evaluator("counting", ArmDomain(joints=2), workers=2)
+    assert registry.make_evaluator("counting", ArmDomain(joints=2), label="x").label == "x"
+    with pytest.raises(ValueError, match="'counting' is already registered"):
+        registry.register_backend("counting", CountingEvaluator, options=())
+
+
+def test_the_built_in_backends_are_imported_only_when_built():
+    import subprocess
+    import sys
+
+    code = ("import sys; import qd.config, qd.cli; from qd.evaluators.registry import backend_names; "
+            "assert backend_names()[:2] == ('serial', 'ray'), backend_names(); "
+            "assert 'qd.evaluators.serial' not in sys.modules and 'ray' not in sys.modules, "
+            "sorted(m for m in sys.modules if m.startswith(('qd.evaluat', 'ray')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
