@@ -77,3 +77,49 @@ def test_the_built_in_backends_are_imported_only_when_built():
             "sorted(m for m in sys.modules if m.startswith(('qd.evaluat', 'ray')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+# -- operator parameters: one declaration, read by the run config and the constructor ----------------------
+def _build(name, params):
+    from qd.domains.arm import ArmDomain
+    from qd.llm import LLMClient
+    from qd.operators import BUILTIN
+
+    cls, space = BUILTIN[name], ArmDomain(joints=3).space
+    return cls(space, LLMClient(base_url="http://127.0.0.1:9/v1"), **params) if cls.uses_llm else cls(space, **params)
+
+
+def _declared():
+    from qd.operators import PARAMETERS
+
+    return [(op, p) for op, params in PARAMETERS.items() for p in params]
+
+
+@pytest.mark.parametrize("operator, param", _declared())
+def test_the_config_and_the_constructor_refuse_a_bad_parameter_with_the_same_words(operator, param):
+    from test_run_config_operators_seeds import BAD
+
+    from qd.operators import BUILTIN
+
+    with pytest.raises(ValueError) as built:
+        _build(operator, {param: BAD[param]})
+    with pytest.raises(ConfigError) as loaded:
+        resolve_config({"operators": {operator: {param: BAD[param]}}})
+    allowed = BUILTIN[operator].parameters[param].allowed
+    assert str(built.value) == f"{param} must be {allowed}, got {BAD[param]!r}"
+    assert str(loaded.value) == f"operators.{operator}.{built.value}"
+
+
+def test_a_declared_parameter_changes_what_both_accept(monkeypatch):
+    """The class's declaration is the only check: tightening it tightens the config and the constructor."""
+    from qd.operators import Mutation
+    from qd.operators.params import Parameter
+
+    assert _build("mutation", {"children": 5}).children == 5
+    resolve_config({"operators": {"mutation": {"children": 5}}})
+    monkeypatch.setattr(Mutation, "parameters", {**Mutation.parameters,
+                                                 "children": Parameter("at most 4", lambda v: v <= 4)})
+    with pytest.raises(ValueError, match=r"^children must be at most 4, got 5$"):
+        _build("mutation", {"children": 5})
+    with pytest.raises(ConfigError, match=r"^operators\.mutation\.children must be at most 4, got 5$"):
+        resolve_config({"operators": {"mutation": {"children": 5}}})
