@@ -25,6 +25,7 @@ from qd.evaluators.registry import backend_names
 from qd.llm.models import MODEL_ALIAS
 from qd.llm.prices import normalize_prices
 from qd.operators.registry import check_operators
+from qd.references import split_reference
 from qd.result import DEFAULT_TRACE_TEXT_CHARS
 
 __all__ = ["ConfigError", "DEFAULTS", "DEMO_CONFIG", "OPERATOR_FLAGS", "SCHEMA", "load_config", "resolve_config",
@@ -101,6 +102,11 @@ class RunSection(_Section):
     # Characters of each traced LLM call's prompt and answer text kept in the run store (0: no text).
     trace_text_chars: int = key(DEFAULT_TRACE_TEXT_CHARS, "an integer >= 0 (0: keep no prompt or answer text)",
                                 ge=0)
+    # Search listeners besides the store and the progress bar (qd.listeners.build_listeners): each a
+    # "package.module:attribute" reference to a SearchListener class, factory or instance, or a table
+    # {listener = "...", option = value, ...} whose other keys go to the class or factory.
+    listeners: list[Annotated[str, Field(min_length=1)] | dict[str, Any]] = key(
+        [], 'a list of "package.module:attribute" listener references or tables {listener = "...", ...}')
 
 
 class DomainSection(_Section):
@@ -382,6 +388,8 @@ def _show(value: Any, limit: int = 80) -> str:
 
 def _check_across_keys(config: dict[str, dict[str, Any]]) -> None:
     """Rules that relate keys to each other (each key alone already passed the schema)."""
+    for i, entry in enumerate(config["run"]["listeners"]):
+        _check_listener_entry(entry, f"run.listeners[{i}]")
     try:  # each operator's parameters, by the operator registry (qd.operators.registry)
         check_operators({k: v for k, v in config["operators"].items() if k not in OPERATOR_FLAGS})
     except ValueError as exc:
@@ -396,6 +404,21 @@ def _check_across_keys(config: dict[str, dict[str, Any]]) -> None:
     if archive["type"] == "grid" and archive["bins"] and len(archive["bins"]) != n:
         raise ConfigError(f"archive.bins has {len(archive['bins'])} entries for {n} measures "
                           f"(archive.measures = {_show(archive['measures'])})")
+
+
+def _check_listener_entry(entry: str | dict[str, Any], path: str) -> None:
+    """A listener entry's reference is well-formed (it is imported when the run starts, not at load)."""
+    if isinstance(entry, dict):
+        ref = entry.get("listener")
+        if not isinstance(ref, str):
+            raise ConfigError(f"{path} must have listener = \"package.module:attribute\", got {_show(entry)}")
+        path += ".listener"
+    else:
+        ref = entry
+    try:
+        split_reference(ref, path, example="my_listeners:Notify")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def dump_config(config: dict[str, dict[str, Any]]) -> str:

@@ -1,6 +1,8 @@
 """Each extension point has one registry: a backend, an operator's parameters and a listener are declared once."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from test_run_dir import arm_config
 
@@ -123,3 +125,87 @@ def test_a_declared_parameter_changes_what_both_accept(monkeypatch):
         _build("mutation", {"children": 5})
     with pytest.raises(ConfigError, match=r"^operators\.mutation\.children must be at most 4, got 5$"):
         resolve_config({"operators": {"mutation": {"children": 5}}})
+
+
+# -- listeners named in a run config ----------------------------------------------------------------------
+LISTENER_MODULE = '''
+import json
+from qd.listeners import SearchListener
+
+
+class Tally(SearchListener):
+    def __init__(self, path, label="tally"):
+        self.path, self.label, self.seen = path, label, []
+
+    def on_start(self, search):
+        self.seen.append("start")
+
+    def on_result(self, search, event):
+        self.seen.append(event.id)
+
+    def on_end(self, search):
+        self.seen.append("end")
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"label": self.label, "seen": self.seen}) + "\\n")
+
+
+NOT_A_LISTENER = 3
+'''
+
+
+@pytest.fixture
+def listener_module(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "my_listeners.py").write_text(LISTENER_MODULE)
+    monkeypatch.chdir(tmp_path)  # references resolve from the working directory first, as a domain's do
+    yield tmp_path
+    sys.modules.pop("my_listeners", None)
+
+
+def test_listeners_named_in_the_run_config_see_every_result_and_are_written_to_config_toml(listener_module):
+    import json
+
+    from qd.config import load_config
+
+    tally = listener_module / "tally.jsonl"
+    config = arm_config(listener_module / "arm.toml", evaluations=15,
+                        extra=f'listeners = [{{listener = "my_listeners:Tally", path = "{tally}"}}, '
+                              f'{{listener = "my_listeners:Tally", path = "{tally}", label = "second"}}]')
+    out = listener_module / "run"
+    assert main(["run", str(config), "--out", str(out), "--no-progress"]) == 0
+    rows = [json.loads(line) for line in tally.read_text().splitlines()]
+    assert [r["label"] for r in rows] == ["tally", "second"]
+    for row in rows:
+        assert row["seen"][0] == "start" and row["seen"][-1] == "end"
+        assert sorted(row["seen"][1:-1]) == list(range(15))  # every evaluation id, once
+    assert load_config(out / "config.toml")["run"]["listeners"][1] == {"listener": "my_listeners:Tally",
+                                                                     "path": str(tally), "label": "second"}
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('"my_listeners"', r"run\.listeners\[0\] 'my_listeners': expected 'package\.module:attribute'"),
+    ('{path = "x"}', r"run\.listeners\[0\] must have listener = \"package\.module:attribute\""),
+])
+def test_a_malformed_listener_reference_is_refused_at_load_naming_its_key(listener_module, entry, message):
+    from qd.config import load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(arm_config(listener_module / "arm.toml", extra=f"listeners = [{entry}]"))
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('"no_such_module:Tally"', r"run\.listeners\[0\].*no module 'no_such_module'"),
+    ('"my_listeners:Tallly"', r"run\.listeners\[0\].*has no attribute 'Tallly'"),
+    ('"my_listeners:NOT_A_LISTENER"', r"run\.listeners\[0\]: 'my_listeners:NOT_A_LISTENER' is a int, not a "
+                                      r"SearchListener class or factory"),
+    ('{listener = "my_listeners:Tally", path = "t", colour = "red"}',
+     r"run\.listeners\[0\]: my_listeners:Tally: .*unexpected keyword argument 'colour'"),
+])
+def test_a_listener_that_does_not_build_stops_the_run_before_it_starts_naming_its_key(listener_module, entry, message,
+                                                                                     capsys):
+    out = listener_module / "run"
+    assert main(["run", str(arm_config(listener_module / "arm.toml", extra=f"listeners = [{entry}]")),
+                 "--out", str(out), "--no-progress"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (out / "run.sqlite").exists()  # a run that fails to start leaves no store behind
