@@ -345,7 +345,7 @@ class Search:
             load_archive(store, self.archive)
         if self.scheduler.predictor_learns:
             for row in store.evaluations():
-                if row.status == "ok" and math.isfinite(row.fitness):
+                if row.status == "ok" and math.isfinite(row.objective):
                     self.scheduler.learn(row.config, [row.measures[n] for n in self.measure_names])
         self._next_id = store.max_id() + 1
         self.scheduler.resume(KeySet(store.keys()), store.counters("operators"))
@@ -430,7 +430,7 @@ class Search:
             m = measure_result(child.config, result, self.measure_fns, self.measure_names)
             measures.append(m)
             usable = result.usable
-            objectives.append(result.fitness if usable else None)
+            objectives.append(result.objective if usable else None)
             values.append([m[n] for n in self.measure_names] if usable else None)
         statuses, seqs = self.scheduler.tell_many(children, objectives, values, ids=[key for key, _ in landed],
                                                   feedback=[result.feedback for _, result in landed])

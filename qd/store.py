@@ -120,6 +120,11 @@ class EvaluationRow:
     submitted_at: float
     finished_at: float
 
+    @property
+    def objective(self) -> float:
+        """The evaluation's objective (stored in the column ``fitness``, also this row's ``fitness``)."""
+        return self.fitness
+
 
 @dataclass
 class EvaluationRecord:

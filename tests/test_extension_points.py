@@ -8,6 +8,7 @@ from test_run_dir import arm_config
 
 from qd.cli import main
 from qd.config import ConfigError, resolve_config
+from qd.domains.arm import ArmDomain
 from qd.evaluators import SerialEvaluator, registry
 from qd.rundir import read_run
 from qd.runner import build_evaluator
@@ -209,3 +210,54 @@ def test_a_listener_that_does_not_build_stops_the_run_before_it_starts_naming_it
                  "--out", str(out), "--no-progress"]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (out / "run.sqlite").exists()  # a run that fails to start leaves no store behind
+
+
+# -- one word for the objective: `objective`, with `fitness` still accepted ---------------------------------
+def test_an_eval_result_takes_objective_and_its_alias_fitness_as_the_same_thing():
+    from qd.result import EvalResult, check_result
+
+    new, old = EvalResult(objective=0.5, measures={"x": 1.0}), EvalResult(fitness=0.5, measures={"x": 1.0})
+    assert new == old and new.fitness == old.objective == 0.5
+    assert EvalResult(0.25).fitness == 0.25  # positionally, as before
+    old.fitness = 0.75  # the attribute is an alias too, both ways
+    assert old.objective == 0.75 and check_result(old).objective == 0.75
+    with pytest.raises(TypeError, match="objective or its alias fitness, not both"):
+        EvalResult(objective=1.0, fitness=2.0)
+
+
+class _OldSpelling(ArmDomain):
+    """A user's domain written before `objective`: it still says EvalResult(fitness=...)."""
+
+    def evaluate(self, config):
+        result = super().evaluate(config)
+        from qd.result import EvalResult
+
+        return EvalResult(fitness=result.objective, measures=result.measures, feedback=result.feedback)
+
+
+def test_a_domain_written_with_fitness_runs_and_its_rows_and_queries_answer_to_both_names(tmp_path):
+    from qd.analysis.descriptors import resolve_measures
+    from qd.archives import GridArchive
+    from qd.evaluators import SerialEvaluator
+    from qd.operators import Mutation
+    from qd.search import Search
+    from qd.store import RunStore
+
+    domain = _OldSpelling(joints=3)
+    archive = GridArchive(dims=[6, 6], ranges=domain.default_ranges, measure_names=["x", "y"],
+                          qd_score_offset=domain.qd_score_offset)
+    with RunStore(tmp_path / "run.sqlite") as store:
+        with Search(domain, archive, SerialEvaluator(domain), operators={"mutation": (Mutation(domain.space), 1.0)},
+                    measures=resolve_measures(["x", "y"], domain), budget=30, store=store, init_random=10,
+                    seed=0, progress=False) as search:
+            search.run()
+        rows = list(store.evaluations())
+    assert len(rows) == 30
+    for row in rows:
+        assert row.objective == row.fitness == domain.evaluate(row.config).objective
+    best = max(r.objective for r in rows)
+    assert archive.best_elite["objective"] == best
+    cut = sorted(r.objective for r in rows)[len(rows) // 2]
+    by_objective, by_fitness = archive.where(f"objective > {cut}"), archive.where(f"fitness > {cut}")
+    assert by_objective and [e["id"] for e in by_objective] == [e["id"] for e in by_fitness]
+    assert all(e["objective"] > cut for e in by_objective)

@@ -70,7 +70,7 @@ class DescriptorContract:
     def cases(self, domain: Domain | None) -> list[tuple[dict, EvalResult]]:
         """``(config, result)`` pairs: the domain's default configuration (or ``{}``) with each sample trace."""
         config = domain.default_config() if domain is not None else {}
-        return [(config, EvalResult(fitness=0.0, trace=copy.deepcopy(trace))) for trace in SAMPLE_TRACES.values()]
+        return [(config, EvalResult(objective=0.0, trace=copy.deepcopy(trace))) for trace in SAMPLE_TRACES.values()]
 
     @pytest.fixture
     def function(self, descriptor: Any, domain: Domain | None) -> Callable[[dict, EvalResult], float]:
@@ -96,15 +96,15 @@ class DescriptorContract:
     def test_leaves_its_inputs_untouched(self, function: Any, cases: list) -> None:
         """The configuration, the trace and the result's measures are as they were after the call."""
         for config, result in cases:
-            before = copy.deepcopy((config, result.trace, result.measures, result.fitness))
+            before = copy.deepcopy((config, result.trace, result.measures, result.objective))
             function(config, result)
-            assert (config, result.trace, result.measures, result.fitness) == before
+            assert (config, result.trace, result.measures, result.objective) == before
 
     def test_does_not_depend_on_the_order_of_the_spans(self, function: Any, cases: list) -> None:
         """The trace's spans reversed (another interleaving of examples and threads) give the same value."""
         if not self.order_free:
             pytest.skip("order_free = False")
         for config, result in cases:
-            flipped = EvalResult(fitness=result.fitness, measures=dict(result.measures), trace=result.trace[::-1],
+            flipped = EvalResult(objective=result.objective, measures=dict(result.measures), trace=result.trace[::-1],
                                  feedback=result.feedback, scores=result.scores)
             assert function(config, flipped) == pytest.approx(function(config, result), rel=1e-12, abs=1e-12)

@@ -39,7 +39,7 @@ class ProbeDomain(Domain):
             raise SystemExit(3)
         if action == "sleep":
             time.sleep(config["sleep_s"])
-        return EvalResult(fitness=-(x - 0.3) ** 2, measures={"x": x}, feedback=f"x={x:.4f}")
+        return EvalResult(objective=-(x - 0.3) ** 2, measures={"x": x}, feedback=f"x={x:.4f}")
 
 
 def probe(x: float, action: str = "ok", sleep_s: float = 0.0) -> dict:
@@ -115,8 +115,8 @@ class EvaluatorContract:
         assert sorted(results) == sorted(configs)
         for key, config in configs.items():
             want, got = evaluate_config(domain, config), results[key]
-            assert (got.status, got.fitness, got.measures, got.feedback) == \
-                   (want.status, want.fitness, want.measures, want.feedback), f"key {key}: {got} != {want}"
+            assert (got.status, got.objective, got.measures, got.feedback) == \
+                   (want.status, want.objective, want.measures, want.feedback), f"key {key}: {got} != {want}"
 
     def test_an_exception_becomes_an_error_result(self, make_evaluator: Any) -> None:
         """A domain that raises (``SystemExit`` too) gives an ``"error"`` result naming it; the others are unharmed."""
@@ -130,7 +130,7 @@ class EvaluatorContract:
             evaluator.close()
         assert results[1].status == "error" and "RuntimeError: probe raised at x=0.100" in results[1].error
         assert results[2].status == "error" and "SystemExit" in results[2].error
-        assert results[3].status == "ok" and results[3].fitness == 0.0
+        assert results[3].status == "ok" and results[3].objective == 0.0
 
     def test_a_deadline_becomes_a_timeout_result(self, make_evaluator: Any) -> None:
         """An evaluation past ``timeout_s`` comes back as ``"timeout"``, worded as qd.evaluators.outcomes words it."""

@@ -32,7 +32,7 @@ class _Plane(Domain):
         x, y = config["x"], config["y"]
         if x > 0.9:  # some failures, so a listener sees every status
             raise ValueError("x above 0.9")
-        return EvalResult(fitness=-(x - 0.4) ** 2 - (y - 0.6) ** 2, measures={"x": x, "y": y}, feedback=f"{x:.2f}")
+        return EvalResult(objective=-(x - 0.4) ** 2 - (y - 0.6) ** 2, measures={"x": x, "y": y}, feedback=f"{x:.2f}")
 
 
 class _Spy(SearchListener):
@@ -46,7 +46,7 @@ class _Spy(SearchListener):
         self.calls.append("start")
 
     def on_results(self, search: Any, events: Sequence[Evaluated]) -> None:
-        self.events += [(e.id, e.candidate.operator, e.result.status, repr(e.result.fitness),
+        self.events += [(e.id, e.candidate.operator, e.result.status, repr(e.result.objective),
                          sorted(e.measures.items()), int(e.status)) for e in events]
 
     def on_end(self, search: Any) -> None:
