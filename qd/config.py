@@ -62,8 +62,13 @@ def _backends_text() -> str:
 
 
 def _known_backend(name: str) -> str:
-    if name not in backend_names():  # the registry of qd.evaluators.registry, which may grow
-        raise ValueError("not a registered evaluator backend")
+    # the registry of qd.evaluators.registry, which may grow, or a reference imported when the run starts
+    if name not in backend_names():
+        try:
+            split_reference(name, "evaluator backend", example="my_pkg.evaluators:ThreadEvaluator")
+        except ValueError:
+            raise ValueError("not a registered evaluator backend, nor 'package.module:attribute' of an evaluator "
+                             "factory") from None
     return name
 
 
@@ -177,7 +182,7 @@ class EvaluatorSection(_Section):
 
     # "ray": a local runtime (or a cluster with ray_address); workers = 0 uses every CPU.
     # "serial" evaluates in the driver: for debugging and for domains that take microseconds.
-    # Any backend of qd.evaluators.registry (register_backend adds one).
+    # Any backend of qd.evaluators.registry (register_backend adds one), or a factory's reference.
     backend: Annotated[str, AfterValidator(_known_backend)] = key("ray", _backends_text)
     workers: int = key(0, "an integer >= 0 (0: every CPU)", ge=0)
     timeout_s: float = key(60.0, "a number > 0", gt=0)

@@ -70,6 +70,35 @@ def test_a_backend_refuses_an_option_it_did_not_declare_and_a_name_cannot_be_tak
         registry.register_backend("counting", CountingEvaluator, options=())
 
 
+EVALUATOR_MODULE = """
+from qd.evaluators import SerialEvaluator
+
+
+class Marking(SerialEvaluator):
+    built = []
+
+    def __init__(self, domain, timeout_s=None):
+        super().__init__(domain, timeout_s=timeout_s)
+        Marking.built.append(timeout_s)
+"""
+
+
+def test_a_run_config_names_an_unregistered_evaluator_factory_by_reference(tmp_path, monkeypatch, capsys):
+    import sys
+
+    (tmp_path / "my_evaluators.py").write_text(EVALUATOR_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "my_evaluators", raising=False)
+    config = arm_config(tmp_path / "arm.toml", evaluations=12, extra="")
+    assert main(["run", str(config), "--out", str(tmp_path / "run"), "--backend", "my_evaluators:Marking",
+                 "--no-progress"]) == 0
+    assert sys.modules["my_evaluators"].Marking.built == [60.0]  # [evaluator] timeout_s, its one keyword option
+    assert main(["run", str(config), "--out", str(tmp_path / "bad"), "--backend", "dask", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "evaluator.backend must be one of 'serial', 'ray', got 'dask' (not a registered evaluator backend" in err
+    sys.modules.pop("my_evaluators", None)
+
+
 def test_the_built_in_backends_are_imported_only_when_built():
     import subprocess
     import sys

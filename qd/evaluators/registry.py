@@ -7,13 +7,16 @@ takes, and how ``[evaluator]`` of a run config becomes those options. Adding one
 
     register_backend("threads", "my_pkg.evaluators:ThreadEvaluator", options=("timeout_s", "workers"))
 
-after which ``[evaluator] backend = "threads"``, ``qd run --backend threads`` (when the module that
-registers it is imported first, e.g. by a plugin) and :func:`make_evaluator` all accept it. The
-factory may be a ``"package.module:attribute"`` reference, imported only when an evaluator is built,
-so that reading the registry (``qd status``, config validation) never imports Ray.
+after which ``[evaluator] backend = "threads"`` and :func:`make_evaluator` accept it (from Python;
+``qd run`` knows it when the module that registers it is imported first). The factory may be a
+``"package.module:attribute"`` reference, imported only when an evaluator is built, so that reading
+the registry (``qd status``, config validation) never imports Ray. A run config may also name an
+unregistered factory by reference (``backend = "my_pkg.evaluators:ThreadEvaluator"``): its keyword
+parameters are its options, taken from the ``[evaluator]`` keys of the same name.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -116,11 +119,36 @@ def backend_names() -> tuple[str, ...]:
 
 
 def get_backend(name: str) -> Backend:
-    """The backend registered as ``name``; raises ``ValueError`` naming the registered ones."""
-    try:
-        return _BACKENDS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown evaluator backend {name!r}; choose one of {list(_BACKENDS)}") from None
+    """The backend registered as ``name``, or the one a ``"package.module:attribute"`` reference names.
+
+    A reference may name a :class:`Backend` or a factory ``factory(domain, **options)``, whose
+    keyword parameters are then its options (taken from the ``[evaluator]`` keys of the same
+    name). It resolves as domains and operators do (the working directory first).
+
+    Raises
+    ------
+    ValueError
+        For a name that is neither registered nor a reference that loads, naming the registered ones.
+    """
+    backend = _BACKENDS.get(name) if isinstance(name, str) else None
+    if backend is not None:
+        return backend
+    if not isinstance(name, str) or ":" not in name:
+        raise ValueError(f"unknown evaluator backend {name!r}; choose one of {list(_BACKENDS)} "
+                         "or give 'package.module:attribute' of an evaluator factory")
+    target = resolve_reference(name, "evaluator backend")
+    if isinstance(target, Backend):
+        return target
+    if not callable(target):
+        raise ValueError(f"evaluator backend {name!r} is a {type(target).__name__}, not an evaluator factory")
+    options = _keyword_options(target)
+    return Backend(name, target, options, _same_names(options))
+
+
+def _keyword_options(factory: Callable[..., Any]) -> tuple[str, ...]:
+    """The keyword parameters of ``factory`` after its first (the domain)."""
+    params = list(inspect.signature(factory).parameters.values())[1:]
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
 def make_evaluator(backend: str, domain: Domain, **options: Any) -> Evaluator:
