@@ -80,7 +80,7 @@ def replay(store: RunStore, archive: Any, noise: NoiseHandler | None = None) -> 
     names = archive.measure_names
     chunk: list[Any] = []
     for row in store.evaluations(status="ok"):
-        if math.isfinite(row.objective):
+        if math.isfinite(row.fitness):
             chunk.append(row)
             if len(chunk) >= _REPLAY_CHUNK:
                 _insert(archive, chunk, names)
@@ -90,6 +90,6 @@ def replay(store: RunStore, archive: Any, noise: NoiseHandler | None = None) -> 
 
 def _insert(archive: Any, rows: list[Any], names: list[str]) -> None:
     if rows:
-        archive.add_in_order([r.config for r in rows], [r.objective for r in rows],
+        archive.add_in_order([r.config for r in rows], [r.fitness for r in rows],
                              [[r.measures[n] for n in names] for r in rows], id=[r.id for r in rows],
                              feedback=[r.feedback for r in rows])

@@ -648,7 +648,7 @@ class NoiseHandler:
             self.resamples += row.operator == RESAMPLE
             draw = info[0] if info is not None else 0
             values: list[float] = []
-            usable = row.status == "ok" and math.isfinite(row.objective)
+            usable = row.status == "ok" and math.isfinite(row.fitness)
             if usable:
                 try:
                     values = [float(row.measures[n]) for n in measure_names]
@@ -663,7 +663,7 @@ class NoiseHandler:
             self._replay_plain(plain)
             if usable:
                 original = self.ids.get(row.hash, row.id)
-                self.record(row.hash, row.config, row.objective, values, id=original, feedback=row.feedback, draw=draw)
+                self.record(row.hash, row.config, row.fitness, values, id=original, feedback=row.feedback, draw=draw)
             elif row.operator == RESAMPLE:
                 self.failed(row.hash)
         self._replay_plain(plain)
@@ -671,6 +671,6 @@ class NoiseHandler:
 
     def _replay_plain(self, plain: list[tuple[Any, list[float]]]) -> None:
         if plain:
-            self.record_plain([r.config for r, _ in plain], [r.objective for r, _ in plain], [v for _, v in plain],
+            self.record_plain([r.config for r, _ in plain], [r.fitness for r, _ in plain], [v for _, v in plain],
                               ids=[r.id for r, _ in plain], feedback=[r.feedback for r, _ in plain])
             plain.clear()

@@ -345,7 +345,7 @@ class Search:
             load_archive(store, self.archive)
         if self.scheduler.predictor_learns:
             for row in store.evaluations():
-                if row.status == "ok" and math.isfinite(row.objective):
+                if row.status == "ok" and math.isfinite(row.fitness):
                     self.scheduler.learn(row.config, [row.measures[n] for n in self.measure_names])
         self._next_id = store.max_id() + 1
         self.scheduler.resume(KeySet(store.keys()), store.counters("operators"))

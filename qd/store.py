@@ -122,7 +122,7 @@ class EvaluationRow:
 
     @property
     def objective(self) -> float:
-        """The evaluation's objective (stored in the column ``fitness``, also this row's ``fitness``)."""
+        """The evaluation's objective (the row's field and the store's column keep the name ``fitness``)."""
         return self.fitness
 
 

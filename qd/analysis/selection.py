@@ -113,7 +113,7 @@ def archive_over(store: RunStore, names: list[str], like: Any) -> GridArchive:
     ValueError
         Naming the unknown measures and the stored ones, or when no evaluation is usable.
     """
-    rows = [r for r in store.evaluations(status="ok") if math.isfinite(r.objective)]
+    rows = [r for r in store.evaluations(status="ok") if math.isfinite(r.fitness)]
     if not rows:
         raise ValueError("the run has no usable evaluation (status ok, finite objective) to plot")
     stored = set.intersection(*(set(r.measures) for r in rows))
@@ -125,7 +125,7 @@ def archive_over(store: RunStore, names: list[str], like: Any) -> GridArchive:
     for r in rows:
         groups.setdefault(r.hash, []).append(r)
     first = [g[0] for g in groups.values()]
-    objectives = [float(np.mean([r.objective for r in g])) for g in groups.values()]
+    objectives = [float(np.mean([r.fitness for r in g])) for g in groups.values()]
     values = np.array([np.mean([[r.measures[n] for n in names] for r in g], axis=0) for g in groups.values()],
                       dtype=float)
     low, high = values.min(axis=0), values.max(axis=0)

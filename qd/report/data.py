@@ -163,7 +163,7 @@ def _columns(rows: list[Any], archive: Any) -> dict[str, Any]:
     groups: dict[str, int] = {}
     t0 = min((r.submitted_at for r in rows), default=0.0)
     cells = np.full(len(rows), -1, dtype=np.int64)
-    usable = [i for i, r in enumerate(rows) if r.status == "ok" and math.isfinite(r.objective)
+    usable = [i for i, r in enumerate(rows) if r.status == "ok" and math.isfinite(r.fitness)
               and all(math.isfinite(r.measures.get(n, math.nan)) for n in names)]
     if usable:
         cells[usable] = archive.index_of(np.array([[rows[i].measures[n] for n in names] for i in usable]))
@@ -171,7 +171,7 @@ def _columns(rows: list[Any], archive: Any) -> dict[str, Any]:
         "statuses": statuses, "operators": operators,
         "id": [r.id for r in rows],
         "status": [s_code[r.status] for r in rows],
-        "objective": [_num(r.objective) for r in rows],
+        "objective": [_num(r.fitness) for r in rows],
         "operator": [o_code[r.operator] for r in rows],
         "parents": [r.parent_ids for r in rows],
         "config": [groups.setdefault(r.hash, len(groups)) for r in rows],  # same configuration, same number
