@@ -68,5 +68,5 @@ class ArmDomain(Domain):
             fitness_noise, dx, dy = np.random.default_rng(int.from_bytes(digest, "little")).normal(size=3)
             fitness += self.noise * float(fitness_noise)
             x, y = x + self.measure_noise * float(dx), y + self.measure_noise * float(dy)
-        return EvalResult(fitness=fitness, measures={"x": x, "y": y},
+        return EvalResult(objective=fitness, measures={"x": x, "y": y},
                           feedback=f"angle variance {angles.var():.3f}; end effector at ({x:.2f}, {y:.2f})")

@@ -128,7 +128,7 @@ class KModuleDomain(Domain):
         right = self.stages - len(wrong)
         offset = float(config["threshold"]) - self.best_threshold
         fitness = (right + 1.0 - abs(offset)) / (self.stages + 1)
-        return EvalResult(fitness=fitness, measures=self.predict_measures(config),
+        return EvalResult(objective=fitness, measures=self.predict_measures(config),
                           metrics={"stages_right": right, "solved": not wrong},
                           feedback=self._feedback(config, wrong, offset))
 

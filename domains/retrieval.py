@@ -410,7 +410,7 @@ class RetrievalDomain(Domain):
         traced = (sum(s["kind"] == "llm" for s in tracer.spans[first_span:]) if tracer is not None else None)
         expected = predicted["llm_calls"] * self.n_instances
         return EvalResult(
-            fitness=accuracy, scores=[float(r["correct"]) for r in rows],
+            objective=accuracy, scores=[float(r["correct"]) for r in rows],
             metrics={"accuracy": accuracy, "correct": correct, "instances": self.n_instances,
                      "backend": self.backend, "simulated": self.backend == "simulated",
                      "answers": [r["answer"] for r in rows], "call_errors": len(errors),

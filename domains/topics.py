@@ -235,5 +235,5 @@ class TopicsDomain(Domain):
                   for (h, t), a, ok in zip(instances, answers, correct) if not ok]
         feedback = f"accuracy {accuracy:.2f} ({sum(correct)}/{len(correct)})" + (
             "; " + "; ".join(misses[:4]) if misses else "")
-        return EvalResult(fitness=accuracy, scores=[float(c) for c in correct], feedback=feedback,
+        return EvalResult(objective=accuracy, scores=[float(c) for c in correct], feedback=feedback,
                           metrics={"answers": parsed, "accuracy": accuracy})

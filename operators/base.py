@@ -8,10 +8,13 @@ only ever calls :meth:`Operator.generate`, whose default wraps ``vary``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
+
+from qd.operators.params import Parameter, check_parameters
 
 __all__ = ["Parent", "Operator", "Generation"]
 
@@ -102,6 +105,10 @@ class Operator:
     uses_predictor : bool
         The scheduler sets :attr:`predict_measures` (config -> predicted measures by name, or
         None) on the operator: the domain's cost model, or what the run has learned.
+    parameters : mapping of str to Parameter
+        The constructor's keyword parameters a run config may set (``[operators.NAME]``), each
+        with what it accepts (:mod:`qd.operators.params`): the one declaration that both the run
+        config's check at load and the constructor (:meth:`check_parameters`) use.
     """
 
     name: str = "operator"
@@ -111,6 +118,21 @@ class Operator:
     parents_near_target: bool = False
     uses_predictor: bool = False
     predict_measures: Callable[[dict], dict[str, float] | None] | None = None
+    parameters: ClassVar[Mapping[str, Parameter]] = {}
+
+    @classmethod
+    def check_parameters(cls, values: Mapping[str, Any], where: str = "") -> None:
+        """Check parameter values against :attr:`parameters` (and any rule that relates them).
+
+        Constructors call it on their arguments; the run config calls it on an
+        ``[operators.NAME]`` table with ``where="operators.NAME"``. Keys not declared are not checked.
+
+        Raises
+        ------
+        ValueError
+            Naming the parameter (``operators.NAME.sigma must be a number > 0, got 0``).
+        """
+        check_parameters(cls.parameters, values, where)
 
     def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:
         """Offspring of ``parents``; deterministic given ``rng``; parents are left untouched."""

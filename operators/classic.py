@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from qd.operators.base import Operator, Parent
+from qd.operators.params import COUNT, NON_NEGATIVE, POSITIVE, RATE
 from qd.space import Bool, Categorical, Float, Int, Numeric, Param, Seq, Space, Text, UnitTransform, json_copy
 from qd.space.units import from_unit, to_unit
 
@@ -46,12 +47,6 @@ def _unit_span(param: Numeric) -> float:
     else:
         span = float(param.high - param.low)
     return span or 1.0
-
-
-def _check_children(children: int) -> int:
-    if not isinstance(children, int) or isinstance(children, bool) or children < 1:
-        raise ValueError(f"children must be a positive integer, got {children!r}")
-    return children
 
 
 def _has_non_numeric(param: Param) -> bool:
@@ -233,12 +228,6 @@ def _check_space(space: Any) -> Space:
     return space
 
 
-def _check_rate(rate: float | None) -> float | None:
-    if rate is not None and not 0.0 <= rate <= 1.0:
-        raise ValueError(f"rate must be in [0, 1] or None, got {rate!r}")
-    return rate
-
-
 class Mutation(Operator):
     """Type-aware mutation.
 
@@ -266,15 +255,15 @@ class Mutation(Operator):
 
     name = "mutation"
     num_parents = 1
+    parameters = {"sigma": POSITIVE, "int_step": POSITIVE, "rate": RATE, "children": COUNT}
 
     def __init__(self, space: Space, rate: float | None = None, sigma: float = 0.1, int_step: float = 0.1,
                  children: int = 1, sigma_units: str = "unit"):
         self.space = _check_space(space)
-        self.rate = _check_rate(rate)
-        if not sigma > 0:
-            raise ValueError(f"sigma must be positive, got {sigma!r}")
+        Mutation.check_parameters({"sigma": sigma, "int_step": int_step, "rate": rate, "children": children})
+        self.rate = rate
         self.sigma, self.int_step = float(sigma), float(int_step)
-        self.children = _check_children(children)
+        self.children = children
         self.sigma_units = sigma_units
         self._walker = _Walker(self.sigma, self.int_step, _check_sigma_units(sigma_units))
 
@@ -316,21 +305,29 @@ class IsoLineDD(Operator):
 
     name = "iso_line_dd"
     num_parents = 2
+    parameters = {"iso_sigma": NON_NEGATIVE, "line_sigma": NON_NEGATIVE, "rate": RATE, "children": COUNT}
 
     def __init__(self, space: Space, iso_sigma: float = 0.01, line_sigma: float = 0.2, rate: float | None = None,
                  children: int = 1, sigma_units: str = "unit"):
         self.space = _check_space(space)
-        if iso_sigma < 0 or line_sigma < 0 or iso_sigma + line_sigma <= 0:
-            raise ValueError(f"iso_sigma and line_sigma must be >= 0, one positive; got {iso_sigma!r}, {line_sigma!r}")
+        IsoLineDD.check_parameters({"iso_sigma": iso_sigma, "line_sigma": line_sigma, "rate": rate,
+                                    "children": children})
         self.iso_sigma, self.line_sigma = float(iso_sigma), float(line_sigma)
-        self.rate = _check_rate(rate)
-        self.children = _check_children(children)
+        self.rate = rate
+        self.children = children
         self._walker = _Walker(0.1, 0.1)
         self._mixed = _has_non_numeric(space)
         self._units = UnitTransform(self.space)
         self.sigma_units = sigma_units
         self._value_units = _check_sigma_units(sigma_units)
         self._iso_by_key: dict[tuple, np.ndarray] = {}
+
+    @classmethod
+    def check_parameters(cls, values: Mapping[str, Any], where: str = "") -> None:
+        """As :meth:`Operator.check_parameters`, and ``iso_sigma`` and ``line_sigma`` not both 0."""
+        super().check_parameters(values, where)
+        if "iso_sigma" in cls.parameters and values.get("iso_sigma", 1) == 0 and values.get("line_sigma", 1) == 0:
+            raise ValueError(f"{where + ': ' if where else ''}iso_sigma and line_sigma cannot both be 0")
 
     def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:
         """Children of the first two parents (one parent: isotropic noise only)."""
@@ -416,11 +413,11 @@ class Gaussian(IsoLineDD):
 
     name = "gaussian"
     num_parents = 1
+    parameters = {"sigma": POSITIVE, "rate": RATE, "children": COUNT}
 
     def __init__(self, space: Space, sigma: float = 0.1, rate: float | None = None, children: int = 1,
                  sigma_units: str = "unit"):
-        if not sigma > 0:
-            raise ValueError(f"sigma must be positive, got {sigma!r}")
+        Gaussian.check_parameters({"sigma": sigma})  # the rest IsoLineDD checks
         super().__init__(space, iso_sigma=sigma, line_sigma=0.0, rate=rate, children=children,
                          sigma_units=sigma_units)
         self.sigma = float(sigma)
@@ -441,10 +438,12 @@ class UniformCrossover(Operator):
 
     name = "uniform_crossover"
     num_parents = 2
+    parameters = {"children": COUNT}
 
     def __init__(self, space: Space, children: int = 1):
         self.space = _check_space(space)
-        self.children = _check_children(children)
+        UniformCrossover.check_parameters({"children": children})
+        self.children = children
         self._walker = _Walker(0.1, 0.1)
 
     def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:

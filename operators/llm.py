@@ -39,6 +39,7 @@ import numpy as np
 
 from qd.llm.client import LLMError
 from qd.operators.base import Generation, Operator
+from qd.operators.params import COUNT, OPTIONAL_COUNT, TARGET, TEMPERATURE, TEXT
 from qd.operators.parse import ParseError, is_flat, parse_config, render_pairs, short_number
 
 __all__ = ["LLM_OPERATORS", "Generation", "LLMMutation", "LMXCrossover", "LLMOperator"]
@@ -119,11 +120,14 @@ class LLMOperator(Operator):
     num_parents = 1
     uses_llm = True  # the search runs these in its LLM thread pool
     accepts_target = False  # whether the search should pass archive target regions to generate()
+    parameters = {"temperature": TEMPERATURE, "max_tokens": OPTIONAL_COUNT, "target": TARGET, "score_name": TEXT}
 
     def __init__(self, space: Any, client: Any, *, temperature: float | None = None, max_tokens: int | None = None,
                  target: str | dict[str, float] | None = None, score_name: str = "score") -> None:
         if client is None:
             raise ValueError(f"{type(self).__name__} needs an LLMClient (got None)")
+        LLMOperator.check_parameters({"temperature": temperature, "max_tokens": max_tokens, "target": target,
+                                      "score_name": score_name})
         self.space = space
         self.client = client
         self.temperature = temperature
@@ -302,9 +306,10 @@ class LMXCrossover(LLMOperator):
     accepts_target = True
     parents_near_target = True
 
+    parameters = {"k": COUNT, **LLMOperator.parameters}
+
     def __init__(self, space: Any, client: Any, k: int = 6, **kwargs: Any) -> None:
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        LMXCrossover.check_parameters({"k": k})
         super().__init__(space, client, **kwargs)
         self.k = int(k)
         self.num_parents = self.k

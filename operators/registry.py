@@ -20,7 +20,6 @@ anything (the run config calls it at load, so mistakes show before a run starts)
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from qd.operators.base import Operator
 from qd.operators.classic import CLASSIC
 from qd.operators.llm import LLM_OPERATORS
+from qd.operators.params import Parameter, finite_number
 from qd.references import resolve_reference, split_reference
 
 if TYPE_CHECKING:
@@ -46,49 +46,9 @@ _TABLE_KEYS = ("weight", "operator")
 _VALUE_SIGMAS = {"gaussian": ("sigma",), "iso_line_dd": ("iso_sigma",), "mutation": ("sigma",)}
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _positive(value: Any) -> str | None:
-    return None if _number(value) and value > 0 else "must be > 0"
-
-
-def _non_negative(value: Any) -> str | None:
-    return None if _number(value) and value >= 0 else "must be >= 0"
-
-
-def _rate(value: Any) -> str | None:
-    return None if _number(value) and 0 <= value <= 1 else "must be a number in [0, 1] (omit it for 1 / sites)"
-
-
-def _count(value: Any) -> str | None:
-    return None if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else "must be an integer >= 1"
-
-
-def _temperature(value: Any) -> str | None:
-    return None if _number(value) and 0 <= value <= 2 else "must be a number in [0, 2]"
-
-
-def _text(value: Any) -> str | None:
-    return None if isinstance(value, str) else "must be a string"
-
-
-def _target(value: Any) -> str | None:
-    if isinstance(value, str) or (isinstance(value, dict) and all(_number(v) for v in value.values())):
-        return None
-    return "must be a text goal or a table of measure values"
-
-
-#: Every documented parameter of every built-in operator and its check (None: fine, else why not).
-PARAMETERS: dict[str, dict[str, Callable[[Any], str | None]]] = {
-    "gaussian": {"sigma": _positive, "rate": _rate, "children": _count},
-    "iso_line_dd": {"iso_sigma": _non_negative, "line_sigma": _non_negative, "rate": _rate, "children": _count},
-    "mutation": {"sigma": _positive, "int_step": _positive, "rate": _rate, "children": _count},
-    "uniform_crossover": {"children": _count},
-    "lmx": {"k": _count, "temperature": _temperature, "max_tokens": _count, "target": _target, "score_name": _text},
-    "llm_mutation": {"temperature": _temperature, "max_tokens": _count, "target": _target, "score_name": _text},
-}
+#: Every documented parameter of every built-in operator, as each class declares it
+#: (:attr:`Operator.parameters <qd.operators.Operator.parameters>`, :mod:`qd.operators.params`).
+PARAMETERS: dict[str, Mapping[str, Parameter]] = {name: cls.parameters for name, cls in BUILTIN.items()}
 
 
 @dataclass(frozen=True)
@@ -121,7 +81,7 @@ def parse_operators(table: Mapping[str, Any]) -> list[OperatorSpec]:
             where = f"operators.{name}.weight"
         else:
             weight, operator, params, where = entry, name, {}, f"operators.{name}"
-        if not _number(weight) or weight < 0:
+        if not finite_number(weight) or weight < 0:
             raise ValueError(f"{where} must be a non-negative weight, got {weight!r}")
         if operator in BUILTIN:
             _check_params(name, operator, params)
@@ -140,16 +100,12 @@ def check_operators(table: Mapping[str, Any]) -> None:
 
 
 def _check_params(name: str, operator: str, params: Mapping[str, Any]) -> None:
-    allowed = PARAMETERS[operator]
-    for key, value in params.items():
-        if key not in allowed:
-            raise ValueError(f"unknown key 'operators.{name}.{key}' for operator {operator!r} "
-                             f"(allowed: {', '.join((*_TABLE_KEYS, *allowed))})")
-        problem = allowed[key](value)
-        if problem:
-            raise ValueError(f"operators.{name}.{key} {problem}, got {value!r}")
-    if operator == "iso_line_dd" and params.get("iso_sigma", 1) == 0 and params.get("line_sigma", 1) == 0:
-        raise ValueError(f"operators.{name}: iso_sigma and line_sigma cannot both be 0")
+    cls = BUILTIN[operator]
+    unknown = [key for key in params if key not in cls.parameters]
+    if unknown:
+        raise ValueError(f"unknown key 'operators.{name}.{unknown[0]}' for operator {operator!r} "
+                         f"(allowed: {', '.join((*_TABLE_KEYS, *cls.parameters))})")
+    cls.check_parameters(params, f"operators.{name}")
 
 
 def resolve_operator(reference: str) -> Any:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from qd.archives import AddStatus, ArchiveStats, CVTArchive, GridArchive, cvt_centroids
     from qd.archives import load as load_archive
     from qd.domain import Domain
-    from qd.evaluators import RayEvaluator, SerialEvaluator, make_evaluator
+    from qd.evaluators import RayEvaluator, SerialEvaluator, make_evaluator, register_backend
     from qd.llm import LLMClient
     from qd.llm.pipeline import PipelineLLM, pipeline_llm
     from qd.result import EvalResult, Span, Trace
@@ -37,7 +37,7 @@ __all__ = [
     "GridArchive", "CVTArchive", "ArchiveStats", "AddStatus", "cvt_centroids", "load_archive",
     "Space", "Float", "Int", "Categorical", "Bool", "Text", "Seq",
     "Domain", "EvalResult", "Span", "Trace", "Search", "SearchOptions", "SerialEvaluator", "RayEvaluator",
-    "make_evaluator",
+    "make_evaluator", "register_backend",
     "LLMClient", "run_search", "open_run", "FunctionDomain", "function_domain", "pipeline_llm", "PipelineLLM",
 ]
 
@@ -46,7 +46,7 @@ _WHERE: dict[str, tuple[str, str]] = {
     **{n: ("qd.archives", n) for n in ("AddStatus", "ArchiveStats", "CVTArchive", "GridArchive", "cvt_centroids")},
     "load_archive": ("qd.archives", "load"),
     "Domain": ("qd.domain", "Domain"),
-    **{n: ("qd.evaluators", n) for n in ("SerialEvaluator", "make_evaluator", "RayEvaluator")},
+    **{n: ("qd.evaluators", n) for n in ("SerialEvaluator", "make_evaluator", "register_backend", "RayEvaluator")},
     **{n: ("qd.llm.pipeline", n) for n in ("PipelineLLM", "pipeline_llm")},
     **{n: ("qd.result", n) for n in ("EvalResult", "Span", "Trace")},
     **{n: ("qd.search", n) for n in ("Search", "SearchOptions")},

@@ -15,14 +15,17 @@ import copy
 import json
 import math
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from qd.evaluators.registry import backend_names
 from qd.llm.models import MODEL_ALIAS
 from qd.llm.prices import normalize_prices
 from qd.operators.registry import check_operators
+from qd.references import split_reference
 from qd.result import DEFAULT_TRACE_TEXT_CHARS
 
 __all__ = ["ConfigError", "DEFAULTS", "DEMO_CONFIG", "OPERATOR_FLAGS", "SCHEMA", "load_config", "resolve_config",
@@ -33,8 +36,11 @@ class ConfigError(ValueError):
     """A run config key is missing, unknown, or has a value that is not allowed."""
 
 
-def key(default: Any, allowed: str, **limits: Any) -> Any:
-    """A config key: its default, the text shown when a value is not allowed, and pydantic limits."""
+def key(default: Any, allowed: str | Callable[[], str], **limits: Any) -> Any:
+    """A config key: its default, the text shown when a value is not allowed, and pydantic limits.
+
+    ``allowed`` may be a function giving the text when an error is shown (for a registry that can grow).
+    """
     return Field(default, json_schema_extra={"allowed": allowed}, **limits)
 
 
@@ -49,6 +55,21 @@ def _cache_setting(value: bool | str) -> bool | str:
     if isinstance(value, str) and not value.endswith((".sqlite", ".sqlite3", ".db")):
         raise ValueError("a cache path must end in .sqlite, .sqlite3 or .db")
     return value
+
+
+def _backends_text() -> str:
+    return "one of " + ", ".join(map(repr, backend_names()))
+
+
+def _known_backend(name: str) -> str:
+    # the registry of qd.evaluators.registry, which may grow, or a reference imported when the run starts
+    if name not in backend_names():
+        try:
+            split_reference(name, "evaluator backend", example="my_pkg.evaluators:ThreadEvaluator")
+        except ValueError:
+            raise ValueError("not a registered evaluator backend, nor 'package.module:attribute' of an evaluator "
+                             "factory") from None
+    return name
 
 
 def _price_table(value: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +107,11 @@ class RunSection(_Section):
     # Characters of each traced LLM call's prompt and answer text kept in the run store (0: no text).
     trace_text_chars: int = key(DEFAULT_TRACE_TEXT_CHARS, "an integer >= 0 (0: keep no prompt or answer text)",
                                 ge=0)
+    # Search listeners besides the store and the progress bar (qd.listeners.build_listeners): each a
+    # "package.module:attribute" reference to a SearchListener class, factory or instance, or a table
+    # {listener = "...", option = value, ...} whose other keys go to the class or factory.
+    listeners: list[Annotated[str, Field(min_length=1)] | dict[str, Any]] = key(
+        [], 'a list of "package.module:attribute" listener references or tables {listener = "...", ...}')
 
 
 class DomainSection(_Section):
@@ -156,7 +182,8 @@ class EvaluatorSection(_Section):
 
     # "ray": a local runtime (or a cluster with ray_address); workers = 0 uses every CPU.
     # "serial" evaluates in the driver: for debugging and for domains that take microseconds.
-    backend: Literal["serial", "ray"] = key("ray", "one of 'serial', 'ray'")
+    # Any backend of qd.evaluators.registry (register_backend adds one), or a factory's reference.
+    backend: Annotated[str, AfterValidator(_known_backend)] = key("ray", _backends_text)
     workers: int = key(0, "an integer >= 0 (0: every CPU)", ge=0)
     timeout_s: float = key(60.0, "a number > 0", gt=0)
     ray_address: str = key("", "a string: '', 'auto' or HOST:PORT")
@@ -339,6 +366,8 @@ def _explain(exc: ValidationError, merged: dict[str, Any]) -> str:
             element = f"{path}[{loc[2]}] = {_show(error['input'])}{_detail(error)}: "
         if name in model.model_fields:
             allowed = (model.model_fields[name].json_schema_extra or {}).get("allowed", error["msg"])
+            if callable(allowed):
+                allowed = allowed()
         elif section == "operators":
             allowed = "a non-negative weight or a table of the operator's options"
         else:
@@ -364,6 +393,8 @@ def _show(value: Any, limit: int = 80) -> str:
 
 def _check_across_keys(config: dict[str, dict[str, Any]]) -> None:
     """Rules that relate keys to each other (each key alone already passed the schema)."""
+    for i, entry in enumerate(config["run"]["listeners"]):
+        _check_listener_entry(entry, f"run.listeners[{i}]")
     try:  # each operator's parameters, by the operator registry (qd.operators.registry)
         check_operators({k: v for k, v in config["operators"].items() if k not in OPERATOR_FLAGS})
     except ValueError as exc:
@@ -378,6 +409,21 @@ def _check_across_keys(config: dict[str, dict[str, Any]]) -> None:
     if archive["type"] == "grid" and archive["bins"] and len(archive["bins"]) != n:
         raise ConfigError(f"archive.bins has {len(archive['bins'])} entries for {n} measures "
                           f"(archive.measures = {_show(archive['measures'])})")
+
+
+def _check_listener_entry(entry: str | dict[str, Any], path: str) -> None:
+    """A listener entry's reference is well-formed (it is imported when the run starts, not at load)."""
+    if isinstance(entry, dict):
+        ref = entry.get("listener")
+        if not isinstance(ref, str):
+            raise ConfigError(f"{path} must have listener = \"package.module:attribute\", got {_show(entry)}")
+        path += ".listener"
+    else:
+        ref = entry
+    try:
+        split_reference(ref, path, example="my_listeners:Notify")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def dump_config(config: dict[str, dict[str, Any]]) -> str:

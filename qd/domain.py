@@ -34,9 +34,9 @@ class Domain:
     default_bins : sequence of int
         Grid bins of each default measure.
     objective_name : str
-        Label for the fitness on plots and reports.
+        Label for the objective on plots and reports (and a name for it in ``--where``).
     qd_score_offset : float
-        Default QD-score offset: a lower bound of the fitness, so every elite counts positively.
+        Default QD-score offset: a lower bound of the objective, so every elite counts positively.
     splits : sequence of str
         Instance splits :meth:`evaluate` accepts: ``"search"`` always; ``"validation"`` when the
         domain holds instances the search never sees (``qd validate`` needs it).

@@ -290,7 +290,7 @@ class FunctionDomain(Domain):
                       for (i, _), (score, _, text) in zip(chosen, outcomes) if text.strip())
         feedback = "\n".join([feedback[:500], *(f"#{i} (score {score:.3g}): {text}"
                                                 for score, i, text in said[:_FEEDBACK_SHOWN])])
-        return EvalResult(fitness=sum(scores) / len(scores), scores=scores, metrics=metrics, feedback=feedback)
+        return EvalResult(objective=sum(scores) / len(scores), scores=scores, metrics=metrics, feedback=feedback)
 
     def _one(self, config: dict, index: int, example: Any) -> tuple[float, str, str]:
         with example_scope(index):

@@ -4,14 +4,16 @@ The search driver (:class:`qd.search.Search`) calls every listener's ``on_start`
 ``on_results`` after each batch of results is told to the scheduler (by default ``on_result``
 for each, in the order they were told), ``on_idle`` while it waits, and ``on_end`` when it stops
 (also on an interrupt). Listeners read the search (``finished``, ``budget``, ``archive``,
-``scheduler``) and never change it. Write your own by subclassing :class:`SearchListener`.
+``scheduler``) and never change it. Write your own by subclassing :class:`SearchListener`, and
+pass it to ``Search(listeners=...)`` or name it in a run config (``[run] listeners``,
+:func:`build_listeners`).
 """
 from __future__ import annotations
 
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,7 @@ from tqdm.auto import tqdm
 from qd.analysis.descriptors import summarize
 from qd.archive_store import write_elites
 from qd.archives import AddStatus
+from qd.references import resolve_reference
 from qd.result import DEFAULT_TRACE_TEXT_CHARS, EvalResult, clip_trace_text
 from qd.scheduler import Candidate
 from qd.store import EvaluationRecord
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
     from qd.search import Search
     from qd.store import RunStore
 
-__all__ = ["Evaluated", "SearchListener", "StoreRecorder", "ProgressBar"]
+__all__ = ["Evaluated", "SearchListener", "StoreRecorder", "ProgressBar", "build_listeners"]
 
 
 @dataclass
@@ -81,6 +84,52 @@ class SearchListener:
 
     def on_end(self, search: Search) -> None:
         """Called once when :meth:`Search.run` stops (budget reached, error or interrupt)."""
+
+
+def build_listeners(entries: Sequence[str | Mapping[str, Any]], where: str = "run.listeners") -> list[SearchListener]:
+    """The listeners a run config names (``[run] listeners``), built in order.
+
+    Parameters
+    ----------
+    entries : sequence of str or mapping
+        Each a ``"package.module:attribute"`` reference, resolved as domains and operators are
+        (:func:`qd.references.resolve_reference`: the working directory first), to a
+        :class:`SearchListener` subclass or factory (called with no arguments) or instance; or a
+        table whose ``listener`` key is such a reference and whose other keys are the class's or
+        factory's keyword arguments.
+    where : str
+        The config key the entries come from, named in errors.
+
+    Raises
+    ------
+    ValueError
+        Naming the entry (``run.listeners[1]``) whose reference does not load, whose arguments the
+        class refuses, or which gives no :class:`SearchListener`.
+    """
+    built: list[SearchListener] = []
+    for i, entry in enumerate(entries):
+        key = f"{where}[{i}]"
+        options = dict(entry) if isinstance(entry, Mapping) else {}
+        ref = options.pop("listener", None) if isinstance(entry, Mapping) else entry
+        if not isinstance(ref, str):
+            raise ValueError(f"{key} must be a \"package.module:attribute\" reference or a table with listener = "
+                             f"\"package.module:attribute\", got {entry!r}")
+        target = resolve_reference(ref, f"listener ({key})")
+        if isinstance(target, SearchListener):
+            if options:
+                raise ValueError(f"{key}: {ref!r} is a listener instance; it takes no options, got {sorted(options)}")
+            listener = target
+        elif callable(target):
+            try:
+                listener = target(**options)
+            except TypeError as exc:  # a misspelt option reaches the constructor as an unexpected keyword
+                raise ValueError(f"{key}: {ref}: {exc}") from None
+        else:
+            raise ValueError(f"{key}: {ref!r} is a {type(target).__name__}, not a SearchListener class or factory")
+        if not isinstance(listener, SearchListener):
+            raise ValueError(f"{key}: {ref!r} gave a {type(listener).__name__}, not a qd.listeners.SearchListener")
+        built.append(listener)
+    return built
 
 
 class WarningListener(SearchListener):

@@ -18,12 +18,12 @@ class UnresolvedReference(ValueError):
     """A ``package.module:attribute`` reference that does not resolve (message says why and the fix)."""
 
 
-def split_reference(ref: str, what: str = "reference") -> tuple[str, str]:
-    """``"pkg.mod:attr.sub"`` -> ``("pkg.mod", "attr.sub")``; raises for a malformed reference."""
+def split_reference(ref: str, what: str = "reference", example: str = "mydomain:MyDomain") -> tuple[str, str]:
+    """``"pkg.mod:attr.sub"`` -> ``("pkg.mod", "attr.sub")``; raises for a malformed reference (showing ``example``)."""
     module, sep, attr = ref.partition(":")
     parts = module.split(".") + attr.split(".")
     if not sep or not all(part.isidentifier() for part in parts):
-        raise UnresolvedReference(f"{what} {ref!r}: expected 'package.module:attribute' (e.g. 'mydomain:MyDomain')")
+        raise UnresolvedReference(f"{what} {ref!r}: expected 'package.module:attribute' (e.g. '{example}')")
     return module, attr
 
 

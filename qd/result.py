@@ -72,14 +72,18 @@ def clip_trace_text(trace: list[Span], limit: int) -> list[Span]:
     return out
 
 
-@dataclass
+_UNSET: Any = object()  # EvalResult's `fitness` keyword when not given (None is a value: a malformed one)
+
+
+@dataclass(init=False)
 class EvalResult:
     """What a domain returns for one configuration.
 
     Parameters
     ----------
-    fitness : float
-        Objective, higher is better. NaN never enters the archive.
+    objective : float
+        Objective, higher is better (pyribs's word). NaN never enters the archive. ``fitness`` is
+        an alias, as a keyword and as an attribute: ``EvalResult(fitness=0.5).objective == 0.5``.
     measures : dict of str to float
         Descriptor values the domain computed itself (others come from ``qd.analysis``).
     trace : list of Span
@@ -89,7 +93,7 @@ class EvalResult:
     feedback : str
         Short text for LLM operators: what went wrong, what the score means.
     status : {"ok", "invalid", "error", "timeout", "crash"}
-        Only ``"ok"`` results with a finite fitness enter the archive.
+        Only ``"ok"`` results with a finite objective enter the archive.
     error : str
         Error message when ``status`` is not ``"ok"``.
     scores : list of float, optional
@@ -98,7 +102,7 @@ class EvalResult:
         comparisons are available (see ``qd.noise``).
     """
 
-    fitness: float = float("nan")
+    objective: float = float("nan")
     measures: dict[str, float] = field(default_factory=dict)
     trace: Trace = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -107,10 +111,36 @@ class EvalResult:
     error: str = ""
     scores: list[float] | None = None
 
+    def __init__(self, objective: float = float("nan"), measures: dict[str, float] | None = None,
+                 trace: Trace | None = None, metrics: dict[str, Any] | None = None, feedback: str = "",
+                 status: Status = "ok", error: str = "", scores: list[float] | None = None, *,
+                 fitness: Any = _UNSET) -> None:
+        if fitness is not _UNSET:
+            if not (isinstance(objective, float) and math.isnan(objective)):
+                raise TypeError("EvalResult takes objective or its alias fitness, not both")
+            objective = fitness
+        self.objective = objective
+        self.measures = {} if measures is None else measures
+        self.trace = [] if trace is None else trace
+        self.metrics = {} if metrics is None else metrics
+        self.feedback = feedback
+        self.status = status
+        self.error = error
+        self.scores = scores
+
+    @property
+    def fitness(self) -> float:
+        """Alias of :attr:`objective` (the name qd used before; still accepted)."""
+        return self.objective
+
+    @fitness.setter
+    def fitness(self, value: float) -> None:
+        self.objective = value
+
     @property
     def usable(self) -> bool:
-        """True when the result may enter an archive (status ok, finite fitness)."""
-        return self.status == "ok" and math.isfinite(self.fitness)
+        """True when the result may enter an archive (status ok, finite objective)."""
+        return self.status == "ok" and math.isfinite(self.objective)
 
     @classmethod
     def failure(cls, status: Status, error: str) -> EvalResult:
@@ -193,15 +223,15 @@ def check_result(result: Any) -> EvalResult:
     Raises
     ------
     MalformedResult
-        Naming the first field that is not of its declared type (``fitness``, ``measures['x']``,
+        Naming the first field that is not of its declared type (``objective``, ``measures['x']``,
         ``trace[3].tokens_in``, ...).
     """
     if not isinstance(result, EvalResult):
         raise _bad("the result", "an EvalResult", result)
     if result.status not in STATUSES:
         raise _bad("status", f"one of {', '.join(STATUSES)}", result.status)
-    if not _is_real(result.fitness):
-        raise _bad("fitness", "a number (NaN when there is none)", result.fitness)
+    if not _is_real(result.objective):
+        raise _bad("objective", "a number (NaN when there is none)", result.objective)
     if not isinstance(result.measures, dict):
         raise _bad("measures", "a dict of name -> number", result.measures)
     for name, value in result.measures.items():
@@ -223,6 +253,6 @@ def check_result(result: Any) -> EvalResult:
     if not isinstance(result.trace, (list, tuple)):
         raise _bad("trace", "a list of spans", result.trace)
     trace = [check_span(s, i) for i, s in enumerate(result.trace)]
-    return EvalResult(fitness=float(result.fitness), measures={k: float(v) for k, v in result.measures.items()},
+    return EvalResult(objective=float(result.objective), measures={k: float(v) for k, v in result.measures.items()},
                       trace=trace, metrics=result.metrics, feedback=result.feedback, status=result.status,
                       error=result.error, scores=None if result.scores is None else [float(v) for v in result.scores])

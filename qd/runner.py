@@ -16,7 +16,8 @@ from qd.archives.plot import plot_archive
 from qd.config import DEMO_CONFIG, OPERATOR_FLAGS, ConfigError, dump_config, load_config, resolve_config
 from qd.domain import Domain
 from qd.domains import get_domain
-from qd.evaluators import make_evaluator
+from qd.evaluators.registry import evaluator_from_config
+from qd.listeners import build_listeners
 from qd.llm import LLMClient
 from qd.llm.cache import cache_path
 from qd.llm.local import set_local_server_threads
@@ -39,8 +40,8 @@ from qd.search import Search
 from qd.seeds import load_seeds
 from qd.store import RunStore
 
-__all__ = ["Run", "build_domain", "build_archive", "build_evaluator", "build_operators", "resolve_seeds",
-           "run_search", "open_run", "resolve_measures_config"]
+__all__ = ["Run", "build_domain", "build_archive", "build_evaluator", "build_operators", "build_run_listeners",
+           "resolve_seeds", "run_search", "open_run", "resolve_measures_config"]
 
 
 @dataclass
@@ -108,13 +109,7 @@ def build_archive(config: dict, domain: Domain) -> Any:
 
 def build_evaluator(config: dict, domain: Domain, backend: str | None = None) -> Any:
     """The evaluator of ``[evaluator]`` for ``domain``; ``backend`` overrides ``[evaluator] backend``."""
-    ev = config["evaluator"]
-    backend = backend or ev["backend"]
-    options: dict[str, Any] = {"timeout_s": ev["timeout_s"]}
-    if backend == "ray":
-        options.update(workers=ev["workers"] or None, address=ev["ray_address"] or None, mode=ev["mode"],
-                       actor_concurrency=ev["actor_concurrency"], batch_size=ev["batch_size"] or None)
-    return make_evaluator(backend, domain, **options)
+    return evaluator_from_config(config["evaluator"], domain, backend)
 
 
 def build_llm_client(config: dict) -> Any:
@@ -157,6 +152,14 @@ def resolve_seeds(config: dict, domain: Domain) -> list[dict]:
         raise ConfigError(str(exc)) from None
 
 
+def build_run_listeners(config: dict) -> list[Any]:
+    """The listeners of ``[run] listeners`` (:func:`qd.listeners.build_listeners`); errors name the entry."""
+    try:  # a run stored by a qd before the key has none
+        return build_listeners(config["run"].get("listeners", []))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def run_search(config: dict, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> Run:
     """Run (or resume) the search described by ``config`` in ``run_dir``.
 
@@ -193,6 +196,7 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
         archive = build_archive(config, domain)
         operators, client = build_operators(config, domain)
         seeds = resolve_seeds(config, domain)
+        listeners = build_run_listeners(config)
         measures = resolve_measures(archive.measure_names, domain)
         if store is None:  # a new run's store exists only once its config has built: a failed start leaves none
             store = RunStore(store_path)
@@ -207,7 +211,8 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
                         llm_threads=config["llm"]["concurrency"], ordered=config["run"]["ordered"],
                         batch=config["run"]["batch"],
                         progress=progress and config["run"]["progress"], llm_client=client,
-                        noise=config["archive"]["noise"], noise_samples=config["archive"]["noise_samples"])
+                        noise=config["archive"]["noise"], noise_samples=config["archive"]["noise_samples"],
+                        listeners=listeners)
         # Written only now that everything has started: a resume that fails to start leaves the run as it was.
         (run_dir / "config.toml").write_text(dump_config(config))
         store.set_meta("config", config)

@@ -12,7 +12,7 @@ Used alone it is a plain ask/tell loop::
     for _ in range(1000):
         candidate = scheduler.ask()
         result = domain.evaluate(candidate.config)
-        scheduler.tell(candidate, result.fitness, [result.measures["x"], result.measures["y"]])
+        scheduler.tell(candidate, result.objective, [result.measures["x"], result.measures["y"]])
 
 Every selection of an operator costs exactly one evaluation: its own child, or, when an LLM
 operator's call fails or its output is invalid or a duplicate, a classic child made in its place

@@ -430,7 +430,7 @@ class Search:
             m = measure_result(child.config, result, self.measure_fns, self.measure_names)
             measures.append(m)
             usable = result.usable
-            objectives.append(result.fitness if usable else None)
+            objectives.append(result.objective if usable else None)
             values.append([m[n] for n in self.measure_names] if usable else None)
         statuses, seqs = self.scheduler.tell_many(children, objectives, values, ids=[key for key, _ in landed],
                                                   feedback=[result.feedback for _, result in landed])

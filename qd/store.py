@@ -120,6 +120,11 @@ class EvaluationRow:
     submitted_at: float
     finished_at: float
 
+    @property
+    def objective(self) -> float:
+        """The evaluation's objective (the row's field and the store's column keep the name ``fitness``)."""
+        return self.fitness
+
 
 @dataclass
 class EvaluationRecord:

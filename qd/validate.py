@@ -42,8 +42,8 @@ def validate_run(run_dir: str | Path, *, top: int | None = None, diverse: int | 
         Held-out re-evaluations per elite.
     split : str
         The domain's held-out split.
-    backend : {"serial", "ray"}, optional
-        Evaluator (default: the run's ``[evaluator] backend``).
+    backend : str, optional
+        A registered evaluator backend (default: the run's ``[evaluator] backend``).
     """
     from qd.analysis.descriptors import resolve_measures
     from qd.rundir import ARCHIVE_META, archive_from_spec

@@ -71,7 +71,7 @@ def _setup(name: str, arm_noise: float, arm_measure_noise: float = 0.0):
         judge = get_domain("retrieval-sim", **{**RETRIEVAL, "n_instances": TRUTH_QUESTIONS})
 
         def truth(config: dict) -> float:
-            return evaluate_config(judge, with_draw(config, 1, "validation")).fitness
+            return evaluate_config(judge, with_draw(config, 1, "validation")).objective
 
         names, dims, ops = list(domain.default_measures), [8, 8], {"mutation": (Mutation(domain.space), 1.0)}
     else:

@@ -92,7 +92,7 @@ def freeze(name: str, seed: int, evals: int, init_random: int) -> Frozen:
         candidate = scheduler.ask()
         result = evaluate_config(domain, candidate.config)
         values = [f(candidate.config, result) for f in measures]
-        scheduler.tell(candidate, result.fitness if result.usable else None, values if result.usable else None,
+        scheduler.tell(candidate, result.objective if result.usable else None, values if result.usable else None,
                        feedback=result.feedback)
         seen.add(candidate.hash)
     return Frozen(f"{name} seed {seed}", domain, archive, seen, scheduler, measures)
@@ -190,7 +190,7 @@ class Prober:
         first = results[0]
         if not first.usable:
             return {**row, "child": 1.0}
-        objective = float(np.mean([r.fitness for r in results if r.usable]))
+        objective = float(np.mean([r.objective for r in results if r.usable]))
         point = [f(child, first) for f in self.f.measures]
         cell = archive.index_of_single(point)
         goal = archive.index_of_single([task.target[n] for n in archive.measure_names])

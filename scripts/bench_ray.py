@@ -98,7 +98,7 @@ class BenchDomain(Domain):
         metrics = {"busy_s": time.perf_counter() - start}
         if self.report_node:
             metrics["node"] = _node_id()
-        return EvalResult(fitness=config["x"], measures={"x": config["x"]}, metrics=metrics)
+        return EvalResult(objective=config["x"], measures={"x": config["x"]}, metrics=metrics)
 
 
 _NODE: list[str] = []  # per worker process: the Ray node it runs on, asked once

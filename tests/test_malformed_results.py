@@ -54,11 +54,11 @@ class SloppyArm(ArmDomain):
 
 
 EXPECTED = {
-    "fitness_none": "fitness must be a number (NaN when there is none), got None",
+    "fitness_none": "objective must be a number (NaN when there is none), got None",
     "feedback_none": "feedback must be a string, got None",
     "span_tokens_none": "trace[0].tokens_in must be an integer >= 0, got None",
     "measure_str": "measures['x'] must be a number, got 'far'",
-    "fitness_str": "fitness must be a number (NaN when there is none), got '0.5'",
+    "fitness_str": "objective must be a number (NaN when there is none), got '0.5'",
     "trace_not_list": "trace must be a list of spans, got 'spans'",
     "span_not_dict": "trace[0] must be a dict (a Span), got ('llm', 3)",
     "scores_none_entry": "scores[1] must be a number, got None",

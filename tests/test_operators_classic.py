@@ -72,13 +72,13 @@ def test_registry_and_protocol():
         assert op.name == name and isinstance(op, Operator) and op.uses_llm is False
         assert op.num_parents == (2 if name in ("iso_line_dd", "uniform_crossover") else 1)
     assert qd.operators.Parent is Parent
-    with pytest.raises(ValueError, match="sigma must be positive, got 0"):
+    with pytest.raises(ValueError, match="sigma must be a number > 0, got 0"):
         Gaussian(space, sigma=0)
-    with pytest.raises(ValueError, match=r"rate must be in \[0, 1\] or None, got 1.5"):
+    with pytest.raises(ValueError, match=r"rate must be a number in \[0, 1\] \(left out: 1 / sites\), got 1.5"):
         Mutation(space, rate=1.5)
     with pytest.raises(ValueError, match="expected a qd.space.Space, got dict"):
         IsoLineDD({"x": Float(0, 1)})
-    with pytest.raises(ValueError, match="children must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="children must be an integer >= 1, got 0"):
         UniformCrossover(space, children=0)
 
 

@@ -80,7 +80,8 @@ from qd.result import EvalResult, Span
 from qd.space import Seq, Text
 
 __all__ = [
-    "DYNAMIC", "STATIC", "BUILTINS", "Descriptor", "resolve_measures", "available_measures", "summarize",
+    "DYNAMIC", "STATIC", "BUILTINS", "SUMMARY_DESCRIPTORS", "Descriptor", "resolve_measures", "available_measures",
+    "summarize",
     "llm_calls", "tool_calls", "tokens_in", "tokens_out", "tokens_total", "critical_path", "max_fanout",
     "latency_s", "max_prompt_tokens", "cost_usd", "n_components", "prompt_chars", "max_depth",
     "llm_calls_per_example", "tokens_total_per_example", "cost_usd_per_example", "latency_s_per_example",
@@ -237,7 +238,10 @@ def summarize(trace: Sequence[Span]) -> dict[str, Any]:
     """Per-evaluation trace summary (stored in the run store): counts, tokens, depth, latency.
 
     Counts, tokens, cost and latencies are the evaluation's (summed over its examples);
-    ``critical_path`` and ``max_fanout`` are per example, the largest (module docstring).
+    ``critical_path`` and ``max_fanout`` are per example, the largest (module docstring). Every
+    field named like a descriptor (:data:`SUMMARY_DESCRIPTORS`) is that descriptor's value, computed
+    by the descriptor function itself; the others (``spans``, ``cached_calls``, ...) are counts no
+    descriptor gives.
 
     Returns
     -------
@@ -248,26 +252,28 @@ def summarize(trace: Sequence[Span]) -> dict[str, Any]:
     """
     trace = list(trace or ())
     calls = _llm(trace)
-    t_in = sum(int(s.get("tokens_in", 0)) for s in calls)
-    t_out = sum(int(s.get("tokens_out", 0)) for s in calls)
+    whole = EvalResult(trace=trace)
+    # The descriptors of LLM calls read the calls alone: they are given the calls, filtered once.
+    only_calls = EvalResult(trace=calls)
+    value = {name: fn({}, only_calls if name in _OF_CALLS else whole) for name, fn in SUMMARY_DESCRIPTORS.items()}
     return {
         "spans": len(trace),
         "examples": trace_examples(trace),
-        "llm_calls": len(calls),
-        "tool_calls": sum(s.get("kind") == "tool" for s in trace),
+        "llm_calls": int(value["llm_calls"]),
+        "tool_calls": int(value["tool_calls"]),
         "steps": sum(s.get("kind") == "step" for s in trace),
         "cached_calls": sum(bool(s.get("cached")) for s in calls),
         "failed_calls": sum(not s.get("ok", True) for s in calls),
         "cancelled_calls": sum(bool(s.get("cancelled")) for s in calls),
-        "tokens_in": t_in,
-        "tokens_out": t_out,
-        "tokens_total": t_in + t_out,
-        "max_prompt_tokens": max((int(s.get("tokens_in", 0)) for s in calls), default=0),
-        "critical_path": trace_critical_path(trace),
-        "max_fanout": trace_max_fanout(trace),
-        "latency_s": round(_latency(trace), 6),
+        "tokens_in": int(value["tokens_in"]),
+        "tokens_out": int(value["tokens_out"]),
+        "tokens_total": int(value["tokens_total"]),
+        "max_prompt_tokens": int(value["max_prompt_tokens"]),
+        "critical_path": int(value["critical_path"]),
+        "max_fanout": int(value["max_fanout"]),
+        "latency_s": round(value["latency_s"], 6),
         "llm_latency_s": round(sum(float(s.get("latency_s", 0.0)) for s in calls), 6),
-        "cost_usd": sum(float(s.get("cost_usd", 0.0)) for s in calls),
+        "cost_usd": value["cost_usd"],
         "models": sorted({str(s.get("model", "")) for s in calls}),
         # calls whose model the price table lacks (cost 0 there), and calls with estimated tokens
         "unpriced_models": sorted({str(s.get("model", "")) for s in calls if s.get("unpriced")}),
@@ -397,6 +403,12 @@ STATIC: dict[str, Callable[..., float]] = {
     "n_components": n_components, "prompt_chars": prompt_chars, "max_depth": max_depth,
 }
 BUILTINS: dict[str, Callable[..., float]] = {**DYNAMIC, **STATIC}
+#: The fields of :func:`summarize` that are descriptors' values, and the descriptor that gives each.
+SUMMARY_DESCRIPTORS: dict[str, Descriptor] = {
+    name: DYNAMIC[name] for name in ("llm_calls", "tool_calls", "tokens_in", "tokens_out", "tokens_total",
+                                     "max_prompt_tokens", "critical_path", "max_fanout", "latency_s", "cost_usd")}
+# Those that read the LLM calls of the trace and nothing else.
+_OF_CALLS = frozenset({"llm_calls", "tokens_in", "tokens_out", "tokens_total", "max_prompt_tokens", "cost_usd"})
 
 
 # -- resolution ----------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ def export_elite_traces(domain: Any, elites: Iterable[dict], directory: str | Pa
     -------
     list of Path
         The files written, in the order of ``elites``. Each holds ``spans``, ``summary`` and
-        ``meta`` (elite id, archived objective, re-run fitness and status, configuration, and
+        ``meta`` (elite id, archived objective, re-run objective (also as ``rerun_fitness``) and status,
+        configuration, and
         ``source: "rerun"``).
     """
     return write_trace_files(rerun_traces(domain, elites), directory)
@@ -62,7 +63,8 @@ def rerun_traces(domain: Any, elites: Iterable[dict]) -> Iterator[tuple[dict[str
     for i, elite in enumerate(elites):
         spans, result = trace_config(domain, elite["solution"])
         yield ({"elite_id": elite.get("id", i), "objective": float(elite["objective"]),
-                "rerun_fitness": float(result.fitness), "rerun_status": result.status,
+                "rerun_objective": float(result.objective), "rerun_fitness": float(result.objective),
+                "rerun_status": result.status,
                 "config": elite["solution"], "source": "rerun"}, spans)
 
 

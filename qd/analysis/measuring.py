@@ -41,8 +41,8 @@ def measure_result(config: dict, result: EvalResult, measures: Sequence[Callable
         says whether ``[values[n] for n in names]`` may enter an archive.
     """
     values: dict[str, float] = dict(result.measures)
-    if result.status == "ok" and math.isinf(result.fitness):  # NaN means "no objective"; inf is a bug
-        result.status, result.error = "invalid", f"non-finite objective: {result.fitness}"
+    if result.status == "ok" and math.isinf(result.objective):  # NaN means "no objective"; inf is a bug
+        result.status, result.error = "invalid", f"non-finite objective: {result.objective}"
     if not result.usable:
         return values
     try:

@@ -192,7 +192,7 @@ def validate(store: RunStore, archive: Any, domain: Domain, evaluator: Any, *,
             values = measure_result(config, result, measures, names)  # a failed measure marks the draw's result
             status = "invalid" if result.status == "ok" and not result.usable else result.status  # NaN objective
             failures += status != "ok"
-            store.add_validation(h, split, draw, status, result.fitness if status == "ok" else math.nan,
+            store.add_validation(h, split, draw, status, result.objective if status == "ok" else math.nan,
                                  values, result.scores)
     scores = validated_scores(store, split, samples)
     rows = []

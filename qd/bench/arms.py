@@ -316,7 +316,7 @@ class _Recorder:
         measures = measure_result(config, result, self.measures, self.names)
         out = None
         if result.usable:
-            out = (float(result.fitness), [float(measures[n]) for n in self.names])
+            out = (float(result.objective), [float(measures[n]) for n in self.names])
             self.archive.add_single(config, out[0], out[1], id=self.count, feedback=result.feedback)
         self.count += 1
         self.values[self.domain.space.hash(config)] = out

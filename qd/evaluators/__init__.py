@@ -12,18 +12,18 @@ as :class:`~qd.result.EvalResult` statuses and never as exceptions.
   configurations per call when evaluations are short.
 - :class:`SerialEvaluator`: in the driver process, one at a time (debugging, domains whose
   evaluations take microseconds).
+
+Each is registered by name in :mod:`qd.evaluators.registry`, the one list of backends that run
+configs, the runner and the CLI read; :func:`make_evaluator` builds one by its name.
 """
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from qd.domain import Domain
-from qd.evaluators.serial import SerialEvaluator
+from qd.evaluators.registry import backend_names, make_evaluator, register_backend
 from qd.result import EvalResult
 
-__all__ = ["Evaluator", "SerialEvaluator", "RayEvaluator", "make_evaluator", "BACKENDS"]
-
-BACKENDS: tuple[str, ...] = ("serial", "ray")
+__all__ = ["Evaluator", "SerialEvaluator", "RayEvaluator", "make_evaluator", "register_backend", "backend_names"]
 
 
 @runtime_checkable
@@ -56,46 +56,16 @@ class Evaluator(Protocol):
 
 
 def __getattr__(name: str) -> Any:
-    # RayEvaluator imports ray, which is slow to import; load it only when asked for.
+    # The evaluators import their machinery (Ray is slow to import, the serial one the tracer):
+    # load them only when asked for, so that reading the backends' names stays light.
     if name == "RayEvaluator":
         from qd.evaluators.ray_eval import RayEvaluator
 
         return RayEvaluator
+    if name == "SerialEvaluator":
+        from qd.evaluators.serial import SerialEvaluator
+
+        return SerialEvaluator
+    if name == "BACKENDS":  # the names before the registry; backend_names() follows registrations
+        return backend_names()
     raise AttributeError(f"module 'qd.evaluators' has no attribute {name!r}")
-
-
-_OPTIONS = {
-    "serial": {"timeout_s"},
-    "ray": {"workers", "timeout_s", "address", "mode", "actor_concurrency", "num_actors", "num_cpus",
-            "batch_size"},
-}
-
-
-def make_evaluator(backend: str, domain: Domain, **options: Any) -> Evaluator:
-    """Build the evaluator named ``backend`` (``"serial"`` or ``"ray"``) for ``domain``.
-
-    Parameters
-    ----------
-    backend : {"serial", "ray"}
-        Which evaluator.
-    domain : Domain
-        The domain whose configurations it evaluates.
-    **options
-        Keyword arguments of :class:`SerialEvaluator` or :class:`RayEvaluator`.
-
-    Raises
-    ------
-    ValueError
-        For an unknown backend or an option the backend does not take.
-    """
-    if backend not in _OPTIONS:
-        raise ValueError(f"unknown evaluator backend {backend!r}; choose one of {list(BACKENDS)}")
-    unknown = sorted(set(options) - _OPTIONS[backend])
-    if unknown:
-        raise ValueError(f"evaluator backend {backend!r} does not take option(s) {unknown}; "
-                         f"it takes {sorted(_OPTIONS[backend])}")
-    if backend == "serial":
-        return SerialEvaluator(domain, **options)
-    from qd.evaluators.ray_eval import RayEvaluator
-
-    return RayEvaluator(domain, **options)

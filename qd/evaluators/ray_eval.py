@@ -98,6 +98,7 @@ from ray import exceptions as rex
 from qd.domain import Domain
 from qd.evaluation import evaluate_config
 from qd.evaluators.batching import BatchSizer
+from qd.evaluators.outcomes import cancelled, clip_error, crashed, failed, raised, timed_out
 from qd.result import EvalResult
 
 __all__ = ["RayEvaluator"]
@@ -108,7 +109,6 @@ _CAPACITY_REFRESH_S = 5.0  # how often task mode re-reads the cluster's CPU coun
 _RESTART_TIMEOUT_S = 120.0
 _GET_TIMEOUT_S = 30.0
 _TASK_START_GRACE_S = 10.0  # task mode: deadline slack for worker start-up, at most timeout_s
-_MAX_ERROR_CHARS = 2000
 
 # -- worker side ---------------------------------------------------------------------------------
 
@@ -135,7 +135,7 @@ def _evaluate(domain: Domain, config: dict) -> EvalResult:
     try:
         return evaluate_config(domain, config)
     except SystemExit as exc:  # as in the serial evaluator; Ray would otherwise retire the worker
-        return EvalResult.failure("error", f"SystemExit: {exc}")
+        return raised(exc)
 
 
 def _run_task(holder: list, configs: list[dict], budget_s: float) -> tuple[list[EvalResult], float, int]:
@@ -199,7 +199,7 @@ class _EvalActor:
                     try:
                         result = evaluate_config(self.domain, config)
                     except BaseException as exc:  # evaluate_config catches Exception; this is SystemExit & co.
-                        result = EvalResult.failure("error", f"{type(exc).__name__}: {exc}")
+                        result = raised(exc)
                     if stop.is_set():
                         return
                     results.append(result)
@@ -230,7 +230,7 @@ class _EvalActor:
                     continue
             stop.set()
             self._lingering = [t for t in self._lingering if t.is_alive()] + [thread]
-            result = EvalResult.failure("timeout", f"evaluation exceeded timeout_s={timeout_s:g}")
+            result = timed_out(timeout_s)
             result.metrics["lingering_threads"] = len(self._lingering)
             return [*results[:index], result], took[0], min(took[1], index)
 
@@ -353,24 +353,19 @@ def _failure(exc: BaseException) -> EvalResult:
     """
     name = type(exc).__name__
     if isinstance(exc, rex.TaskCancelledError):
-        return EvalResult.failure("crash", f"evaluation cancelled outside qd: {exc}")
+        return cancelled(str(exc))
     if isinstance(exc, rex.OutOfMemoryError):
-        return EvalResult.failure("crash", f"out of memory: {_short(str(exc))}")
+        return crashed(f"out of memory: {exc}")
     if isinstance(exc, rex.RayTaskError):
         cause = getattr(exc, "cause", None)
         if isinstance(cause, BaseException):
-            return EvalResult.failure("error", _short(f"{type(cause).__name__}: {cause}"))
-        return EvalResult.failure("error", _short(str(exc)))
+            return raised(cause)
+        return failed(str(exc))
     if isinstance(exc, rex.WorkerCrashedError):
-        return EvalResult.failure("crash", "worker process died during the evaluation (os._exit, segfault, "
-                                           "or killed)")
+        return crashed("worker process died during the evaluation (os._exit, segfault, or killed)")
     if isinstance(exc, rex.RayError):  # dead actor or node, lost object, ...
-        return EvalResult.failure("crash", _short(f"{name}: {exc}"))
-    return EvalResult.failure("error", _short(f"{name}: {exc}"))
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + " ..."
+        return crashed(f"{name}: {exc}")
+    return raised(exc)
 
 
 class RayEvaluator:
@@ -682,8 +677,7 @@ class RayEvaluator:
             self._sizer.observe(seconds, measured)
             for (key, _), result in zip(job.items, results):
                 if not isinstance(result, EvalResult):  # cannot happen through evaluate_config; be safe
-                    result = EvalResult.failure("error", f"evaluation returned {type(result).__name__}, "
-                                                         "not EvalResult")
+                    result = failed(f"evaluation returned {type(result).__name__}, not EvalResult")
                 done.append(self._result(key, result))
             rest = job.items[len(results):]
             if rest:  # the worker passed its budget (or an actor's evaluation timed out) before these
@@ -737,7 +731,7 @@ class RayEvaluator:
             except Exception as exc:  # still down: later calls on it come back as crashes
                 error = exc
                 break
-        log.warning("Ray evaluation actor %d did not come back after a crash: %s", lane, _short(str(error)))
+        log.warning("Ray evaluation actor %d did not come back after a crash: %s", lane, clip_error(str(error)))
 
     def _expire(self, now: float) -> list[tuple[int, EvalResult]]:
         overdue = [ref for ref, job in self._jobs.items() if now >= self._deadline(job)]
@@ -762,8 +756,7 @@ class RayEvaluator:
                     else:
                         self._again.append([item])
                 continue
-            result = EvalResult.failure("timeout", f"evaluation exceeded timeout_s={self.timeout_s:g}"
-                                        + (" (actor did not answer)" if self.mode == "actor" else ""))
+            result = timed_out(self.timeout_s, "actor did not answer" if self.mode == "actor" else "")
             done.append(self._result(job.items[0][0], result))
         for lane in frozen:
             # Its own timeout could not fire: code holding the GIL (a regex that backtracks for

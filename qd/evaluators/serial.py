@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from qd.domain import Domain
 from qd.evaluation import evaluate_config
+from qd.evaluators.outcomes import raised, timed_out
 from qd.result import EvalResult
 
 _LOOK_S = 0.05  # collect() checks this often for an evaluation that started without a word
@@ -145,11 +146,11 @@ class SerialEvaluator:
         try:
             return evaluate_config(self.domain, config)
         except SystemExit as exc:  # sys.exit() in a domain must not end the search (Ctrl-C still does)
-            return EvalResult.failure("error", f"SystemExit: {exc}")
+            return raised(exc)
         except BaseException as exc:
             if threading.current_thread() is threading.main_thread():
                 raise  # KeyboardInterrupt in the driver's own thread stops the search
-            return EvalResult.failure("error", f"{type(exc).__name__}: {exc}")
+            return raised(exc)
 
     # -- in a helper thread (timeout_s set) ------------------------------------------------------
     def _start_worker(self) -> None:
@@ -186,7 +187,7 @@ class SerialEvaluator:
         if self._worker is not None:
             self._abandoned = [t for t in self._abandoned if t.is_alive()] + [self._worker]
         self._worker = None
-        result = EvalResult.failure("timeout", f"evaluation exceeded timeout_s={self.timeout_s:g}")
+        result = timed_out(self.timeout_s)
         result.metrics["abandoned_threads"] = len(self._abandoned)
         self._done.append((key, result))
         self._start_worker()

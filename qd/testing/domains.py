@@ -63,7 +63,7 @@ class DomainContract:
             assert isinstance(result, EvalResult), f"evaluate returned {type(result).__name__}, not EvalResult"
             check_result(result)  # raises MalformedResult naming the bad field
             if result.status == "ok":
-                assert not math.isnan(result.fitness), "an ok result needs a fitness (NaN is for failures)"
+                assert not math.isnan(result.objective), "an ok result needs an objective (NaN is for failures)"
             results.append(result)
         assert any(r.usable for r in results), "no configuration gave a usable result: " + "; ".join(
             f"{r.status}: {r.error}" for r in results)
@@ -78,8 +78,8 @@ class DomainContract:
         original, copied = domain.evaluate(config), clone.evaluate(config)
         assert isinstance(copied, EvalResult) and copied.status == original.status
         if self.deterministic:
-            assert (copied.fitness == original.fitness
-                    or (math.isnan(copied.fitness) and math.isnan(original.fitness)))
+            assert (copied.objective == original.objective
+                    or (math.isnan(copied.objective) and math.isnan(original.objective)))
             assert copied.measures == original.measures
 
     def test_descriptors_finite(self, domain: Domain) -> None:
