@@ -281,7 +281,9 @@ def extract_pairs(text: str, space: Any) -> dict[str, Any]:
         if key not in space.params or key in out:
             continue
         if raw.startswith('"'):
-            closed = raw if len(raw) > 1 and raw.endswith('"') and not raw.endswith('\\"') else raw + '"'
+            body = raw[1:-1] if len(raw) > 1 and raw.endswith('"') else None
+            # the last quote closes the string unless an odd run of backslashes escapes it
+            closed = raw if body is not None and (len(body) - len(body.rstrip("\\"))) % 2 == 0 else raw + '"'
             try:
                 value = json.loads(closed)
             except ValueError:
