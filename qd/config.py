@@ -110,6 +110,7 @@ class ArchiveSection(_Section):
         "auto", "one of 'auto' (detect noise, then adaptive), 'none' (one evaluation each), 'adaptive'")
     noise_samples: int = key(5, "an integer in [1, 100]: evaluations per configuration at most under noise",
                              ge=1, le=100)
+    noise_share: float = key(0.5, "a number in (0, 1]: re-evaluations at most per result under noise", gt=0, le=1)
 
 
 class OperatorsSection(_Section):

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from qd.archives import AddStatus
 from qd.bandit import BanditSettings, Judgement, adapt_shares
 from qd.keyset import KeySet, key_of
-from qd.noise import RESAMPLE, Resample, make_handler
+from qd.noise import MAX_RESAMPLE_SHARE, RESAMPLE, Resample, make_handler
 from qd.operators.base import Generation, Operator, Parent
 from qd.operators.classic import Mutation
 from qd.prefilter import CellFilter, MeasurePredictor
@@ -144,6 +144,8 @@ class SchedulerOptions:
         Configurations ``auto`` evaluates twice (default: sized by ``noise_budget``).
     noise_top : int or None
         Top elites verified with twice ``noise_samples`` (default: sized by ``noise_budget``).
+    noise_share : float
+        Re-evaluations at most per result recorded (``[archive] noise_share``; see :mod:`qd.noise`).
     """
 
     seed: int = 0
@@ -154,6 +156,7 @@ class SchedulerOptions:
     noise_budget: int | None = None
     noise_probes: int | None = None
     noise_top: int | None = None
+    noise_share: float = MAX_RESAMPLE_SHARE
     adaptive: bool = False
     adapt_every: int = 20
     target_rate: float = 0.5
@@ -280,7 +283,7 @@ class Scheduler:
         self._pending: str | None = None  # an LLM operator drawn while every LLM thread was busy
         o = self.options
         self.noise = make_handler(archive, o.noise, samples=o.noise_samples, probes=o.noise_probes, top=o.noise_top,
-                                  budget=o.noise_budget)
+                                  budget=o.noise_budget, share=o.noise_share)
         self._resampled = 0  # re-evaluations asked (they take no seed's or random sample's turn)
         self._raised: set[str] = set()  # operators whose exception was reported
         self.exhausted: str | None = None  # why no new configuration can be made, once that is so

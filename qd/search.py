@@ -163,7 +163,8 @@ class Search:
         noise = self.scheduler.noise
         if store is not None and noise is not None and not saved:  # its resumes rebuild the same policy
             store.set_meta("noise", {"noise": noise.policy, "noise_samples": noise.max_samples,
-                                     "noise_probes": noise.probes, "noise_top": noise.top})
+                                     "noise_probes": noise.probes, "noise_top": noise.top,
+                                     "noise_share": noise.share})
         self.finished = 0
         self.stopped: str | None = None  # why the search stopped before its budget (the space ran out)
         self._next_id = 0

@@ -31,6 +31,8 @@ def test_demo_config_resolves_and_round_trips_through_toml(tmp_path):
     ({"archive": {"bin": [3]}}, "unknown key 'archive.bin' (allowed: type, measures, bins"),
     ({"runn": {}}, "unknown section [runn]"),
     ({"run": {"evaluations": 0}}, "run.evaluations must be an integer >= 1, got 0"),
+    ({"archive": {"noise_share": 0}},
+     "archive.noise_share must be a number in (0, 1]: re-evaluations at most per result under noise, got 0"),
     ({"evaluator": {"backend": "dask"}}, "evaluator.backend must be one of 'serial', 'ray', got 'dask'"),
     ({"archive": {"measures": ["x", "y"], "ranges": [[0, 1]]}}, "archive.ranges has 1 entries for 2 measures"),
     ({"archive": {"measures": ["x"], "bins": [3, 3]}}, "archive.bins has 2 entries for 1 measures"),

@@ -484,8 +484,9 @@ def arms_for(domain: Domain, arms: Sequence[str] = ARMS) -> list[str]:
 def parse_arm(name: str) -> tuple[str, dict[str, Any]]:
     """An arm's name and its options: ``qd-classic:noise=none`` is ``qd-classic`` with plain MAP-Elites.
 
-    Only qd's arms take options: ``noise`` (a policy of ``qd.noise``) and ``filter`` (``true`` or
-    ``false``: the pre-evaluation filter of ``qd.prefilter``, 4 proposals per draw), to compare them;
+    Only qd's arms take options: ``noise`` (a policy of ``qd.noise``), ``noise_share`` (its
+    re-evaluations at most per result) and ``filter`` (``true`` or ``false``: the pre-evaluation
+    filter of ``qd.prefilter``, 4 proposals per draw), to compare them;
     several are separated by commas (``qd-classic:noise=none,filter=true``).
 
     Raises
@@ -498,13 +499,14 @@ def parse_arm(name: str) -> tuple[str, dict[str, Any]]:
     base, _, rest = name.partition(":")
     if base not in ARMS:
         raise ValueError(f"unknown arm {base!r}; arms: {', '.join(ARMS)}")
-    allowed = {"noise": {p: p for p in POLICIES}, "filter": {"true": True, "false": False}}
+    allowed = {"noise": {p: p for p in POLICIES}, "filter": {"true": True, "false": False},
+               "noise_share": {v: float(v) for v in ("0.1", "0.2", "0.25", "0.3", "0.5")}}
     options: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
         if not base.startswith("qd-") or value not in allowed.get(key, {}):
-            raise ValueError(f"arm {name!r}: only qd's arms take options, noise=one of {', '.join(POLICIES)} "
-                             "and filter=true|false")
+            raise ValueError(f"arm {name!r}: only qd's arms take options, noise=one of {', '.join(POLICIES)}, "
+                             f"filter=true|false and noise_share=one of {', '.join(allowed['noise_share'])}")
         options[key] = allowed[key][value]
     return base, options
 
