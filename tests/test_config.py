@@ -160,7 +160,7 @@ def test_any_accepted_value_from_toml_or_python_round_trips_through_the_run_dire
     assert load_config(path) == config
 
 
-def test_demo_is_the_retrieval_pipeline_on_the_embedded_model_with_llm_operators():
+def test_demo_is_the_retrieval_pipeline_on_the_embedded_model_with_classic_operators_and_the_filter():
     from qd.analysis import resolve_measures
     from qd.domains import get_domain
     from qd.operators import CLASSIC
@@ -169,7 +169,8 @@ def test_demo_is_the_retrieval_pipeline_on_the_embedded_model_with_llm_operators
     assert config["domain"]["name"] == "retrieval" and config["llm"]["base_url"] == ""
     assert "base_url" not in config["domain"]["options"]  # the domain's calls go to the embedded model too
     ops = {k for k, v in config["operators"].items() if k not in OPERATOR_FLAGS and v > 0}
-    assert {"lmx", "llm_mutation"} <= ops and ops & set(CLASSIC)
+    # the README's decision rules turned the LLM operators off for this pipeline; the filter is on by default
+    assert ops and ops <= set(CLASSIC) and config["operators"]["filter"] is True
     # every measure name resolves against the domain (a misspelt one would list the available names)
     options = {k: v for k, v in config["domain"]["options"].items() if k != "cache"}
     domain = get_domain("retrieval-sim", **options)
