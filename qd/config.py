@@ -123,7 +123,8 @@ class OperatorsSection(_Section):
     wait_for_llm: bool = key(False, "true or false")
     # filter: every operator proposes `proposals` children per draw; the one predicted to fill an
     # empty cell (else the weakest elite's) is evaluated (qd.prefilter)
-    filter: bool = key(True, "true or false")
+    filter: bool | Literal["auto"] = key(
+        "auto", "true, false or 'auto' (on unless the first evaluations take under a millisecond each)")
     proposals: int = key(4, "an integer in [1, 32]", ge=1, le=32)
 
 
