@@ -28,8 +28,8 @@ from qd.operators.registry import check_operators
 from qd.references import split_reference
 from qd.result import DEFAULT_TRACE_TEXT_CHARS
 
-__all__ = ["ConfigError", "DEFAULTS", "DEMO_CONFIG", "OPERATOR_FLAGS", "SCHEMA", "load_config", "resolve_config",
-           "dump_config"]
+__all__ = ["ConfigError", "DEFAULTS", "DEMO_CONFIG", "DEMO_OPERATORS_NOTE", "OPERATOR_FLAGS", "SCHEMA", "load_config",
+           "resolve_config", "dump_config"]
 
 
 class ConfigError(ValueError):
@@ -136,6 +136,7 @@ class ArchiveSection(_Section):
         "auto", "one of 'auto' (detect noise, then adaptive), 'none' (one evaluation each), 'adaptive'")
     noise_samples: int = key(5, "an integer in [1, 100]: evaluations per configuration at most under noise",
                              ge=1, le=100)
+    noise_share: float = key(0.5, "a number in (0, 1]: re-evaluations at most per result under noise", gt=0, le=1)
 
 
 class OperatorsSection(_Section):
@@ -148,7 +149,8 @@ class OperatorsSection(_Section):
     wait_for_llm: bool = key(False, "true or false")
     # filter: every operator proposes `proposals` children per draw; the one predicted to fill an
     # empty cell (else the weakest elite's) is evaluated (qd.prefilter)
-    filter: bool = key(False, "true or false")
+    filter: bool | Literal["auto"] = key(
+        "auto", "true, false or 'auto' (on unless the first evaluations take under a millisecond each)")
     proposals: int = key(4, "an integer in [1, 32]", ge=1, le=32)
 
 
@@ -214,7 +216,8 @@ DEFAULTS: dict[str, dict[str, Any]] = RunConfig().model_dump()
 OPERATOR_FLAGS = tuple(OperatorsSection.model_fields)
 
 # `qd run` with no config file: the retrieval pipeline (domains/retrieval.py) on the embedded
-# gemma-3-270m, searched with LLM operators (LMX, LLM mutation) and a classic mutation. The map is
+# gemma-3-270m, searched with classic operators and the pre-evaluation filter (the LLM operators did
+# not beat them at equal evaluations on this pipeline: DEMO_OPERATORS_NOTE, README). The map is
 # log2(LLM calls per question) x largest prompt in tokens, coloured by accuracy: the trade-off of
 # more calls on shorter contexts. Sized to finish in minutes on 2 CPU cores from an empty request
 # cache (README gives the measured time): 8 records and 3 questions per evaluation, at most 3 votes
@@ -226,10 +229,18 @@ DEMO_CONFIG: dict[str, dict[str, Any]] = {
                                                 "max_few_shot": 2, "cache": True}},
     "archive": {"type": "grid", "measures": ["log2_calls", "max_prompt_tokens"], "bins": [5, 5],
                 "ranges": [[0.0, 5.0], [50.0, 300.0]]},
-    "operators": {"mutation": 1.0, "lmx": 0.5, "llm_mutation": 0.5},
+    "operators": {"mutation": 1.0, "uniform_crossover": 1.0},
     # A many-call configuration on a busy CPU can take minutes; the default 60 s would cut it off.
     "evaluator": {"timeout_s": 600.0},
 }
+
+
+# What `qd run` with no config says before it starts (README, "Search against the alternatives", rule 3).
+DEMO_OPERATORS_NOTE = (
+    "qd: operators: mutation and uniform_crossover, each proposing 4 children of which the filter keeps the one "
+    "predicted into an empty cell; the LLM operators (lmx, llm_mutation) are off: on this pipeline they did not "
+    "beat classic operators at equal evaluations (README, 'Search against the alternatives'); name them in a "
+    "config's [operators] to use them")
 
 
 def load_config(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:

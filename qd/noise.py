@@ -138,7 +138,8 @@ def top_count(budget: int | None) -> int:
 
 
 def make_handler(archive: Any, policy: str, *, samples: int = 5, probes: int | None = None,
-                 top: int | None = None, budget: int | None = None) -> NoiseHandler | None:
+                 top: int | None = None, budget: int | None = None,
+                 share: float = MAX_RESAMPLE_SHARE) -> NoiseHandler | None:
     """The handler of ``[archive] noise = policy`` (None for ``"none"``).
 
     Raises
@@ -150,7 +151,7 @@ def make_handler(archive: Any, policy: str, *, samples: int = 5, probes: int | N
         raise ValueError(f"unknown noise policy {policy!r}; allowed: {', '.join(POLICIES)}")
     if policy == "none":
         return None
-    return NoiseHandler(archive, policy, budget=budget, samples=samples, probes=probes, top=top)
+    return NoiseHandler(archive, policy, budget=budget, samples=samples, probes=probes, top=top, share=share)
 
 
 def decide(challenger: SampleStats, incumbent: SampleStats, *, var_challenger: float, var_incumbent: float,
@@ -231,15 +232,22 @@ class NoiseHandler:
         first carry the least selection bias (winner's curse).
     probes : int, optional
         Configurations ``auto`` evaluates twice (default :func:`probe_count`).
+    share : float
+        Re-evaluations allowed at most per result recorded (default :data:`MAX_RESAMPLE_SHARE`),
+        less while new configurations still find empty cells (the module docstring).
     """
 
     def __init__(self, archive: Any, policy: str = "auto", *, budget: int | None = None, samples: int = 5,
-                 z: float = 1.5, top: int | None = None, top_samples: int | None = None, probes: int | None = None):
+                 z: float = 1.5, top: int | None = None, top_samples: int | None = None, probes: int | None = None,
+                 share: float = MAX_RESAMPLE_SHARE):
         if policy not in ("auto", "adaptive"):
             raise ValueError(f"noise policy must be 'auto' or 'adaptive' for a NoiseHandler, got {policy!r} "
                              f"(allowed values of archive.noise: {', '.join(POLICIES)})")
         if int(samples) < 1:
             raise ValueError(f"noise samples must be >= 1, got {samples!r}")
+        if not 0 < float(share) <= 1:
+            raise ValueError(f"noise share must be in (0, 1], got {share!r}")
+        self.share = float(share)
         if getattr(archive, "learning_rate", 1.0) != 1.0:
             raise ValueError("archive.noise needs plain MAP-Elites thresholds: remove archive.learning_rate "
                              "or set archive.noise = \"none\"")
@@ -272,7 +280,7 @@ class NoiseHandler:
         self.seq = 0              # results recorded (the order a replay must follow)
         self.resamples = 0        # re-evaluations handed out (probes included)
         self._touched: set[str] = set()  # configurations whose part may have ended in this call (see _prune)
-        self.allowance = MAX_RESAMPLE_SHARE  # re-evaluations allowed so far (see the module docstring)
+        self.allowance = self.share  # re-evaluations allowed so far (see the module docstring)
         self.new_cell_rate = 1.0  # recent share of first evaluations that landed in an empty cell
         self._firsts = 0          # first evaluations recorded
         if self.mode == "probing" and self.probes == 0:
@@ -357,7 +365,7 @@ class NoiseHandler:
         if draw == 0:  # a new configuration: did exploring find an empty cell?
             self._firsts += 1
             self.new_cell_rate += (float(status == 2) - self.new_cell_rate) / min(self._firsts, _NEW_CELL_WINDOW)
-        self.allowance += MAX_RESAMPLE_SHARE * (1.0 - self.new_cell_rate)
+        self.allowance += self.share * (1.0 - self.new_cell_rate)
         return status
 
     def _record_one(self, hash: str, config: dict, objective: float, measures: Sequence[float], id: int,
@@ -405,7 +413,7 @@ class NoiseHandler:
     def failed(self, hash: str) -> None:
         """A re-evaluation of ``hash`` returned no usable result (error, timeout, bad measures)."""
         self.seq += 1
-        self.allowance += MAX_RESAMPLE_SHARE * (1.0 - self.new_cell_rate)
+        self.allowance += self.share * (1.0 - self.new_cell_rate)
         self._landed(hash)
         s = self.stats.get(hash)
         if s is None:

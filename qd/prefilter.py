@@ -31,7 +31,7 @@ import numpy as np
 from qd.space import Bool, Categorical, Numeric, Space, Text
 from qd.space.units import to_unit
 
-__all__ = ["CellFilter", "LearnedPredictor", "MeasurePredictor", "config_features"]
+__all__ = ["CellFilter", "LearnedPredictor", "MAX_HISTORY", "MeasurePredictor", "config_features"]
 
 Predict = Callable[[dict], Mapping[str, float] | None]
 
@@ -56,11 +56,16 @@ def config_features(space: Space, config: dict) -> dict[str, float]:
     return out
 
 
+MAX_HISTORY = 20_000  # results a LearnedPredictor keeps: a prediction reads them all
+
+
 class LearnedPredictor:
     """Measures of a configuration predicted from the ``k`` nearest ones the run evaluated.
 
     Distances are Euclidean over :func:`config_features`; the prediction is the mean of the
-    neighbours' measures. Until ``min_history`` results have been seen it predicts nothing.
+    neighbours' measures. Until ``min_history`` results have been seen it predicts nothing; it
+    keeps the ``max_history`` most recent, so memory and a prediction's cost stay bounded however
+    long the run.
 
     Parameters
     ----------
@@ -72,13 +77,19 @@ class LearnedPredictor:
         Neighbours averaged.
     min_history : int
         Results needed before the first prediction.
+    max_history : int
+        Results kept (the most recent).
     """
 
-    def __init__(self, space: Space, names: Sequence[str], k: int = 3, min_history: int = 5) -> None:
+    def __init__(self, space: Space, names: Sequence[str], k: int = 3, min_history: int = 5,
+                 max_history: int = MAX_HISTORY) -> None:
         self.space, self.names, self.k, self.min_history = space, list(names), int(k), int(min_history)
+        self.max_history = int(max_history)
+        self._next = 0  # the row the next result takes once max_history are kept
         self._columns: dict[str, int] = {}
-        self._features = np.zeros((64, 8))  # rows x columns, grown by doubling
-        self._measures = np.zeros((64, len(self.names)))
+        rows = min(64, self.max_history)
+        self._features = np.zeros((rows, 8))  # rows x columns, grown by doubling up to max_history
+        self._measures = np.zeros((rows, len(self.names)))
         self._n = 0
 
     def __len__(self) -> int:
@@ -103,12 +114,16 @@ class LearnedPredictor:
     def learn(self, config: dict, measures: Sequence[float]) -> None:
         """Remember one evaluated configuration and its measures (archive order)."""
         row = self._row(config, grow=True)
-        if self._n == self._features.shape[0]:
-            self._features = np.concatenate([self._features, np.zeros_like(self._features)])
-            self._measures = np.concatenate([self._measures, np.zeros_like(self._measures)])
-        self._features[self._n] = row
-        self._measures[self._n] = [float(m) for m in measures]
-        self._n += 1
+        if self._n == self._features.shape[0] and self._n < self.max_history:
+            self._features = np.concatenate([self._features, np.zeros_like(self._features)])[: self.max_history]
+            self._measures = np.concatenate([self._measures, np.zeros_like(self._measures)])[: self.max_history]
+        slot = self._n if self._n < self.max_history else self._next
+        self._features[slot] = row
+        self._measures[slot] = [float(m) for m in measures]
+        if self._n < self.max_history:
+            self._n += 1
+        else:  # full: overwrite the oldest
+            self._next = (self._next + 1) % self.max_history
 
     def predict(self, config: dict) -> dict[str, float] | None:
         """The mean measures of the ``k`` nearest evaluated configurations (None before ``min_history``)."""

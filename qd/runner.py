@@ -212,7 +212,7 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
                         batch=config["run"]["batch"],
                         progress=progress and config["run"]["progress"], llm_client=client,
                         noise=config["archive"]["noise"], noise_samples=config["archive"]["noise_samples"],
-                        listeners=listeners)
+                        noise_share=config["archive"]["noise_share"], listeners=listeners)
         # Written only now that everything has started: a resume that fails to start leaves the run as it was.
         (run_dir / "config.toml").write_text(dump_config(config))
         store.set_meta("config", config)

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from qd.archives import AddStatus
 from qd.bandit import BanditSettings, Judgement, adapt_shares
 from qd.keyset import KeySet, key_of
-from qd.noise import RESAMPLE, Resample, make_handler
+from qd.noise import MAX_RESAMPLE_SHARE, RESAMPLE, Resample, make_handler
 from qd.operators.base import Generation, Operator, Parent
 from qd.operators.classic import Mutation
 from qd.prefilter import CellFilter, MeasurePredictor
@@ -122,10 +122,12 @@ class SchedulerOptions:
         When an LLM operator is drawn while no LLM thread is free: ``False`` draws a classic
         operator instead, so evaluations never wait on the model; ``True`` keeps the draw until
         a thread frees, so every operator gets exactly its weight's share of evaluations.
-    filter : bool
+    filter : bool or "auto"
         Propose several, evaluate one: every operator (classic or LLM) writes ``proposals``
         candidates per draw and :class:`~qd.prefilter.CellFilter` keeps the one predicted to fill
         an empty cell (the target's first), else the one predicted into the weakest elite's cell.
+        ``"auto"`` is on here; a :class:`~qd.search.Search` turns it off when evaluations prove
+        cheaper than predicting (:data:`qd.search.CHEAP_EVAL_S`).
     proposals : int
         Candidates per draw under ``filter``.
     bandit : BanditSettings
@@ -144,6 +146,8 @@ class SchedulerOptions:
         Configurations ``auto`` evaluates twice (default: sized by ``noise_budget``).
     noise_top : int or None
         Top elites verified with twice ``noise_samples`` (default: sized by ``noise_budget``).
+    noise_share : float
+        Re-evaluations at most per result recorded (``[archive] noise_share``; see :mod:`qd.noise`).
     """
 
     seed: int = 0
@@ -154,11 +158,12 @@ class SchedulerOptions:
     noise_budget: int | None = None
     noise_probes: int | None = None
     noise_top: int | None = None
+    noise_share: float = MAX_RESAMPLE_SHARE
     adaptive: bool = False
     adapt_every: int = 20
     target_rate: float = 0.5
     wait_for_llm: bool = False
-    filter: bool = False
+    filter: bool | str = False
     proposals: int = 4
     bandit: BanditSettings = field(default_factory=BanditSettings)
 
@@ -280,7 +285,7 @@ class Scheduler:
         self._pending: str | None = None  # an LLM operator drawn while every LLM thread was busy
         o = self.options
         self.noise = make_handler(archive, o.noise, samples=o.noise_samples, probes=o.noise_probes, top=o.noise_top,
-                                  budget=o.noise_budget)
+                                  budget=o.noise_budget, share=o.noise_share)
         self._resampled = 0  # re-evaluations asked (they take no seed's or random sample's turn)
         self._raised: set[str] = set()  # operators whose exception was reported
         self.exhausted: str | None = None  # why no new configuration can be made, once that is so
@@ -290,7 +295,7 @@ class Scheduler:
         if self.options.filter and int(self.options.proposals) < 1:
             raise ValueError(f"proposals must be >= 1, got {self.options.proposals}")
         self.predictor = MeasurePredictor(space, self.measure_names, predict)
-        self.prefilter = CellFilter(archive, self.predictor) if self.options.filter else None
+        self.prefilter = CellFilter(archive, self.predictor) if self.options.filter else None  # "auto": on
         self._learning = self.prefilter is not None
         for op in self.operators.values():
             if getattr(op, "uses_predictor", False):
@@ -313,6 +318,14 @@ class Scheduler:
         """Measures ``config`` is predicted to get (by name), or None while they cannot be predicted."""
         values = self.predictor.predict(config)
         return None if values is None else dict(zip(self.measure_names, values))
+
+    def stop_filtering(self) -> None:
+        """Evaluate each operator's first new child from now on (``filter = "auto"`` on cheap evaluations).
+
+        The learned predictor keeps learning only for an operator that reads predictions.
+        """
+        self.prefilter = None
+        self._learning = any(getattr(op, "uses_predictor", False) for op in self.operators.values())
 
     @property
     def predictor_learns(self) -> bool:

@@ -33,6 +33,7 @@ from qd.failure_watch import FailureWatch
 from qd.keyset import KeySet
 from qd.listeners import Evaluated, ProgressBar, SearchListener, StoreRecorder
 from qd.measure_range import RangeWatch
+from qd.prefilter import MAX_HISTORY
 from qd.result import EvalResult
 from qd.scheduler import (
     FALLBACK,
@@ -94,8 +95,14 @@ class SearchOptions(SchedulerOptions):
     commit_s : float
         Seconds between group commits to the run store at most while results arrive (0: one
         commit per batch); see :class:`~qd.listeners.StoreRecorder`.
+    filter : bool or "auto"
+        The scheduler's pre-evaluation filter; ``"auto"`` (default) is on, and off once the first
+        :data:`BATCH_SHARE` evaluations took under :data:`CHEAP_EVAL_S` each on average (then a
+        prediction per proposal costs more than evaluating), except with ``ordered``, where it
+        stays on so that the run does not depend on timing.
     """
 
+    filter: bool | str = "auto"
     llm_threads: int = 4
     window: int | None = None
     batch: int = 0
@@ -163,7 +170,8 @@ class Search:
         noise = self.scheduler.noise
         if store is not None and noise is not None and not saved:  # its resumes rebuild the same policy
             store.set_meta("noise", {"noise": noise.policy, "noise_samples": noise.max_samples,
-                                     "noise_probes": noise.probes, "noise_top": noise.top})
+                                     "noise_probes": noise.probes, "noise_top": noise.top,
+                                     "noise_share": noise.share})
         self.finished = 0
         self.stopped: str | None = None  # why the search stopped before its budget (the space ran out)
         self._next_id = 0
@@ -343,9 +351,9 @@ class Search:
                 write_archive(store, self.archive)
         else:
             load_archive(store, self.archive)
-        if self.scheduler.predictor_learns:
-            for row in store.evaluations():
-                if row.status == "ok" and math.isfinite(row.fitness):
+        if self.scheduler.predictor_learns:  # the most recent results, as many as the predictor keeps
+            for row in store.evaluations("ok", after=store.max_id() - MAX_HISTORY):
+                if math.isfinite(row.fitness):
                     self.scheduler.learn(row.config, [row.measures[n] for n in self.measure_names])
         self._next_id = store.max_id() + 1
         self.scheduler.resume(KeySet(store.keys()), store.counters("operators"))
@@ -442,3 +450,6 @@ class Search:
             self._eval_s += [t for _, r in landed if isinstance(t := r.metrics.get("eval_s"), float)]
             if len(self._eval_s) >= BATCH_SHARE:
                 self._cheap = sum(self._eval_s) / len(self._eval_s) < CHEAP_EVAL_S
+                if self._cheap and self.options.filter == "auto" and not self.options.ordered:
+                    # a prediction per proposal costs more than such an evaluation: evaluate instead
+                    self.scheduler.stop_filtering()

@@ -373,14 +373,19 @@ class RunStore:
         """Count of evaluations per status (reads every row; ``qd status`` reads the running totals)."""
         return dict(self._db.execute("SELECT status, COUNT(*) FROM evaluations GROUP BY status").fetchall())
 
-    def evaluations(self, status: str | None = None) -> Iterator[EvaluationRow]:
-        """Every stored evaluation in id order, read as it is consumed (reads every row).
+    def evaluations(self, status: str | None = None, *, after: int | None = None) -> Iterator[EvaluationRow]:
+        """Every stored evaluation in id order (of ``status``; with ids above ``after``), read as it is consumed.
 
         The archive saw them in this order unless results landed out of order.
         """
-        if status is None:
-            return self._rows("", ())
-        return self._rows("WHERE status = ?", (status,))
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if after is not None:
+            where.append("id > ?")
+            params.append(int(after))
+        return self._rows(f"WHERE {' AND '.join(where)}" if where else "", tuple(params))
 
     def evaluations_in_seq_order(self) -> Iterator[tuple[EvaluationRow, tuple[int, int] | None]]:
         """Every evaluation with its ``(draw, seq)`` sample, in the order the noise policy saw them.

@@ -31,6 +31,8 @@ def test_demo_config_resolves_and_round_trips_through_toml(tmp_path):
     ({"archive": {"bin": [3]}}, "unknown key 'archive.bin' (allowed: type, measures, bins"),
     ({"runn": {}}, "unknown section [runn]"),
     ({"run": {"evaluations": 0}}, "run.evaluations must be an integer >= 1, got 0"),
+    ({"archive": {"noise_share": 0}},
+     "archive.noise_share must be a number in (0, 1]: re-evaluations at most per result under noise, got 0"),
     ({"evaluator": {"backend": "dask"}}, "evaluator.backend must be one of 'serial', 'ray', got 'dask'"),
     ({"archive": {"measures": ["x", "y"], "ranges": [[0, 1]]}}, "archive.ranges has 1 entries for 2 measures"),
     ({"archive": {"measures": ["x"], "bins": [3, 3]}}, "archive.bins has 2 entries for 1 measures"),
@@ -158,7 +160,7 @@ def test_any_accepted_value_from_toml_or_python_round_trips_through_the_run_dire
     assert load_config(path) == config
 
 
-def test_demo_is_the_retrieval_pipeline_on_the_embedded_model_with_llm_operators():
+def test_demo_is_the_retrieval_pipeline_on_the_embedded_model_with_classic_operators_and_the_filter():
     from qd.analysis import resolve_measures
     from qd.domains import get_domain
     from qd.operators import CLASSIC
@@ -167,7 +169,8 @@ def test_demo_is_the_retrieval_pipeline_on_the_embedded_model_with_llm_operators
     assert config["domain"]["name"] == "retrieval" and config["llm"]["base_url"] == ""
     assert "base_url" not in config["domain"]["options"]  # the domain's calls go to the embedded model too
     ops = {k for k, v in config["operators"].items() if k not in OPERATOR_FLAGS and v > 0}
-    assert {"lmx", "llm_mutation"} <= ops and ops & set(CLASSIC)
+    # the README's decision rules turned the LLM operators off for this pipeline; the filter is on by default
+    assert ops and ops <= set(CLASSIC) and config["operators"]["filter"] is True
     # every measure name resolves against the domain (a misspelt one would list the available names)
     options = {k: v for k, v in config["domain"]["options"].items() if k != "cache"}
     domain = get_domain("retrieval-sim", **options)

@@ -16,7 +16,7 @@ from qd.analysis.descriptors import resolve_measures
 from qd.archives import GridArchive
 from qd.domains import get_domain
 from qd.evaluators import SerialEvaluator
-from qd.noise import RESAMPLE, probe_count, top_count
+from qd.noise import RESAMPLE, make_handler, probe_count, top_count
 from qd.operators.classic import IsoLineDD, Mutation
 from qd.scheduler import Scheduler, SchedulerOptions
 from qd.search import Search
@@ -244,3 +244,18 @@ def test_the_policy_keeps_state_only_for_configurations_that_can_still_matter(tm
             assert set(again.scheduler.noise.stats) <= matter | set(again.scheduler.noise._wanted)
         finally:
             again.close()
+
+
+@pytest.mark.parametrize("share", [0.1, 0.25])
+def test_noise_share_caps_the_re_evaluations_at_that_share_of_the_budget(share):
+    domain = get_domain("arm", joints=6, noise=3.0)  # every cell contested: re-evaluations run to their cap
+    archive = GridArchive(dims=[2, 2], ranges=domain.default_ranges, measure_names=["x", "y"],
+                          qd_score_offset=domain.qd_score_offset)
+    with Search(domain, archive, SerialEvaluator(domain), operators={"mutation": (Mutation(domain.space), 1.0)},
+                measures=resolve_measures(["x", "y"], domain), budget=400, init_random=6, seed=1,
+                noise="adaptive", noise_share=share) as search:
+        search.run()
+    resampled = search.stats[RESAMPLE].evaluated
+    assert 0.6 * share * 400 <= resampled <= share * 400 + 1
+    with pytest.raises(ValueError, match=r"noise share must be in \(0, 1\], got 0"):
+        make_handler(archive, "auto", share=0)

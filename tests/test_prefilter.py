@@ -180,3 +180,37 @@ def test_a_run_config_with_the_filter_covers_more_of_the_k_module_map(tmp_path):
     assert plain["operators"]["mutation"]["filtered"] == 0
     assert mutation["offspring"] >= 4 * 80 and mutation["filtered"] > 0.5 * mutation["offspring"]
     assert filtered["coverage"] > plain["coverage"]
+
+
+def test_the_learned_predictor_keeps_the_most_recent_results_only():
+    space = Space({"a": Int(0, 100)})
+    predictor = LearnedPredictor(space, ["m"], k=1, max_history=8)
+    for a in range(20):  # 20 results, the first 12 forgotten
+        predictor.learn({"a": a}, [float(a)])
+    assert len(predictor) == 8 and predictor._features.shape[0] == 8
+    assert predictor.predict({"a": 0}) == {"m": 12.0}  # the oldest kept one is nearest
+    assert predictor.predict({"a": 19}) == {"m": 19.0}
+
+
+@pytest.mark.parametrize("delay_s, ordered, filtering", [(0.0, False, False), (0.0, True, True),
+                                                         (0.002, False, True)])
+def test_filter_auto_turns_itself_off_only_when_evaluations_are_cheaper_than_a_millisecond(delay_s, ordered,
+                                                                                            filtering):
+    from sample_domains import SlowArm
+
+    from qd.analysis import resolve_measures
+    from qd.evaluators import SerialEvaluator
+    from qd.search import CHEAP_EVAL_S, Search
+
+    domain = SlowArm(joints=4, delay_s=delay_s)
+    archive = GridArchive(dims=[8, 8], ranges=domain.default_ranges, measure_names=["x", "y"])
+    with Search(domain, archive, SerialEvaluator(domain), operators={"mutation": (Mutation(domain.space), 1.0)},
+                measures=resolve_measures(["x", "y"], domain), budget=120, init_random=10, seed=3,
+                noise="none", ordered=ordered) as search:
+        assert search.options.filter == "auto" and search.scheduler.prefilter is not None  # on from the start
+        search.run()
+    assert (search.scheduler.prefilter is not None) is filtering
+    assert search.scheduler.predictor_learns is filtering  # no memory spent once it is off
+    assert delay_s == 0.0 or delay_s > CHEAP_EVAL_S
+    if filtering:
+        assert search.stats["mutation"].filtered > 0

@@ -21,7 +21,7 @@ from qd.analysis.elites import export_elite_traces
 from qd.analysis.selection import spanning_elites as _spanning_elites
 from qd.archives import GridArchive
 from qd.cli import main, run_status
-from qd.config import DEMO_CONFIG, dump_config, resolve_config
+from qd.config import DEMO_CONFIG, DEMO_OPERATORS_NOTE, dump_config, resolve_config
 from qd.domains import get_domain
 from qd.domains.retrieval import AGGREGATIONS, RetrievalDomain, predict_calls
 from qd.domains.retrieval_sim import FEATURES, FIT_PATH, SimulatedLLM, instruction_features
@@ -365,17 +365,30 @@ def test_export_elite_traces_replays_the_configuration(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_job_runs_on_the_embedded_model_and_reaches_its_llm_operators(tmp_path, monkeypatch, capsys):
+def test_demo_job_says_which_operators_it_uses_and_why_the_llm_ones_are_off(tmp_path, monkeypatch, capsys):
+    # The README's main job itself (`qd run`, no config: the real retrieval pipeline on the embedded
+    # model), budget cut to 8: it says which operators it uses before it starts, and makes no operator call.
+    monkeypatch.setenv("QD_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["run", "--out", str(tmp_path / "demo"), "--evals", "8", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert DEMO_OPERATORS_NOTE in err and "the LLM operators (lmx, llm_mutation) are off" in err
+    status = run_status(tmp_path / "demo")
+    assert status["evaluations"] == 8 and set(status["operators"]) <= {"random", "mutation", "uniform_crossover",
+                                                                       "resample", "seed", "fallback"}
+    assert not status["llm"]["by_operator"], status["llm"]  # the model served the pipeline only
+
+
+@pytest.mark.slow
+def test_the_main_jobs_pipeline_with_llm_operators_reaches_them_on_the_embedded_model(tmp_path, monkeypatch, capsys):
     # The README's main job (the demo config: the real retrieval pipeline on the embedded model),
-    # budget cut to 10: its 6 random configurations, then operators. Only its LLM operators are
-    # kept and noise handling is off: otherwise the 4 evaluations left could all go to the
-    # classic mutation or to re-evaluations, and whether an LLM operator ran would be chance.
+    # budget cut to 10: its 6 random configurations, then operators, here the LLM ones only (the
+    # job's own are classic) and noise handling off: otherwise the 4 evaluations left could all go
+    # to re-evaluations, and whether an LLM operator ran would be chance.
     monkeypatch.setenv("QD_CACHE_DIR", str(tmp_path / "cache"))
     assert DEMO_CONFIG["run"]["init_random"] < 10
     demo = copy.deepcopy(DEMO_CONFIG)
-    demo["operators"] = {k: v for k, v in demo["operators"].items() if k in ("lmx", "llm_mutation")}
+    demo["operators"] = {"lmx": 0.5, "llm_mutation": 0.5}
     demo["archive"]["noise"] = "none"
-    assert demo["operators"]
     (tmp_path / "demo.toml").write_text(dump_config(resolve_config(demo)))
     assert main(["run", str(tmp_path / "demo.toml"), "--out", str(tmp_path / "demo"), "--evals", "10",
                  "--no-progress"]) == 0

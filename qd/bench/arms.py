@@ -4,9 +4,11 @@ Every arm searches one :class:`BenchDomain` for the same number of evaluations (
 included), from the same seed and the same initial configurations (``init`` random samples of
 the space drawn from the seed, evaluated first by every arm), on the same domain instances:
 
-``qd-default``    qd's default operators (the main job's: :data:`qd.config.DEMO_CONFIG`, mutation
-                  plus LMX and LLM mutation on the embedded model), ``noise = "auto"``,
-                  ``wait_for_llm`` (each operator gets its weight's share of evaluations)
+``qd-default``    qd as shipped: the main job's operators (:data:`qd.config.DEMO_CONFIG`) with the
+                  defaults of :data:`qd.config.DEFAULTS` (the filter, the noise policy and its share)
+``qd-llm``        the LLM set: mutation 1.0 plus LMX 0.5 and LLM mutation 0.5 on the embedded model
+                  (the main job's operators until the decision rules of the README turned them off),
+                  ``noise = "auto"``, ``wait_for_llm`` (each operator gets its weight's share)
 ``qd-classic``    mutation + uniform crossover, ``noise = "auto"``
 ``qd-iso``        Iso+LineDD (numeric domains), ``noise = "auto"``
 ``random``        random configurations of the space
@@ -49,7 +51,7 @@ from qd.analysis.measuring import measure_result
 from qd.analysis.validation import corrected_archive, validate, validated_scores
 from qd.archives import GridArchive
 from qd.bench.stats import hypervolume
-from qd.config import DEMO_CONFIG
+from qd.config import DEFAULTS, DEMO_CONFIG
 from qd.domain import VALIDATION, Domain
 from qd.domains import get_domain
 from qd.evaluation import evaluate_config
@@ -65,14 +67,19 @@ __all__ = ["ARMS", "LLM_ARMS", "NUMERIC_ARMS", "BENCH_DOMAINS", "COST_MEASURES",
            "FlatSpace", "RunOutput", "arms_for", "bench_domain", "bench_run", "check_paired", "front_hypervolume",
            "initial_configs", "instance_digest", "measure_run", "parse_arm", "run_arm"]
 
-ARMS = ("qd-default", "qd-classic", "qd-iso", "random", "optuna-tpe", "optuna-nsga2", "pyribs-iso", "pyribs-cmame")
-LLM_ARMS = ("qd-default",)
+ARMS = ("qd-default", "qd-llm", "qd-classic", "qd-iso", "random", "optuna-tpe", "optuna-nsga2", "pyribs-iso",
+        "pyribs-cmame")
+LLM_ARMS = ("qd-llm",)
 NUMERIC_ARMS = ("qd-iso", "pyribs-iso", "pyribs-cmame")  # need a space of numbers only
 #: Descriptors that are a cost (lower is cheaper): NSGA-II minimises them, the hypervolume counts them.
 COST_MEASURES = ("llm_calls", "log2_calls", "calls_per_instance", "predicted_calls", "tokens_in", "tokens_out",
                  "tokens_total", "max_prompt_tokens", "cost_usd", "latency_s", "critical_path", "max_fanout")
 MAX_REPEATS = 50
 CLASSIC_OPERATORS = {"mutation": 1.0, "uniform_crossover": 1.0}
+LLM_OPERATORS = {"mutation": 1.0, "lmx": 0.5, "llm_mutation": 0.5}
+# What every qd arm runs with unless its name says otherwise (``qd-classic:filter=true``): fixed here,
+# not read from qd's defaults, so that a recorded run means the same after a default changes.
+_QD_ARM_SETTINGS = {"noise": "auto", "wait_for_llm": True, "filter": False, "noise_share": 0.5}
 ISO_OPERATORS = {"iso_line_dd": {"weight": 1.0, "iso_sigma": 0.1, "line_sigma": 0.2}}
 
 
@@ -361,7 +368,7 @@ def _run_qd(spec: BenchDomain, domain: Domain, seed: int, init: list[dict], tabl
     with Search(domain, archive, SerialEvaluator(domain), operators=operators,
                 measures=resolve_measures(list(spec.measures), domain), budget=spec.budget, seeds=init,
                 init_random=0, seed=seed, llm_client=clients[0] if clients else None, listeners=[watch],
-                **{"noise": "auto", "wait_for_llm": True, **(options or {})}) as search:
+                **{**_QD_ARM_SETTINGS, **(options or {})}) as search:
         search.run()
     extra = {"resamples": int(search.stats["resample"].evaluated) if "resample" in search.stats else 0}
     if clients:
@@ -484,8 +491,9 @@ def arms_for(domain: Domain, arms: Sequence[str] = ARMS) -> list[str]:
 def parse_arm(name: str) -> tuple[str, dict[str, Any]]:
     """An arm's name and its options: ``qd-classic:noise=none`` is ``qd-classic`` with plain MAP-Elites.
 
-    Only qd's arms take options: ``noise`` (a policy of ``qd.noise``) and ``filter`` (``true`` or
-    ``false``: the pre-evaluation filter of ``qd.prefilter``, 4 proposals per draw), to compare them;
+    Only qd's arms take options: ``noise`` (a policy of ``qd.noise``), ``noise_share`` (its
+    re-evaluations at most per result) and ``filter`` (``true`` or ``false``: the pre-evaluation
+    filter of ``qd.prefilter``, 4 proposals per draw), to compare them;
     several are separated by commas (``qd-classic:noise=none,filter=true``).
 
     Raises
@@ -498,13 +506,14 @@ def parse_arm(name: str) -> tuple[str, dict[str, Any]]:
     base, _, rest = name.partition(":")
     if base not in ARMS:
         raise ValueError(f"unknown arm {base!r}; arms: {', '.join(ARMS)}")
-    allowed = {"noise": {p: p for p in POLICIES}, "filter": {"true": True, "false": False}}
+    allowed = {"noise": {p: p for p in POLICIES}, "filter": {"true": True, "false": False},
+               "noise_share": {v: float(v) for v in ("0.1", "0.2", "0.25", "0.3", "0.5")}}
     options: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
         if not base.startswith("qd-") or value not in allowed.get(key, {}):
-            raise ValueError(f"arm {name!r}: only qd's arms take options, noise=one of {', '.join(POLICIES)} "
-                             "and filter=true|false")
+            raise ValueError(f"arm {name!r}: only qd's arms take options, noise=one of {', '.join(POLICIES)}, "
+                             f"filter=true|false and noise_share=one of {', '.join(allowed['noise_share'])}")
         options[key] = allowed[key][value]
     return base, options
 
@@ -520,7 +529,9 @@ def run_arm(spec: BenchDomain, arm: str, seed: int, domain: Domain | None = None
     domain = spec.build() if domain is None else spec.bind(domain)
     init, rng = initial_configs(domain.space, seed, spec.init)
     if arm == "qd-default":
-        return _run_qd(spec, domain, seed, init, _default_operators(), options)
+        return _run_qd(spec, domain, seed, init, dict(DEMO_CONFIG["operators"]), {**_default_settings(), **options})
+    if arm == "qd-llm":
+        return _run_qd(spec, domain, seed, init, LLM_OPERATORS, options)
     if arm == "qd-classic":
         return _run_qd(spec, domain, seed, init, CLASSIC_OPERATORS, options)
     if arm == "qd-iso":
@@ -534,9 +545,11 @@ def run_arm(spec: BenchDomain, arm: str, seed: int, domain: Domain | None = None
     return _run_pyribs(spec, domain, seed, init, arm)
 
 
-def _default_operators() -> dict[str, Any]:
-    """The operator weights of qd's default job (:data:`qd.config.DEMO_CONFIG`)."""
-    return dict(DEMO_CONFIG["operators"])
+def _default_settings() -> dict[str, Any]:
+    """Qd's defaults (:data:`qd.config.DEFAULTS`) of what the other qd arms fix."""
+    return {"noise": DEFAULTS["archive"]["noise"], "wait_for_llm": DEFAULTS["operators"]["wait_for_llm"],
+            "filter": DEFAULTS["operators"]["filter"], "proposals": DEFAULTS["operators"]["proposals"],
+            "noise_share": DEFAULTS["archive"]["noise_share"]}
 
 
 def measure_run(spec: BenchDomain, domain: Domain, output: RunOutput) -> dict[str, Any]:

@@ -21,7 +21,7 @@ __all__ = ["METRICS", "QD_ARMS", "is_qd", "arm_table", "comparisons", "compariso
 #: Metric key -> label, in the order of tables and plots.
 METRICS = {"corrected_qd": "corrected QD score", "corrected_coverage": "corrected coverage",
            "best_validated": "best validated objective", "hypervolume": "hypervolume (objective, cost)"}
-QD_ARMS = ("qd-default", "qd-classic", "qd-iso")
+QD_ARMS = ("qd-default", "qd-llm", "qd-classic", "qd-iso")
 
 
 def is_qd(arm: str) -> bool:
