@@ -11,11 +11,12 @@ skipped as a duplicate.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["KeySet", "key_of"]
+__all__ = ["KeySet", "key_of", "key_of_bytes"]
 
 _MERGE_AT = 1 << 16  # recent keys held in the Python set before they join the sorted array
 
@@ -27,6 +28,14 @@ def key_of(digest: str) -> int:
     """
     value = int(digest[:16], 16)
     return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def key_of_bytes(data: bytes) -> int:
+    """The key of a configuration identified by bytes (``qd.space.packing``): its sha256's first 8 bytes, signed.
+
+    The same rule as :func:`key_of`, applied to the sha256 of ``data``.
+    """
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big", signed=True)
 
 
 class KeySet:

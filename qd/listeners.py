@@ -22,6 +22,7 @@ from qd.archive_store import write_elites
 from qd.archives import AddStatus
 from qd.result import DEFAULT_TRACE_TEXT_CHARS, EvalResult, clip_trace_text
 from qd.scheduler import Candidate
+from qd.space import Layout
 from qd.store import EvaluationRecord
 from qd.totals import TOTALS_META, RunTotals
 
@@ -149,6 +150,7 @@ class StoreRecorder(SearchListener):
         self._no_trace = summarize([])
         self.totals: RunTotals | None = None
         self._text_chars = DEFAULT_TRACE_TEXT_CHARS
+        self._layout: Layout | None = None  # to write with the next group
 
     def on_start(self, search: Search) -> None:
         """Fix the history interval, start tracking the archive's changes, and continue the stored totals."""
@@ -162,6 +164,9 @@ class StoreRecorder(SearchListener):
         # clipped here.
         self._text_chars = int(getattr(search.domain, "trace_text_chars", DEFAULT_TRACE_TEXT_CHARS))
         self._last_commit = time.monotonic()
+        # configurations identified by bytes are stored as bytes: the store keeps their layout, once
+        layout = search.scheduler.layout
+        self._layout = layout if layout is not None and self.store.config_layout() is None else None
 
     def on_results(self, search: Search, events: Sequence[Evaluated]) -> None:
         """Buffer the evaluations (and the history when due); commit when a group is full or old enough."""
@@ -179,8 +184,10 @@ class StoreRecorder(SearchListener):
             metrics = {k: v for k, v in result.metrics.items() if k != "traceback"}
             # a trace without spans is not stored: its summary says so (RunStore.traces)
             trace = clip_trace_text(result.trace, chars) if result.trace else None
+            packed = child.packed
             self._pending.append(EvaluationRecord(
-                id=event.id, hash=child.hash, config_json=child.canonical, status=result.status,
+                id=event.id, key=child.key, config_packed=packed, hash=None if packed is not None else child.hash,
+                config_json=None if packed is not None else child.canonical, status=result.status,
                 fitness=result.fitness, measures=event.measures, error=result.error, feedback=result.feedback,
                 operator=child.operator, parent_ids=child.parent_ids, trace_summary=summary, metrics=metrics,
                 archive_status=int(event.status), submitted_at=child.submitted_at, finished_at=now, sample=sample,
@@ -219,6 +226,8 @@ class StoreRecorder(SearchListener):
         elites, emptied = archive.take_changes()
         try:
             with store.transaction():
+                if self._layout is not None:
+                    store.set_config_layout(self._layout)
                 store.add_evaluations(self._pending)
                 if changed:
                     store.update_counters(changed)
@@ -233,6 +242,7 @@ class StoreRecorder(SearchListener):
         self._written.update({scope: {n: dict(f) for n, f in table.items()} for scope, table in tables.items()})
         self._pending.clear()
         self._history.clear()
+        self._layout = None
         self._last_commit = time.monotonic()
 
     def _changed(self, search: Search) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict]]:

@@ -44,6 +44,7 @@ from qd.scheduler import (
     Scheduler,
     SchedulerOptions,
 )
+from qd.space import Layout
 from qd.totals import TOTALS_META, RunTotals
 
 if TYPE_CHECKING:
@@ -334,6 +335,7 @@ class Search:
         version 1 store is converted first, in one transaction with what it lacked (the archive as
         it stands, the running totals). A learned measure predictor sees every stored result again.
         """
+        self.scheduler.use_layout(_stored_layout(store, self.scheduler.layout))
         noise = self.scheduler.noise
         if store.version < 2:
             store.migrate(lambda converted: self._rebuild(converted, noise))
@@ -442,3 +444,24 @@ class Search:
             self._eval_s += [t for _, r in landed if isinstance(t := r.metrics.get("eval_s"), float)]
             if len(self._eval_s) >= BATCH_SHARE:
                 self._cheap = sum(self._eval_s) / len(self._eval_s) < CHEAP_EVAL_S
+
+
+def _stored_layout(store: RunStore, layout: Layout | None) -> Layout | None:
+    """How the run in ``store`` identifies configurations: ``layout``'s bytes, or (None) their canonical JSON.
+
+    A store written before configurations of numeric spaces were identified by bytes keeps the
+    JSON identity, so that its dedup keys stay those of its evaluations.
+
+    Raises
+    ------
+    ValueError
+        When the store's configurations were written for another space than the domain's.
+    """
+    stored = store.config_layout()
+    if stored is None:
+        return layout if store.max_id() < 0 else None
+    if stored != layout:
+        raise ValueError(f"{store.path} holds configurations of another space ({stored.to_list()}) than the "
+                         f"domain's ({'not a numeric space' if layout is None else layout.to_list()}): resume it "
+                         "with the domain it was run with")
+    return stored
