@@ -25,6 +25,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,31 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), default=lambda v: _jsonable(v
 
 
 def _json(value: Any) -> str:
-    return _ENCODER.encode(value)
+    """Compact JSON of ``value`` (``_ENCODER``'s text); a flat dict of numbers (measures, metrics) made directly."""
+    if type(value) is not dict:
+        return _ENCODER.encode(value)
+    parts = []
+    for k, v in value.items():
+        t = type(v)
+        if type(k) is not str or (t is not float and t is not int):
+            return _ENCODER.encode(value)
+        key = _KEYS.get(k)
+        if key is None:
+            key = _KEYS[k] = encode_basestring_ascii(k) + ":"
+        parts.append(key + (int.__repr__(v) if t is int else _float_json(v)))
+    return "{" + ",".join(parts) + "}"
+
+
+_KEYS: dict[str, str] = {}  # a key's JSON and its colon, made once
+
+
+def _float_json(value: float) -> str:
+    """A float as ``json`` writes it (``NaN``, ``Infinity`` and ``-Infinity`` included)."""
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
 
 
 def _jsonable(value: Any) -> Any:
@@ -327,6 +352,8 @@ class RunStore:
         now = time.time()
         rows, samples, traces = [], [], []
         compress, dumps, isfinite = zlib.compress, _json, math.isfinite
+        last_summary: dict | None = None
+        summary = "{}"
         for r in records:
             if r.config_packed is not None:
                 key = r.key if r.key is not None else key_of_bytes(r.config_packed)
@@ -335,11 +362,12 @@ class RunStore:
                 assert r.config_json is not None, f"evaluation {r.id} has no configuration"
                 key = key_of(r.hash if r.hash is not None else _digest(r.config_json))
                 config = compress(r.config_json.encode(), 1)
-            summary = r.trace_summary
+            if r.trace_summary is not last_summary:  # evaluations without calls share one summary: written once
+                last_summary = r.trace_summary
+                summary = dumps({k: v for k, v in last_summary.items() if v}) if any(last_summary.values()) else "{}"
             rows.append((r.id, key, config, r.status,
                          r.fitness if isfinite(r.fitness) else None, dumps(r.measures), r.error, _packed(r.feedback),
-                         r.operator, _int_list(r.parent_ids),
-                         dumps({k: v for k, v in summary.items() if v}) if any(summary.values()) else "{}",
+                         r.operator, _int_list(r.parent_ids), summary,
                          _packed(dumps(r.metrics)), r.archive_status, r.submitted_at,
                          now if r.finished_at is None else r.finished_at))
             if r.sample is not None:
