@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import dataclasses
+import gc
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -250,6 +251,9 @@ class Search:
         """
         for listener in self.listeners:
             listener.on_start(self)
+        # What exists now (modules, the domain, the archive so far) lives as long as the search: out of
+        # the collector's sight, the full collections that the search's allocations trigger stay short.
+        gc.freeze()
         try:
             while self.finished < self.budget:
                 self._harvest_llm()
@@ -274,6 +278,7 @@ class Search:
                     self._tell_in_order(landed)
             self._drain_llm()
         finally:
+            gc.unfreeze()
             for listener in self.listeners:
                 listener.on_end(self)
         return self.archive
