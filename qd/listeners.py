@@ -174,25 +174,25 @@ class StoreRecorder(SearchListener):
         now = time.time()
         totals = self.totals
         assert totals is not None, "on_start() was not called"
-        chars = self._text_chars
+        chars, no_trace, pending = self._text_chars, self._no_trace, self._pending
+        first = len(pending)
         for event in events:
             child, result = event.candidate, event.result
             sample = None
             if noise is not None or result.scores is not None:  # draws, policy order and per-instance scores
                 sample = (child.draw, event.seq if noise is not None else event.id, result.scores)
-            summary = summarize(result.trace) if result.trace else self._no_trace
-            metrics = {k: v for k, v in result.metrics.items() if k != "traceback"}
-            # a trace without spans is not stored: its summary says so (RunStore.traces)
-            trace = clip_trace_text(result.trace, chars) if result.trace else None
+            trace = result.trace
+            metrics = result.metrics
+            if "traceback" in metrics:
+                metrics = {k: v for k, v in metrics.items() if k != "traceback"}
             packed = child.packed
-            self._pending.append(EvaluationRecord(
-                id=event.id, key=child.key, config_packed=packed, hash=None if packed is not None else child.hash,
-                config_json=None if packed is not None else child.canonical, status=result.status,
-                fitness=result.fitness, measures=event.measures, error=result.error, feedback=result.feedback,
-                operator=child.operator, parent_ids=child.parent_ids, trace_summary=summary, metrics=metrics,
-                archive_status=int(event.status), submitted_at=child.submitted_at, finished_at=now, sample=sample,
-                trace=trace))
-            totals.add(event.id, result.status, result.error, metrics, summary, event.measures)
+            # a trace without spans is not stored: its summary says so (RunStore.traces)
+            pending.append(EvaluationRecord(
+                event.id, None if packed is not None else child.canonical, result.status, result.fitness,
+                event.measures, child.operator, child.parent_ids, None if packed is not None else child.hash,
+                packed, child.key, result.error, result.feedback, summarize(trace) if trace else no_trace, metrics,
+                int(event.status), child.submitted_at, now, sample, clip_trace_text(trace, chars) if trace else None))
+        totals.add_rows(pending[first:])
         done = search.finished
         if done // self._every > (done - len(events)) // self._every or done == search.budget:
             s = search.archive.stats

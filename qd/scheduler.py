@@ -245,6 +245,7 @@ class GenerationJob:
             return Generation([], failed=True, error=f"{type(exc).__name__}: {exc}")
 
 
+_STATUSES = {int(s): s for s in AddStatus}  # AddStatus by value, without the enum's call
 _Identity = tuple[int, "bytes | None", "str | None", "str | None"]  # Scheduler._identity
 
 
@@ -669,17 +670,23 @@ class Scheduler:
                     seq = noise.seq
                 seqs[j] = seq
         adapt_every = max(1, int(self.options.adapt_every))
+        every_result = self._learning or self.options.adaptive
+        all_stats = self.stats
         for j, c in enumerate(candidates):
-            self._told += 1
-            stats = self.stats[c.operator]
+            stats = all_stats[c.operator]
             stats.evaluated += 1
-            stats.gains += statuses[j] > 0
-            self.stats[c.chosen_by or c.operator].spent += 1
-            if self._learning and objectives[j] is not None and measures[j] is not None:
-                self.learn(c.config, measures[j])  # type: ignore[arg-type]
-            if self.options.adaptive and self._told % adapt_every == 0:
-                self._adapt_weights()
-        return [AddStatus(s) for s in statuses], seqs
+            if statuses[j] > 0:
+                stats.gains += 1
+            all_stats[c.chosen_by or c.operator].spent += 1
+            if every_result:
+                self._told += 1
+                if self._learning and objectives[j] is not None and measures[j] is not None:
+                    self.learn(c.config, measures[j])  # type: ignore[arg-type]
+                if self.options.adaptive and self._told % adapt_every == 0:
+                    self._adapt_weights()
+        if not every_result:
+            self._told += n
+        return [_STATUSES[s] for s in statuses], seqs
 
     def shares(self) -> dict[str, float]:
         """The current probability of drawing each operator (moves in adaptive mode)."""

@@ -195,7 +195,10 @@ def _jsonable(value: Any) -> Any:
 
 def _int_list(values: list[int]) -> str:
     """JSON of a list of ints (parent ids), without the encoder's overhead."""
-    return "[" + ",".join(map(str, values)) + "]" if all(type(v) is int for v in values) else _json(values)
+    for v in values:
+        if type(v) is not int:
+            return _json(values)
+    return "[" + ",".join(map(int.__repr__, values)) + "]"
 
 
 def _text(value: str | bytes) -> str:

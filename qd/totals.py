@@ -14,12 +14,16 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
 from qd.result import STATUSES
 
-__all__ = ["RunTotals", "TOTALS_META", "example_failures", "count_out_of_range", "failure_lines", "describe"]
+__all__ = ["RunTotals", "TOTALS_META", "example_failures", "count_out_of_range", "count_out_of_range_many",
+           "failure_lines", "describe"]
 
 TOTALS_META = "totals"  # the run store's meta key
 
+_SUMMED = ("llm_calls", "tokens_in", "tokens_out", "cost_usd", "estimated_calls", "unpriced_models")  # of a summary
 _PIPELINE = ("calls", "tokens_in", "tokens_out", "cost_usd", "estimated_calls", "untraced_calls", "untraced_tokens")
 
 
@@ -40,6 +44,22 @@ def count_out_of_range(counts: dict[str, dict[str, int]], measures: dict[str, fl
         c["of"] += 1
         c["below"] += int(value < low)
         c["above"] += int(value > high)
+
+
+def count_out_of_range_many(counts: dict[str, dict[str, int]], points: Sequence[Sequence[float]],
+                            names: Sequence[str], lows: Sequence[float], highs: Sequence[float]) -> None:
+    """:func:`count_out_of_range` of many measure vectors at once (a row each, values in ``names`` order; NaN: none)."""
+    if not len(points) or not names:
+        return
+    values = np.array(points, dtype=float).reshape(len(points), len(names))
+    finite = np.isfinite(values)
+    below = (finite & (values < np.array(lows, dtype=float))).sum(axis=0).tolist()
+    above = (finite & (values > np.array(highs, dtype=float))).sum(axis=0).tolist()
+    for name, of, b, a in zip(names, finite.sum(axis=0).tolist(), below, above):
+        c = counts[name]
+        c["of"] += of
+        c["below"] += b
+        c["above"] += a
 
 
 def failure_lines(summary: dict[str, Any]) -> list[str]:
@@ -128,9 +148,59 @@ class RunTotals:
                 p["unpriced_models"] = sorted(set(p["unpriced_models"]) | set(unpriced))
 
     def add_rows(self, rows: Iterable[Any]) -> RunTotals:
-        """Count stored evaluations (``RunStore.evaluations()`` rows); returns self."""
+        """Count evaluations, as :meth:`add` one after another would; returns self.
+
+        ``rows`` have the fields :meth:`add` takes as attributes (``RunStore.evaluations()`` rows,
+        ``qd.store.EvaluationRecord``). The measure ranges are counted for all of them at once,
+        and the pipeline figures only for the evaluations that have any.
+        """
+        d = self.data
+        statuses, f, p = d["statuses"], d["failures"], d["pipeline"]
+        points: list[list[float]] = []
+        names, nan = self.names, math.nan
+        last_summary: Any = None
+        zero = True
+        counted = 0
+        summed = False
         for r in rows:
-            self.add(r.id, r.status, r.error, r.metrics, r.trace_summary, r.measures)
+            counted += 1
+            status, metrics, t = r.status, r.metrics, r.trace_summary
+            statuses[status] = statuses.get(status, 0) + 1
+            if status != "ok":
+                f["evaluations"] += 1
+                f["by_status"][status] = f["by_status"].get(status, 0) + 1
+                f["last_error"] = f"evaluation {r.id} ({status}): {r.error}"
+            else:
+                if "failed_examples" in metrics or "examples" in metrics:
+                    failed, scored, last = example_failures(metrics)
+                    f["examples"] += failed
+                    f["examples_of"] += scored
+                    if failed:
+                        f["last_example_error"] = f"evaluation {r.id}: {last}"
+                measures = r.measures
+                points.append([measures.get(n, nan) for n in names])
+            if not (t or metrics):
+                continue
+            summed = True
+            if t is not last_summary:  # evaluations without calls share one summary: looked at once
+                last_summary, zero = t, not any(t.get(k) for k in _SUMMED)
+            if zero and "untraced_llm_calls" not in metrics and "untraced_tokens" not in metrics:
+                continue  # adds nothing
+            p["calls"] += int(t.get("llm_calls", 0))
+            p["tokens_in"] += int(t.get("tokens_in", 0))
+            p["tokens_out"] += int(t.get("tokens_out", 0))
+            p["cost_usd"] += float(t.get("cost_usd", 0.0))
+            p["estimated_calls"] += int(t.get("estimated_calls", 0))
+            p["untraced_calls"] += int(metrics.get("untraced_llm_calls", 0))
+            p["untraced_tokens"] += int(metrics.get("untraced_tokens", 0))
+            unpriced = t.get("unpriced_models")
+            if unpriced:
+                p["unpriced_models"] = sorted(set(p["unpriced_models"]) | set(unpriced))
+        if summed:
+            p["cost_usd"] += 0.0  # a float once any evaluation was summed, as add() leaves it
+        d["evaluations"] += counted
+        f["of"] += counted
+        count_out_of_range_many(d["out_of_range"], points, names, self.lows, self.highs)
         return self
 
     def as_dict(self) -> dict[str, Any]:
