@@ -78,6 +78,12 @@ class KeySet:
             self._merge()
         return True
 
+    def add_unseen(self, key: int) -> None:
+        """Add a key the caller just found missing (no second lookup)."""
+        self._recent.add(key)
+        if len(self._recent) >= _MERGE_AT:
+            self._merge()
+
     def update(self, keys: Iterable[int] | np.ndarray) -> None:
         """Add many keys."""
         arr = np.fromiter(keys, dtype=np.int64) if not isinstance(keys, np.ndarray) else keys.astype(np.int64)

@@ -843,7 +843,7 @@ class Scheduler:
     def _take(self, name: str, config: dict, identity: _Identity, parents: Sequence[Parent]) -> Candidate:
         """Mark a screened configuration seen and asked; its candidate."""
         key, packed, canonical, digest = identity
-        self._seen.insert(key)
+        self._seen.add_unseen(key)  # _screen found it missing
         self._asked += 1
         self._misses = 0
         return Candidate(config, key, name, [p.id for p in parents if p.id is not None], packed=packed,

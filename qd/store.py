@@ -163,19 +163,27 @@ def _json(value: Any) -> str:
     """Compact JSON of ``value`` (``_ENCODER``'s text); a flat dict of numbers (measures, metrics) made directly."""
     if type(value) is not dict:
         return _ENCODER.encode(value)
+    template = _TEMPLATES.get(tuple(value))
+    if template is not None:  # every value a finite float: the common case, formatted in one step
+        values = tuple(value.values())
+        try:
+            if all(map(math.isfinite, values)):
+                return template % tuple(map(float.__repr__, values))
+        except TypeError:  # a value that is not a float
+            pass
     parts = []
     for k, v in value.items():
         t = type(v)
         if type(k) is not str or (t is not float and t is not int):
             return _ENCODER.encode(value)
-        key = _KEYS.get(k)
-        if key is None:
-            key = _KEYS[k] = encode_basestring_ascii(k) + ":"
-        parts.append(key + (int.__repr__(v) if t is int else _float_json(v)))
+        parts.append(encode_basestring_ascii(k) + ":" + (int.__repr__(v) if t is int else _float_json(v)))
+    if len(_TEMPLATES) < 1024:
+        _TEMPLATES[tuple(value)] = "{" + ",".join(encode_basestring_ascii(k).replace("%", "%%") + ":%s"
+                                                   for k in value) + "}"
     return "{" + ",".join(parts) + "}"
 
 
-_KEYS: dict[str, str] = {}  # a key's JSON and its colon, made once
+_TEMPLATES: dict[tuple, str] = {}  # the keys of a flat dict of numbers -> its JSON with a %s for each value
 
 
 def _float_json(value: float) -> str:

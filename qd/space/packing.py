@@ -15,8 +15,6 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from qd.space.schema import _CANONICAL_ENCODER, Float, Int, Seq, Space
 
 __all__ = ["Layout"]
@@ -43,8 +41,7 @@ class Layout:
         codes = {"f": "d", "i": "q"}  # struct's float64 and int64
         self._struct = struct.Struct("<" + "".join(codes[kind] * (1 if n is None else n) for _, kind, n in self.fields))
         self.size = self._struct.size
-        # one numpy step for the common case, a space of Float values only (e.g. the arm's angles)
-        self._floats = all(kind == "f" for _, kind, _ in self.fields)
+        self._single = self.fields[0][0] if len(self.fields) == 1 and self.fields[0][2] is not None else None
         self._kinds = [kind for _, kind, n in self.fields for _ in range(1 if n is None else n)]
 
     @classmethod
@@ -71,18 +68,21 @@ class Layout:
 
     def pack(self, config: dict) -> bytes:
         """The bytes of a valid configuration (raises for one that does not fit the layout)."""
-        values: list[Any] = []
-        for key, _, n in self.fields:
-            value = config[key]
-            if n is None:
-                values.append(value)
-            else:
-                if len(value) != n:
-                    raise ValueError(f"{key!r} has {len(value)} values, the layout {n}")
-                values.extend(value)
-        if self._floats:
-            return (np.array(values, dtype="<f8") + 0.0).tobytes()  # + 0.0: -0.0 is 0.0
-        return self._struct.pack(*[float(v) + 0.0 if kind == "f" else int(v) for v, kind in zip(values, self._kinds)])
+        if self._single is not None:  # one Seq (the arm's angles): its list as it is
+            values = config[self._single]
+        else:
+            values = []
+            for key, _, n in self.fields:
+                if n is None:
+                    values.append(config[key])
+                else:
+                    values.extend(config[key])
+        if 0 in values:  # a zero may be -0.0, which is 0.0 (and a Float given as an int is a float)
+            values = [float(v) + 0.0 if kind == "f" else v for v, kind in zip(values, self._kinds)]
+        try:
+            return self._struct.pack(*values)
+        except struct.error as exc:
+            raise ValueError(f"configuration does not fit {self!r}: {exc}") from None
 
     def unpack(self, data: bytes) -> dict:
         """The configuration of :meth:`pack`'s bytes (keys in sorted order, as the canonical JSON)."""
