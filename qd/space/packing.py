@@ -3,11 +3,12 @@
 A space whose parameters are all ``Float`` or ``Int``, or fixed-length ``Seq`` of them
 (:meth:`Layout.of`), gives every valid configuration one byte string (:meth:`Layout.pack`): its
 values in the order of its canonical JSON (sorted keys, then list order), each as 8
-little-endian bytes, float64 for a Float (``-0.0`` as ``0.0``, as :meth:`Space.canonical
-<qd.space.Space.canonical>` writes it) and int64 for an Int. Two valid configurations have the
-same bytes exactly when their canonical JSON texts are equal, so the bytes identify a
-configuration as the text does, made without formatting a float (the scheduler's dedup keys, the
-run store's configuration column: docs/architecture.md, Run directory).
+little-endian bytes, float64 for a Float and int64 for an Int, each value as :meth:`Space.canonical
+<qd.space.Space.canonical>` writes it (a Float's ``-0.0`` as ``0.0``; a plain float in a Seq as it
+is). Two valid configurations have the same bytes exactly when their canonical JSON texts are
+equal, so the bytes identify a configuration as the text does, made without formatting a float
+(the scheduler's dedup keys, the run store's configuration column: docs/architecture.md, Run
+directory).
 """
 from __future__ import annotations
 
@@ -42,7 +43,10 @@ class Layout:
         self._struct = struct.Struct("<" + "".join(codes[kind] * (1 if n is None else n) for _, kind, n in self.fields))
         self.size = self._struct.size
         self._single = self.fields[0][0] if len(self.fields) == 1 and self.fields[0][2] is not None else None
-        self._kinds = [kind for _, kind, n in self.fields for _ in range(1 if n is None else n)]
+        # per value: "i" an Int, "f" a Float, "s" a Float in a Seq (whose plain floats Space.canonical keeps as
+        # they are, -0.0 included; a Float on its own is written 0.0)
+        self._kinds = [kind if n is None or kind == "i" else "s" for _, kind, n in self.fields
+                       for _ in range(1 if n is None else n)]
 
     @classmethod
     def of(cls, space: Space) -> Layout | None:
@@ -77,8 +81,9 @@ class Layout:
                     values.append(config[key])
                 else:
                     values.extend(config[key])
-        if 0 in values:  # a zero may be -0.0, which is 0.0 (and a Float given as an int is a float)
-            values = [float(v) + 0.0 if kind == "f" else v for v, kind in zip(values, self._kinds)]
+        if 0 in values:  # a zero may be -0.0: made 0.0 where Space.canonical makes it so
+            values = [v if kind == "i" or (kind == "s" and type(v) is float) else float(v) + 0.0
+                      for v, kind in zip(values, self._kinds)]
         try:
             return self._struct.pack(*values)
         except struct.error as exc:
