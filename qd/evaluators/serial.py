@@ -71,16 +71,9 @@ class SerialEvaluator:
             self._queue.append((key, config))
 
     def submit_many(self, items: Sequence[tuple[int, dict]]) -> None:
-        """Queue several ``(key, config)`` pairs in order, as :meth:`submit` each would (one lock for all)."""
-        if self._closed:
-            raise RuntimeError("SerialEvaluator is closed")
-        with self._cond:
-            keys, queue = self._keys, self._queue
-            for key, config in items:
-                if key in keys:
-                    raise ValueError(f"key {key!r} is already pending")
-                keys.add(key)
-                queue.append((key, config))
+        """Queue several ``(key, config)`` pairs in order (:meth:`submit` each)."""
+        for key, config in items:
+            self.submit(key, config)
 
     def collect(self, timeout: float) -> list[tuple[int, EvalResult]]:
         """Evaluate queued configurations in order: at least one, then more until ``timeout`` has passed."""
