@@ -86,6 +86,34 @@ def describe(name: str, index: int, low: float, high: float, c: dict[str, int]) 
             f"widen archive.ranges[{index}]")
 
 
+def _count_failure(f: dict[str, Any], id: int, status: str, error: str) -> None:
+    f["evaluations"] += 1
+    f["by_status"][status] = f["by_status"].get(status, 0) + 1
+    f["last_error"] = f"evaluation {id} ({status}): {error}"
+
+
+def _count_examples(f: dict[str, Any], id: int, metrics: dict) -> None:
+    failed, scored, last = example_failures(metrics)
+    f["examples"] += failed
+    f["examples_of"] += scored
+    if failed:
+        f["last_example_error"] = f"evaluation {id}: {last}"
+
+
+def _count_pipeline(p: dict[str, Any], t: dict, metrics: dict) -> None:
+    """Add one evaluation's LLM calls, tokens and cost (its trace summary ``t``) to the pipeline totals ``p``."""
+    p["calls"] += int(t.get("llm_calls", 0))
+    p["tokens_in"] += int(t.get("tokens_in", 0))
+    p["tokens_out"] += int(t.get("tokens_out", 0))
+    p["cost_usd"] += float(t.get("cost_usd", 0.0))
+    p["estimated_calls"] += int(t.get("estimated_calls", 0))
+    p["untraced_calls"] += int(metrics.get("untraced_llm_calls", 0))
+    p["untraced_tokens"] += int(metrics.get("untraced_tokens", 0))
+    unpriced = t.get("unpriced_models")
+    if unpriced:
+        p["unpriced_models"] = sorted(set(p["unpriced_models"]) | set(unpriced))
+
+
 class RunTotals:
     """Totals over a run's evaluations, updated one evaluation at a time.
 
@@ -124,28 +152,12 @@ class RunTotals:
         f = d["failures"]
         f["of"] += 1
         if status != "ok":
-            f["evaluations"] += 1
-            f["by_status"][status] = f["by_status"].get(status, 0) + 1
-            f["last_error"] = f"evaluation {id} ({status}): {error}"
+            _count_failure(f, id, status, error)
         else:
-            failed, scored, last = example_failures(metrics)
-            f["examples"] += failed
-            f["examples_of"] += scored
-            if failed:
-                f["last_example_error"] = f"evaluation {id}: {last}"
+            _count_examples(f, id, metrics)
             count_out_of_range(d["out_of_range"], measures, self.names, self.lows, self.highs)
         if trace_summary or metrics:
-            p, t = d["pipeline"], trace_summary
-            p["calls"] += int(t.get("llm_calls", 0))
-            p["tokens_in"] += int(t.get("tokens_in", 0))
-            p["tokens_out"] += int(t.get("tokens_out", 0))
-            p["cost_usd"] += float(t.get("cost_usd", 0.0))
-            p["estimated_calls"] += int(t.get("estimated_calls", 0))
-            p["untraced_calls"] += int(metrics.get("untraced_llm_calls", 0))
-            p["untraced_tokens"] += int(metrics.get("untraced_tokens", 0))
-            unpriced = t.get("unpriced_models")
-            if unpriced:
-                p["unpriced_models"] = sorted(set(p["unpriced_models"]) | set(unpriced))
+            _count_pipeline(d["pipeline"], trace_summary, metrics)
 
     def add_rows(self, rows: Iterable[Any]) -> RunTotals:
         """Count evaluations, as :meth:`add` one after another would; returns self.
@@ -167,16 +179,10 @@ class RunTotals:
             status, metrics, t = r.status, r.metrics, r.trace_summary
             statuses[status] = statuses.get(status, 0) + 1
             if status != "ok":
-                f["evaluations"] += 1
-                f["by_status"][status] = f["by_status"].get(status, 0) + 1
-                f["last_error"] = f"evaluation {r.id} ({status}): {r.error}"
+                _count_failure(f, r.id, status, r.error)
             else:
                 if "failed_examples" in metrics or "examples" in metrics:
-                    failed, scored, last = example_failures(metrics)
-                    f["examples"] += failed
-                    f["examples_of"] += scored
-                    if failed:
-                        f["last_example_error"] = f"evaluation {r.id}: {last}"
+                    _count_examples(f, r.id, metrics)
                 measures = r.measures
                 points.append([measures.get(n, nan) for n in names])
             if not (t or metrics):
@@ -184,18 +190,8 @@ class RunTotals:
             summed = True
             if t is not last_summary:  # evaluations without calls share one summary: looked at once
                 last_summary, zero = t, not any(t.get(k) for k in _SUMMED)
-            if zero and "untraced_llm_calls" not in metrics and "untraced_tokens" not in metrics:
-                continue  # adds nothing
-            p["calls"] += int(t.get("llm_calls", 0))
-            p["tokens_in"] += int(t.get("tokens_in", 0))
-            p["tokens_out"] += int(t.get("tokens_out", 0))
-            p["cost_usd"] += float(t.get("cost_usd", 0.0))
-            p["estimated_calls"] += int(t.get("estimated_calls", 0))
-            p["untraced_calls"] += int(metrics.get("untraced_llm_calls", 0))
-            p["untraced_tokens"] += int(metrics.get("untraced_tokens", 0))
-            unpriced = t.get("unpriced_models")
-            if unpriced:
-                p["unpriced_models"] = sorted(set(p["unpriced_models"]) | set(unpriced))
+            if not zero or "untraced_llm_calls" in metrics or "untraced_tokens" in metrics:  # else it adds nothing
+                _count_pipeline(p, t, metrics)
         if summed:
             p["cost_usd"] += 0.0  # a float once any evaluation was summed, as add() leaves it
         d["evaluations"] += counted
