@@ -301,9 +301,9 @@ class Scheduler:
         self.stats: dict[str, OperatorStats] = collections.defaultdict(OperatorStats)
         self._seeds = collections.deque(self._check_seeds(self.options.seeds))
         self.layout = Layout.of(space)  # None: configurations are identified by their canonical JSON
-        distinct_seeds = len({self.key_of(config) for config in self._seeds})
+        distinct_seeds = len({self.dedup_key(config) for config in self._seeds})
         self._random_until = distinct_seeds + int(self.options.init_random)
-        self._seen = KeySet()  # dedup keys (qd.keyset.key_of) of every configuration handed out
+        self._seen = KeySet()  # dedup keys (Candidate.key) of every configuration handed out
         self._asked = 0
         self._told = 0
         self._pending: str | None = None  # an LLM operator drawn while every LLM thread was busy
@@ -376,7 +376,7 @@ class Scheduler:
                                               int.from_bytes(history[:8], "little")])
         for name, fields in (stats or {}).items():
             self.stats[name] = OperatorStats.from_dict(fields)
-        self._seeds = collections.deque(s for s in self._seeds if self.key_of(s) not in self._seen)
+        self._seeds = collections.deque(s for s in self._seeds if self.dedup_key(s) not in self._seen)
         if self.options.adaptive:
             self._adapt_weights()  # resume with the weights the counters imply
 
@@ -733,7 +733,7 @@ class Scheduler:
         size = self._space_size
         if size <= ENUMERATE_LIMIT:
             if self._all_keys is None:
-                self._all_keys = np.fromiter((self.key_of(self.space.value_at(i)) for i in range(size)),
+                self._all_keys = np.fromiter((self.dedup_key(self.space.value_at(i)) for i in range(size)),
                                              dtype=np.int64, count=int(size))
             unseen = np.flatnonzero(~self._seen.contains_many(self._all_keys)).tolist()
             if not unseen:
@@ -807,7 +807,7 @@ class Scheduler:
         self.stats[name].filtered += len(choices) - 1
         return self._take(name, config, screened, parents)
 
-    def key_of(self, config: dict) -> int:
+    def dedup_key(self, config: dict) -> int:
         """The dedup key of a valid configuration (:attr:`Candidate.key`)."""
         return self._identity(config)[0]
 
