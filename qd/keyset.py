@@ -11,6 +11,7 @@ skipped as a duplicate.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterable, Iterator
 
@@ -50,6 +51,7 @@ class KeySet:
     def __init__(self, keys: Iterable[int] | np.ndarray = ()):
         self._sorted = np.unique(np.fromiter(keys, dtype=np.int64) if not isinstance(keys, np.ndarray)
                                  else keys.astype(np.int64, copy=False))
+        self._view = memoryview(self._sorted)  # a lookup bisects it: Python ints, no numpy scalar per probe
         self._recent: set[int] = set()
 
     def __len__(self) -> int:
@@ -58,9 +60,9 @@ class KeySet:
     def __contains__(self, key: object) -> bool:
         if key in self._recent:
             return True
-        arr = self._sorted
-        i = int(arr.searchsorted(key))  # type: ignore[call-overload]
-        return i < len(arr) and int(arr[i]) == key
+        view = self._view
+        i = bisect.bisect_left(view, key)  # type: ignore[call-overload]
+        return i < len(view) and view[i] == key
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.array().tolist())
@@ -114,6 +116,7 @@ class KeySet:
             if self._recent:
                 self._merge()
             self._sorted = np.unique(np.concatenate([self._sorted, more]))
+            self._view = memoryview(self._sorted)
             return
         if not self._recent:
             return
@@ -124,5 +127,7 @@ class KeySet:
         merged[:len(self._sorted)] = self._sorted
         merged[len(self._sorted):] = np.fromiter(self._recent, dtype=np.int64, count=len(self._recent))
         self._recent = set()
+        self._view.release()
         self._sorted = merged  # the old array goes before the sort takes its buffer
         merged.sort(kind="stable")
+        self._view = memoryview(merged)

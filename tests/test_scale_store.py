@@ -266,6 +266,12 @@ def test_a_keyset_is_a_set_of_64_bit_keys(added, probes):
         assert keys.contains_many(np.array(probes + added, dtype=np.int64)).tolist() == \
             [k in expected for k in probes + added]
         assert keys.array().tolist() == sorted(expected) and keys.nbytes == 8 * len(expected)
+        checked = KeySet()  # the scheduler's way: look, then add what was missing without a second lookup
+        for k in added:
+            if k not in checked:
+                checked.add_unseen(k)
+        assert checked.array().tolist() == sorted(expected) and [k in checked for k in probes] == \
+            [k in expected for k in probes]
     finally:
         qd.keyset._MERGE_AT = old
 
