@@ -37,6 +37,7 @@ class ArmDomain(Domain):
     name = "arm"
     objective_name = "-variance of joint angles"
     splits = (SEARCH, VALIDATION)
+    makes_calls = False  # pure computation: no tracer per evaluation
 
     def __init__(self, joints: int = 20, noise: float = 0.0, measure_noise: float = 0.0):
         if not isinstance(joints, int) or joints < 1:

@@ -51,6 +51,12 @@ class Domain:
         domain, and the embedded model runs only if an LLM operator calls it. A pipeline that calls
         its own endpoint declares ``False`` (:class:`qd.FunctionDomain` reads it from the score
         function's code).
+    makes_calls : bool
+        Whether evaluations may call LLMs or tools (``True``, the default): each then runs under
+        a :class:`~qd.analysis.Tracer` that records them as spans. A domain whose evaluations only
+        compute (the arm) declares ``False`` and skips the tracer's cost per evaluation; a call it
+        makes anyway through qd's LLM client is counted as untraced
+        (``metrics["untraced_llm_calls"]``), not lost.
     source_modules : sequence of str
         Modules holding the domain's code besides its class's (a score function's): Ray ships
         those the workers cannot import.
@@ -81,6 +87,7 @@ class Domain:
     splits: Sequence[str] = (SEARCH,)
     validation_draws: int | None = None
     uses_llm: bool = False
+    makes_calls: bool = True
     source_modules: Sequence[str] = ()
     pipeline_llm: PipelineLLM | None = None
     llm_prices: Mapping[str, tuple[float, float]] | None = None

@@ -35,24 +35,16 @@ def evaluate_config(domain: Domain, config: dict) -> EvalResult:
     """
     start = time.perf_counter()
     draw = config.get(DRAW_KEY) if isinstance(config, dict) else None
-    autotrace.install()  # the user's own openai / LiteLLM / DSPy calls become spans (once per process)
-    tracer = Tracer(prices=getattr(domain, "llm_prices", None),
-                    text_chars=getattr(domain, "trace_text_chars", DEFAULT_TRACE_TEXT_CHARS))
-    with pipeline_scope(getattr(domain, "pipeline_llm", None)), tracer:
-        try:
-            if draw is None:
-                result = domain.evaluate(config)
-            else:
-                plain = {k: v for k, v in config.items() if k != DRAW_KEY}
-                result = evaluate_draw(domain, plain, draw[0], draw[1])
-            if not isinstance(result, EvalResult):
-                raise TypeError(f"{type(domain).__name__}.evaluate returned {type(result).__name__}, not EvalResult")
-        except Exception as exc:  # a bad candidate must never stop the search
-            tb = traceback.format_exc(limit=4)
-            result = EvalResult.failure("error", f"{type(exc).__name__}: {exc}")
-            result.metrics["traceback"] = tb
-    if not result.trace:
-        result.trace = tracer.spans
+    if not getattr(domain, "makes_calls", True):  # nothing to trace: the tracer's cost is saved
+        result = _evaluate(domain, config, draw)
+    else:
+        autotrace.install()  # the user's own openai / LiteLLM / DSPy calls become spans (once per process)
+        tracer = Tracer(prices=getattr(domain, "llm_prices", None),
+                        text_chars=getattr(domain, "trace_text_chars", DEFAULT_TRACE_TEXT_CHARS))
+        with pipeline_scope(getattr(domain, "pipeline_llm", None)), tracer:
+            result = _evaluate(domain, config, draw)
+        if not result.trace:
+            result.trace = tracer.spans
     try:  # user code's result and spans are checked here, where they come back, so nothing later trips on them
         result = check_result(result)
     except MalformedResult as exc:
@@ -62,4 +54,21 @@ def evaluate_config(domain: Domain, config: dict) -> EvalResult:
     if untraced["calls"]:
         result.metrics["untraced_llm_calls"] = untraced["calls"]
         result.metrics["untraced_tokens"] = untraced["tokens_in"] + untraced["tokens_out"]
+    return result
+
+
+def _evaluate(domain: Domain, config: dict, draw: list | None) -> EvalResult:
+    """``domain.evaluate`` of ``config`` (on ``draw`` when given); an exception becomes an ``error`` result."""
+    try:
+        if draw is None:
+            result = domain.evaluate(config)
+        else:
+            plain = {k: v for k, v in config.items() if k != DRAW_KEY}
+            result = evaluate_draw(domain, plain, draw[0], draw[1])
+        if not isinstance(result, EvalResult):
+            raise TypeError(f"{type(domain).__name__}.evaluate returned {type(result).__name__}, not EvalResult")
+    except Exception as exc:  # a bad candidate must never stop the search
+        tb = traceback.format_exc(limit=4)
+        result = EvalResult.failure("error", f"{type(exc).__name__}: {exc}")
+        result.metrics["traceback"] = tb
     return result

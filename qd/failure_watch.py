@@ -29,7 +29,9 @@ class FailureWatch(WarningListener):
             self.warn_once("evaluation", f"evaluation {event.id} failed ({result.status}): {result.error[:600]}; "
                                          "the search goes on (qd status counts the failures)")
             return
-        failed, scored, error = example_failures(result.metrics or {})
+        if not result.metrics or "examples" not in result.metrics:
+            return  # no examples scored
+        failed, scored, error = example_failures(result.metrics)
         if scored and failed == scored:
             self.warn_once("examples", f"the score function failed on every example of evaluation {event.id}, "
                                        f"which scores 0: {error[:600]}")

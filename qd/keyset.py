@@ -11,11 +11,13 @@ skipped as a duplicate.
 """
 from __future__ import annotations
 
+import bisect
+import hashlib
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["KeySet", "key_of"]
+__all__ = ["KeySet", "key_of", "key_of_bytes"]
 
 _MERGE_AT = 1 << 16  # recent keys held in the Python set before they join the sorted array
 
@@ -27,6 +29,14 @@ def key_of(digest: str) -> int:
     """
     value = int(digest[:16], 16)
     return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def key_of_bytes(data: bytes) -> int:
+    """The key of a configuration identified by bytes (``qd.space.packing``): its sha256's first 8 bytes, signed.
+
+    The same rule as :func:`key_of`, applied to the sha256 of ``data``.
+    """
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big", signed=True)
 
 
 class KeySet:
@@ -41,6 +51,7 @@ class KeySet:
     def __init__(self, keys: Iterable[int] | np.ndarray = ()):
         self._sorted = np.unique(np.fromiter(keys, dtype=np.int64) if not isinstance(keys, np.ndarray)
                                  else keys.astype(np.int64, copy=False))
+        self._view = memoryview(self._sorted)  # a lookup bisects it: Python ints, no numpy scalar per probe
         self._recent: set[int] = set()
 
     def __len__(self) -> int:
@@ -49,9 +60,9 @@ class KeySet:
     def __contains__(self, key: object) -> bool:
         if key in self._recent:
             return True
-        arr = self._sorted
-        i = int(arr.searchsorted(key))  # type: ignore[call-overload]
-        return i < len(arr) and int(arr[i]) == key
+        view = self._view
+        i = bisect.bisect_left(view, key)  # type: ignore[call-overload]
+        return i < len(view) and view[i] == key
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.array().tolist())
@@ -68,6 +79,12 @@ class KeySet:
         if len(self._recent) >= _MERGE_AT:
             self._merge()
         return True
+
+    def add_unseen(self, key: int) -> None:
+        """Add a key the caller just found missing (no second lookup)."""
+        self._recent.add(key)
+        if len(self._recent) >= _MERGE_AT:
+            self._merge()
 
     def update(self, keys: Iterable[int] | np.ndarray) -> None:
         """Add many keys."""
@@ -99,6 +116,7 @@ class KeySet:
             if self._recent:
                 self._merge()
             self._sorted = np.unique(np.concatenate([self._sorted, more]))
+            self._view = memoryview(self._sorted)
             return
         if not self._recent:
             return
@@ -109,5 +127,7 @@ class KeySet:
         merged[:len(self._sorted)] = self._sorted
         merged[len(self._sorted):] = np.fromiter(self._recent, dtype=np.int64, count=len(self._recent))
         self._recent = set()
+        self._view.release()
         self._sorted = merged  # the old array goes before the sort takes its buffer
         merged.sort(kind="stable")
+        self._view = memoryview(merged)

@@ -25,6 +25,7 @@ from qd.archives import AddStatus
 from qd.references import resolve_reference
 from qd.result import DEFAULT_TRACE_TEXT_CHARS, EvalResult, clip_trace_text
 from qd.scheduler import Candidate
+from qd.space import Layout
 from qd.store import EvaluationRecord
 from qd.totals import TOTALS_META, RunTotals
 
@@ -198,6 +199,7 @@ class StoreRecorder(SearchListener):
         self._no_trace = summarize([])
         self.totals: RunTotals | None = None
         self._text_chars = DEFAULT_TRACE_TEXT_CHARS
+        self._layout: Layout | None = None  # to write with the next group
 
     def on_start(self, search: Search) -> None:
         """Fix the history interval, start tracking the archive's changes, and continue the stored totals."""
@@ -211,6 +213,9 @@ class StoreRecorder(SearchListener):
         # clipped here.
         self._text_chars = int(getattr(search.domain, "trace_text_chars", DEFAULT_TRACE_TEXT_CHARS))
         self._last_commit = time.monotonic()
+        # configurations identified by bytes are stored as bytes: the store keeps their layout, once
+        layout = search.scheduler.layout
+        self._layout = layout if layout is not None and self.store.config_layout() is None else None
 
     def on_results(self, search: Search, events: Sequence[Evaluated]) -> None:
         """Buffer the evaluations (and the history when due); commit when a group is full or old enough."""
@@ -218,23 +223,25 @@ class StoreRecorder(SearchListener):
         now = time.time()
         totals = self.totals
         assert totals is not None, "on_start() was not called"
-        chars = self._text_chars
+        chars, no_trace, pending = self._text_chars, self._no_trace, self._pending
+        first = len(pending)
         for event in events:
             child, result = event.candidate, event.result
             sample = None
             if noise is not None or result.scores is not None:  # draws, policy order and per-instance scores
                 sample = (child.draw, event.seq if noise is not None else event.id, result.scores)
-            summary = summarize(result.trace) if result.trace else self._no_trace
-            metrics = {k: v for k, v in result.metrics.items() if k != "traceback"}
+            trace = result.trace
+            metrics = result.metrics
+            if "traceback" in metrics:
+                metrics = {k: v for k, v in metrics.items() if k != "traceback"}
+            packed = child.packed
             # a trace without spans is not stored: its summary says so (RunStore.traces)
-            trace = clip_trace_text(result.trace, chars) if result.trace else None
-            self._pending.append(EvaluationRecord(
-                id=event.id, hash=child.hash, config_json=child.canonical, status=result.status,
-                fitness=result.fitness, measures=event.measures, error=result.error, feedback=result.feedback,
-                operator=child.operator, parent_ids=child.parent_ids, trace_summary=summary, metrics=metrics,
-                archive_status=int(event.status), submitted_at=child.submitted_at, finished_at=now, sample=sample,
-                trace=trace))
-            totals.add(event.id, result.status, result.error, metrics, summary, event.measures)
+            pending.append(EvaluationRecord(
+                event.id, None if packed is not None else child.canonical, result.status, result.fitness,
+                event.measures, child.operator, child.parent_ids, None if packed is not None else child.hash,
+                packed, child.key, result.error, result.feedback, summarize(trace) if trace else no_trace, metrics,
+                int(event.status), child.submitted_at, now, sample, clip_trace_text(trace, chars) if trace else None))
+        totals.add_rows(pending[first:])
         done = search.finished
         if done // self._every > (done - len(events)) // self._every or done == search.budget:
             s = search.archive.stats
@@ -268,6 +275,8 @@ class StoreRecorder(SearchListener):
         elites, emptied = archive.take_changes()
         try:
             with store.transaction():
+                if self._layout is not None:
+                    store.set_config_layout(self._layout)
                 store.add_evaluations(self._pending)
                 if changed:
                     store.update_counters(changed)
@@ -282,6 +291,7 @@ class StoreRecorder(SearchListener):
         self._written.update({scope: {n: dict(f) for n, f in table.items()} for scope, table in tables.items()})
         self._pending.clear()
         self._history.clear()
+        self._layout = None
         self._last_commit = time.monotonic()
 
     def _changed(self, search: Search) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict]]:

@@ -7,11 +7,12 @@ naming the range to widen; :func:`out_of_range` counts them from the run store f
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from qd.listeners import Evaluated, WarningListener
-from qd.totals import count_out_of_range, describe
+from qd.totals import count_out_of_range, count_out_of_range_many, describe
 
 if TYPE_CHECKING:
     from qd.search import Search
@@ -48,9 +49,9 @@ class RangeWatch(WarningListener):
     def on_results(self, search: Search, events: Sequence[Evaluated]) -> None:
         """Count these results' measure values; warn the first time a measure passes the threshold."""
         names = search.measure_names
-        for event in events:
-            if event.result.status == "ok":
-                count_out_of_range(self.counts, event.measures, names, self._lows, self._highs)
+        nan = math.nan
+        points = [[e.measures.get(n, nan) for n in names] for e in events if e.result.status == "ok"]
+        count_out_of_range_many(self.counts, points, names, self._lows, self._highs)
         for i, name in enumerate(names):
             c = self.counts[name]
             if (name not in self.warned and c["of"] >= WARN_MIN_VALUES

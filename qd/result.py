@@ -218,7 +218,8 @@ def check_span(span: Any, index: int = 0) -> Span:
 def check_result(result: Any) -> EvalResult:
     """A result from user code, checked field by field where it comes back from the domain.
 
-    Numbers (numpy scalars included) become plain floats; the result is otherwise unchanged.
+    Numbers (numpy scalars included) become plain floats; the result is otherwise unchanged (and
+    returned itself when nothing needed converting).
 
     Raises
     ------
@@ -252,6 +253,9 @@ def check_result(result: Any) -> EvalResult:
                 raise _bad(f"scores[{i}]", "a number", value)
     if not isinstance(result.trace, (list, tuple)):
         raise _bad("trace", "a list of spans", result.trace)
+    if (not result.trace and type(result.trace) is list and type(result.fitness) is float and result.scores is None
+            and all(type(v) is float for v in result.measures.values())):
+        return result  # already plain (a domain that computes: no spans, float numbers): nothing to convert
     trace = [check_span(s, i) for i, s in enumerate(result.trace)]
     return EvalResult(objective=float(result.objective), measures={k: float(v) for k, v in result.measures.items()},
                       trace=trace, metrics=result.metrics, feedback=result.feedback, status=result.status,

@@ -47,12 +47,12 @@ from tqdm.auto import tqdm
 
 from qd.archives import AddStatus
 from qd.bandit import BanditSettings, Judgement, adapt_shares
-from qd.keyset import KeySet, key_of
+from qd.keyset import KeySet, key_of, key_of_bytes
 from qd.noise import MAX_RESAMPLE_SHARE, RESAMPLE, Resample, make_handler
 from qd.operators.base import Generation, Operator, Parent
 from qd.operators.classic import Mutation
 from qd.prefilter import CellFilter, MeasurePredictor
-from qd.space import Param, Seq, Space, Text
+from qd.space import Layout, Param, Seq, Space, Text
 
 __all__ = ["Scheduler", "SchedulerOptions", "Candidate", "GenerationJob", "OperatorStats", "SpaceExhausted",
            "SEED", "RANDOM", "FALLBACK", "ENUMERATE_LIMIT", "MAX_MISSES"]
@@ -176,26 +176,50 @@ class Candidate:
     ----------
     config : dict
         The configuration, valid for the space.
-    canonical : str
-        Its canonical JSON.
-    hash : str
-        Its dedup hash.
+    key : int
+        Its 64-bit dedup key (:mod:`qd.keyset`): of its canonical JSON, or of its :attr:`packed`
+        bytes in a flat numeric space (:mod:`qd.space.packing`).
     operator : str
         What made it: an operator name, ``seed``, ``random`` or ``fallback``.
     parent_ids : list of int
         Evaluation ids of its parents (lineage).
     chosen_by : str
         The operator whose draw this evaluation is charged to (adaptive weights).
+    packed : bytes or None
+        Its bytes in a flat numeric space (:class:`qd.space.Layout`), which the run store keeps;
+        None where the canonical JSON identifies it.
+    canonical : str
+        Its canonical JSON (made when first read where :attr:`packed` identifies it).
+    hash : str
+        The sha256 hex digest of :attr:`canonical` (likewise).
     """
 
     config: dict
-    canonical: str
-    hash: str
+    key: int
     operator: str
     parent_ids: list[int]
     chosen_by: str = ""
     submitted_at: float = 0.0
     draw: int = 0  # > 0: a re-evaluation on fresh instances or seeds (``qd.evaluation.with_draw``)
+    packed: bytes | None = None
+    space: Space | None = field(default=None, repr=False)  # makes canonical when it was not given
+    _canonical: str | None = field(default=None, repr=False)
+    _hash: str | None = field(default=None, repr=False)
+
+    @property
+    def canonical(self) -> str:
+        """The canonical JSON (:meth:`qd.space.Space.canonical`)."""
+        if self._canonical is None:
+            assert self.space is not None, "a candidate needs its canonical JSON or its space"
+            self._canonical = self.space.canonical(self.config)
+        return self._canonical
+
+    @property
+    def hash(self) -> str:
+        """The sha256 hex digest of :attr:`canonical` (:meth:`qd.space.Space.hash`)."""
+        if self._hash is None:
+            self._hash = Space.digest(self.canonical)
+        return self._hash
 
 
 @dataclass
@@ -224,6 +248,10 @@ class GenerationJob:
             return self.op.generate(self.parents, self.rng, self.target)
         except Exception as exc:  # an operator failure costs one evaluation, not the run
             return Generation([], failed=True, error=f"{type(exc).__name__}: {exc}")
+
+
+_STATUSES = {int(s): s for s in AddStatus}  # AddStatus by value, without the enum's call
+_Identity = tuple[int, "bytes | None", "str | None", "str | None"]  # Scheduler._identity
 
 
 def _has_text(param: Param) -> bool:
@@ -277,9 +305,10 @@ class Scheduler:
         self._fallback = self.operators[self._classic_names[0]] if self._classic_names else Mutation(space)
         self.stats: dict[str, OperatorStats] = collections.defaultdict(OperatorStats)
         self._seeds = collections.deque(self._check_seeds(self.options.seeds))
-        distinct_seeds = len({self.space.hash(config) for config in self._seeds})
+        self.layout = Layout.of(space)  # None: configurations are identified by their canonical JSON
+        distinct_seeds = len({self.dedup_key(config) for config in self._seeds})
         self._random_until = distinct_seeds + int(self.options.init_random)
-        self._seen = KeySet()  # dedup keys (qd.keyset.key_of) of every configuration handed out
+        self._seen = KeySet()  # dedup keys (Candidate.key) of every configuration handed out
         self._asked = 0
         self._told = 0
         self._pending: str | None = None  # an LLM operator drawn while every LLM thread was busy
@@ -340,12 +369,16 @@ class Scheduler:
     def resume(self, seen: KeySet | Iterable[str], stats: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """Continue after earlier evaluations: their dedup keys (or config hashes), and the operator counters saved.
 
+        Given hashes (:meth:`qd.space.Space.hash`), the scheduler identifies configurations by their
+        canonical JSON from then on, as those hashes do.
+
         The archive must already hold their results (``qd.archive_store``). Seeds already
         evaluated are not asked again. The random generator continues on a fresh stream derived
         from ``seed`` and the stored history (so a resumed session never re-draws the samples of
         the first one, and resuming the same store twice continues the same way).
         """
-        if not isinstance(seen, KeySet):
+        if not isinstance(seen, KeySet):  # hashes identify configurations by their canonical JSON
+            self.layout = None
             seen = KeySet(key_of(h) for h in seen)
         seen.update(self._seen.array())
         self._seen = seen
@@ -356,7 +389,7 @@ class Scheduler:
                                               int.from_bytes(history[:8], "little")])
         for name, fields in (stats or {}).items():
             self.stats[name] = OperatorStats.from_dict(fields)
-        self._seeds = collections.deque(s for s in self._seeds if key_of(self.space.hash(s)) not in self._seen)
+        self._seeds = collections.deque(s for s in self._seeds if self.dedup_key(s) not in self._seen)
         if self.options.adaptive:
             self._adapt_weights()  # resume with the weights the counters imply
 
@@ -650,17 +683,23 @@ class Scheduler:
                     seq = noise.seq
                 seqs[j] = seq
         adapt_every = max(1, int(self.options.adapt_every))
+        every_result = self._learning or self.options.adaptive
+        all_stats = self.stats
         for j, c in enumerate(candidates):
-            self._told += 1
-            stats = self.stats[c.operator]
+            stats = all_stats[c.operator]
             stats.evaluated += 1
-            stats.gains += statuses[j] > 0
-            self.stats[c.chosen_by or c.operator].spent += 1
-            if self._learning and objectives[j] is not None and measures[j] is not None:
-                self.learn(c.config, measures[j])  # type: ignore[arg-type]
-            if self.options.adaptive and self._told % adapt_every == 0:
-                self._adapt_weights()
-        return [AddStatus(s) for s in statuses], seqs
+            if statuses[j] > 0:
+                stats.gains += 1
+            all_stats[c.chosen_by or c.operator].spent += 1
+            if every_result:
+                self._told += 1
+                if self._learning and objectives[j] is not None and measures[j] is not None:
+                    self.learn(c.config, measures[j])  # type: ignore[arg-type]
+                if self.options.adaptive and self._told % adapt_every == 0:
+                    self._adapt_weights()
+        if not every_result:
+            self._told += n
+        return [_STATUSES[s] for s in statuses], seqs
 
     def shares(self) -> dict[str, float]:
         """The current probability of drawing each operator (moves in adaptive mode)."""
@@ -681,8 +720,9 @@ class Scheduler:
         """A re-evaluation the noise handler asked for (operator ``resample``, lineage: the config's first id)."""
         self._asked += 1
         self._resampled += 1
-        return Candidate(job.config, self.space.canonical(job.config), job.hash, RESAMPLE, [job.id],
-                         chosen_by=RESAMPLE, draw=job.draw)
+        key, packed, canonical, _ = self._identity(job.config)
+        return Candidate(job.config, key, RESAMPLE, [job.id], chosen_by=RESAMPLE, draw=job.draw, packed=packed,
+                         space=self.space, _canonical=canonical, _hash=job.hash)
 
     def _random_candidate(self) -> Candidate | None:
         """A random configuration not evaluated yet; None when draws keep repeating (see :meth:`_unseen_candidate`)."""
@@ -706,7 +746,7 @@ class Scheduler:
         size = self._space_size
         if size <= ENUMERATE_LIMIT:
             if self._all_keys is None:
-                self._all_keys = np.fromiter((key_of(self.space.hash(self.space.value_at(i))) for i in range(size)),
+                self._all_keys = np.fromiter((self.dedup_key(self.space.value_at(i)) for i in range(size)),
                                              dtype=np.int64, count=int(size))
             unseen = np.flatnonzero(~self._seen.contains_many(self._all_keys)).tolist()
             if not unseen:
@@ -764,42 +804,63 @@ class Scheduler:
         """
         if self.prefilter is None:
             return next((c for c in (self._admit(name, cfg, parents) for cfg in configs) if c is not None), None)
-        fresh: dict[str, tuple[dict, str]] = {}
+        fresh: dict[int, tuple[dict, _Identity]] = {}
         for config in configs:
             screened = self._screen(name, config)
             if screened is None:
                 continue
-            canonical, digest = screened
-            if digest in fresh:  # the operator wrote it twice in one go
+            if screened[0] in fresh:  # the operator wrote it twice in one go
                 self.stats[name].duplicates += 1
                 continue
-            fresh[digest] = (config, canonical)
+            fresh[screened[0]] = (config, screened)
         if not fresh:
             return None
-        choices = list(fresh.items())
-        digest, (config, canonical) = choices[self.prefilter.choose([c for _, (c, _) in choices], target)]
+        choices = list(fresh.values())
+        config, screened = choices[self.prefilter.choose([c for c, _ in choices], target)]
         self.stats[name].filtered += len(choices) - 1
-        return self._take(name, config, canonical, digest, parents)
+        return self._take(name, config, screened, parents)
 
-    def _screen(self, name: str, config: dict) -> tuple[str, str] | None:
-        """``(canonical, hash)`` of a valid configuration not seen before; counts valid and duplicates."""
+    def dedup_key(self, config: dict) -> int:
+        """The dedup key of a valid configuration (:attr:`Candidate.key`)."""
+        return self._identity(config)[0]
+
+    def use_layout(self, layout: Layout | None) -> None:
+        """Identify configurations by ``layout``'s bytes, or by their canonical JSON (None).
+
+        A resumed run keeps the identity its store was written with (``qd.search``); call it
+        before :meth:`resume` and before anything is asked.
+        """
+        self.layout = layout
+
+    def _identity(self, config: dict) -> _Identity:
+        """``(key, packed bytes, canonical JSON, hash)`` of a valid configuration (what is not made is None)."""
+        if self.layout is not None:
+            packed = self.layout.pack(config)
+            return key_of_bytes(packed), packed, None, None
+        canonical = self.space.canonical(config)
+        digest = self.space.digest(canonical)
+        return key_of(digest), None, canonical, digest
+
+    def _screen(self, name: str, config: dict) -> _Identity | None:
+        """The identity of a valid configuration not seen before; counts valid and duplicates."""
         stats = self.stats[name]
         if self.space.validate(config):
             return None
         stats.valid += 1
-        canonical = self.space.canonical(config)
-        digest = self.space.digest(canonical)
-        if key_of(digest) in self._seen:
+        identity = self._identity(config)
+        if identity[0] in self._seen:
             stats.duplicates += 1
             return None
-        return canonical, digest
+        return identity
 
-    def _take(self, name: str, config: dict, canonical: str, digest: str, parents: Sequence[Parent]) -> Candidate:
+    def _take(self, name: str, config: dict, identity: _Identity, parents: Sequence[Parent]) -> Candidate:
         """Mark a screened configuration seen and asked; its candidate."""
-        self._seen.insert(key_of(digest))
+        key, packed, canonical, digest = identity
+        self._seen.add_unseen(key)  # _screen found it missing
         self._asked += 1
         self._misses = 0
-        return Candidate(config, canonical, digest, name, [p.id for p in parents if p.id is not None])
+        return Candidate(config, key, name, [p.id for p in parents if p.id is not None], packed=packed,
+                         space=self.space, _canonical=canonical, _hash=digest)
 
     def _admit(self, name: str, config: dict, parents: Sequence[Parent], mark_seen: bool = True) -> Candidate | None:
         """Validate and dedup one candidate; count what happened to it.
@@ -809,7 +870,7 @@ class Scheduler:
         screened = self._screen(name, config)
         if screened is None or not mark_seen:
             return None
-        return self._take(name, config, *screened, parents)
+        return self._take(name, config, screened, parents)
 
     def _choose_operator(self, names: list[str] | None = None) -> str:
         """An operator name drawn by the current weights (among ``names``, default all)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import dataclasses
+import gc
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +46,7 @@ from qd.scheduler import (
     Scheduler,
     SchedulerOptions,
 )
+from qd.space import Layout
 from qd.totals import TOTALS_META, RunTotals
 
 if TYPE_CHECKING:
@@ -257,6 +259,9 @@ class Search:
         """
         for listener in self.listeners:
             listener.on_start(self)
+        # What exists now (modules, the domain, the archive so far) lives as long as the search: out of
+        # the collector's sight, the full collections that the search's allocations trigger stay short.
+        gc.freeze()
         try:
             while self.finished < self.budget:
                 self._harvest_llm()
@@ -281,6 +286,7 @@ class Search:
                     self._tell_in_order(landed)
             self._drain_llm()
         finally:
+            gc.unfreeze()
             for listener in self.listeners:
                 listener.on_end(self)
         return self.archive
@@ -342,6 +348,7 @@ class Search:
         version 1 store is converted first, in one transaction with what it lacked (the archive as
         it stands, the running totals). A learned measure predictor sees every stored result again.
         """
+        self.scheduler.use_layout(_stored_layout(store, self.scheduler.layout))
         noise = self.scheduler.noise
         if store.version < 2:
             store.migrate(lambda converted: self._rebuild(converted, noise))
@@ -453,3 +460,24 @@ class Search:
                 if self._cheap and self.options.filter == "auto" and not self.options.ordered:
                     # a prediction per proposal costs more than such an evaluation: evaluate instead
                     self.scheduler.stop_filtering()
+
+
+def _stored_layout(store: RunStore, layout: Layout | None) -> Layout | None:
+    """How the run in ``store`` identifies configurations: ``layout``'s bytes, or (None) their canonical JSON.
+
+    A store written before configurations of numeric spaces were identified by bytes keeps the
+    JSON identity, so that its dedup keys stay those of its evaluations.
+
+    Raises
+    ------
+    ValueError
+        When the store's configurations were written for another space than the domain's.
+    """
+    stored = store.config_layout()
+    if stored is None:
+        return layout if store.max_id() < 0 else None
+    if stored != layout:
+        raise ValueError(f"{store.path} holds configurations of another space ({stored.to_list()}) than the "
+                         f"domain's ({'not a numeric space' if layout is None else layout.to_list()}): resume it "
+                         "with the domain it was run with")
+    return stored

@@ -25,12 +25,14 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qd.keyset import key_of
+from qd.keyset import key_of, key_of_bytes
+from qd.space.packing import Layout
 
 __all__ = ["RunStore", "EvaluationRow", "EvaluationRecord", "SCHEMA_VERSION"]
 
@@ -131,18 +133,23 @@ class EvaluationRecord:
     """One evaluation to write (:meth:`RunStore.add_evaluations`).
 
     ``hash`` is the sha256 hex digest of ``config_json`` (``Space.hash``; None computes it).
+    ``config_packed`` is the configuration as bytes of a flat numeric space (:class:`qd.space.Layout`,
+    whose fields the store keeps in meta ``config_layout``: :meth:`RunStore.set_config_layout`), stored
+    in place of ``config_json`` (then None); ``key`` its dedup key (None: made from the bytes).
     ``sample`` is ``(draw, noise-policy order, per-instance scores)`` (:meth:`RunStore.add_sample`),
     ``trace`` the evaluation's spans, for the traces table (docs/architecture.md, Run directory).
     """
 
     id: int
-    config_json: str
+    config_json: str | None
     status: str
     fitness: float
     measures: dict[str, float]
     operator: str
     parent_ids: list[int]
     hash: str | None = None
+    config_packed: bytes | None = None
+    key: int | None = None
     error: str = ""
     feedback: str = ""
     trace_summary: dict = field(default_factory=dict)
@@ -158,7 +165,39 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), default=lambda v: _jsonable(v
 
 
 def _json(value: Any) -> str:
-    return _ENCODER.encode(value)
+    """Compact JSON of ``value`` (``_ENCODER``'s text); a flat dict of numbers (measures, metrics) made directly."""
+    if type(value) is not dict:
+        return _ENCODER.encode(value)
+    template = _TEMPLATES.get(tuple(value))
+    if template is not None:  # every value a finite float: the common case, formatted in one step
+        values = tuple(value.values())
+        try:
+            if all(map(math.isfinite, values)):
+                return template % tuple(map(float.__repr__, values))
+        except TypeError:  # a value that is not a float
+            pass
+    parts = []
+    for k, v in value.items():
+        t = type(v)
+        if type(k) is not str or (t is not float and t is not int):
+            return _ENCODER.encode(value)
+        parts.append(encode_basestring_ascii(k) + ":" + (int.__repr__(v) if t is int else _float_json(v)))
+    if len(_TEMPLATES) < 1024:
+        _TEMPLATES[tuple(value)] = "{" + ",".join(encode_basestring_ascii(k).replace("%", "%%") + ":%s"
+                                                   for k in value) + "}"
+    return "{" + ",".join(parts) + "}"
+
+
+_TEMPLATES: dict[tuple, str] = {}  # the keys of a flat dict of numbers -> its JSON with a %s for each value
+
+
+def _float_json(value: float) -> str:
+    """A float as ``json`` writes it (``NaN``, ``Infinity`` and ``-Infinity`` included)."""
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
 
 
 def _jsonable(value: Any) -> Any:
@@ -169,7 +208,10 @@ def _jsonable(value: Any) -> Any:
 
 def _int_list(values: list[int]) -> str:
     """JSON of a list of ints (parent ids), without the encoder's overhead."""
-    return "[" + ",".join(map(str, values)) + "]" if all(type(v) is int for v in values) else _json(values)
+    for v in values:
+        if type(v) is not int:
+            return _json(values)
+    return "[" + ",".join(map(int.__repr__, values)) + "]"
 
 
 def _text(value: str | bytes) -> str:
@@ -179,6 +221,10 @@ def _text(value: str | bytes) -> str:
 
 def _packed(text: str) -> str | bytes:
     return zlib.compress(text.encode(), 1) if len(text) > _COMPRESS_ABOVE else text
+
+
+_PACKED = b"\x00"  # leads a configuration stored as bytes (a zlib stream never starts with 0)
+_LAYOUT = "config_layout"
 
 
 def _digest(config_text: str) -> str:
@@ -221,6 +267,7 @@ class RunStore:
             self._db.execute("BEGIN")  # one snapshot for every read of this connection
             self.version = self._read_version()
             self.has_traces = self._has_table("traces")
+            self._layout: Layout | None = None
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -235,6 +282,7 @@ class RunStore:
                 self.set_meta("schema_version", SCHEMA_VERSION)
         self.version = self._read_version()
         self.has_traces = self._has_table("traces")
+        self._layout = None
 
     def _has_table(self, name: str) -> bool:
         return self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
@@ -320,13 +368,22 @@ class RunStore:
         now = time.time()
         rows, samples, traces = [], [], []
         compress, dumps, isfinite = zlib.compress, _json, math.isfinite
+        last_summary: dict | None = None
+        summary = "{}"
         for r in records:
-            digest = r.hash if r.hash is not None else _digest(r.config_json)
-            summary = r.trace_summary
-            rows.append((r.id, key_of(digest), compress(r.config_json.encode(), 1), r.status,
+            if r.config_packed is not None:
+                key = r.key if r.key is not None else key_of_bytes(r.config_packed)
+                config: bytes = _PACKED + r.config_packed
+            else:
+                assert r.config_json is not None, f"evaluation {r.id} has no configuration"
+                key = key_of(r.hash if r.hash is not None else _digest(r.config_json))
+                config = compress(r.config_json.encode(), 1)
+            if r.trace_summary is not last_summary:  # evaluations without calls share one summary: written once
+                last_summary = r.trace_summary
+                summary = dumps({k: v for k, v in last_summary.items() if v}) if any(last_summary.values()) else "{}"
+            rows.append((r.id, key, config, r.status,
                          r.fitness if isfinite(r.fitness) else None, dumps(r.measures), r.error, _packed(r.feedback),
-                         r.operator, _int_list(r.parent_ids),
-                         dumps({k: v for k, v in summary.items() if v}) if any(summary.values()) else "{}",
+                         r.operator, _int_list(r.parent_ids), summary,
                          _packed(dumps(r.metrics)), r.archive_status, r.submitted_at,
                          now if r.finished_at is None else r.finished_at))
             if r.sample is not None:
@@ -348,6 +405,29 @@ class RunStore:
         compress, dumps = zlib.compress, _json
         self._db.executemany("INSERT INTO traces VALUES (?, ?)",
                              [(i, compress(dumps(list(spans)).encode())) for i, spans in traces])
+
+    def config_layout(self) -> Layout | None:
+        """The layout of configurations stored as bytes (meta ``config_layout``), None where they are JSON."""
+        if self._layout is None:
+            fields = self.get_meta(_LAYOUT)
+            self._layout = None if fields is None else Layout.from_list(fields)
+        return self._layout
+
+    def set_config_layout(self, layout: Layout) -> None:
+        """Record the layout of the configurations stored as bytes (before or with the first of them)."""
+        self.set_meta(_LAYOUT, layout.to_list())
+        self._layout = layout
+
+    def _config(self, value: str | bytes) -> tuple[dict, str]:
+        """A stored configuration and its canonical JSON, whichever way it was stored."""
+        if isinstance(value, bytes) and value[:1] == _PACKED:
+            layout = self.config_layout()
+            if layout is None:
+                raise ValueError(f"{self.path} stores configurations as bytes but keeps no {_LAYOUT}")
+            config = layout.unpack(value[1:])
+            return config, layout.canonical(config)
+        text = _text(value)
+        return json.loads(text), text
 
     def count(self) -> int:
         """Number of finished evaluations."""
@@ -441,7 +521,7 @@ class RunStore:
         for chunk in _chunks(sorted(set(int(i) for i in ids)), 500):
             marks = ",".join("?" * len(chunk))
             for i, value in self._db.execute(f"SELECT id, {column} FROM evaluations WHERE id IN ({marks})", chunk):
-                out[i] = _digest(_text(value)) if self.version >= 2 else value
+                out[i] = _digest(self._config(value)[1]) if self.version >= 2 else value
         return out
 
     def get(self, eval_id: int) -> EvaluationRow | None:
@@ -487,11 +567,10 @@ class RunStore:
         for row in self._db.execute(f"SELECT {self._columns()} FROM evaluations {where} ORDER BY id", args):
             yield self._row(row)
 
-    @staticmethod
-    def _row(row: Sequence[Any]) -> EvaluationRow:
-        config = _text(row[2])
+    def _row(self, row: Sequence[Any]) -> EvaluationRow:
+        config, text = self._config(row[2])
         return EvaluationRow(
-            id=row[0], hash=row[1] if row[1] is not None else _digest(config), config=json.loads(config),
+            id=row[0], hash=row[1] if row[1] is not None else _digest(text), config=config,
             status=row[3], fitness=math.nan if row[4] is None else row[4], measures=json.loads(row[5]),
             error=row[6], feedback=_text(row[7]), operator=row[8], parent_ids=json.loads(row[9]),
             trace_summary=json.loads(row[10]), metrics=json.loads(_text(row[11])), archive_status=row[12],
@@ -603,7 +682,7 @@ class RunStore:
             out["threshold"].append(thr)
             out["measures"].append(np.frombuffer(meas, dtype=np.float64))
             out["rank"].append(rank)
-            out["config"].append(None if config is None else json.loads(_text(config)))
+            out["config"].append(None if config is None else self._config(config)[0])
             out["feedback"].append(None if feedback is None else _text(feedback))
         return out, state
 
@@ -614,7 +693,7 @@ class RunStore:
             marks = ",".join("?" * len(chunk))
             for i, config, feedback in self._db.execute(
                     f"SELECT id, config, feedback FROM evaluations WHERE id IN ({marks})", chunk):
-                out[i] = (json.loads(_text(config)), _text(feedback))
+                out[i] = (self._config(config)[0], _text(feedback))
         return out
 
     # -- samples and validations (qd.noise, qd validate) --------------------------------------

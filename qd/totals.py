@@ -14,12 +14,16 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
 from qd.result import STATUSES
 
-__all__ = ["RunTotals", "TOTALS_META", "example_failures", "count_out_of_range", "failure_lines", "describe"]
+__all__ = ["RunTotals", "TOTALS_META", "example_failures", "count_out_of_range", "count_out_of_range_many",
+           "failure_lines", "describe"]
 
 TOTALS_META = "totals"  # the run store's meta key
 
+_SUMMED = ("llm_calls", "tokens_in", "tokens_out", "cost_usd", "estimated_calls", "unpriced_models")  # of a summary
 _PIPELINE = ("calls", "tokens_in", "tokens_out", "cost_usd", "estimated_calls", "untraced_calls", "untraced_tokens")
 
 
@@ -40,6 +44,22 @@ def count_out_of_range(counts: dict[str, dict[str, int]], measures: dict[str, fl
         c["of"] += 1
         c["below"] += int(value < low)
         c["above"] += int(value > high)
+
+
+def count_out_of_range_many(counts: dict[str, dict[str, int]], points: Sequence[Sequence[float]],
+                            names: Sequence[str], lows: Sequence[float], highs: Sequence[float]) -> None:
+    """:func:`count_out_of_range` of many measure vectors at once (a row each, values in ``names`` order; NaN: none)."""
+    if not len(points) or not names:
+        return
+    values = np.array(points, dtype=float).reshape(len(points), len(names))
+    finite = np.isfinite(values)
+    below = (finite & (values < np.array(lows, dtype=float))).sum(axis=0).tolist()
+    above = (finite & (values > np.array(highs, dtype=float))).sum(axis=0).tolist()
+    for name, of, b, a in zip(names, finite.sum(axis=0).tolist(), below, above):
+        c = counts[name]
+        c["of"] += of
+        c["below"] += b
+        c["above"] += a
 
 
 def failure_lines(summary: dict[str, Any]) -> list[str]:
@@ -64,6 +84,34 @@ def describe(name: str, index: int, low: float, high: float, c: dict[str, int]) 
     return (f"{out / c['of']:.0%} of {name} values ({out} of {c['of']}: {c['below']} below, {c['above']} above) "
             f"fall outside its archive range [{low:g}, {high:g}] and are clipped into the edge cells; "
             f"widen archive.ranges[{index}]")
+
+
+def _count_failure(f: dict[str, Any], id: int, status: str, error: str) -> None:
+    f["evaluations"] += 1
+    f["by_status"][status] = f["by_status"].get(status, 0) + 1
+    f["last_error"] = f"evaluation {id} ({status}): {error}"
+
+
+def _count_examples(f: dict[str, Any], id: int, metrics: dict) -> None:
+    failed, scored, last = example_failures(metrics)
+    f["examples"] += failed
+    f["examples_of"] += scored
+    if failed:
+        f["last_example_error"] = f"evaluation {id}: {last}"
+
+
+def _count_pipeline(p: dict[str, Any], t: dict, metrics: dict) -> None:
+    """Add one evaluation's LLM calls, tokens and cost (its trace summary ``t``) to the pipeline totals ``p``."""
+    p["calls"] += int(t.get("llm_calls", 0))
+    p["tokens_in"] += int(t.get("tokens_in", 0))
+    p["tokens_out"] += int(t.get("tokens_out", 0))
+    p["cost_usd"] += float(t.get("cost_usd", 0.0))
+    p["estimated_calls"] += int(t.get("estimated_calls", 0))
+    p["untraced_calls"] += int(metrics.get("untraced_llm_calls", 0))
+    p["untraced_tokens"] += int(metrics.get("untraced_tokens", 0))
+    unpriced = t.get("unpriced_models")
+    if unpriced:
+        p["unpriced_models"] = sorted(set(p["unpriced_models"]) | set(unpriced))
 
 
 class RunTotals:
@@ -104,33 +152,51 @@ class RunTotals:
         f = d["failures"]
         f["of"] += 1
         if status != "ok":
-            f["evaluations"] += 1
-            f["by_status"][status] = f["by_status"].get(status, 0) + 1
-            f["last_error"] = f"evaluation {id} ({status}): {error}"
+            _count_failure(f, id, status, error)
         else:
-            failed, scored, last = example_failures(metrics)
-            f["examples"] += failed
-            f["examples_of"] += scored
-            if failed:
-                f["last_example_error"] = f"evaluation {id}: {last}"
+            _count_examples(f, id, metrics)
             count_out_of_range(d["out_of_range"], measures, self.names, self.lows, self.highs)
         if trace_summary or metrics:
-            p, t = d["pipeline"], trace_summary
-            p["calls"] += int(t.get("llm_calls", 0))
-            p["tokens_in"] += int(t.get("tokens_in", 0))
-            p["tokens_out"] += int(t.get("tokens_out", 0))
-            p["cost_usd"] += float(t.get("cost_usd", 0.0))
-            p["estimated_calls"] += int(t.get("estimated_calls", 0))
-            p["untraced_calls"] += int(metrics.get("untraced_llm_calls", 0))
-            p["untraced_tokens"] += int(metrics.get("untraced_tokens", 0))
-            unpriced = t.get("unpriced_models")
-            if unpriced:
-                p["unpriced_models"] = sorted(set(p["unpriced_models"]) | set(unpriced))
+            _count_pipeline(d["pipeline"], trace_summary, metrics)
 
     def add_rows(self, rows: Iterable[Any]) -> RunTotals:
-        """Count stored evaluations (``RunStore.evaluations()`` rows); returns self."""
+        """Count evaluations, as :meth:`add` one after another would; returns self.
+
+        ``rows`` have the fields :meth:`add` takes as attributes (``RunStore.evaluations()`` rows,
+        ``qd.store.EvaluationRecord``). The measure ranges are counted for all of them at once,
+        and the pipeline figures only for the evaluations that have any.
+        """
+        d = self.data
+        statuses, f, p = d["statuses"], d["failures"], d["pipeline"]
+        points: list[list[float]] = []
+        names, nan = self.names, math.nan
+        last_summary: Any = None
+        zero = True
+        counted = 0
+        summed = False
         for r in rows:
-            self.add(r.id, r.status, r.error, r.metrics, r.trace_summary, r.measures)
+            counted += 1
+            status, metrics, t = r.status, r.metrics, r.trace_summary
+            statuses[status] = statuses.get(status, 0) + 1
+            if status != "ok":
+                _count_failure(f, r.id, status, r.error)
+            else:
+                if "failed_examples" in metrics or "examples" in metrics:
+                    _count_examples(f, r.id, metrics)
+                measures = r.measures
+                points.append([measures.get(n, nan) for n in names])
+            if not (t or metrics):
+                continue
+            summed = True
+            if t is not last_summary:  # evaluations without calls share one summary: looked at once
+                last_summary, zero = t, not any(t.get(k) for k in _SUMMED)
+            if not zero or "untraced_llm_calls" in metrics or "untraced_tokens" in metrics:  # else it adds nothing
+                _count_pipeline(p, t, metrics)
+        if summed:
+            p["cost_usd"] += 0.0  # a float once any evaluation was summed, as add() leaves it
+        d["evaluations"] += counted
+        f["of"] += counted
+        count_out_of_range_many(d["out_of_range"], points, names, self.lows, self.highs)
         return self
 
     def as_dict(self) -> dict[str, Any]:

@@ -108,3 +108,40 @@ def test_a_span_keeps_unknown_keys_and_rejects_a_bool_token_count():
         check_span({"tokens_in": True}, 2)
     with pytest.raises(MalformedResult, match=r"status must be one of ok, invalid"):
         check_result(EvalResult(fitness=1.0, status="fine"))
+
+
+class TracedArm(ArmDomain):
+    """The arm as a domain that may call LLMs or tools: evaluated under a tracer."""
+
+    makes_calls = True
+
+
+class BrokenArm(ArmDomain):
+    def evaluate(self, config: dict) -> EvalResult:
+        raise RuntimeError("joint seized")
+
+
+def test_a_domain_that_makes_no_calls_is_evaluated_as_under_a_tracer():
+    """The arm declares makes_calls = False and skips the tracer: same results, same failures."""
+    assert ArmDomain.makes_calls is False and TracedArm.makes_calls is True
+    plain, traced = ArmDomain(joints=5), TracedArm(joints=5)
+    for seed in range(20):
+        config = plain.space.sample(np.random.default_rng(seed))
+        a, b = evaluate_config(plain, config), evaluate_config(traced, config)
+        assert (a.status, a.fitness, a.measures, a.feedback, a.trace, a.error) == \
+               (b.status, b.fitness, b.measures, b.feedback, b.trace, b.error)
+        assert set(a.metrics) == set(b.metrics) == {"eval_s"}
+    for broken in (BrokenArm(joints=3), type("TracedBrokenArm", (BrokenArm,), {"makes_calls": True})(joints=3)):
+        result = evaluate_config(broken, {"angles": [0.0, 0.0, 0.0]})
+        assert result.status == "error" and result.error == "RuntimeError: joint seized"
+        assert "joint seized" in result.metrics["traceback"]
+
+
+def test_a_plain_result_is_returned_as_it_is_and_any_other_converted():
+    plain = EvalResult(fitness=0.5, measures={"x": 1.0})
+    assert check_result(plain) is plain
+    for other in (EvalResult(fitness=1, measures={"x": 1.0}), EvalResult(fitness=0.5, measures={"x": np.float64(1)}),
+                  EvalResult(fitness=0.5, trace=({"kind": "llm"},)), EvalResult(fitness=0.5, scores=[1])):
+        checked = check_result(other)
+        assert checked is not other and type(checked.fitness) is float and type(checked.trace) is list
+        assert all(type(v) is float for v in checked.measures.values())

@@ -274,6 +274,12 @@ def test_a_keyset_is_a_set_of_64_bit_keys(added, probes):
         assert keys.contains_many(np.array(probes + added, dtype=np.int64)).tolist() == \
             [k in expected for k in probes + added]
         assert keys.array().tolist() == sorted(expected) and keys.nbytes == 8 * len(expected)
+        checked = KeySet()  # the scheduler's way: look, then add what was missing without a second lookup
+        for k in added:
+            if k not in checked:
+                checked.add_unseen(k)
+        assert checked.array().tolist() == sorted(expected) and [k in checked for k in probes] == \
+            [k in expected for k in probes]
     finally:
         qd.keyset._MERGE_AT = old
 
@@ -321,3 +327,31 @@ def test_a_group_that_fails_to_commit_is_written_whole_by_the_next(tmp_path):
         RunStore.add_evaluations, StoreRecorder.commit, StoreRecorder.on_start = add, commit, start
     assert fail["left"] == 0
     assert _check_consistent(tmp_path / "run") == 400
+
+
+_summaries = st.sampled_from([{}, {"spans": 0, "examples": 1, "llm_calls": 0, "cost_usd": 0, "unpriced_models": []},
+                              {"spans": 2, "llm_calls": 2, "tokens_in": 30, "tokens_out": 7, "cost_usd": 0.25,
+                               "estimated_calls": 1, "unpriced_models": ["m"]}])
+_metrics = st.sampled_from([{}, {"eval_s": 0.1}, {"eval_s": 0.1, "untraced_llm_calls": 1, "untraced_tokens": 9},
+                            {"examples": 3, "failed_examples": 1, "example_errors": [{"error": "bad"}]},
+                            {"examples": 2, "failed_examples": 0}])
+_rows = st.lists(st.builds(
+    lambda i, status, summary, metrics, x, y: type("Row", (), dict(
+        id=i, status=status, error="" if status == "ok" else "it broke", trace_summary=summary, metrics=metrics,
+        measures={k: v for k, v in (("x", x), ("y", y)) if v is not None})),
+    st.integers(0, 99), st.sampled_from(["ok", "ok", "ok", "error", "invalid", "timeout"]), _summaries, _metrics,
+    st.one_of(st.none(), st.floats(-10, 10), st.just(math.nan), st.just(math.inf)),
+    st.one_of(st.none(), st.floats(-10, 10), st.just(-math.inf))), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_rows, max_size=4))
+def test_totals_of_batches_are_those_of_one_evaluation_at_a_time(batches):
+    """RunTotals.add_rows (a batch, measures counted with numpy) leaves exactly what add() row by row leaves,
+    to the JSON text the store keeps."""
+    batched, single = RunTotals(["x", "y"], [-4, -5], [4, 5]), RunTotals(["x", "y"], [-4, -5], [4, 5])
+    for batch in batches:
+        batched.add_rows(batch)
+        for r in batch:
+            single.add(r.id, r.status, r.error, r.metrics, r.trace_summary, r.measures)
+        assert json.dumps(batched.as_dict()) == json.dumps(single.as_dict())

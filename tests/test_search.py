@@ -13,11 +13,14 @@ from run_process import kill_once_committed, start_run
 
 from qd.analysis.descriptors import resolve_measures
 from qd.archives import AddStatus, GridArchive
+from qd.domain import Domain
 from qd.domains.arm import ArmDomain
 from qd.evaluators import SerialEvaluator
 from qd.listeners import SearchListener
 from qd.operators.classic import IsoLineDD, Mutation
+from qd.result import EvalResult
 from qd.search import Search, SearchOptions
+from qd.space import Int, Layout, Space
 from qd.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -256,3 +259,92 @@ def test_a_fresh_store_does_not_change_what_a_seed_gives(tmp_path):
     with RunStore(tmp_path / "run.sqlite") as store:
         stored = _snapshot(_search(domain, budget=120, seed=6, store=store)[1])
     assert stored == without
+
+
+def _json_identity_search(domain, budget, store, seed=0, **kwargs):
+    """A search that identifies configurations by their canonical JSON, as qd did before flat numeric
+    spaces were identified by their bytes (its store keeps JSON and no layout, like a store of then)."""
+    archive = GridArchive(dims=[20, 20], ranges=domain.default_ranges, measure_names=["x", "y"],
+                          qd_score_offset=domain.qd_score_offset)
+    ops = {"iso_line_dd": (IsoLineDD(domain.space), 1.0), "mutation": (Mutation(domain.space), 0.2)}
+    kwargs.setdefault("init_random", 50)
+    search = Search(domain, archive, SerialEvaluator(domain), operators=ops,
+                    measures=resolve_measures(["x", "y"], domain), budget=budget, store=store, seed=seed, **kwargs)
+    search.scheduler.use_layout(None)
+    search.run()
+    search.close()
+    return search, archive
+
+
+def _stored(store):
+    """Every stored evaluation's fields but its time (and the dedup key, which the identity sets)."""
+    rows = []
+    for r in store.evaluations():
+        metrics = {k: v for k, v in r.metrics.items() if k != "eval_s"}
+        rows.append((r.id, r.hash, json.dumps(r.config), r.status, r.fitness, r.measures, r.error, r.feedback,
+                     r.operator, r.parent_ids, r.trace_summary, metrics, r.archive_status))
+    return rows
+
+
+def test_identifying_configurations_by_bytes_gives_the_run_the_json_identity_gave(tmp_path):
+    """Same seed, same evaluations, archive, stored rows and totals: only the dedup keys and the stored form differ."""
+    domain = ArmDomain(joints=6)
+    with RunStore(tmp_path / "json.sqlite") as old, RunStore(tmp_path / "bytes.sqlite") as new:
+        _, archive_json = _json_identity_search(domain, 400, old, batch=16)
+        search, archive_bytes = _search(domain, 400, store=new, batch=16)
+        assert search.scheduler.layout is not None and old.config_layout() is None
+        assert new.config_layout() == search.scheduler.layout
+        assert _snapshot(archive_bytes) == _snapshot(archive_json)
+        assert archive_bytes.stats.qd_score == archive_json.stats.qd_score
+        assert _stored(new) == _stored(old)
+        assert new.get_meta("totals") == old.get_meta("totals")
+        assert new.elites(configs=True)[0]["config"] == old.elites(configs=True)[0]["config"]
+        assert len(set(new.keys().tolist())) == 400 and set(new.keys().tolist()).isdisjoint(old.keys().tolist())
+        # the stored form: 8 bytes a value and a marker, against the compressed canonical JSON
+        sizes = [n for (n,) in new._db.execute("SELECT length(config) FROM evaluations")]
+        assert set(sizes) == {1 + 8 * 6}
+
+
+class IntPairs(Domain):
+    """36 configurations of two Ints: a short run repeats them often, and exhausts them."""
+
+    name = "int-pairs"
+    space = Space({"a": Int(0, 5), "b": Int(0, 5)})
+    default_measures = ("x", "y")
+    default_ranges = ((0.0, 5.0), (0.0, 5.0))
+
+    def evaluate(self, config: dict) -> EvalResult:
+        a, b = config["a"], config["b"]
+        return EvalResult(fitness=-float((a - 2) ** 2 + (b - 3) ** 2), measures={"x": float(a), "y": float(b)})
+
+
+@pytest.mark.parametrize("first_identity", ["json", "bytes"])
+def test_a_resumed_store_keeps_the_identity_it_was_written_with(tmp_path, first_identity):
+    """A store of before (JSON configurations, no layout) resumes deduplicating against its evaluations and
+    stays JSON; one written with bytes stays bytes. Either way the space is evaluated once, all of it."""
+    domain = IntPairs()
+    with RunStore(tmp_path / "run.sqlite") as store:
+        if first_identity == "json":
+            _json_identity_search(domain, 20, store, init_random=10)
+        else:
+            _search(domain, 20, store=store, init_random=10)
+        stored = [v for (v,) in store._db.execute("SELECT config FROM evaluations")]
+        search, _ = _search(domain, 100, store=store, init_random=10)
+        assert search.stopped and "36 configurations" in search.stopped
+        assert (search.scheduler.layout is None) == (first_identity == "json") == (store.config_layout() is None)
+        rows = list(store.evaluations())
+        assert len(rows) == 36 == len({r.hash for r in rows}) == len({json.dumps(r.config) for r in rows})
+        assert [v for (v,) in store._db.execute("SELECT config FROM evaluations ORDER BY id LIMIT 20")] == stored
+        packed = {v[:1] == b"\x00" for (v,) in store._db.execute("SELECT config FROM evaluations")}
+        assert packed == {first_identity == "bytes"}
+
+
+def test_a_store_written_with_bytes_resumes_with_them_and_refuses_another_space(tmp_path):
+    with RunStore(tmp_path / "run.sqlite") as store:
+        _search(ArmDomain(joints=4), 150, store=store)
+        search, _ = _search(ArmDomain(joints=4), 300, store=store)
+        assert search.scheduler.layout == store.config_layout() == Layout.of(ArmDomain(joints=4).space)
+        rows = list(store.evaluations())
+        assert len(rows) == 300 == len({r.hash for r in rows}) == len(set(store.keys().tolist()))
+        with pytest.raises(ValueError, match="another space"):
+            _search(ArmDomain(joints=5), 400, store=store)
