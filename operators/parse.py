@@ -297,6 +297,15 @@ def extract_pairs(text: str, space: Any) -> dict[str, Any]:
     return out
 
 
+def _pairs_first(text: str, space: Any) -> bool:
+    """Whether a ``key=value`` pair naming a parameter of ``space`` comes before the text's first ``{``."""
+    line = text[:_MAX_TEXT].split("\n", 1)[0]
+    brace = line.find("{")
+    first = next((m for m in _PAIR.finditer(line) if m.group(1) in space.params and not m.group(2).startswith("{")),
+                 None)  # `key={...`: a JSON answer after a prefilled key
+    return first is not None and (brace < 0 or first.start() < brace)
+
+
 def parse_config(text: str, space: Any, fallback: dict[str, Any] | None = None) -> dict[str, Any]:
     """Extract, repair and validate a configuration from model text.
 
@@ -321,15 +330,20 @@ def parse_config(text: str, space: Any, fallback: dict[str, Any] | None = None) 
 
     Notes
     -----
-    The text is read as JSON when it holds a ``{``, and as ``key=value`` pairs
-    (:func:`extract_pairs`) when it holds no object and the space is flat.
+    The text is read as ``key=value`` pairs (:func:`extract_pairs`) when the space is flat and a
+    pair naming one of its parameters comes before any ``{`` (a text value may hold braces), and
+    as JSON otherwise, or when it holds no such pair.
     """
-    try:
-        obj = extract_json_object(text)
-    except ParseError:
-        if not isinstance(text, str) or not is_flat(space):
-            raise
+    flat = isinstance(text, str) and is_flat(space)
+    if flat and _pairs_first(text, space):
         obj = extract_pairs(text, space)
+    else:
+        try:
+            obj = extract_json_object(text)
+        except ParseError:
+            if not flat:
+                raise
+            obj = extract_pairs(text, space)
     try:
         config = space.repair(obj, fallback=fallback)
         problems = list(space.validate(config))

@@ -170,7 +170,7 @@ def test_demo_is_the_retrieval_pipeline_on_the_embedded_model_with_classic_opera
     assert "base_url" not in config["domain"]["options"]  # the domain's calls go to the embedded model too
     ops = {k for k, v in config["operators"].items() if k not in OPERATOR_FLAGS and v > 0}
     # the README's decision rules turned the LLM operators off for this pipeline; the filter is on by default
-    assert ops and ops <= set(CLASSIC) and config["operators"]["filter"] is True
+    assert ops and ops <= set(CLASSIC) and config["operators"]["filter"] == "auto"  # on for its slow evaluations
     # every measure name resolves against the domain (a misspelt one would list the available names)
     options = {k: v for k, v in config["domain"]["options"].items() if k != "cache"}
     domain = get_domain("retrieval-sim", **options)
@@ -223,9 +223,13 @@ def test_dump_config_refuses_a_none_it_would_drop_from_a_config_that_skipped_res
     config["domain"]["options"]["joints"] = None  # built by hand after resolving
     with pytest.raises(ConfigError, match=re.escape("domain.options.joints is None")):
         dump_config(config)
+
+
 def test_the_filter_switch_and_proposals_are_checked_and_reach_the_search():
     config = resolve_config({"operators": {"mutation": 1.0, "filter": True, "proposals": 6}})
     assert config["operators"]["filter"] is True and config["operators"]["proposals"] == 6
-    assert resolve_config({})["operators"]["filter"] is False
+    assert resolve_config({})["operators"]["filter"] == "auto"
+    with pytest.raises(ConfigError, match=r"operators\.filter must be true, false or 'auto'"):
+        resolve_config({"operators": {"mutation": 1.0, "filter": "yes"}})
     with pytest.raises(ConfigError, match=r"operators\.proposals must be an integer in \[1, 32\], got 0"):
         resolve_config({"operators": {"mutation": 1.0, "proposals": 0}})

@@ -146,6 +146,7 @@ FLAT = Space({
 @given(seed=st.integers(0, 2**32 - 1), prompt=st.text(max_size=40))
 @example(seed=0, prompt="\\")  # a text ending in a backslash: its closing quote looked escaped
 @example(seed=0, prompt='a\\"')
+@example(seed=0, prompt="{}")  # braces in a text value: read as the pairs they are, not as a JSON object
 def test_pairs_round_trip_up_to_float_rounding(seed, prompt):
     config = {**FLAT.sample(np.random.default_rng(seed)), "prompt": prompt}
     line = render_pairs(FLAT, config)
