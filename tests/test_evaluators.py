@@ -689,7 +689,7 @@ def test_the_automatic_batch_follows_the_measured_evaluation_time(ray_session):
                 ev.submit(key, cfg(0.5, "sleep", delay=0.03))
                 key += 1
             assert {r.status for r in drain(ev).values()} == {"ok"}
-        assert 0.01 < ev.eval_s < 0.1  # moving toward the 0.03 s evaluations (an average that still holds the fast ones)
+        assert 0.01 < ev.eval_s < 0.1  # moving toward the 0.03 s evaluations (an average still holding fast ones)
     finally:
         ev.close()
 
