@@ -150,7 +150,7 @@ class OperatorsSection(_Section):
     # filter: every operator proposes `proposals` children per draw; the one predicted to fill an
     # empty cell (else the weakest elite's) is evaluated (qd.prefilter)
     filter: bool | Literal["auto"] = key(
-        "auto", "true, false or 'auto' (on unless the first evaluations take under a millisecond each)")
+        "auto", "true, false or 'auto' (on unless the domain makes no calls: Domain.makes_calls)")
     proposals: int = key(4, "an integer in [1, 32]", ge=1, le=32)
 
 

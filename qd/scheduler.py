@@ -126,8 +126,8 @@ class SchedulerOptions:
         Propose several, evaluate one: every operator (classic or LLM) writes ``proposals``
         candidates per draw and :class:`~qd.prefilter.CellFilter` keeps the one predicted to fill
         an empty cell (the target's first), else the one predicted into the weakest elite's cell.
-        ``"auto"`` is on here; a :class:`~qd.search.Search` turns it off when evaluations prove
-        cheaper than predicting (:data:`qd.search.CHEAP_EVAL_S`).
+        ``"auto"`` is on here; a :class:`~qd.search.Search` turns it off for a domain that makes
+        no calls (``Domain.makes_calls = False``).
     proposals : int
         Candidates per draw under ``filter``.
     bandit : BanditSettings
@@ -349,7 +349,7 @@ class Scheduler:
         return None if values is None else dict(zip(self.measure_names, values))
 
     def stop_filtering(self) -> None:
-        """Evaluate each operator's first new child from now on (``filter = "auto"`` on cheap evaluations).
+        """Evaluate each operator's first new child from now on (``filter = "auto"``, a computation-only domain).
 
         The learned predictor keeps learning only for an operator that reads predictions.
         """

@@ -98,10 +98,10 @@ class SearchOptions(SchedulerOptions):
         Seconds between group commits to the run store at most while results arrive (0: one
         commit per batch); see :class:`~qd.listeners.StoreRecorder`.
     filter : bool or "auto"
-        The scheduler's pre-evaluation filter; ``"auto"`` (default) is on, and off once the first
-        :data:`BATCH_SHARE` evaluations took under :data:`CHEAP_EVAL_S` each on average (then a
-        prediction per proposal costs more than evaluating), except with ``ordered``, where it
-        stays on so that the run does not depend on timing.
+        The scheduler's pre-evaluation filter; ``"auto"`` (default) is on for a domain that makes
+        calls (LLMs, tools: ``Domain.makes_calls``, true unless the domain says otherwise) and off
+        for a computation-only one (the arm), whose evaluations cost less than predicting where
+        candidates land.
     """
 
     filter: bool | str = "auto"
@@ -169,6 +169,9 @@ class Search:
             scheduler_options.noise_budget = self.budget
         self.scheduler = Scheduler(archive, domain.space, operators, scheduler_options,
                                    predict=getattr(domain, "predict_measures", None))
+        if self.options.filter == "auto" and not getattr(domain, "makes_calls", True):
+            # a computation-only domain evaluates faster than candidates can be predicted
+            self.scheduler.stop_filtering()
         noise = self.scheduler.noise
         if store is not None and noise is not None and not saved:  # its resumes rebuild the same policy
             store.set_meta("noise", {"noise": noise.policy, "noise_samples": noise.max_samples,
@@ -457,9 +460,6 @@ class Search:
             self._eval_s += [t for _, r in landed if isinstance(t := r.metrics.get("eval_s"), float)]
             if len(self._eval_s) >= BATCH_SHARE:
                 self._cheap = sum(self._eval_s) / len(self._eval_s) < CHEAP_EVAL_S
-                if self._cheap and self.options.filter == "auto" and not self.options.ordered:
-                    # a prediction per proposal costs more than such an evaluation: evaluate instead
-                    self.scheduler.stop_filtering()
 
 
 def _stored_layout(store: RunStore, layout: Layout | None) -> Layout | None:
