@@ -283,9 +283,9 @@ class Search:
                 landed = self.evaluator.collect(0.02 if waiting_on_llm else 1.0)
                 if not landed:
                     self._idle()
-                elif not self.options.ordered:
+                elif not (self.options.ordered or self.evaluator.slots == 1):
                     self._tell(landed)
-                else:
+                else:  # one slot: whole batches, so that the run never depends on how long collect() ran
                     self._tell_in_order(landed)
             self._drain_llm()
         finally:

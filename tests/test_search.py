@@ -348,3 +348,20 @@ def test_a_store_written_with_bytes_resumes_with_them_and_refuses_another_space(
         assert len(rows) == 300 == len({r.hash for r in rows}) == len(set(store.keys().tolist()))
         with pytest.raises(ValueError, match="another space"):
             _search(ArmDomain(joints=5), 400, store=store)
+
+
+def test_a_serial_run_tells_whole_batches_so_timing_never_changes_it():
+    # Batches of 24 evaluations of 50 ms take longer than one collect() (1 s): the serial evaluator
+    # returns part of a batch, and telling that part at once made the run depend on the machine's speed.
+    from sample_domains import SlowArm
+
+    def run(ordered: bool) -> list:
+        domain = SlowArm(joints=4, delay_s=0.05)
+        archive = GridArchive(dims=[6, 6], ranges=domain.default_ranges, measure_names=["x", "y"])
+        with Search(domain, archive, SerialEvaluator(domain), operators={"mutation": (Mutation(domain.space), 1.0)},
+                    measures=resolve_measures(["x", "y"], domain), budget=120, init_random=10, seed=5,
+                    noise="none", batch=24, ordered=ordered) as search:
+            search.run()
+        return sorted((int(e["index"]), float(e["objective"])) for e in archive)
+
+    assert run(ordered=False) == run(ordered=True)
