@@ -26,7 +26,7 @@ from typing import Any
 
 from qd.archive_store import load_archive, replay
 from qd.archives import CVTArchive, GridArchive
-from qd.config import load_config
+from qd.config import DEFAULTS, load_config
 from qd.store import RunStore
 from qd.totals import TOTALS_META, RunTotals
 
@@ -167,7 +167,10 @@ def check_resume(store: RunStore, config: dict[str, dict[str, Any]]) -> dict[str
         return {}
     # Compare through JSON: the stored config went through it (tuples are lists, and so on).
     now = json.loads(json.dumps(config, default=str))
-    old_meaning, new_meaning = meaning(previous), meaning(now)
+    # A key the run's qd did not have yet (added since) meant its default: it is no change.
+    defaults = {section: {k: v for k, v in values.items() if k not in previous.get(section, {})}
+                for section, values in json.loads(json.dumps(DEFAULTS, default=str)).items()}
+    old_meaning, new_meaning = {**meaning(defaults), **meaning(previous)}, meaning(now)
     changed = sorted(k for k in old_meaning.keys() | new_meaning.keys() if old_meaning.get(k) != new_meaning.get(k))
     if changed:
         lines = "\n".join(f"  {k}: {old_meaning.get(k)!r} -> {new_meaning.get(k)!r}" for k in changed)
