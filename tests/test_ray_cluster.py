@@ -66,15 +66,14 @@ class SearchNodeDomain(Domain):
 
 
 def _committed(store_path: str) -> dict[int, tuple]:
-    """What the run store holds, read through a connection of our own (as `qd status` would)."""
-    import sqlite3
+    """What the run store holds, read through a reader of our own (as `qd status` would)."""
+    import json
 
-    con = sqlite3.connect(store_path)
-    try:
-        rows = con.execute("SELECT id, hash, status, fitness, config FROM evaluations").fetchall()
-    finally:
-        con.close()
-    return {row[0]: tuple(row[1:]) for row in rows}
+    from qd.store import RunStore
+
+    with RunStore(store_path, readonly=True) as store:
+        return {r.id: (r.hash, r.status, None if r.fitness != r.fitness else r.fitness,
+                       json.dumps(r.config, sort_keys=True)) for r in store.evaluations()}
 
 
 def run_search_with_node_loss(cluster, worker, budget: int = 60) -> dict:
