@@ -39,7 +39,7 @@ import numpy as np
 
 from qd.llm.client import LLMError
 from qd.operators.base import Generation, Operator
-from qd.operators.params import COUNT, OPTIONAL_COUNT, TARGET, TEMPERATURE, TEXT
+from qd.operators.params import COUNT, OPTIONAL_COUNT, TARGET, TEMPERATURE, TEXT, finite_number
 from qd.operators.parse import ParseError, is_flat, parse_config, render_pairs, short_number
 
 __all__ = ["LLM_OPERATORS", "Generation", "LLMMutation", "LMXCrossover", "LLMOperator"]
@@ -64,14 +64,7 @@ def _compact(value: Any) -> Any:
 
 
 def _fmt_measures(measures: dict[str, Any] | None, sep: str = ", ") -> str:
-    return sep.join(f"{k} {short_number(v)}" for k, v in (measures or {}).items() if _finite(v))
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
+    return sep.join(f"{k} {short_number(v)}" for k, v in (measures or {}).items() if finite_number(v))
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -436,7 +429,7 @@ class LLMMutation(LLMOperator):
 
     def _goal(self, parent: Any, target: str | dict[str, float] | None) -> str:
         target = self.target if target is None else target
-        better = f"{self.score_name} above {short_number(parent.objective, 0.01)}" if _finite(parent.objective) \
+        better = f"{self.score_name} above {short_number(parent.objective, 0.01)}" if finite_number(parent.objective) \
             else f"a higher {self.score_name}"
         if isinstance(target, dict):
             return f"{_fmt_measures(target)}, {better}"
@@ -451,7 +444,7 @@ class LLMMutation(LLMOperator):
         predict = self.predict_measures
         if predict is None or not self.flat or not target:
             return []
-        names = [n for n in target if _finite(target[n])]
+        names = [n for n in target if finite_number(target[n])]
 
         def distance(measures: dict[str, float] | None) -> float:
             if measures is None or any(n not in measures for n in names):

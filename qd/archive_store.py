@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qd.archives import archive_state, restore
-from qd.noise import make_handler
+from qd.noise import MAX_RESAMPLE_SHARE, make_handler
 
 if TYPE_CHECKING:
     from qd.noise import NoiseHandler
@@ -73,7 +73,7 @@ def replay(store: RunStore, archive: Any, noise: NoiseHandler | None = None) -> 
     saved = store.get_meta("noise") if noise is None else None
     if saved:
         noise = make_handler(archive, saved["noise"], samples=saved["noise_samples"], probes=saved["noise_probes"],
-                             top=saved.get("noise_top"))
+                             top=saved.get("noise_top"), share=saved.get("noise_share", MAX_RESAMPLE_SHARE))
     if noise is not None:
         noise.replay(store.evaluations_in_seq_order(), archive.measure_names)
         return

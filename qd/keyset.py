@@ -94,12 +94,10 @@ class KeySet:
     def contains_many(self, keys: np.ndarray) -> np.ndarray:
         """Membership of each key of an ``int64`` array (a bool array)."""
         keys = np.asarray(keys, dtype=np.int64)
+        self._merge()  # one sorted array: a vectorized lookup, not a Python loop over the recent keys
         arr = self._sorted
         pos = np.minimum(arr.searchsorted(keys), max(len(arr) - 1, 0))
-        found = arr[pos] == keys if len(arr) else np.zeros(len(keys), dtype=bool)
-        if self._recent:
-            found |= np.fromiter((int(k) in self._recent for k in keys.tolist()), dtype=bool, count=len(keys))
-        return found
+        return arr[pos] == keys if len(arr) else np.zeros(len(keys), dtype=bool)
 
     def array(self) -> np.ndarray:
         """Every key, sorted (an ``int64`` array; merges the recent keys first)."""

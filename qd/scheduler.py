@@ -325,11 +325,11 @@ class Scheduler:
             raise ValueError(f"proposals must be >= 1, got {self.options.proposals}")
         self.predictor = MeasurePredictor(space, self.measure_names, predict)
         self.prefilter = CellFilter(archive, self.predictor) if self.options.filter else None  # "auto": on
-        self._learning = self.prefilter is not None
+        self._uses_predictor = False  # an operator reads predictions: results teach the predictor however filtered
         for op in self.operators.values():
             if getattr(op, "uses_predictor", False):
                 op.predict_measures = self.predict_measures
-                self._learning = True
+                self._uses_predictor = True
         self.judgements: dict[str, Judgement] = {}  # the adaptive weights' verdicts (qd status)
 
     # -- state ---------------------------------------------------------------------------------
@@ -354,16 +354,15 @@ class Scheduler:
         The learned predictor keeps learning only for an operator that reads predictions.
         """
         self.prefilter = None
-        self._learning = any(getattr(op, "uses_predictor", False) for op in self.operators.values())
 
     @property
     def predictor_learns(self) -> bool:
         """Whether results teach the measure predictor (the filter or an operator uses it)."""
-        return self._learning
+        return self.prefilter is not None or self._uses_predictor
 
     def learn(self, config: dict, measures: Sequence[float]) -> None:
         """Let the learned predictor see one result (``tell`` does; a resume replays the stored ones)."""
-        if self._learning:
+        if self.predictor_learns:
             self.predictor.learn(config, measures)
 
     def resume(self, seen: KeySet | Iterable[str], stats: Mapping[str, Mapping[str, Any]] | None = None) -> None:
@@ -554,7 +553,7 @@ class Scheduler:
             stats = self.stats[name]
             for parents, configs in zip(groups, op.generate_many(groups, self.rng)):
                 stats.offspring += len(configs)
-                child = next((c for c in (self._admit(name, cfg, parents) for cfg in configs) if c is not None), None)
+                child = self._pick(name, configs, parents)
                 if child is None:  # every child invalid or seen: try again as one call would
                     stats.time_s += time.perf_counter() - start
                     start = time.perf_counter()
@@ -683,7 +682,8 @@ class Scheduler:
                     seq = noise.seq
                 seqs[j] = seq
         adapt_every = max(1, int(self.options.adapt_every))
-        every_result = self._learning or self.options.adaptive
+        learns = self.predictor_learns
+        every_result = learns or self.options.adaptive
         all_stats = self.stats
         for j, c in enumerate(candidates):
             stats = all_stats[c.operator]
@@ -693,8 +693,8 @@ class Scheduler:
             all_stats[c.chosen_by or c.operator].spent += 1
             if every_result:
                 self._told += 1
-                if self._learning and objectives[j] is not None and measures[j] is not None:
-                    self.learn(c.config, measures[j])  # type: ignore[arg-type]
+                if learns and objectives[j] is not None and measures[j] is not None:
+                    self.predictor.learn(c.config, measures[j])  # type: ignore[arg-type]
                 if self.options.adaptive and self._told % adapt_every == 0:
                     self._adapt_weights()
         if not every_result:

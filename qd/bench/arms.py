@@ -39,7 +39,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,7 +205,11 @@ def instance_digest(domain: Domain) -> str:
 
 
 def _hash_set(space: Space, configs: Sequence[dict]) -> str:
-    return hashlib.sha256("".join(sorted(space.hash(c) for c in configs)).encode()).hexdigest()[:16]
+    return _digest_of(space.hash(c) for c in configs)
+
+
+def _digest_of(hashes: Iterable[str]) -> str:
+    return hashlib.sha256("".join(sorted(hashes)).encode()).hexdigest()[:16]
 
 
 class FlatSpace:
@@ -317,6 +321,7 @@ class _Recorder:
         self.names = list(spec.measures)
         self.count = 0
         self.values: dict[str, tuple[float, list[float]] | None] = {}
+        self.order: list[str] = []  # hashes in evaluation order (what the arm really ran first)
 
     def evaluate(self, config: dict) -> tuple[float, list[float]] | None:
         result = evaluate_config(self.domain, config)
@@ -326,8 +331,14 @@ class _Recorder:
             out = (float(result.objective), [float(measures[n]) for n in self.names])
             self.archive.add_single(config, out[0], out[1], id=self.count, feedback=result.feedback)
         self.count += 1
-        self.values[self.domain.space.hash(config)] = out
+        digest = self.domain.space.hash(config)
+        self.values[digest] = out
+        self.order.append(digest)
         return out
+
+    def initial_hash(self, n: int) -> str:
+        """Digest of the first ``n`` configurations evaluated (check_paired compares it across arms)."""
+        return _digest_of(self.order[:n])
 
 
 class _SeedWatch(SearchListener):
@@ -386,7 +397,7 @@ def _run_random(spec: BenchDomain, domain: Domain, seed: int, init: list[dict], 
         config = domain.space.sample(rng)
         if domain.space.hash(config) not in rec.values:
             rec.evaluate(config)
-    return RunOutput(rec.archive, rec.count, _hash_set(domain.space, init))
+    return RunOutput(rec.archive, rec.count, rec.initial_hash(len(init)))
 
 
 def _run_optuna(spec: BenchDomain, domain: Domain, seed: int, init: list[dict], kind: str) -> RunOutput:
@@ -431,7 +442,7 @@ def _run_optuna(spec: BenchDomain, domain: Domain, seed: int, init: list[dict], 
             told = None if out is None else np.atleast_1d(values(out)).tolist()
             study.add_trial(optuna.trial.create_trial(params=flat.params(config), distributions=dists, values=told,
                                                       state=TrialState.FAIL if out is None else TrialState.COMPLETE))
-    return RunOutput(rec.archive, rec.count, _hash_set(domain.space, init), {"repeats_free": free})
+    return RunOutput(rec.archive, rec.count, rec.initial_hash(len(init)), {"repeats_free": free})
 
 
 def _run_pyribs(spec: BenchDomain, domain: Domain, seed: int, init: list[dict], kind: str) -> RunOutput:
@@ -471,7 +482,7 @@ def _run_pyribs(spec: BenchDomain, domain: Domain, seed: int, init: list[dict], 
             scheduler.tell(objectives, measures)
         else:  # the budget ends inside a batch: what was evaluated still enters the archive
             archive.add(xs[:room], objectives, measures)
-    return RunOutput(rec.archive, rec.count, _hash_set(domain.space, init))
+    return RunOutput(rec.archive, rec.count, rec.initial_hash(len(init)))
 
 
 def arms_for(domain: Domain, arms: Sequence[str] = ARMS) -> list[str]:

@@ -76,7 +76,7 @@ def collect(run_dir: str | Path, limits: Limits | None = None) -> dict[str, Any]
     ValueError
         When its store cannot describe its archive (the message names the run).
     """
-    run = read_run(run_dir, solutions=True)
+    run = read_run(run_dir, solutions=False)  # configurations come with the kept rows (rows_of)
     try:
         return _collect(run, limits or Limits())
     finally:
@@ -99,11 +99,10 @@ def _collect(run: Any, limits: Limits) -> dict[str, Any]:
     evals = _columns(rows, archive)
     configs = _configs(rows, elites, ancestors, limits.config_chars, problems)
     traces = _traces(store, rows, elites, ancestors, limits.trace_spans, problems)
-    t0 = float(outline["submitted_at"].min()) if total else 0.0
     meta = {
         "name": run.config["run"]["name"], "domain": run.config["domain"]["name"], "run_dir": str(run.path),
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"), "running": is_running(run.path),
-        "evaluations": total, "budget": run.config["run"]["evaluations"], "t0": t0,
+        "evaluations": total, "budget": run.config["run"]["evaluations"],
         "objective_name": archive.objective_name, "measure_names": list(archive.measure_names),
         "qd_score_offset": float(archive.qd_score_offset), "traces_kept": store.has_traces,
         "trace_text_chars": run.config["run"].get("trace_text_chars"),
