@@ -44,6 +44,10 @@ class RunLockedError(RuntimeError):
     """Another live process holds the run directory."""
 
 
+class RunStartingError(ValueError):
+    """The run directory's store exists but its run has not stored its config yet."""
+
+
 class RunLock:
     """Exclusive lock on a run directory, held while a search writes to it.
 
@@ -342,6 +346,8 @@ def open_store(run_dir: str | Path, *, readonly: bool = True) -> tuple[Path, Run
     ------
     FileNotFoundError
         When ``run_dir`` holds no ``run.sqlite``.
+    RunStartingError
+        When the run is still starting: its store exists but holds no config yet, and no ``config.toml``.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "run.sqlite").exists():
@@ -349,7 +355,12 @@ def open_store(run_dir: str | Path, *, readonly: bool = True) -> tuple[Path, Run
     store = RunStore(run_dir / "run.sqlite", readonly=readonly)
     try:
         stored = store.get_meta("config")
-        return run_dir, store, stored if stored is not None else load_config(run_dir / "config.toml")
+        if stored is not None:
+            return run_dir, store, stored
+        if not (run_dir / "config.toml").exists():  # a new run stores its config once everything has started
+            raise RunStartingError(f"{run_dir} is a run that is still starting (its store holds no config yet); "
+                                   "try again in a moment")
+        return run_dir, store, load_config(run_dir / "config.toml")
     except BaseException:
         store.close()
         raise

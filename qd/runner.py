@@ -214,11 +214,13 @@ def _run_locked(config: dict, run_dir: Path, store_path: Path, resume: bool, pro
                         noise=config["archive"]["noise"], noise_samples=config["archive"]["noise_samples"],
                         noise_share=config["archive"]["noise_share"], listeners=listeners)
         # Written only now that everything has started: a resume that fails to start leaves the run as it was.
+        # One commit: a reader sees the stored config only with the archive it describes (docs: open_store).
+        with store.transaction():
+            store.set_meta(ARCHIVE_META, archive_spec(archive))  # read-only commands rebuild it without the domain
+            store.set_meta("budget", config["run"]["evaluations"])
+            store.set_meta("config", config)
+            record_resume(store, changed)
         (run_dir / "config.toml").write_text(dump_config(config))
-        store.set_meta("config", config)
-        store.set_meta("budget", config["run"]["evaluations"])
-        store.set_meta(ARCHIVE_META, archive_spec(archive))  # read-only commands rebuild it without the domain
-        record_resume(store, changed)
     except BaseException:
         if evaluator is not None:
             evaluator.close()

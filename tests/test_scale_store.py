@@ -24,7 +24,7 @@ from qd.archive_store import replay
 from qd.cli import main, run_status
 from qd.config import load_config
 from qd.keyset import KeySet, key_of
-from qd.rundir import ARCHIVE_META, archive_from_spec, read_run
+from qd.rundir import ARCHIVE_META, RunStartingError, archive_from_spec, read_run
 from qd.runner import run_search
 from qd.store import RunStore
 from qd.totals import RunTotals
@@ -187,8 +187,8 @@ def test_read_commands_on_a_run_that_is_still_writing_give_consistent_figures(tm
             if (run_dir / "run.sqlite").exists():
                 try:
                     seen.append(_check_consistent(run_dir))
-                except (ValueError, sqlite3.OperationalError) as exc:  # the run is creating its store
-                    assert "does not describe its archive" in str(exc) or "holds no run store" in str(exc)
+                except (RunStartingError, sqlite3.OperationalError) as exc:  # the run is creating its store
+                    assert "still starting" in str(exc) or "holds no run store" in str(exc)
             time.sleep(0.05)
         assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()
     finally:
@@ -197,6 +197,16 @@ def test_read_commands_on_a_run_that_is_still_writing_give_consistent_figures(tm
     live = [n for n in seen if 0 < n < 6000]
     assert len(set(live)) >= 2, f"too few reads while the run wrote: {seen}"  # two moments of one run
     assert _check_consistent(run_dir) == 6000
+
+
+def test_reading_a_run_whose_store_holds_no_config_yet_says_it_is_starting(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    RunStore(run_dir / "run.sqlite").close()  # what a new run has made before its config is stored
+    with pytest.raises(RunStartingError, match="still starting"):
+        read_run(run_dir)
+    assert main(["status", str(run_dir)]) == 2
+    assert "still starting" in capsys.readouterr().err
 
 
 def test_the_stored_archive_equals_the_live_one_after_every_group(tmp_path):
