@@ -280,10 +280,13 @@ def test_a_keyset_is_a_set_of_64_bit_keys(added, probes):
             keys.add(k)
         expected = set(added)
         assert len(keys) == len(expected) and set(keys) == expected
-        assert [k in keys for k in probes + added] == [k in expected for k in probes + added]
+        # keys that share an added key's low bits pass the bitmap: the binary search must answer
+        twins = [k ^ (1 << 40) for k in added]
+        assert [k in keys for k in probes + added + twins] == [k in expected for k in probes + added + twins]
         assert keys.contains_many(np.array(probes + added, dtype=np.int64)).tolist() == \
             [k in expected for k in probes + added]
-        assert keys.array().tolist() == sorted(expected) and keys.nbytes == 8 * len(expected)
+        assert keys.array().tolist() == sorted(expected)
+        assert 8 * len(expected) < keys.nbytes <= 8 * len(expected) + max(8192, 4 * len(expected))
         checked = KeySet()  # the scheduler's way: look, then add what was missing without a second lookup
         for k in added:
             if k not in checked:
@@ -292,6 +295,22 @@ def test_a_keyset_is_a_set_of_64_bit_keys(added, probes):
             [k in expected for k in probes]
     finally:
         qd.keyset._MERGE_AT = old
+
+
+def test_a_keyset_answers_the_same_after_its_bitmap_grows():
+    rng = np.random.default_rng(0)
+    first, more = rng.integers(-(2**63), 2**63 - 1, 5_000), rng.integers(-(2**63), 2**63 - 1, 60_000)
+    keys = KeySet(first)
+    small = keys.nbytes - first.nbytes
+    keys.update(more)  # the bitmap is resized: every key's bit moves
+    for k in rng.integers(-(2**63), 2**63 - 1, 1_000).tolist():
+        keys.add_unseen(k)
+        more = np.append(more, k)
+    assert keys.nbytes - 8 * len(keys) > small
+    every = np.concatenate([first, more]).tolist()
+    assert all(k in keys for k in every)
+    twins = (np.concatenate([first, more]) ^ np.int64(1 << 40)).tolist()  # same low bits, not added
+    assert not any(k in keys for k in twins)
 
 
 def test_a_key_is_the_first_8_bytes_of_the_hash_signed():
