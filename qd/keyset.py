@@ -1,4 +1,4 @@
-"""A set of 64-bit dedup keys that costs 8 bytes per key.
+"""A set of 64-bit dedup keys that costs 10 bytes per key.
 
 The scheduler remembers every configuration it has handed out so that none is evaluated twice.
 Kept as sha256 hex strings in a Python set that costs about 170 bytes per evaluation; a million
@@ -7,9 +7,9 @@ digest (:func:`key_of`) as one sorted ``int64`` array plus a small Python set of
 that is merged into the array when it fills, and a bitmap of the keys' low bits (16 bits per
 key) that answers most misses before a binary search: memory is 10 bytes per key, and a lookup
 is a set lookup, a bit test and, for keys the bitmap cannot rule out, a binary search (whose
-cost grows with the array: most lookups of a search are misses, so it seldom runs). Two distinct configurations share a key with probability about
-``n² / 2⁶⁵`` (3·10⁻⁸ after a million): the cost of such a collision is one configuration
-skipped as a duplicate.
+cost grows with the array: most lookups of a search are misses, so it seldom runs). Two
+distinct configurations share a key with probability about ``n² / 2⁶⁵`` (3·10⁻⁸ after a
+million): the cost of such a collision is one configuration skipped as a duplicate.
 """
 from __future__ import annotations
 

@@ -488,41 +488,24 @@ class RunStore:
         What ``qd elites`` reads of the elites' repeated evaluations (``qd.noise``), without reading
         the other rows.
         """
-        ids = sorted(set(int(i) for i in ids))
-        out: dict[int, list[tuple[int, str, float]]] = {}
         column = "key" if self.version >= 2 else "hash"
         own: dict[Any, int] = {}
-        for chunk in _chunks(ids, 500):
-            marks = ",".join("?" * len(chunk))
-            for i, k in self._db.execute(f"SELECT id, {column} FROM evaluations WHERE id IN ({marks})", chunk):
-                own[k] = i
-        where = f"{column} IN ({{}})" + (f" AND operator = '{_RESAMPLE}'" if self.version >= 2 else "")
-        found: dict[int, list[tuple[int, str, float]]] = {}
-        for chunk in _chunks(list(own), 500):
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT {column}, id, status, fitness FROM evaluations WHERE {where.format(marks)}"
-            for k, i, status, fitness in self._db.execute(query, chunk):
-                found.setdefault(own[k], []).append((i, status, math.nan if fitness is None else fitness))
-        if self.version >= 2:  # the resample index holds the repeats; the elite's own row comes from its id
-            for chunk in _chunks(ids, 500):
-                marks = ",".join("?" * len(chunk))
-                for i, status, fitness in self._db.execute(
-                        f"SELECT id, status, fitness FROM evaluations WHERE id IN ({marks})", chunk):
-                    found.setdefault(i, []).append((i, status, math.nan if fitness is None else fitness))
-        for i in ids:
-            if i in found:
-                out[i] = sorted(set(found[i]))
-        return out
+        found: dict[int, set[tuple[int, str, float]]] = {}
+        for i, k, status, fitness in self._select_in(f"id, {column}, status, fitness", (int(i) for i in ids)):
+            own[k] = i
+            found[i] = {(i, status, math.nan if fitness is None else fitness)}
+        # version 2: the resample index holds the repeats (an elite's own row was read above)
+        repeats = f" AND operator = '{_RESAMPLE}'" if self.version >= 2 else ""
+        for k, i, status, fitness in self._select_in(f"{column}, id, status, fitness", own, column=column,
+                                                     extra=repeats):
+            found[own[k]].add((i, status, math.nan if fitness is None else fitness))
+        return {i: sorted(found[i]) for i in sorted(found)}
 
     def hashes_of(self, ids: Iterable[int]) -> dict[int, str]:
         """Per evaluation id: its configuration's hash (sha256 of the canonical JSON)."""
-        out: dict[int, str] = {}
-        column = "config" if self.version >= 2 else "hash"
-        for chunk in _chunks(sorted(set(int(i) for i in ids)), 500):
-            marks = ",".join("?" * len(chunk))
-            for i, value in self._db.execute(f"SELECT id, {column} FROM evaluations WHERE id IN ({marks})", chunk):
-                out[i] = _digest(self._config(value)[1]) if self.version >= 2 else value
-        return out
+        if self.version < 2:
+            return dict(self._select_in("id, hash", (int(i) for i in ids)))
+        return {i: _digest(self._config(value)[1]) for i, value in self._select_in("id, config", (int(i) for i in ids))}
 
     def get(self, eval_id: int) -> EvaluationRow | None:
         """One evaluation by id, or None."""
@@ -530,19 +513,22 @@ class RunStore:
 
     def rows_of(self, ids: Iterable[int]) -> list[EvaluationRow]:
         """The evaluations of ``ids`` that exist, in id order (reads those rows only)."""
-        out: list[EvaluationRow] = []
-        for chunk in _chunks(sorted(set(int(i) for i in ids)), 500):
-            out.extend(self._rows(f"WHERE id IN ({','.join('?' * len(chunk))})", tuple(chunk)))
-        return out
+        return [self._row(row) for row in self._select_in(self._columns(), (int(i) for i in ids))]
 
     def parents_of(self, ids: Iterable[int]) -> dict[int, list[int]]:
         """Per evaluation of ``ids`` that exists: its parents' ids (lineage, without reading configurations)."""
-        out: dict[int, list[int]] = {}
-        for chunk in _chunks(sorted(set(int(i) for i in ids)), 500):
+        return {i: json.loads(parents) for i, parents in self._select_in("id, parent_ids", (int(i) for i in ids))}
+
+    def _select_in(self, columns: str, values: Iterable[Any], *, table: str = "evaluations", column: str = "id",
+                   extra: str = "") -> Iterator[tuple]:
+        """Rows of ``SELECT columns FROM table WHERE column IN values extra``, by ascending ``column``.
+
+        Asked in chunks of 500 values (SQLite's bound-parameter limit); each value once.
+        """
+        for chunk in _chunks(sorted(set(values)), 500):
             marks = ",".join("?" * len(chunk))
-            for i, parents in self._db.execute(f"SELECT id, parent_ids FROM evaluations WHERE id IN ({marks})", chunk):
-                out[i] = json.loads(parents)
-        return out
+            yield from self._db.execute(f"SELECT {columns} FROM {table} WHERE {column} IN ({marks}){extra} "
+                                        f"ORDER BY {column}", chunk)
 
     def outline(self, spend: bool = True) -> dict[str, np.ndarray]:
         """The small columns of every evaluation, in id order, as arrays (no configuration is read).
@@ -587,7 +573,7 @@ class RunStore:
         """
         return self.traces([eval_id]).get(eval_id)
 
-    def traces(self, ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
+    def traces(self, ids: Iterable[int], unreadable: list[str] | None = None) -> dict[int, list[dict[str, Any]]]:
         """Evaluation id -> spans, for those of ``ids`` whose trace the store knows.
 
         A stored trace, or ``[]`` for an evaluation whose trace summary counts no spans (no row is
@@ -595,26 +581,36 @@ class RunStore:
         kept (run by a qd before traces were kept, then resumed), and every id of a store without
         a traces table (a version 1 store of a qd before traces were kept: :attr:`has_traces`).
 
+        Parameters
+        ----------
+        ids : iterable of int
+            Evaluation ids.
+        unreadable : list of str, optional
+            Given, a stored trace that cannot be read is left out and a message naming it is
+            appended here; otherwise it raises.
+
         Raises
         ------
         ValueError
-            When a stored trace cannot be read (naming the evaluation and the store).
+            When a stored trace cannot be read and ``unreadable`` is not given (naming the
+            evaluation and the store).
         """
         if not self.has_traces:
             return {}
-        wanted = sorted({int(i) for i in ids})
+        wanted = {int(i) for i in ids}
         out: dict[int, list[dict[str, Any]]] = {}
-        for chunk in _chunks(wanted, 500):  # SQLite's bound-parameter limit
-            rows = self._db.execute(f"SELECT id, spans FROM traces WHERE id IN ({','.join('?' * len(chunk))})",
-                                    chunk)
-            for i, blob in rows:
+        stored: set[int] = set()
+        for i, blob in self._select_in("id, spans", wanted, table="traces"):
+            stored.add(i)
+            try:
                 out[i] = self._spans(i, blob)
-        for chunk in _chunks([i for i in wanted if i not in out], 500):
-            rows = self._db.execute(
-                f"SELECT id, trace_summary FROM evaluations WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-            for i, summary in rows:
-                if not json.loads(summary).get("spans"):
-                    out[i] = []
+            except ValueError as exc:
+                if unreadable is None:
+                    raise
+                unreadable.append(str(exc))
+        for i, summary in self._select_in("id, trace_summary", wanted - stored):
+            if not json.loads(summary).get("spans"):
+                out[i] = []
         return out
 
     def _spans(self, eval_id: int, blob: bytes) -> list[dict[str, Any]]:
@@ -688,13 +684,8 @@ class RunStore:
 
     def configs_of(self, ids: Iterable[int]) -> dict[int, tuple[dict, str]]:
         """Per evaluation id: its configuration and feedback."""
-        out: dict[int, tuple[dict, str]] = {}
-        for chunk in _chunks(sorted(set(int(i) for i in ids)), 500):
-            marks = ",".join("?" * len(chunk))
-            for i, config, feedback in self._db.execute(
-                    f"SELECT id, config, feedback FROM evaluations WHERE id IN ({marks})", chunk):
-                out[i] = (self._config(config)[0], _text(feedback))
-        return out
+        return {i: (self._config(config)[0], _text(feedback))
+                for i, config, feedback in self._select_in("id, config, feedback", (int(i) for i in ids))}
 
     # -- samples and validations (qd.noise, qd validate) --------------------------------------
     def add_sample(self, id: int, hash: str, draw: int, seq: int, scores: list[float] | None) -> None:

@@ -198,6 +198,21 @@ def test_an_unreadable_trace_is_an_error_naming_the_evaluation_and_store(tmp_pat
             store.trace(0)
 
 
+def test_unreadable_traces_are_collected_when_asked_and_the_readable_ones_returned(tmp_path):
+    with RunStore(tmp_path / "run.sqlite") as store:
+        for i in range(4):
+            store.add_evaluation(id=i, config_json=f'{{"x": {i}}}', status="ok", fitness=1.0, measures={}, error="",
+                                 feedback="", operator="seed", parent_ids=[], trace_summary={"spans": 1}, metrics={},
+                                 archive_status=1, submitted_at=0.0, trace=[{"id": 0, "kind": "tool", "i": i}])
+        store._db.execute("UPDATE traces SET spans = x'0102' WHERE id IN (1, 3)")
+        problems: list[str] = []
+        traces = store.traces(range(6), unreadable=problems)
+        assert sorted(traces) == [0, 2] and traces[2] == [{"id": 0, "kind": "tool", "i": 2}]
+        assert [p.split(" in ")[0] for p in problems] == ["the trace of evaluation 1", "the trace of evaluation 3"]
+        with pytest.raises(ValueError, match="evaluation 1"):
+            store.traces(range(6))
+
+
 def test_a_search_stores_each_evaluation_trace_with_its_text_clipped(tmp_path):
     from qd.analysis.descriptors import summarize
     from qd.domains import get_domain

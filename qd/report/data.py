@@ -245,7 +245,7 @@ def _traces(store: Any, rows: list[Any], elites: list[dict], ancestors: set[int]
     if len(wanted) < len(sizes):
         problems.append(f"traces are embedded for {len(wanted)} of the {len(sizes)} evaluations that recorded spans "
                         f"(at most {limit} spans; elites and their ancestors first)")
-    stored = _read_traces(store, wanted, problems)
+    stored = store.traces(wanted, unreadable=problems)  # an unreadable trace is a problem, not an error
     missing = [i for i in wanted if i not in stored]
     if missing:
         problems.append(f"{len(missing)} evaluation(s) have no stored trace (run before qd kept traces, e.g. a "
@@ -261,25 +261,6 @@ def _traces(store: Any, rows: list[Any], elites: list[dict], ancestors: set[int]
         if bad:
             problems.append(f"evaluation {i}: {len(bad)} malformed span(s) left out of its trace: {bad[0]}")
         out[str(i)] = {"spans": good, "critical": critical_path_spans(good), "malformed": bad}
-    return out
-
-
-def _read_traces(store: Any, ids: list[int], problems: list[str]) -> dict[int, list]:
-    """Stored traces of ``ids``; one that cannot be read is a problem, not an error."""
-    out: dict[int, list] = {}
-    for start in range(0, len(ids), 200):
-        chunk = ids[start:start + 200]
-        try:
-            out.update(store.traces(chunk))
-        except ValueError:  # find the unreadable ones
-            for i in chunk:
-                try:
-                    spans = store.trace(i)
-                except ValueError as exc:
-                    problems.append(str(exc))
-                    continue
-                if spans is not None:
-                    out[i] = spans
     return out
 
 
