@@ -48,7 +48,7 @@ from __future__ import annotations
 import collections
 import heapq
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -409,6 +409,55 @@ class NoiseHandler:
         self.seq += len(configs)
         return self.archive.add_in_order(list(configs), objectives, measures, id=list(ids),
                                          feedback=list(feedback)).tolist()
+
+    def record_many(self, configs: Sequence[dict], objectives: Sequence[float | None],
+                    measures: Sequence[Sequence[float] | None], *, hash_of: Callable[[int], str], ids: Sequence[int],
+                    feedback: Sequence[str], draws: Sequence[int],
+                    resampled: Sequence[bool]) -> tuple[list[int], list[int]]:
+        """Results in order, as :meth:`record` and :meth:`failed` would take them one after another.
+
+        A usable result is recorded, an unusable re-evaluation failed; any other unusable result
+        changes nothing. While :attr:`plain` and none is a re-evaluation, the usable ones enter the archive in one
+        ``add_in_order`` (:meth:`record_plain`) and no hash is asked for.
+
+        Parameters
+        ----------
+        hash_of : callable
+            Result ``j``'s configuration hash (asked only when the policy keeps state).
+        resampled : sequence of bool
+            Whether result ``j`` is a re-evaluation the policy asked for.
+
+        Returns
+        -------
+        statuses : list of int
+            Each result's archive gain (0 for an unusable one).
+        seqs : list of int
+            :attr:`seq` after each result: the order a replay follows.
+        """
+        n = len(configs)
+        statuses, seqs = [0] * n, [0] * n
+        usable = [objectives[j] is not None and measures[j] is not None for j in range(n)]
+        if self.plain and not any(resampled):
+            seq = self.seq
+            rows = [j for j in range(n) if usable[j]]
+            if rows:
+                gained = self.record_plain([configs[j] for j in rows], [objectives[j] for j in rows],
+                                           [list(measures[j]) for j in rows],  # type: ignore[arg-type]
+                                           ids=[ids[j] for j in rows], feedback=[feedback[j] for j in rows])
+                for j, status in zip(rows, gained):
+                    statuses[j] = int(status)
+            for j in range(n):
+                seq += usable[j]
+                seqs[j] = seq
+            return statuses, seqs
+        for j in range(n):
+            if usable[j]:
+                statuses[j] = self.record(hash_of(j), configs[j], objectives[j], list(measures[j]),  # type: ignore
+                                          id=ids[j], feedback=feedback[j], draw=draws[j])
+            elif resampled[j]:
+                self.failed(hash_of(j))
+            seqs[j] = self.seq
+        return statuses, seqs
 
     def failed(self, hash: str) -> None:
         """A re-evaluation of ``hash`` returned no usable result (error, timeout, bad measures)."""

@@ -651,36 +651,21 @@ class Scheduler:
         if ids is None:  # a plain ask/tell loop: ids number the results from 0
             ids = range(self._told, self._told + n)
         feedback = [""] * n if feedback is None else feedback
-        statuses = [0] * n
-        seqs: list[int | None] = [None] * n
-        noise = self.noise
-        usable = [j for j in range(n) if objectives[j] is not None and measures[j] is not None]
-        plain = noise is None or (noise.plain and all(c.operator != RESAMPLE for c in candidates))
-        if plain and usable:
-            configs = [candidates[j].config for j in usable]
-            values = [objectives[j] for j in usable]
-            points = [list(measures[j]) for j in usable]  # type: ignore[arg-type]
-            used_ids, texts = [ids[j] for j in usable], [feedback[j] for j in usable]
-            if noise is None:
-                gained = self.archive.add_in_order(configs, values, points, id=used_ids, feedback=texts).tolist()
-            else:
-                gained = noise.record_plain(configs, values, points, ids=used_ids, feedback=texts)
-            for j, status in zip(usable, gained):
-                statuses[j] = int(status)
-        if noise is not None:
-            seq = noise.seq - (len(usable) if plain else 0)
-            for j, c in enumerate(candidates):
-                if objectives[j] is not None and measures[j] is not None:
-                    if plain:
-                        seq += 1
-                    else:
-                        statuses[j] = noise.record(c.hash, c.config, objectives[j], list(measures[j]),  # type: ignore
-                                                   id=ids[j], feedback=feedback[j], draw=c.draw)
-                        seq = noise.seq
-                elif c.operator == RESAMPLE:
-                    noise.failed(c.hash)
-                    seq = noise.seq
-                seqs[j] = seq
+        if self.noise is not None:
+            statuses, seqs = self.noise.record_many(
+                [c.config for c in candidates], objectives, measures, hash_of=lambda j: candidates[j].hash, ids=ids,
+                feedback=feedback, draws=[c.draw for c in candidates],
+                resampled=[c.operator == RESAMPLE for c in candidates])
+        else:
+            statuses, seqs = [0] * n, [None] * n
+            usable = [j for j in range(n) if objectives[j] is not None and measures[j] is not None]
+            if usable:
+                gained = self.archive.add_in_order(
+                    [candidates[j].config for j in usable], [objectives[j] for j in usable],
+                    [list(measures[j]) for j in usable], id=[ids[j] for j in usable],  # type: ignore[arg-type]
+                    feedback=[feedback[j] for j in usable]).tolist()
+                for j, status in zip(usable, gained):
+                    statuses[j] = int(status)
         adapt_every = max(1, int(self.options.adapt_every))
         learns = self.predictor_learns
         every_result = learns or self.options.adaptive
@@ -890,30 +875,28 @@ class Scheduler:
 
     def _select_parent_groups(self, k: int, groups: int) -> list[list[Parent]]:
         """``groups`` lists of ``k`` parents, sampled in one call."""
-        elites = self.archive.sample_elites(k * groups, rng=self.rng)
-        solutions, n = elites["solution"], k * groups
-        objectives = elites["objective"].tolist()
-        measures = [dict(zip(self.measure_names, m)) for m in elites["measures"].tolist()]
-        feedback = elites["feedback"].tolist() if "feedback" in elites else [""] * n
-        ids = elites["id"].tolist() if "id" in elites else [None] * n
-        parents = [Parent(solutions[i], objectives[i], measures[i], feedback=str(feedback[i] or ""),
-                          id=ids[i] if ids[i] is not None and ids[i] >= 0 else None)  # -1: added without one
-                   for i in range(n)]
+        parents = self._parents(self.archive.sample_elites(k * groups, rng=self.rng))
         return [parents[g * k:(g + 1) * k] for g in range(groups)]
 
     def _select_parents(self, k: int) -> list[Parent]:
-        """``k`` elites as parents; ``feedback`` and ``id`` may be missing (an archive filled by plain add)."""
-        elites = self.archive.sample_elites(k, rng=self.rng)
-        return self._parents(elites, range(k))
+        """``k`` elites as parents."""
+        return self._select_parent_groups(k, 1)[0]
 
-    def _parents(self, elites: Mapping[str, Any], rows: Iterable[int]) -> list[Parent]:
-        """Rows of an archive's fields as parents (an archive filled without ``feedback`` or ``id`` has none)."""
-        feedback, ids = elites.get("feedback"), elites.get("id")
-        return [Parent(elites["solution"][i], float(elites["objective"][i]),
-                       dict(zip(self.measure_names, map(float, elites["measures"][i]))),
-                       feedback="" if feedback is None or feedback[i] is None else str(feedback[i]),
-                       id=None if ids is None or ids[i] < 0 else int(ids[i]))
-                for i in rows]
+    def _parents(self, elites: Mapping[str, Any], rows: Sequence[int] | None = None) -> list[Parent]:
+        """Rows of an archive's fields (every row without ``rows``) as parents.
+
+        An archive filled by plain ``add`` has no ``feedback`` or ``id`` field (a warm start): its
+        parents have none (an id of -1, an elite added without one, is none too).
+        """
+        index = np.arange(len(elites["objective"])) if rows is None else np.asarray(rows, dtype=np.intp)
+        solutions, feedback, ids = elites["solution"], elites.get("feedback"), elites.get("id")
+        objectives = np.asarray(elites["objective"], dtype=float)[index].tolist()
+        measures = np.asarray(elites["measures"], dtype=float)[index].tolist()
+        texts = [None] * len(index) if feedback is None else np.asarray(feedback, dtype=object)[index].tolist()
+        numbers = [-1] * len(index) if ids is None else np.asarray(ids)[index].tolist()
+        return [Parent(solutions[i], objective, dict(zip(self.measure_names, m)),
+                       feedback="" if text is None else str(text), id=None if number < 0 else int(number))
+                for i, objective, m, text, number in zip(index.tolist(), objectives, measures, texts, numbers)]
 
     def neighbours(self, point: Mapping[str, float], k: int, first: Parent) -> list[Parent]:
         """The ``k`` elites nearest ``point`` in measure space (ranges scaled to 1), nearest first.
