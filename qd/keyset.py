@@ -75,17 +75,9 @@ class KeySet:
         return iter(self.array().tolist())
 
     def add(self, key: int) -> None:
-        """Add one key."""
-        self.insert(key)
-
-    def insert(self, key: int) -> bool:
-        """Add one key; whether it was new (one lookup for both)."""
-        if key in self:
-            return False
-        self._recent.add(key)
-        if len(self._recent) >= _MERGE_AT:
-            self._merge()
-        return True
+        """Add one key (a set's ``add``: one already there changes nothing)."""
+        if key not in self:
+            self.add_unseen(key)
 
     def add_unseen(self, key: int) -> None:
         """Add a key the caller just found missing (no second lookup)."""

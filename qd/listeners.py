@@ -262,8 +262,8 @@ class StoreRecorder(SearchListener):
         later session that reaches its budget clears it).
         """
         with self.store.transaction():
+            self.save_counters(search)  # whole tables (stale names go), so the commit finds no counter to write
             self.commit(search)
-            self.save_counters(search)
             if search.stopped or self.store.get_meta("stopped"):
                 self.store.set_meta("stopped", search.stopped and {
                     "reason": search.stopped, "evaluations": search.finished, "budget": search.budget})
