@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere without installing
 
 from qd.bench.arms import ARMS, LLM_ARMS, arms_for, bench_domain, bench_run, check_paired, parse_arm  # noqa: E402
-from qd.bench.report import arm_table, comparison_table, plot_domain, targets_table  # noqa: E402
+from qd.bench.report import METRICS, arm_table, comparison_table, plot_domain, seed_table, targets_table  # noqa: E402
 
 
 def _pairs(items: list[str], what: str) -> dict[str, int]:
@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", default=",".join(ARMS),
                         help=f"comma-separated subset of {','.join(ARMS)}; a qd arm may take ':noise=POLICY' "
                              "(then separate arms with ';')")
-    parser.add_argument("--seeds", type=int, default=20, help="paired seeds per arm (default 20)")
+    parser.add_argument("--seeds", type=int, default=20, help="paired seeds per arm, from --first-seed (default 20)")
     parser.add_argument("--first-seed", type=int, default=0,
-                        help="start at this seed (several processes can share one --results file by seed ranges)")
+                        help="the first seed (several processes can share one --results file by seed ranges)")
     parser.add_argument("--llm-seeds", type=int, default=None,
                         help=f"seeds of the arms whose operators call the embedded model ({', '.join(LLM_ARMS)}; "
                              "default: --seeds)")
@@ -85,9 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         arms = arms_for(spec.build(), wanted)
         seeds_of = {arm: args.llm_seeds if (parse_arm(arm)[0] in LLM_ARMS and args.llm_seeds is not None)
                     else args.seeds for arm in arms}
-        for seed in range(args.first_seed, max(seeds_of.values(), default=0)):  # seed by seed: what ran is paired
+        last = args.first_seed + max(seeds_of.values(), default=0)
+        for seed in range(args.first_seed, last):  # seed by seed: what ran is paired
             for arm in arms:
-                if seed >= seeds_of[arm] or (name, arm, seed, spec.budget) in done:
+                if seed >= args.first_seed + seeds_of[arm] or (name, arm, seed, spec.budget) in done:
                     continue
                 start = time.perf_counter()
                 row = bench_run(spec, arm, seed)
@@ -109,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
               f"map {' x '.join(map(str, spec.bins))} over {', '.join(spec.measures)}\n")
         print(arm_table(mine, name), "\n")
         print(targets_table(mine, name, spec.objective_range), "\n")
-        print(comparison_table(mine, name))
+        print(comparison_table(mine, name), "\n")
+        print(f"Every seed's {METRICS['corrected_qd']}:\n")
+        print(seed_table(mine, name))
         path = plot_domain(mine, name, Path(args.out) / f"bench_search_{name.replace(':', '_')}.png",
                            f"{name}: {spec.budget} evaluations per run; every seed (dots), paired seeds joined, "
                            f"medians (bars)")

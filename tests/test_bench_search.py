@@ -23,7 +23,7 @@ from qd.bench.arms import (
     parse_arm,
     run_arm,
 )
-from qd.bench.report import arm_table, comparison_table, is_qd, plot_domain, targets
+from qd.bench.report import arm_table, comparison_table, is_qd, plot_domain, seed_table, targets
 from qd.bench.stats import a12, compare, holm, hypervolume, pareto_front
 from qd.domains import get_domain
 
@@ -263,3 +263,6 @@ def test_report_tables_targets_and_plot(tmp_path):
     table = comparison_table(rows, "d")
     assert table.count("| qd-classic | random |") == 4  # one line per metric
     assert plot_domain(rows, "d", tmp_path / "p.png").stat().st_size > 0
+    seeds = seed_table([r for r in rows if not (r["arm"] == "random" and r["seed"] == 2)], "d").splitlines()
+    assert seeds[0] == "| seed | qd-classic | random | optuna-tpe | optuna-nsga2 |" and len(seeds) == 2 + 4
+    assert seeds[2 + 3] == "| 3 | 2.3 | 1.3 | 2.2 | 1.5 |" and seeds[2 + 2].split(" | ")[2] == "-"  # a seed not run

@@ -15,8 +15,8 @@ import numpy as np
 
 from qd.bench.stats import Comparison, compare, holm
 
-__all__ = ["METRICS", "QD_ARMS", "is_qd", "arm_table", "comparisons", "comparison_table", "targets", "targets_table",
-           "plot_domain", "by_arm"]
+__all__ = ["METRICS", "QD_ARMS", "is_qd", "arm_table", "comparisons", "comparison_table", "seed_table", "targets",
+           "targets_table", "plot_domain", "by_arm"]
 
 #: Metric key -> label, in the order of tables and plots.
 METRICS = {"corrected_qd": "corrected QD score", "corrected_coverage": "corrected coverage",
@@ -43,7 +43,7 @@ def _values(runs: Mapping[int, Mapping[str, Any]], key: str, seeds: Sequence[int
     return np.array([np.nan if runs[s].get(key) is None else float(runs[s][key]) for s in seeds])
 
 
-def _fmt(value: float, digits: int = 3) -> str:
+def _fmt(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.{digits}g}"
@@ -66,6 +66,17 @@ def arm_table(rows: Sequence[Mapping[str, Any]], domain: str) -> str:
                      f"| {ms('corrected_coverage')} | {med('best_validated')} | {med('hypervolume')} "
                      f"| {ms('qd_score')} "
                      f"| {np.mean(_values(runs, 'total_s')):.0f} |")
+    return "\n".join(lines)
+
+
+def seed_table(rows: Sequence[Mapping[str, Any]], domain: str, key: str = "corrected_qd") -> str:
+    """Every seed's ``key`` (a :data:`METRICS` key) per arm: one row per seed, one column per arm."""
+    runs = by_arm(rows, domain)
+    seeds = sorted({seed for per_seed in runs.values() for seed in per_seed})
+    lines = [f"| seed | {' | '.join(runs)} |", "|---|" + "---|" * len(runs)]
+    for seed in seeds:
+        cells = [_fmt(None if seed not in r else r[seed].get(key), 4) for r in runs.values()]
+        lines.append(f"| {seed} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
