@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+from archive_views import exact
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -423,14 +424,6 @@ def test_cvt_save_load_keeps_the_nearest_neighbour_options(tmp_path):
     assert loaded._kdtree_kwargs == {"leafsize": 7} and loaded._query_kwargs == {"eps": 0.5}
 
 
-def _exact(archive):
-    """Everything an archive shows, in its own order: elites, statistics, best elite."""
-    data = {k: (v.tolist() if k != "solution" else list(v)) for k, v in archive.data().items()} if len(archive) else {}
-    best = archive.best_elite
-    return data, archive.stats, None if best is None else {k: np.asarray(v).tolist() if k != "solution" else v
-                                                          for k, v in best.items()}
-
-
 @pytest.mark.parametrize("make", [_grid, _cvt, lambda: _grid(learning_rate=0.5, threshold_min=-3.0)])
 @SETTINGS
 @given(batches=batches)
@@ -446,7 +439,7 @@ def test_add_in_order_is_add_single_in_a_loop_to_the_last_bit(make, batches):
                     for i, (o, m) in enumerate(batch)]
         assert status.tolist() == expected
         n += len(batch)
-    assert _exact(in_order) == _exact(single)
+    assert exact(in_order) == exact(single)
 
 
 operations = st.lists(st.tuples(st.sampled_from(["single", "batch", "in_order", "remove"]), items), min_size=1,
@@ -489,7 +482,7 @@ def test_changes_taken_after_each_step_restore_the_archive_exactly(make, ops):
                        [r["threshold"] for r in rows], [r["measures"] for r in rows], [r["solution"] for r in rows],
                        {"id": [r["id"] for r in rows], "feedback": [r["feedback"] for r in rows]} if rows else {},
                        archive_state(live), ranks=[r["rank"] for r in rows])
-        assert _exact(copy) == _exact(live)
+        assert exact(copy) == exact(live)
         if len(live):  # the copy samples the same parents and goes on the same way
             assert _exact_sample(copy) == _exact_sample(live)
 

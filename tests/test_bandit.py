@@ -31,7 +31,7 @@ def replay(results, n_ops: int) -> dict[str, OperatorStats]:
 
 @settings(max_examples=300, deadline=None)
 @given(results=RESULTS, weights=WEIGHTS, floor=st.sampled_from([0.01, 0.02, 0.1, 0.3]))
-def test_the_floor_holds_for_every_reward_sequence(results, weights, floor):
+def test_no_share_falls_below_the_floor_and_the_best_operator_pays(results, weights, floor):
     base = {f"op{i}": w for i, w in enumerate(weights)}
     judged = adapt_shares(base, replay(results, len(weights)), BanditSettings(floor=floor))
     shares = {n: j.share for n, j in judged.items()}

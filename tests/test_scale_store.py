@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from archive_views import exact
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,15 +32,6 @@ from qd.totals import RunTotals
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
-
-
-def _exact(archive):
-    """Everything an archive shows, in its own order: elites, statistics, best elite."""
-    data = archive.data()
-    rows = {k: (v.tolist() if k != "solution" else list(v)) for k, v in data.items()}
-    best = archive.best_elite
-    return rows, archive.stats, None if best is None else {k: np.asarray(v).tolist() if k != "solution" else v
-                                                          for k, v in best.items()}
 
 
 def _replayed(store):
@@ -97,7 +89,7 @@ def test_resuming_a_version_1_store_converts_it_in_place_and_goes_on(name, tmp_p
         first = [r for r in rows.values() if r.operator != "resample"]
         assert len({r.hash for r in first}) == len(first)  # nothing evaluated twice across the conversion
         if name == "plain":  # the stored archive is the one every committed evaluation gives
-            assert _exact(read_run(run_dir).archive) == _exact(_replayed(store))
+            assert exact(read_run(run_dir).archive) == exact(_replayed(store))
     status = run_status(run_dir)
     assert status["evaluations"] == 220 == sum(status["statuses"].values())
     assert status["operators"]["random"]["evaluated"] == old_status["operators"]["random"]["evaluated"]
@@ -165,7 +157,7 @@ def _check_consistent(run_dir):
         assert sum(int(c.get("evaluated", 0)) for c in operators.values()) == count
         assert sum(int(c.get("spent", 0)) for c in operators.values()) == count
         # the stored archive is exactly what the committed evaluations give (serial: told in id order)
-        assert _exact(archive) == _exact(_replayed(store))
+        assert exact(archive) == exact(_replayed(store))
         history = store.history()
         assert not history or history[-1]["evaluations"] <= count
         assert all(e["id"] < count for e in archive)
@@ -224,8 +216,8 @@ def test_the_stored_archive_equals_the_live_one_after_every_group(tmp_path):
 
         def on_results(self, search, events):
             with RunStore(search.store.path, readonly=True) as reader:
-                assert _exact(read_archive(reader, archive_from_spec(archive_spec(search.archive)))) == \
-                    _exact(search.archive)
+                assert exact(read_archive(reader, archive_from_spec(archive_spec(search.archive)))) == \
+                    exact(search.archive)
             self.checked += 1
 
     domain = ArmDomain(joints=8)
@@ -244,24 +236,46 @@ def test_the_stored_archive_equals_the_live_one_after_every_group(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_long_cheap_run_keeps_the_driver_small_and_the_reads_cheap(tmp_path):
+def test_a_long_cheap_run_grows_the_driver_by_bytes_per_evaluation_and_its_peak_with_it(tmp_path):
     """What scripts/bench_scale.py measures at a million evaluations, on a smaller run."""
     import tracemalloc
 
+    import qd.runner
     from qd.config import resolve_config
+    from qd.listeners import SearchListener
+    from qd.search import Search
+
+    marks = []  # (evaluations, memory held, peak) once past 20,000 and at the end
+
+    class Memory(SearchListener):
+        def on_results(self, search, events):
+            if not marks and search.finished >= 20000:
+                marks.append((search.finished, *tracemalloc.get_traced_memory()))
+
+        def on_end(self, search):
+            marks.append((search.finished, *tracemalloc.get_traced_memory()))
+
+    class Watched(Search):
+        def __init__(self, *args, listeners=(), **kwargs):
+            super().__init__(*args, listeners=[*listeners, Memory()], **kwargs)
 
     config = resolve_config({"run": {"name": "cheap", "evaluations": 60000, "progress": False, "plot": False},
                              "domain": {"name": "arm", "options": {"joints": 10}},
                              "archive": {"type": "cvt", "cells": 2000, "measures": ["x", "y"]},
                              "operators": {"iso_line_dd": 1.0}, "evaluator": {"backend": "serial"}})
     tracemalloc.start()
-    run = run_search(config, tmp_path / "run", progress=False)
-    scheduler_keys = run.store.keys()
+    original, qd.runner.Search = qd.runner.Search, Watched
+    try:
+        run = run_search(config, tmp_path / "run", progress=False)
+    finally:
+        qd.runner.Search = original
+        tracemalloc.stop()
+    assert len(run.store.keys()) == 60000
     run.store.close()
-    held, _ = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    assert len(scheduler_keys) == 60000
-    assert held < 60000 * 400  # far below the ~4 KB per evaluation the driver kept before
+    (n0, held0, _), (n1, held1, peak) = marks
+    per_evaluation = (held1 - held0) / (n1 - n0)
+    assert per_evaluation < 120  # the recent dedup keys' set at most (the driver kept ~4 KB before)
+    assert peak - held0 < 120 * n1  # no transient copy of the history
 
 
 # -- dedup keys ------------------------------------------------------------------------------------
