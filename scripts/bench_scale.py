@@ -13,8 +13,11 @@ baseline it is compared with, measured in the same run:
 2. ``scale``: ``qd run`` of ``--evals`` evaluations in a child process: its resident memory over
    the run (sampled from /proc; the peak from ``wait4``), what it keeps per evaluation (the slope
    of its memory after the first 100,000), and the wall time of the first and the last 100,000
-   evaluations (from the run's stored history). Targets: under 1 GB at the end, last / first
-   <= 1.2.
+   evaluations (from the run's stored history). Their CPU time comes from the run itself (a
+   ``[run] listeners`` entry, :class:`CpuMarks`, notes the process's CPU time every 10,000
+   evaluations), and so does the machine's drift over the run: a fixed reference workload is timed
+   at the edges of both windows, and the CPU ratio is also given divided by the reference's ratio.
+   Targets: under 1 GB at the end, last / first <= 1.2.
 3. ``read``: ``qd status``, ``qd status --json``, ``qd elites --top 10``, ``qd elites --diverse 10``
    and ``qd plot`` on that run, each in a fresh process (wall time and peak memory), against the
    start-up every command pays (``python -c "import qd.cli"``). Target: each under 2 s.
@@ -41,15 +44,18 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from qd.config import DEMO_CONFIG, dump_config, resolve_config
 from qd.domains.arm import ArmDomain
+from qd.listeners import SearchListener
 from qd.store import V1_SCHEMA, RunStore
 
 JOINTS, CELLS, ISO_SIGMA, LINE_SIGMA, SEED = 20, 10_000, 0.1, 0.2, 0
 WINDOW = 100_000  # the first and last this many evaluations are compared
+MARK = 10_000  # CpuMarks notes the CPU time this often
 READS = [("status", []), ("status --json", ["--json"]), ("elites --top 10", ["--top", "10"]),
          ("elites --diverse 10", ["--diverse", "10"]), ("plot", ["-o", "{tmp}/heatmap.png"])]
 
@@ -64,6 +70,62 @@ def arm_config(evals: int, name: str = "arm-scale") -> dict:
         "operators": {"iso_line_dd": {"weight": 1.0, "iso_sigma": ISO_SIGMA, "line_sigma": LINE_SIGMA}},
         "evaluator": {"backend": "serial"},
     })
+
+
+class CpuMarks(SearchListener):
+    """The scale run's own clock: its CPU seconds every :data:`MARK` evaluations, as JSON lines in ``path``.
+
+    At the start, after the first :data:`WINDOW` evaluations, before the last ``WINDOW`` and at the
+    end it also times :func:`reference_work` (its CPU time left out of the marks), whose change
+    over the run is the machine's, not the run's.
+    """
+
+    def __init__(self, path: str, evaluations: int):
+        self.path, self.evaluations = Path(path), evaluations
+        self.next_mark = 0
+        self.edges = sorted({0, min(WINDOW, evaluations), max(evaluations - WINDOW, 0), evaluations})
+        self.excluded = 0.0  # CPU seconds of the reference work so far
+
+    def _note(self, search: Any) -> None:
+        done = search.finished
+        lines = []
+        if done >= self.next_mark or done >= self.evaluations:
+            lines.append({"evaluations": done, "cpu": time.process_time() - self.excluded})
+            self.next_mark = (done // MARK + 1) * MARK
+        while self.edges and done >= self.edges[0]:
+            edge = self.edges.pop(0)
+            start = time.process_time()
+            lines.append({"reference_at": edge, "reference_cpu": reference_work()})
+            self.excluded += time.process_time() - start
+        if lines:
+            with self.path.open("a") as out:
+                out.writelines(json.dumps(line) + "\n" for line in lines)
+
+    def on_start(self, search: Any) -> None:
+        self._note(search)
+
+    def on_results(self, search: Any, events: Any) -> None:
+        self._note(search)
+
+    def on_end(self, search: Any) -> None:
+        self._note(search)
+
+
+def reference_work() -> float:
+    """CPU seconds of a fixed piece of driver-like work: 20,000 arm configurations validated, packed and hashed."""
+    from qd.keyset import key_of_bytes
+    from qd.space import Layout
+
+    space = ArmDomain(joints=JOINTS).space
+    layout = Layout.of(space)
+    configs = [space.sample(np.random.default_rng(i)) for i in range(200)]
+    start = time.process_time()
+    for _ in range(100):
+        for config in configs:
+            space.is_valid(config)
+            key_of_bytes(layout.pack(config))
+            json.dumps(config)
+    return time.process_time() - start
 
 
 def load() -> str:
@@ -196,11 +258,18 @@ def _count(db: Path) -> int | None:
 def part_scale(evals: int, tmp: Path) -> Path:
     print(f"\n## 2. {evals:,} evaluations in one `qd run` ({load()})", flush=True)
     config = tmp / "scale.toml"
-    config.write_text(dump_config(arm_config(evals)))
+    marks_path = tmp / "cpu_marks.jsonl"
+    marks_path.unlink(missing_ok=True)
+    scale_config = arm_config(evals)
+    scale_config["run"]["listeners"] = [{"listener": "bench_scale:CpuMarks", "path": str(marks_path),
+                                         "evaluations": evals}]
+    config.write_text(dump_config(scale_config))
     run_dir = tmp / "scale"
     start = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent),
+                                                        os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "qd.cli", "run", str(config), "--out", str(run_dir),
-                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     samples: list[tuple[float, float, float, float, int]] = []  # wall, CPU s, MB, peak MB, evaluations
     stop = threading.Event()
 
@@ -227,12 +296,15 @@ def part_scale(evals: int, tmp: Path) -> Path:
     at = np.array([h["wall_s"] for h in history], dtype=float)
     first = float(np.interp(WINDOW, done, at))
     last = float(at[-1] - np.interp(count - WINDOW, done, at))
-    counts = np.array([x[4] for x in samples], dtype=float)
-    cpus = np.array([x[1] for x in samples], dtype=float)
-    order = np.argsort(counts, kind="stable")
-    counts, cpus = counts[order], cpus[order]
+    marks = [json.loads(line) for line in marks_path.read_text().splitlines()]
+    counts = np.array([m["evaluations"] for m in marks if "cpu" in m], dtype=float)
+    cpus = np.array([m["cpu"] for m in marks if "cpu" in m], dtype=float)
     first_cpu = float(np.interp(WINDOW, counts, cpus) - np.interp(0, counts, cpus))
     last_cpu = float(np.interp(count, counts, cpus) - np.interp(count - WINDOW, counts, cpus))
+    reference = {m["reference_at"]: m["reference_cpu"] for m in marks if "reference_at" in m}
+    window = min(WINDOW, count)  # a short trial run compares what it has
+    ref_first = (reference[0] + reference[window]) / 2  # the machine's speed over each window: its edges'
+    ref_last = (reference[count - window] + reference[count]) / 2
     end_mb = samples[-1][2] if samples else math.nan
     peak_mb = max((x[3] for x in samples), default=math.nan)  # VmHWM: the peak since the process started
     after = [x for x in samples if x[4] >= WINDOW]
@@ -252,6 +324,12 @@ def part_scale(evals: int, tmp: Path) -> Path:
           f"{last / first:.2f}× | <= 1.2×: {'met' if last / first <= 1.2 else 'NOT met'} |")
     print(f"| last {WINDOW:,} evaluations, CPU | {last_cpu:.1f} s | first {WINDOW:,}: {first_cpu:.1f} s | "
           f"{last_cpu / first_cpu:.2f}× | <= 1.2×: {'met' if last_cpu / first_cpu <= 1.2 else 'NOT met'} |")
+    drift = ref_last / ref_first
+    steady = last_cpu / first_cpu / drift
+    print(f"| reference work at the windows' edges, CPU (the machine's drift) | {ref_last:.3f} s | "
+          f"{ref_first:.3f} s | {drift:.2f}× | |")
+    print(f"| last / first CPU over the machine's drift | | | {steady:.2f}× | "
+          f"<= 1.2×: {'met' if steady <= 1.2 else 'NOT met'} |")
     print(f"| run store | {size / 2**20:.0f} MB, {size / count:.0f} B per evaluation | | | |")
     print(f"({load()})", flush=True)
     return run_dir
