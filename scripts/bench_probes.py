@@ -26,8 +26,9 @@ objective over ``--draws`` draws, the measures of draw 0) and scored per task:
 ``dobj``    its objective minus the parent's (mean over children)
 
 The table gives each rate with the paired difference against ``mutation+filter`` (mean and
-bootstrap 95% interval over tasks). LLM calls go to the embedded gemma-3-270m (``--llm-base-url``
-for another endpoint) through the request cache, so a rerun replays them.
+bootstrap 95% interval, resampling archives and then tasks within them). LLM calls go to the
+embedded gemma-3-270m (``--llm-base-url`` for another endpoint) through the request cache, so a
+rerun replays them.
 
     nice -n 10 python scripts/bench_probes.py [--archives k-module:3,retrieval-sim:2] [--tasks 100]
         [--proposals 4] [--threads 4] [--json probes.json]
@@ -212,29 +213,36 @@ class Prober:
         return rows
 
 
-def bootstrap(diffs: np.ndarray, rng: np.random.Generator, n: int = 2000) -> tuple[float, float]:
-    """95% bootstrap interval of the mean of paired differences."""
-    means = diffs[rng.integers(0, len(diffs), size=(n, len(diffs)))].mean(axis=1)
+def bootstrap(groups: list[np.ndarray], rng: np.random.Generator, n: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of the mean paired difference, resampling archives, then tasks within each.
+
+    Tasks drawn from one frozen archive share it, so they are not independent: resampling tasks
+    alone would give too narrow an interval.
+    """
+    means = np.empty(n)
+    for b in range(n):
+        chosen = (groups[i] for i in rng.integers(0, len(groups), size=len(groups)))
+        means[b] = np.concatenate([g[rng.integers(0, len(g), size=len(g))] for g in chosen]).mean()
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def table(results: list[dict], title: str) -> str:
-    """The markdown table of one set of tasks (rates, the paired difference of gain against the baseline)."""
+def table(archives: list[list[dict]], title: str) -> str:
+    """The markdown table of the tasks of some archives (rates, the paired difference of gain against the baseline)."""
     rng = np.random.default_rng(0)
-    lines = [f"**{title}** ({len(results)} paired tasks)", "",
+    results = [r for tasks_of in archives for r in tasks_of]
+    lines = [f"**{title}** ({len(results)} paired tasks on {len(archives)} archives)", "",
              "| variant | child | dup | fill | hit | near | gain | Δ gain vs " + BASELINE + " (95% CI) | dobj "
              "| tokens/child |", "|---|---|---|---|---|---|---|---|---|---|"]
-    base = np.array([r[BASELINE]["gain"] for r in results])
     for name in VARIANTS:
         rows = [r[name] for r in results]
         rates = {m: np.mean([row[m] for row in rows]) for m in METRICS}
-        gains = np.array([row["gain"] for row in rows])
-        low, high = bootstrap(gains - base, rng)
+        diffs = [np.array([r[name]["gain"] - r[BASELINE]["gain"] for r in tasks_of]) for tasks_of in archives]
+        low, high = bootstrap(diffs, rng)
         dobj = [row["dobj"] for row in rows if not math.isnan(row["dobj"])]
         children = sum(row["child"] for row in rows)
         tokens = sum(row["tokens"] for row in rows) / children if children else 0.0
         lines.append(f"| {name} | " + " | ".join(f"{100 * rates[m]:.0f}%" for m in METRICS)
-                     + f" | {100 * (gains - base).mean():+.0f} pp ({100 * low:+.0f}, {100 * high:+.0f}) | "
+                     + f" | {100 * np.concatenate(diffs).mean():+.0f} pp ({100 * low:+.0f}, {100 * high:+.0f}) | "
                      + (f"{np.mean(dobj):+.3f}" if dobj else "-") + f" | {tokens:.0f} |")
     return "\n".join(lines)
 
@@ -256,7 +264,7 @@ def main() -> None:
     client = LLMClient(base_url=args.llm_base_url or None, cache=cache_path(True), concurrency=args.threads,
                        timeout_s=300.0)
     start = time.perf_counter()
-    all_rows: dict[str, list] = {}
+    all_rows: dict[str, list[list[dict]]] = {}  # domain (and "all") -> per archive, its tasks' rows
     for spec in args.archives.split(","):
         name, count = spec.split(":")
         for seed in range(int(count)):
@@ -272,8 +280,8 @@ def main() -> None:
                     if (i + 1) % 10 == 0:
                         print(f"  {i + 1}/{len(todo)} tasks, {time.perf_counter() - start:.0f} s", file=sys.stderr,
                               flush=True)
-            all_rows.setdefault(name, []).extend(rows)
-            all_rows.setdefault("all", []).extend(rows)
+            all_rows.setdefault(name, []).append(rows)
+            all_rows.setdefault("all", []).append(rows)
     wall = time.perf_counter() - start
     for name, rows in all_rows.items():
         if name != "all" or len(all_rows) > 2:
