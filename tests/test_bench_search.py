@@ -228,6 +228,13 @@ def test_compare_matches_scipy_and_brackets_the_median_difference():
         compare(a, b[:5])
 
 
+def test_a_rounding_difference_is_a_tie_not_a_win():
+    cells = [0.1, 0.7, 0.2, 0.9, 0.35, 0.6]  # the same cells summed in two orders differ in the last bit
+    forward, backward = sum(cells), sum([0.1, 0.7, 0.35, 0.2, 0.6, 0.9])
+    assert forward != backward
+    c = compare([forward, 3.0, 2.0], [backward, 2.5, 2.5])
+    assert (c.wins, c.losses) == (1, 1) and c.median_diff == 0.0
+
 points = st.lists(st.tuples(st.floats(0.01, 1), st.floats(0.01, 1), st.floats(0.01, 1)), min_size=1, max_size=15)
 
 
