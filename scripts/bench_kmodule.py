@@ -9,6 +9,7 @@ exactly its weight's share of evaluations):
 ``classic+filter``   the same, each draw proposing ``--proposals`` children to the pre-evaluation filter
 ``llm+filter``       LMX + LLM mutation + mutation (equal weights) with the same filter
 ``llm``              the LLM set without the filter (``--arms`` to include it)
+``lmx+filter``       LMX + mutation (equal weights) with the filter (``--arms`` to include it)
 
 Per run: the QD score, coverage and best objective at the budget, whether the right combination
 was found and after how many evaluations, and the operators' LLM tokens; each run is appended to
@@ -48,6 +49,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "classic+filter": {"mutation": 1.0, "uniform_crossover": 1.0, "filter": True},
     "llm+filter": {"lmx": 1.0, "llm_mutation": 1.0, "mutation": 1.0, "filter": True},
     "llm": {"lmx": 1.0, "llm_mutation": 1.0, "mutation": 1.0, "filter": False},
+    "lmx+filter": {"lmx": 1.0, "mutation": 1.0, "filter": True},  # the probes' best LLM variant, with mutation
 }
 BASELINE = "classic+filter"
 COMMIT = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
