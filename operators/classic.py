@@ -326,7 +326,7 @@ class IsoLineDD(Operator):
     def check_parameters(cls, values: Mapping[str, Any], where: str = "") -> None:
         """As :meth:`Operator.check_parameters`, and ``iso_sigma`` and ``line_sigma`` not both 0."""
         super().check_parameters(values, where)
-        if "iso_sigma" in cls.parameters and values.get("iso_sigma", 1) == 0 and values.get("line_sigma", 1) == 0:
+        if values.get("iso_sigma", 1) == 0 and values.get("line_sigma", 1) == 0:
             raise ValueError(f"{where + ': ' if where else ''}iso_sigma and line_sigma cannot both be 0")
 
     def vary(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[dict]:

@@ -11,6 +11,7 @@ import traceback
 from qd.analysis import autotrace
 from qd.analysis.tracer import Tracer, take_untraced
 from qd.domain import SEARCH, Domain, evaluate_draw
+from qd.evaluators.outcomes import raised
 from qd.llm.pipeline import pipeline_scope
 from qd.result import DEFAULT_TRACE_TEXT_CHARS, EvalResult, MalformedResult, check_result
 
@@ -69,6 +70,6 @@ def _evaluate(domain: Domain, config: dict, draw: list | None) -> EvalResult:
             raise TypeError(f"{type(domain).__name__}.evaluate returned {type(result).__name__}, not EvalResult")
     except Exception as exc:  # a bad candidate must never stop the search
         tb = traceback.format_exc(limit=4)
-        result = EvalResult.failure("error", f"{type(exc).__name__}: {exc}")
+        result = raised(exc)
         result.metrics["traceback"] = tb
     return result

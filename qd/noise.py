@@ -53,7 +53,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["POLICIES", "RESAMPLE", "MAX_RESAMPLE_SHARE", "SampleStats", "Resample", "NoiseHandler", "decide",
-           "probe_count", "top_count", "make_handler", "TAKE", "REJECT", "SAMPLE_CHALLENGER", "SAMPLE_INCUMBENT"]
+           "probe_count", "top_count", "make_handler", "insert_usable", "TAKE", "REJECT", "SAMPLE_CHALLENGER",
+           "SAMPLE_INCUMBENT"]
 
 POLICIES: tuple[str, ...] = ("auto", "none", "adaptive")
 RESAMPLE = "resample"  # operator name of re-evaluations (store rows, counters)
@@ -202,6 +203,26 @@ def decide(challenger: SampleStats, incumbent: SampleStats, *, var_challenger: f
 
 def _differs(a: float, b: float) -> bool:
     return abs(a - b) > 1e-9 * max(1.0, abs(a), abs(b))
+
+
+
+def insert_usable(archive: Any, configs: Sequence[dict], objectives: Sequence[float | None],
+                  measures: Sequence[Sequence[float] | None], *, ids: Sequence[int],
+                  feedback: Sequence[str]) -> list[int]:
+    """Insert the usable results (objective and measures given) into ``archive`` in one ``add_in_order``.
+
+    Returns each result's archive gain: 0 none (and for an unusable result), 1 a cell improved,
+    2 a new cell.
+    """
+    rows = [j for j in range(len(configs)) if objectives[j] is not None and measures[j] is not None]
+    statuses = [0] * len(configs)
+    if rows:
+        gained = archive.add_in_order([configs[j] for j in rows], [objectives[j] for j in rows],
+                                      [list(measures[j]) for j in rows],  # type: ignore[arg-type]
+                                      id=[ids[j] for j in rows], feedback=[feedback[j] for j in rows]).tolist()
+        for j, status in zip(rows, gained):
+            statuses[j] = int(status)
+    return statuses
 
 
 class NoiseHandler:
@@ -439,13 +460,8 @@ class NoiseHandler:
         usable = [objectives[j] is not None and measures[j] is not None for j in range(n)]
         if self.plain and not any(resampled):
             seq = self.seq
-            rows = [j for j in range(n) if usable[j]]
-            if rows:
-                gained = self.record_plain([configs[j] for j in rows], [objectives[j] for j in rows],
-                                           [list(measures[j]) for j in rows],  # type: ignore[arg-type]
-                                           ids=[ids[j] for j in rows], feedback=[feedback[j] for j in rows])
-                for j, status in zip(rows, gained):
-                    statuses[j] = int(status)
+            statuses = insert_usable(self.archive, configs, objectives, measures, ids=ids, feedback=feedback)
+            self.seq += sum(usable)
             for j in range(n):
                 seq += usable[j]
                 seqs[j] = seq

@@ -38,6 +38,7 @@ LOCK_NAME = "lock"
 
 # Sections whose every key gives a score or a cell its meaning (see the module docstring).
 MEANING_KEYS: tuple[str, ...] = ("domain", "archive")
+_DEFAULTS_JSON = json.loads(json.dumps(DEFAULTS, default=str))  # as a stored config holds them
 
 
 class RunLockedError(RuntimeError):
@@ -172,9 +173,7 @@ def check_resume(store: RunStore, config: dict[str, dict[str, Any]]) -> dict[str
     # Compare through JSON: the stored config went through it (tuples are lists, and so on).
     now = json.loads(json.dumps(config, default=str))
     # A key the run's qd did not have yet (added since) meant its default: it is no change.
-    defaults = {section: {k: v for k, v in values.items() if k not in previous.get(section, {})}
-                for section, values in json.loads(json.dumps(DEFAULTS, default=str)).items()}
-    old_meaning, new_meaning = {**meaning(defaults), **meaning(previous)}, meaning(now)
+    old_meaning, new_meaning = {**meaning(_DEFAULTS_JSON), **meaning(previous)}, meaning(now)
     changed = sorted(k for k in old_meaning.keys() | new_meaning.keys() if old_meaning.get(k) != new_meaning.get(k))
     if changed:
         lines = "\n".join(f"  {k}: {old_meaning.get(k)!r} -> {new_meaning.get(k)!r}" for k in changed)

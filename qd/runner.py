@@ -154,8 +154,8 @@ def resolve_seeds(config: dict, domain: Domain) -> list[dict]:
 
 def build_run_listeners(config: dict) -> list[Any]:
     """The listeners of ``[run] listeners`` (:func:`qd.listeners.build_listeners`); errors name the entry."""
-    try:  # a run stored by a qd before the key has none
-        return build_listeners(config["run"].get("listeners", []))
+    try:
+        return build_listeners(config["run"]["listeners"])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

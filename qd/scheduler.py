@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from qd.archives import AddStatus
 from qd.bandit import BanditSettings, Judgement, adapt_shares
 from qd.keyset import KeySet, key_of, key_of_bytes
-from qd.noise import MAX_RESAMPLE_SHARE, RESAMPLE, Resample, make_handler
+from qd.noise import MAX_RESAMPLE_SHARE, RESAMPLE, Resample, insert_usable, make_handler
 from qd.operators.base import Generation, Operator, Parent
 from qd.operators.classic import Mutation
 from qd.prefilter import CellFilter, MeasurePredictor
@@ -126,8 +126,8 @@ class SchedulerOptions:
         Propose several, evaluate one: every operator (classic or LLM) writes ``proposals``
         candidates per draw and :class:`~qd.prefilter.CellFilter` keeps the one predicted to fill
         an empty cell (the target's first), else the one predicted into the weakest elite's cell.
-        ``"auto"`` is on here; a :class:`~qd.search.Search` turns it off for a domain that makes
-        no calls (``Domain.makes_calls = False``).
+        ``"auto"`` is on here; a :class:`~qd.search.Search` settles it from the domain first (off
+        for one that makes no calls, ``Domain.makes_calls = False``).
     proposals : int
         Candidates per draw under ``filter``.
     bandit : BanditSettings
@@ -347,13 +347,6 @@ class Scheduler:
         """Measures ``config`` is predicted to get (by name), or None while they cannot be predicted."""
         values = self.predictor.predict(config)
         return None if values is None else dict(zip(self.measure_names, values))
-
-    def stop_filtering(self) -> None:
-        """Evaluate each operator's first new child from now on (``filter = "auto"``, a computation-only domain).
-
-        The learned predictor keeps learning only for an operator that reads predictions.
-        """
-        self.prefilter = None
 
     @property
     def predictor_learns(self) -> bool:
@@ -657,15 +650,9 @@ class Scheduler:
                 feedback=feedback, draws=[c.draw for c in candidates],
                 resampled=[c.operator == RESAMPLE for c in candidates])
         else:
-            statuses, seqs = [0] * n, [None] * n
-            usable = [j for j in range(n) if objectives[j] is not None and measures[j] is not None]
-            if usable:
-                gained = self.archive.add_in_order(
-                    [candidates[j].config for j in usable], [objectives[j] for j in usable],
-                    [list(measures[j]) for j in usable], id=[ids[j] for j in usable],  # type: ignore[arg-type]
-                    feedback=[feedback[j] for j in usable]).tolist()
-                for j, status in zip(usable, gained):
-                    statuses[j] = int(status)
+            statuses = insert_usable(self.archive, [c.config for c in candidates], objectives, measures, ids=ids,
+                                     feedback=feedback)
+            seqs = [None] * n
         adapt_every = max(1, int(self.options.adapt_every))
         learns = self.predictor_learns
         every_result = learns or self.options.adaptive

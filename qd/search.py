@@ -162,6 +162,8 @@ class Search:
         self.measure_fns = list(measures)
         self.measure_names = list(archive.measure_names)
         scheduler_options = self.options.scheduler_options()
+        if scheduler_options.filter == "auto":  # a computation-only domain evaluates faster than one predicts
+            scheduler_options.filter = bool(getattr(domain, "makes_calls", True))
         saved = store.get_meta("noise") if store is not None else None
         if saved:  # a resumed run keeps the noise policy it started with, so replay rebuilds its state
             scheduler_options = dataclasses.replace(scheduler_options, **saved)
@@ -169,9 +171,6 @@ class Search:
             scheduler_options.noise_budget = self.budget
         self.scheduler = Scheduler(archive, domain.space, operators, scheduler_options,
                                    predict=getattr(domain, "predict_measures", None))
-        if self.options.filter == "auto" and not getattr(domain, "makes_calls", True):
-            # a computation-only domain evaluates faster than candidates can be predicted
-            self.scheduler.stop_filtering()
         noise = self.scheduler.noise
         if store is not None and noise is not None and not saved:  # its resumes rebuild the same policy
             store.set_meta("noise", {"noise": noise.policy, "noise_samples": noise.max_samples,
@@ -262,6 +261,8 @@ class Search:
         """
         for listener in self.listeners:
             listener.on_start(self)
+        # one slot: whole batches, so that the run never depends on how long collect() ran
+        in_order = self.options.ordered or self.evaluator.slots == 1
         # What exists now (modules, the domain, the archive so far) lives as long as the search: out of
         # the collector's sight, the full collections that the search's allocations trigger stay short.
         gc.freeze()
@@ -283,9 +284,9 @@ class Search:
                 landed = self.evaluator.collect(0.02 if waiting_on_llm else 1.0)
                 if not landed:
                     self._idle()
-                elif not (self.options.ordered or self.evaluator.slots == 1):
+                elif not in_order:
                     self._tell(landed)
-                else:  # one slot: whole batches, so that the run never depends on how long collect() ran
+                else:
                     self._tell_in_order(landed)
             self._drain_llm()
         finally:

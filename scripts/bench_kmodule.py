@@ -14,7 +14,9 @@ exactly its weight's share of evaluations):
 Per run: the QD score, coverage and best objective at the budget, whether the right combination
 was found and after how many evaluations, and the operators' LLM tokens; each run is appended to
 ``--out`` (JSON lines) as it finishes, and a rerun with the same ``--out`` skips the runs already
-there, so an interrupted benchmark loses at most one run. Then per arm the mean and median over
+there (same feedback, budget, random share and proposals; each row names its commit, so a rerun
+after a code change compares arms run at different commits only if told to), so an interrupted
+benchmark loses at most one run. Then per arm the mean and median over
 seeds, the paired comparison of each arm against ``classic+filter`` (the best non-LLM set:
 median difference with its bootstrap interval, wins/losses, two-sided Wilcoxon p, Holm-adjusted
 over the arms compared, A12; ``qd.bench.stats``), tokens per archive gain, and every seed's
@@ -79,7 +81,8 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict[s
     status = run_status(run.path)
     run.store.close()
     return {"arm": arm, "seed": seed, "commit": COMMIT, "feedback": args.feedback, "evals": args.evals,
-            "init_random": args.init_random, "qd": status["qd_score"], "coverage": status["coverage"],
+            "init_random": args.init_random, "proposals": args.proposals, "qd": status["qd_score"],
+            "coverage": status["coverage"],
             "best": status["obj_max"], "solved_at": solved, "tokens": status["spend"]["operators"]["tokens_in"]
             + status["spend"]["operators"]["tokens_out"], "gains": sum(1 for row in rows[args.init_random:]
                                                                         if row.archive_status > 0),
@@ -121,8 +124,10 @@ def _done(path: Path | None, args: argparse.Namespace) -> dict[tuple[str, int], 
     """The runs ``path`` already holds for this protocol, by (arm, seed)."""
     if path is None or not path.exists():
         return {}
-    same = ("feedback", "evals", "init_random")
-    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    same = ("feedback", "evals", "init_random", "proposals")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for r in rows:
+        r.setdefault("proposals", 4)  # the rows written before it was recorded ran with 4
     return {(r["arm"], r["seed"]): r for r in rows if all(r.get(k) == getattr(args, k) for k in same)}
 
 

@@ -76,8 +76,9 @@ class CpuMarks(SearchListener):
     """The scale run's own clock: its CPU seconds every :data:`MARK` evaluations, as JSON lines in ``path``.
 
     At the start, after the first :data:`WINDOW` evaluations, before the last ``WINDOW`` and at the
-    end it also times :func:`reference_work` (its CPU time left out of the marks), whose change
-    over the run is the machine's, not the run's.
+    end it also times :func:`reference_work` (its CPU time left out of the marks, its wall time noted
+    so that the wall windows leave it out too), whose change over the run is the machine's, not the
+    run's.
     """
 
     def __init__(self, path: str, evaluations: int):
@@ -94,8 +95,9 @@ class CpuMarks(SearchListener):
             self.next_mark = (done // MARK + 1) * MARK
         while self.edges and done >= self.edges[0]:
             edge = self.edges.pop(0)
-            start = time.process_time()
-            lines.append({"reference_at": edge, "reference_cpu": reference_work()})
+            start, wall = time.process_time(), time.perf_counter()
+            cpu = reference_work()
+            lines.append({"reference_at": edge, "reference_cpu": cpu, "reference_wall": time.perf_counter() - wall})
             self.excluded += time.process_time() - start
         if lines:
             with self.path.open("a") as out:
@@ -294,9 +296,11 @@ def part_scale(evals: int, tmp: Path) -> Path:
         count = store.count()
     done = np.array([h["evaluations"] for h in history], dtype=float)
     at = np.array([h["wall_s"] for h in history], dtype=float)
-    first = float(np.interp(WINDOW, done, at))
-    last = float(at[-1] - np.interp(count - WINDOW, done, at))
     marks = [json.loads(line) for line in marks_path.read_text().splitlines()]
+    paused = {m["reference_at"]: m["reference_wall"] for m in marks if "reference_at" in m}
+    # the reference work at the start and at the last window's start ran inside the wall windows
+    first = float(np.interp(WINDOW, done, at)) - paused[0]
+    last = float(at[-1] - np.interp(count - WINDOW, done, at)) - paused[max(count - WINDOW, 0)]
     counts = np.array([m["evaluations"] for m in marks if "cpu" in m], dtype=float)
     cpus = np.array([m["cpu"] for m in marks if "cpu" in m], dtype=float)
     first_cpu = float(np.interp(WINDOW, counts, cpus) - np.interp(0, counts, cpus))

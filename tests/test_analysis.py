@@ -366,23 +366,3 @@ def test_recorded_calls_keep_text_up_to_the_tracer_limit():
     with Tracer(text_chars=0) as tracer:
         tracer.add_span(kind="llm", name="c", input="prompt", output="answer")
     assert "input" not in tracer.spans[0] and "output" not in tracer.spans[0]
-
-
-_SPAN = st.fixed_dictionaries(
-    {"kind": st.sampled_from(["llm", "tool", "step"]), "parent_id": st.none() | st.integers(0, 12),
-     "deps": st.lists(st.integers(0, 12), max_size=3), "example": st.none() | st.integers(0, 2),
-     "tokens_in": st.integers(0, 500), "tokens_out": st.integers(0, 200), "ok": st.booleans(),
-     "cost_usd": st.floats(0, 1), "start_s": st.floats(0, 10), "latency_s": st.floats(0, 5)})
-
-
-@given(st.lists(_SPAN, max_size=12))
-@settings(max_examples=200, deadline=None)
-def test_every_descriptor_field_of_the_trace_summary_is_what_the_descriptor_gives(spans):
-    from qd.analysis.descriptors import SUMMARY_DESCRIPTORS
-
-    trace = [{"id": i, **s} for i, s in enumerate(spans)]
-    summary = summarize(trace)
-    result = EvalResult(trace=trace)
-    for name, descriptor in SUMMARY_DESCRIPTORS.items():
-        want = descriptor({}, result)
-        assert summary[name] == (round(want, 6) if name == "latency_s" else want), name

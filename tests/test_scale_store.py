@@ -10,8 +10,6 @@ import json
 import math
 import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 from archive_views import exact
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from run_process import start_run
 
 from qd.archive_store import replay
 from qd.cli import main, run_status
@@ -169,9 +168,7 @@ def _check_consistent(run_dir):
 def test_read_commands_on_a_run_that_is_still_writing_give_consistent_figures(tmp_path):
     config = _write_config(tmp_path / "live.toml", evaluations=6000, delay_s=0.001)  # 6 s of writing at least
     run_dir = tmp_path / "run"
-    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT / "tests")}
-    proc = subprocess.Popen([sys.executable, "-m", "qd.cli", "run", str(config), "--out", str(run_dir),
-                             "--no-progress"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = start_run(config, run_dir)
     seen = []
     try:
         end = time.monotonic() + 240

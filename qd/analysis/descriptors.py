@@ -253,9 +253,7 @@ def summarize(trace: Sequence[Span]) -> dict[str, Any]:
     trace = list(trace or ())
     calls = _llm(trace)
     whole = EvalResult(trace=trace)
-    # The descriptors of LLM calls read the calls alone: they are given the calls, filtered once.
-    only_calls = EvalResult(trace=calls)
-    value = {name: fn({}, only_calls if name in _OF_CALLS else whole) for name, fn in SUMMARY_DESCRIPTORS.items()}
+    value = {name: fn({}, whole) for name, fn in SUMMARY_DESCRIPTORS.items()}
     return {
         "spans": len(trace),
         "examples": trace_examples(trace),
@@ -407,8 +405,6 @@ BUILTINS: dict[str, Callable[..., float]] = {**DYNAMIC, **STATIC}
 SUMMARY_DESCRIPTORS: dict[str, Descriptor] = {
     name: DYNAMIC[name] for name in ("llm_calls", "tool_calls", "tokens_in", "tokens_out", "tokens_total",
                                      "max_prompt_tokens", "critical_path", "max_fanout", "latency_s", "cost_usd")}
-# Those that read the LLM calls of the trace and nothing else.
-_OF_CALLS = frozenset({"llm_calls", "tokens_in", "tokens_out", "tokens_total", "max_prompt_tokens", "cost_usd"})
 
 
 # -- resolution ----------------------------------------------------------------------------------

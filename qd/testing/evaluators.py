@@ -146,7 +146,7 @@ class EvaluatorContract:
         assert results[1].status == "timeout", results[1]
         assert results[1].error.startswith(timed_out(self.timeout_s).error), results[1].error
         assert results[2].status == "ok"
-        assert took < self.sleep_s + self.collect_limit_s / 2
+        assert took < self.sleep_s  # the deadline fired: nothing waited for the sleep to end
 
     def test_close_returns_with_work_in_flight(self, make_evaluator: Any) -> None:
         """``close`` with evaluations still running returns (it cancels them, or leaves them to finish)."""
