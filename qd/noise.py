@@ -17,16 +17,17 @@ Policies (``[archive] noise``):
     - every configuration keeps its number of evaluations ``n``, mean objective, standard
       error and mean measures (:class:`SampleStats`); its cell is the one of its mean measures
       and the archive holds its mean objective;
-    - a candidate whose cell is taken is compared with the incumbent (:func:`decide`): with a
-      mean no better than the incumbent's it is dropped; it takes the cell only when its mean
-      is better by more than ``z`` standard errors of the difference *and* it has at least as
-      many evaluations; otherwise the one with fewer evaluations is evaluated again (the
-      incumbent when they have as many), up to ``samples`` evaluations each; with both at
-      ``samples``, the higher mean holds the cell;
-    - a candidate for an empty cell enters with one evaluation (coverage costs no more than
-      plain MAP-Elites), but an elite whose mean is among the archive's ``top`` best (one per
-      100 evaluations of the budget, 1 to 10) is evaluated again up to ``top_samples`` times
-      (twice ``samples``), so the elites a user reads first are the ones whose scores are best
+    - a candidate whose cell is taken takes it when its **posterior mean** is higher than the
+      incumbent's (:func:`decide`): each mean shrunk towards the mean of the run's first
+      evaluations by its standard error (empirical Bayes, :func:`posterior_mean`), so one lucky
+      evaluation does not displace an elite whose score several evaluations established, and
+      among configurations with as many evaluations the higher mean wins, as in plain
+      MAP-Elites. Nothing is re-evaluated to settle a contest: at equal evaluations that cost
+      more coverage and elite quality than it bought (``docs/noise.md``);
+    - every configuration enters with one evaluation (coverage costs no more than plain
+      MAP-Elites), but an elite whose mean is among the archive's ``top`` best (one per 100
+      evaluations of the budget, 1 to 10) is evaluated again up to ``top_samples`` times (twice
+      ``samples``), so the elites a user reads first are the ones whose scores are best
       established.
 ``"auto"`` (default)
     Starts as plain MAP-Elites and evaluates the first few configurations (2% of the budget,
@@ -52,14 +53,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["POLICIES", "RESAMPLE", "MAX_RESAMPLE_SHARE", "SampleStats", "Resample", "NoiseHandler", "decide",
-           "probe_count", "top_count", "make_handler", "insert_usable", "TAKE", "REJECT", "SAMPLE_CHALLENGER",
-           "SAMPLE_INCUMBENT"]
+__all__ = ["POLICIES", "RESAMPLE", "MAX_RESAMPLE_SHARE", "SampleStats", "Resample", "Prior", "NoiseHandler",
+           "decide", "posterior_mean", "probe_count", "top_count", "make_handler", "insert_usable", "TAKE", "REJECT",
+           "SAMPLE_CHALLENGER", "RULE"]
 
 POLICIES: tuple[str, ...] = ("auto", "none", "adaptive")
 RESAMPLE = "resample"  # operator name of re-evaluations (store rows, counters)
 
-TAKE, REJECT, SAMPLE_CHALLENGER, SAMPLE_INCUMBENT = "take", "reject", "sample_challenger", "sample_incumbent"
+TAKE, REJECT, SAMPLE_CHALLENGER = "take", "reject", "sample_challenger"
+RULE = "posterior"  # the decision rule a run's store records: an earlier qd settled contests by re-evaluation
 
 _PRIOR_DOF = 2.0        # pseudo degrees of freedom of the pooled variance in each configuration's estimate
 _MAX_FAILURES = 2       # failed re-evaluations of one configuration before it is sampled no more
@@ -114,6 +116,25 @@ class SampleStats:
         return self.m2 / (self.n - 1) if self.n > 1 else math.nan
 
 
+@dataclass(frozen=True)
+class Prior:
+    """What the run knows of its configurations' true objectives before evaluating one more time.
+
+    Attributes
+    ----------
+    mean : float
+        Mean first objective of the run's configurations.
+    spread : float
+        Variance of their true objectives: that of the first objectives less ``noise``.
+    noise : float
+        Objective variance of one evaluation, pooled over configurations evaluated more than once.
+    """
+
+    mean: float
+    spread: float
+    noise: float
+
+
 @dataclass
 class Resample:
     """A re-evaluation the search should run: ``config`` on draw ``draw`` (see ``qd.evaluation.with_draw``)."""
@@ -155,50 +176,61 @@ def make_handler(archive: Any, policy: str, *, samples: int = 5, probes: int | N
     return NoiseHandler(archive, policy, budget=budget, samples=samples, probes=probes, top=top, share=share)
 
 
-def decide(challenger: SampleStats, incumbent: SampleStats, *, var_challenger: float, var_incumbent: float,
-           z: float, max_samples: int) -> str:
+def posterior_mean(stats: SampleStats, prior: Prior) -> float:
+    """Expected true objective of a configuration given its evaluations (empirical Bayes).
+
+    Its mean shrunk towards ``prior.mean`` by the share of its spread that noise explains:
+    ``prior.mean + (mean - prior.mean) * prior.spread / (prior.spread + prior.noise / n)``.
+
+    Parameters
+    ----------
+    stats : SampleStats
+        The configuration's evaluations (``n >= 1``).
+    prior : Prior
+        The run's spread of true objectives and its noise.
+    """
+    error = prior.noise / stats.n
+    if error <= 0:
+        return stats.mean
+    return prior.mean + (stats.mean - prior.mean) * prior.spread / (prior.spread + error)
+
+
+def decide(challenger: SampleStats, incumbent: SampleStats, *, prior: Prior | None, max_samples: int) -> str:
     """What to do with a challenger for an occupied cell.
 
     Parameters
     ----------
     challenger, incumbent : SampleStats
         Their evaluations so far.
-    var_challenger, var_incumbent : float
-        Objective variance of one evaluation of each (``inf`` when nothing is known yet).
-    z : float
-        Standard errors of the difference the challenger must be better by to take the cell early.
+    prior : Prior or None
+        The run's spread of true objectives and its noise; None while the noise is not known
+        yet (then the means are compared, as plain MAP-Elites compares objectives).
     max_samples : int
-        Evaluations per configuration at most.
+        Evaluations of a challenger at most.
 
     Returns
     -------
     str
-        :data:`TAKE` (the challenger takes the cell), :data:`REJECT` (it is dropped: its mean
-        is no better than the incumbent's),
-        :data:`SAMPLE_CHALLENGER` or :data:`SAMPLE_INCUMBENT` (evaluate that one again, then
-        decide again).
+        :data:`TAKE` when the challenger's posterior mean (:func:`posterior_mean`) is higher
+        than the incumbent's; :data:`SAMPLE_CHALLENGER` (evaluate it again, then decide again)
+        when only its mean is higher and it has fewer than ``max_samples`` evaluations; else
+        :data:`REJECT`.
 
     Notes
     -----
-    With both at ``max_samples`` the higher mean wins. A challenger takes the cell early only
-    with at least as many evaluations as the incumbent, and is dropped early only while it has
-    fewer than ``max_samples``, so a configuration with the full count is only ever displaced
-    by, or loses to, another one with the full count: on means of ``max_samples`` evaluations.
+    The higher posterior mean is the higher expected true objective given every evaluation
+    made. Between configurations with as many evaluations it is the higher mean (one noise
+    level serves all: a configuration's own variance from a few evaluations is itself mostly
+    noise); a mean of many evaluations is shrunk less than a single one, so one lucky draw
+    does not displace an elite that several evaluations established, but earns another look.
     """
-    hn, inn = challenger.n, incumbent.n
-    diff = challenger.mean - incumbent.mean
-    if hn >= max_samples and inn >= max_samples:
-        return TAKE if diff > 0 else REJECT
-    margin = z * math.sqrt(var_challenger / hn + var_incumbent / inn)
-    if diff > margin and hn >= inn:
+    if prior is None:
+        return TAKE if challenger.mean > incumbent.mean else REJECT
+    if posterior_mean(challenger, prior) > posterior_mean(incumbent, prior):
         return TAKE
-    if diff <= 0 and hn < max_samples:
-        return REJECT
-    if hn < max_samples and hn < inn:
+    if challenger.mean > incumbent.mean and challenger.n < max_samples:
         return SAMPLE_CHALLENGER
-    if inn < max_samples:
-        return SAMPLE_INCUMBENT
-    return SAMPLE_CHALLENGER
+    return REJECT
 
 
 def _differs(a: float, b: float) -> bool:
@@ -243,8 +275,6 @@ class NoiseHandler:
         ask/tell loop has none, both take their largest size).
     samples : int
         Evaluations per configuration at most (adaptive policy).
-    z : float
-        Standard errors of the difference a challenger must be better by to take a cell early.
     top : int, optional
         Elites with the best means that are evaluated up to ``top_samples`` times (default
         :func:`top_count` of ``budget``).
@@ -259,7 +289,7 @@ class NoiseHandler:
     """
 
     def __init__(self, archive: Any, policy: str = "auto", *, budget: int | None = None, samples: int = 5,
-                 z: float = 1.5, top: int | None = None, top_samples: int | None = None, probes: int | None = None,
+                 top: int | None = None, top_samples: int | None = None, probes: int | None = None,
                  share: float = MAX_RESAMPLE_SHARE):
         if policy not in ("auto", "adaptive"):
             raise ValueError(f"noise policy must be 'auto' or 'adaptive' for a NoiseHandler, got {policy!r} "
@@ -274,7 +304,7 @@ class NoiseHandler:
                              "or set archive.noise = \"none\"")
         self.archive = archive
         self.policy = policy
-        self.max_samples, self.z = int(samples), float(z)
+        self.max_samples = int(samples)
         self.top = top_count(budget) if top is None else max(0, int(top))
         self.top_samples = max(self.max_samples, 2 * self.max_samples if top_samples is None else int(top_samples))
         self.mode = "on" if policy == "adaptive" else "probing"
@@ -283,19 +313,19 @@ class NoiseHandler:
         self.configs: dict[str, dict] = {}
         self.ids: dict[str, int] = {}
         self.feedback: dict[str, str] = {}
-        self._order: dict[str, int] = {}  # hash -> seq of its first result (a deterministic tie order)
         self.holder: dict[int, str] = {}
         self.cell_of: dict[str, int] = {}
         self._elite_n: dict[str, int] = {}  # evaluations of each elite when it was last written
         self._elite_n_sum = 0               # their sum: counters() stays O(1) (it runs per evaluation)
-        self._waiting: dict[int, set[str]] = collections.defaultdict(set)  # cell -> challengers in a contest
-        self._waiting_cell: dict[str, int] = {}
         self._wanted: dict[str, None] = {}  # ordered set: configurations to evaluate again
         self._inflight: collections.Counter[str] = collections.Counter()
         self._probed: list[str] = []
         self._probe_first: dict[str, tuple[float, list[float]]] = {}
         self._probes_back = 0
         self._pooled_m2, self._pooled_dof = 0.0, 0
+        self._first_objectives = SampleStats()  # the first objective of every configuration recorded (Prior)
+        self._waiting: dict[int, str] = {}       # cell -> the challenger to evaluate again before deciding
+        self._waiting_cell: dict[str, int] = {}  # its inverse
         self._top_cut = -math.inf
         self._since_top = 0
         self.seq = 0              # results recorded (the order a replay must follow)
@@ -337,6 +367,19 @@ class NoiseHandler:
         if not math.isfinite(pooled):
             return math.inf
         return (stats.m2 + _PRIOR_DOF * pooled) / (stats.n - 1 + _PRIOR_DOF)
+
+    @property
+    def prior(self) -> Prior | None:
+        """The run's spread of true objectives and its noise (None while the noise is unknown).
+
+        The spread is the variance of the first objectives less the noise, at least a thousandth
+        of the noise: a spread the data cannot tell from noise still ranks configurations by
+        their means, those with more evaluations first.
+        """
+        first, noise = self._first_objectives, self.pooled_variance
+        if first.n < 2 or not math.isfinite(noise):
+            return None
+        return Prior(first.mean, max(first.variance - noise, 1e-3 * noise), noise)
 
     def sem(self, hash: str) -> float:
         """Standard error of the mean objective of configuration ``hash``."""
@@ -409,7 +452,7 @@ class NoiseHandler:
         if first:
             s = self.stats[hash] = SampleStats()
             self.configs[hash], self.ids[hash], self.feedback[hash] = config, int(id), feedback
-            self._order[hash] = self.seq
+            self._first_objectives.add(float(objective), ())
         s.draws = max(s.draws, int(draw) + 1)
         increase = s.add(float(objective), measures)
         if s.n > 1:
@@ -495,8 +538,8 @@ class NoiseHandler:
             self._probe_back(differs=False)
         elif self.mode == "on" and s.failures <= _MAX_FAILURES:
             self._want(hash)
-        elif self.mode == "on":
-            self._drop_challenger(hash)
+        else:
+            self._unwait(hash)
 
     def _landed(self, hash: str) -> None:
         """A re-evaluation of ``hash`` that was handed out came back (or one replayed)."""
@@ -508,7 +551,7 @@ class NoiseHandler:
     def _prune(self) -> None:
         """Forget the configurations touched by this call that can no longer matter.
 
-        One matters while it holds a cell, waits in a contest, is wanted or being re-evaluated, or is
+        One matters while it holds a cell, waits to challenge one, is wanted or being re-evaluated, or is
         a probe not yet back; anything else is never evaluated again, so the policy keeps state for
         about as many configurations as the archive has cells, not one per evaluation. A replay
         prunes at the same points: a re-evaluation still out in the live run is still wanted in
@@ -522,7 +565,6 @@ class NoiseHandler:
             self.configs.pop(h, None)
             self.ids.pop(h, None)
             self.feedback.pop(h, None)
-            self._order.pop(h, None)
         self._touched.clear()
 
     # -- auto: probing -------------------------------------------------------------------------
@@ -552,7 +594,6 @@ class NoiseHandler:
             self._wanted.clear()
             self.stats.clear()  # a deterministic run needs no statistics
             self.configs.clear()
-            self._order.clear()
             self.holder.clear()
             self.cell_of.clear()
             self._elite_n.clear()
@@ -585,48 +626,29 @@ class NoiseHandler:
         if old is not None:
             if old == cell:
                 self._put(cell, hash)
-                self._recheck(cell)
                 self._verify_top(hash)
                 return 0
             self._vacate(old)
-            self._recheck(old)
         return self._contest(hash, cell)
 
     def _contest(self, hash: str, cell: int) -> int:
         self._touched.add(hash)
-        self._leave_contest(hash)
+        self._unwait(hash)
         incumbent = self.holder.get(cell)
         if incumbent is None:
             self._put(cell, hash)
             self._verify_top(hash)
             return 2
         s, t = self.stats[hash], self.stats[incumbent]
-        action = decide(s, t, var_challenger=self.variance(s), var_incumbent=self.variance(t), z=self.z,
-                        max_samples=self._limit(hash, incumbent))
-        if action == TAKE:
-            self._vacate(cell)
-            self._put(cell, hash)
-            self._recheck(cell)
-            self._verify_top(hash)
-            return 1
-        if action == REJECT:
+        action = decide(s, t, prior=self.prior, max_samples=self.max_samples)
+        if action == SAMPLE_CHALLENGER:
+            self._wait(hash, cell)
+        if action != TAKE:
             return 0
-        self._waiting[cell].add(hash)
-        self._waiting_cell[hash] = cell
-        self._want(hash if action == SAMPLE_CHALLENGER else incumbent)
-        return 0
-
-    def _limit(self, *hashes: str) -> int:
-        """The sample limit of a contest: lower for a configuration whose re-evaluations keep failing."""
-        if any(self.stats[h].failures > _MAX_FAILURES for h in hashes):
-            return min(self.max_samples, *(self.stats[h].n for h in hashes))
-        return self.max_samples
-
-    def _recheck(self, cell: int) -> None:
-        """Decide again for the challengers of ``cell`` (its incumbent changed or was re-evaluated)."""
-        for h in sorted(self._waiting.get(cell, ()), key=self._order.__getitem__):
-            if self._waiting_cell.get(h) == cell and self._inflight[h] == 0:
-                self._contest(h, cell)
+        self._vacate(cell)
+        self._put(cell, hash)
+        self._verify_top(hash)
+        return 1
 
     def _put(self, cell: int, hash: str) -> None:
         """Write configuration ``hash`` into ``cell`` with its mean objective and measures."""
@@ -655,16 +677,20 @@ class NoiseHandler:
             self._untrack(h)
             self.archive.remove_single(cell)
 
-    def _leave_contest(self, hash: str) -> None:
+    def _wait(self, hash: str, cell: int) -> None:
+        """Evaluate challenger ``hash`` of ``cell`` again, then decide again.
+
+        One challenger waits per cell at a time (a later one is dropped), so the policy's memory
+        follows the archive however many challengers a cell draws.
+        """
+        if cell not in self._waiting:
+            self._waiting[cell], self._waiting_cell[hash] = hash, cell
+            self._want(hash)
+
+    def _unwait(self, hash: str) -> None:
         cell = self._waiting_cell.pop(hash, None)
         if cell is not None:
-            self._waiting[cell].discard(hash)
-            if not self._waiting[cell]:
-                del self._waiting[cell]
-
-    def _drop_challenger(self, hash: str) -> None:
-        self._leave_contest(hash)
-        self._wanted.pop(hash, None)
+            del self._waiting[cell]
 
     def _limit_of(self, hash: str) -> int:
         """Evaluations ``hash`` may get: ``top_samples`` while it is a top elite, else ``samples``."""
@@ -712,7 +738,7 @@ class NoiseHandler:
         Notes
         -----
         Results are replayed in the order the handler recorded them, so the archive, every
-        configuration's samples, and the pending contests are those of the interrupted run;
+        configuration's samples, and the prior are those of the interrupted run;
         re-evaluations that were in flight are asked again. Once the policy is :attr:`plain`, rows
         are inserted in chunks (:meth:`record_plain`), as the run inserted them.
         """

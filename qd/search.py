@@ -22,6 +22,7 @@ import dataclasses
 import gc
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from qd.failure_watch import FailureWatch
 from qd.keyset import KeySet
 from qd.listeners import Evaluated, ProgressBar, SearchListener, StoreRecorder
 from qd.measure_range import RangeWatch
+from qd.noise import RULE as NOISE_RULE
 from qd.prefilter import MAX_HISTORY
 from qd.result import EvalResult
 from qd.scheduler import (
@@ -164,18 +166,23 @@ class Search:
         scheduler_options = self.options.scheduler_options()
         if scheduler_options.filter == "auto":  # a computation-only domain evaluates faster than one predicts
             scheduler_options.filter = bool(getattr(domain, "makes_calls", True))
-        saved = store.get_meta("noise") if store is not None else None
+        saved = dict(store.get_meta("noise") or {}) if store is not None else {}
+        earlier_rule = bool(saved) and saved.pop("noise_rule", None) != NOISE_RULE
         if saved:  # a resumed run keeps the noise policy it started with, so replay rebuilds its state
+            if earlier_rule:
+                warnings.warn(f"{store.path} was written by an earlier qd, whose noise policy settled contests "
+                              "by re-evaluation; resuming replays its samples with posterior means "
+                              "(docs/noise.md), so some cells may change elite", stacklevel=2)
             scheduler_options = dataclasses.replace(scheduler_options, **saved)
         else:
             scheduler_options.noise_budget = self.budget
         self.scheduler = Scheduler(archive, domain.space, operators, scheduler_options,
                                    predict=getattr(domain, "predict_measures", None))
         noise = self.scheduler.noise
-        if store is not None and noise is not None and not saved:  # its resumes rebuild the same policy
+        if store is not None and noise is not None and (not saved or earlier_rule):  # resumes rebuild this policy
             store.set_meta("noise", {"noise": noise.policy, "noise_samples": noise.max_samples,
                                      "noise_probes": noise.probes, "noise_top": noise.top,
-                                     "noise_share": noise.share})
+                                     "noise_share": noise.share, "noise_rule": NOISE_RULE})
         self.finished = 0
         self.stopped: str | None = None  # why the search stopped before its budget (the space ran out)
         self._next_id = 0
@@ -347,7 +354,7 @@ class Search:
     def _resume(self, store: RunStore) -> int:
         """Read the archive, the dedup keys and the counters of the evaluations stored so far.
 
-        A run made with a noise policy is replayed through it (the policy's samples and contests are
+        A run made with a noise policy is replayed through it (the policy's samples and waiting challengers are
         rebuilt, and the archive with them); otherwise the stored archive is read as it stands. A
         version 1 store is converted first, in one transaction with what it lacked (the archive as
         it stands, the running totals). A learned measure predictor sees every stored result again.

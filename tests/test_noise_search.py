@@ -88,21 +88,21 @@ def test_arm_measure_noise_scatters_the_measures_around_the_true_position_and_le
         get_domain("arm", joints=6, measure_noise=-1.0)
 
 
-def test_re_evaluations_take_at_most_half_of_the_budget_even_when_every_cell_is_contested():
-    # A 2x2 map under heavy noise: nearly every offspring contests a cell, and unchecked the
-    # contests and top-elite checks would take most of the budget.
+def test_re_evaluations_take_at_most_half_of_the_budget_even_when_elites_may_take_fifty_each():
+    # A 2x2 map under heavy noise, every elite a top elite that may be evaluated 100 times and
+    # every offspring a challenger: unchecked, re-evaluations would take most of the budget.
     domain = get_domain("arm", joints=6, noise=3.0)
     for budget in (40, 400):
         archive = GridArchive(dims=[2, 2], ranges=domain.default_ranges, measure_names=["x", "y"],
                               qd_score_offset=domain.qd_score_offset)
         with Search(domain, archive, SerialEvaluator(domain), operators={"mutation": (Mutation(domain.space), 1.0)},
                     measures=resolve_measures(["x", "y"], domain), budget=budget, init_random=6, seed=1,
-                    noise="adaptive") as search:
+                    noise="adaptive", noise_samples=50) as search:
             search.run()
         resampled = search.stats[RESAMPLE].evaluated
         # The bound README and docs/noise.md promise ("at most about half of it"), written out: a test that
         # read it from MAX_RESAMPLE_SHARE would follow any change of the constant and protect nothing.
-        assert search.finished == budget and 0.3 * budget <= resampled <= budget / 2 + 1
+        assert search.finished == budget and 0.25 * budget <= resampled <= budget / 2 + 1
 
 
 def test_auto_switches_on_for_retrieval_on_a_few_questions():
