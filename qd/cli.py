@@ -135,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # -- run ---------------------------------------------------------------------------------------
 def _cmd_run(args: argparse.Namespace) -> int:
-    from qd.config import DEMO_OPERATORS_NOTE
+    from qd.config import demo_operators_note
     from qd.llm.client import LLMError
     from qd.runner import resolve_run_config, run_search
 
@@ -159,7 +159,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"qd: {'resuming' if args.resume else 'running'} {config['run']['name']!r} "
           f"({config['domain']['name']}, {config['run']['evaluations']} evaluations) in {run_dir}", file=sys.stderr)
     if args.config is None and not args.resume:
-        print(DEMO_OPERATORS_NOTE, file=sys.stderr)
+        print(demo_operators_note(config), file=sys.stderr)
     try:
         run = run_search(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     except LLMError as exc:  # the LLM client's fail-fast: its first calls all failed for one persistent cause

@@ -24,11 +24,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from qd.evaluators.registry import backend_names
 from qd.llm.models import MODEL_ALIAS
 from qd.llm.prices import normalize_prices
+from qd.operators.llm import LLM_OPERATORS
 from qd.operators.registry import check_operators
 from qd.references import split_reference
 from qd.result import DEFAULT_TRACE_TEXT_CHARS
 
-__all__ = ["ConfigError", "DEFAULTS", "DEMO_CONFIG", "DEMO_OPERATORS_NOTE", "OPERATOR_FLAGS", "SCHEMA", "load_config",
+__all__ = ["ConfigError", "DEFAULTS", "DEMO_CONFIG", "demo_operators_note", "OPERATOR_FLAGS", "SCHEMA", "load_config",
            "resolve_config", "dump_config"]
 
 
@@ -217,7 +218,7 @@ OPERATOR_FLAGS = tuple(OperatorsSection.model_fields)
 
 # `qd run` with no config file: the retrieval pipeline (domains/retrieval.py) on the embedded
 # gemma-3-270m, searched with classic operators and the pre-evaluation filter (the LLM operators did
-# not beat them at equal evaluations on this pipeline: DEMO_OPERATORS_NOTE, README). The map is
+# not beat them at equal evaluations on this pipeline: demo_operators_note, README). The map is
 # log2(LLM calls per question) x largest prompt in tokens, coloured by accuracy: the trade-off of
 # more calls on shorter contexts. Sized to finish in minutes on 2 CPU cores from an empty request
 # cache (README gives the measured time): 8 records and 3 questions per evaluation, at most 3 votes
@@ -235,12 +236,25 @@ DEMO_CONFIG: dict[str, dict[str, Any]] = {
 }
 
 
-# What `qd run` with no config says before it starts (README, "Search against the alternatives", rule 3).
-DEMO_OPERATORS_NOTE = (
-    "qd: operators: mutation and uniform_crossover, each proposing 4 children of which the filter keeps the one "
-    "predicted into an empty cell; the LLM operators (lmx, llm_mutation) are off: on this pipeline they did not "
-    "beat classic operators at equal evaluations (README, 'Search against the alternatives'); name them in a "
-    "config's [operators] to use them")
+def demo_operators_note(config: dict[str, dict[str, Any]]) -> str:
+    """What `qd run` with no config says before it starts (README, "Search against the alternatives", rule 3).
+
+    Parameters
+    ----------
+    config : dict
+        The resolved run config of the demo (:data:`DEMO_CONFIG` with the command line's overrides).
+    """
+    section = config["operators"]
+    names = [name for name in section if name not in OperatorsSection.model_fields]
+    note = f"qd: operators: {' and '.join(names)}"
+    if section["filter"] is not False:
+        note += (f", each proposing {section['proposals']} children of which the filter keeps the one predicted "
+                 "into an empty cell")
+    if not set(names) & set(LLM_OPERATORS):
+        note += (f"; the LLM operators ({', '.join(LLM_OPERATORS)}) are off: on this pipeline they did not beat "
+                 "classic operators at equal evaluations (README, 'Search against the alternatives'); name them in a "
+                 "config's [operators] to use them")
+    return note
 
 
 def load_config(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ from qd.config import (
     OPERATOR_FLAGS,
     SCHEMA,
     ConfigError,
+    demo_operators_note,
     dump_config,
     load_config,
     resolve_config,
@@ -24,6 +25,17 @@ def test_demo_config_resolves_and_round_trips_through_toml(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text(dump_config(config))
     assert load_config(path) == config
+
+
+def test_the_demo_operators_note_names_the_demo_configs_operators_and_proposals():
+    note = demo_operators_note(resolve_config(DEMO_CONFIG))
+    assert note.startswith("qd: operators: mutation and uniform_crossover, each proposing 4 children")
+    assert "the LLM operators (lmx, llm_mutation) are off" in note
+    changed = resolve_config({**DEMO_CONFIG, "operators": {"mutation": 1.0, "lmx": 0.5, "proposals": 2}})
+    note = demo_operators_note(changed)
+    assert note.startswith("qd: operators: mutation and lmx, each proposing 2 children") and "are off" not in note
+    unfiltered = resolve_config({**DEMO_CONFIG, "operators": {"mutation": 1.0, "filter": False}})
+    assert demo_operators_note(unfiltered).startswith("qd: operators: mutation; the LLM operators")
 
 
 @pytest.mark.parametrize("raw, message", [

@@ -21,7 +21,7 @@ from qd.analysis.elites import export_elite_traces
 from qd.analysis.selection import spanning_elites as _spanning_elites
 from qd.archives import GridArchive
 from qd.cli import main, run_status
-from qd.config import DEMO_CONFIG, DEMO_OPERATORS_NOTE, dump_config, resolve_config
+from qd.config import DEMO_CONFIG, demo_operators_note, dump_config, resolve_config
 from qd.domains import get_domain
 from qd.domains.retrieval import AGGREGATIONS, RetrievalDomain, predict_calls
 from qd.domains.retrieval_sim import FEATURES, FIT_PATH, SimulatedLLM, instruction_features
@@ -371,7 +371,8 @@ def test_demo_job_says_which_operators_it_uses_and_why_the_llm_ones_are_off(tmp_
     monkeypatch.setenv("QD_CACHE_DIR", str(tmp_path / "cache"))
     assert main(["run", "--out", str(tmp_path / "demo"), "--evals", "8", "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert DEMO_OPERATORS_NOTE in err and "the LLM operators (lmx, llm_mutation) are off" in err
+    assert demo_operators_note(resolve_config(DEMO_CONFIG)) in err
+    assert "the LLM operators (lmx, llm_mutation) are off" in err
     status = run_status(tmp_path / "demo")
     assert status["evaluations"] == 8 and set(status["operators"]) <= {"random", "mutation", "uniform_crossover",
                                                                        "resample", "seed", "fallback"}
