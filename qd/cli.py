@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from qd.evaluators.registry import backend_names
+from qd.evaluators.registry import backends_help
 from qd.rundir import RunLockedError, read_run
 from qd.totals import TOTALS_META, describe, failure_lines
 
@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run stored in RUN_DIR")
     run.add_argument("--evals", type=int, help="evaluation budget (run.evaluations)")
     run.add_argument("--seed", type=int, help="random seed (run.seed)")
-    run.add_argument("--backend", help=f"evaluator.backend: {', '.join(backend_names())} (default ray), or "
+    run.add_argument("--backend", help=f"evaluator.backend ({backends_help()}), or "
                                        "package.module:attribute of an evaluator factory")
     run.add_argument("--workers", type=int, help="evaluator.workers (Ray: evaluations at once; 0 = every CPU)")
     run.add_argument("--ray-address", help="evaluator.ray_address: 'auto' or HOST:PORT to join a cluster")
@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--samples", type=_positive_int, default=10, metavar="N",
                           help="held-out re-evaluations per elite (default 10)")
     validate.add_argument("--split", default="validation", help="the domain's held-out split (default validation)")
-    validate.add_argument("--backend", help=f"evaluator: {', '.join(backend_names())} or package.module:attribute "
+    validate.add_argument("--backend", help=f"evaluator ({backends_help()}) or package.module:attribute "
                                             "(default: the run's)")
     validate.add_argument("--json", action="store_true", help="one JSON object with a row per elite")
     validate.set_defaults(func=_cmd_validate)

@@ -35,7 +35,8 @@ def counting_backend(monkeypatch):
     """Register ``counting`` for one test; the registry is left as it was afterwards."""
     monkeypatch.setattr(registry, "_BACKENDS", dict(registry._BACKENDS))
     CountingEvaluator.built.clear()
-    return registry.register_backend("counting", CountingEvaluator, options=("timeout_s", "label"))
+    return registry.register_backend("counting", CountingEvaluator, options=("timeout_s", "label"),
+                                     help="counts what it evaluates")
 
 
 def test_an_unregistered_backend_is_refused_by_the_config_naming_the_registered_ones():
@@ -58,6 +59,9 @@ def test_one_registration_makes_a_backend_known_to_the_config_the_runner_and_the
                  "--backend", "counting", "--no-progress"]) == 0
     assert CountingEvaluator.built[-1].evaluated == 20
     assert read_run(out).config["evaluator"]["backend"] == "counting"
+    with pytest.raises(SystemExit):  # and `qd run --help` lists it with its line of help
+        main(["run", "--help"])
+    assert "counting: counts what it evaluates" in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_backend_refuses_an_option_it_did_not_declare_and_a_name_cannot_be_taken_twice(counting_backend):

@@ -66,6 +66,4 @@ def __getattr__(name: str) -> Any:
         from qd.evaluators.serial import SerialEvaluator
 
         return SerialEvaluator
-    if name == "BACKENDS":  # the names before the registry; backend_names() follows registrations
-        return backend_names()
     raise AttributeError(f"module 'qd.evaluators' has no attribute {name!r}")

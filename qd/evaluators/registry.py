@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from qd.domain import Domain
     from qd.evaluators import Evaluator
 
-__all__ = ["Backend", "register_backend", "backend_names", "get_backend", "make_evaluator", "evaluator_from_config"]
+__all__ = ["Backend", "register_backend", "backend_names", "backends_help", "get_backend", "make_evaluator",
+           "evaluator_from_config"]
 
 
 def _same_names(options: tuple[str, ...]) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -116,6 +117,11 @@ def register_backend(name: str, factory: Callable[..., Evaluator] | str, *, opti
 def backend_names() -> tuple[str, ...]:
     """The registered backends' names, in registration order (the built-ins first)."""
     return tuple(_BACKENDS)
+
+
+def backends_help() -> str:
+    """Each registered backend's name and its one line of help (``qd run --help``)."""
+    return "; ".join(f"{b.name}: {b.help}" if b.help else b.name for b in _BACKENDS.values())
 
 
 def get_backend(name: str) -> Backend:
