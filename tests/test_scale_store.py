@@ -11,6 +11,7 @@ import math
 import shutil
 import sqlite3
 import time
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from qd.archive_store import replay
 from qd.cli import main, run_status
 from qd.config import load_config
 from qd.keyset import KeySet, key_of
+from qd.listeners import SearchListener
 from qd.noise import RULE as NOISE_RULE
 from qd.rundir import ARCHIVE_META, RunStartingError, archive_from_spec, read_run
 from qd.runner import run_search
@@ -254,44 +256,42 @@ def test_the_stored_archive_equals_the_live_one_after_every_group(tmp_path):
     assert compare.checked > 10
 
 
+class MemoryMarks(SearchListener):
+    """The memory tracemalloc holds (and its peak) once past 20,000 evaluations and at the end.
+
+    Named in a run config's ``[run] listeners`` (``test_scale_store:MemoryMarks``): the run is the
+    one a user starts. The marks are the class's, since the run builds its own instance.
+    """
+
+    marks: list[tuple[int, int, int]] = []
+
+    def on_results(self, search, events):
+        if not MemoryMarks.marks and search.finished >= 20000:
+            MemoryMarks.marks.append((search.finished, *tracemalloc.get_traced_memory()))
+
+    def on_end(self, search):
+        MemoryMarks.marks.append((search.finished, *tracemalloc.get_traced_memory()))
+
+
 @pytest.mark.slow
 def test_a_long_cheap_run_grows_the_driver_by_bytes_per_evaluation_and_its_peak_with_it(tmp_path):
     """What scripts/bench_scale.py measures at a million evaluations, on a smaller run."""
-    import tracemalloc
-
-    import qd.runner
     from qd.config import resolve_config
-    from qd.listeners import SearchListener
-    from qd.search import Search
 
-    marks = []  # (evaluations, memory held, peak) once past 20,000 and at the end
-
-    class Memory(SearchListener):
-        def on_results(self, search, events):
-            if not marks and search.finished >= 20000:
-                marks.append((search.finished, *tracemalloc.get_traced_memory()))
-
-        def on_end(self, search):
-            marks.append((search.finished, *tracemalloc.get_traced_memory()))
-
-    class Watched(Search):
-        def __init__(self, *args, listeners=(), **kwargs):
-            super().__init__(*args, listeners=[*listeners, Memory()], **kwargs)
-
-    config = resolve_config({"run": {"name": "cheap", "evaluations": 60000, "progress": False, "plot": False},
+    config = resolve_config({"run": {"name": "cheap", "evaluations": 60000, "progress": False, "plot": False,
+                                     "listeners": [f"{__name__}:MemoryMarks"]},
                              "domain": {"name": "arm", "options": {"joints": 10}},
                              "archive": {"type": "cvt", "cells": 2000, "measures": ["x", "y"]},
                              "operators": {"iso_line_dd": 1.0}, "evaluator": {"backend": "serial"}})
+    MemoryMarks.marks.clear()
     tracemalloc.start()
-    original, qd.runner.Search = qd.runner.Search, Watched
     try:
         run = run_search(config, tmp_path / "run", progress=False)
     finally:
-        qd.runner.Search = original
         tracemalloc.stop()
     assert len(run.store.keys()) == 60000
     run.store.close()
-    (n0, held0, _), (n1, held1, peak) = marks
+    (n0, held0, _), (n1, held1, peak) = MemoryMarks.marks
     per_evaluation = (held1 - held0) / (n1 - n0)
     assert per_evaluation < 120  # the recent dedup keys' set at most (the driver kept ~4 KB before)
     assert peak - held0 < 120 * n1  # no transient copy of the history
