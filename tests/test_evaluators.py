@@ -14,6 +14,7 @@ from qd.domain import Domain
 from qd.evaluators import Evaluator, SerialEvaluator, make_evaluator
 from qd.result import EvalResult
 from qd.space import Categorical, Float, Space
+from qd.testing.evaluators import drain
 
 ACTIONS = ["ok", "sleep", "raise", "exit", "sys_exit", "hang", "unpicklable"]
 
@@ -45,18 +46,6 @@ class ToyDomain(Domain):
 
 def cfg(x: float = 0.5, action: str = "ok", delay: float = 0.0) -> dict:
     return {"x": x, "action": action, "delay": delay}
-
-
-def drain(evaluator: Evaluator, limit_s: float = 60.0) -> dict[int, EvalResult]:
-    """Collect until nothing is pending (fails the test instead of hanging for ever)."""
-    results: dict[int, EvalResult] = {}
-    end = time.monotonic() + limit_s
-    while evaluator.pending():
-        assert time.monotonic() < end, f"evaluations still pending after {limit_s} s"
-        for key, result in evaluator.collect(0.5):
-            assert key not in results, f"key {key} collected twice"
-            results[key] = result
-    return results
 
 
 def comparable(result: EvalResult) -> tuple:
@@ -520,7 +509,7 @@ def test_an_unreachable_ray_address_fails_at_once_naming_the_key():
 
 # -- batches: several configurations per Ray call ----------------------------------------------
 
-class ProbeDomain(ToyDomain):
+class MarkerDomain(ToyDomain):
     """ToyDomain that drops a ``<x>`` marker file in ``marker_dir`` when an evaluation starts, and
     reports the process and thread it ran in and how many evaluations that thread had started."""
 
@@ -537,7 +526,7 @@ class ProbeDomain(ToyDomain):
         return result
 
 
-_STARTED: dict[int, int] = {}  # per thread of a worker process: evaluations ProbeDomain started there
+_STARTED: dict[int, int] = {}  # per thread of a worker process: evaluations MarkerDomain started there
 
 
 def starts(marker_dir: str) -> dict[float, int]:
@@ -553,7 +542,7 @@ def starts(marker_dir: str) -> dict[float, int]:
 def test_a_batch_runs_its_configurations_one_after_another_in_one_call(ray_session, tmp_path, mode):
     from qd.evaluators import RayEvaluator
 
-    ev = RayEvaluator(ProbeDomain(str(tmp_path)), mode=mode, num_actors=1, batch_size=4, timeout_s=30.0)
+    ev = RayEvaluator(MarkerDomain(str(tmp_path)), mode=mode, num_actors=1, batch_size=4, timeout_s=30.0)
     try:
         assert ev.batch_size == 4
         for key in range(8):
@@ -576,7 +565,7 @@ def test_a_worker_starts_nothing_past_its_call_budget_so_slow_batches_are_not_ru
     them at its budget (0.4 s here) and the driver sends the rest again, so each runs once."""
     from qd.evaluators import RayEvaluator
 
-    ev = RayEvaluator(ProbeDomain(str(tmp_path)), batch_size=8, timeout_s=2.0)
+    ev = RayEvaluator(MarkerDomain(str(tmp_path)), batch_size=8, timeout_s=2.0)
     try:
         for key in range(8):
             ev.submit(key, cfg(key / 10, "sleep", delay=0.5))

@@ -14,7 +14,7 @@ from qd.evaluators.outcomes import timed_out
 from qd.result import EvalResult
 from qd.space import Categorical, Float, Space
 
-__all__ = ["EvaluatorContract", "ProbeDomain"]
+__all__ = ["EvaluatorContract", "ProbeDomain", "drain"]
 
 
 class ProbeDomain(Domain):
@@ -45,6 +45,22 @@ class ProbeDomain(Domain):
 def probe(x: float, action: str = "ok", sleep_s: float = 0.0) -> dict:
     """A configuration of :class:`ProbeDomain`."""
     return {"x": x, "action": action, "sleep_s": sleep_s}
+
+
+def drain(evaluator: Any, limit_s: float = 120.0) -> dict[int, EvalResult]:
+    """Collect until nothing is pending: each key once, each result an :class:`EvalResult`.
+
+    Fails (rather than hangs) when evaluations are still pending after ``limit_s`` seconds.
+    """
+    results: dict[int, EvalResult] = {}
+    end = time.monotonic() + limit_s
+    while evaluator.pending():
+        assert time.monotonic() < end, f"evaluations still pending after {limit_s} s"
+        for key, result in evaluator.collect(0.5):
+            assert key not in results, f"key {key} was collected twice"
+            assert isinstance(result, EvalResult), f"collect gave a {type(result).__name__}, not EvalResult"
+            results[key] = result
+    return results
 
 
 class EvaluatorContract:
@@ -79,16 +95,8 @@ class EvaluatorContract:
                                   "make(domain, timeout_s) -> evaluator")
 
     def drain(self, evaluator: Any) -> dict[int, EvalResult]:
-        """Collect until nothing is pending; fails (rather than hangs) after :attr:`collect_limit_s`."""
-        results: dict[int, EvalResult] = {}
-        end = time.monotonic() + self.collect_limit_s
-        while evaluator.pending():
-            assert time.monotonic() < end, f"evaluations still pending after {self.collect_limit_s} s"
-            for key, result in evaluator.collect(0.5):
-                assert key not in results, f"key {key} was collected twice"
-                assert isinstance(result, EvalResult), f"collect gave a {type(result).__name__}, not EvalResult"
-                results[key] = result
-        return results
+        """:func:`drain` with :attr:`collect_limit_s`."""
+        return drain(evaluator, self.collect_limit_s)
 
     def test_follows_the_evaluator_protocol(self, make_evaluator: Any) -> None:
         """``slots`` is a positive int, and ``submit``/``collect``/``pending``/``close`` exist."""
