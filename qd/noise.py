@@ -68,6 +68,8 @@ _MAX_FAILURES = 2       # failed re-evaluations of one configuration before it i
 _TOP_REFRESH = 32       # records between recomputations of the top-elite cut
 MAX_RESAMPLE_SHARE = 0.5  # re-evaluations handed out at most per result recorded: the search keeps exploring
 _NEW_CELL_WINDOW = 50    # first evaluations over which the share that found an empty cell is averaged
+_MIN_PRIOR = 8           # first evaluations before their spread is trusted as a prior
+_FIRST_REFRESH = 16      # results before the elites are first written again under the current prior
 
 
 @dataclass
@@ -324,6 +326,7 @@ class NoiseHandler:
         self._probes_back = 0
         self._pooled_m2, self._pooled_dof = 0.0, 0
         self._first_objectives = SampleStats()  # the first objective of every configuration recorded (Prior)
+        self._next_refresh = _FIRST_REFRESH
         self._waiting: dict[int, str] = {}       # cell -> the challenger to evaluate again before deciding
         self._waiting_cell: dict[str, int] = {}  # its inverse
         self._top_cut = -math.inf
@@ -377,7 +380,7 @@ class NoiseHandler:
         their means, those with more evaluations first.
         """
         first, noise = self._first_objectives, self.pooled_variance
-        if first.n < 2 or not math.isfinite(noise):
+        if first.n < _MIN_PRIOR or not math.isfinite(noise):
             return None
         return Prior(first.mean, max(first.variance - noise, 1e-3 * noise), noise)
 
@@ -441,7 +444,11 @@ class NoiseHandler:
         self._wanted.pop(hash, None)  # a replayed re-evaluation fulfils the request it answered
         self._touched.add(hash)
         try:
-            return self._record(hash, config, objective, measures, id, feedback, draw)
+            status = self._record(hash, config, objective, measures, id, feedback, draw)
+            if self.mode == "on" and self.seq >= self._next_refresh:  # doubling: O(elites × log results) in all
+                self._next_refresh = 2 * self.seq
+                self.refresh()
+            return status
         finally:
             self._prune()
 
@@ -589,6 +596,7 @@ class NoiseHandler:
         self._probes_back += 1
         if differs:
             self.mode = "on"  # the archive as plain MAP-Elites left it is the policy's starting point
+            self.refresh()
         elif self._probes_back >= len(self._probed) and len(self._probed) >= self.probes:
             self.mode = "off"
             self._wanted.clear()
@@ -650,15 +658,28 @@ class NoiseHandler:
         self._verify_top(hash)
         return 1
 
+    def shown(self, hash: str) -> float:
+        """The objective the archive shows for configuration ``hash``: its posterior mean (its mean without a prior)."""
+        s, prior = self.stats[hash], self.prior
+        return s.mean if prior is None else posterior_mean(s, prior)
+
     def _put(self, cell: int, hash: str) -> None:
-        """Write configuration ``hash`` into ``cell`` with its mean objective and measures."""
+        """Write configuration ``hash`` into ``cell`` with its shown objective and mean measures."""
         s = self.stats[hash]
         if self.holder.get(cell) is not None:
             self.archive.remove_single(cell)
-        self.archive.add_single(self.configs[hash], s.mean, s.measures, id=self.ids[hash],
+        self.archive.add_single(self.configs[hash], self.shown(hash), s.measures, id=self.ids[hash],
                                 feedback=self.feedback[hash])
         self.holder[cell], self.cell_of[hash] = hash, cell
         self._track(hash)
+
+    def refresh(self) -> None:
+        """Write every elite again under the current prior (it moves as the run learns its spread).
+
+        The policy does so as its results double; a search does so once more when it ends.
+        """
+        for cell, hash in list(self.holder.items()):
+            self._put(cell, hash)
 
     def _track(self, hash: str) -> None:
         n = self.stats[hash].n

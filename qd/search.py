@@ -296,6 +296,9 @@ class Search:
                 else:
                     self._tell_in_order(landed)
             self._drain_llm()
+            noise = self.scheduler.noise
+            if noise is not None and noise.active:
+                noise.refresh()  # the map a run ends with shows the posterior means of its last prior
         finally:
             gc.unfreeze()
             for listener in self.listeners:

@@ -166,10 +166,13 @@ def test_a_challenger_takes_an_occupied_cell_exactly_when_its_posterior_mean_is_
             c2 = job.config["c"]
             handler.record(job.hash, job.config, world.evaluate(c2, job.draw), world.measure(c2), id=job.id,
                            draw=job.draw)
-    # The archive holds each elite's mean objective and mean measures.
+    # Refreshed, the archive shows each elite's posterior mean (its mean without a prior) at its mean measures.
+    handler.refresh()
     for elite in handler.archive:
         s = handler.stats[str(elite["solution"]["c"])]
-        assert elite["objective"] == pytest.approx(s.mean)
+        expected = s.mean if handler.prior is None else posterior_mean(s, handler.prior)
+        assert elite["objective"] == pytest.approx(expected)
+        assert list(elite["measures"]) == pytest.approx(s.measures)
 
 
 def test_noise_aware_elites_are_closer_to_the_truth_than_single_evaluations():
