@@ -540,7 +540,7 @@ def _cmd_elites(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(records, indent=1, default=_json_default))
         return 0
-    extra = [k for k in ("n", "sem", "validated", "validated_n", "gap") if any(k in r for r in records)]
+    extra = [k for k in ("n", "mean", "sem", "validated", "validated_n", "gap") if any(k in r for r in records)]
     fields = ["id", "objective", *extra, *run.archive.measure_names, "config", "feedback"]
     writer = csv.DictWriter(sys.stdout, fieldnames=fields)
     writer.writeheader()

@@ -16,7 +16,9 @@ Policies (``[archive] noise``):
 
     - every configuration keeps its number of evaluations ``n``, mean objective, standard
       error and mean measures (:class:`SampleStats`); its cell is the one of its mean measures
-      and the archive holds its mean objective;
+      and the archive shows its posterior mean (:meth:`NoiseHandler.shown`; its mean until the
+      run has a prior), written again under the current prior as results double and when the
+      search ends (:meth:`NoiseHandler.refresh`);
     - a candidate whose cell is taken takes it when its **posterior mean** is higher than the
       incumbent's (:func:`decide`): each mean shrunk towards the mean of the run's first
       evaluations by its standard error (empirical Bayes, :func:`posterior_mean`), so one lucky

@@ -80,8 +80,9 @@ def elite_columns(store: RunStore, archive: Any, split: str = VALIDATION,
                   ids: Iterable[int] | None = None) -> dict[int, dict[str, Any]]:
     """Columns ``qd elites`` adds per elite id (of the elites ``ids``, default all).
 
-    ``n`` and ``sem``: its search evaluations; once validated, ``validated``, ``validated_n`` and
-    ``gap`` (search score minus validated score).
+    ``n``, ``mean`` and ``sem``: its search evaluations (under noise the archive shows their
+    posterior mean, ``qd.noise``); once validated, ``validated``, ``validated_n`` and ``gap``
+    (search score minus validated score).
     """
     wanted = None if ids is None else {int(i) for i in ids}
     elites = [e for e in archive if wanted is None or int(e["id"]) in wanted]
@@ -92,8 +93,9 @@ def elite_columns(store: RunStore, archive: Any, split: str = VALIDATION,
     out: dict[int, dict[str, Any]] = {}
     for e in elites:
         i = int(e["id"])
-        n, _, sem = mean_sem(objectives[i]) if objectives.get(i) else (1, math.nan, math.nan)
-        row: dict[str, Any] = {"n": n, "sem": None if math.isnan(sem) else sem}
+        n, mean, sem = mean_sem(objectives[i]) if objectives.get(i) else (1, math.nan, math.nan)
+        row: dict[str, Any] = {"n": n, "mean": None if math.isnan(mean) else mean,
+                               "sem": None if math.isnan(sem) else sem}
         h = hashes.get(i)
         if h in held:
             vn, vmean, _, _ = held[h]
