@@ -327,6 +327,7 @@ class NoiseHandler:
         self._probe_first: dict[str, tuple[float, list[float]]] = {}
         self._probes_back = 0
         self._pooled_m2, self._pooled_dof = 0.0, 0
+        self._later: dict[str, SampleStats] = {}  # re-evaluations of configurations chosen on their draws
         self._first_objectives = SampleStats()  # the first objective of every configuration recorded (Prior)
         self._next_refresh = _FIRST_REFRESH
         self._waiting: dict[int, str] = {}       # cell -> the challenger to evaluate again before deciding
@@ -465,8 +466,7 @@ class NoiseHandler:
         s.draws = max(s.draws, int(draw) + 1)
         increase = s.add(float(objective), measures)
         if s.n > 1:
-            self._pooled_m2 += increase
-            self._pooled_dof += 1
+            self._pool(hash, float(objective), increase)
         if self.mode == "probing":
             return self._probe(hash, objective, measures, first, id, feedback)
         return self._settle(hash)
@@ -571,6 +571,7 @@ class NoiseHandler:
                     or h in self._probe_first):
                 continue
             self.stats.pop(h, None)
+            self._later.pop(h, None)
             self.configs.pop(h, None)
             self.ids.pop(h, None)
             self.feedback.pop(h, None)
@@ -603,6 +604,7 @@ class NoiseHandler:
             self.mode = "off"
             self._wanted.clear()
             self.stats.clear()  # a deterministic run needs no statistics
+            self._later.clear()
             self.configs.clear()
             self.holder.clear()
             self.cell_of.clear()
@@ -624,6 +626,26 @@ class NoiseHandler:
             self.holder[cell], self.cell_of[hash] = hash, cell
             self._track(hash)
         return status
+
+    def _pool(self, hash: str, objective: float, increase: float) -> None:
+        """Add a re-evaluation of ``hash`` to the pooled noise (``increase``: the rise of its ``m2``).
+
+        A probe was re-evaluated whatever it scored, so all its draws pool. Any other configuration
+        is evaluated again because its draws ranked it high (an elite, a challenger), which makes
+        its first draw a lucky one: only its later draws pool, around their own mean, so the choice
+        does not inflate the noise (it had by a third on the arm).
+        """
+        if hash in self._probe_first:
+            self._pooled_m2 += increase
+            self._pooled_dof += 1
+            return
+        later = self._later.get(hash)
+        if later is None:
+            later = self._later[hash] = SampleStats()
+        rise = later.add(objective, ())
+        if later.n > 1:
+            self._pooled_m2 += rise
+            self._pooled_dof += 1
 
     # -- adaptive sampling ---------------------------------------------------------------------
     def _cell(self, hash: str) -> int:

@@ -71,9 +71,9 @@ def test_auto_switches_on_for_the_noisy_arm_and_counts_re_evaluations_in_the_bud
     for n, mean, sem in noise.elite_stats().values():
         assert 1 <= n <= noise.top_samples and math.isfinite(mean) and sem > 0
     prior = noise.prior
-    # the arm's noise is 0.5**2; the pooled estimate runs high (re-evaluated elites were picked on a lucky
-    # first draw: docs/noise.md), so the posterior shrinks more, not less, than the truth would
-    assert prior is not None and 0.25 <= prior.noise <= 1.6 * 0.25
+    # the arm's noise is 0.5**2: re-evaluated elites were picked on a lucky first draw, which pooled alone
+    # would overstate it by about a third; their later draws measure it
+    assert prior is not None and prior.noise == pytest.approx(0.25, rel=0.15)
     for elite in search.archive:
         stats = noise.stats[search.space.hash(elite["solution"])]
         assert elite["objective"] == posterior_mean(stats, prior)
