@@ -43,8 +43,8 @@ result adds ``MAX_RESAMPLE_SHARE`` times the share of recent new configurations 
 land in an empty cell to the re-evaluations allowed, so a search re-evaluates in proportion to
 how little exploring still pays. Wanted re-evaluations wait while the allowance is spent.
 Standard errors use a pooled
-within-configuration variance (shrunk towards each configuration's own), so one
-evaluation already has an error estimate once any configuration was evaluated twice.
+within-configuration variance (shrunk towards each configuration's own; :meth:`NoiseHandler._pool`
+says which draws pool), so one evaluation already has an error estimate once the noise is known.
 """
 from __future__ import annotations
 
