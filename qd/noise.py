@@ -24,8 +24,10 @@ Policies (``[archive] noise``):
       evaluations by its standard error (empirical Bayes, :func:`posterior_mean`), so one lucky
       evaluation does not displace an elite whose score several evaluations established, and
       among configurations with as many evaluations the higher mean wins, as in plain
-      MAP-Elites. Nothing is re-evaluated to settle a contest: at equal evaluations that cost
-      more coverage and elite quality than it bought (``docs/noise.md``);
+      MAP-Elites. A challenger whose mean is higher but whose posterior mean is not is
+      evaluated again (one per cell at a time, up to ``samples``) and decided again; contests
+      settled by re-evaluating both sides cost more coverage and elite quality than they
+      bought (``docs/noise.md``);
     - every configuration enters with one evaluation (coverage costs no more than plain
       MAP-Elites), but an elite whose mean is among the archive's ``top`` best (one per 100
       evaluations of the budget, 1 to 10) is evaluated again up to ``top_samples`` times (twice
@@ -328,6 +330,7 @@ class NoiseHandler:
         self._probes_back = 0
         self._pooled_m2, self._pooled_dof = 0.0, 0
         self._later: dict[str, SampleStats] = {}  # re-evaluations of configurations chosen on their draws
+        self._pool_later = self.top_samples >= 3   # else no configuration ever has two later draws (_pool)
         self._first_objectives = SampleStats()  # the first objective of every configuration recorded (Prior)
         self._next_refresh = _FIRST_REFRESH
         self._waiting: dict[int, str] = {}       # cell -> the challenger to evaluate again before deciding
@@ -379,8 +382,8 @@ class NoiseHandler:
         """The run's spread of true objectives and its noise (None while the noise is unknown).
 
         The spread is the variance of the first objectives less the noise, at least a thousandth
-        of the noise: a spread the data cannot tell from noise still ranks configurations by
-        their means, those with more evaluations first.
+        of the noise. The noise is known once a probe was evaluated twice or another
+        configuration three times (:meth:`_pool`).
         """
         first, noise = self._first_objectives, self.pooled_variance
         if first.n < _MIN_PRIOR or not math.isfinite(noise):
@@ -431,6 +434,9 @@ class NoiseHandler:
             The archive gain it caused: 0 none, 1 a cell improved (or taken from an incumbent),
             2 a new cell.
         """
+        if not math.isfinite(objective) or not all(math.isfinite(m) for m in measures):
+            raise ValueError(f"a usable result needs a finite objective and measures, got {objective!r} and "
+                             f"{list(measures)!r}")
         status = self._record_one(hash, config, objective, measures, id, feedback, draw)
         if draw == 0:  # a new configuration: did exploring find an empty cell?
             self._firsts += 1
@@ -547,8 +553,9 @@ class NoiseHandler:
             self._probe_back(differs=False)
         elif self.mode == "on" and s.failures <= _MAX_FAILURES:
             self._want(hash)
-        else:
+        else:  # sampled no more; a replay (no asks) still holds it as wanted: drop it as the run did
             self._unwait(hash)
+            self._wanted.pop(hash, None)
 
     def _landed(self, hash: str) -> None:
         """A re-evaluation of ``hash`` that was handed out came back (or one replayed)."""
@@ -632,10 +639,12 @@ class NoiseHandler:
 
         A probe was re-evaluated whatever it scored, so all its draws pool. Any other configuration
         is evaluated again because its draws ranked it high (an elite, a challenger), which makes
-        its first draw a lucky one: only its later draws pool, around their own mean, so the choice
-        does not inflate the noise (it had by a third on the arm).
+        its first draw a lucky one: only its later draws pool, around their own mean (pooled with
+        the first they overstated the noise by a third on the arm's 10×10 map). Who gets a further
+        draw still depends on the draws before it, so on large maps the estimate still runs high,
+        less so. When no configuration can get two later draws (``top_samples`` < 3) all draws pool.
         """
-        if hash in self._probe_first:
+        if hash in self._probe_first or not self._pool_later:
             self._pooled_m2 += increase
             self._pooled_dof += 1
             return

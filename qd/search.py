@@ -169,10 +169,6 @@ class Search:
         saved = dict(store.get_meta("noise") or {}) if store is not None else {}
         earlier_rule = bool(saved) and saved.pop("noise_rule", None) != NOISE_RULE
         if saved:  # a resumed run keeps the noise policy it started with, so replay rebuilds its state
-            if earlier_rule:
-                warnings.warn(f"{store.path} was written by an earlier qd, whose noise policy settled contests "
-                              "by re-evaluation; resuming replays its samples with posterior means "
-                              "(docs/noise.md), so some cells may change elite", stacklevel=2)
             scheduler_options = dataclasses.replace(scheduler_options, **saved)
         else:
             scheduler_options.noise_budget = self.budget
@@ -203,6 +199,10 @@ class Search:
         if store is not None:
             self.listeners.append(StoreRecorder(store, llm_client, self.options.history_every, self.options.commit_s))
             self.finished = self._resume(store)
+            if earlier_rule and noise is not None and noise.active:
+                warnings.warn(f"{store.path} was written by an earlier qd, whose noise policy settled contests "
+                              "by re-evaluation; resuming replays its samples with posterior means "
+                              "(docs/noise.md), so some cells may change elite", stacklevel=2)
         if self.options.progress:
             self.listeners.append(ProgressBar())
         self.listeners.extend(listeners)
@@ -369,6 +369,8 @@ class Search:
         elif noise is not None:
             with store.transaction():
                 replay(store, self.archive, noise)
+                if noise.active:
+                    noise.refresh()  # as the run it resumes ended: every elite under the last prior
                 write_archive(store, self.archive)
         else:
             load_archive(store, self.archive)
@@ -383,6 +385,8 @@ class Search:
     def _rebuild(self, store: RunStore, noise: Any) -> None:
         """Replay a converted version 1 store and write the archive and the totals it did not keep."""
         replay(store, self.archive, noise)
+        if noise is not None and noise.active:
+            noise.refresh()
         write_archive(store, self.archive)
         totals = RunTotals(self.measure_names, self.archive.lower_bounds, self.archive.upper_bounds)
         store.set_meta(TOTALS_META, totals.add_rows(store.evaluations()).as_dict())

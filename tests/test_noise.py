@@ -350,3 +350,23 @@ def test_counters_report_the_mean_sample_count_of_the_current_elites():
     expected = np.mean([handler.stats[h].n for h in handler.cell_of])
     assert handler.counters()["elite_samples_mean"] == pytest.approx(expected)
     assert handler.counters()["active"] == 1.0
+
+
+def test_a_non_finite_result_is_refused_before_it_touches_the_policy():
+    h = NoiseHandler(_archive(2), "adaptive", budget=100, samples=2)
+    with pytest.raises(ValueError, match="finite objective and measures"):
+        h.record("bad", {"c": "bad"}, math.nan, [0.25], id=0)
+    with pytest.raises(ValueError, match="finite objective and measures"):
+        h.record("bad", {"c": "bad"}, 1.0, [math.inf], id=0)
+    assert h.seq == 0 and not h.stats and h._first_objectives.n == 0
+    h.record("ok", {"c": "ok"}, 1.0, [0.25], id=1)  # the policy goes on as if nothing had come
+    assert len(h.archive) == 1
+
+
+def test_with_one_sample_per_configuration_the_noise_still_becomes_known():
+    # noise_samples = 1: a top elite gets one later draw at most, so its first draw pools too
+    world = KnownTruth(seed=4, sigma=0.5, samples=2, n_configs=60, n_cells=3)
+    handler = NoiseHandler(_archive(3), "adaptive", budget=1000, samples=1)
+    handler.allowance = math.inf
+    _drive(handler, world, list(range(60)))
+    assert handler.resamples > 0 and handler.prior is not None and math.isfinite(handler.prior.noise)
