@@ -67,8 +67,9 @@ def replay(store: RunStore, archive: Any, noise: NoiseHandler | None = None) -> 
 
     Without a noise policy, in id order (``add_in_order`` gives what one ``add_single`` per row
     gives); with one, through the policy in the order it recorded them
-    (:meth:`qd.noise.NoiseHandler.replay`), which rebuilds every sample too. A run made with a
-    noise policy is replayed through that policy when ``noise`` is not given.
+    (:meth:`qd.noise.NoiseHandler.replay`), which rebuilds every sample too, and the elites are
+    written under the policy's last prior. A run made with a noise policy is replayed through
+    that policy when ``noise`` is not given.
     """
     saved = store.get_meta("noise") if noise is None else None
     if saved:
@@ -76,6 +77,8 @@ def replay(store: RunStore, archive: Any, noise: NoiseHandler | None = None) -> 
                              top=saved.get("noise_top"), share=saved.get("noise_share", MAX_RESAMPLE_SHARE))
     if noise is not None:
         noise.replay(store.evaluations_in_seq_order(), archive.measure_names)
+        if noise.active:
+            noise.refresh()  # every elite under the last prior, as a run shows them when it ends
         return
     names = archive.measure_names
     chunk: list[Any] = []

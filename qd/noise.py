@@ -243,7 +243,6 @@ def _differs(a: float, b: float) -> bool:
     return abs(a - b) > 1e-9 * max(1.0, abs(a), abs(b))
 
 
-
 def insert_usable(archive: Any, configs: Sequence[dict], objectives: Sequence[float | None],
                   measures: Sequence[Sequence[float] | None], *, ids: Sequence[int],
                   feedback: Sequence[str]) -> list[int]:
@@ -330,7 +329,6 @@ class NoiseHandler:
         self._probes_back = 0
         self._pooled_m2, self._pooled_dof = 0.0, 0
         self._later: dict[str, SampleStats] = {}  # re-evaluations of configurations chosen on their draws
-        self._pool_later = self.top_samples >= 3   # else no configuration ever has two later draws (_pool)
         self._first_objectives = SampleStats()  # the first objective of every configuration recorded (Prior)
         self._next_refresh = _FIRST_REFRESH
         self._waiting: dict[int, str] = {}       # cell -> the challenger to evaluate again before deciding
@@ -477,17 +475,18 @@ class NoiseHandler:
             return self._probe(hash, objective, measures, first, id, feedback)
         return self._settle(hash)
 
-    def record_plain(self, configs: Sequence[dict], objectives: Sequence[float], measures: Sequence[Sequence[float]],
-                     *, ids: Sequence[int], feedback: Sequence[str]) -> list[int]:
-        """Usable first evaluations while :attr:`plain`, inserted at once; their archive gains.
+    def record_plain(self, configs: Sequence[dict], objectives: Sequence[float | None],
+                     measures: Sequence[Sequence[float] | None], *, ids: Sequence[int],
+                     feedback: Sequence[str]) -> list[int]:
+        """First evaluations while :attr:`plain`, the usable ones inserted at once; each one's archive gain.
 
-        What :meth:`record` does for each of them in turn (``archive.add_in_order``).
+        What :meth:`record` does for each usable one in turn (:func:`insert_usable`).
         """
         if not self.plain:
             raise RuntimeError("record_plain() is for a policy that found no noise (mode off)")
-        self.seq += len(configs)
-        return self.archive.add_in_order(list(configs), objectives, measures, id=list(ids),
-                                         feedback=list(feedback)).tolist()
+        statuses = insert_usable(self.archive, configs, objectives, measures, ids=ids, feedback=feedback)
+        self.seq += sum(objectives[j] is not None and measures[j] is not None for j in range(len(configs)))
+        return statuses
 
     def record_many(self, configs: Sequence[dict], objectives: Sequence[float | None],
                     measures: Sequence[Sequence[float] | None], *, hash_of: Callable[[int], str], ids: Sequence[int],
@@ -518,8 +517,7 @@ class NoiseHandler:
         usable = [objectives[j] is not None and measures[j] is not None for j in range(n)]
         if self.plain and not any(resampled):
             seq = self.seq
-            statuses = insert_usable(self.archive, configs, objectives, measures, ids=ids, feedback=feedback)
-            self.seq += sum(usable)
+            statuses = self.record_plain(configs, objectives, measures, ids=ids, feedback=feedback)
             for j in range(n):
                 seq += usable[j]
                 seqs[j] = seq
@@ -644,7 +642,7 @@ class NoiseHandler:
         draw still depends on the draws before it, so on large maps the estimate still runs high,
         less so. When no configuration can get two later draws (``top_samples`` < 3) all draws pool.
         """
-        if hash in self._probe_first or not self._pool_later:
+        if hash in self._probe_first or self.top_samples < 3:
             self._pooled_m2 += increase
             self._pooled_dof += 1
             return
@@ -792,7 +790,9 @@ class NoiseHandler:
         Notes
         -----
         Results are replayed in the order the handler recorded them, so the archive, every
-        configuration's samples, and the prior are those of the interrupted run;
+        configuration's samples, and the prior are those of the interrupted run (the elites as
+        it last wrote them: ``qd.archive_store.replay`` then writes them under the last prior,
+        :meth:`refresh`, as a finished run ends);
         re-evaluations that were in flight are asked again. Once the policy is :attr:`plain`, rows
         are inserted in chunks (:meth:`record_plain`), as the run inserted them.
         """

@@ -369,8 +369,6 @@ class Search:
         elif noise is not None:
             with store.transaction():
                 replay(store, self.archive, noise)
-                if noise.active:
-                    noise.refresh()  # as the run it resumes ended: every elite under the last prior
                 write_archive(store, self.archive)
         else:
             load_archive(store, self.archive)
@@ -385,8 +383,6 @@ class Search:
     def _rebuild(self, store: RunStore, noise: Any) -> None:
         """Replay a converted version 1 store and write the archive and the totals it did not keep."""
         replay(store, self.archive, noise)
-        if noise is not None and noise.active:
-            noise.refresh()
         write_archive(store, self.archive)
         totals = RunTotals(self.measure_names, self.archive.lower_bounds, self.archive.upper_bounds)
         store.set_meta(TOTALS_META, totals.add_rows(store.evaluations()).as_dict())
