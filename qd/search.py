@@ -61,6 +61,7 @@ __all__ = ["Search", "SearchOptions", "OperatorStats", "replay", "SEED", "RANDOM
 CHEAP_EVAL_S = 0.001  # on several slots, evaluations quicker than this on average are told in batches
 MAX_BATCH = 256       # of at most this many candidates
 BATCH_SHARE = 32      # and at most one per this many results told so far
+_GC_YOUNG = 20_000  # allocations between collections of the youngest generation while a search runs
 
 
 @dataclass
@@ -273,6 +274,10 @@ class Search:
         # What exists now (modules, the domain, the archive so far) lives as long as the search: out of
         # the collector's sight, the full collections that the search's allocations trigger stay short.
         gc.freeze()
+        # Each evaluation allocates a few dozen containers that die young (a candidate, its result, a
+        # store row): at the default threshold the youngest generation is collected every few evaluations.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], _GC_YOUNG), *thresholds[1:])
         try:
             while self.finished < self.budget:
                 self._harvest_llm()
@@ -300,6 +305,7 @@ class Search:
             if noise is not None and noise.active:
                 noise.refresh()  # the map a run ends with shows the posterior means of its last prior
         finally:
+            gc.set_threshold(*thresholds)
             gc.unfreeze()
             for listener in self.listeners:
                 listener.on_end(self)

@@ -1,4 +1,5 @@
 """The steady-state loop end to end on the arm domain with real archives, store and evaluators."""
+import gc
 import json
 import math
 import os
@@ -365,3 +366,23 @@ def test_a_serial_run_tells_whole_batches_so_timing_never_changes_it():
         return sorted((int(e["index"]), float(e["objective"])) for e in archive)
 
     assert run(ordered=False) == run(ordered=True)
+
+
+class _CollectorWatch(SearchListener):
+    """Notes the collector's thresholds and frozen count while the search runs."""
+
+    def __init__(self):
+        self.during: list[tuple] = []
+
+    def on_results(self, search, events):
+        self.during.append((gc.get_threshold(), gc.get_freeze_count() > 0))
+
+
+def test_search_relaxes_the_collector_while_it_runs_and_restores_it():
+    domain = ArmDomain(joints=4)
+    before = gc.get_threshold()
+    watch = _CollectorWatch()
+    _search(domain, 120, listeners=[watch])
+    assert watch.during and all(t[0] >= 20_000 and t[1:] == before[1:] and frozen for t, frozen in watch.during)
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
