@@ -59,13 +59,27 @@ def config_features(space: Space, config: dict) -> dict[str, float]:
 MAX_HISTORY = 20_000  # results a LearnedPredictor keeps: a prediction reads them all
 
 
+def nearest(distances: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` smallest ``distances``, nearest first, ties to the lower index.
+
+    What ``np.argsort(distances, kind="stable")[:k]`` gives, in ``k`` linear passes (a
+    prediction's ``k`` is a handful, its history thousands). ``distances`` is overwritten.
+    """
+    chosen = []
+    for _ in range(min(int(k), len(distances))):
+        i = int(np.argmin(distances))  # the first of equal minima: the lower index
+        chosen.append(i)
+        distances[i] = np.inf
+    return np.array(chosen, dtype=np.intp)
+
+
 class LearnedPredictor:
     """Measures of a configuration predicted from the ``k`` nearest ones the run evaluated.
 
     Distances are Euclidean over :func:`config_features`; the prediction is the mean of the
     neighbours' measures. Until ``min_history`` results have been seen it predicts nothing; it
     keeps the ``max_history`` most recent, so memory and a prediction's cost stay bounded however
-    long the run.
+    long the run: one pass over each feature column and a partial sort, linear in the history.
 
     Parameters
     ----------
@@ -88,7 +102,9 @@ class LearnedPredictor:
         self._next = 0  # the row the next result takes once max_history are kept
         self._columns: dict[str, int] = {}
         rows = min(64, self.max_history)
-        self._features = np.zeros((rows, 8))  # rows x columns, grown by doubling up to max_history
+        # a feature per row, a result per column (grown by doubling up to max_history): a
+        # prediction reads each feature's values in one contiguous pass
+        self._features = np.zeros((8, rows))
         self._measures = np.zeros((rows, len(self.names)))
         self._n = 0
 
@@ -100,11 +116,11 @@ class LearnedPredictor:
         if grow:
             for key in features:
                 self._columns.setdefault(key, len(self._columns))
-            if len(self._columns) > self._features.shape[1]:  # a new column is 0 for earlier rows
-                wider = np.zeros((self._features.shape[0], 2 * len(self._columns)))
-                wider[:, : self._features.shape[1]] = self._features
+            if len(self._columns) > self._features.shape[0]:  # a new feature is 0 for earlier results
+                wider = np.zeros((2 * len(self._columns), self._features.shape[1]))
+                wider[: self._features.shape[0]] = self._features
                 self._features = wider
-        row = np.zeros(self._features.shape[1])
+        row = np.zeros(self._features.shape[0])
         for key, value in features.items():
             j = self._columns.get(key)
             if j is not None:
@@ -114,11 +130,12 @@ class LearnedPredictor:
     def learn(self, config: dict, measures: Sequence[float]) -> None:
         """Remember one evaluated configuration and its measures (archive order)."""
         row = self._row(config, grow=True)
-        if self._n == self._features.shape[0] and self._n < self.max_history:
-            self._features = np.concatenate([self._features, np.zeros_like(self._features)])[: self.max_history]
+        if self._n == self._features.shape[1] and self._n < self.max_history:
+            self._features = np.concatenate([self._features, np.zeros_like(self._features)], axis=1)[
+                :, : self.max_history]
             self._measures = np.concatenate([self._measures, np.zeros_like(self._measures)])[: self.max_history]
         slot = self._n if self._n < self.max_history else self._next
-        self._features[slot] = row
+        self._features[:, slot] = row
         self._measures[slot] = [float(m) for m in measures]
         if self._n < self.max_history:
             self._n += 1
@@ -129,9 +146,14 @@ class LearnedPredictor:
         """The mean measures of the ``k`` nearest evaluated configurations (None before ``min_history``)."""
         if self._n < self.min_history:
             return None
-        distances = np.square(self._features[: self._n] - self._row(config, grow=False)).sum(axis=1)
-        nearest = np.argsort(distances, kind="stable")[: self.k]
-        return dict(zip(self.names, map(float, self._measures[nearest].mean(axis=0))))
+        row = self._row(config, grow=False)
+        distances = np.zeros(self._n)
+        scratch = np.empty(self._n)
+        for j, value in enumerate(row[: len(self._columns)].tolist()):  # later features are 0 on both sides
+            np.subtract(self._features[j, : self._n], value, out=scratch)
+            np.multiply(scratch, scratch, out=scratch)
+            distances += scratch
+        return dict(zip(self.names, map(float, self._measures[nearest(distances, self.k)].mean(axis=0))))
 
 
 class MeasurePredictor:

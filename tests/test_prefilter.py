@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from qd.archives import GridArchive
 from qd.domains.k_module import KModuleDomain
 from qd.operators import Generation, Mutation, Operator
-from qd.prefilter import CellFilter, LearnedPredictor, MeasurePredictor
+from qd.prefilter import CellFilter, LearnedPredictor, MeasurePredictor, nearest
 from qd.scheduler import GenerationJob, Scheduler, SchedulerOptions
 from qd.space import Int, Space
 
@@ -187,7 +187,7 @@ def test_the_learned_predictor_keeps_the_most_recent_results_only():
     predictor = LearnedPredictor(space, ["m"], k=1, max_history=8)
     for a in range(20):  # 20 results, the first 12 forgotten
         predictor.learn({"a": a}, [float(a)])
-    assert len(predictor) == 8 and predictor._features.shape[0] == 8
+    assert len(predictor) == 8 and predictor._features.shape[1] == 8
     assert predictor.predict({"a": 0}) == {"m": 12.0}  # the oldest kept one is nearest
     assert predictor.predict({"a": 19}) == {"m": 19.0}
 
@@ -210,3 +210,26 @@ def test_filter_auto_is_on_for_a_domain_that_makes_calls_and_off_for_computation
     assert (search.scheduler.prefilter is not None) is makes_calls
     assert search.scheduler.predictor_learns is makes_calls  # no memory spent when it is off
     assert (search.stats["mutation"].filtered > 0) is makes_calls
+
+
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=60), st.integers(1, 8))
+def test_nearest_picks_what_a_stable_sort_picks_ties_included(values, k):
+    distances = np.array(values, dtype=float)
+    assert nearest(distances.copy(), k).tolist() == np.argsort(distances, kind="stable")[:k].tolist()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4), st.floats(-5, 5)), min_size=5, max_size=80),
+       st.tuples(st.integers(0, 4), st.integers(0, 4)), st.integers(1, 4))
+def test_the_learned_predictor_averages_the_k_nearest_by_brute_force(history, query, k):
+    space = Space({"x": Int(0, 4), "y": Int(0, 4)})
+    learned = LearnedPredictor(space, ["m"], k=k, max_history=50)
+    for x, y, m in history:
+        learned.learn({"x": x, "y": y}, [m])
+    slots = [None] * min(len(history), 50)
+    for i, item in enumerate(history):  # once full, each result overwrites the oldest, slot by slot
+        slots[i % 50] = item
+    distances = np.array([((x - query[0]) / 4) ** 2 + ((y - query[1]) / 4) ** 2 for x, y, _ in slots])
+    chosen = np.argsort(distances, kind="stable")[:k]
+    expected = float(np.mean([slots[i][2] for i in chosen]))
+    assert learned.predict({"x": query[0], "y": query[1]})["m"] == pytest.approx(expected, rel=1e-12, abs=1e-12)
