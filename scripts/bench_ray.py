@@ -24,12 +24,13 @@ measured evaluation time (the default). Prints a markdown table:
   evaluations per second one driver can feed (see the ``noop`` rows).
 
 A second table runs whole searches (``qd.Search`` on Ray tasks, the no-op domain, a
-Gaussian operator, a 100-cell grid), unbatched and batched, without and with a run store
-(what ``qd run`` adds), and splits the driver's CPU time per evaluation into the
+Gaussian operator, a 100-cell grid, the pre-evaluation filter off), unbatched and batched,
+without and with a run store (what ``qd run`` adds), and once with the store and the filter on
+(what a domain that makes calls gets by default); it splits the driver's CPU time per evaluation into the
 evaluator's share (its ``submit`` and ``collect``, main thread), the rest of the main
 thread (scheduler, descriptors, archive, store, listeners) and Ray's client threads; then
 ``qd run --backend ray`` itself on the same domain (a subprocess: config, run store,
-progress off), its steady rate read from the stored finish times (ids 10-90 %).
+filter and progress off), its steady rate read from the stored finish times (ids 10-90 %).
 
 A third table runs whole searches whose offspring come half from a classic mutation and
 half from a stand-in LLM operator that takes ``--llm-latency`` seconds per child on one
@@ -169,8 +170,12 @@ class TimedCalls:
         return call
 
 
-def bench_whole_search(args: argparse.Namespace, batch_size: int | None, store: bool) -> dict:
-    """A whole search of the no-op domain on Ray tasks; the driver's CPU time split by who spends it."""
+def bench_whole_search(args: argparse.Namespace, batch_size: int | None, store: bool, filter: bool = False) -> dict:
+    """A whole search of the no-op domain on Ray tasks; the driver's CPU time split by who spends it.
+
+    ``filter`` turns the pre-evaluation filter on (4 proposals per child, each predicted from the
+    results so far): what a domain that makes calls gets by default, measured on its own row.
+    """
     import tempfile
     from pathlib import Path
 
@@ -189,7 +194,7 @@ def bench_whole_search(args: argparse.Namespace, batch_size: int | None, store: 
         timed = TimedCalls(evaluator)
         search = Search(domain, GridArchive(dims=[100], ranges=[(0.0, 1.0)], measure_names=["x"]), evaluator,
                         operators={"gaussian": (Gaussian(domain.space), 1.0)}, measures=resolve_measures(["x"], domain),
-                        budget=budget, store=run_store, init_random=100, drain_s=0.0)
+                        budget=budget, store=run_store, init_random=100, drain_s=0.0, filter=filter)
         try:
             cpu0, main0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
             search.run()
@@ -199,7 +204,7 @@ def bench_whole_search(args: argparse.Namespace, batch_size: int | None, store: 
             search.close()
             if run_store is not None:
                 run_store.close()
-    return {"batch": batch, "store": store, "evals": budget, "wall_s": wall, "rate": budget / wall,
+    return {"batch": batch, "store": store, "filter": filter, "evals": budget, "wall_s": wall, "rate": budget / wall,
             "cpu_us": 1e6 * cpu / budget, "evaluator_us": 1e6 * timed.cpu_s / budget,
             "rest_us": 1e6 * (main - timed.cpu_s) / budget, "threads_us": 1e6 * (cpu - main) / budget}
 
@@ -237,6 +242,7 @@ noise = "none"
 
 [operators]
 gaussian = 1.0
+filter = false
 
 [evaluator]
 backend = "ray"
@@ -273,7 +279,7 @@ def bench_search(args: argparse.Namespace, wait_for_llm: bool) -> dict:
                  "slow_llm": (SlowLLMOperator(domain.space, args.llm_latency), 1.0)}
     with Search(domain, archive, evaluator, operators=operators, measures=resolve_measures(["x"], domain),
                 budget=budget, init_random=2 * args.workers, llm_threads=1, wait_for_llm=wait_for_llm,
-                drain_s=0.0) as search:
+                drain_s=0.0, filter=False) as search:  # the stand-in sleeps per child: proposals would multiply it
         start = time.perf_counter()
         search.run()
         wall = time.perf_counter() - start
@@ -356,11 +362,11 @@ def main() -> None:
     measure("ray", "actor", "noop", actors, batch_size=1)
     measure("ray", "actor", "noop", actors)
     whole = []
-    for store in (False, True):
-        for batch_size in (1, None):
-            whole.append(bench_whole_search(args, batch_size, store))
-            print(f"  done: search batch {whole[-1]['batch']} store {store}: {whole[-1]['rate']:.0f} evals/s",
-                  flush=True)
+    for store, batch_size, filter in ((False, 1, False), (False, None, False), (True, 1, False), (True, None, False),
+                                      (True, None, True)):
+        whole.append(bench_whole_search(args, batch_size, store, filter))
+        print(f"  done: search batch {whole[-1]['batch']} store {store} filter {filter}: "
+              f"{whole[-1]['rate']:.0f} evals/s", flush=True)
     searches = [bench_search(args, wait) for wait in (False, True)]
     ray.shutdown()
     qd_runs = []
@@ -396,12 +402,13 @@ def main() -> None:
     print(f"Whole searches, no-op domain, Ray tasks on {args.workers} CPUs (driver CPU time per evaluation, split "
           "by who spends it: the evaluator's submit/collect, the rest of the main thread, Ray's client threads):")
     print()
-    print("| run store | batch | evals | wall s | evals/s | x unbatched | driver CPU us/eval | evaluator us "
+    print("| run store | filter | batch | evals | wall s | evals/s | x unbatched | driver CPU us/eval | evaluator us "
           "| scheduler, archive, store, listeners us | Ray threads us |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in whole:
         base = next(b for b in whole if b["store"] == r["store"] and b["batch"] == 1)
-        print(f"| {'yes' if r['store'] else 'no'} | {r['batch']} | {r['evals']} | {r['wall_s']:.2f} | {r['rate']:.0f} "
+        print(f"| {'yes' if r['store'] else 'no'} | {'on' if r['filter'] else 'off'} | {r['batch']} | {r['evals']} "
+              f"| {r['wall_s']:.2f} | {r['rate']:.0f} "
               f"| {r['rate'] / base['rate']:.3g} | {r['cpu_us']:.0f} | {r['evaluator_us']:.0f} | {r['rest_us']:.0f} "
               f"| {r['threads_us']:.0f} |")
     print()
