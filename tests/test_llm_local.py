@@ -131,8 +131,11 @@ def test_qd_llm_serve_runs_an_endpoint_for_other_processes(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     root = Path(__file__).resolve().parents[1]
+    # Ctrl-C's default in the child even when the tests run as a background job, whose children
+    # start with SIGINT ignored (and Python then leaves it ignored)
     proc = subprocess.Popen([sys.executable, "-m", "qd.cli", "llm", "serve", "--port", str(port)], cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline().strip()  # blocks until the model is loaded and healthy
         assert line == f"http://127.0.0.1:{port}/v1"
