@@ -31,7 +31,7 @@ import numpy as np
 from qd.space import Bool, Categorical, Numeric, Space, Text
 from qd.space.units import to_unit
 
-__all__ = ["CellFilter", "LearnedPredictor", "MAX_HISTORY", "MeasurePredictor", "config_features"]
+__all__ = ["CellFilter", "LearnedPredictor", "MAX_HISTORY", "MeasurePredictor", "config_features", "nearest"]
 
 Predict = Callable[[dict], Mapping[str, float] | None]
 
@@ -79,7 +79,8 @@ class LearnedPredictor:
     Distances are Euclidean over :func:`config_features`; the prediction is the mean of the
     neighbours' measures. Until ``min_history`` results have been seen it predicts nothing; it
     keeps the ``max_history`` most recent, so memory and a prediction's cost stay bounded however
-    long the run: one pass over each feature column and a partial sort, linear in the history.
+    long the run: a prediction makes one pass over each feature's values and ``k`` over the
+    distances (:func:`nearest`), linear in the history.
 
     Parameters
     ----------
