@@ -62,8 +62,9 @@ MAX_HISTORY = 20_000  # results a LearnedPredictor keeps: a prediction reads the
 def nearest(distances: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` smallest ``distances``, nearest first, ties to the lower index.
 
-    What ``np.argsort(distances, kind="stable")[:k]`` gives, in ``k`` linear passes (a
-    prediction's ``k`` is a handful, its history thousands). ``distances`` is overwritten.
+    What ``np.argsort(distances, kind="stable")[:k]`` gives for finite ``distances`` (a
+    predictor's are), in ``k`` linear passes (a prediction's ``k`` is a handful, its history
+    thousands). ``distances`` is overwritten.
     """
     chosen = []
     for _ in range(min(int(k), len(distances))):

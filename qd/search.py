@@ -61,7 +61,7 @@ __all__ = ["Search", "SearchOptions", "OperatorStats", "replay", "SEED", "RANDOM
 CHEAP_EVAL_S = 0.001  # on several slots, evaluations quicker than this on average are told in batches
 MAX_BATCH = 256       # of at most this many candidates
 BATCH_SHARE = 32      # and at most one per this many results told so far
-_GC_YOUNG = 20_000  # allocations between collections of the youngest generation while a search runs
+_GC_YOUNG = 20_000  # net container allocations between collections of the youngest generation in a run
 
 
 @dataclass
@@ -271,14 +271,16 @@ class Search:
             listener.on_start(self)
         # one slot: whole batches, so that the run never depends on how long collect() ran
         in_order = self.options.ordered or self.evaluator.slots == 1
-        # What exists now (modules, the domain, the archive so far) lives as long as the search: out of
-        # the collector's sight, the full collections that the search's allocations trigger stay short.
-        gc.freeze()
-        # Each evaluation allocates a few dozen containers that die young (a candidate, its result, a
-        # store row): at the default threshold the youngest generation is collected every few evaluations.
         thresholds = gc.get_threshold()
-        gc.set_threshold(max(thresholds[0], _GC_YOUNG), *thresholds[1:])
         try:
+            # What exists now (modules, the domain, the archive so far) lives as long as the search: out
+            # of the collector's sight, the full collections that the search's allocations trigger stay short.
+            gc.freeze()
+            # Each evaluation allocates a few dozen containers that die young (a candidate, its result, a
+            # store row): at the default threshold the youngest generation is collected every few
+            # evaluations. (A threshold of 0, collection turned off, stays off.)
+            if thresholds[0]:
+                gc.set_threshold(max(thresholds[0], _GC_YOUNG), *thresholds[1:])
             while self.finished < self.budget:
                 self._harvest_llm()
                 self._stop_if_llm_unusable()

@@ -386,3 +386,16 @@ def test_search_relaxes_the_collector_while_it_runs_and_restores_it():
     assert watch.during and all(t[0] >= 20_000 and t[1:] == before[1:] and frozen for t, frozen in watch.during)
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+def test_search_leaves_collection_off_when_the_process_turned_it_off():
+    domain = ArmDomain(joints=4)
+    before = gc.get_threshold()
+    gc.set_threshold(0)
+    try:
+        watch = _CollectorWatch()
+        _search(domain, 60, listeners=[watch])
+        assert watch.during and all(t[0] == 0 for t, _ in watch.during)
+        assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*before)
